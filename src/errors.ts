@@ -1,0 +1,56 @@
+/**
+ * The one error type of the engine. Every layer throws {@link EngineError} with a stable code, so a
+ * client (or the Go service's old clients) can branch on `code` while people read `reason`.
+ * Codes are part of the public contract: add new ones, never rename or reuse old ones.
+ */
+export const ERROR_STATUS = {
+  BAD_REQUEST: 400,
+  UNAUTHENTICATED: 401,
+  TOKEN_EXPIRED: 401,
+  BAD_CREDENTIALS: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  SECTION_NOT_FOUND: 404,
+  STUDENT_NOT_FOUND: 404,
+  ALREADY_EXISTS: 409,
+  // Student rules, in the order SPEC section 4 checks them.
+  ENROLLMENT_WINDOW_CLOSED: 403,
+  SECTION_CLOSED: 409,
+  SEX_LOCK: 403,
+  UNITS_EXCEEDED: 409,
+  SAME_COURSE: 409,
+  EXAM_CONFLICT: 409,
+  CLASS_CONFLICT: 409,
+  SECTION_FULL: 409,
+  // Other operations.
+  NO_ACTIONS_LEFT: 403,
+  NOT_ENROLLED: 409,
+  ALREADY_IN_SECTION: 409,
+  SAME_GROUP: 400,
+  CAPACITY_BELOW_REGISTERED: 409,
+  RESERVE_BELOW_QUEUED: 409,
+  SEX_LOCK_CONFLICT: 409,
+  UNAVAILABLE: 503,
+  INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class EngineError extends Error {
+  readonly code: ErrorCode;
+  readonly statusCode: number;
+  /** Extra JSON-safe members sent to the client beside `reason` and `code`. */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, reason: string, details?: Record<string, unknown>) {
+    super(reason);
+    this.name = 'EngineError';
+    this.code = code;
+    this.statusCode = ERROR_STATUS[code];
+    this.details = details;
+  }
+}
+
+export function isEngineError(err: unknown): err is EngineError {
+  return err instanceof EngineError;
+}

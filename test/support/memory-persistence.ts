@@ -1,0 +1,89 @@
+import { evolveSection, initialSectionContext, sectionKey } from '../../src/actors/section-logic.js';
+import type { SectionContext } from '../../src/actors/types.js';
+import { EngineError } from '../../src/errors.js';
+import type { DomainEvent, LoadedState, LoadedStudent, Persistence, ReadinessReport, TransitionRecord } from '../../src/persistence/types.js';
+
+/**
+ * A Persistence that keeps the ordered log in memory: for tests of the engine and the HTTP layer
+ * that are not about storage. It mocks the project's own interface, never a driver. `failNext`
+ * makes the next append fail, as a lost broker or database would.
+ */
+export class MemoryPersistence implements Persistence {
+  readonly mode = 'embedded' as const;
+  readonly log: DomainEvent[] = [];
+  failNext = 0;
+  private poisoned = false;
+
+  async migrate(): Promise<void> {}
+
+  async load(): Promise<LoadedState> {
+    this.poisoned = false;
+    return replayLog(this.log);
+  }
+
+  async append(events: DomainEvent[]): Promise<void> {
+    await Promise.resolve();
+    if (this.failNext > 0 || this.poisoned) {
+      if (this.failNext > 0) this.failNext -= 1;
+      this.poisoned = true;
+      throw new EngineError('UNAVAILABLE', 'injected storage failure');
+    }
+    this.log.push(...structuredClone(events));
+  }
+
+  async recentTransitions(courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]> {
+    return this.log
+      .filter((e) => 'courseId' in e && e.courseId === courseId && e.groupId === groupId)
+      .reverse()
+      .slice(0, limit)
+      .map((e) => ({
+        seq: e.seq,
+        type: e.type,
+        studentId: 'studentId' in e ? e.studentId : null,
+        requestId: e.cause.requestId,
+        actor: e.cause.actor,
+        at: new Date(e.cause.at).toISOString(),
+        payload: {},
+      }));
+  }
+
+  async readiness(): Promise<ReadinessReport> {
+    return { ready: true, checks: { memory: { ok: true } } };
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** Folds an ordered log into the state the engine loads: the reference for every real store. */
+export function replayLog(log: DomainEvent[]): LoadedState {
+  const state: LoadedState = { departments: [], staff: [], students: [], sections: [] };
+  const students = new Map<number, LoadedStudent>();
+  const sections = new Map<string, SectionContext>();
+  for (const e of log) {
+    switch (e.type) {
+      case 'departmentCreated':
+        state.departments.push(e.department);
+        break;
+      case 'staffCreated':
+        state.staff.push(e.staff);
+        break;
+      case 'studentCreated':
+        students.set(e.student.id, { ...e.student, seq: e.seq });
+        break;
+      case 'actionUsed': {
+        const s = students.get(e.studentId);
+        if (s) students.set(e.studentId, { ...s, remainingActions: e.remainingActions, seq: e.seq });
+        break;
+      }
+      default: {
+        const key = sectionKey(e.courseId, e.groupId);
+        const prev = sections.get(key);
+        if (e.type === 'sectionCreated') sections.set(key, evolveSection(initialSectionContext(e.info, e), e));
+        else if (prev) sections.set(key, evolveSection(prev, e));
+      }
+    }
+  }
+  state.students = [...students.values()];
+  state.sections = [...sections.values()];
+  return state;
+}
