@@ -1,0 +1,20 @@
+/**
+ * `npm run migrate`: creates or upgrades the schema of the configured store (DATABASE_URL in full
+ * mode, the PGlite files under DATA_DIR otherwise) and exits. The server also migrates on start.
+ */
+import { join } from 'node:path';
+import { loadConfig } from '../config.js';
+import { createLogger } from '../logger.js';
+import { migrate } from '../persistence/migrations.js';
+import { createPgClient } from '../persistence/pg-client.js';
+import { createPgliteClient } from '../persistence/pglite-client.js';
+
+const config = loadConfig();
+const logger = createLogger(config.logLevel).child({ module: 'migrate' });
+const db = config.databaseUrl ? createPgClient(config.databaseUrl) : await createPgliteClient(join(config.dataDir, 'pglite'));
+try {
+  const applied = await migrate(db);
+  logger.info({ applied, target: config.databaseUrl ? 'postgres' : 'embedded' }, applied.length ? 'migrations applied' : 'schema up to date');
+} finally {
+  await db.close();
+}

@@ -1,0 +1,50 @@
+import type { Logger } from 'pino';
+import { createGroupCommitter } from './group-commit.js';
+import { migrate } from './migrations.js';
+import { createPgliteClient } from './pglite-client.js';
+import type { SqlClient } from './sql-client.js';
+import { applyEvents, loadState, readTransitions } from './state-store.js';
+import type { LoadedState, Persistence, ReadinessReport } from './types.js';
+
+/**
+ * Embedded mode: PGlite files under the data directory, and the ordered log is in process. Each
+ * group commit is one transaction that records the events and applies them to the tables, so the
+ * tables are always current and a restart needs no replay.
+ */
+export async function createEmbeddedStore(opts: { dataDir: string | null; logger: Logger; batchMaxEvents: number }): Promise<Persistence> {
+  const log = opts.logger.child({ module: 'embedded-store' });
+  const db: SqlClient = await createPgliteClient(opts.dataDir);
+  const committer = createGroupCommitter(async (events) => {
+    const t0 = performance.now();
+    await db.transaction((tx) => applyEvents(tx, events));
+    log.debug({ events: events.length, ms: +(performance.now() - t0).toFixed(1) }, 'group commit');
+  }, opts.batchMaxEvents);
+
+  return {
+    mode: 'embedded',
+    async migrate() {
+      const applied = await migrate(db);
+      if (applied.length > 0) log.info({ applied }, 'migrations applied');
+    },
+    async load(): Promise<LoadedState> {
+      await committer.drain();
+      const state = await loadState(db);
+      committer.reset();
+      return state;
+    },
+    append: (events) => committer.append(events),
+    recentTransitions: (c, g, limit) => readTransitions(db, c, g, limit),
+    async readiness(): Promise<ReadinessReport> {
+      try {
+        await db.query('SELECT 1');
+        return { ready: !committer.failed, checks: { database: { ok: true }, log: { ok: !committer.failed } } };
+      } catch (err) {
+        return { ready: false, checks: { database: { ok: false, detail: (err as Error).message } } };
+      }
+    },
+    async close() {
+      await committer.drain();
+      await db.close();
+    },
+  };
+}

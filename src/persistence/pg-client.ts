@@ -1,0 +1,53 @@
+import pg from 'pg';
+import type { SqlClient, SqlExecutor } from './sql-client.js';
+
+/** bigint ids come back as numbers (ids and sequence numbers stay far below 2^53). */
+const types = {
+  getTypeParser(oid: number, format?: string) {
+    if (oid === 20) return (v: string) => Number(v);
+    return pg.types.getTypeParser(oid, format as 'text');
+  },
+};
+
+/** node-postgres pool behind the SqlClient interface (full mode). */
+export function createPgClient(connectionString: string, opts: { max?: number; connectionTimeoutMillis?: number } = {}): SqlClient {
+  const pool = new pg.Pool({
+    connectionString,
+    max: opts.max ?? 8,
+    connectionTimeoutMillis: opts.connectionTimeoutMillis ?? 2000,
+    types,
+  });
+  // A broken idle connection must not crash the process; the next query reconnects.
+  pool.on('error', () => undefined);
+  const query = async <R>(text: string, params?: unknown[]) => {
+    const r = await pool.query(text, params);
+    return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+  };
+  return {
+    query,
+    async transaction(fn) {
+      const client = await pool.connect();
+      const tx: SqlExecutor = {
+        async query<R>(text: string, params?: unknown[]) {
+          const r = await client.query(text, params);
+          return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+        },
+      };
+      try {
+        await client.query('BEGIN');
+        const out = await fn(tx);
+        await client.query('COMMIT');
+        client.release();
+        return out;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        client.release(true);
+        throw err;
+      }
+    },
+    async exec(sql) {
+      await pool.query(sql);
+    },
+    close: () => pool.end(),
+  };
+}

@@ -1,0 +1,378 @@
+import { sectionKey } from '../actors/section-logic.js';
+import type { Membership, SectionContext, SectionInfo, Sex } from '../actors/types.js';
+import type { SqlExecutor } from './sql-client.js';
+import { streamOf, type DomainEvent, type LoadedState, type LoadedStudent, type TransitionRecord } from './types.js';
+
+/**
+ * Applies events to the Go service's tables and reads them back. Shared by the embedded store and
+ * the full-mode batcher, so both write exactly the same rows.
+ *
+ * A batch is applied set-based: the events are recorded in `transitions` (whose unique
+ * (stream, seq) makes redelivered events no-ops), then folded into their net effect per row and
+ * written with a fixed number of statements, whatever the batch size.
+ */
+
+interface EnrollmentRow {
+  courseId: number;
+  groupId: number;
+  studentId: number;
+  /** null: the row must not exist after the batch. */
+  reserved: boolean | null;
+  placedSeq: number;
+}
+
+type CoursePatch = Record<string, unknown>;
+
+const INFO_COLUMNS: Record<string, string> = {
+  forDepartment: 'for_department',
+  name: 'name',
+  lecturer: 'lecturer',
+  units: 'units',
+  examTime: 'exam_time',
+  classTime: 'class_time',
+  notes: 'notes',
+};
+
+function toDate(ms: number | null): Date | null {
+  return ms === null ? null : new Date(ms);
+}
+
+function columnValue(field: string, value: unknown): unknown {
+  return field === 'examTime' ? toDate(value as number | null) : value;
+}
+
+/** What is stored in the log's payload: the event without secrets. */
+function payloadOf(e: DomainEvent): string {
+  if (e.type === 'studentCreated') {
+    const { passwordHash: _h, ...student } = e.student;
+    return JSON.stringify({ ...e, student });
+  }
+  if (e.type === 'staffCreated') {
+    const { passwordHash: _h, ...staff } = e.staff;
+    return JSON.stringify({ ...e, staff });
+  }
+  return JSON.stringify(e);
+}
+
+/** Applies a batch in order, idempotently. Returns how many events were new. */
+export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[]): Promise<number> {
+  // 1. Record in the log; keep only events not seen before.
+  const seen = new Set<string>();
+  const events: DomainEvent[] = [];
+  for (const e of batch) {
+    const k = `${streamOf(e)}#${e.seq}`;
+    if (seen.has(k)) continue;
+    seen.add(k);
+    events.push(e);
+  }
+  if (events.length === 0) return 0;
+  const cols = {
+    stream: [] as string[],
+    seq: [] as number[],
+    type: [] as string[],
+    course: [] as (number | null)[],
+    group: [] as (number | null)[],
+    student: [] as (number | null)[],
+    request: [] as string[],
+    actor: [] as string[],
+    at: [] as Date[],
+    payload: [] as string[],
+  };
+  for (const e of events) {
+    cols.stream.push(streamOf(e));
+    cols.seq.push(e.seq);
+    cols.type.push(e.type);
+    const section = 'courseId' in e;
+    cols.course.push(section ? e.courseId : null);
+    cols.group.push(section ? e.groupId : null);
+    cols.student.push('studentId' in e ? e.studentId : e.type === 'studentCreated' ? e.student.id : null);
+    cols.request.push(e.cause.requestId);
+    cols.actor.push(e.cause.actor);
+    cols.at.push(new Date(e.cause.at));
+    cols.payload.push(payloadOf(e));
+  }
+  const inserted = await tx.query<{ stream: string; seq: number }>(
+    `INSERT INTO transitions (stream, seq, type, course_id, group_id, student_id, request_id, actor, at, payload)
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
+                          $7::text[], $8::text[], $9::timestamptz[], $10::jsonb[])
+     ON CONFLICT (stream, seq) DO NOTHING
+     RETURNING stream, seq`,
+    [cols.stream, cols.seq, cols.type, cols.course, cols.group, cols.student, cols.request, cols.actor, cols.at, cols.payload],
+  );
+  const fresh = new Set(inserted.rows.map((r) => `${r.stream}#${Number(r.seq)}`));
+  const todo = events.filter((e) => fresh.has(`${streamOf(e)}#${e.seq}`));
+  if (todo.length === 0) return 0;
+
+  // 2. Fold into net effects.
+  const departments: { id: number; name: string }[] = [];
+  const staff: { id: number; hash: string; dep: number | null }[] = [];
+  const students: DomainEvent[] = [];
+  const sections: Extract<DomainEvent, { type: 'sectionCreated' }>[] = [];
+  const remaining = new Map<number, number>();
+  const enrollments = new Map<string, EnrollmentRow>();
+  const patches = new Map<string, { courseId: number; groupId: number; set: CoursePatch }>();
+  const heads = new Map<string, number>();
+  const patch = (courseId: number, groupId: number): CoursePatch => {
+    const k = sectionKey(courseId, groupId);
+    let p = patches.get(k);
+    if (!p) patches.set(k, (p = { courseId, groupId, set: {} }));
+    return p.set;
+  };
+  const place = (courseId: number, groupId: number, studentId: number, reserved: boolean | null, placedSeq: number) => {
+    enrollments.set(`${courseId}:${groupId}:${studentId}`, { courseId, groupId, studentId, reserved, placedSeq });
+  };
+
+  for (const e of todo) {
+    const stream = streamOf(e);
+    heads.set(stream, Math.max(heads.get(stream) ?? 0, e.seq));
+    switch (e.type) {
+      case 'departmentCreated':
+        departments.push(e.department);
+        break;
+      case 'staffCreated':
+        staff.push({ id: e.staff.id, hash: e.staff.passwordHash, dep: e.staff.departmentId });
+        break;
+      case 'studentCreated':
+        students.push(e);
+        break;
+      case 'actionUsed':
+        remaining.set(e.studentId, e.remainingActions);
+        break;
+      case 'sectionCreated':
+        sections.push(e);
+        break;
+      case 'studentEnrolled':
+      case 'studentPromoted':
+        place(e.courseId, e.groupId, e.studentId, false, e.seq);
+        break;
+      case 'studentQueued':
+        place(e.courseId, e.groupId, e.studentId, true, e.seq);
+        break;
+      case 'studentDropped':
+        place(e.courseId, e.groupId, e.studentId, null, e.seq);
+        break;
+      case 'capacityChanged':
+        patch(e.courseId, e.groupId).capacity = e.capacity;
+        break;
+      case 'reserveCapacityChanged':
+        patch(e.courseId, e.groupId).reserve_capacity = e.reserveCapacity;
+        break;
+      case 'sexLockChanged':
+        patch(e.courseId, e.groupId).sex_lock = e.sexLock;
+        break;
+      case 'sectionClosed':
+        patch(e.courseId, e.groupId).closed = true;
+        break;
+      case 'sectionReopened':
+        patch(e.courseId, e.groupId).closed = false;
+        break;
+      case 'infoUpdated': {
+        const p = patch(e.courseId, e.groupId);
+        for (const [field, value] of Object.entries(e.info)) {
+          const col = INFO_COLUMNS[field];
+          if (col && value !== undefined) p[col] = columnValue(field, value);
+        }
+        break;
+      }
+    }
+  }
+
+  // 3. Write, parents before children, deletes before upserts (a change of group deletes one row
+  //    of the course and inserts another).
+  if (departments.length > 0) {
+    await tx.query(
+      `INSERT INTO departments (id, name) SELECT * FROM unnest($1::bigint[], $2::text[]) ON CONFLICT (id) DO NOTHING`,
+      [departments.map((d) => d.id), departments.map((d) => d.name)],
+    );
+  }
+  if (staff.length > 0) {
+    await tx.query(
+      `INSERT INTO staff (id, password, department_id) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])
+       ON CONFLICT (id) DO NOTHING`,
+      [staff.map((s) => s.id), staff.map((s) => s.hash), staff.map((s) => s.dep)],
+    );
+  }
+  if (students.length > 0) {
+    const rows = students.map((e) => (e as Extract<DomainEvent, { type: 'studentCreated' }>).student);
+    await tx.query(
+      `INSERT INTO students (id, password, enrollment_start_time, max_units, remaining_actions, department_id, entry_year, gender)
+       SELECT id, pw, st, mu, ra, dep, ey, g::sex
+       FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::int[], $6::bigint[], $7::int[], $8::text[])
+            AS t(id, pw, st, mu, ra, dep, ey, g)
+       ON CONFLICT (id) DO NOTHING`,
+      [
+        rows.map((s) => s.id),
+        rows.map((s) => s.passwordHash),
+        rows.map((s) => new Date(s.enrollmentStart)),
+        rows.map((s) => s.maxUnits),
+        rows.map((s) => s.remainingActions),
+        rows.map((s) => s.departmentId),
+        rows.map((s) => s.entryYear),
+        rows.map((s) => s.gender),
+      ],
+    );
+  }
+  if (sections.length > 0) {
+    await tx.query(
+      `INSERT INTO courses (course_id, group_id, for_department, name, lecturer, units, capacity, reserve_capacity,
+                            exam_time, class_time, sex_lock, notes, closed)
+       SELECT c, g, d, n, l, u, cap, res, ex, ct, lock::sex, notes, closed
+       FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::int[], $7::int[], $8::int[],
+                   $9::timestamptz[], $10::bigint[], $11::text[], $12::text[], $13::boolean[])
+            AS t(c, g, d, n, l, u, cap, res, ex, ct, lock, notes, closed)
+       ON CONFLICT (course_id, group_id) DO NOTHING`,
+      [
+        sections.map((s) => s.courseId),
+        sections.map((s) => s.groupId),
+        sections.map((s) => s.info.forDepartment),
+        sections.map((s) => s.info.name),
+        sections.map((s) => s.info.lecturer),
+        sections.map((s) => s.info.units),
+        sections.map((s) => s.capacity),
+        sections.map((s) => s.reserveCapacity),
+        sections.map((s) => toDate(s.info.examTime)),
+        sections.map((s) => s.info.classTime),
+        sections.map((s) => s.sexLock),
+        sections.map((s) => s.info.notes),
+        sections.map((s) => s.closed),
+      ],
+    );
+  }
+  const rows = [...enrollments.values()];
+  const gone = rows.filter((r) => r.reserved === null);
+  const kept = rows.filter((r) => r.reserved !== null);
+  if (gone.length > 0) {
+    await tx.query(
+      `DELETE FROM enrolled_courses e USING unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d(c, g, s)
+       WHERE e.course_id = d.c AND e.group_id = d.g AND e.student_id = d.s`,
+      [gone.map((r) => r.courseId), gone.map((r) => r.groupId), gone.map((r) => r.studentId)],
+    );
+  }
+  if (kept.length > 0) {
+    await tx.query(
+      `INSERT INTO enrolled_courses (course_id, group_id, student_id, reserved, placed_seq)
+       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[], $5::bigint[])
+       ON CONFLICT (student_id, course_id) DO UPDATE
+         SET group_id = EXCLUDED.group_id, reserved = EXCLUDED.reserved, placed_seq = EXCLUDED.placed_seq`,
+      [kept.map((r) => r.courseId), kept.map((r) => r.groupId), kept.map((r) => r.studentId), kept.map((r) => r.reserved), kept.map((r) => r.placedSeq)],
+    );
+  }
+  if (remaining.size > 0) {
+    await tx.query(
+      `UPDATE students s SET remaining_actions = u.r FROM unnest($1::bigint[], $2::int[]) AS u(id, r) WHERE s.id = u.id`,
+      [[...remaining.keys()], [...remaining.values()]],
+    );
+  }
+  for (const p of patches.values()) {
+    const entries = Object.entries(p.set);
+    if (entries.length === 0) continue;
+    const sets = entries.map(([col], i) => (col === 'sex_lock' ? `${col} = $${i + 3}::text::sex` : `${col} = $${i + 3}`)).join(', ');
+    await tx.query(`UPDATE courses SET ${sets} WHERE course_id = $1 AND group_id = $2`, [p.courseId, p.groupId, ...entries.map(([, v]) => v)]);
+  }
+  await tx.query(
+    `INSERT INTO stream_heads (stream, seq) SELECT * FROM unnest($1::text[], $2::bigint[])
+     ON CONFLICT (stream) DO UPDATE SET seq = GREATEST(stream_heads.seq, EXCLUDED.seq)`,
+    [[...heads.keys()], [...heads.values()]],
+  );
+  return todo.length;
+}
+
+function ms(v: unknown): number | null {
+  if (v === null || v === undefined) return null;
+  return v instanceof Date ? v.getTime() : new Date(v as string).getTime();
+}
+
+function num(v: unknown): number | null {
+  return v === null || v === undefined ? null : Number(v);
+}
+
+/** Reads the whole state the engine hosts: every section with its seats and queue in order. */
+export async function loadState(db: SqlExecutor): Promise<LoadedState> {
+  const heads = new Map<string, number>();
+  for (const r of (await db.query<{ stream: string; seq: number }>('SELECT stream, seq FROM stream_heads')).rows) {
+    heads.set(r.stream, Number(r.seq));
+  }
+  const departments = (await db.query<{ id: number; name: string }>('SELECT id, name FROM departments ORDER BY id')).rows.map(
+    (r) => ({ id: Number(r.id), name: r.name }),
+  );
+  const staff = (
+    await db.query<{ id: number; password: string; department_id: number | null }>('SELECT id, password, department_id FROM staff ORDER BY id')
+  ).rows.map((r) => ({ id: Number(r.id), passwordHash: r.password, departmentId: num(r.department_id) }));
+  const students: LoadedStudent[] = (
+    await db.query<Record<string, unknown>>(
+      `SELECT id, password, enrollment_start_time, max_units, remaining_actions, department_id, entry_year, gender::text AS gender
+       FROM students ORDER BY id`,
+    )
+  ).rows.map((r) => ({
+    id: Number(r.id),
+    passwordHash: r.password as string,
+    enrollmentStart: ms(r.enrollment_start_time) as number,
+    maxUnits: Number(r.max_units),
+    remainingActions: Number(r.remaining_actions),
+    departmentId: num(r.department_id),
+    entryYear: num(r.entry_year),
+    gender: r.gender as Sex,
+    seq: heads.get(`student:${Number(r.id)}`) ?? 0,
+  }));
+  const sections = new Map<string, SectionContext>();
+  const courseRows = await db.query<Record<string, unknown>>(
+    `SELECT course_id, group_id, for_department, name, lecturer, units, capacity, reserve_capacity, exam_time, class_time,
+            sex_lock::text AS sex_lock, notes, closed
+     FROM courses ORDER BY course_id, group_id`,
+  );
+  for (const r of courseRows.rows) {
+    const info: SectionInfo = {
+      courseId: Number(r.course_id),
+      groupId: Number(r.group_id),
+      forDepartment: num(r.for_department),
+      name: r.name as string,
+      lecturer: (r.lecturer as string) ?? '',
+      units: Number(r.units),
+      examTime: ms(r.exam_time),
+      classTime: num(r.class_time),
+      notes: (r.notes as string) ?? '',
+    };
+    const key = sectionKey(info.courseId, info.groupId);
+    sections.set(key, {
+      info,
+      capacity: Number(r.capacity),
+      reserveCapacity: Number(r.reserve_capacity),
+      sexLock: (r.sex_lock as Sex | null) ?? null,
+      closed: Boolean(r.closed),
+      registered: [],
+      queue: [],
+      members: {},
+      seq: heads.get(`section:${key}`) ?? 0,
+    });
+  }
+  const enrolled = await db.query<{ course_id: number; group_id: number; student_id: number; reserved: boolean }>(
+    `SELECT course_id, group_id, student_id, reserved FROM enrolled_courses
+     ORDER BY course_id, group_id, placed_seq NULLS FIRST, id`,
+  );
+  for (const r of enrolled.rows) {
+    const ctx = sections.get(sectionKey(Number(r.course_id), Number(r.group_id)));
+    if (!ctx) continue;
+    const id = Number(r.student_id);
+    const m: Membership = r.reserved ? 'queued' : 'registered';
+    (m === 'queued' ? ctx.queue : ctx.registered).push(id);
+    ctx.members[id] = m;
+  }
+  return { departments, staff, students, sections: [...sections.values()] };
+}
+
+export async function readTransitions(db: SqlExecutor, courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]> {
+  const r = await db.query<Record<string, unknown>>(
+    `SELECT seq, type, student_id, request_id, actor, at, payload FROM transitions
+     WHERE course_id = $1 AND group_id = $2 ORDER BY seq DESC LIMIT $3`,
+    [courseId, groupId, limit],
+  );
+  return r.rows.map((x) => ({
+    seq: Number(x.seq),
+    type: x.type as string,
+    studentId: num(x.student_id),
+    requestId: x.request_id as string,
+    actor: x.actor as string,
+    at: new Date(ms(x.at) as number).toISOString(),
+    payload: (typeof x.payload === 'string' ? JSON.parse(x.payload) : x.payload) as Record<string, unknown>,
+  }));
+}
