@@ -117,6 +117,8 @@ export class Engine {
   /** Set when an append failed: the in-memory state may hold undurable changes until reloaded. */
   private needsReload = false;
   private reloading: Promise<void> | null = null;
+  /** Appends not yet settled; a reload waits for them so it never reads the log while one races in. */
+  private readonly inflight = new Set<Promise<void>>();
 
   constructor(deps: EngineDeps) {
     this.persistence = deps.persistence;
@@ -238,8 +240,10 @@ export class Engine {
       try {
         left = this.dispatch(source, { type: 'drop', studentId, reason: 'movedOut', cause });
       } catch (err) {
-        // The index said the student holds the source; if the actor disagrees, memory is suspect.
+        // The index said the student holds the source; if the actor disagrees, memory is suspect
+        // (and the target place just taken is not durable): roll back before answering.
         this.needsReload = true;
+        await this.ready().catch(() => undefined);
         throw err;
       }
       const events: DomainEvent[] = [...taken, ...left, this.useAction(st, cause)];
@@ -414,6 +418,16 @@ export class Engine {
 
   // -------------------------------------------------------------------------------------------
   // Reads (served from memory; they never touch storage)
+
+  /**
+   * Resolves once memory holds only acknowledged state. After a failed append the actors may still
+   * hold the change that was refused until the reload; a read that must not show it (an API GET
+   * after a 503) awaits this first. Free when nothing failed; rejects with UNAVAILABLE while
+   * storage cannot be reloaded.
+   */
+  settled(): Promise<void> {
+    return this.ready();
+  }
 
   getStudent(id: number): StudentRecord | undefined {
     return this.students.get(id)?.record;
@@ -593,6 +607,9 @@ export class Engine {
     if (!this.reloading) {
       this.reloading = (async () => {
         try {
+          // Appends already on their way settle first (behind a failed one they fail too), so the
+          // state loaded is final and no in-flight decision on the old memory is acknowledged.
+          await Promise.allSettled([...this.inflight]);
           const state = await this.persistence.load();
           this.rebuild(state);
           this.needsReload = false;
@@ -612,14 +629,36 @@ export class Engine {
   }
 
   private async persist(events: DomainEvent[]): Promise<void> {
-    if (events.length === 0) return;
+    if (events.length === 0) {
+      // Nothing to write, but "already so" rests on memory that may hold changes still on their way
+      // to storage (a concurrent request's): the answer stands only once those are durable.
+      const earlier = this.inflight.size > 0 ? await Promise.allSettled([...this.inflight]) : [];
+      if (earlier.some((r) => r.status === 'rejected') || this.needsReload || this.reloading) {
+        await this.ready().catch(() => undefined);
+        throw new EngineError('UNAVAILABLE', 'storage is unavailable; try again shortly');
+      }
+      return;
+    }
+    if (this.needsReload || this.reloading) {
+      // A write failed after this request passed ready(): its decision may rest on that undurable
+      // change, so it is not written; the reload below discards it with the rest.
+      await this.ready().catch(() => undefined);
+      throw new EngineError('UNAVAILABLE', 'storage is unavailable; try again shortly');
+    }
+    const appended = this.persistence.append(events);
+    this.inflight.add(appended);
     try {
-      await this.persistence.append(events);
+      await appended;
     } catch (err) {
       this.needsReload = true;
+      if (!isEngineError(err)) this.log.error({ err }, 'append failed');
+      // Roll memory back to the durable state before answering, so no read ever serves a change
+      // whose request was refused. If storage is still down, the next request retries the reload.
+      await this.ready().catch(() => undefined);
       if (isEngineError(err)) throw err;
-      this.log.error({ err }, 'append failed');
       throw new EngineError('UNAVAILABLE', 'the change could not be made durable; nothing was changed');
+    } finally {
+      this.inflight.delete(appended);
     }
     for (const l of this.listeners) {
       try {

@@ -1,7 +1,6 @@
-import { evolveSection, initialSectionContext, sectionKey } from '../../src/actors/section-logic.js';
-import type { SectionContext } from '../../src/actors/types.js';
 import { EngineError } from '../../src/errors.js';
-import type { DomainEvent, LoadedState, LoadedStudent, Persistence, ReadinessReport, TransitionRecord } from '../../src/persistence/types.js';
+import { EMPTY_STATE, foldEvents } from '../../src/persistence/fold.js';
+import type { DomainEvent, LoadedState, Persistence, ReadinessReport, TransitionRecord } from '../../src/persistence/types.js';
 
 /**
  * A Persistence that keeps the ordered log in memory: for tests of the engine and the HTTP layer
@@ -56,34 +55,5 @@ export class MemoryPersistence implements Persistence {
 
 /** Folds an ordered log into the state the engine loads: the reference for every real store. */
 export function replayLog(log: DomainEvent[]): LoadedState {
-  const state: LoadedState = { departments: [], staff: [], students: [], sections: [] };
-  const students = new Map<number, LoadedStudent>();
-  const sections = new Map<string, SectionContext>();
-  for (const e of log) {
-    switch (e.type) {
-      case 'departmentCreated':
-        state.departments.push(e.department);
-        break;
-      case 'staffCreated':
-        state.staff.push(e.staff);
-        break;
-      case 'studentCreated':
-        students.set(e.student.id, { ...e.student, seq: e.seq });
-        break;
-      case 'actionUsed': {
-        const s = students.get(e.studentId);
-        if (s) students.set(e.studentId, { ...s, remainingActions: e.remainingActions, seq: e.seq });
-        break;
-      }
-      default: {
-        const key = sectionKey(e.courseId, e.groupId);
-        const prev = sections.get(key);
-        if (e.type === 'sectionCreated') sections.set(key, evolveSection(initialSectionContext(e.info, e), e));
-        else if (prev) sections.set(key, evolveSection(prev, e));
-      }
-    }
-  }
-  state.students = [...students.values()];
-  state.sections = [...sections.values()];
-  return state;
+  return foldEvents(EMPTY_STATE, log);
 }

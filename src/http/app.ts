@@ -1,0 +1,107 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, type RawServerDefault } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Logger } from 'pino';
+import type { Engine } from '../engine/engine.js';
+import type { ReadinessReport } from '../persistence/types.js';
+import { TokenService } from './auth.js';
+import type { RouteContext } from './context.js';
+import { installErrorHandlers } from './error-handler.js';
+import { registerOpenApi } from './openapi.js';
+import { genReqId, REQUEST_ID_HEADER } from './request-id.js';
+import { authRoutes } from './routes/auth.js';
+import { healthRoutes } from './routes/health.js';
+import { peopleRoutes } from './routes/people.js';
+import { sectionRoutes } from './routes/sections.js';
+import { staffRoutes } from './routes/staff.js';
+import { studentRoutes } from './routes/student.js';
+import { validatorCompiler } from './validation.js';
+
+/** What the HTTP layer needs from the process that wires it up; nothing here knows about storage drivers. */
+export interface AppDeps {
+  engine: Engine;
+  logger: Logger;
+  /** HS256 secret shared by every instance, so tokens survive restarts and work on any instance. */
+  jwtSecret: string;
+  tokenTtlSeconds: number;
+  /** Readiness of the persistence layer, for `GET /ready`. */
+  readiness: () => Promise<ReadinessReport>;
+  /** Clock in unix milliseconds for token times; injectable so tests can expire tokens. */
+  now?: () => number;
+}
+
+/** The app as built: Fastify with the TypeBox type provider. */
+export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;
+
+/** Request bodies are a few ids; anything near this size is abuse, not a request. */
+const BODY_LIMIT = 64 * 1024;
+const API_VERSION = '0.1.0';
+
+type BodyDone = (err: Error | null, body?: unknown) => void;
+
+/**
+ * JSON parsing that is lenient where old clients may differ and strict elsewhere: an empty body
+ * with a JSON content type is "no body" (a client that sets the header on every request, DELETE
+ * included, still works), and a body with no content type at all is read as JSON (a Go server
+ * decoding with encoding/json would not have required the header). Any other content type is a
+ * 415. Prototype-poisoning keys are refused, as with Fastify's default parser.
+ */
+function installJsonParsing(app: App): void {
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  const parse = (request: FastifyRequest, body: string, done: BodyDone): void => {
+    if (body.length === 0) {
+      done(null, undefined);
+      return;
+    }
+    parseJson(request, body, done);
+  };
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) =>
+    parse(request, body as string, done),
+  );
+  app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
+    if (request.headers['content-type'] === undefined) {
+      parse(request, body as string, done);
+      return;
+    }
+    done(Object.assign(new Error(`unsupported content type ${request.headers['content-type']}; send application/json`), { statusCode: 415 }));
+  });
+}
+
+/**
+ * Builds the whole HTTP layer and returns it ready (plugins loaded, routes compiled) but not
+ * listening, so the caller decides where it listens and tests drive it with `inject`.
+ */
+export async function buildApp(deps: AppDeps): Promise<App> {
+  const loggerInstance: FastifyBaseLogger = deps.logger;
+  const app = Fastify({
+    loggerInstance,
+    genReqId,
+    bodyLimit: BODY_LIMIT,
+    routerOptions: { ignoreTrailingSlash: true },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.decorateRequest('principal', null);
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header(REQUEST_ID_HEADER, request.id);
+  });
+  installJsonParsing(app);
+  installErrorHandlers(app);
+  await registerOpenApi(app, API_VERSION);
+
+  const ctx: RouteContext = {
+    engine: deps.engine,
+    tokens: new TokenService({ secret: deps.jwtSecret, ttlSeconds: deps.tokenTtlSeconds, now: deps.now }),
+    readiness: deps.readiness,
+  };
+  await app.register(healthRoutes, ctx);
+  await app.register(authRoutes, ctx);
+  await app.register(studentRoutes, ctx);
+  await app.register(staffRoutes, ctx);
+  await app.register(sectionRoutes, ctx);
+  await app.register(peopleRoutes, ctx);
+
+  await app.ready();
+  return app;
+}

@@ -1,0 +1,63 @@
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { EngineError } from '../../errors.js';
+import { checkPassword, principalOf } from '../auth.js';
+import type { RouteContext } from '../context.js';
+import { bearer, errorResponses, Id, MAX_ID, Token } from '../schemas.js';
+
+/**
+ * `POST /login` and `POST /refresh`, as the Go service had them. A wrong id and a wrong password
+ * get the same 401 after the same amount of bcrypt work, so neither the reply nor its timing says
+ * which ids exist.
+ */
+export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+  app.post(
+    '/login',
+    {
+      schema: {
+        tags: ['auth'],
+        summary: 'Exchange an id and password for a token',
+        body: Type.Object(
+          {
+            user: Type.Union([Id(), Type.String({ pattern: '^[0-9]{1,10}$' })], {
+              description: 'Student or staff id, as a number or a numeric string',
+            }),
+            password: Type.String({ maxLength: 1024 }),
+            staff: Type.Optional(Type.Boolean({ description: 'Log in as staff (default false)' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Token, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const { user, password } = request.body;
+      const staff = request.body.staff ?? false;
+      const id = Number(user);
+      await engine.settled();
+      const record = id <= MAX_ID ? (staff ? engine.getStaff(id) : engine.getStudent(id)) : undefined;
+      const ok = await checkPassword(password, record?.passwordHash);
+      if (!ok) throw new EngineError('BAD_CREDENTIALS', 'wrong user id or password');
+      return { token: tokens.issue({ id, role: staff ? 'staff' : 'student' }) };
+    },
+  );
+
+  app.post(
+    '/refresh',
+    {
+      onRequest: tokens.requireRole('any'),
+      schema: {
+        tags: ['auth'],
+        summary: 'Exchange a valid token for a fresh one (same user and role)',
+        security: bearer,
+        response: { 200: Token, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const p = principalOf(request);
+      await engine.settled();
+      const exists = p.role === 'staff' ? engine.getStaff(p.id) : engine.getStudent(p.id);
+      if (!exists) throw new EngineError('UNAUTHENTICATED', 'the token belongs to a user that no longer exists');
+      return { token: tokens.issue(p) };
+    },
+  );
+};

@@ -1,0 +1,44 @@
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { ReadinessReport } from '../../persistence/types.js';
+import type { RouteContext } from '../context.js';
+import { errorResponses, Readiness } from '../schemas.js';
+
+/**
+ * Liveness and readiness, without auth, for load balancers and orchestrators. Liveness says only
+ * that the process answers; readiness asks the persistence layer whether writes can be made
+ * durable, so traffic is steered away while they cannot.
+ */
+export const healthRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { readiness }) => {
+  app.get(
+    '/health',
+    {
+      schema: {
+        tags: ['health'],
+        summary: 'Liveness: the process is up',
+        response: { 200: Type.Object({ status: Type.Literal('ok') }), ...errorResponses },
+      },
+    },
+    async () => ({ status: 'ok' as const }),
+  );
+
+  app.get(
+    '/ready',
+    {
+      schema: {
+        tags: ['health'],
+        summary: 'Readiness: storage can make writes durable (200), or not (503)',
+        response: { 200: Readiness, 503: Readiness, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      let report: ReadinessReport;
+      try {
+        report = await readiness();
+      } catch (err) {
+        request.log.warn({ err }, 'readiness check failed');
+        report = { ready: false, checks: { readiness: { ok: false, detail: err instanceof Error ? err.message : String(err) } } };
+      }
+      return reply.code(report.ready ? 200 : 503).send(report);
+    },
+  );
+};

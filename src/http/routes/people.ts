@@ -1,0 +1,191 @@
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { hash } from '@node-rs/bcrypt';
+import { EngineError } from '../../errors.js';
+import { principalOf, requestMeta } from '../auth.js';
+import type { RouteContext } from '../context.js';
+import { bearer, errorResponses, Id, Sex } from '../schemas.js';
+import { assertDepartment } from './sections.js';
+
+/**
+ * Students, staff, departments and the caller's own profile. Staff add people while the engine
+ * runs and they can log in at once; passwords are hashed here with bcrypt (cost 10, as the Go
+ * service did) and the hash never leaves the server.
+ */
+
+const BCRYPT_COST = 10;
+/** bcrypt reads only the first 72 bytes; longer passwords would be silently truncated. */
+const MAX_PASSWORD_BYTES = 72;
+const ISO_WITH_ZONE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
+const MAX_UNIX_SECONDS = 253_402_300_799;
+
+const Password = Type.String({ minLength: 1, maxLength: 200, description: 'At most 72 bytes (bcrypt)' });
+
+function checkPasswordLength(password: string): void {
+  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) {
+    throw new EngineError('BAD_REQUEST', `password must be at most ${MAX_PASSWORD_BYTES} bytes`);
+  }
+}
+
+/** Unix seconds, or an ISO 8601 date-time with an explicit zone (a zone-less time would be ambiguous). */
+export function parseInstant(value: number | string, field: string): number {
+  if (typeof value === 'number') return value * 1000;
+  const ms = ISO_WITH_ZONE.test(value) ? Date.parse(value) : NaN;
+  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_UNIX_SECONDS * 1000) {
+    throw new EngineError('BAD_REQUEST', `${field} must be unix seconds or an ISO 8601 date-time with a zone, e.g. 2025-09-01T08:00:00Z`);
+  }
+  return ms;
+}
+
+const nullableInt = (description: string) => Type.Unsafe<number | null>({ type: ['integer', 'null'], description });
+
+const Me = Type.Object({
+  id: Type.Integer(),
+  role: Type.Unsafe<'student' | 'staff'>({ type: 'string', enum: ['student', 'staff'] }),
+  department_id: nullableInt('Department, if any'),
+  max_units: Type.Optional(Type.Integer()),
+  remaining_actions: Type.Optional(Type.Integer({ description: 'Drops and group changes left' })),
+  enrollment_start_time: Type.Optional(Type.String({ description: 'ISO 8601' })),
+  gender: Type.Optional(Type.Unsafe<'male' | 'female'>({ type: 'string', enum: ['male', 'female'] })),
+  entry_year: Type.Optional(nullableInt('Year of entry')),
+});
+
+/** Registers /students, /staff, /departments and /me. */
+export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+  const anyUser = tokens.requireRole('any');
+  const staffOnly = tokens.requireRole('staff');
+
+  app.post(
+    '/students',
+    {
+      onRequest: staffOnly,
+      schema: {
+        tags: ['people'],
+        summary: 'Add a student; they can log in and enroll at once',
+        security: bearer,
+        body: Type.Object(
+          {
+            id: Id('Student id'),
+            password: Password,
+            enrollment_start_time: Type.Union(
+              [Type.Integer({ minimum: 0, maximum: MAX_UNIX_SECONDS }), Type.String({ maxLength: 40 })],
+              { description: 'Start of the enrollment window: unix seconds or ISO 8601 with a zone' },
+            ),
+            max_units: Type.Integer({ minimum: 0, maximum: 1000 }),
+            remaining_actions: Type.Integer({ minimum: 0, maximum: 100_000 }),
+            department_id: Type.Optional(Type.Union([Id(), Type.Null()])),
+            entry_year: Type.Optional(Type.Union([Type.Integer({ minimum: 1900, maximum: 2999 }), Type.Null()])),
+            gender: Sex,
+          },
+          { additionalProperties: false },
+        ),
+        response: { 201: Type.Object({ id: Type.Integer() }), ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const b = request.body;
+      checkPasswordLength(b.password);
+      const enrollmentStart = parseInstant(b.enrollment_start_time, 'enrollment_start_time');
+      await engine.settled();
+      // Cheap refusals first, before spending a bcrypt hash on them.
+      if (engine.getStudent(b.id)) throw new EngineError('ALREADY_EXISTS', `student ${b.id} already exists`);
+      assertDepartment(engine, b.department_id, 'department_id');
+      const passwordHash = await hash(b.password, { cost: BCRYPT_COST });
+      await engine.createStudent(
+        {
+          id: b.id,
+          passwordHash,
+          enrollmentStart,
+          maxUnits: b.max_units,
+          remainingActions: b.remaining_actions,
+          departmentId: b.department_id ?? null,
+          entryYear: b.entry_year ?? null,
+          gender: b.gender,
+        },
+        requestMeta(request),
+      );
+      return reply.code(201).send({ id: b.id });
+    },
+  );
+
+  app.post(
+    '/staff',
+    {
+      onRequest: staffOnly,
+      schema: {
+        tags: ['people'],
+        summary: 'Add a staff member; they can log in at once',
+        security: bearer,
+        body: Type.Object(
+          { id: Id('Staff id'), password: Password, department_id: Type.Optional(Type.Union([Id(), Type.Null()])) },
+          { additionalProperties: false },
+        ),
+        response: { 201: Type.Object({ id: Type.Integer() }), ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const b = request.body;
+      checkPasswordLength(b.password);
+      await engine.settled();
+      if (engine.getStaff(b.id)) throw new EngineError('ALREADY_EXISTS', `staff ${b.id} already exists`);
+      assertDepartment(engine, b.department_id, 'department_id');
+      const passwordHash = await hash(b.password, { cost: BCRYPT_COST });
+      await engine.createStaff({ id: b.id, passwordHash, departmentId: b.department_id ?? null }, requestMeta(request));
+      return reply.code(201).send({ id: b.id });
+    },
+  );
+
+  app.get(
+    '/departments',
+    {
+      onRequest: anyUser,
+      schema: {
+        tags: ['people'],
+        summary: 'All departments',
+        security: bearer,
+        response: {
+          200: Type.Object({ departments: Type.Array(Type.Object({ id: Type.Integer(), name: Type.String() })) }),
+          ...errorResponses,
+        },
+      },
+    },
+    async () => {
+      await engine.settled();
+      const departments = engine.listDepartments().sort((a, b) => a.id - b.id);
+      return { departments: departments.map((d) => ({ id: d.id, name: d.name })) };
+    },
+  );
+
+  app.get(
+    '/me',
+    {
+      onRequest: anyUser,
+      schema: {
+        tags: ['people'],
+        summary: 'Who the token belongs to; for students, their limits and enrollment window start',
+        security: bearer,
+        response: { 200: Me, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const p = principalOf(request);
+      await engine.settled();
+      if (p.role === 'staff') {
+        const s = engine.getStaff(p.id);
+        if (!s) throw new EngineError('NOT_FOUND', `staff ${p.id} does not exist`);
+        return { id: s.id, role: p.role, department_id: s.departmentId };
+      }
+      const s = engine.getStudent(p.id);
+      if (!s) throw new EngineError('STUDENT_NOT_FOUND', `student ${p.id} does not exist`);
+      return {
+        id: s.id,
+        role: p.role,
+        department_id: s.departmentId,
+        max_units: s.maxUnits,
+        remaining_actions: s.remainingActions,
+        enrollment_start_time: new Date(s.enrollmentStart).toISOString(),
+        gender: s.gender,
+        entry_year: s.entryYear,
+      };
+    },
+  );
+};

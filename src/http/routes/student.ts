@@ -1,0 +1,114 @@
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { RouteContext } from '../context.js';
+import { principalOf, requestMeta } from '../auth.js';
+import { bySection, toCourseData, toHeldCourse } from '../course-data.js';
+import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } from '../schemas.js';
+
+/**
+ * The Go service's student routes, unchanged in path, body, status and field names. The student
+ * is always the token's subject: a student can only ever act on their own schedule.
+ */
+export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+  app.addHook('onRequest', tokens.requireRole('student'));
+
+  const CourseGroup = Type.Object(
+    { course_id: Id(), group_id: Id() },
+    { additionalProperties: false },
+  );
+
+  app.put(
+    '/student/course',
+    {
+      schema: {
+        tags: ['student'],
+        summary: 'Enroll in a section (registered, or appended to its reserve queue)',
+        description:
+          'Rules are checked in order: enrollment window, section open, sex lock, units, same course, exam and class ' +
+          'conflicts, then a seat or a reserve-queue place. The first failure is the answer.',
+        security: bearer,
+        body: CourseGroup,
+        response: { 204: NoContent, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const p = principalOf(request);
+      await engine.enroll(p.id, request.body.course_id, request.body.group_id, requestMeta(request));
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.patch(
+    '/student/course',
+    {
+      schema: {
+        tags: ['student'],
+        summary: 'Move to another group of a course you hold (atomic; uses one action)',
+        security: bearer,
+        body: Type.Object(
+          { course_id: Id(), group_id: Id('The new group') },
+          { additionalProperties: false },
+        ),
+        response: { 204: NoContent, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const p = principalOf(request);
+      await engine.changeGroup(p.id, request.body.course_id, request.body.group_id, requestMeta(request));
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.delete(
+    '/student/course',
+    {
+      schema: {
+        tags: ['student'],
+        summary: 'Drop the group you hold of a course (uses one action; promotes the reserve queue)',
+        security: bearer,
+        querystring: Type.Object({ course_id: Id() }),
+        response: { 204: NoContent, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const p = principalOf(request);
+      await engine.drop(p.id, request.query.course_id, requestMeta(request));
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.get(
+    '/student/course',
+    {
+      schema: {
+        tags: ['student'],
+        summary: 'Your sections, with your reserve-queue position where queued',
+        security: bearer,
+        response: { 200: StudentCourses, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const p = principalOf(request);
+      await engine.settled();
+      const held = engine.studentSections(p.id).sort((a, b) => bySection(a.section, b.section));
+      return { data: held.map(toHeldCourse) };
+    },
+  );
+
+  app.get(
+    '/student/courses',
+    {
+      schema: {
+        tags: ['student'],
+        summary: 'All sections, optionally only those offered for one department',
+        security: bearer,
+        querystring: Type.Object({ department: Type.Optional(Id('Department id')) }),
+        response: { 200: Type.Object({ courses: Type.Array(CourseData) }), ...errorResponses },
+      },
+    },
+    async (request) => {
+      await engine.settled();
+      const sections = engine.listSections({ department: request.query.department }).sort(bySection);
+      return { courses: sections.map(toCourseData) };
+    },
+  );
+};

@@ -1,0 +1,197 @@
+import { randomUUID } from 'node:crypto';
+import amqp, { type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
+import type { Logger } from 'pino';
+import { EngineError } from '../errors.js';
+import type { DomainEvent } from './types.js';
+
+/**
+ * The ordered log on RabbitMQ: one durable stream queue. A stream (unlike a classic queue) keeps
+ * messages after they are consumed and can be read again from any offset, which is what lets the
+ * engine restart at once with the batcher far behind: it loads the database and replays the
+ * stream from the offset the batcher recorded there. Nothing waits for a queue to drain.
+ *
+ * Publishing uses publisher confirms, pipelined: every append is published at once and resolves
+ * when the broker confirms it (RabbitMQ confirms many at a time), so no caller waits for another.
+ */
+
+/** One message = the events of one append call; markers only delimit a replay. */
+export type LogMessage = { events: DomainEvent[] } | { marker: string };
+
+export interface AmqpLogOptions {
+  url: string;
+  stream: string;
+  logger: Logger;
+  /** Stream retention; must comfortably exceed how far the batcher can fall behind. */
+  maxLengthBytes?: number;
+}
+
+export function streamArguments(maxLengthBytes: number): Record<string, unknown> {
+  return { 'x-queue-type': 'stream', 'x-max-length-bytes': maxLengthBytes, 'x-stream-max-segment-size-bytes': 100_000_000 };
+}
+
+export function encodeMessage(m: LogMessage): Buffer {
+  return Buffer.from(JSON.stringify(m));
+}
+
+export function decodeMessage(buf: Buffer): LogMessage {
+  const m = JSON.parse(buf.toString('utf8')) as LogMessage;
+  if (typeof m !== 'object' || m === null || (!('events' in m) && !('marker' in m))) throw new Error('not a log message');
+  if ('events' in m && !Array.isArray(m.events)) throw new Error('events is not an array');
+  return m;
+}
+
+export function offsetOf(msg: ConsumeMessage): number {
+  const h = msg.properties.headers?.['x-stream-offset'];
+  return typeof h === 'number' ? h : Number(h);
+}
+
+export class AmqpLog {
+  private conn: ChannelModel | null = null;
+  private ch: ConfirmChannel | null = null;
+  private connecting: Promise<void> | null = null;
+  private closing = false;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryDelay = 200;
+  /** Set when a publish may have been lost; cleared by the owner after it reloaded its state. */
+  failedSince: number | null = null;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: AmqpLogOptions) {
+    this.log = opts.logger.child({ module: 'amqp-log' });
+  }
+
+  get connected(): boolean {
+    return this.ch !== null;
+  }
+
+  /** Connects (or waits for the connection in progress); throws UNAVAILABLE when the broker is down. */
+  async connect(): Promise<void> {
+    if (this.ch) return;
+    if (!this.connecting) {
+      this.connecting = this.open().finally(() => {
+        this.connecting = null;
+      });
+    }
+    try {
+      await this.connecting;
+    } catch (err) {
+      this.scheduleReconnect();
+      throw new EngineError('UNAVAILABLE', 'the message broker is unreachable', { cause: (err as Error).message });
+    }
+  }
+
+  private async open(): Promise<void> {
+    const conn = await amqp.connect(this.opts.url, { timeout: 1000 });
+    conn.on('error', (err: Error) => this.log.warn({ err }, 'broker connection error'));
+    conn.on('close', () => this.lost(conn));
+    try {
+      const ch = await conn.createConfirmChannel();
+      ch.on('error', (err: Error) => this.log.warn({ err }, 'broker channel error'));
+      ch.on('close', () => this.lost(conn));
+      await ch.assertQueue(this.opts.stream, { durable: true, arguments: streamArguments(this.opts.maxLengthBytes ?? 20e9) });
+      this.conn = conn;
+      this.ch = ch;
+      this.retryDelay = 200;
+      this.log.info({ stream: this.opts.stream }, 'connected to the broker');
+    } catch (err) {
+      await conn.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private lost(conn: ChannelModel): void {
+    if (this.conn !== conn) return;
+    this.conn = null;
+    this.ch = null;
+    this.failedSince ??= Date.now();
+    if (this.closing) return;
+    this.log.warn('lost the broker; unconfirmed appends fail, reconnecting');
+    conn.close().catch(() => undefined);
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closing || this.retryTimer || this.ch) return;
+    const delay = this.retryDelay;
+    this.retryDelay = Math.min(this.retryDelay * 2, 5000);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.connect().catch(() => undefined);
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  /** Publishes one message; resolves when the broker has confirmed it (written to the stream). */
+  publish(m: LogMessage): Promise<void> {
+    const ch = this.ch;
+    if (!ch) {
+      this.scheduleReconnect();
+      return Promise.reject(new EngineError('UNAVAILABLE', 'the message broker is unreachable; nothing was changed'));
+    }
+    return new Promise<void>((resolve, reject) => {
+      try {
+        ch.publish('', this.opts.stream, encodeMessage(m), { persistent: true, contentType: 'application/json' }, (err) => {
+          if (err) {
+            this.failedSince ??= Date.now();
+            reject(new EngineError('UNAVAILABLE', 'the broker did not confirm the change', { cause: String(err) }));
+          } else resolve();
+        });
+      } catch (err) {
+        this.failedSince ??= Date.now();
+        reject(new EngineError('UNAVAILABLE', 'the change could not be published', { cause: (err as Error).message }));
+      }
+    });
+  }
+
+  /**
+   * Reads every message from `offset` to the current end of the stream. The end is found by
+   * publishing a marker first and reading until it comes back.
+   */
+  async readFrom(offset: number, onMessage: (m: LogMessage, offset: number) => void): Promise<number> {
+    await this.connect();
+    const marker = randomUUID();
+    await this.publish({ marker });
+    const conn = this.conn as ChannelModel;
+    const rc = await conn.createChannel();
+    let count = 0;
+    try {
+      await rc.prefetch(2000);
+      await new Promise<void>((resolve, reject) => {
+        rc.on('close', () => reject(new EngineError('UNAVAILABLE', 'the broker closed the channel while replaying')));
+        rc.consume(
+          this.opts.stream,
+          (msg) => {
+            if (!msg) return;
+            try {
+              const m = decodeMessage(msg.content);
+              rc.ack(msg);
+              if ('marker' in m) {
+                if (m.marker === marker) resolve();
+                return;
+              }
+              count += 1;
+              onMessage(m, offsetOf(msg));
+            } catch (err) {
+              // A message the engine cannot read would also stop the batcher; it is dead-lettered there.
+              this.log.error({ err, offset: offsetOf(msg) }, 'unreadable log message skipped during replay');
+              rc.ack(msg);
+            }
+          },
+          { noAck: false, arguments: { 'x-stream-offset': offset } },
+        ).catch(reject);
+      });
+    } finally {
+      await rc.close().catch(() => undefined);
+    }
+    return count;
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const conn = this.conn;
+    this.conn = null;
+    this.ch = null;
+    if (conn) await conn.close().catch(() => undefined);
+  }
+}

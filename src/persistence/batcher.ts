@@ -1,0 +1,297 @@
+import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { decodeMessage, offsetOf, streamArguments } from './amqp-log.js';
+import type { SqlClient } from './sql-client.js';
+import { applyEvents } from './state-store.js';
+import type { DomainEvent } from './types.js';
+
+/**
+ * The batcher: reads the stream in order and writes it to PostgreSQL in batches (bounded by count
+ * and time), one transaction per batch that applies the events and records the next offset, and
+ * acknowledges only after COMMIT. Applying is idempotent, so a redelivery changes nothing.
+ *
+ * One batcher is active at a time: leadership is a PostgreSQL advisory lock held by a dedicated
+ * session, so a standby takes over as soon as the leader's session ends. Correctness does not
+ * even depend on the lock: each batch checks, under a row lock, that the recorded offset is where
+ * it expects to start.
+ *
+ * A message that cannot be applied goes to a dead-letter queue with a log line and the batcher
+ * moves on; a database outage is not such a message: the batch is retried until the database is
+ * back (the broker keeps the events meanwhile).
+ */
+export interface BatcherOptions {
+  db: SqlClient;
+  databaseUrl: string;
+  amqpUrl: string;
+  stream: string;
+  deadLetterQueue: string;
+  logger: Logger;
+  maxEvents: number;
+  maxDelayMs?: number;
+}
+
+export interface Batcher {
+  start(): void;
+  stop(): Promise<void>;
+  /** Next stream offset the database has applied (for tests and metrics). */
+  readonly appliedOffset: number;
+  readonly isLeader: boolean;
+  /** Events applied since start. */
+  readonly appliedEvents: number;
+}
+
+interface Pending {
+  msg: ConsumeMessage;
+  offset: number;
+  events: DomainEvent[] | null;
+  error?: string;
+}
+
+const TRANSIENT_CLASSES = ['08', '53', '57', '58'];
+
+function isTransient(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code !== 'string' || code.length !== 5) return true; // network errors have no SQLSTATE
+  return TRANSIENT_CLASSES.includes(code.slice(0, 2)) || code === '40001' || code === '40P01';
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function createBatcher(opts: BatcherOptions): Batcher {
+  const log = opts.logger.child({ module: 'batcher' });
+  const maxDelay = opts.maxDelayMs ?? 10;
+  let stopped = false;
+  let leaderClient: pg.Client | null = null;
+  let conn: ChannelModel | null = null;
+  let ch: Channel | null = null;
+  let buffer: Pending[] = [];
+  let flushing: Promise<void> | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  let appliedOffset = -1;
+  let appliedEvents = 0;
+  let loop: Promise<void> | null = null;
+  let wake: (() => void) | null = null;
+
+  async function readOffset(): Promise<number> {
+    const r = await opts.db.query<{ next_offset: number }>('SELECT next_offset FROM log_offsets WHERE log_name = $1', [opts.stream]);
+    return r.rows[0] ? Number(r.rows[0].next_offset) : 0;
+  }
+
+  async function acquireLeadership(): Promise<void> {
+    while (!stopped) {
+      try {
+        const c = new pg.Client({ connectionString: opts.databaseUrl, connectionTimeoutMillis: 2000 });
+        c.on('error', () => undefined);
+        await c.connect();
+        const r = await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [`batcher:${opts.stream}`]);
+        if (r.rows[0]?.ok) {
+          leaderClient = c;
+          c.on('end', () => {
+            if (leaderClient === c) {
+              leaderClient = null;
+              log.warn('lost the leadership session');
+              wake?.();
+            }
+          });
+          log.info({ stream: opts.stream }, 'batcher is the active consumer');
+          return;
+        }
+        await c.end();
+      } catch (err) {
+        log.warn({ err }, 'cannot reach the database for leadership; retrying');
+      }
+      await sleep(1000);
+    }
+  }
+
+  /** Applies one batch (retrying while the database is away); returns when committed. */
+  async function applyBatch(batch: Pending[]): Promise<void> {
+    const first = (batch[0] as Pending).offset;
+    const last = (batch[batch.length - 1] as Pending).offset;
+    for (let attempt = 0; !stopped; attempt++) {
+      try {
+        const n = await opts.db.transaction(async (tx) => {
+          const r = await tx.query<{ next_offset: number }>(
+            `INSERT INTO log_offsets (log_name, next_offset) VALUES ($1, 0)
+             ON CONFLICT (log_name) DO UPDATE SET log_name = EXCLUDED.log_name
+             RETURNING next_offset`,
+            [opts.stream],
+          );
+          const dbNext = Number(r.rows[0]?.next_offset ?? 0);
+          if (dbNext < first) throw Object.assign(new Error(`gap: database at ${dbNext}, batch starts at ${first}`), { code: 'GAP00' });
+          let count = 0;
+          const events: DomainEvent[] = [];
+          for (const p of batch) if (p.offset >= dbNext && p.events) events.push(...p.events);
+          if (events.length > 0) count = await applyEvents(tx, events);
+          await tx.query('UPDATE log_offsets SET next_offset = $2, updated_at = now() WHERE log_name = $1', [opts.stream, Math.max(dbNext, last + 1)]);
+          return count;
+        });
+        appliedOffset = last + 1;
+        appliedEvents += n;
+        return;
+      } catch (err) {
+        if ((err as { code?: string }).code === 'GAP00') throw err;
+        if (isTransient(err)) {
+          const wait = Math.min(200 * 2 ** Math.min(attempt, 5), 5000);
+          log.warn({ err, attempt, wait }, 'database unavailable; batch will be retried');
+          await sleep(wait);
+          continue;
+        }
+        if (batch.length === 1) {
+          const p = batch[0] as Pending;
+          p.events = null;
+          p.error = (err as Error).message;
+          deadLetter(p);
+          continue; // records the offset past the poisoned message
+        }
+        // Split to find the message that cannot be applied; the rest go through.
+        const mid = Math.floor(batch.length / 2);
+        await applyBatch(batch.slice(0, mid));
+        await applyBatch(batch.slice(mid));
+        return;
+      }
+    }
+  }
+
+  function deadLetter(p: Pending): void {
+    log.error({ offset: p.offset, reason: p.error }, 'message cannot be applied; sent to the dead-letter queue');
+    try {
+      ch?.sendToQueue(opts.deadLetterQueue, p.msg.content, {
+        persistent: true,
+        headers: { 'x-stream-offset': p.offset, 'x-error': (p.error ?? 'unknown').slice(0, 1000) },
+      });
+    } catch (err) {
+      log.error({ err, offset: p.offset }, 'dead-lettering failed');
+    }
+  }
+
+  async function flush(): Promise<void> {
+    if (timer) {
+      clearTimeout(timer);
+      timer = null;
+    }
+    while (buffer.length > 0 && !stopped) {
+      const batch: Pending[] = [];
+      let n = 0;
+      while (buffer.length > 0 && n < opts.maxEvents) {
+        const p = buffer.shift() as Pending;
+        batch.push(p);
+        n += p.events?.length ?? 0;
+      }
+      for (const p of batch) if (p.events === null && p.error) deadLetter(p);
+      const t0 = performance.now();
+      await applyBatch(batch);
+      try {
+        ch?.ack((batch[batch.length - 1] as Pending).msg, true);
+      } catch {
+        // The channel is gone; the next consumer restarts from the database's offset anyway.
+      }
+      log.debug({ messages: batch.length, events: n, ms: +(performance.now() - t0).toFixed(1) }, 'batch applied');
+    }
+  }
+
+  function schedule(): void {
+    if (flushing) return;
+    const events = buffer.reduce((a, p) => a + (p.events?.length ?? 0), 0);
+    const run = () => {
+      flushing = flush()
+        .catch((err) => {
+          log.error({ err }, 'batch failed; restarting the consumer from the database offset');
+          buffer = [];
+          void ch?.close().catch(() => undefined);
+        })
+        .finally(() => {
+          flushing = null;
+          if (buffer.length > 0) schedule();
+        });
+    };
+    if (events >= opts.maxEvents) run();
+    else if (!timer) timer = setTimeout(() => {
+      timer = null;
+      run();
+    }, maxDelay);
+  }
+
+  async function consumeOnce(): Promise<void> {
+    conn = await amqp.connect(opts.amqpUrl, { timeout: 2000 });
+    conn.on('error', (err: Error) => log.warn({ err }, 'broker connection error'));
+    const c = await conn.createChannel();
+    ch = c;
+    await c.assertQueue(opts.stream, { durable: true, arguments: streamArguments(20e9) });
+    await c.assertQueue(opts.deadLetterQueue, { durable: true });
+    await c.prefetch(Math.max(opts.maxEvents * 2, 1000));
+    const start = await readOffset();
+    appliedOffset = start;
+    log.info({ offset: start }, 'consuming the stream');
+    const closed = new Promise<void>((resolve) => {
+      c.on('close', () => resolve());
+      c.on('error', () => undefined);
+      wake = resolve;
+      if (stopped) resolve();
+    });
+    await c.consume(
+      opts.stream,
+      (msg) => {
+        if (!msg) return;
+        const offset = offsetOf(msg);
+        let events: DomainEvent[] | null = null;
+        let error: string | undefined;
+        try {
+          const m = decodeMessage(msg.content);
+          events = 'events' in m ? m.events : [];
+        } catch (err) {
+          error = `unreadable message: ${(err as Error).message}`;
+        }
+        buffer.push({ msg, offset, events, ...(error ? { error } : {}) });
+        schedule();
+      },
+      { noAck: false, arguments: { 'x-stream-offset': start } },
+    );
+    await closed;
+    if (flushing) await flushing.catch(() => undefined);
+    buffer = [];
+    ch = null;
+    await conn.close().catch(() => undefined);
+    conn = null;
+  }
+
+  async function run(): Promise<void> {
+    while (!stopped) {
+      if (!leaderClient) await acquireLeadership();
+      if (stopped) break;
+      try {
+        await consumeOnce();
+      } catch (err) {
+        log.warn({ err }, 'batcher consumer stopped; retrying');
+        ch = null;
+        if (conn) await conn.close().catch(() => undefined);
+        conn = null;
+        await sleep(500);
+      }
+    }
+  }
+
+  return {
+    start() {
+      loop ??= run();
+    },
+    async stop() {
+      stopped = true;
+      wake?.();
+      // consumeOnce() sees the wake-up, waits for the batch in flight and closes its connection.
+      await loop?.catch(() => undefined);
+      if (leaderClient) await leaderClient.end().catch(() => undefined);
+      leaderClient = null;
+    },
+    get appliedOffset() {
+      return appliedOffset;
+    },
+    get isLeader() {
+      return leaderClient !== null;
+    },
+    get appliedEvents() {
+      return appliedEvents;
+    },
+  };
+}

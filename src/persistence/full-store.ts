@@ -1,0 +1,110 @@
+import type { Logger } from 'pino';
+import { EngineError } from '../errors.js';
+import { AmqpLog, type LogMessage } from './amqp-log.js';
+import { createBatcher, type Batcher } from './batcher.js';
+import { foldEvents } from './fold.js';
+import { migrate } from './migrations.js';
+import { createPgClient } from './pg-client.js';
+import { loadState, readTransitions } from './state-store.js';
+import type { DomainEvent, LoadedState, Persistence, ReadinessReport } from './types.js';
+
+export interface FullStoreOptions {
+  databaseUrl: string;
+  rabbitmqUrl: string;
+  /** Names the stream `<prefix>.events` and the dead-letter queue `<prefix>.dead`. */
+  prefix: string;
+  logger: Logger;
+  batchMaxEvents: number;
+  /** Also run the batcher in this process. */
+  runBatcher: boolean;
+}
+
+export interface FullStore extends Persistence {
+  readonly batcher: Batcher | null;
+}
+
+export function streamNames(prefix: string): { stream: string; dead: string } {
+  return { stream: `${prefix}.events`, dead: `${prefix}.dead` };
+}
+
+/**
+ * Full mode: an append is durable once RabbitMQ confirms it on the stream; the batcher writes it
+ * to PostgreSQL later, in order, in batches. At start (and after a failed append) the state is the
+ * database snapshot plus the stream's tail from the offset the database recorded, so a restart
+ * with the batcher far behind is exact and immediate.
+ */
+export async function createFullStore(opts: FullStoreOptions): Promise<FullStore> {
+  const log = opts.logger.child({ module: 'full-store' });
+  const names = streamNames(opts.prefix);
+  const db = createPgClient(opts.databaseUrl);
+  const amqpLog = new AmqpLog({ url: opts.rabbitmqUrl, stream: names.stream, logger: opts.logger });
+  const batcher = opts.runBatcher
+    ? createBatcher({
+        db,
+        databaseUrl: opts.databaseUrl,
+        amqpUrl: opts.rabbitmqUrl,
+        stream: names.stream,
+        deadLetterQueue: names.dead,
+        logger: opts.logger,
+        maxEvents: opts.batchMaxEvents,
+      })
+    : null;
+
+  return {
+    mode: 'full',
+    batcher,
+    async migrate() {
+      const applied = await migrate(db);
+      if (applied.length > 0) log.info({ applied }, 'migrations applied');
+    },
+    async load(): Promise<LoadedState> {
+      const t0 = performance.now();
+      await amqpLog.connect();
+      // A consistent snapshot: the tables and the offset they correspond to, in one transaction.
+      const { state, offset } = await db.transaction(async (tx) => {
+        await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+        const r = await tx.query<{ next_offset: number }>('SELECT next_offset FROM log_offsets WHERE log_name = $1', [names.stream]);
+        return { offset: r.rows[0] ? Number(r.rows[0].next_offset) : 0, state: await loadState(tx) };
+      }).catch((err: unknown) => {
+        throw new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: (err as Error).message });
+      });
+      const tail: DomainEvent[] = [];
+      const replayed = await amqpLog.readFrom(offset, (m: LogMessage) => {
+        if ('events' in m) for (const e of m.events) tail.push(e);
+      });
+      amqpLog.failedSince = null;
+      const merged = foldEvents(state, tail);
+      log.info({ offset, messages: replayed, events: tail.length, ms: Math.round(performance.now() - t0) }, 'state loaded (database + stream tail)');
+      batcher?.start();
+      return merged;
+    },
+    append(events) {
+      if (amqpLog.failedSince !== null) {
+        return Promise.reject(new EngineError('UNAVAILABLE', 'the message broker was lost; the engine is recovering'));
+      }
+      return amqpLog.publish({ events });
+    },
+    recentTransitions: (c, g, limit) =>
+      readTransitions(db, c, g, limit).catch((err: unknown) => {
+        throw new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: (err as Error).message });
+      }),
+    async readiness(): Promise<ReadinessReport> {
+      const checks: ReadinessReport['checks'] = {};
+      try {
+        await db.query('SELECT 1');
+        checks.database = { ok: true };
+      } catch (err) {
+        checks.database = { ok: false, detail: (err as Error).message };
+      }
+      checks.broker = amqpLog.connected ? { ok: true } : { ok: false, detail: 'not connected' };
+      if (batcher) checks.batcher = { ok: batcher.isLeader, detail: batcher.isLeader ? 'active' : 'standby' };
+      // Writes need the broker; the database may lag (the broker holds the events meanwhile).
+      return { ready: amqpLog.connected, checks };
+    },
+    async close() {
+      await batcher?.stop();
+      await amqpLog.close();
+      await db.close();
+    },
+  };
+}

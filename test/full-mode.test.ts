@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
+import { createEngine } from '../src/engine/engine.js';
+import { createFullStore, streamNames, type FullStore } from '../src/persistence/full-store.js';
+import { createPgClient } from '../src/persistence/pg-client.js';
+import { loadState } from '../src/persistence/state-store.js';
+import { deleteQueues } from './support/amqp.js';
+import { createTestDatabase } from './support/pg.js';
+import { NOW, normalize, scenario } from './support/scenario.js';
+import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/services.js';
+
+const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+async function waitFor(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('full mode: RabbitMQ stream + batcher + PostgreSQL', async () => {
+  const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
+  let tdb: Awaited<ReturnType<typeof createTestDatabase>>;
+  const prefix = uniqueName('enroll_test');
+  const open = (runBatcher: boolean): Promise<FullStore> =>
+    createFullStore({ databaseUrl: tdb.url, rabbitmqUrl: AMQP_URL, prefix, logger, batchMaxEvents: 100, runBatcher });
+
+  before(async () => {
+    if (skip) return;
+    tdb = await createTestDatabase();
+  });
+  after(async () => {
+    if (skip) return;
+    const n = streamNames(prefix);
+    await deleteQueues([n.stream, n.dead]);
+    await tdb.drop();
+  });
+
+  test('restart with the batcher far behind rebuilds the acknowledged state from the stream, then the batcher catches up', { skip }, async () => {
+    // 1. Run with no batcher at all: the database holds nothing but the schema.
+    const s1 = await open(false);
+    await s1.migrate();
+    const e1 = createEngine({ persistence: s1, logger, enrollmentWindowMs: 3_600_000, now: () => NOW });
+    await e1.start();
+    await scenario(e1);
+    const live = normalize(e1.dumpState());
+    e1.stop();
+    await s1.close();
+
+    const db = createPgClient(tdb.url);
+    try {
+      assert.equal((await db.query('SELECT count(*)::int AS n FROM enrolled_courses')).rows[0]?.n, 0, 'nothing applied yet');
+
+      // 2. Restart: the state comes back at once from database (empty) + stream tail.
+      const s2 = await open(false);
+      const e2 = createEngine({ persistence: s2, logger, enrollmentWindowMs: 3_600_000, now: () => NOW });
+      await e2.start();
+      assert.deepEqual(normalize(e2.dumpState()), live);
+      e2.stop();
+      await s2.close();
+
+      // 3. A batcher drains the stream into PostgreSQL; the database then equals the actors.
+      const s3 = await open(true);
+      const e3 = createEngine({ persistence: s3, logger, enrollmentWindowMs: 3_600_000, now: () => NOW });
+      await e3.start();
+      await waitFor(async () => JSON.stringify(normalize(await loadState(db))) === JSON.stringify(live), 20_000, 'the database to catch up');
+      assert.deepEqual(normalize(await loadState(db)), live);
+
+      // 4. More load on the running engine, then a restart from database + (short) tail.
+      await scenario(e3).catch(() => undefined);
+      const live2 = normalize(e3.dumpState());
+      e3.stop();
+      await s3.close();
+      const s4 = await open(true);
+      const e4 = createEngine({ persistence: s4, logger, enrollmentWindowMs: 3_600_000, now: () => NOW });
+      await e4.start();
+      assert.deepEqual(normalize(e4.dumpState()), live2);
+      await waitFor(async () => JSON.stringify(normalize(await loadState(db))) === JSON.stringify(live2), 20_000, 'the database to catch up again');
+      e4.stop();
+      await s4.close();
+    } finally {
+      await db.close();
+    }
+  });
+});

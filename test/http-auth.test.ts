@@ -1,0 +1,219 @@
+import assert from 'node:assert/strict';
+import { createSecretKey } from 'node:crypto';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import jwt from 'jsonwebtoken';
+import {
+  createHttpFixture,
+  expectError,
+  expectStatus,
+  PASSWORD,
+  S,
+  SECRET,
+  STAFF,
+  TTL_SECONDS,
+  type HttpFixture,
+  GUARDED,
+} from './support/http-fixture.js';
+
+let fx: HttpFixture;
+beforeEach(async () => {
+  fx = await createHttpFixture();
+});
+afterEach(async () => {
+  await fx.close();
+});
+
+function claims(token: string): jwt.JwtPayload {
+  const c = jwt.decode(token);
+  assert.ok(c && typeof c === 'object');
+  return c;
+}
+
+const key = createSecretKey(Buffer.from(SECRET));
+
+
+describe('POST /login', () => {
+  it('gives a student a token for their id, with role and expiry', async () => {
+    const r = await fx.request('POST', '/login', { body: { user: S.alice, password: PASSWORD } });
+    expectStatus(r, 200);
+    assert.deepEqual(Object.keys(r.body), ['token']);
+    const c = claims(r.body.token);
+    assert.equal(c.sub, String(S.alice));
+    assert.equal(c.role, 'student');
+    assert.equal(c.iat, Math.floor(fx.clock.now / 1000));
+    assert.equal(c.exp, Math.floor(fx.clock.now / 1000) + TTL_SECONDS);
+    assert.equal(jwt.decode(r.body.token, { complete: true })?.header.alg, 'HS256');
+    expectStatus(await fx.request('GET', '/student/course', { token: r.body.token }), 200);
+  });
+
+  it('accepts the user id as a numeric string', async () => {
+    const r = await fx.request('POST', '/login', { body: { user: String(S.bea), password: PASSWORD, staff: false } });
+    expectStatus(r, 200);
+    assert.equal(claims(r.body.token).sub, String(S.bea));
+  });
+
+  it('logs staff in with staff: true, and that token opens staff routes', async () => {
+    const r = await fx.request('POST', '/login', { body: { user: STAFF, password: PASSWORD, staff: true } });
+    expectStatus(r, 200);
+    assert.equal(claims(r.body.token).role, 'staff');
+    expectStatus(await fx.request('GET', '/staff/student-courses?std_id=1', { token: r.body.token }), 200);
+  });
+
+  it('refuses a wrong password, an unknown id and the wrong table alike with 401 BAD_CREDENTIALS', async () => {
+    const wrongPw = await fx.request('POST', '/login', { body: { user: S.alice, password: 'nope' } });
+    const unknown = await fx.request('POST', '/login', { body: { user: 4242, password: PASSWORD } });
+    const staffAsStudent = await fx.request('POST', '/login', { body: { user: STAFF, password: PASSWORD } });
+    const studentAsStaff = await fx.request('POST', '/login', { body: { user: S.alice, password: PASSWORD, staff: true } });
+    const huge = await fx.request('POST', '/login', { body: { user: '9999999999', password: PASSWORD } });
+    for (const r of [wrongPw, unknown, staffAsStudent, studentAsStaff, huge]) expectError(r, 401, 'BAD_CREDENTIALS');
+    // Same body whichever part was wrong, so the reply does not reveal which ids exist.
+    assert.deepEqual(unknown.body, wrongPw.body);
+  });
+
+  it('never lets the dummy hash\'s own password in for a user that does not exist', async () => {
+    // The timing-equaliser hash is of the string "dummy"; matching it must not log anyone in.
+    expectError(await fx.request('POST', '/login', { body: { user: 4242, password: 'dummy' } }), 401, 'BAD_CREDENTIALS');
+    expectError(await fx.request('POST', '/login', { body: { user: 4242, password: 'dummy', staff: true } }), 401, 'BAD_CREDENTIALS');
+  });
+
+  it('still spends a bcrypt verification when the user does not exist', async () => {
+    // The dummy hash has cost 10 (tens of ms); skipping it would answer in well under a millisecond.
+    const t0 = performance.now();
+    expectError(await fx.request('POST', '/login', { body: { user: 4242, password: PASSWORD } }), 401, 'BAD_CREDENTIALS');
+    assert.ok(performance.now() - t0 >= 10, 'an unknown user must not be answered without bcrypt work');
+  });
+
+  it('answers malformed logins with 400', async () => {
+    for (const body of [
+      { password: PASSWORD },
+      { user: S.alice },
+      { user: true, password: PASSWORD },
+      { user: 'abc', password: PASSWORD },
+      { user: -1, password: PASSWORD },
+      { user: 1.5, password: PASSWORD },
+      { user: S.alice, password: 12 },
+      { user: S.alice, password: PASSWORD, staff: 'yes' },
+      { user: S.alice, password: PASSWORD, admin: true },
+    ]) {
+      expectError(await fx.request('POST', '/login', { body }), 400, 'BAD_REQUEST');
+    }
+  });
+});
+
+describe('POST /refresh', () => {
+  it('returns a new token for the same subject and role, expiring later', async () => {
+    const old = fx.staffToken();
+    fx.clock.now += 10 * 60_000;
+    const r = await fx.request('POST', '/refresh', { token: old });
+    expectStatus(r, 200);
+    const before = claims(old);
+    const after = claims(r.body.token);
+    assert.equal(after.sub, String(STAFF));
+    assert.equal(after.role, 'staff');
+    assert.equal(after.exp, (before.exp as number) + 600);
+  });
+
+  it('refuses an expired token with TOKEN_EXPIRED and no token with UNAUTHENTICATED', async () => {
+    const t = fx.studentToken();
+    fx.clock.now += (TTL_SECONDS + 1) * 1000;
+    expectError(await fx.request('POST', '/refresh', { token: t }), 401, 'TOKEN_EXPIRED');
+    expectError(await fx.request('POST', '/refresh'), 401, 'UNAUTHENTICATED');
+  });
+
+  it('refuses a token whose user does not exist', async () => {
+    expectError(await fx.request('POST', '/refresh', { token: fx.token(4242, 'student') }), 401, 'UNAUTHENTICATED');
+  });
+});
+
+describe('bearer tokens on guarded routes', () => {
+  it('every guarded route answers 401 UNAUTHENTICATED without a token', async () => {
+    for (const g of GUARDED) {
+      const r = await fx.request(g.method, g.url, { body: g.method === 'GET' || g.method === 'DELETE' ? undefined : {} });
+      expectError(r, 401, 'UNAUTHENTICATED');
+    }
+  });
+
+  it('every role-specific route answers 403 FORBIDDEN to the other role', async () => {
+    for (const g of GUARDED) {
+      if (g.role === 'any') continue;
+      const wrong = g.role === 'student' ? fx.staffToken() : fx.studentToken();
+      const r = await fx.request(g.method, g.url, { token: wrong, body: g.method === 'GET' || g.method === 'DELETE' ? undefined : {} });
+      expectError(r, 403, 'FORBIDDEN');
+    }
+  });
+
+  it('routes for any logged-in user admit both roles', async () => {
+    for (const url of ['/sections', '/sections/101/1', '/departments', '/me']) {
+      expectStatus(await fx.request('GET', url, { token: fx.studentToken() }), 200);
+      expectStatus(await fx.request('GET', url, { token: fx.staffToken() }), 200);
+    }
+  });
+
+  it('refuses garbled, foreign and tampered tokens with 401 UNAUTHENTICATED', async () => {
+    const good = fx.studentToken();
+    const [h, p] = good.split('.') as [string, string, string];
+    const forged = jwt.sign({ role: 'staff' }, 'another-secret-another-secret-another', { subject: '1', expiresIn: 60 });
+    const none = `${Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')}.${p}.`;
+    const asStaff = `${h}.${Buffer.from(JSON.stringify({ ...claims(good), role: 'staff' })).toString('base64url')}.${good.split('.')[2]}`;
+    const cases: Record<string, string> = {
+      garbage: 'Bearer not-a-token',
+      dots: 'Bearer a.b.c',
+      empty: 'Bearer ',
+      basic: 'Basic dXNlcjpwdw==',
+      forged: `Bearer ${forged}`,
+      algNone: `Bearer ${none}`,
+      tampered: `Bearer ${asStaff}`,
+      truncated: `Bearer ${good.slice(0, -3)}`,
+    };
+    for (const [name, authorization] of Object.entries(cases)) {
+      const r = await fx.request('GET', '/student/course', { headers: { authorization } });
+      assert.equal(r.status, 401, `${name}: ${r.raw}`);
+      assert.equal(r.body.code, 'UNAUTHENTICATED', name);
+    }
+  });
+
+  it('refuses tokens with bad claims: unknown role, non-numeric subject, no expiry, other algorithm', async () => {
+    const iat = Math.floor(fx.clock.now / 1000);
+    const tokens = [
+      jwt.sign({ role: 'admin', iat }, key, { subject: '1', expiresIn: 60 }),
+      jwt.sign({ role: 'student', iat }, key, { subject: 'alice', expiresIn: 60 }),
+      jwt.sign({ role: 'student', iat }, key, { subject: '1' }),
+      jwt.sign({ role: 'student', iat }, SECRET, { subject: '1', expiresIn: 60, algorithm: 'HS512' }),
+    ];
+    for (const t of tokens) expectError(await fx.request('GET', '/student/course', { token: t }), 401, 'UNAUTHENTICATED');
+  });
+
+  it('refuses an expired token with 401 TOKEN_EXPIRED', async () => {
+    const t = fx.studentToken();
+    fx.clock.now += TTL_SECONDS * 1000 - 1000;
+    expectStatus(await fx.request('GET', '/student/course', { token: t }), 200);
+    fx.clock.now += 2000;
+    expectError(await fx.request('GET', '/student/course', { token: t }), 401, 'TOKEN_EXPIRED');
+    const past = jwt.sign({ role: 'student', iat: 1, exp: 2 }, key, { subject: '1' });
+    expectError(await fx.request('GET', '/student/course', { token: past }), 401, 'TOKEN_EXPIRED');
+  });
+
+  it('accepts a lowercase scheme and a bare token, as older clients send them', async () => {
+    const t = fx.studentToken();
+    expectStatus(await fx.request('GET', '/student/course', { headers: { authorization: `bearer ${t}` } }), 200);
+    expectStatus(await fx.request('GET', '/student/course', { headers: { authorization: t } }), 200);
+  });
+
+  it('checks the token before the body, so anonymous callers learn nothing about validation', async () => {
+    expectError(await fx.request('PUT', '/student/course', { rawBody: '{oops' }), 401, 'UNAUTHENTICATED');
+  });
+});
+
+describe('secrets stay out of the logs', () => {
+  it('never logs the password, the hash, the token or the authorization header', async () => {
+    const r = await fx.request('POST', '/login', { body: { user: S.alice, password: 'pw' } });
+    const token = r.body.token as string;
+    await fx.request('GET', '/student/course', { token });
+    await fx.request('POST', '/login', { body: { user: S.alice, password: 'wrong-secret-pw' } });
+    const all = fx.logs.join('\n');
+    assert.ok(fx.logs.length > 0);
+    assert.ok(!all.includes(token), 'token logged');
+    assert.ok(!all.includes('wrong-secret-pw'), 'password logged');
+    assert.ok(!all.includes('$2b$'), 'hash logged');
+  });
+});

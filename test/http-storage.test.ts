@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { C, createHttpFixture, expectError, expectStatus, PASSWORD, S, type HttpFixture } from './support/http-fixture.js';
+
+/**
+ * A lost database or broker: the write that could not be made durable answers 503 UNAVAILABLE
+ * with a reason, and nothing it attempted is visible afterwards (SPEC section 6: a 2xx means
+ * durable, and nothing undurable is acknowledged). The next request works again.
+ */
+
+let fx: HttpFixture;
+beforeEach(async () => {
+  fx = await createHttpFixture();
+});
+afterEach(async () => {
+  await fx.close();
+});
+
+const enroll = (student: number, [course_id, group_id]: readonly [number, number]) =>
+  fx.request('PUT', '/student/course', { token: fx.studentToken(student), body: { course_id, group_id } });
+const snapshot = async () => {
+  const staff = fx.staffToken();
+  return {
+    alice: (await fx.request('GET', '/student/course', { token: fx.studentToken(S.alice) })).body,
+    f3: (await fx.request('GET', '/staff/student-courses?std_id=' + S.f3, { token: staff })).body,
+    algo1: (await fx.request('GET', '/sections/101/1/students', { token: staff })).body,
+    sections: (await fx.request('GET', '/sections', { token: staff })).body,
+    me: (await fx.request('GET', '/me', { token: fx.studentToken(S.alice) })).body,
+  };
+};
+
+/** Fails the next append, runs the request, and checks 503 + nothing changed + recovery. */
+async function failsCleanly(send: () => ReturnType<HttpFixture['request']>): Promise<void> {
+  const before = await snapshot();
+  const logLength = fx.persistence.log.length;
+  fx.persistence.failNext = 1;
+  const r = await send();
+  expectError(r, 503, 'UNAVAILABLE');
+  assert.equal(fx.persistence.log.length, logLength, 'something was written');
+  assert.deepEqual(await snapshot(), before, 'a GET after the failure shows a change that was never acknowledged');
+}
+
+describe('storage failure answers 503 and changes nothing', () => {
+  it('enroll', async () => {
+    await failsCleanly(() => enroll(S.alice, C.physics));
+    expectStatus(await enroll(S.alice, C.physics), 204); // storage is back: the same request now works
+    assert.equal((await snapshot()).alice.data.length, 1);
+  });
+
+  it('drop (with the queue promotion it would cause)', async () => {
+    for (const s of [S.alice, S.f1, S.f3]) expectStatus(await enroll(s, C.algo1), 204);
+    await failsCleanly(() => fx.request('DELETE', '/student/course?course_id=101', { token: fx.studentToken(S.alice) }));
+    expectStatus(await fx.request('DELETE', '/student/course?course_id=101', { token: fx.studentToken(S.alice) }), 204);
+    assert.deepEqual((await snapshot()).algo1, { registered_students: [S.f1, S.f3], reserved_queue_students: [] });
+  });
+
+  it('change group', async () => {
+    expectStatus(await enroll(S.alice, C.algo1), 204);
+    await failsCleanly(() => fx.request('PATCH', '/student/course', { token: fx.studentToken(S.alice), body: { course_id: 101, group_id: 2 } }));
+  });
+
+  it('force enroll and force drop', async () => {
+    await failsCleanly(() => fx.request('PUT', '/staff/force-std', { token: fx.staffToken(), body: { std_id: S.f3, course_id: 101, group_id: 1 } }));
+    expectStatus(await fx.request('PUT', '/staff/force-std', { token: fx.staffToken(), body: { std_id: S.f3, course_id: 101, group_id: 1 } }), 204);
+    await failsCleanly(() => fx.request('DELETE', `/staff/force-std?std_id=${S.f3}&course_id=101&group_id=1`, { token: fx.staffToken() }));
+  });
+
+  it('capacity change (with promotions)', async () => {
+    for (const s of [S.f1, S.f2, S.f3]) expectStatus(await enroll(s, C.algo1), 204);
+    await failsCleanly(() => fx.request('PATCH', '/staff/capacity', { token: fx.staffToken(), body: { course_id: 101, group_id: 1, capacity: 5 } }));
+    await failsCleanly(() => fx.request('PATCH', '/sections/101/1', { token: fx.staffToken(), body: { capacity: 5, name: 'Renamed' } }));
+  });
+
+  it('section create, close and edit', async () => {
+    const staff = fx.staffToken();
+    await failsCleanly(() =>
+      fx.request('POST', '/sections', { token: staff, body: { course_id: 400, group_id: 1, name: 'X', units: 1, capacity: 1, reserve_capacity: 0 } }),
+    );
+    expectError(await fx.request('GET', '/sections/400/1', { token: staff }), 404, 'SECTION_NOT_FOUND');
+    await failsCleanly(() => fx.request('POST', '/sections/101/1/close', { token: staff }));
+    await failsCleanly(() => fx.request('PATCH', '/sections/101/1', { token: staff, body: { reserve_capacity: 9, sex_lock: 'female' } }));
+  });
+
+  it('student and staff creation: the new user cannot log in', async () => {
+    const staff = fx.staffToken();
+    await failsCleanly(() =>
+      fx.request('POST', '/students', {
+        token: staff,
+        body: { id: 700, password: PASSWORD, enrollment_start_time: 1_756_713_600, max_units: 20, remaining_actions: 1, gender: 'male' },
+      }),
+    );
+    expectError(await fx.request('POST', '/login', { body: { user: 700, password: PASSWORD } }), 401, 'BAD_CREDENTIALS');
+    await failsCleanly(() => fx.request('POST', '/staff', { token: staff, body: { id: 970, password: PASSWORD } }));
+    expectError(await fx.request('POST', '/login', { body: { user: 970, password: PASSWORD, staff: true } }), 401, 'BAD_CREDENTIALS');
+  });
+});
+
+describe('storage still down when the engine tries to roll back', () => {
+  it('reads wait for the reload instead of serving the refused change', async () => {
+    fx.persistence.failNext = 1;
+    fx.persistence.failLoads = 1; // the rollback right after the failed append fails too
+    expectError(await enroll(S.alice, C.physics), 503, 'UNAVAILABLE');
+    // The next read reloads first (storage is back now) and shows only acknowledged state.
+    const r = await fx.request('GET', '/student/course', { token: fx.studentToken(S.alice) });
+    expectStatus(r, 200);
+    assert.deepEqual(r.body, { data: [] });
+    const s = await fx.request('GET', '/sections/108/1', { token: fx.staffToken() });
+    assert.equal(s.body.registered_count, 0);
+  });
+
+  it('while storage stays down, reads answer 503 rather than guess', async () => {
+    fx.persistence.failNext = 1;
+    fx.persistence.failLoads = 2;
+    expectError(await enroll(S.alice, C.physics), 503, 'UNAVAILABLE');
+    const down = await fx.request('GET', '/sections/108/1', { token: fx.staffToken() });
+    expectError(down, 503, 'UNAVAILABLE');
+    assert.ok(!down.raw.includes('injected load failure'), 'storage error details leak to the client');
+    const r = await fx.request('GET', '/sections/108/1', { token: fx.staffToken() });
+    expectStatus(r, 200);
+    assert.equal(r.body.registered_count, 0);
+    expectStatus(await fx.request('GET', '/health'), 200); // liveness does not depend on storage
+  });
+});
