@@ -1,0 +1,274 @@
+import assert from 'node:assert/strict';
+import { before, describe, test } from 'node:test';
+import { createSectionActor, sectionStateName, type SectionSnapshot } from '../src/actors/section-machine.js';
+import type { SectionContext, SectionEmitted, SectionEvent } from '../src/actors/types.js';
+import type { Engine } from '../src/engine/engine.js';
+import { createFixture, makeSection, makeStaff, makeStudent, meta, outcome, studentMeta } from './support/engine-fixture.js';
+import {
+  abstractKey,
+  buildModelGraph,
+  genderOf,
+  INITIAL,
+  type Intent,
+  type LabeledCommand,
+  MODEL_COURSE as C,
+  MODEL_GROUP as G,
+  modelInitialContext,
+  type ModelGraph,
+  resolveIntent,
+  STUDENTS,
+  transitionCoverPaths,
+} from './support/section-graph.js';
+
+/**
+ * SPEC section 7: model-based tests of the section machine. @xstate/graph explores the machine
+ * (over the abstraction in support/section-graph.ts), we generate paths that take every transition,
+ * run each on a real actor checking the invariants after every step, then run the same paths
+ * through the engine and check its views agree with the actor step by step.
+ */
+
+interface StepRecord {
+  intent: Intent;
+  command: LabeledCommand;
+  /** `events:<types>` or the rejection code. */
+  outcome: { ok: true; first: SectionEvent['type'] | undefined } | { ok: false; code: string };
+  context: SectionContext;
+  state: string;
+}
+
+let graph: ModelGraph;
+let paths: Intent[][];
+const traces: StepRecord[][] = [];
+
+function expectedStateName(ctx: SectionContext): string {
+  if (ctx.closed) return 'closed';
+  if (ctx.registered.length < ctx.capacity) return 'open.seatsAvailable';
+  if (ctx.queue.length < ctx.reserveCapacity) return 'open.reserveOnly';
+  return 'open.full';
+}
+
+/** Every invariant of one step of one section actor. `tickets` gives each queued student's arrival. */
+function checkStep(prev: SectionContext, snap: SectionSnapshot, cmd: LabeledCommand, emitted: SectionEmitted[], tickets: Map<number, number>): void {
+  const ctx = snap.context;
+  const where = `after ${cmd.label} (${JSON.stringify(cmd)})`;
+  assert.ok(ctx.registered.length <= ctx.capacity, `${where}: registered > capacity`);
+  assert.ok(ctx.queue.length <= ctx.reserveCapacity, `${where}: queue > reserve capacity`);
+  if (ctx.queue.length > 0) assert.equal(ctx.registered.length, ctx.capacity, `${where}: a seat is free while the queue waits`);
+  assert.equal(new Set([...ctx.registered, ...ctx.queue]).size, ctx.registered.length + ctx.queue.length, `${where}: a student twice`);
+  const members: Record<string, string> = {};
+  for (const id of ctx.registered) members[id] = 'registered';
+  for (const id of ctx.queue) members[id] = 'queued';
+  assert.deepEqual(ctx.members, members, `${where}: members map disagrees with the arrays`);
+  assert.equal(sectionStateName(snap), expectedStateName(ctx), `${where}: state name disagrees with the numbers`);
+  for (const id of [...ctx.registered, ...ctx.queue]) {
+    if (ctx.sexLock !== null && prev.members[id] === undefined && cmd.type === 'enroll') {
+      assert.equal(genderOf(id), ctx.sexLock, `${where}: sex lock let ${id} in`);
+    }
+  }
+
+  const rejection = emitted.find((e) => e.type === 'rejected');
+  if (rejection) {
+    assert.equal(emitted.length, 1, `${where}: a rejection comes alone`);
+    assert.deepEqual(ctx, prev, `${where}: a rejected command changed the context`);
+    return;
+  }
+  const events = emitted as SectionEvent[];
+  assert.deepEqual(events.map((e) => e.seq), events.map((_e, i) => prev.seq + i + 1), `${where}: event numbering`);
+  assert.equal(ctx.seq, prev.seq + events.length, `${where}: context seq`);
+
+  // FIFO: newcomers join the tail; the queue stays in arrival order; promotions take the head.
+  for (const id of ctx.queue) if (!tickets.has(id)) tickets.set(id, tickets.size === 0 ? 0 : Math.max(...tickets.values()) + 1);
+  for (const id of [...tickets.keys()]) if (!ctx.queue.includes(id)) tickets.delete(id);
+  const byTicket = [...ctx.queue].sort((a, b) => tickets.get(a)! - tickets.get(b)!);
+  assert.deepEqual(ctx.queue, byTicket, `${where}: queue not in arrival order`);
+  const promoted = prev.queue.filter((id) => ctx.registered.includes(id));
+  if (cmd.type === 'forceEnroll' && prev.members[cmd.studentId] === 'queued') {
+    assert.deepEqual(promoted, [cmd.studentId], `${where}: force enroll promotes exactly the forced student`);
+  } else {
+    assert.deepEqual(promoted, prev.queue.slice(0, promoted.length), `${where}: promotion out of queue order`);
+  }
+  // Capacity moves only when staff asks, or by exactly one for a force into a full section.
+  if (cmd.type === 'changeCapacity') assert.equal(ctx.capacity, cmd.capacity, where);
+  else if (cmd.type === 'forceEnroll' && prev.registered.length >= prev.capacity) assert.equal(ctx.capacity, prev.registered.length + 1, where);
+  else assert.equal(ctx.capacity, prev.capacity, `${where}: capacity changed`);
+}
+
+function runOnActor(path: Intent[], visitedStates: Set<string>, visitedEdges: Set<string>): StepRecord[] {
+  const actor = createSectionActor(modelInitialContext());
+  let emitted: SectionEmitted[] = [];
+  actor.on('*', (e) => emitted.push(e));
+  const tickets = new Map<number, number>();
+  const trace: StepRecord[] = [];
+  let key = abstractKey(sectionStateName(actor.getSnapshot()), actor.getSnapshot().context);
+  visitedStates.add(key);
+  for (const intent of path) {
+    const prev = actor.getSnapshot().context;
+    const cmd = resolveIntent(prev, intent);
+    assert.ok(cmd, `${intent} must be enabled in ${key} (the abstraction must be exact)`);
+    const expectedNext = graph.edges.get(key)?.get(intent);
+    assert.ok(expectedNext, `the graph has the edge ${key} --${intent}-->`);
+    visitedEdges.add(`${key} ${intent}`);
+    emitted = [];
+    actor.send(cmd);
+    const snap = actor.getSnapshot();
+    assert.equal(snap.status, 'active');
+    checkStep(prev, snap, cmd, emitted, tickets);
+    key = abstractKey(sectionStateName(snap), snap.context);
+    assert.equal(key, expectedNext, `${intent} led where the graph says`);
+    visitedStates.add(key);
+    const rejection = emitted.find((e) => e.type === 'rejected');
+    trace.push({
+      intent,
+      command: cmd,
+      outcome: rejection ? { ok: false, code: rejection.code } : { ok: true, first: (emitted[0] as SectionEvent | undefined)?.type },
+      context: snap.context,
+      state: sectionStateName(snap),
+    });
+  }
+  actor.stop();
+  return trace;
+}
+
+/** What the engine answers for the command the actor was sent, given what the actor did. */
+function engineExpectation(step: StepRecord): string {
+  if (!step.outcome.ok) {
+    // The engine checks "already holds this course" before the section sees the command.
+    if (step.command.type === 'enroll' && step.outcome.code === 'ALREADY_IN_SECTION') return 'SAME_COURSE';
+    return step.outcome.code;
+  }
+  if (step.command.type === 'enroll') return step.outcome.first === 'studentQueued' ? 'queued' : 'registered';
+  return 'ok';
+}
+
+function sendToEngine(engine: Engine, cmd: LabeledCommand): Promise<string> {
+  switch (cmd.type) {
+    case 'enroll':
+      return outcome(engine.enroll(cmd.studentId, C, G, studentMeta(cmd.studentId)));
+    case 'drop':
+      return outcome(engine.drop(cmd.studentId, C, studentMeta(cmd.studentId)));
+    case 'forceEnroll':
+      return outcome(engine.forceEnroll(cmd.studentId, C, G, meta()));
+    case 'changeCapacity':
+      return outcome(engine.changeCapacity(C, G, cmd.capacity, meta()));
+    case 'changeReserveCapacity':
+      return outcome(engine.updateSection(C, G, { reserveCapacity: cmd.reserveCapacity }, meta()));
+    case 'changeSexLock':
+      return outcome(engine.updateSection(C, G, { sexLock: cmd.sexLock }, meta()));
+    case 'close':
+      return outcome(engine.setClosed(C, G, true, meta()));
+    case 'reopen':
+      return outcome(engine.setClosed(C, G, false, meta()));
+    default:
+      throw new Error(`the model never sends ${cmd.type}`);
+  }
+}
+
+describe('section machine, model-based (SPEC 7)', () => {
+  before(() => {
+    graph = buildModelGraph();
+    paths = transitionCoverPaths(graph);
+  });
+
+  test('the graph reaches every machine state', () => {
+    const reached = new Set([...graph.edges.keys()].map((k) => k.split('|')[0]!));
+    assert.deepEqual([...reached].sort(), [...graph.machineStates].sort());
+    assert.ok(graph.edges.size > 100, `a non-trivial graph (${graph.edges.size} abstract states)`);
+    assert.equal(graph.shortest.size, graph.edges.size, 'a shortest path to every state');
+  });
+
+  test('every transition, on a real actor, with the invariants after every step', () => {
+    const visitedStates = new Set<string>();
+    const visitedEdges = new Set<string>();
+    for (const path of paths) traces.push(runOnActor(path, visitedStates, visitedEdges));
+    let edgeCount = 0;
+    for (const out of graph.edges.values()) edgeCount += out.size;
+    const machineStates = new Set([...visitedStates].map((k) => k.split('|')[0]!));
+    console.log(
+      `section model: ${paths.length} paths, ${paths.reduce((n, p) => n + p.length, 0)} steps; ` +
+        `machine states visited ${machineStates.size}/${graph.machineStates.length}; ` +
+        `states visited ${visitedStates.size}/${graph.edges.size}, transitions visited ${visitedEdges.size}/${edgeCount}`,
+    );
+    assert.equal(machineStates.size, graph.machineStates.length);
+    assert.equal(visitedStates.size, graph.edges.size, 'every abstract state visited');
+    assert.equal(visitedEdges.size, edgeCount, 'every transition taken');
+    // Every kind of command, accepted and refused, is in there.
+    const outcomes = new Set(traces.flat().map((s) => (s.outcome.ok ? s.command.type : `${s.command.type}:${s.outcome.code}`)));
+    for (const o of [
+      'enroll',
+      'enroll:SECTION_FULL',
+      'enroll:SECTION_CLOSED',
+      'enroll:SEX_LOCK',
+      'enroll:ALREADY_IN_SECTION',
+      'drop',
+      'drop:NOT_ENROLLED',
+      'forceEnroll',
+      'forceEnroll:ALREADY_IN_SECTION',
+      'changeCapacity',
+      'changeCapacity:CAPACITY_BELOW_REGISTERED',
+      'changeReserveCapacity',
+      'changeReserveCapacity:RESERVE_BELOW_QUEUED',
+      'changeSexLock',
+      'close',
+      'reopen',
+    ]) {
+      assert.ok(outcomes.has(o), `the paths exercise ${o}`);
+    }
+  });
+
+  test('the same paths through the engine: same answers, same views, step by step', async () => {
+    assert.equal(traces.length, paths.length, 'the actor test ran first');
+    for (const trace of traces) {
+      const fx = await createFixture();
+      const engine = fx.engine;
+      await engine.importBatch(
+        {
+          departments: [],
+          staff: [makeStaff(1)],
+          students: STUDENTS.map((id) => makeStudent(id, { gender: genderOf(id), remainingActions: 1000, maxUnits: 100 })),
+          sections: [makeSection(C, G, INITIAL)],
+        },
+        meta('system'),
+      );
+      for (const [i, step] of trace.entries()) {
+        const where = `step ${i + 1} of [${trace.map((s) => s.intent).join(', ')}]`;
+        assert.equal(await sendToEngine(engine, step.command), engineExpectation(step), where);
+        const view = engine.getSection(C, G);
+        const ctx = step.context;
+        assert.deepEqual(
+          {
+            state: view.state,
+            capacity: view.capacity,
+            reserveCapacity: view.reserveCapacity,
+            sexLock: view.sexLock,
+            closed: view.closed,
+            registeredCount: view.registeredCount,
+            queueLength: view.queueLength,
+            seq: view.seq,
+          },
+          {
+            state: step.state,
+            capacity: ctx.capacity,
+            reserveCapacity: ctx.reserveCapacity,
+            sexLock: ctx.sexLock,
+            closed: ctx.closed,
+            registeredCount: ctx.registered.length,
+            queueLength: ctx.queue.length,
+            seq: ctx.seq,
+          },
+          where,
+        );
+        assert.deepEqual(engine.sectionMembers(C, G), { registered: ctx.registered, queue: ctx.queue }, where);
+        for (const id of STUDENTS) {
+          const held = engine.studentSections(id);
+          const status = ctx.members[id];
+          assert.deepEqual(
+            held.map((h) => [h.status, h.queuePosition]),
+            status === undefined ? [] : [[status, status === 'queued' ? ctx.queue.indexOf(id) + 1 : undefined]],
+            `${where}: student ${id}'s own view`,
+          );
+        }
+      }
+      engine.stop();
+    }
+  });
+});
