@@ -14,6 +14,8 @@ export interface Config {
   redisUrl: string | null;
   enrollmentWindowMinutes: number;
   logLevel: string;
+  /** One log line per request and per response; off by default (a registration rush is millions). */
+  logRequests: boolean;
   /** Embedded mode's files (PGlite data, generated secret). */
   dataDir: string;
   /** Load the demo data set into an empty store at start. */
@@ -101,6 +103,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     redisUrl,
     enrollmentWindowMinutes: int('ENROLLMENT_WINDOW_MINUTES', 60, 1, 60 * 24 * 365),
     logLevel,
+    logRequests: bool('LOG_REQUESTS', false),
     dataDir: str('DATA_DIR') ?? './data',
     demoData: bool('DEMO_DATA', mode === 'embedded'),
     amqpPrefix,

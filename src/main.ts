@@ -62,6 +62,7 @@ async function main(): Promise<void> {
     logger,
     jwtSecret,
     tokenTtlSeconds: config.tokenTtlSeconds,
+    logRequests: config.logRequests,
     readiness: () => persistence.readiness(),
   });
   await app.listen({ host: config.host, port: config.port });

@@ -28,6 +28,8 @@ export interface AppDeps {
   readiness: () => Promise<ReadinessReport>;
   /** Clock in unix milliseconds for token times; injectable so tests can expire tokens. */
   now?: () => number;
+  /** Log every request and response (two lines per request: off by default for the rush). */
+  logRequests?: boolean;
 }
 
 /** The app as built: Fastify with the TypeBox type provider. */
@@ -77,6 +79,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const app = Fastify({
     loggerInstance,
     genReqId,
+    disableRequestLogging: !deps.logRequests,
     bodyLimit: BODY_LIMIT,
     routerOptions: { ignoreTrailingSlash: true },
   }).withTypeProvider<TypeBoxTypeProvider>();
