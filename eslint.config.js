@@ -6,7 +6,7 @@ import tseslint from 'typescript-eslint';
 const drivers = ['pg', 'pg-*', 'amqplib', 'amqplib/*', 'ioredis', '@electric-sql/*'];
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'data/**', 'bench/results/**', 'src/http/admin/static/**'] },
+  { ignores: ['.dependency-cruiser.cjs', 'dist/**', 'node_modules/**', 'data/**', 'bench/results/**', 'src/http/admin/static/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

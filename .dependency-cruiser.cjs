@@ -1,0 +1,40 @@
+/**
+ * Layer rules of SPEC section 2, checked on the real import graph (eslint checks the same rules
+ * per file): actors know nothing of HTTP, SQL or AMQP; http knows nothing of SQL or AMQP and uses
+ * persistence only through its interface; no circular imports anywhere in src/.
+ */
+module.exports = {
+  forbidden: [
+    { name: 'no-circular', severity: 'error', comment: 'circular imports make start-up order fragile', from: { path: '^src' }, to: { circular: true } },
+    {
+      name: 'actors-are-pure',
+      severity: 'error',
+      from: { path: '^src/actors' },
+      to: { path: ['^src/(http|persistence|engine)', 'node_modules/(pg|amqplib|ioredis|fastify|@fastify|@electric-sql)/'] },
+    },
+    {
+      name: 'http-knows-no-storage',
+      severity: 'error',
+      from: { path: '^src/http' },
+      to: { path: ['node_modules/(pg|amqplib|ioredis|@electric-sql)/', '^src/persistence/(?!types\\.ts$)'] },
+    },
+    {
+      name: 'engine-knows-interfaces-only',
+      severity: 'error',
+      from: { path: '^src/engine' },
+      to: { path: ['^src/http', 'node_modules/(pg|amqplib|ioredis|fastify|@fastify|@electric-sql)/', '^src/persistence/(?!types\\.ts$)'] },
+    },
+    {
+      name: 'persistence-knows-no-http',
+      severity: 'error',
+      from: { path: '^src/persistence' },
+      to: { path: ['^src/(http|engine)', 'node_modules/(fastify|@fastify)/'] },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default', 'types'], extensions: ['.ts', '.js'] },
+  },
+};
