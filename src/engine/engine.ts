@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { createSectionActor, sectionStateName, type SectionActor } from '../actors/section-machine.js';
+import { getInitialSnapshot } from 'xstate';
+import { createSectionActor, sectionMachine, sectionStateName, type SectionActor } from '../actors/section-machine.js';
 import { initialSectionContext, sectionKey } from '../actors/section-logic.js';
 import {
   checkActionsLeft,
@@ -75,10 +76,22 @@ export interface EngineDeps {
   enrollmentWindowMs: number;
   /** Injected clock, so tests can move through enrollment windows. */
   now?: () => number;
+  /** Stop section actors idle for this long (ms); their context stays in memory. Default 60 s. */
+  passivateAfterMs?: number;
 }
 
+/**
+ * A hosted section. Its context is always current and serves every read; the XState actor exists
+ * only while the section is busy: it is started on the first command and stopped after an idle
+ * period (passivation), so 100,000 quiet sections cost their JSON context, not 100,000 actors.
+ */
 interface SectionEntry {
-  actor: SectionActor;
+  ctx: SectionContext;
+  actor: SectionActor | null;
+  /** Machine state name for `ctx`, computed lazily and cached until the next change. */
+  stateName: string | null;
+  /** Engine tick of the last command, for passivation. */
+  lastUsed: number;
   /** Collects what the actor emits while one command is being processed. */
   sink: SectionEmitted[] | null;
 }
@@ -116,6 +129,10 @@ export class Engine {
 
   /** Set when an append failed: the in-memory state may hold undurable changes until reloaded. */
   private needsReload = false;
+  private readonly passivateAfterMs: number;
+  private passivationTimer: NodeJS.Timeout | null = null;
+  /** Monotonic clock for passivation (not the injectable business clock). */
+  private readonly tick = () => performance.now();
   private reloading: Promise<void> | null = null;
   /** Appends not yet settled; a reload waits for them so it never reads the log while one races in. */
   private readonly inflight = new Set<Promise<void>>();
@@ -125,12 +142,15 @@ export class Engine {
     this.log = deps.logger.child({ module: 'engine' });
     this.windowMs = deps.enrollmentWindowMs;
     this.now = deps.now ?? Date.now;
+    this.passivateAfterMs = deps.passivateAfterMs ?? 60_000;
   }
 
   /** Loads the acknowledged state; call once before serving. */
   async start(): Promise<void> {
     const t0 = performance.now();
     this.rebuild(await this.persistence.load());
+    this.passivationTimer = setInterval(() => this.passivateIdle(), Math.max(1000, this.passivateAfterMs / 2));
+    this.passivationTimer.unref();
     this.log.info(
       {
         sections: this.sections.size,
@@ -143,7 +163,8 @@ export class Engine {
   }
 
   stop(): void {
-    for (const e of this.sections.values()) e.actor.stop();
+    if (this.passivationTimer) clearInterval(this.passivationTimer);
+    for (const e of this.sections.values()) e.actor?.stop();
     this.listeners.clear();
   }
 
@@ -166,7 +187,7 @@ export class Engine {
       const w = checkWindow(st.record, now, this.windowMs);
       if (w) throw violation(w);
       const entry = this.sectionEntry(courseId, groupId);
-      const ctx = entry.actor.getSnapshot().context;
+      const ctx = entry.ctx;
       const v = checkEnrollRules({
         student: st.record,
         target: ctx.info,
@@ -224,7 +245,7 @@ export class Engine {
       }
       const target = this.sectionEntry(courseId, newGroupId);
       const source = this.sectionEntry(courseId, oldGroupId);
-      const ctx = target.actor.getSnapshot().context;
+      const ctx = target.ctx;
       const v = checkEnrollRules({
         student: st.record,
         target: ctx.info,
@@ -330,7 +351,7 @@ export class Engine {
     if (patch.sexLock !== undefined) {
       const lock = patch.sexLock;
       if (lock !== null) {
-        const ctx = entry.actor.getSnapshot().context;
+        const ctx = entry.ctx;
         const other = Object.keys(ctx.members).find((id) => this.students.get(Number(id))?.record.gender !== lock);
         if (other !== undefined) {
           throw new EngineError('SEX_LOCK_CONFLICT', `student ${other} in this section is not ${lock}; the lock would exclude them`);
@@ -448,7 +469,7 @@ export class Engine {
     for (const [courseId, groupId] of st.holdings) {
       const entry = this.sections.get(sectionKey(courseId, groupId));
       if (!entry) continue;
-      const ctx = entry.actor.getSnapshot().context;
+      const ctx = entry.ctx;
       const status = ctx.members[studentId];
       if (status === undefined) continue;
       const held: HeldSection = { section: this.view(entry), status };
@@ -461,7 +482,7 @@ export class Engine {
   listSections(filter: { department?: number } = {}): SectionView[] {
     const out: SectionView[] = [];
     for (const entry of this.sections.values()) {
-      const info = entry.actor.getSnapshot().context.info;
+      const info = entry.ctx.info;
       if (filter.department !== undefined && info.forDepartment !== filter.department) continue;
       out.push(this.view(entry));
     }
@@ -473,7 +494,7 @@ export class Engine {
   }
 
   sectionMembers(courseId: number, groupId: number): { registered: number[]; queue: number[] } {
-    const ctx = this.sectionEntry(courseId, groupId).actor.getSnapshot().context;
+    const ctx = this.sectionEntry(courseId, groupId).ctx;
     return { registered: [...ctx.registered], queue: [...ctx.queue] };
   }
 
@@ -488,7 +509,7 @@ export class Engine {
       departments: [...this.departments.values()],
       staff: [...this.staff.values()],
       students: [...this.students.values()].map((s) => ({ ...s.record, seq: s.seq })),
-      sections: [...this.sections.values()].map((e) => e.actor.getSnapshot().context),
+      sections: [...this.sections.values()].map((e) => e.ctx),
     };
   }
 
@@ -499,16 +520,36 @@ export class Engine {
     return { requestId: meta.requestId, actor: meta.actor, at };
   }
 
+  /** Stops actors that have been idle; their (current) context stays. */
+  passivateIdle(now: number = this.tick()): number {
+    let n = 0;
+    for (const e of this.sections.values()) {
+      if (e.actor && now - e.lastUsed >= this.passivateAfterMs) {
+        e.actor.stop();
+        e.actor = null;
+        n += 1;
+      }
+    }
+    return n;
+  }
+
+  /** Number of section actors currently started (the rest are passivated contexts). */
+  get activeActors(): number {
+    let n = 0;
+    for (const e of this.sections.values()) if (e.actor) n += 1;
+    return n;
+  }
+
   private view(entry: SectionEntry): SectionView {
-    const snap = entry.actor.getSnapshot();
-    const c = snap.context;
+    const c = entry.ctx;
+    entry.stateName ??= sectionStateName(getInitialSnapshot(sectionMachine, c));
     return {
       info: c.info,
       capacity: c.capacity,
       reserveCapacity: c.reserveCapacity,
       sexLock: c.sexLock,
       closed: c.closed,
-      state: sectionStateName(snap),
+      state: entry.stateName,
       registeredCount: c.registered.length,
       queueLength: c.queue.length,
       seq: c.seq,
@@ -526,7 +567,7 @@ export class Engine {
     for (const [courseId, groupId] of st.holdings) {
       if (courseId === exceptCourse) continue;
       const entry = this.sections.get(sectionKey(courseId, groupId));
-      if (entry) out.push(entry.actor.getSnapshot().context.info);
+      if (entry) out.push(entry.ctx.info);
     }
     return out;
   }
@@ -538,16 +579,21 @@ export class Engine {
   }
 
   private addSection(ctx: SectionContext): SectionEntry {
-    const entry: SectionEntry = { actor: createSectionActor(ctx), sink: null };
-    this.watch(entry);
+    const entry: SectionEntry = { ctx, actor: null, stateName: null, lastUsed: 0, sink: null };
     this.sections.set(sectionKey(ctx.info.courseId, ctx.info.groupId), entry);
     return entry;
   }
 
-  private watch(entry: SectionEntry): void {
-    entry.actor.on('*', (e) => entry.sink?.push(e));
+  /** Starts the section's actor from its current context if it is passivated. */
+  private activate(entry: SectionEntry): SectionActor {
+    entry.lastUsed = this.tick();
+    if (entry.actor) return entry.actor;
+    const actor = createSectionActor(entry.ctx);
+    actor.on('*', (e) => entry.sink?.push(e));
     // An error listener keeps XState from rethrowing; dispatch() restores the actor itself.
-    entry.actor.subscribe({ error: () => undefined });
+    actor.subscribe({ error: () => undefined });
+    entry.actor = actor;
+    return actor;
   }
 
   /**
@@ -556,20 +602,25 @@ export class Engine {
    * in one step. An actor that fails is restored from the snapshot it had before the command.
    */
   private dispatch(entry: SectionEntry, cmd: SectionCommand): SectionEvent[] {
-    const before = entry.actor.getSnapshot();
+    const actor = this.activate(entry);
+    const before = entry.ctx;
     const sink: SectionEmitted[] = [];
     entry.sink = sink;
     try {
-      entry.actor.send(cmd);
+      actor.send(cmd);
     } finally {
       entry.sink = null;
     }
-    const after = entry.actor.getSnapshot();
+    const after = actor.getSnapshot();
     if (after.status === 'error') {
-      this.log.error({ err: after.error, command: cmd.type, section: sectionKey(before.context.info.courseId, before.context.info.groupId) }, 'section actor failed; restored');
-      entry.actor = createSectionActor(before.context);
-      this.watch(entry);
+      this.log.error({ err: after.error, command: cmd.type, section: sectionKey(before.info.courseId, before.info.groupId) }, 'section actor failed; restored');
+      actor.stop();
+      entry.actor = null; // the next command starts a fresh actor from the last good context
       throw new EngineError('INTERNAL', 'the section could not process the request; nothing was changed');
+    }
+    if (after.context !== before) {
+      entry.ctx = after.context;
+      entry.stateName = sectionStateName(after);
     }
     const events: SectionEvent[] = [];
     for (const e of sink) {
@@ -670,7 +721,7 @@ export class Engine {
   }
 
   private rebuild(state: LoadedState): void {
-    for (const e of this.sections.values()) e.actor.stop();
+    for (const e of this.sections.values()) e.actor?.stop();
     this.sections = new Map();
     this.students = new Map();
     this.staff = new Map(state.staff.map((s) => [s.id, s]));

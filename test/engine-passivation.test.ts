@@ -1,0 +1,29 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createFixture, makeSection, makeStudent, meta, studentMeta } from './support/engine-fixture.js';
+
+test('idle section actors are passivated to their context and restarted on the next command, unchanged', async () => {
+  const fx = await createFixture();
+  const e = fx.engine;
+  await e.importBatch(
+    { departments: [], staff: [], students: [1, 2, 3].map((id) => makeStudent(id)), sections: [makeSection(10, 1, { capacity: 1, reserveCapacity: 2 })] },
+    meta(),
+  );
+  assert.equal(e.activeActors, 0, 'no actor is started before a section gets a command');
+  await e.enroll(1, 10, 1, studentMeta(1));
+  await e.enroll(2, 10, 1, studentMeta(2));
+  assert.equal(e.activeActors, 1);
+  const before = e.getSection(10, 1);
+  assert.equal(before.state, 'open.reserveOnly');
+
+  assert.equal(e.passivateIdle(performance.now() + 3_600_000), 1);
+  assert.equal(e.activeActors, 0);
+  assert.deepEqual(e.getSection(10, 1), before, 'reads are served from the context while passivated');
+
+  // The next command restarts the actor from the context: the queue and the seat are still there.
+  await e.drop(1, 10, studentMeta(1));
+  assert.equal(e.activeActors, 1);
+  assert.deepEqual(e.sectionMembers(10, 1), { registered: [2], queue: [] });
+  assert.equal(e.getSection(10, 1).state, 'open.reserveOnly', 'the promoted student took the only seat');
+  e.stop();
+});
