@@ -1,4 +1,4 @@
-import { hash } from '@node-rs/bcrypt';
+import { hashPassword } from '../password.js';
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
 import {
@@ -19,7 +19,7 @@ export async function loadDemoData(
   logger: Logger,
 ): Promise<{ student: { user: number; password: string }; staff: { user: number; password: string; staff: true } }> {
   const t0 = performance.now();
-  const [passwordHash, staffPasswordHash] = await Promise.all([hash(DEMO_STUDENT_PASSWORD, { cost: 10 }), hash(DEMO_STAFF_PASSWORD, { cost: 10 })]);
+  const [passwordHash, staffPasswordHash] = await Promise.all([hashPassword(DEMO_STUDENT_PASSWORD), hashPassword(DEMO_STAFF_PASSWORD)]);
   const data = generateDemoData({ passwordHash, staffPasswordHash, now: Date.now() });
   await engine.importBatch(data, { requestId: 'demo-data', actor: 'system' });
   logger.child({ module: 'demo' }).info(

@@ -1,5 +1,5 @@
 import { createSecretKey, type KeyObject } from 'node:crypto';
-import { verify as bcryptVerify } from '@node-rs/bcrypt';
+import { verifyPassword } from '../password.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import jwt from 'jsonwebtoken';
 import type { RequestMeta } from '../engine/engine.js';
@@ -44,7 +44,7 @@ const SUBJECT = /^\d{1,10}$/;
  * libuv's thread pool (`@node-rs/bcrypt` is async), so a login never blocks other requests.
  */
 export async function checkPassword(password: string, storedHash: string | undefined): Promise<boolean> {
-  const ok = await bcryptVerify(password, storedHash ?? DUMMY_HASH).catch(() => false);
+  const ok = await verifyPassword(password, storedHash ?? DUMMY_HASH).catch(() => false);
   return ok && storedHash !== undefined;
 }
 

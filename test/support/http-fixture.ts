@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createSecretKey } from 'node:crypto';
-import { hash } from '@node-rs/bcrypt';
+import { hashPassword } from '../../src/password.js';
 import jwt from 'jsonwebtoken';
 import type { StaffRecord, StudentRecord } from '../../src/actors/student-rules.js';
 import type { SectionInfo, Sex } from '../../src/actors/types.js';
@@ -19,7 +19,7 @@ import { MemoryPersistence } from './memory-persistence.js';
 
 export const PASSWORD = 'pw';
 /** Computed once with cost 4, so logins in tests cost about a millisecond. */
-export const PW_HASH = await hash(PASSWORD, { cost: 4 });
+export const PW_HASH = await hashPassword(PASSWORD, 4);
 export const SECRET = 'test-secret-test-secret-test-secret-0123456789';
 export const MINUTE = 60_000;
 export const WINDOW_MS = 60 * MINUTE;

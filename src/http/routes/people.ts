@@ -1,5 +1,5 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { hash } from '@node-rs/bcrypt';
+import { hashPassword } from '../../password.js';
 import { EngineError } from '../../errors.js';
 import { principalOf, requestMeta } from '../auth.js';
 import type { RouteContext } from '../context.js';
@@ -89,7 +89,7 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
       // Cheap refusals first, before spending a bcrypt hash on them.
       if (engine.getStudent(b.id)) throw new EngineError('ALREADY_EXISTS', `student ${b.id} already exists`);
       assertDepartment(engine, b.department_id, 'department_id');
-      const passwordHash = await hash(b.password, { cost: BCRYPT_COST });
+      const passwordHash = await hashPassword(b.password, BCRYPT_COST);
       await engine.createStudent(
         {
           id: b.id,
@@ -128,7 +128,7 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
       await engine.settled();
       if (engine.getStaff(b.id)) throw new EngineError('ALREADY_EXISTS', `staff ${b.id} already exists`);
       assertDepartment(engine, b.department_id, 'department_id');
-      const passwordHash = await hash(b.password, { cost: BCRYPT_COST });
+      const passwordHash = await hashPassword(b.password, BCRYPT_COST);
       await engine.createStaff({ id: b.id, passwordHash, departmentId: b.department_id ?? null }, requestMeta(request));
       return reply.code(201).send({ id: b.id });
     },
