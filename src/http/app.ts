@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
 import type { ReadinessReport } from '../persistence/types.js';
+import { adminRoutes } from './admin/routes.js';
 import { TokenService } from './auth.js';
 import type { RouteContext } from './context.js';
 import { installErrorHandlers } from './error-handler.js';
@@ -104,6 +105,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(staffRoutes, ctx);
   await app.register(sectionRoutes, ctx);
   await app.register(peopleRoutes, ctx);
+  await app.register(adminRoutes, ctx);
 
   await app.ready();
   return app;

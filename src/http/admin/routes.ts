@@ -1,0 +1,243 @@
+import { readFile } from 'node:fs/promises';
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { sectionMachine } from '../../actors/section-machine.js';
+import { EngineError, isEngineError } from '../../errors.js';
+import { bearerToken } from '../auth.js';
+import type { RouteContext } from '../context.js';
+import { toTransition } from '../course-data.js';
+import { bearer, errorResponses, SectionParams } from '../schemas.js';
+import { SectionFeed, sseEvent, toAdminSection, type FeedClient } from './feed.js';
+import { machineGraph, toMermaid } from './machine-graph.js';
+import { layoutMachine, type MachineLayout } from './machine-layout.js';
+import { AdminSectionDetail, AdminSectionList, MachineLayoutSchema, textResponse } from './schemas.js';
+
+/**
+ * The staff-only admin page (SPEC section 7, issue 5): a live list of every section and, for the
+ * one selected, its statechart drawn from the machine definition with the current state lit up.
+ *
+ * Everything is served by the engine itself; the page needs no internet, no CDN and no build step.
+ * The page's three files (`/admin`, `/admin/admin.js`, `/admin/admin.css`) hold no data and are
+ * public, as a browser navigating to `/admin` cannot send a bearer token; every endpoint that
+ * returns data is staff-only (401 without a token, 403 for a student):
+ *
+ * - `GET /admin/api/sections`: every section's list row, plus departments;
+ * - `GET /admin/api/sections/:courseId/:groupId`: one section with its members, reserve queue and
+ *   recent transitions;
+ * - `GET /admin/api/machine`: the section machine's graph, laid out with elkjs;
+ * - `GET /admin/machine.mmd`: the same graph as Mermaid `stateDiagram-v2` text;
+ * - `GET /admin/events`: the live feed (server-sent events). EventSource cannot send headers, so
+ *   the token may come as `?token=`; the route logs below `warn` only, so the token never reaches
+ *   request logs.
+ *
+ * Staff actions on the page call the ordinary staff routes, so the same rules and errors apply.
+ */
+
+/** How often the live feed may send; SPEC's "updating live" without flooding the page. */
+export const FEED_FLUSH_MS = 200;
+const KEEP_ALIVE_MS = 15_000;
+const MAX_FEED_CLIENTS = 200;
+/** A page this far behind (bytes queued on its socket) is dropped; it reconnects and reloads. */
+const MAX_FEED_BACKLOG = 4 * 1024 * 1024;
+
+const STATIC_DIR = new URL('./static/', import.meta.url);
+
+/** Headers for the page: it may run only its own script and style and talk only to this server. */
+const PAGE_HEADERS = {
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; " +
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-cache',
+};
+
+interface StaticFile {
+  url: string;
+  file: string;
+  type: string;
+  summary: string;
+}
+
+const STATIC_FILES: StaticFile[] = [
+  { url: '/admin', file: 'index.html', type: 'text/html; charset=utf-8', summary: 'The admin page (public shell; its data is staff-only)' },
+  { url: '/admin/admin.js', file: 'admin.js', type: 'text/javascript; charset=utf-8', summary: "The admin page's script" },
+  { url: '/admin/admin.css', file: 'admin.css', type: 'text/css; charset=utf-8', summary: "The admin page's style sheet" },
+];
+
+/** Registers the admin page, its data endpoints and the live feed; see the module comment. */
+export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+  const staffOnly = tokens.requireRole('staff');
+  const graph = machineGraph(sectionMachine);
+  const mermaid = toMermaid(graph);
+  // The layout depends only on the machine: computed once, on first use.
+  let layout: Promise<MachineLayout> | null = null;
+  const machineLayout = (): Promise<MachineLayout> => {
+    layout ??= layoutMachine(graph).catch((err: unknown) => {
+      layout = null;
+      throw err;
+    });
+    return layout;
+  };
+
+  const feed = new SectionFeed(engine, { flushMs: FEED_FLUSH_MS, keepAliveMs: KEEP_ALIVE_MS, maxClients: MAX_FEED_CLIENTS });
+  feed.start();
+  // Open streams would keep the server from closing: end them first.
+  app.addHook('preClose', async () => feed.close());
+  app.addHook('onClose', async () => feed.close());
+
+  for (const f of STATIC_FILES) {
+    const body = await readFile(new URL(f.file, STATIC_DIR), 'utf8');
+    app.get(
+      f.url,
+      {
+        schema: {
+          tags: ['admin'],
+          summary: f.summary,
+          response: { 200: textResponse(f.type.split(';')[0] as string, f.summary) },
+        },
+      },
+      async (_request, reply) => reply.headers(PAGE_HEADERS).type(f.type).send(body),
+    );
+  }
+
+  app.get(
+    '/admin/machine.mmd',
+    {
+      onRequest: staffOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'The section machine as Mermaid stateDiagram-v2 text, derived from its definition',
+        security: bearer,
+        response: { 200: textResponse('text/plain', 'Mermaid source'), ...errorResponses },
+      },
+    },
+    async (_request, reply) => reply.type('text/plain; charset=utf-8').send(mermaid),
+  );
+
+  app.get(
+    '/admin/api/machine',
+    {
+      onRequest: staffOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'The section machine as a graph derived from its definition, laid out with elkjs',
+        description:
+          'States, transitions (with eventless `always` transitions, guard names and the root-level command ' +
+          'transitions) and absolute coordinates for every box, edge and label.',
+        security: bearer,
+        response: { 200: MachineLayoutSchema, ...errorResponses },
+      },
+    },
+    async () => machineLayout(),
+  );
+
+  app.get(
+    '/admin/api/sections',
+    {
+      onRequest: staffOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'Every section with its live state and numbers, plus the departments',
+        security: bearer,
+        response: { 200: AdminSectionList, ...errorResponses },
+      },
+    },
+    async () => {
+      await engine.settled();
+      return {
+        sections: engine.listSections().map(toAdminSection),
+        departments: engine.listDepartments(),
+        flush_ms: FEED_FLUSH_MS,
+      };
+    },
+  );
+
+  app.get(
+    '/admin/api/sections/:courseId/:groupId',
+    {
+      onRequest: staffOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'One section: numbers, registered students, the reserve queue in order, recent transitions',
+        security: bearer,
+        params: SectionParams,
+        querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 30 })) }),
+        response: { 200: AdminSectionDetail, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const { courseId, groupId } = request.params;
+      await engine.settled();
+      const section = toAdminSection(engine.getSection(courseId, groupId));
+      const members = engine.sectionMembers(courseId, groupId);
+      const records = await engine.recentTransitions(courseId, groupId, request.query.limit ?? 30).catch((err: unknown) => {
+        if (isEngineError(err)) throw err;
+        request.log.warn({ err }, 'reading transitions failed');
+        throw new EngineError('UNAVAILABLE', 'the transition history cannot be read right now; try again shortly');
+      });
+      return { section, registered: members.registered, queue: members.queue, transitions: records.map(toTransition) };
+    },
+  );
+
+  /** Staff check for the feed: a bearer header, or the token in the query string (EventSource). */
+  const feedAuth = async (request: FastifyRequest, _reply: FastifyReply): Promise<void> => {
+    const q = request.query as { token?: unknown } | undefined;
+    const token = bearerToken(request.headers.authorization) ?? (typeof q?.token === 'string' && q.token !== '' ? q.token : null);
+    if (token === null) throw new EngineError('UNAUTHENTICATED', 'a staff token is required (Authorization header or ?token=)');
+    const p = tokens.verify(token);
+    if (p.role !== 'staff') throw new EngineError('FORBIDDEN', `this feed is for staff users; you are logged in as ${p.role}`);
+    request.principal = p;
+  };
+
+  app.get(
+    '/admin/events',
+    {
+      onRequest: feedAuth,
+      // The token may be in the URL: keep request lines (which carry it) out of the logs.
+      logLevel: 'warn',
+      schema: {
+        tags: ['admin'],
+        summary: 'Live feed of section changes (server-sent events), for staff',
+        description:
+          'Sends `ready` once, then a `sections` event with the current rows of the sections that changed, ' +
+          `coalesced per section and at most every ${FEED_FLUSH_MS} ms. Authenticate with the usual header, or ` +
+          'with `?token=<staff token>` where headers cannot be set (EventSource).',
+        security: bearer,
+        querystring: Type.Object({ token: Type.Optional(Type.String({ maxLength: 4096, description: 'Staff token' })) }),
+        response: { 200: textResponse('text/event-stream', 'Event stream'), ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      if (!feed.hasRoom()) throw new EngineError('UNAVAILABLE', 'too many live admin pages are open; try again shortly');
+      reply.hijack();
+      const res = reply.raw;
+      const headers: Record<string, string | number | string[]> = {};
+      for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) headers[k] = v;
+      res.writeHead(200, {
+        ...headers,
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-store',
+        'x-accel-buffering': 'no',
+        connection: 'keep-alive',
+      });
+      res.write(`retry: 3000\n\n${sseEvent('ready', { flush_ms: FEED_FLUSH_MS })}`);
+      const client: FeedClient = {
+        write(chunk) {
+          if (res.destroyed || res.writableEnded) return false;
+          if (res.writableLength > MAX_FEED_BACKLOG) {
+            res.destroy();
+            return false;
+          }
+          res.write(chunk);
+          return true;
+        },
+        end() {
+          if (!res.writableEnded) res.end();
+        },
+      };
+      const remove = feed.add(client);
+      res.on('close', remove);
+    },
+  );
+};

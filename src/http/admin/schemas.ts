@@ -1,0 +1,119 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { Transition } from '../schemas.js';
+
+/**
+ * TypeBox schemas of the admin page's data endpoints. As everywhere in the API they validate,
+ * serialize (nothing undeclared leaves the server) and document the routes in the OpenAPI
+ * document at once.
+ */
+
+const nullableInteger = (description: string) => Type.Unsafe<number | null>({ type: ['integer', 'null'], description });
+
+/**
+ * One section as the admin list shows it: only what the list and the live feed need, so that
+ * 1,500 rows (and the feed's bursts of them) stay small.
+ */
+export const AdminSection = Type.Object(
+  {
+    course_id: Type.Integer(),
+    group_id: Type.Integer(),
+    name: Type.String(),
+    lecturer: Type.String(),
+    department: nullableInteger('Department the section is offered for; null: any'),
+    capacity: Type.Integer(),
+    registered_count: Type.Integer(),
+    reserve_capacity: Type.Integer(),
+    reserved_count: Type.Integer({ description: 'Length of the reserve queue' }),
+    sex_lock: Type.Unsafe<'male' | 'female' | null>({ type: ['string', 'null'], enum: ['male', 'female', null] }),
+    closed: Type.Boolean(),
+    state: Type.String({ description: 'Machine state path, e.g. open.reserveOnly' }),
+    seq: Type.Integer({ description: 'Sequence number of the last transition; a row with a higher seq is newer' }),
+  },
+  { title: 'AdminSection' },
+);
+/** The static type of {@link AdminSection}. */
+export type AdminSectionT = Static<typeof AdminSection>;
+
+/** `GET /admin/api/sections`. */
+export const AdminSectionList = Type.Object({
+  sections: Type.Array(AdminSection),
+  departments: Type.Array(Type.Object({ id: Type.Integer(), name: Type.String() })),
+  flush_ms: Type.Integer({ description: 'The live feed sends changed sections at most this often' }),
+});
+
+/** `GET /admin/api/sections/:courseId/:groupId`. */
+export const AdminSectionDetail = Type.Object({
+  section: AdminSection,
+  registered: Type.Array(Type.Integer(), { description: 'In the order they got their seat' }),
+  queue: Type.Array(Type.Integer(), { description: 'Reserve queue, head first' }),
+  transitions: Type.Array(Transition, { description: 'Most recent first' }),
+});
+
+const StateNode = Type.Object({
+  id: Type.String(),
+  path: Type.String({ description: "Dotted path below the root ('' for the root)" }),
+  key: Type.String(),
+  parent: Type.Unsafe<string | null>({ type: ['string', 'null'] }),
+  type: Type.String({ description: 'atomic, compound, parallel, final or history' }),
+  initial: Type.Unsafe<string | null>({ type: ['string', 'null'], description: 'Id of the initial child' }),
+  depth: Type.Integer(),
+});
+
+const MachineTransition = Type.Object({
+  id: Type.String(),
+  kind: Type.String({ description: 'event, always (eventless) or initial' }),
+  source: Type.String(),
+  target: Type.Unsafe<string | null>({ type: ['string', 'null'], description: 'null: targetless (state unchanged)' }),
+  event: Type.String(),
+  guard: Type.Unsafe<string | null>({ type: ['string', 'null'] }),
+  actions: Type.Array(Type.String()),
+  label: Type.String(),
+});
+
+const Point = Type.Object({ x: Type.Number(), y: Type.Number() });
+
+/** `GET /admin/api/machine`: the machine graph and its elkjs layout, ready to draw. */
+export const MachineLayoutSchema = Type.Object(
+  {
+    machine: Type.String(),
+    width: Type.Number(),
+    height: Type.Number(),
+    states: Type.Array(StateNode),
+    transitions: Type.Array(MachineTransition),
+    nodes: Type.Array(
+      Type.Object({
+        id: Type.String(),
+        kind: Type.String({ description: 'root, compound, state, initial or internal' }),
+        state_id: Type.String(),
+        path: Type.String(),
+        label: Type.String(),
+        x: Type.Number(),
+        y: Type.Number(),
+        width: Type.Number(),
+        height: Type.Number(),
+        items: Type.Array(Type.Object({ transition_id: Type.String(), text: Type.String() })),
+      }),
+    ),
+    edges: Type.Array(
+      Type.Object({
+        id: Type.String(),
+        kind: Type.String(),
+        source: Type.String(),
+        target: Type.String(),
+        label: Type.String(),
+        points: Type.Array(Point),
+        label_box: Type.Union([
+          Type.Object({ x: Type.Number(), y: Type.Number(), width: Type.Number(), height: Type.Number() }),
+          Type.Null(),
+        ]),
+      }),
+    ),
+  },
+  { title: 'MachineLayout' },
+);
+
+/** Response schema of a route answering with a text document of the given media type. */
+export const textResponse = (mediaType: string, description: string) => ({
+  description,
+  content: { [mediaType]: { schema: Type.String() } },
+});

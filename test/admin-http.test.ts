@@ -1,0 +1,298 @@
+import assert from 'node:assert/strict';
+import type { AddressInfo } from 'node:net';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { C, createHttpFixture, expectError, expectStatus, S, type HttpFixture } from './support/http-fixture.js';
+
+/**
+ * The admin page's HTTP surface: the page files are public and hold no data; every data endpoint
+ * and the live feed are staff-only; the feed sends coalesced section updates after changes; and
+ * every route is in the OpenAPI document.
+ */
+
+let fx: HttpFixture;
+beforeEach(async () => {
+  fx = await createHttpFixture();
+});
+afterEach(async () => {
+  await fx.close();
+});
+
+const enroll = (student: number, [course_id, group_id]: readonly [number, number]) =>
+  fx.request('PUT', '/student/course', { token: fx.studentToken(student), body: { course_id, group_id } });
+
+/** Every admin endpoint that returns data. */
+const DATA_ENDPOINTS = ['/admin/api/sections', '/admin/api/sections/101/1', '/admin/api/machine', '/admin/machine.mmd', '/admin/events'];
+
+interface SseMessage {
+  event: string;
+  data: unknown;
+}
+
+/** A live feed connection read with fetch, as a browser's EventSource would. */
+async function openFeed(url: string, headers: Record<string, string> = {}) {
+  const abort = new AbortController();
+  const res = await fetch(url, { headers, signal: abort.signal });
+  const messages: SseMessage[] = [];
+  let buffer = '';
+  const waiter: { wake: (() => void) | null } = { wake: null };
+  const pump = (async () => {
+    const decoder = new TextDecoder();
+    const reader = res.body!.getReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let i: number;
+        while ((i = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, i);
+          buffer = buffer.slice(i + 2);
+          let event = 'message';
+          let data = '';
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event: ')) event = line.slice(7);
+            else if (line.startsWith('data: ')) data += line.slice(6);
+          }
+          if (data !== '') messages.push({ event, data: JSON.parse(data) });
+          waiter.wake?.();
+        }
+      }
+    } catch {
+      // aborted
+    }
+  })();
+  return {
+    res,
+    messages,
+    /** Waits until a message matching `pred` has arrived and returns it. */
+    async next(pred: (m: SseMessage) => boolean, timeoutMs = 5000): Promise<SseMessage> {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = messages.find(pred);
+        if (found) return found;
+        if (Date.now() > deadline) throw new Error(`no matching feed message; got ${JSON.stringify(messages)}`);
+        await new Promise<void>((r) => {
+          waiter.wake = r;
+          setTimeout(r, 50);
+        });
+      }
+    },
+    async close() {
+      abort.abort();
+      await pump;
+    },
+  };
+}
+
+async function listen(): Promise<string> {
+  await fx.app.listen({ host: '127.0.0.1', port: 0 });
+  return `http://127.0.0.1:${(fx.app.server.address() as AddressInfo).port}`;
+}
+
+describe('admin page files', () => {
+  it('serves the page, its script and style without a token, with a strict content security policy', async () => {
+    for (const [url, type] of [
+      ['/admin', 'text/html'],
+      ['/admin/admin.js', 'text/javascript'],
+      ['/admin/admin.css', 'text/css'],
+    ] as const) {
+      const r = await fx.request('GET', url);
+      expectStatus(r, 200);
+      assert.match(String(r.headers['content-type']), new RegExp(`^${type}`));
+      assert.match(String(r.headers['content-security-policy']), /default-src 'none'; script-src 'self'/);
+      assert.equal(r.headers['x-content-type-options'], 'nosniff');
+    }
+    const page = (await fx.request('GET', '/admin')).raw;
+    // Everything the page loads comes from this server: no CDN, no other origin.
+    assert.doesNotMatch(page, /https?:\/\//);
+    assert.match(page, /src="\/admin\/admin\.js"/);
+    assert.match(page, /href="\/admin\/admin\.css"/);
+    // No data in the public shell.
+    assert.doesNotMatch(page, /Knuth|Algorithms/);
+    assert.doesNotMatch((await fx.request('GET', '/admin/admin.js')).raw, /https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
+  });
+});
+
+describe('admin data endpoints are staff-only', () => {
+  for (const url of DATA_ENDPOINTS) {
+    it(`GET ${url}: 401 without a token, 403 with a student token`, async () => {
+      expectError(await fx.request('GET', url), 401, 'UNAUTHENTICATED');
+      expectError(await fx.request('GET', url, { token: fx.studentToken() }), 403, 'FORBIDDEN');
+      expectError(await fx.request('GET', url, { token: 'not-a-jwt' }), 401, 'UNAUTHENTICATED');
+    });
+  }
+
+  it('the feed checks a token given in the query string the same way', async () => {
+    expectError(await fx.request('GET', `/admin/events?token=${fx.studentToken()}`), 403, 'FORBIDDEN');
+    expectError(await fx.request('GET', '/admin/events?token=garbage'), 401, 'UNAUTHENTICATED');
+    expectError(await fx.request('GET', '/admin/events?token='), 401, 'UNAUTHENTICATED');
+    const expiring = fx.staffToken();
+    fx.clock.now += 2 * 3600 * 1000;
+    expectError(await fx.request('GET', `/admin/events?token=${expiring}`), 401, 'TOKEN_EXPIRED');
+  });
+
+  it('the feed answers staff over a real connection, and keeps the token out of the logs', async () => {
+    const base = await listen();
+    const token = fx.staffToken();
+    const student = await fetch(`${base}/admin/events?token=${fx.studentToken()}`);
+    assert.equal(student.status, 403);
+    await student.body?.cancel();
+    const none = await fetch(`${base}/admin/events`);
+    assert.equal(none.status, 401);
+    await none.body?.cancel();
+    const feed = await openFeed(`${base}/admin/events?token=${token}`);
+    assert.equal(feed.res.status, 200);
+    assert.match(String(feed.res.headers.get('content-type')), /^text\/event-stream/);
+    assert.ok(feed.res.headers.get('x-request-id'));
+    await feed.next((m) => m.event === 'ready');
+    await feed.close();
+    assert.equal(fx.logs.some((l) => l.includes(token)), false);
+  });
+});
+
+describe('admin data', () => {
+  it('lists every section with live numbers, and the departments', async () => {
+    for (const s of [S.f1, S.f2, S.f3]) expectStatus(await enroll(s, C.algo1), 204);
+    const r = await fx.request('GET', '/admin/api/sections', { token: fx.staffToken() });
+    expectStatus(r, 200);
+    assert.equal(r.body.sections.length, 9);
+    assert.equal(r.body.flush_ms, 200);
+    assert.deepEqual(r.body.departments.map((d: { id: number }) => d.id).sort(), [1, 2]);
+    const algo = r.body.sections.find((s: { course_id: number; group_id: number }) => s.course_id === 101 && s.group_id === 1);
+    assert.deepEqual(algo, {
+      course_id: 101,
+      group_id: 1,
+      name: 'Algorithms',
+      lecturer: 'Donald Knuth',
+      department: 1,
+      capacity: 2,
+      registered_count: 2,
+      reserve_capacity: 2,
+      reserved_count: 1,
+      sex_lock: null,
+      closed: false,
+      state: 'open.reserveOnly',
+      seq: 4,
+    });
+  });
+
+  it('shows one section with its reserve queue in order and its transitions, newest first', async () => {
+    for (const s of [S.f1, S.f2, S.f3, S.f4]) expectStatus(await enroll(s, C.algo1), 204);
+    const r = await fx.request('GET', '/admin/api/sections/101/1?limit=3', { token: fx.staffToken() });
+    expectStatus(r, 200);
+    assert.equal(r.body.section.state, 'open.full');
+    assert.deepEqual(r.body.registered, [S.f1, S.f2]);
+    assert.deepEqual(r.body.queue, [S.f3, S.f4]);
+    assert.deepEqual(
+      r.body.transitions.map((t: { seq: number; type: string; student_id: number; actor: string }) => [t.seq, t.type, t.student_id, t.actor]),
+      [
+        [5, 'studentQueued', S.f4, `student:${S.f4}`],
+        [4, 'studentQueued', S.f3, `student:${S.f3}`],
+        [3, 'studentEnrolled', S.f2, `student:${S.f2}`],
+      ],
+    );
+    expectError(await fx.request('GET', '/admin/api/sections/999/1', { token: fx.staffToken() }), 404, 'SECTION_NOT_FOUND');
+    expectError(await fx.request('GET', '/admin/api/sections/101/1?limit=0', { token: fx.staffToken() }), 400, 'BAD_REQUEST');
+  });
+
+  it('serves the machine as Mermaid text', async () => {
+    const r = await fx.request('GET', '/admin/machine.mmd', { token: fx.staffToken() });
+    expectStatus(r, 200);
+    assert.match(String(r.headers['content-type']), /^text\/plain/);
+    assert.match(r.raw, /^stateDiagram-v2$/m);
+    assert.match(r.raw, /seatsAvailable --> reserveOnly : always \[noSeatFree\]/);
+  });
+});
+
+describe('admin live feed', () => {
+  it('sends the section after an enroll', async () => {
+    const base = await listen();
+    const feed = await openFeed(`${base}/admin/events`, { authorization: `Bearer ${fx.staffToken()}` });
+    try {
+      await feed.next((m) => m.event === 'ready');
+      expectStatus(await enroll(S.alice, C.algo1), 204);
+      const m = await feed.next((x) => x.event === 'sections');
+      assert.deepEqual(
+        (m.data as { sections: { course_id: number; group_id: number; registered_count: number; state: string }[] }).sections.map((s) => [
+          s.course_id,
+          s.group_id,
+          s.registered_count,
+          s.state,
+        ]),
+        [[101, 1, 1, 'open.seatsAvailable']],
+      );
+    } finally {
+      await feed.close();
+    }
+  });
+
+  it('coalesces a burst of changes into few messages carrying the latest numbers', async () => {
+    const base = await listen();
+    const feed = await openFeed(`${base}/admin/events?token=${fx.staffToken()}`);
+    try {
+      await feed.next((m) => m.event === 'ready');
+      const t0 = Date.now();
+      const results = await Promise.all([S.f1, S.f2, S.f3, S.f4, S.alice].map((s) => enroll(s, C.algo1)));
+      for (const r of results.slice(0, 4)) expectStatus(r, 204);
+      expectStatus(await enroll(S.bea, C.compilers), 204);
+      type Row = { course_id: number; registered_count: number; reserved_count: number; state: string; seq: number };
+      const latest = (course: number): Row | undefined =>
+        feed.messages
+          .filter((m) => m.event === 'sections')
+          .flatMap((m) => (m.data as { sections: Row[] }).sections)
+          .filter((s) => s.course_id === course)
+          .at(-1);
+      await feed.next(() => latest(101)?.state === 'open.full' && latest(103)?.registered_count === 1);
+      const algo = latest(101)!;
+      assert.deepEqual([algo.registered_count, algo.reserved_count, algo.seq], [2, 2, 5]);
+      const sent = feed.messages.filter((m) => m.event === 'sections');
+      // Six changes within a few milliseconds: at most one message per flush period (plus the first).
+      const periods = Math.ceil((Date.now() - t0) / 200) + 1;
+      assert.ok(sent.length <= periods, `${sent.length} messages in ${periods} periods`);
+      // Each message names a section at most once.
+      for (const m of sent) {
+        const keys = (m.data as { sections: { course_id: number; group_id: number }[] }).sections.map((s) => `${s.course_id}/${s.group_id}`);
+        assert.equal(new Set(keys).size, keys.length);
+      }
+    } finally {
+      await feed.close();
+    }
+  });
+
+  it('ends open feeds when the app closes', async () => {
+    const base = await listen();
+    const feed = await openFeed(`${base}/admin/events?token=${fx.staffToken()}`);
+    await feed.next((m) => m.event === 'ready');
+    const closed = await Promise.race([
+      fx.app.close().then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 3000)),
+    ]);
+    assert.equal(closed, true, 'app.close() finished with a feed open');
+    await feed.close();
+  });
+});
+
+describe('admin routes in the OpenAPI document', () => {
+  it('documents every admin route, with response schemas', async () => {
+    const doc = (await fx.request('GET', '/docs/json')).body;
+    for (const path of [
+      '/admin',
+      '/admin/admin.js',
+      '/admin/admin.css',
+      '/admin/machine.mmd',
+      '/admin/api/machine',
+      '/admin/api/sections',
+      '/admin/api/sections/{courseId}/{groupId}',
+      '/admin/events',
+    ]) {
+      const op = doc.paths[path]?.get;
+      assert.ok(op, `${path} is documented`);
+      assert.deepEqual(op.tags, ['admin']);
+      assert.ok(op.responses['200'], `${path} documents its 200`);
+    }
+    for (const path of ['/admin/api/machine', '/admin/api/sections', '/admin/api/sections/{courseId}/{groupId}']) {
+      assert.ok(doc.paths[path].get.responses['200'].content['application/json'].schema, path);
+      assert.deepEqual(doc.paths[path].get.security, [{ bearerAuth: [] }]);
+    }
+  });
+});
