@@ -31,6 +31,7 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
         { name: 'sections', description: 'Sections as resources' },
         { name: 'people', description: 'Students, staff, departments, the caller' },
         { name: 'health', description: 'Liveness and readiness' },
+        { name: 'admin', description: 'Staff admin page: live section list, statechart (also as Mermaid at /admin/machine.mmd), live feed' },
       ],
     },
   });
