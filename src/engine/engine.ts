@@ -63,6 +63,8 @@ export interface NewSection {
 }
 
 export interface SectionPatch {
+  /** Applied last, in the same step and append as the rest, so a patch is all or nothing. */
+  capacity?: number;
   reserveCapacity?: number;
   sexLock?: Sex | null;
   info?: Partial<Omit<SectionInfo, 'courseId' | 'groupId'>>;
@@ -337,13 +339,23 @@ export class Engine {
     return this.view(entry);
   }
 
-  /** Changes reserve capacity, sex lock and descriptive fields; a refused patch changes nothing. */
+  /**
+   * Changes capacity, reserve capacity, sex lock and descriptive fields in one step and one append:
+   * a refused patch changes nothing, and no other request sees (or slips between) half of it.
+   */
   async updateSection(courseId: number, groupId: number, patch: SectionPatch, meta: RequestMeta): Promise<SectionView> {
     await this.ready();
     const entry = this.sectionEntry(courseId, groupId);
     const cause = this.cause(meta);
-    // Only the reserve-capacity change can be refused by the section, so it goes first: a refused
-    // patch then changes nothing.
+    // The capacity is checked here, before anything is dispatched (nothing below changes the
+    // registered count), and applied last; the reserve-capacity change is the only other one the
+    // section can refuse, so it goes first: a refused patch then changes nothing.
+    if (patch.capacity !== undefined && patch.capacity < entry.ctx.registered.length) {
+      throw new EngineError(
+        'CAPACITY_BELOW_REGISTERED',
+        `capacity ${patch.capacity} is below the ${entry.ctx.registered.length} students already registered`,
+      );
+    }
     const commands: SectionCommand[] = [];
     if (patch.reserveCapacity !== undefined) {
       commands.push({ type: 'changeReserveCapacity', reserveCapacity: patch.reserveCapacity, cause });
@@ -360,8 +372,18 @@ export class Engine {
       commands.push({ type: 'changeSexLock', sexLock: lock, cause });
     }
     if (patch.info && Object.keys(patch.info).length > 0) commands.push({ type: 'updateInfo', info: patch.info, cause });
+    if (patch.capacity !== undefined) commands.push({ type: 'changeCapacity', capacity: patch.capacity, cause });
     const events: SectionEvent[] = [];
-    for (const cmd of commands) events.push(...this.dispatch(entry, cmd));
+    try {
+      for (const cmd of commands) events.push(...this.dispatch(entry, cmd));
+    } catch (err) {
+      if (events.length > 0) {
+        // A later field was refused after earlier ones changed memory: roll back to durable state.
+        this.needsReload = true;
+        await this.ready().catch(() => undefined);
+      }
+      throw err;
+    }
     await this.persist(events);
     return this.view(entry);
   }

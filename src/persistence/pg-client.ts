@@ -27,6 +27,10 @@ export function createPgClient(connectionString: string, opts: { max?: number; c
     query,
     async transaction(fn) {
       const client = await pool.connect();
+      // A checked-out client has no pool listener, and pg emits 'error' on it when the connection
+      // drops: unhandled, that would kill the process. Its queries fail (and are retried) anyway.
+      const onError = () => undefined;
+      client.on('error', onError);
       const tx: SqlExecutor = {
         async query<R>(text: string, params?: unknown[]) {
           const r = await client.query(text, params);
@@ -37,6 +41,7 @@ export function createPgClient(connectionString: string, opts: { max?: number; c
         await client.query('BEGIN');
         const out = await fn(tx);
         await client.query('COMMIT');
+        client.removeListener('error', onError);
         client.release();
         return out;
       } catch (err) {

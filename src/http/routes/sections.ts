@@ -232,16 +232,8 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
       const b = request.body;
       const classTime = resolveClassTime(b.class_time, b.class_slot);
       await engine.settled();
-      const before = engine.getSection(courseId, groupId);
+      engine.getSection(courseId, groupId); // an unknown section is a 404 before any other complaint
       assertDepartment(engine, b.for_department, 'for_department');
-      // Capacity goes through its own command after the rest; checking it first keeps a refused
-      // request from changing anything.
-      if (b.capacity !== undefined && b.capacity < before.registeredCount) {
-        throw new EngineError(
-          'CAPACITY_BELOW_REGISTERED',
-          `capacity ${b.capacity} is below the ${before.registeredCount} students already registered`,
-        );
-      }
       const info: NonNullable<SectionPatch['info']> = {};
       if (b.name !== undefined) info.name = b.name;
       if (b.lecturer !== undefined) info.lecturer = b.lecturer;
@@ -250,15 +242,12 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
       if (b.exam_time !== undefined) info.examTime = examMs(b.exam_time);
       if (classTime !== undefined) info.classTime = classTime;
       if (b.for_department !== undefined) info.forDepartment = b.for_department;
+      // One engine step for the whole patch: all of it or (refused) none of it, atomically.
       const patch: SectionPatch = { info };
+      if (b.capacity !== undefined) patch.capacity = b.capacity;
       if (b.reserve_capacity !== undefined) patch.reserveCapacity = b.reserve_capacity;
       if (b.sex_lock !== undefined) patch.sexLock = b.sex_lock;
-      const meta = requestMeta(request);
-      if (patch.reserveCapacity !== undefined || patch.sexLock !== undefined || Object.keys(info).length > 0) {
-        await engine.updateSection(courseId, groupId, patch, meta);
-      }
-      if (b.capacity !== undefined) await engine.changeCapacity(courseId, groupId, b.capacity, meta);
-      return toCourseData(engine.getSection(courseId, groupId));
+      return toCourseData(await engine.updateSection(courseId, groupId, patch, requestMeta(request)));
     },
   );
 
