@@ -1,0 +1,97 @@
+import net from 'node:net';
+
+/**
+ * A small TCP proxy for fault tests: put it between a process and a shared service (RabbitMQ,
+ * PostgreSQL) and cut the link without touching the service itself, which other test runs and
+ * other users may be sharing.
+ *
+ * - `cut()` resets every open connection and refuses new ones (accepted and reset at once, so a
+ *   client learns within milliseconds, as when a broker or database host goes away);
+ * - `resume()` lets new connections through again (the cut ones stay dead: clients must reconnect);
+ * - `close()` stops listening and resets everything.
+ */
+export class TcpProxy {
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  private refusing = false;
+  /** Connections accepted and forwarded since start (a reconnect shows up here). */
+  accepted = 0;
+
+  private constructor(
+    private readonly targetHost: string,
+    private readonly targetPort: number,
+  ) {
+    this.server = net.createServer((client) => this.onClient(client));
+  }
+
+  /** Listens on 127.0.0.1 at a free port and forwards to `targetHost:targetPort`. */
+  static async start(targetHost: string, targetPort: number): Promise<TcpProxy> {
+    const p = new TcpProxy(targetHost, targetPort);
+    await new Promise<void>((resolve, reject) => {
+      p.server.once('error', reject);
+      p.server.listen(0, '127.0.0.1', () => resolve());
+    });
+    return p;
+  }
+
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  /** `url` with its host and port replaced by the proxy's. */
+  rewrite(url: string): string {
+    const u = new URL(url);
+    u.hostname = '127.0.0.1';
+    u.port = String(this.port);
+    return u.toString();
+  }
+
+  get isCut(): boolean {
+    return this.refusing;
+  }
+
+  /** Open forwarded connections right now (each counts its two sockets once). */
+  get openConnections(): number {
+    return Math.floor(this.sockets.size / 2);
+  }
+
+  cut(): void {
+    this.refusing = true;
+    for (const s of this.sockets) s.resetAndDestroy();
+    this.sockets.clear();
+  }
+
+  resume(): void {
+    this.refusing = false;
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private onClient(client: net.Socket): void {
+    client.on('error', () => undefined);
+    if (this.refusing) {
+      client.resetAndDestroy();
+      return;
+    }
+    this.accepted += 1;
+    client.setNoDelay(true);
+    const upstream = net.connect({ host: this.targetHost, port: this.targetPort });
+    upstream.setNoDelay(true);
+    upstream.on('error', () => undefined);
+    this.sockets.add(client);
+    this.sockets.add(upstream);
+    const drop = () => {
+      this.sockets.delete(client);
+      this.sockets.delete(upstream);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', drop);
+    upstream.on('close', drop);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+}
