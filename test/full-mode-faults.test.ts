@@ -51,8 +51,6 @@ const READY_LINE = (l: Record<string, unknown>) => typeof l.startupMs === 'numbe
  * test/http-storage.test.ts asserts exactly that ("reads answer 503 rather than guess"), so this
  * stays a known gap here until the engine can roll back to its acknowledged state without storage.
  */
-const READS_TODO = 'reads answer 503 after a failed write until the broker is back (engine reloads before reads; see http-storage.test.ts)';
-
 const applied = (r: OpRecord) => outcomeOf(r.status) === 'applied';
 const unavailable = (r: OpRecord) => r.status === 503;
 const TEST_TIMEOUT = 150_000;
@@ -264,7 +262,7 @@ describe('full mode under faults (engine and batcher as child processes, real Po
       assert.equal(during.filter((r) => applied(r) && r.start > cutAt + 200).length, 0, 'nothing is acknowledged while the broker is away');
       assert.equal(ready.status, 503, '/ready reports the broker away');
       assert.ok(proxy.accepted >= 3, 'the engine and the batcher reconnected through the proxy');
-      await t.test('reads keep answering 200 while the broker is away', { todo: READS_TODO }, () => {
+      await t.test('reads keep answering 200 while the broker is away', () => {
         assert.deepEqual(reads.failures, []);
       });
 
@@ -321,7 +319,7 @@ describe('full mode under faults (engine and batcher as child processes, real Po
           `writes succeeded again ${fmtMs(backMs)} after the port reopened`,
       );
       assert.ok(lat.length > 0 && Math.max(...lat) < 1000, 'writes answer 503 within 1 s while the broker is stopped');
-      await t.test('reads keep answering 200 while the broker is stopped', { todo: READS_TODO }, () => {
+      await t.test('reads keep answering 200 while the broker is stopped', () => {
         assert.deepEqual(reads.failures, []);
       });
 

@@ -96,11 +96,17 @@ interface SectionEntry {
   lastUsed: number;
   /** Collects what the actor emits while one command is being processed. */
   sink: SectionEmitted[] | null;
+  /** Last context known durable (null: the section's creation is not durable yet). */
+  durable: SectionContext | null;
+  /** Contexts after each dispatch whose events are not durable yet, oldest first. */
+  pending: { seq: number; ctx: SectionContext }[];
 }
 
 interface StudentState {
   record: StudentRecord;
   seq: number;
+  /** The record as last made durable (null: the student's creation is not durable yet). */
+  durable: { record: StudentRecord; seq: number } | null;
   /** course_id -> group_id for every section held (registered or queued). */
   holdings: Map<number, number>;
 }
@@ -136,6 +142,9 @@ export class Engine {
   /** Monotonic clock for passivation (not the injectable business clock). */
   private readonly tick = () => performance.now();
   private reloading: Promise<void> | null = null;
+  /** Staff and departments whose creation is not durable yet (rolled back on a failed write). */
+  private readonly undurableStaff = new Set<number>();
+  private readonly undurableDepartments = new Set<number>();
   /** Appends not yet settled; a reload waits for them so it never reads the log while one races in. */
   private readonly inflight = new Set<Promise<void>>();
 
@@ -334,7 +343,7 @@ export class Engine {
       sexLock: input.sexLock,
       closed: ctx.closed,
     };
-    const entry = this.addSection(ctx);
+    const entry = this.addSection(ctx, false);
     await this.persist([event]);
     return this.view(entry);
   }
@@ -391,7 +400,7 @@ export class Engine {
   async createStudent(student: StudentRecord, meta: RequestMeta): Promise<void> {
     await this.ready();
     if (this.students.has(student.id)) throw new EngineError('ALREADY_EXISTS', `student ${student.id} already exists`);
-    const st: StudentState = { record: { ...student }, seq: 1, holdings: new Map() };
+    const st: StudentState = { record: { ...student }, seq: 1, holdings: new Map(), durable: null };
     this.students.set(student.id, st);
     await this.persist([{ type: 'studentCreated', seq: 1, student, cause: this.cause(meta) }]);
   }
@@ -400,6 +409,7 @@ export class Engine {
     await this.ready();
     if (this.staff.has(staff.id)) throw new EngineError('ALREADY_EXISTS', `staff ${staff.id} already exists`);
     this.staff.set(staff.id, { ...staff });
+    this.undurableStaff.add(staff.id);
     await this.persist([{ type: 'staffCreated', seq: 1, staff, cause: this.cause(meta) }]);
   }
 
@@ -409,6 +419,7 @@ export class Engine {
       throw new EngineError('ALREADY_EXISTS', `department ${department.id} already exists`);
     }
     this.departments.set(department.id, { ...department });
+    this.undurableDepartments.add(department.id);
     await this.persist([{ type: 'departmentCreated', seq: 1, department, cause: this.cause(meta) }]);
   }
 
@@ -426,23 +437,25 @@ export class Engine {
     for (const d of input.departments) {
       if (this.departments.has(d.id)) continue;
       this.departments.set(d.id, d);
+      this.undurableDepartments.add(d.id);
       events.push({ type: 'departmentCreated', seq: 1, department: d, cause });
     }
     for (const s of input.staff) {
       if (this.staff.has(s.id)) continue;
       this.staff.set(s.id, s);
+      this.undurableStaff.add(s.id);
       events.push({ type: 'staffCreated', seq: 1, staff: s, cause });
     }
     for (const s of input.students) {
       if (this.students.has(s.id)) continue;
-      this.students.set(s.id, { record: { ...s }, seq: 1, holdings: new Map() });
+      this.students.set(s.id, { record: { ...s }, seq: 1, holdings: new Map(), durable: null });
       events.push({ type: 'studentCreated', seq: 1, student: s, cause });
     }
     for (const s of input.sections) {
       const { courseId, groupId } = s.info;
       if (this.sections.has(sectionKey(courseId, groupId))) continue;
       const ctx: SectionContext = { ...initialSectionContext(s.info, s), seq: 1 };
-      this.addSection(ctx);
+      this.addSection(ctx, false);
       events.push({
         type: 'sectionCreated',
         courseId,
@@ -460,17 +473,7 @@ export class Engine {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Reads (served from memory; they never touch storage)
-
-  /**
-   * Resolves once memory holds only acknowledged state. After a failed append the actors may still
-   * hold the change that was refused until the reload; a read that must not show it (an API GET
-   * after a 503) awaits this first. Free when nothing failed; rejects with UNAVAILABLE while
-   * storage cannot be reloaded.
-   */
-  settled(): Promise<void> {
-    return this.ready();
-  }
+  // Reads (served from memory; they never touch storage, so they keep working while it is away)
 
   getStudent(id: number): StudentRecord | undefined {
     return this.students.get(id)?.record;
@@ -600,8 +603,16 @@ export class Engine {
     return { type: 'actionUsed', seq: st.seq, studentId: st.record.id, remainingActions: st.record.remainingActions, cause };
   }
 
-  private addSection(ctx: SectionContext): SectionEntry {
-    const entry: SectionEntry = { ctx, actor: null, stateName: null, lastUsed: 0, sink: null };
+  private addSection(ctx: SectionContext, durable: boolean): SectionEntry {
+    const entry: SectionEntry = {
+      ctx,
+      actor: null,
+      stateName: null,
+      lastUsed: 0,
+      sink: null,
+      durable: durable ? ctx : null,
+      pending: durable ? [] : [{ seq: ctx.seq, ctx }],
+    };
     this.sections.set(sectionKey(ctx.info.courseId, ctx.info.groupId), entry);
     return entry;
   }
@@ -643,6 +654,7 @@ export class Engine {
     if (after.context !== before) {
       entry.ctx = after.context;
       entry.stateName = sectionStateName(after);
+      entry.pending.push({ seq: after.context.seq, ctx: after.context });
     }
     const events: SectionEvent[] = [];
     for (const e of sink) {
@@ -723,16 +735,17 @@ export class Engine {
     try {
       await appended;
     } catch (err) {
-      this.needsReload = true;
       if (!isEngineError(err)) this.log.error({ err }, 'append failed');
-      // Roll memory back to the durable state before answering, so no read ever serves a change
-      // whose request was refused. If storage is still down, the next request retries the reload.
-      await this.ready().catch(() => undefined);
+      // Roll memory back to the last durable state at once, without storage, so reads keep being
+      // served (and never show a refused change) while storage is away. The next write reloads
+      // from storage first, which also brings in anything whose outcome was in doubt.
+      this.rollbackToDurable();
       if (isEngineError(err)) throw err;
       throw new EngineError('UNAVAILABLE', 'the change could not be made durable; nothing was changed');
     } finally {
       this.inflight.delete(appended);
     }
+    this.markDurable(events);
     for (const l of this.listeners) {
       try {
         l(events);
@@ -742,18 +755,101 @@ export class Engine {
     }
   }
 
+  /** Records which in-memory states are now durable (appends resolve in log order). */
+  private markDurable(events: DomainEvent[]): void {
+    const last = new Map<SectionEntry, number>();
+    for (const e of events) {
+      switch (e.type) {
+        case 'studentCreated': {
+          const st = this.students.get(e.student.id);
+          if (st && !st.durable) st.durable = { record: { ...e.student }, seq: e.seq };
+          break;
+        }
+        case 'actionUsed': {
+          const st = this.students.get(e.studentId);
+          if (st?.durable && e.seq > st.durable.seq) {
+            st.durable = { record: { ...st.durable.record, remainingActions: e.remainingActions }, seq: e.seq };
+          }
+          break;
+        }
+        case 'staffCreated':
+          this.undurableStaff.delete(e.staff.id);
+          break;
+        case 'departmentCreated':
+          this.undurableDepartments.delete(e.department.id);
+          break;
+        default: {
+          const entry = this.sections.get(sectionKey(e.courseId, e.groupId));
+          if (entry) last.set(entry, Math.max(last.get(entry) ?? 0, e.seq));
+        }
+      }
+    }
+    for (const [entry, seq] of last) {
+      const i = entry.pending.findIndex((p) => p.seq === seq);
+      if (i < 0) continue;
+      entry.durable = (entry.pending[i] as { ctx: SectionContext }).ctx;
+      entry.pending.splice(0, i + 1);
+    }
+  }
+
+  /**
+   * After a failed append (which fails every later one too, until a reload), memory goes back to
+   * the last durable state: sections, students, staff and departments alike. Writes stay refused
+   * until a reload from storage succeeds (`needsReload`); reads go on.
+   */
+  private rollbackToDurable(): void {
+    this.needsReload = true;
+    let touched = false;
+    for (const [key, e] of this.sections) {
+      if (e.pending.length === 0) continue;
+      touched = true;
+      e.pending = [];
+      e.actor?.stop();
+      e.actor = null;
+      if (e.durable === null) {
+        this.sections.delete(key);
+        continue;
+      }
+      e.ctx = e.durable;
+      e.stateName = null;
+    }
+    for (const [id, st] of this.students) {
+      if (!st.durable) {
+        this.students.delete(id);
+        continue;
+      }
+      if (st.seq !== st.durable.seq) {
+        st.record = st.durable.record;
+        st.seq = st.durable.seq;
+      }
+    }
+    for (const id of this.undurableStaff) this.staff.delete(id);
+    for (const id of this.undurableDepartments) this.departments.delete(id);
+    this.undurableStaff.clear();
+    this.undurableDepartments.clear();
+    if (touched) {
+      for (const st of this.students.values()) st.holdings = new Map();
+      for (const e of this.sections.values()) {
+        for (const id of Object.keys(e.ctx.members)) this.students.get(Number(id))?.holdings.set(e.ctx.info.courseId, e.ctx.info.groupId);
+      }
+    }
+    this.log.warn('a write failed: memory rolled back to the last durable state');
+  }
+
   private rebuild(state: LoadedState): void {
     for (const e of this.sections.values()) e.actor?.stop();
     this.sections = new Map();
     this.students = new Map();
     this.staff = new Map(state.staff.map((s) => [s.id, s]));
     this.departments = new Map(state.departments.map((d) => [d.id, d]));
+    this.undurableStaff.clear();
+    this.undurableDepartments.clear();
     for (const s of state.students) {
       const { seq, ...record } = s;
-      this.students.set(s.id, { record, seq, holdings: new Map() });
+      this.students.set(s.id, { record, seq, holdings: new Map(), durable: { record, seq } });
     }
     for (const ctx of state.sections) {
-      this.addSection(ctx);
+      this.addSection(ctx, true);
       for (const id of Object.keys(ctx.members)) {
         this.students.get(Number(id))?.holdings.set(ctx.info.courseId, ctx.info.groupId);
       }

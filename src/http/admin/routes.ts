@@ -144,7 +144,6 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
       },
     },
     async () => {
-      await engine.settled();
       return {
         sections: engine.listSections().map(toAdminSection),
         departments: engine.listDepartments(),
@@ -168,7 +167,6 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
     },
     async (request) => {
       const { courseId, groupId } = request.params;
-      await engine.settled();
       const section = toAdminSection(engine.getSection(courseId, groupId));
       const members = engine.sectionMembers(courseId, groupId);
       const records = await engine.recentTransitions(courseId, groupId, request.query.limit ?? 30).catch((err: unknown) => {

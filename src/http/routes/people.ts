@@ -85,7 +85,6 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
       const b = request.body;
       checkPasswordLength(b.password);
       const enrollmentStart = parseInstant(b.enrollment_start_time, 'enrollment_start_time');
-      await engine.settled();
       // Cheap refusals first, before spending a bcrypt hash on them.
       if (engine.getStudent(b.id)) throw new EngineError('ALREADY_EXISTS', `student ${b.id} already exists`);
       assertDepartment(engine, b.department_id, 'department_id');
@@ -125,7 +124,6 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
     async (request, reply) => {
       const b = request.body;
       checkPasswordLength(b.password);
-      await engine.settled();
       if (engine.getStaff(b.id)) throw new EngineError('ALREADY_EXISTS', `staff ${b.id} already exists`);
       assertDepartment(engine, b.department_id, 'department_id');
       const passwordHash = await hashPassword(b.password, BCRYPT_COST);
@@ -149,7 +147,6 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
       },
     },
     async () => {
-      await engine.settled();
       const departments = engine.listDepartments().sort((a, b) => a.id - b.id);
       return { departments: departments.map((d) => ({ id: d.id, name: d.name })) };
     },
@@ -168,7 +165,6 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
     },
     async (request) => {
       const p = principalOf(request);
-      await engine.settled();
       if (p.role === 'staff') {
         const s = engine.getStaff(p.id);
         if (!s) throw new EngineError('NOT_FOUND', `staff ${p.id} does not exist`);

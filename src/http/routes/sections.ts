@@ -120,7 +120,6 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
       },
     },
     async (request) => {
-      await engine.settled();
       const q = request.query.q?.trim().toLowerCase() ?? '';
       const sections = engine.listSections({ department: request.query.department }).filter(
         (s) =>
@@ -146,7 +145,6 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
       },
     },
     async (request) => {
-      await engine.settled();
       return toCourseData(engine.getSection(request.params.courseId, request.params.groupId));
     },
   );
@@ -164,7 +162,6 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
       },
     },
     async (request) => {
-      await engine.settled();
       return sectionStudents(engine, request.params.courseId, request.params.groupId);
     },
   );
@@ -184,7 +181,6 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
     async (request, reply) => {
       const b = request.body;
       const classTime = resolveClassTime(b.class_time, b.class_slot) ?? null;
-      await engine.settled();
       assertDepartment(engine, b.for_department, 'for_department');
       const info: SectionInfo = {
         courseId: b.course_id,
@@ -231,7 +227,6 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
       const { courseId, groupId } = request.params;
       const b = request.body;
       const classTime = resolveClassTime(b.class_time, b.class_slot);
-      await engine.settled();
       engine.getSection(courseId, groupId); // an unknown section is a 404 before any other complaint
       assertDepartment(engine, b.for_department, 'for_department');
       const info: NonNullable<SectionPatch['info']> = {};
@@ -292,7 +287,6 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
     },
     async (request) => {
       const { courseId, groupId } = request.params;
-      await engine.settled();
       const records = await engine.recentTransitions(courseId, groupId, request.query.limit ?? 50).catch((err: unknown) => {
         if (isEngineError(err)) throw err;
         // A storage read failing is an outage (503), not a bug in this route (500).

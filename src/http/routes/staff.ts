@@ -69,7 +69,6 @@ export const staffRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
       },
     },
     async (request) => {
-      await engine.settled();
       const held = engine.studentSections(request.query.std_id).sort((a, b) => bySection(a.section, b.section));
       return { data: held.map(toHeldCourse) };
     },
@@ -87,7 +86,6 @@ export const staffRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
       },
     },
     async (request) => {
-      await engine.settled();
       return sectionStudents(engine, request.query.course_id, request.query.group_id);
     },
   );

@@ -88,7 +88,6 @@ export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
     },
     async (request) => {
       const p = principalOf(request);
-      await engine.settled();
       const held = engine.studentSections(p.id).sort((a, b) => bySection(a.section, b.section));
       return { data: held.map(toHeldCourse) };
     },
@@ -106,7 +105,6 @@ export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
       },
     },
     async (request) => {
-      await engine.settled();
       const sections = engine.listSections({ department: request.query.department }).sort(bySection);
       return { courses: sections.map(toCourseData) };
     },
