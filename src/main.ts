@@ -45,14 +45,23 @@ async function main(): Promise<void> {
   log.info({ mode: config.mode }, 'starting');
 
   const persistence = await createPersistence(config, logger);
-  await persistence.migrate();
-
   const engine = createEngine({
     persistence,
     logger,
     enrollmentWindowMs: config.enrollmentWindowMinutes * 60_000,
   });
-  await engine.start();
+  // Storage may still be starting (compose, a broker restart): keep trying instead of exiting.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await persistence.migrate();
+      await engine.start();
+      break;
+    } catch (err) {
+      const waitMs = Math.min(250 * 2 ** attempt, 5000);
+      log.warn({ err, attempt, waitMs }, 'storage unavailable at start; retrying');
+      await new Promise((r) => setTimeout(r, waitMs));
+    }
+  }
   let demo: Awaited<ReturnType<typeof loadDemoData>> | null = null;
   if (config.demoData && engine.isEmpty()) demo = await loadDemoData(engine, logger);
 
