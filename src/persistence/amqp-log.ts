@@ -81,7 +81,7 @@ export class AmqpLog {
   }
 
   private async open(): Promise<void> {
-    const conn = await amqp.connect(this.opts.url, { timeout: 1000 });
+    const conn = await amqp.connect(this.opts.url, { timeout: 3000 });
     conn.on('error', (err: Error) => this.log.warn({ err }, 'broker connection error'));
     conn.on('close', () => this.lost(conn));
     try {
