@@ -81,7 +81,9 @@ export class AmqpLog {
   }
 
   private async open(): Promise<void> {
-    const conn = await amqp.connect(this.opts.url, { timeout: 3000 });
+    // noDelay: without it Nagle holds a publish's last frame until the broker's delayed ACK (~40 ms per
+    // confirm round once messages exceed one segment); measured 45 ms -> 0.55 ms per round.
+    const conn = await amqp.connect(this.opts.url, { timeout: 3000, noDelay: true });
     conn.on('error', (err: Error) => this.log.warn({ err }, 'broker connection error'));
     conn.on('close', () => this.lost(conn));
     try {

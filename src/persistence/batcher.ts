@@ -214,7 +214,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
   }
 
   async function consumeOnce(): Promise<void> {
-    conn = await amqp.connect(opts.amqpUrl, { timeout: 2000 });
+    conn = await amqp.connect(opts.amqpUrl, { timeout: 3000, noDelay: true });
     conn.on('error', (err: Error) => log.warn({ err }, 'broker connection error'));
     const c = await conn.createChannel();
     ch = c;
