@@ -1,0 +1,347 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { hashPassword } from '../../src/password.js';
+import amqp from 'amqplib';
+import pg from 'pg';
+import { migrate } from '../../src/persistence/migrations.js';
+import { createPgClient } from '../../src/persistence/pg-client.js';
+import { isInterrupted, track, type Resource } from './cleanup.js';
+import { Child, entryArgs, freePort, readCpuSeconds, readMachineCpu, readMemory, REPO_ROOT, waitForHttp, type MachineCpu, type MemoryReading, type Runner } from './procs.js';
+import { BENCH_PASSWORD, countEnrollments, seedDatabase, WINDOW_MINUTES, type Ledger, type RowCounts, type SeedReport, type SeedSpec } from './seed.js';
+
+/**
+ * One system under test, set up from nothing and torn down completely: a fresh database (full:
+ * CREATE DATABASE on the shared PostgreSQL; embedded: a temporary data directory), a fresh AMQP
+ * prefix, the data set seeded straight into the database, then the engine (and in full mode
+ * optionally the batcher) started as child processes so their memory is measured on their own.
+ */
+
+export type Mode = 'full' | 'embedded';
+export type BatcherPlacement = 'in-process' | 'separate';
+
+export const PG_ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const AMQP_URL = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+export const PROFILE_DIR = join(REPO_ROOT, 'bench/results/profiles');
+
+const execFileP = promisify(execFile);
+
+/** Engine settings the harness controls; inherited values would make runs differ between shells. */
+const CONTROLLED_ENV = [
+  'HOST', 'PORT', 'JWT_SECRET', 'TOKEN_TTL_MINUTES', 'DATABASE_URL', 'RABBITMQ_URL', 'REDIS_URL', 'AMQP_PREFIX',
+  'ENROLLMENT_WINDOW_MINUTES', 'LOG_LEVEL', 'LOG_REQUESTS', 'DATA_DIR', 'DEMO_DATA', 'BATCH_MAX_EVENTS',
+  'IN_PROCESS_BATCHER', 'NODE_OPTIONS',
+];
+
+let cachedHash: Promise<string> | null = null;
+/** One bcrypt hash (cost 4) for every benchmark user: a thousand hashes would take longer than the run. */
+export function benchPasswordHash(): Promise<string> {
+  cachedHash ??= hashPassword(BENCH_PASSWORD, 4);
+  return cachedHash;
+}
+
+export interface SystemOptions {
+  mode: Mode;
+  batcher: BatcherPlacement;
+  spec: SeedSpec;
+  runner: Runner;
+  /** Write CPU profiles of the children under bench/results/profiles with this name prefix. */
+  cpuProfile: string | null;
+  /** Extra engine environment (--env KEY=VALUE). */
+  extraEnv: Record<string, string>;
+}
+
+export interface Profiles {
+  engine: string | null;
+  batcher: string | null;
+  /** performance.now() when each child was spawned: where its profile starts. */
+  engineStartedAt: number;
+  batcherStartedAt: number;
+}
+
+export class System {
+  readonly host = '127.0.0.1';
+  port = 0;
+  engine: Child | null = null;
+  batcherChild: Child | null = null;
+  /** Spawn of the engine to its first 200 on /health. */
+  startupMs = 0;
+  seed: SeedReport | null = null;
+  readonly jwtSecret = randomBytes(32).toString('hex');
+  readonly prefix = `bench_${process.pid}_${randomBytes(4).toString('hex')}`;
+  private dbUrl: string | null = null;
+  private dataDir: string | null = null;
+  private pool: pg.Pool | null = null;
+  private readonly resources: Resource[] = [];
+  private profiles: Profiles = { engine: null, batcher: null, engineStartedAt: NaN, batcherStartedAt: NaN };
+  /** Embedded mode: the rows read from the data directory after the engine stopped. */
+  finalCounts: RowCounts | null = null;
+
+  constructor(readonly opts: SystemOptions) {}
+
+  get baseUrl(): string {
+    return `http://${this.host}:${this.port}`;
+  }
+
+  get label(): string {
+    return this.opts.mode === 'full' ? `full, batcher ${this.opts.batcher}` : 'embedded';
+  }
+
+  /** Creates the database, seeds it and starts the children; on failure everything made is undone. */
+  async start(): Promise<void> {
+    if (isInterrupted()) throw new Error('interrupted');
+    try {
+      const passwordHash = await benchPasswordHash();
+      if (this.opts.mode === 'full') await this.prepareFull(passwordHash);
+      else await this.prepareEmbedded(passwordHash);
+      this.port = await freePort();
+      if (this.opts.mode === 'full' && this.opts.batcher === 'separate') this.startBatcher();
+      this.engine = new Child('engine', [...this.profileArgs('engine'), ...entryArgs(this.opts.runner, 'src/main.ts')], this.engineEnv());
+      this.startupMs = await waitForHttp(this.engine, `${this.baseUrl}/health`, 300_000);
+    } catch (err) {
+      await this.stop().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private profileArgs(who: 'engine' | 'batcher'): string[] {
+    if (!this.opts.cpuProfile) return [];
+    mkdirSync(PROFILE_DIR, { recursive: true });
+    const name = `${this.opts.cpuProfile}-${who}.cpuprofile`;
+    this.profiles[who] = join(PROFILE_DIR, name);
+    return ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${name}`];
+  }
+
+  private baseEnv(): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    for (const k of CONTROLLED_ENV) delete env[k];
+    env.LOG_LEVEL = 'warn';
+    env.JWT_SECRET = this.jwtSecret;
+    if (this.opts.mode === 'full') {
+      env.DATABASE_URL = this.dbUrl as string;
+      env.RABBITMQ_URL = AMQP_URL;
+      env.AMQP_PREFIX = this.prefix;
+    }
+    return env;
+  }
+
+  private engineEnv(): NodeJS.ProcessEnv {
+    const env = this.baseEnv();
+    env.HOST = this.host;
+    env.PORT = String(this.port);
+    env.DEMO_DATA = 'false';
+    env.ENROLLMENT_WINDOW_MINUTES = String(WINDOW_MINUTES);
+    if (this.opts.mode === 'full') env.IN_PROCESS_BATCHER = this.opts.batcher === 'in-process' ? 'true' : 'false';
+    else env.DATA_DIR = this.dataDir as string;
+    return { ...env, ...this.opts.extraEnv };
+  }
+
+  private startBatcher(): void {
+    this.batcherChild = new Child('batcher', [...this.profileArgs('batcher'), ...entryArgs(this.opts.runner, 'src/cli/batcher.ts')], {
+      ...this.baseEnv(),
+      ...this.opts.extraEnv,
+    });
+  }
+
+  private async prepareFull(passwordHash: string): Promise<void> {
+    const name = this.prefix;
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await admin.connect();
+    try {
+      await admin.query(`CREATE DATABASE ${name}`);
+    } finally {
+      await admin.end();
+    }
+    const u = new URL(PG_ADMIN_URL);
+    u.pathname = `/${name}`;
+    this.dbUrl = u.toString();
+    this.resources.push(
+      track(`database ${name}`, async () => {
+        const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+        await c.connect();
+        try {
+          await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        } finally {
+          await c.end();
+        }
+      }),
+    );
+    // The engine creates the stream and the batcher the dead-letter queue; both go at the end.
+    this.resources.push(track(`AMQP queues ${this.prefix}.*`, () => deleteQueues([`${this.prefix}.events`, `${this.prefix}.dead`])));
+    const db = createPgClient(this.dbUrl, { max: 2 });
+    try {
+      await migrate(db);
+      this.seed = await seedDatabase(db, this.opts.spec, passwordHash);
+    } finally {
+      await db.close();
+    }
+    this.pool = new pg.Pool({ connectionString: this.dbUrl, max: 1 });
+    this.pool.on('error', () => undefined);
+  }
+
+  private async prepareEmbedded(passwordHash: string): Promise<void> {
+    const dir = mkdtempSync(join(tmpdir(), 'enroll-bench-'));
+    this.dataDir = dir;
+    this.resources.push(track(`data directory ${dir}`, async () => rmSync(dir, { recursive: true, force: true })));
+    this.seed = JSON.parse(await this.embeddedDb({ action: 'seed', spec: this.opts.spec, passwordHash })) as SeedReport;
+  }
+
+  private async embeddedDb(input: Record<string, unknown>): Promise<string> {
+    const args = [...entryArgs('tsx', 'bench/embedded-db.ts'), JSON.stringify({ dataDir: this.dataDir, ...input })];
+    const env = { ...process.env };
+    delete env.NODE_OPTIONS;
+    const { stdout } = await execFileP(process.execPath, args, { cwd: REPO_ROOT, env, maxBuffer: 1 << 20 });
+    return stdout.trim().split('\n').pop() ?? '';
+  }
+
+  /** Full mode: what PostgreSQL holds now. Embedded: null (the engine holds the data directory). */
+  async counts(): Promise<RowCounts | null> {
+    if (!this.pool) return null;
+    return countEnrollments({
+      query: async <R>(text: string, params?: unknown[]) => {
+        const r = await (this.pool as pg.Pool).query(text, params);
+        return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+      },
+    });
+  }
+
+  /**
+   * Full mode: polls PostgreSQL until it holds exactly the rows the 204 replies acknowledged, and
+   * returns the milliseconds from `lastReplyAt` (performance.now() of the last reply) until then.
+   * Embedded mode: 0 by construction (a reply is sent only after the commit to the tables).
+   */
+  async catchUp(ledger: Ledger, lastReplyAt: number, timeoutMs = 120_000): Promise<CatchUp> {
+    if (this.opts.mode === 'embedded') {
+      return { ms: 0, caughtUp: true, byConstruction: true, counts: null, expectedRows: ledger.rows };
+    }
+    const deadline = performance.now() + timeoutMs;
+    let counts: RowCounts | null = null;
+    for (;;) {
+      counts = await this.counts();
+      const at = performance.now();
+      if (counts && ledger.matches(counts)) {
+        return { ms: Math.max(0, Math.round((at - lastReplyAt) * 10) / 10), caughtUp: true, byConstruction: false, counts, expectedRows: ledger.rows };
+      }
+      if (at > deadline) return { ms: Math.round(at - lastReplyAt), caughtUp: false, byConstruction: false, counts, expectedRows: ledger.rows };
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
+  memory(): { engine: MemoryReading | null; batcher: MemoryReading | null } {
+    return {
+      engine: this.engine ? readMemory(this.engine.pid) : null,
+      batcher: this.batcherChild ? readMemory(this.batcherChild.pid) : null,
+    };
+  }
+
+  cpuSeconds(): CpuSnapshot {
+    return {
+      engine: this.engine ? readCpuSeconds(this.engine.pid) : NaN,
+      batcher: this.batcherChild ? readCpuSeconds(this.batcherChild.pid) : NaN,
+      machine: readMachineCpu(),
+    };
+  }
+
+  /** Error-level lines the children logged (checked after every run). */
+  errorLines(): string[] {
+    return [...(this.engine?.errorLines() ?? []), ...(this.batcherChild?.errorLines() ?? [])];
+  }
+
+  /**
+   * Stops the children (SIGTERM: the engine closes gracefully and writes its CPU profile), reads
+   * the final rows in embedded mode when asked, then drops the database, deletes the queues and the
+   * data directory.
+   */
+  async stop(opts: { readEmbeddedCounts?: boolean } = {}): Promise<Profiles> {
+    const errors: Error[] = [];
+    for (const child of [this.engine, this.batcherChild]) {
+      if (child) await child.stop().catch((err: Error) => errors.push(err));
+    }
+    if (this.pool) {
+      await this.pool.end().catch(() => undefined);
+      this.pool = null;
+    }
+    if (opts.readEmbeddedCounts && this.opts.mode === 'embedded' && this.dataDir) {
+      try {
+        this.finalCounts = JSON.parse(await this.embeddedDb({ action: 'counts' })) as RowCounts;
+      } catch (err) {
+        errors.push(err as Error);
+      }
+    }
+    while (this.resources.length > 0) {
+      const r = this.resources.pop() as Resource;
+      await r.release().catch((err: Error) => errors.push(err));
+    }
+    if (errors.length > 0) throw new Error(`teardown: ${errors.map((e) => e.message).join('; ')}`);
+    return { ...this.profiles, engineStartedAt: this.engine?.startedAt ?? NaN, batcherStartedAt: this.batcherChild?.startedAt ?? NaN };
+  }
+}
+
+export interface CpuSnapshot {
+  engine: number;
+  batcher: number;
+  machine: MachineCpu;
+}
+
+export interface CatchUp {
+  /** Milliseconds from the last reply until the database held every acknowledged change. */
+  ms: number;
+  caughtUp: boolean;
+  /** Embedded mode: replies wait for the commit, so there is nothing to catch up. */
+  byConstruction: boolean;
+  counts: RowCounts | null;
+  expectedRows: number;
+}
+
+export async function deleteQueues(names: string[]): Promise<void> {
+  const c = await amqp.connect(AMQP_URL);
+  try {
+    for (const n of names) {
+      // A channel per queue: deleting a queue that was never made may close the channel.
+      const ch = await c.createChannel();
+      ch.on('error', () => undefined);
+      await ch.deleteQueue(n).catch(() => undefined);
+      await ch.close().catch(() => undefined);
+    }
+  } finally {
+    await c.close().catch(() => undefined);
+  }
+}
+
+let ceilingScript: string | null = null;
+
+/**
+ * How the bare Fastify server starts: like the engine. With tsx under tsx; otherwise with plain
+ * node, from a copy of bench/ceiling-server.ts (plain JavaScript in a .ts file) saved as .mjs in a
+ * temporary directory that links the project's node_modules.
+ */
+function ceilingArgs(runner: Runner): string[] {
+  if (runner === 'tsx') return entryArgs('tsx', 'bench/ceiling-server.ts');
+  if (!ceilingScript) {
+    const dir = mkdtempSync(join(tmpdir(), 'enroll-bench-ceiling-'));
+    track(`ceiling directory ${dir}`, async () => rmSync(dir, { recursive: true, force: true }));
+    symlinkSync(join(REPO_ROOT, 'node_modules'), join(dir, 'node_modules'));
+    ceilingScript = join(dir, 'ceiling-server.mjs');
+    copyFileSync(join(REPO_ROOT, 'bench/ceiling-server.ts'), ceilingScript);
+  }
+  return [ceilingScript];
+}
+
+/** A bare Fastify server (bench/ceiling-server.ts) as a child: the ceiling every scenario is compared with. */
+export async function startCeiling(runner: Runner): Promise<{ child: Child; port: number; startupMs: number }> {
+  if (isInterrupted()) throw new Error('interrupted');
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), HOST: '127.0.0.1' };
+  delete env.NODE_OPTIONS;
+  const child = new Child('ceiling', ceilingArgs(runner), env);
+  try {
+    const startupMs = await waitForHttp(child, `http://127.0.0.1:${port}/health`, 60_000);
+    return { child, port, startupMs };
+  } catch (err) {
+    await child.stop();
+    throw err;
+  }
+}

@@ -1,0 +1,175 @@
+import {
+  check,
+  cpuDelta,
+  formatCpu,
+  measureCeiling,
+  profileSummaries,
+  ratio,
+  variantsOf,
+  type BenchOptions,
+  type CeilingFigures,
+  type CeilingWork,
+  type ScenarioReport,
+} from '../lib/common.js';
+import { closeAll, openConnections } from '../lib/http.js';
+import type { LoadResult } from '../lib/load.js';
+import type { MemoryReading } from '../lib/procs.js';
+import { note } from '../lib/progress.js';
+import { Ledger, type SeedSpec } from '../lib/seed.js';
+import { fmt, medianDeep, round } from '../lib/stats.js';
+import { System, type CatchUp } from '../lib/system.js';
+import { loginAll, SteadyDriver, type SteadyMix } from '../lib/workloads.js';
+import { cpuCheck, harnessChecks, seedSpec } from './seed.js';
+
+/**
+ * `steady`: mixed enroll / drop / list for a fixed time at a fixed number of connections (64 by
+ * default) after a short warm-up. Students are inside their window with plenty of remaining
+ * actions; each connection serves its own students, so the client knows every holding and the
+ * database can be checked exactly once caught up.
+ */
+
+export const MIX: SteadyMix = { enroll: 40, drop: 40, list: 20 };
+const MAX_HELD = 8;
+
+export interface SteadyFigures {
+  connections: number;
+  durationS: number;
+  students: number;
+  sections: number;
+  startupMs: number;
+  load: LoadResult;
+  /** enroll + drop replies per second. */
+  writesPerSec: number;
+  catchUp: Omit<CatchUp, 'counts'>;
+  memoryMb: { engineAfterLoad: MemoryReading | null; batcherAfterLoad: MemoryReading | null };
+  cpuDuringLoad: ReturnType<typeof cpuDelta>;
+  ceiling: CeilingFigures | null;
+  ratioToCeiling: number | null;
+}
+
+export async function steadyOnce(
+  opts: BenchOptions,
+  v: ReturnType<typeof variantsOf>[number],
+  spec: SeedSpec,
+  run: string,
+  report: ScenarioReport<unknown>,
+): Promise<SteadyFigures> {
+  const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: opts.cpuProf ? run : null, extraEnv: opts.extraEnv });
+  note(`[${run}] starting: ${sys.label}, ${opts.connections} connections, ${opts.durationS} s (+${opts.warmupS} s warm-up)`);
+  await sys.start();
+  let f: SteadyFigures;
+  let ledger: Ledger;
+  let window: { start: number; end: number } | null = null;
+  let ceilingWork: CeilingWork | null = null;
+  try {
+    const target = { host: sys.host, port: sys.port };
+    const conns = await openConnections(target.host, target.port, opts.connections);
+    try {
+      const login = await loginAll({ label: `${run} login`, target, conns, students: spec.students, owner: (i) => i % conns.length });
+      ledger = new Ledger((await sys.counts()) ?? { rows: 0, checksum: '0' });
+      const driver = new SteadyDriver({ target, conns, tokens: login.tokens, spec, mix: MIX, seed: opts.seed, maxHeld: MAX_HELD, ledger });
+      if (opts.warmupS > 0) await driver.run(`${run} warm-up`, opts.warmupS * 1000);
+      const cpu0 = sys.cpuSeconds();
+      const gen0 = process.cpuUsage();
+      const start = performance.now();
+      const { lastReplyAt, ...load } = await driver.run(`${run} steady`, opts.durationS * 1000);
+      window = { start, end: lastReplyAt };
+      const cpu = cpuDelta(cpu0, sys.cpuSeconds(), process.cpuUsage(gen0), load.requests);
+      const { counts: _c, ...catchUp } = await sys.catchUp(ledger, lastReplyAt);
+      const mem = sys.memory();
+      const writes = (load.perOp.enroll?.count ?? 0) + (load.perOp.drop?.count ?? 0);
+      f = {
+        connections: conns.length,
+        durationS: opts.durationS,
+        students: spec.students,
+        sections: spec.sections,
+        startupMs: Math.round(sys.startupMs),
+        load,
+        writesPerSec: load.wallMs > 0 ? round((writes * 1000) / load.wallMs, 0) : 0,
+        catchUp,
+        memoryMb: { engineAfterLoad: mem.engine, batcherAfterLoad: mem.batcher },
+        cpuDuringLoad: cpu,
+        ceiling: null,
+        ratioToCeiling: null,
+      };
+      const tokens = login.tokens;
+      ceilingWork = async (t, cs) => {
+        const d = new SteadyDriver({ target: t, conns: cs, tokens, spec, mix: MIX, seed: opts.seed, maxHeld: MAX_HELD, ledger: null });
+        if (opts.warmupS > 0) await d.run(`${run} ceiling warm-up`, opts.warmupS * 1000);
+        return d.run(`${run} ceiling`, opts.durationS * 1000);
+      };
+    } finally {
+      closeAll(conns);
+    }
+  } finally {
+    const errors = sys.errorLines();
+    const profiles = await sys.stop({ readEmbeddedCounts: true });
+    if (errors.length > 0) note(`[${run}] the engine logged ${errors.length} error line(s):\n  ${errors.slice(-5).join('\n  ')}`);
+    if (opts.cpuProf) report.profiles.push(profileSummaries(run, profiles, window));
+  }
+  // The ceiling runs once the engine has exited, so the two never share the machine.
+  if (opts.ceiling && ceilingWork) {
+    f.ceiling = await measureCeiling(opts.runner, f.connections, ceilingWork);
+    f.ratioToCeiling = ratio(f.load.reqPerSec, f.ceiling.reqPerSec);
+  }
+  if (sys.finalCounts) {
+    report.checks.push({
+      name: `${run}: embedded database holds every acknowledged change`,
+      ok: ledger.matches(sys.finalCounts),
+      detail: `${sys.finalCounts.rows} rows, ${ledger.rows} acknowledged`,
+    });
+  }
+  if (v.mode === 'full') report.checks.push({ name: `${run}: database caught up`, ok: f.catchUp.caughtUp, detail: `${f.catchUp.ms} ms` });
+  report.checks.push(...harnessChecks(run, f.load));
+  printSteady(run, f);
+  return f;
+}
+
+export function steadyTargets(m: SteadyFigures) {
+  return [
+    check('throughput vs bare Fastify', '>= 50% of the ceiling', m.ratioToCeiling !== null ? `${fmt(m.ratioToCeiling * 100, 1)}% (${fmt(m.load.reqPerSec)} vs ${fmt(m.ceiling?.reqPerSec ?? 0)} req/s)` : 'ceiling not measured', m.ratioToCeiling !== null ? m.ratioToCeiling >= 0.5 : null),
+    check(`p99 latency at ${m.connections} connections`, '< 20 ms', `${m.load.latencyMs.p99} ms`, m.load.latencyMs.p99 < 20),
+    check('enroll + drop replies (no target)', '-', `${fmt(m.writesPerSec)} req/s`, null),
+    check('database caught up after the last reply (no target)', '-', m.catchUp.byConstruction ? '0 ms (embedded, by construction)' : `${fmt(m.catchUp.ms)} ms`, null),
+    cpuCheck(m.cpuDuringLoad, m.ceiling),
+  ];
+}
+
+export async function steadyScenario(opts: BenchOptions, report: ScenarioReport<SteadyFigures>): Promise<void> {
+  const spec = seedSpec(opts);
+  spec.students = Math.max(spec.students, opts.connections);
+  report.notes.push(
+    `${fmt(spec.sections)} sections, ${fmt(spec.students)} students (connection c serves students c, c+${opts.connections}, ...), ` +
+      `mix enroll ${MIX.enroll} / drop ${MIX.drop} / list own sections ${MIX.list}, at most ${MAX_HELD} sections held; ` +
+      `${opts.connections} connections, ${opts.warmupS} s warm-up, ${opts.durationS} s measured.`,
+  );
+  for (const v of variantsOf(opts)) {
+    const runs: SteadyFigures[] = [];
+    for (let r = 1; r <= opts.runs; r++) {
+      const run = `steady-${v.mode}${v.mode === 'full' ? `-${v.batcher}` : ''}-${opts.stamp}-run${r}`;
+      runs.push(await steadyOnce(opts, v, spec, run, report as ScenarioReport<unknown>));
+    }
+    const m = medianDeep(runs);
+    report.variants.push({ variant: v.name, runs, median: m, targets: steadyTargets(m) });
+  }
+}
+
+export function printSteady(run: string, f: SteadyFigures): void {
+  const l = f.load.latencyMs;
+  const ops = Object.entries(f.load.perOp)
+    .map(([op, o]) => `${op} ${fmt(o.reqPerSec)}/s p50 ${o.latencyMs.p50} p99 ${o.latencyMs.p99} ms`)
+    .join('; ');
+  const rej = Object.entries(f.load.rejections).map(([k, n]) => `${k} ${n}`).join(', ') || 'none';
+  const err = Object.entries(f.load.errors).map(([k, n]) => `${k} x${n}`).join(', ') || 'none';
+  note(
+    [
+      `[${run}] ${fmt(f.load.requests)} requests in ${fmt(f.load.wallMs)} ms = ${fmt(f.load.reqPerSec)} req/s at ${f.connections} connections` +
+        (f.ceiling ? ` (ceiling ${fmt(f.ceiling.reqPerSec)} req/s, ratio ${f.ratioToCeiling})` : ''),
+      `  latency ms: p50 ${l.p50}  p90 ${l.p90}  p99 ${l.p99}  max ${l.max}; ${ops}`,
+      `  rejections: ${rej}; errors: ${err}; database: ` +
+        (f.catchUp.byConstruction ? 'caught up by construction (embedded)' : f.catchUp.caughtUp ? `caught up ${fmt(f.catchUp.ms, 1)} ms after the last reply` : 'NOT caught up'),
+      `  engine RSS ${f.memoryMb.engineAfterLoad?.rssMb} MB` + (f.memoryMb.batcherAfterLoad ? `, batcher ${f.memoryMb.batcherAfterLoad.rssMb} MB` : ''),
+      formatCpu(f.cpuDuringLoad, f.ceiling),
+    ].join('\n'),
+  );
+}
