@@ -6,8 +6,6 @@
  */
 export interface KeyedMailbox<K> {
   run<T>(key: K, task: () => Promise<T>): Promise<T>;
-  /** Number of keys with work in flight (for metrics and tests). */
-  readonly busyKeys: number;
 }
 
 export function createKeyedMailbox<K>(): KeyedMailbox<K> {
@@ -25,9 +23,6 @@ export function createKeyedMailbox<K>(): KeyedMailbox<K> {
         if (tails.get(key) === tail) tails.delete(key);
       });
       return result;
-    },
-    get busyKeys() {
-      return tails.size;
     },
   };
 }
