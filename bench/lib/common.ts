@@ -5,7 +5,7 @@ import { note } from './progress.js';
 import { formatProfile, summarizeProfile, type ProfileSummary } from './profile.js';
 import { readCpuSeconds, readMemory, type Runner } from './procs.js';
 import { round } from './stats.js';
-import { startCeiling, type BatcherPlacement, type CpuSnapshot, type Mode, type Profiles } from './system.js';
+import { startCeiling, type BatcherPlacement, type CpuSnapshot, type Mode, type Profiles, type System } from './system.js';
 import type { Target } from './workloads.js';
 
 export interface BenchOptions {
@@ -159,6 +159,23 @@ export function profileSummaries(
   if (engine) note(formatProfile(`CPU profile, engine (${run})`, engine));
   if (batcher) note(formatProfile(`CPU profile, batcher (${run})`, batcher));
   return { run, engine, batcher };
+}
+
+/**
+ * Stops the system under test after a run: the engine's error lines are shown, and with
+ * --cpu-prof its (and the batcher's) profiles are summarised over the load window.
+ */
+export async function stopAndReport(
+  sys: System,
+  run: string,
+  opts: BenchOptions,
+  report: ScenarioReport,
+  window: { start: number; end: number } | null,
+): Promise<void> {
+  const errors = sys.errorLines();
+  const profiles = await sys.stop({ readEmbeddedCounts: true });
+  if (errors.length > 0) note(`[${run}] the engine logged ${errors.length} error line(s):\n  ${errors.slice(-5).join('\n  ')}`);
+  if (opts.cpuProf) report.profiles.push(profileSummaries(run, profiles, window));
 }
 
 /** "full, batcher in-process" / "embedded" for each variant the options ask for. */

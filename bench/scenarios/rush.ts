@@ -3,7 +3,7 @@ import {
   cpuDelta,
   formatCpu,
   measureCeiling,
-  profileSummaries,
+  stopAndReport,
   ratio,
   variantsOf,
   type BenchOptions,
@@ -122,10 +122,7 @@ export async function rushScenario(opts: BenchOptions, report: ScenarioReport<Ru
           closeAll(conns);
         }
       } finally {
-        const errors = sys.errorLines();
-        const profiles = await sys.stop({ readEmbeddedCounts: true });
-        if (errors.length > 0) note(`[${run}] the engine logged ${errors.length} error line(s):\n  ${errors.slice(-5).join('\n  ')}`);
-        if (opts.cpuProf) report.profiles.push(profileSummaries(run, profiles, window));
+        await stopAndReport(sys, run, opts, report, window);
       }
       if (opts.ceiling && ceilingWork) {
         f.ceiling = await measureCeiling(opts.runner, f.connections, ceilingWork);
