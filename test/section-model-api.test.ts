@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
+import { membershipOf } from '../src/actors/section-logic.js';
 import { createSectionActor, sectionStateName } from '../src/actors/section-machine.js';
 import type { SectionContext, SectionEmitted, SectionEvent } from '../src/actors/types.js';
 import { ERROR_STATUS, type ErrorCode } from '../src/errors.js';
@@ -346,7 +347,7 @@ class ChunkRunner {
       ? await this.h.request('GET', `/staff/student-courses?std_id=${id}`, { token: this.staff })
       : await this.h.request('GET', '/student/course', { token: this.studentToken(id) });
     expectReply(r, { status: 200 }, `${where}: student ${id}'s courses`);
-    const status = ctx.members[modelId];
+    const status = membershipOf(ctx, modelId);
     assert.deepEqual(
       (r.body.data as { course: { course_id: number; group_id: number }; reserve_queue_position?: number }[]).map((d) => [
         d.course.course_id,

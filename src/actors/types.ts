@@ -32,8 +32,6 @@ export interface SectionContext {
   registered: number[];
   /** Reserve queue, head first (FIFO). */
   queue: number[];
-  /** O(1) membership: student id (as string key) -> where the student is. */
-  members: Record<string, Membership>;
   /** Sequence number of the last transition event of this section. */
   seq: number;
 }

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { getInitialSnapshot } from 'xstate';
 import { createSectionActor, sectionMachine, sectionStateName, type SectionActor } from '../actors/section-machine.js';
-import { initialSectionContext, sectionKey } from '../actors/section-logic.js';
+import { initialSectionContext, membershipOf, sectionKey } from '../actors/section-logic.js';
 import {
   checkActionsLeft,
   checkEnrollRules,
@@ -373,7 +373,7 @@ export class Engine {
       const lock = patch.sexLock;
       if (lock !== null) {
         const ctx = entry.ctx;
-        const other = Object.keys(ctx.members).find((id) => this.students.get(Number(id))?.record.gender !== lock);
+        const other = [...ctx.registered, ...ctx.queue].find((id) => this.students.get(id)?.record.gender !== lock);
         if (other !== undefined) {
           throw new EngineError('SEX_LOCK_CONFLICT', `student ${other} in this section is not ${lock}; the lock would exclude them`);
         }
@@ -495,7 +495,7 @@ export class Engine {
       const entry = this.sections.get(sectionKey(courseId, groupId));
       if (!entry) continue;
       const ctx = entry.ctx;
-      const status = ctx.members[studentId];
+      const status = membershipOf(ctx, studentId);
       if (status === undefined) continue;
       const held: HeldSection = { section: this.view(entry), status };
       if (status === 'queued') held.queuePosition = ctx.queue.indexOf(studentId) + 1;
@@ -830,7 +830,7 @@ export class Engine {
     if (touched) {
       for (const st of this.students.values()) st.holdings = new Map();
       for (const e of this.sections.values()) {
-        for (const id of Object.keys(e.ctx.members)) this.students.get(Number(id))?.holdings.set(e.ctx.info.courseId, e.ctx.info.groupId);
+        this.indexMembers(e.ctx);
       }
     }
     this.log.warn('a write failed: memory rolled back to the last durable state');
@@ -850,10 +850,14 @@ export class Engine {
     }
     for (const ctx of state.sections) {
       this.addSection(ctx, true);
-      for (const id of Object.keys(ctx.members)) {
-        this.students.get(Number(id))?.holdings.set(ctx.info.courseId, ctx.info.groupId);
-      }
+      this.indexMembers(ctx);
     }
+  }
+
+  private indexMembers(ctx: SectionContext): void {
+    const { courseId, groupId } = ctx.info;
+    for (const id of ctx.registered) this.students.get(id)?.holdings.set(courseId, groupId);
+    for (const id of ctx.queue) this.students.get(id)?.holdings.set(courseId, groupId);
   }
 }
 

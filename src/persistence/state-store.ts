@@ -341,7 +341,6 @@ export async function loadState(db: SqlExecutor): Promise<LoadedState> {
       closed: Boolean(r.closed),
       registered: [],
       queue: [],
-      members: {},
       seq: heads.get(`section:${key}`) ?? 0,
     });
   }
@@ -353,9 +352,7 @@ export async function loadState(db: SqlExecutor): Promise<LoadedState> {
     const ctx = sections.get(sectionKey(Number(r.course_id), Number(r.group_id)));
     if (!ctx) continue;
     const id = Number(r.student_id);
-    const m: Membership = r.reserved ? 'queued' : 'registered';
-    (m === 'queued' ? ctx.queue : ctx.registered).push(id);
-    ctx.members[id] = m;
+    (r.reserved ? ctx.queue : ctx.registered).push(id);
   }
   return { departments, staff, students, sections: [...sections.values()] };
 }

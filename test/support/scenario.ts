@@ -77,8 +77,7 @@ export function normalize(s: LoadedState): unknown {
     staff: [...s.staff].sort((a, b) => a.id - b.id),
     students: [...s.students].sort((a, b) => a.id - b.id),
     sections: [...s.sections]
-      .sort((a, b) => a.info.courseId - b.info.courseId || a.info.groupId - b.info.groupId)
-      .map((c) => ({ ...c, members: Object.fromEntries(Object.entries(c.members).sort()) })),
+      .sort((a, b) => a.info.courseId - b.info.courseId || a.info.groupId - b.info.groupId),
   };
 }
 

@@ -1,6 +1,6 @@
 import { getAdjacencyMap, getShortestPaths } from '@xstate/graph';
 import type { ActorLogic } from 'xstate';
-import { initialSectionContext } from '../../src/actors/section-logic.js';
+import { initialSectionContext, membershipOf } from '../../src/actors/section-logic.js';
 import { sectionMachine, sectionStateName, type SectionSnapshot } from '../../src/actors/section-machine.js';
 import type { Cause, SectionCommand, SectionContext, Sex } from '../../src/actors/types.js';
 import { makeInfo } from './engine-fixture.js';
@@ -58,7 +58,7 @@ export type Intent =
 export type LabeledCommand = SectionCommand & { label: Intent };
 
 const nonMembers = (ctx: SectionContext, g?: Sex): number[] =>
-  STUDENTS.filter((id) => ctx.members[id] === undefined && (g === undefined || genderOf(id) === g));
+  STUDENTS.filter((id) => membershipOf(ctx, id) === undefined && (g === undefined || genderOf(id) === g));
 
 /** The concrete command an intent means in this context, or null when it does not apply here. */
 export function resolveIntent(ctx: SectionContext, label: Intent): LabeledCommand | null {
@@ -104,7 +104,7 @@ export function resolveIntent(ctx: SectionContext, label: Intent): LabeledComman
       const lock = arg === 'none' ? null : (arg as Sex);
       if (lock === ctx.sexLock) return null;
       // Staff cannot lock out a member (the engine refuses it), so the model never offers it.
-      if (lock !== null && Object.keys(ctx.members).some((id) => genderOf(Number(id)) !== lock)) return null;
+      if (lock !== null && [...ctx.registered, ...ctx.queue].some((id) => genderOf(id) !== lock)) return null;
       return withLabel({ type: 'changeSexLock', sexLock: lock, cause });
     }
     case 'close':
