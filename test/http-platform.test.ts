@@ -159,3 +159,37 @@ describe('unexpected errors', () => {
     expectStatus(utf8, 204);
   });
 });
+
+describe('request loggers', () => {
+  it('with request logging on, both request lines carry the request id, and the token is redacted', async () => {
+    const lfx = await createHttpFixture({ logRequests: true, logLevel: 'info' });
+    try {
+      const token = lfx.studentToken();
+      const r = await lfx.request('GET', '/student/course', { token, headers: { 'x-request-id': 'list-7' } });
+      expectStatus(r, 200);
+      const lines = parsedLogs(lfx).filter((l) => l['reqId'] === 'list-7');
+      assert.deepEqual(lines.map((l) => l['msg']), ['incoming request', 'request completed']);
+      assert.ok(!lfx.logs.join('\n').includes(token), 'the token never reaches the log');
+    } finally {
+      await lfx.close();
+    }
+  });
+
+  it('at level warn, refusals write nothing and an unexpected error still carries the request id', async () => {
+    const wfx = await createHttpFixture({ logLevel: 'warn' });
+    try {
+      expectError(await wfx.request('GET', '/student/course'), 401, 'UNAUTHENTICATED');
+      assert.equal(wfx.logs.length, 0);
+      wfx.engine.listSections = () => {
+        throw new TypeError('exploded at warn');
+      };
+      const r = await wfx.request('GET', '/sections', { token: wfx.studentToken() });
+      expectStatus(r, 500);
+      const line = parsedLogs(wfx).find((l) => (l['err'] as { message?: string } | undefined)?.message === 'exploded at warn');
+      assert.ok(line, 'the error is logged');
+      assert.equal(line['reqId'], r.headers['x-request-id']);
+    } finally {
+      await wfx.close();
+    }
+  });
+});

@@ -9,6 +9,7 @@ import { TokenService } from './auth.js';
 import type { RouteContext } from './context.js';
 import { installErrorHandlers } from './error-handler.js';
 import { registerOpenApi } from './openapi.js';
+import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { genReqId, REQUEST_ID_HEADER } from './request-id.js';
 import { authRoutes } from './routes/auth.js';
 import { healthRoutes } from './routes/health.js';
@@ -80,6 +81,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const app = Fastify({
     loggerInstance,
     genReqId,
+    childLoggerFactory: lazyChildLoggerFactory,
     logController: new LogController({ disableRequestLogging: !deps.logRequests }),
     bodyLimit: BODY_LIMIT,
     routerOptions: { ignoreTrailingSlash: true },

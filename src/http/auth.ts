@@ -39,6 +39,9 @@ const DUMMY_HASH = '$2b$10$v9HPaD5br8sXQpVqnANNQeGDapKjXNm.N/WXEB/BnOh7raufAmP8a
 
 const SUBJECT = /^\d{1,10}$/;
 
+/** Verified tokens remembered at most (about 300 bytes each): one per active user on a busy day. */
+const VERIFIED_CACHE_MAX = 20_000;
+
 /**
  * Checks a password against a stored hash, or against the dummy hash when there is none. Runs on
  * libuv's thread pool (`@node-rs/bcrypt` is async), so a login never blocks other requests.
@@ -84,6 +87,8 @@ export class TokenService {
   private readonly key: KeyObject;
   private readonly ttl: number;
   private readonly now: () => number;
+  /** Tokens already verified: exact token text -> principal and expiry (unix seconds). */
+  private readonly verified = new Map<string, { principal: Principal; exp: number }>();
 
   constructor(opts: TokenServiceOptions) {
     if (opts.secret.length === 0) throw new Error('the JWT secret must not be empty');
@@ -102,13 +107,40 @@ export class TokenService {
     });
   }
 
-  /** Returns the token's principal, or throws UNAUTHENTICATED / TOKEN_EXPIRED. */
+  /**
+   * Returns the token's principal, or throws UNAUTHENTICATED / TOKEN_EXPIRED.
+   *
+   * A token that verified once is remembered (by its exact text) until it expires: a student sends
+   * the same token with every request, and decoding and HMAC-checking it again cost more than the
+   * engine's whole decision. Expiry is still checked on every call, against the same clock. A future
+   * revocation list must be consulted before this cache, not after.
+   */
   verify(token: string): Principal {
+    const nowSeconds = Math.floor(this.now() / 1000);
+    const known = this.verified.get(token);
+    if (known !== undefined) {
+      if (nowSeconds >= known.exp) {
+        this.verified.delete(token);
+        throw new EngineError('TOKEN_EXPIRED', 'the token has expired; log in again');
+      }
+      return known.principal;
+    }
+    const found = this.verifySlow(token, nowSeconds);
+    if (this.verified.size >= VERIFIED_CACHE_MAX) {
+      // Oldest first (Map keeps insertion order): a bounded cache, not an LRU; misses only cost a verify.
+      const oldest = this.verified.keys().next();
+      if (oldest.done !== true) this.verified.delete(oldest.value);
+    }
+    this.verified.set(token, found);
+    return found.principal;
+  }
+
+  private verifySlow(token: string, nowSeconds: number): { principal: Principal; exp: number } {
     let claims: string | jwt.JwtPayload;
     try {
       claims = jwt.verify(token, this.key, {
         algorithms: ['HS256'],
-        clockTimestamp: Math.floor(this.now() / 1000),
+        clockTimestamp: nowSeconds,
       });
     } catch (err) {
       if (err instanceof jwt.TokenExpiredError) throw new EngineError('TOKEN_EXPIRED', 'the token has expired; log in again');
@@ -119,7 +151,7 @@ export class TokenService {
     }
     const role: unknown = claims['role'];
     if (role !== 'student' && role !== 'staff') throw new EngineError('UNAUTHENTICATED', 'the token is not valid');
-    return { id: Number(claims.sub), role };
+    return { principal: { id: Number(claims.sub), role }, exp: claims.exp };
   }
 
   /**

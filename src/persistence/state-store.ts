@@ -1,5 +1,5 @@
 import { sectionKey } from '../actors/section-logic.js';
-import type { Membership, SectionContext, SectionInfo, Sex } from '../actors/types.js';
+import type { SectionContext, SectionInfo, Sex } from '../actors/types.js';
 import type { SqlExecutor } from './sql-client.js';
 import { streamOf, type DomainEvent, type LoadedState, type LoadedStudent, type TransitionRecord } from './types.js';
 

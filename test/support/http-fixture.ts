@@ -186,11 +186,13 @@ export class FlakyPersistence extends MemoryPersistence {
   }
 }
 
-export async function createHttpFixture(opts: { seed?: boolean; now?: number } = {}): Promise<HttpFixture> {
+export async function createHttpFixture(
+  opts: { seed?: boolean; now?: number; logLevel?: string; logRequests?: boolean } = {},
+): Promise<HttpFixture> {
   const persistence = new FlakyPersistence();
   const clock = { now: opts.now ?? T0 + 5 * MINUTE };
   const logs: string[] = [];
-  const logger = createLogger('debug', { write: (line: string) => void logs.push(line) });
+  const logger = createLogger(opts.logLevel ?? 'debug', { write: (line: string) => void logs.push(line) });
   const engine = createEngine({ persistence, logger, enrollmentWindowMs: WINDOW_MS, now: () => clock.now });
   await engine.start();
   if (opts.seed ?? true) await engine.importBatch(seedData(), { requestId: 'seed', actor: 'system' });
@@ -205,6 +207,7 @@ export async function createHttpFixture(opts: { seed?: boolean; now?: number } =
       return readiness.report;
     },
     now: () => clock.now,
+    logRequests: opts.logRequests ?? false,
   });
   const key = createSecretKey(Buffer.from(SECRET));
   const token = (id: number, role: 'student' | 'staff' = 'student') =>
