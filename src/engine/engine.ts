@@ -679,7 +679,8 @@ export class Engine {
 
   private withStudent<T>(studentId: number, task: (st: StudentState) => Promise<T>): Promise<T> {
     return this.mailbox.run(studentId, async () => {
-      await this.ready();
+      // The hot path: skip the extra await (a microtask per request) when no reload is pending.
+      if (this.needsReload || this.reloading) await this.ready();
       const st = this.students.get(studentId);
       if (!st) throw new EngineError('STUDENT_NOT_FOUND', `student ${studentId} does not exist`);
       return task(st);
