@@ -45,11 +45,10 @@ const ACTIVE = msg('batcher is the active consumer');
 const READY_LINE = (l: Record<string, unknown>) => typeof l.startupMs === 'number';
 
 /**
- * Issue 3 asks that reads keep working while the broker is unreachable. Today, once a write has
- * failed, the engine reloads from storage before serving any read (so that no read shows the
- * refused change), and that reload needs the broker: reads answer 503 until it is back.
- * test/http-storage.test.ts asserts exactly that ("reads answer 503 rather than guess"), so this
- * stays a known gap here until the engine can roll back to its acknowledged state without storage.
+ * Issue 3 asks that reads keep working while the broker is unreachable: after a failed write the
+ * engine rolls memory back to its acknowledged state without storage, so reads answer 200 (and never
+ * show the refused change) while writes answer 503. The broker scenarios below assert it with
+ * `readWhile`; test/http-storage.test.ts asserts it against the engine alone.
  */
 const applied = (r: OpRecord) => outcomeOf(r.status) === 'applied';
 const unavailable = (r: OpRecord) => r.status === 503;

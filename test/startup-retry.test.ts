@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { msg, waitFor, withFaultEnv } from './support/fault-harness.js';
+import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
+
+/**
+ * `src/main.ts` keeps retrying when storage is away at start (a compose stack whose database is
+ * still starting, a broker restart), rather than exiting. The engine runs as a real child process;
+ * TCP proxies in front of the shared PostgreSQL and RabbitMQ stand in for services that are down,
+ * so the shared services themselves are never touched.
+ */
+const RETRYING = msg('storage unavailable at start; retrying');
+const READY_LINE = (l: Record<string, unknown>) => typeof l['startupMs'] === 'number';
+
+describe('start-up while storage is unavailable', { concurrency: false }, async () => {
+  const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
+
+  for (const down of ['database', 'broker'] as const) {
+    test(`with the ${down} away, the engine waits and retries, then serves once it is back`, { skip, timeout: 120_000 }, (t) =>
+      withFaultEnv(t, { proxyBroker: true, proxyDatabase: true, students: 20 }, async (env) => {
+        const proxy = down === 'database' ? env.dbProxy : env.brokerProxy;
+        assert.ok(proxy);
+        proxy.cut();
+        const engine = env.spawn('engine', 'src/main.ts', { LOG_LEVEL: 'info', IN_PROCESS_BATCHER: 'true' });
+        env.engine = engine;
+
+        // Two failed attempts at least, and all the while alive and not serving half-started.
+        await engine.waitForLog(RETRYING, 60_000);
+        await waitFor(async () => engine.hasLog((l) => l['msg'] === 'storage unavailable at start; retrying' && l['attempt'] === 2), 30_000, 'a second attempt');
+        assert.ok(engine.alive, `the engine exited while ${down} was away:\n${engine.output()}`);
+        assert.ok(!engine.hasLog(READY_LINE), 'the engine said it was ready while storage was away');
+        const early = await env.api.request('GET', '/health', null, undefined, 1000);
+        assert.notEqual(early.status, 200, 'nothing answers before the state is loaded');
+
+        proxy.resume();
+        const since = performance.now();
+        await waitFor(async () => (await env.api.request('GET', '/ready', null, undefined, 1000)).status === 200, 30_000, 'the engine to be ready');
+        const readyAfterMs = performance.now() - since;
+        assert.ok(engine.alive);
+        console.log(`[startup] ${down} back: ready ${Math.round(readyAfterMs)} ms later`);
+
+        // It works end to end: an enrollment is acknowledged and reaches PostgreSQL.
+        const student = env.seed.students[0] as number;
+        const section = env.seed.sections[0];
+        assert.ok(section);
+        const r = await env.api.request('PUT', '/student/course', env.studentToken(student), { course_id: section.courseId, group_id: section.groupId });
+        assert.equal(r.status, 204, JSON.stringify(r.body));
+        await waitFor(
+          async () => {
+            const rows = await env.db.query<{ n: number }>('SELECT count(*)::int AS n FROM enrolled_courses WHERE student_id = $1 AND course_id = $2', [student, section.courseId]);
+            return Number(rows.rows[0]?.n) === 1;
+          },
+          15_000,
+          'the enrollment to reach PostgreSQL',
+        );
+      }),
+    );
+  }
+});
