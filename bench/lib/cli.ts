@@ -1,4 +1,4 @@
-import type { BenchOptions } from './common.js';
+import type { BenchOptions, MemoryDatasets } from './common.js';
 import type { Runner } from './procs.js';
 import type { BatcherPlacement, Mode } from './system.js';
 
@@ -29,6 +29,9 @@ options:
   --students N, --sections N  override the scenario's data set size
   --seed N                  PRNG seed for the sections drawn (default 1)
   --no-ceiling              skip the bare Fastify comparison
+  --datasets small|large|both
+                            memory: 1,500 sections, 100k sections / 1M enrollments (full mode
+                            only), or both (default)
   --cpu-prof                profile the engine (and batcher) children; top-15 self time printed
   --runner tsx|dist|build   engine from source with tsx, from ./dist (npm run build), or compiled
                             into a temporary directory first (default: dist if built, else tsx)
@@ -57,6 +60,7 @@ export function parseArgs(argv: string[], stamp: string): { scenario: Scenario; 
     sections: null,
     seed: 1,
     ceiling: true,
+    memoryDatasets: 'both',
     extraEnv: {},
     stamp,
   };
@@ -122,6 +126,12 @@ export function parseArgs(argv: string[], stamp: string): { scenario: Scenario; 
       case '--no-ceiling':
         opts.ceiling = false;
         break;
+      case '--datasets': {
+        const d = value(flag);
+        if (d !== 'small' && d !== 'large' && d !== 'both') throw new UsageError('--datasets must be small, large or both');
+        opts.memoryDatasets = d as MemoryDatasets;
+        break;
+      }
       case '--cpu-prof':
         opts.cpuProf = true;
         break;
@@ -141,6 +151,9 @@ export function parseArgs(argv: string[], stamp: string): { scenario: Scenario; 
       default:
         throw new UsageError(`unknown option "${raw}"`);
     }
+  }
+  if (opts.memoryDatasets === 'large' && opts.mode === 'embedded') {
+    throw new UsageError('--datasets large needs --mode full: the 100k-section data set runs in full mode only');
   }
   return { scenario, opts, batcherGiven };
 }

@@ -61,7 +61,11 @@ function datasets(opts: BenchOptions): Dataset[] {
     loadStudents: 1000,
     targetMb: 1000,
   };
-  return opts.mode === 'full' ? [small, big] : [small];
+  const wanted = opts.memoryDatasets;
+  const sets: Dataset[] = [];
+  if (wanted !== 'large') sets.push(small);
+  if (wanted !== 'small' && opts.mode === 'full') sets.push(big);
+  return sets;
 }
 
 export async function memoryScenario(opts: BenchOptions, report: ScenarioReport<MemoryFigures>): Promise<void> {
@@ -69,7 +73,8 @@ export async function memoryScenario(opts: BenchOptions, report: ScenarioReport<
     'RSS = VmRSS of the engine child process (MB = 10^6 bytes), read 0.5 s after it first answered /health and after the load; peak = VmHWM. ' +
       'Startup = spawn to the first /health reply (migrations, loading every row, listening).',
   );
-  if (opts.mode === 'embedded') report.notes.push('The 100k-section / 1M-enrollment data set runs in full mode only.');
+  if (opts.mode === 'embedded' && opts.memoryDatasets !== 'small') report.notes.push('The 100k-section / 1M-enrollment data set runs in full mode only.');
+  if (opts.memoryDatasets !== 'both') report.notes.push(`Data sets measured: ${opts.memoryDatasets} only (--datasets).`);
   for (const ds of datasets(opts)) {
     for (const v of variantsOf(opts)) {
       const runs: MemoryFigures[] = [];
