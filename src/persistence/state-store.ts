@@ -76,8 +76,8 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[]): Promis
     request: [] as string[],
     actor: [] as string[],
     at: [] as Date[],
-    payload: [] as string[],
   };
+  const payloads: string[] = [];
   for (const e of events) {
     cols.stream.push(streamOf(e));
     cols.seq.push(e.seq);
@@ -89,15 +89,22 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[]): Promis
     cols.request.push(e.cause.requestId);
     cols.actor.push(e.cause.actor);
     cols.at.push(new Date(e.cause.at));
-    cols.payload.push(payloadOf(e));
+    payloads.push(payloadOf(e));
   }
+  // The payloads travel as one JSON array (one text parameter, no per-element escaping) and are
+  // matched to the other columns by position: `pg` escaping a jsonb[] of them element by element
+  // was the batcher's largest cost.
   const inserted = await tx.query<{ stream: string; seq: number }>(
     `INSERT INTO transitions (stream, seq, type, course_id, group_id, student_id, request_id, actor, at, payload)
-     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
-                          $7::text[], $8::text[], $9::timestamptz[], $10::jsonb[])
+     SELECT u.stream, u.seq, u.type, u.course, u.grp, u.student, u.request, u.actor, u.at, p.payload
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
+                 $7::text[], $8::text[], $9::timestamptz[])
+            WITH ORDINALITY AS u(stream, seq, type, course, grp, student, request, actor, at, n)
+     JOIN jsonb_array_elements($10::jsonb) WITH ORDINALITY AS p(payload, n) USING (n)
+     ORDER BY u.n
      ON CONFLICT (stream, seq) DO NOTHING
      RETURNING stream, seq`,
-    [cols.stream, cols.seq, cols.type, cols.course, cols.group, cols.student, cols.request, cols.actor, cols.at, cols.payload],
+    [cols.stream, cols.seq, cols.type, cols.course, cols.group, cols.student, cols.request, cols.actor, cols.at, `[${payloads.join(',')}]`],
   );
   const fresh = new Set(inserted.rows.map((r) => `${r.stream}#${Number(r.seq)}`));
   const todo = events.filter((e) => fresh.has(`${streamOf(e)}#${e.seq}`));
