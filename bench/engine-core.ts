@@ -10,6 +10,7 @@ import { pino } from 'pino';
 import { Engine, type NewSection } from '../src/engine/engine.js';
 import type { StudentRecord } from '../src/actors/student-rules.js';
 import { EMPTY_STATE } from '../src/persistence/fold.js';
+import { createSeededRandom } from '../src/seeded-random.js';
 import type { DomainEvent, LoadedState, Persistence, ReadinessReport, TransitionRecord } from '../src/persistence/types.js';
 
 const MINUTE = 60_000;
@@ -64,11 +65,7 @@ async function main(): Promise<void> {
   }
   await engine.importBatch({ sections, students, staff: [], departments: [] }, { requestId: 'import', actor: 'system' });
 
-  let state = 1;
-  const random = (): number => {
-    state = (state * 1103515245 + 12345) & 0x7fffffff;
-    return state / 0x7fffffff;
-  };
+  const random = createSeededRandom(1);
   for (let r = 1; r <= rounds; r += 1) {
     let ok = 0;
     let refused = 0;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createSeededRandom } from '../src/seeded-random.js';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { ERROR_STATUS, type ErrorCode } from '../src/errors.js';
@@ -12,7 +13,6 @@ import {
   CROWD_STUDENTS,
   describeCommand,
   JitteryPersistence,
-  seededRandom,
   WORLD_NOW,
 } from './support/model-commands.js';
 import { namespacedWorld, type NamespacedWorld, STRIDE } from './support/namespaced-world.js';
@@ -335,7 +335,7 @@ describe('concurrent API bursts are linearizable, on every store', { concurrency
         if (probe instanceof Error) throw probe;
         if (skip) return;
         // In memory, confirmations take a random number of turns, as a broker's would.
-        h = await mode.open({ now: WORLD_NOW, memory: () => new JitteryPersistence(seededRandom(20250901)) });
+        h = await mode.open({ now: WORLD_NOW, memory: () => new JitteryPersistence(createSeededRandom(20250901)) });
         opened = true;
       });
       after(async () => {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createSeededRandom } from '../src/seeded-random.js';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { assertStateInvariants } from './support/engine-fixture.js';
@@ -15,7 +16,6 @@ import {
   JitteryPersistence,
   newModel,
   newWorldEngine,
-  seededRandom,
 } from './support/model-commands.js';
 import type { ReferenceModel } from './support/reference-model.js';
 
@@ -55,7 +55,7 @@ class FailingPersistence extends JitteryPersistence {
 }
 
 async function prepare(warmUp: Command[], seed: number): Promise<Prepared> {
-  const fx = await newWorldEngine(CROWD_STUDENTS, new FailingPersistence(seededRandom(seed)));
+  const fx = await newWorldEngine(CROWD_STUDENTS, new FailingPersistence(createSeededRandom(seed)));
   const model = newModel(CROWD_STUDENTS);
   const forced = new Set<number>();
   for (const cmd of warmUp) {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createSecretKey } from 'node:crypto';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import jwt from 'jsonwebtoken';
+import { TokenService } from '../src/http/auth.js';
 import {
   createHttpFixture,
   expectError,
@@ -215,5 +216,26 @@ describe('secrets stay out of the logs', () => {
     assert.ok(!all.includes(token), 'token logged');
     assert.ok(!all.includes('wrong-secret-pw'), 'password logged');
     assert.ok(!all.includes('$2b$'), 'hash logged');
+  });
+});
+
+describe('TokenService: verified tokens are remembered, within bounds', () => {
+  it('keeps at most rememberMax tokens, still verifies forgotten ones, and expires remembered ones', () => {
+    const clock = { now: Date.UTC(2026, 0, 12, 8, 0, 0) };
+    const tokens = new TokenService({ secret: SECRET, ttlSeconds: 60, now: () => clock.now, rememberMax: 3 });
+    const issued = [1, 2, 3, 4, 5].map((id) => tokens.issue({ id, role: 'student' }));
+    for (const [i, t] of issued.entries()) assert.deepEqual(tokens.verify(t), { id: i + 1, role: 'student' });
+    assert.equal(tokens.rememberedTokens, 3);
+    // The first two were forgotten: they verify again from scratch.
+    assert.deepEqual(tokens.verify(issued[0] as string), { id: 1, role: 'student' });
+    assert.equal(tokens.rememberedTokens, 3);
+    // A tampered token is other text: never answered from memory.
+    const t5 = issued[4] as string;
+    const tampered = `${t5.slice(0, -2)}${t5.endsWith('AA') ? 'BB' : 'AA'}`;
+    assert.throws(() => tokens.verify(tampered), (e: unknown) => (e as { code?: string }).code === 'UNAUTHENTICATED');
+    // A remembered token still expires on time, and is then forgotten.
+    clock.now += 60_000;
+    assert.throws(() => tokens.verify(t5), (e: unknown) => (e as { code?: string }).code === 'TOKEN_EXPIRED');
+    assert.equal(tokens.rememberedTokens, 2);
   });
 });

@@ -6,7 +6,7 @@ import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
 import { migrate } from '../src/persistence/migrations.js';
 import { createPgClient } from '../src/persistence/pg-client.js';
 import { applyEvents, loadState } from '../src/persistence/state-store.js';
-import type { Persistence } from '../src/persistence/types.js';
+import { streamOf, type Persistence } from '../src/persistence/types.js';
 import { MemoryPersistence, replayLog } from './support/memory-persistence.js';
 import { createTestDatabase } from './support/pg.js';
 import { NOW, normalize, scenario } from './support/scenario.js';
@@ -69,6 +69,23 @@ describe('state store on PostgreSQL', async () => {
       }
       assert.equal(applied, mem.log.length);
       assert.deepEqual(normalize(await loadState(db)), expected);
+
+      // The transition log holds every event once, in log order, each row with its own payload
+      // (secrets left out) beside its own columns.
+      const rows = await db.query<{ stream: string; seq: number; type: string; student_id: number | null; payload: Record<string, unknown> }>(
+        'SELECT stream, seq, type, student_id, payload FROM transitions ORDER BY id',
+      );
+      assert.equal(rows.rows.length, mem.log.length);
+      for (const [k, e] of mem.log.entries()) {
+        const row = rows.rows[k];
+        assert.ok(row);
+        const where = `transition ${k} (${e.type})`;
+        assert.deepEqual([row.stream, Number(row.seq), row.type], [streamOf(e), e.seq, e.type], where);
+        const { passwordHash: _h, ...withoutHash } = e.type === 'studentCreated' ? e.student : e.type === 'staffCreated' ? e.staff : { passwordHash: '' };
+        const own = e.type === 'studentCreated' ? { ...e, student: withoutHash } : e.type === 'staffCreated' ? { ...e, staff: withoutHash } : e;
+        assert.deepEqual(row.payload, JSON.parse(JSON.stringify(own)), where);
+        if ('studentId' in e) assert.equal(Number(row.student_id), e.studentId, where);
+      }
     } finally {
       await db.close();
       await tdb.drop();

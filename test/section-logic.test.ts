@@ -88,6 +88,11 @@ describe('decideSection: enroll', () => {
     const lockedFull = apply(ctxWith({ capacity: 1, reserveCapacity: 0, sexLock: 'female' }), cmd.enroll(9, 'female'));
     assert.equal(rejection(lockedFull, cmd.enroll(1, 'male')).code, 'SEX_LOCK');
     assert.equal(rejection(lockedFull, cmd.enroll(2, 'female')).code, 'SECTION_FULL');
+    // A change of group is an enroll with movedIn: the section applies the same rules to it on its
+    // own, whatever the engine checked before sending it.
+    assert.equal(rejection(ctxWith({ closed: true }), cmd.enroll(1, 'male', true)).code, 'SECTION_CLOSED');
+    assert.equal(rejection(ctxWith({ sexLock: 'female' }), cmd.enroll(1, 'male', true)).code, 'SEX_LOCK');
+    assert.equal(rejection(lockedFull, cmd.enroll(2, 'female', true)).code, 'SECTION_FULL');
     assert.deepEqual(shapes(events(ctxWith({ sexLock: 'female' }), cmd.enroll(2, 'female'))), [
       { type: 'studentEnrolled', studentId: 2, forced: false, movedIn: false },
     ]);

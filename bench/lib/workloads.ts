@@ -1,3 +1,4 @@
+import { createSeededRandom } from '../../src/seeded-random.js';
 import { buildRequest, type HttpConnection } from './http.js';
 import { runFixed, runTimed, type Job, type LoadResult } from './load.js';
 
@@ -6,17 +7,6 @@ import { BENCH_PASSWORD, sectionRef, studentId, type Ledger, type SectionRef, ty
 
 /** The request mixes of the scenarios, built on the load generator. */
 
-/** mulberry32: a small seeded PRNG, so every mode and run draws the same sections. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface Target {
   host: string;
@@ -76,7 +66,7 @@ export function enrollRequest(target: Target, token: string, s: SectionRef): Buf
  * released at once (connections open and requests built beforehand).
  */
 export function seedPlan(spec: SeedSpec, perStudent: number, seed: number): SectionRef[][] {
-  const rand = rng(seed);
+  const rand = createSeededRandom(seed);
   return Array.from({ length: spec.students }, () =>
     Array.from({ length: perStudent }, () => sectionRef(spec, Math.floor(rand() * spec.sections))),
   );
@@ -181,7 +171,7 @@ export class SteadyDriver {
     },
   ) {
     if (opts.tokens.length < opts.conns.length) throw new Error('steady needs at least one student per connection');
-    this.rand = rng(opts.seed);
+    this.rand = createSeededRandom(opts.seed);
     this.host = hostHeader(opts.target);
     this.holdings = opts.tokens.map(() => new Map<number, number>());
     this.turn = opts.conns.map(() => 0);

@@ -2,6 +2,7 @@ import { encodeClassTime } from '../actors/class-time.js';
 import type { Department, StaffRecord, StudentRecord } from '../actors/student-rules.js';
 import type { Sex } from '../actors/types.js';
 import type { NewSection } from '../engine/engine.js';
+import { createSeededRandom } from '../seeded-random.js';
 
 /**
  * A realistic, deterministic demo data set: what `npm start` loads into an empty store so that a
@@ -126,18 +127,6 @@ const CLASS_MINUTES = 90;
 const FIRST_START = 8 * 60;
 const LAST_START = 18 * 60;
 
-/** mulberry32: a tiny, fast 32-bit PRNG; good enough for demo data and fully reproducible. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Rng {
   /** Integer in [min, max], both inclusive. */
   int(min: number, max: number): number;
@@ -148,7 +137,7 @@ interface Rng {
 }
 
 function createRng(seed: number): Rng {
-  const next = mulberry32(seed);
+  const next = createSeededRandom(seed);
   const int = (min: number, max: number): number => min + Math.floor(next() * (max - min + 1));
   return {
     int,

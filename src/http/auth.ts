@@ -40,7 +40,7 @@ const DUMMY_HASH = '$2b$10$v9HPaD5br8sXQpVqnANNQeGDapKjXNm.N/WXEB/BnOh7raufAmP8a
 const SUBJECT = /^\d{1,10}$/;
 
 /** Verified tokens remembered at most (about 300 bytes each): one per active user on a busy day. */
-const VERIFIED_CACHE_MAX = 20_000;
+const DEFAULT_REMEMBER_MAX = 20_000;
 
 /**
  * Checks a password against a stored hash, or against the dummy hash when there is none. Runs on
@@ -77,6 +77,8 @@ export interface TokenServiceOptions {
   ttlSeconds: number;
   /** Clock in unix milliseconds; injectable so tests can expire tokens. */
   now?: () => number;
+  /** Verified tokens remembered at most (default 20,000); the oldest is forgotten first. */
+  rememberMax?: number;
 }
 
 /**
@@ -89,12 +91,14 @@ export class TokenService {
   private readonly now: () => number;
   /** Tokens already verified: exact token text -> principal and expiry (unix seconds). */
   private readonly verified = new Map<string, { principal: Principal; exp: number }>();
+  private readonly rememberMax: number;
 
   constructor(opts: TokenServiceOptions) {
     if (opts.secret.length === 0) throw new Error('the JWT secret must not be empty');
     this.key = createSecretKey(Buffer.from(opts.secret));
     this.ttl = opts.ttlSeconds;
     this.now = opts.now ?? Date.now;
+    this.rememberMax = opts.rememberMax ?? DEFAULT_REMEMBER_MAX;
   }
 
   /** Claims `{sub: "<id>", role}`, `iat` from the injected clock, `exp = iat + ttl`. */
@@ -105,6 +109,11 @@ export class TokenService {
       subject: String(p.id),
       expiresIn: this.ttl,
     });
+  }
+
+  /** How many verified tokens are remembered now: bounded by `rememberMax` (a gauge for metrics). */
+  get rememberedTokens(): number {
+    return this.verified.size;
   }
 
   /**
@@ -126,7 +135,7 @@ export class TokenService {
       return known.principal;
     }
     const found = this.verifySlow(token, nowSeconds);
-    if (this.verified.size >= VERIFIED_CACHE_MAX) {
+    if (this.verified.size >= this.rememberMax) {
       // Oldest first (Map keeps insertion order): a bounded cache, not an LRU; misses only cost a verify.
       const oldest = this.verified.keys().next();
       if (oldest.done !== true) this.verified.delete(oldest.value);
