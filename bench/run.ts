@@ -19,6 +19,7 @@ import { memoryScenario } from './scenarios/memory.js';
 import { rushScenario } from './scenarios/rush.js';
 import { seedScenario } from './scenarios/seed.js';
 import { smokeScenario } from './scenarios/smoke.js';
+import { stormScenario } from './scenarios/storm.js';
 import { steadyScenario } from './scenarios/steady.js';
 
 const RESULTS_DIR = join(REPO_ROOT, 'bench/results');
@@ -28,6 +29,7 @@ type Runnable = Exclude<Scenario, 'all' | 'smoke'>;
 const RUNNERS: Record<Runnable, (opts: BenchOptions, report: ScenarioReport<never>) => Promise<void>> = {
   seed: seedScenario as never,
   rush: rushScenario as never,
+  storm: stormScenario as never,
   steady: steadyScenario as never,
   ceiling: ceilingScenario as never,
   memory: memoryScenario as never,

@@ -26,6 +26,16 @@ export interface Config {
   batchMaxEvents: number;
   /** Run the batcher inside the server process (full mode). */
   inProcessBatcher: boolean;
+  /** listen(2) backlog; the kernel caps it at net.core.somaxconn. */
+  listenBacklog: number;
+  /** Header, body and idle time limits of the HTTP server (see src/http/server-options.ts). */
+  http: {
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
+    keepAliveTimeoutMs: number;
+    idleTimeoutMs: number;
+    maxRequestsPerSocket: number;
+  };
   /** 'embedded' when no DATABASE_URL / RABBITMQ_URL are configured. */
   mode: 'embedded' | 'full';
 }
@@ -109,8 +119,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     amqpPrefix,
     batchMaxEvents: int('BATCH_MAX_EVENTS', 2000, 1, 100_000),
     inProcessBatcher: bool('IN_PROCESS_BATCHER', true),
+    listenBacklog: int('LISTEN_BACKLOG', 65_535, 1, 1_000_000),
+    http: {
+      headersTimeoutMs: int('HTTP_HEADERS_TIMEOUT_MS', 5_000, 100, 600_000),
+      requestTimeoutMs: int('HTTP_REQUEST_TIMEOUT_MS', 10_000, 100, 600_000),
+      keepAliveTimeoutMs: int('HTTP_KEEP_ALIVE_TIMEOUT_MS', 5_000, 100, 600_000),
+      idleTimeoutMs: int('HTTP_IDLE_TIMEOUT_MS', 60_000, 1_000, 3_600_000),
+      maxRequestsPerSocket: int('HTTP_MAX_REQUESTS_PER_SOCKET', 0, 0, 1_000_000_000),
+    },
     mode,
   };
+  if (config.http.headersTimeoutMs > config.http.requestTimeoutMs) {
+    problems.push('HTTP_HEADERS_TIMEOUT_MS must not be larger than HTTP_REQUEST_TIMEOUT_MS (the headers are part of the request)');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
 }

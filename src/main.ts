@@ -3,6 +3,7 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { loadDemoData } from './demo/load-demo.js';
 import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
+import { listenOptions } from './http/server-options.js';
 import { createLogger, type Logger } from './logger.js';
 import type { Persistence } from './persistence/types.js';
 import { loadOrCreateSecret } from './secret-file.js';
@@ -78,8 +79,9 @@ async function main(): Promise<void> {
     tokenTtlSeconds: config.tokenTtlSeconds,
     logRequests: config.logRequests,
     readiness: () => persistence.readiness(),
+    limits: config.http,
   });
-  await app.listen({ host: config.host, port: config.port });
+  await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
 
   const shown = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   const base = `http://${shown}:${config.port}`;

@@ -2,7 +2,7 @@ import type { BenchOptions, MemoryDatasets } from './common.js';
 import type { Runner } from './procs.js';
 import type { BatcherPlacement, Mode } from './system.js';
 
-export const SCENARIOS = ['seed', 'rush', 'steady', 'ceiling', 'memory', 'smoke', 'all'] as const;
+export const SCENARIOS = ['seed', 'rush', 'storm', 'steady', 'ceiling', 'memory', 'smoke', 'all'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export const USAGE = `usage: npm run bench -- <scenario> [options]
@@ -10,6 +10,8 @@ export const USAGE = `usage: npm run bench -- <scenario> [options]
 scenarios:
   seed      the Go service's workload: N students log in, then 7 enrolls each, all released at once
   rush      10,000 students at once on 20 sections (capacity 30, reserve 10); asserts 600/200/9,200
+  storm     the seed workload with a new TCP connection per request (Connection: close), error
+            bodies not read, beside bare Fastify under the same storm; kernel listen-queue counters
   steady    mixed enroll / drop / list at a fixed connection count for a fixed time
   ceiling   a bare Fastify server, with this harness's generator and with autocannon
   memory    engine RSS and startup time: 1,500 sections / 1,000 students, and 100k sections / 1M enrollments

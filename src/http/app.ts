@@ -17,6 +17,7 @@ import { peopleRoutes } from './routes/people.js';
 import { sectionRoutes } from './routes/sections.js';
 import { staffRoutes } from './routes/staff.js';
 import { studentRoutes } from './routes/student.js';
+import { DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
 import { validatorCompiler } from './validation.js';
 
 /** What the HTTP layer needs from the process that wires it up; nothing here knows about storage drivers. */
@@ -32,6 +33,8 @@ export interface AppDeps {
   now?: () => number;
   /** Log every request and response (two lines per request: off by default for the rush). */
   logRequests?: boolean;
+  /** Header, body and idle time limits of the HTTP server (defaults: {@link DEFAULT_HTTP_LIMITS}). */
+  limits?: HttpLimits;
 }
 
 /** The app as built: Fastify with the TypeBox type provider. */
@@ -85,6 +88,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     logController: new LogController({ disableRequestLogging: !deps.logRequests }),
     bodyLimit: BODY_LIMIT,
     routerOptions: { ignoreTrailingSlash: true },
+    ...fastifyServerOptions(deps.limits ?? DEFAULT_HTTP_LIMITS),
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.setValidatorCompiler(validatorCompiler);

@@ -6,6 +6,7 @@ import type { StaffRecord, StudentRecord } from '../../src/actors/student-rules.
 import type { SectionInfo, Sex } from '../../src/actors/types.js';
 import { createEngine, type Engine, type NewSection } from '../../src/engine/engine.js';
 import { buildApp, type App } from '../../src/http/app.js';
+import type { HttpLimits } from '../../src/http/server-options.js';
 import { createLogger } from '../../src/logger.js';
 import type { ReadinessReport } from '../../src/persistence/types.js';
 import { MemoryPersistence } from './memory-persistence.js';
@@ -187,7 +188,7 @@ export class FlakyPersistence extends MemoryPersistence {
 }
 
 export async function createHttpFixture(
-  opts: { seed?: boolean; now?: number; logLevel?: string; logRequests?: boolean } = {},
+  opts: { seed?: boolean; now?: number; logLevel?: string; logRequests?: boolean; limits?: HttpLimits } = {},
 ): Promise<HttpFixture> {
   const persistence = new FlakyPersistence();
   const clock = { now: opts.now ?? T0 + 5 * MINUTE };
@@ -208,6 +209,7 @@ export async function createHttpFixture(
     },
     now: () => clock.now,
     logRequests: opts.logRequests ?? false,
+    limits: opts.limits,
   });
   const key = createSecretKey(Buffer.from(SECRET));
   const token = (id: number, role: 'student' | 'staff' = 'student') =>

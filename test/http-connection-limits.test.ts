@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { loadConfig } from '../src/config.js';
+import { DEFAULT_HTTP_LIMITS, listenOptions, type HttpLimits } from '../src/http/server-options.js';
+import { createHttpFixture, type HttpFixture } from './support/http-fixture.js';
+
+/**
+ * The HTTP server's connection limits, checked on a real listening socket with raw TCP clients:
+ * the listen backlog the kernel reports, a client that trickles its body or headers, and an idle
+ * keep-alive connection.
+ */
+
+/** The accept-queue size of the listening socket on `port`, as the kernel reports it (ss's Send-Q). */
+function listenBacklog(port: number): number {
+  const out = execFileSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).trim();
+  const cols = out.split(/\s+/);
+  assert.ok(cols.length >= 4, `unexpected ss output: ${out}`);
+  return Number(cols[2]);
+}
+
+function somaxconn(): number {
+  return Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim());
+}
+
+interface RawOutcome {
+  /** Everything the server sent. */
+  received: string;
+  /** The server closed the connection before the client finished (or gave up). */
+  closedByServer: boolean;
+  /** Bytes the client managed to send before the server closed. */
+  sent: number;
+}
+
+/**
+ * Sends `head` at once, then `trickle` one byte every `everyMs`, and stops after `giveUpMs`
+ * (the connection then counts as held open by the client for that long).
+ */
+function trickle(port: number, head: string, trickleBytes: string, everyMs: number, giveUpMs: number): Promise<RawOutcome> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    let received = '';
+    let sent = 0;
+    let timer: NodeJS.Timeout | undefined;
+    let done = false;
+    const finish = (closedByServer: boolean) => {
+      if (done) return;
+      done = true;
+      clearInterval(timer);
+      clearTimeout(giveUp);
+      s.destroy();
+      resolve({ received, closedByServer, sent });
+    };
+    const giveUp = setTimeout(() => finish(false), giveUpMs);
+    s.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? finish(true) : reject(err)));
+    s.on('data', (d) => (received += d.toString('latin1')));
+    s.on('end', () => finish(true));
+    s.on('close', () => finish(true));
+    s.on('connect', () => {
+      s.write(head);
+      sent += head.length;
+      let i = 0;
+      timer = setInterval(() => {
+        if (i >= trickleBytes.length || s.destroyed) return;
+        s.write(trickleBytes[i]!);
+        sent += 1;
+        i += 1;
+      }, everyMs);
+    });
+  });
+}
+
+describe('HTTP connection limits: configuration', () => {
+  it('defaults suit a rush: headers 5 s, whole request 10 s, idle keep-alive 5 s, backlog up to somaxconn', () => {
+    const c = loadConfig({});
+    assert.equal(c.listenBacklog, 65_535);
+    assert.deepEqual(c.http, DEFAULT_HTTP_LIMITS);
+    assert.ok(c.http.requestTimeoutMs > 0, 'a request must have a deadline');
+  });
+
+  it('takes every limit from the environment and refuses headers longer than the request', () => {
+    const c = loadConfig({
+      LISTEN_BACKLOG: '2048',
+      HTTP_HEADERS_TIMEOUT_MS: '2000',
+      HTTP_REQUEST_TIMEOUT_MS: '4000',
+      HTTP_KEEP_ALIVE_TIMEOUT_MS: '3000',
+      HTTP_IDLE_TIMEOUT_MS: '20000',
+      HTTP_MAX_REQUESTS_PER_SOCKET: '100',
+    });
+    assert.equal(c.listenBacklog, 2048);
+    assert.deepEqual(c.http, { headersTimeoutMs: 2000, requestTimeoutMs: 4000, keepAliveTimeoutMs: 3000, idleTimeoutMs: 20000, maxRequestsPerSocket: 100 });
+    assert.throws(() => loadConfig({ HTTP_HEADERS_TIMEOUT_MS: '9000', HTTP_REQUEST_TIMEOUT_MS: '4000' }), /HTTP_HEADERS_TIMEOUT_MS must not be larger/);
+    assert.throws(() => loadConfig({ HTTP_REQUEST_TIMEOUT_MS: '0' }), /HTTP_REQUEST_TIMEOUT_MS must be a whole number/);
+  });
+});
+
+describe('HTTP connection limits: a real listening server', () => {
+  const limits: HttpLimits = { headersTimeoutMs: 800, requestTimeoutMs: 1500, keepAliveTimeoutMs: 1000, idleTimeoutMs: 60_000, maxRequestsPerSocket: 0 };
+  let fx: HttpFixture;
+  let port: number;
+
+  before(async () => {
+    fx = await createHttpFixture({ limits, logLevel: 'warn' });
+    const config = loadConfig({ HOST: '127.0.0.1', PORT: '0' });
+    await fx.app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
+    port = (fx.app.server.address() as net.AddressInfo).port;
+  });
+  after(async () => fx.close());
+
+  it('listens with the configured backlog, capped by the kernel (not Node default 511)', () => {
+    assert.equal(listenBacklog(port), Math.min(65_535, somaxconn()));
+  });
+
+  it('cuts off a client that trickles its body with 408, long before it would finish', async () => {
+    const body = JSON.stringify({ user: 1, password: 'whatever-it-is', staff: false });
+    const head = `POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
+    // One byte every 200 ms: the body would take over 10 s; the client gives up after 8 s.
+    const out = await trickle(port, head, body, 200, 8_000);
+    assert.ok(out.closedByServer, `the server kept the trickling connection open (${out.sent} bytes sent, received ${JSON.stringify(out.received)})`);
+    assert.match(out.received, /^HTTP\/1\.1 408 /);
+    assert.ok(out.sent < head.length + body.length, 'the body was never completed');
+  });
+
+  it('cuts off a client that trickles its headers with 408', async () => {
+    const rest = 'Host: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n';
+    const out = await trickle(port, 'GET /health HTTP/1.1\r\n', rest, 200, 8_000);
+    assert.ok(out.closedByServer, 'the server kept the trickling connection open');
+    assert.match(out.received, /^HTTP\/1\.1 408 /);
+  });
+
+  it('closes an idle keep-alive connection after the keep-alive timeout, after answering', async () => {
+    const out = await trickle(port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n', '', 1_000, 8_000);
+    assert.ok(out.closedByServer, 'the idle keep-alive connection was never closed');
+    assert.match(out.received, /^HTTP\/1\.1 200 /);
+    assert.match(out.received, /keep-alive: timeout=1\b/i);
+  });
+
+  it('serves a request that arrives at network speed as before', async () => {
+    const r = await fetch(`http://127.0.0.1:${port}/health`);
+    assert.equal(r.status, 200);
+  });
+});
