@@ -34,6 +34,8 @@ options:
   --datasets small|large|both
                             memory: 1,500 sections, 100k sections / 1M enrollments (full mode
                             only), or both (default)
+  --fresh-connections       seed, rush: every request on a new TCP connection (Connection: close),
+                            error bodies not read, as in storm
   --cpu-prof                profile the engine (and batcher) children; top-15 self time printed
   --runner tsx|dist|build   engine from source with tsx, from ./dist (npm run build), or compiled
                             into a temporary directory first (default: dist if built, else tsx)
@@ -64,6 +66,7 @@ export function parseArgs(argv: string[], stamp: string): { scenario: Scenario; 
     ceiling: true,
     memoryDatasets: 'both',
     extraEnv: {},
+    freshConnections: false,
     stamp,
   };
   let batcherGiven = false;
@@ -134,6 +137,9 @@ export function parseArgs(argv: string[], stamp: string): { scenario: Scenario; 
         opts.memoryDatasets = d as MemoryDatasets;
         break;
       }
+      case '--fresh-connections':
+        opts.freshConnections = true;
+        break;
       case '--cpu-prof':
         opts.cpuProf = true;
         break;

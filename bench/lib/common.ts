@@ -31,6 +31,8 @@ export interface BenchOptions {
    */
   memoryDatasets: MemoryDatasets;
   extraEnv: Record<string, string>;
+  /** seed and rush: every request on a new TCP connection, as in the storm scenario. */
+  freshConnections: boolean;
   /** The run's timestamp, used in every file name. */
   stamp: string;
 }

@@ -1,6 +1,7 @@
 import { createSeededRandom } from '../../src/seeded-random.js';
 import { buildRequest, type HttpConnection } from './http.js';
 import { runFixed, runTimed, type Job, type LoadResult } from './load.js';
+import { runStorm } from './storm.js';
 
 type Timed = LoadResult & { lastReplyAt: number };
 import { BENCH_PASSWORD, sectionRef, studentId, type Ledger, type SectionRef, type SeedSpec } from './seed.js';
@@ -79,6 +80,8 @@ export async function runSeedLoad(opts: {
   tokens: string[];
   plan: SectionRef[][];
   ledger: Ledger | null;
+  /** Every request on a new connection (`--fresh-connections`), one client per connection's worth. */
+  fresh?: boolean;
 }): Promise<Timed> {
   const jobs: Job[][] = opts.plan.map((sections, i) =>
     sections.map((s) => ({
@@ -90,18 +93,16 @@ export async function runSeedLoad(opts: {
     })),
   );
   const cursor = new Array<number>(jobs.length).fill(0);
-  return runFixed({
-    label: opts.label,
-    conns: opts.conns,
-    total: jobs.reduce((a, j) => a + j.length, 0),
-    next: (c) => {
-      const k = cursor[c]!;
-      const j = jobs[c]![k];
-      if (!j) return null;
-      cursor[c] = k + 1;
-      return j;
-    },
-  });
+  const next = (c: number): Job | null => {
+    const k = cursor[c]!;
+    const j = jobs[c]![k];
+    if (!j) return null;
+    cursor[c] = k + 1;
+    return j;
+  };
+  const total = jobs.reduce((a, j) => a + j.length, 0);
+  if (opts.fresh) return runStorm({ label: opts.label, host: opts.target.host, port: opts.target.port, clients: opts.conns.length, next, total });
+  return runFixed({ label: opts.label, conns: opts.conns, total, next });
 }
 
 /**
@@ -115,6 +116,8 @@ export async function runRushLoad(opts: {
   tokens: string[];
   spec: SeedSpec;
   ledger: Ledger | null;
+  /** Every request on a new connection (`--fresh-connections`), as many clients as connections. */
+  fresh?: boolean;
 }): Promise<Timed> {
   const queue: Job[] = opts.tokens.map((token, i) => {
     const s = sectionRef(opts.spec, i % opts.spec.sections);
@@ -127,12 +130,9 @@ export async function runRushLoad(opts: {
     };
   });
   let next = 0;
-  return runFixed({
-    label: opts.label,
-    conns: opts.conns,
-    total: queue.length,
-    next: () => queue[next++] ?? null,
-  });
+  const take = (): Job | null => queue[next++] ?? null;
+  if (opts.fresh) return runStorm({ label: opts.label, host: opts.target.host, port: opts.target.port, clients: opts.conns.length, next: take, total: queue.length });
+  return runFixed({ label: opts.label, conns: opts.conns, total: queue.length, next: take });
 }
 
 export interface SteadyMix {

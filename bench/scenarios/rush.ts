@@ -70,7 +70,7 @@ export async function rushScenario(opts: BenchOptions, report: ScenarioReport<Ru
   }
   const expFull = spec.students - expRegistered - expQueued;
   report.notes.push(
-    `${fmt(spec.students)} students, one enroll each (student i -> section i mod ${spec.sections}), all queued at once on ${CONNECTIONS} connections; ` +
+    `${fmt(spec.students)} students, one enroll each (student i -> section i mod ${spec.sections}), all queued at once on ${CONNECTIONS} ${opts.freshConnections ? 'clients, a new TCP connection per request (error bodies not read)' : 'keep-alive connections'}; ` +
       `${spec.sections} sections of capacity ${spec.capacity} + reserve ${spec.reserveCapacity}. ` +
       `Expected: ${fmt(expRegistered)} registered, ${fmt(expQueued)} queued, ${fmt(expFull)} rejected full (asserted).`,
   );
@@ -94,7 +94,7 @@ export async function rushScenario(opts: BenchOptions, report: ScenarioReport<Ru
           const cpu0 = sys.cpuSeconds();
           const gen0 = process.cpuUsage();
           const start = performance.now();
-          const { lastReplyAt, ...load } = await runRushLoad({ label: `${run} rush`, target, conns, tokens: login.tokens, spec, ledger });
+          const { lastReplyAt, ...load } = await runRushLoad({ label: `${run} rush`, target, conns, tokens: login.tokens, spec, ledger, fresh: opts.freshConnections });
           window = { start, end: lastReplyAt };
           const cpu = cpuDelta(cpu0, sys.cpuSeconds(), process.cpuUsage(gen0), load.requests);
           const { counts, ...catchUp } = await sys.catchUp(ledger, lastReplyAt);
@@ -117,7 +117,7 @@ export async function rushScenario(opts: BenchOptions, report: ScenarioReport<Ru
             ratioToCeiling: null,
           };
           const tokens = login.tokens;
-          ceilingWork = (t, cs) => runRushLoad({ label: `${run} ceiling`, target: t, conns: cs, tokens, spec, ledger: null });
+          ceilingWork = (t, cs) => runRushLoad({ label: `${run} ceiling`, target: t, conns: cs, tokens, spec, ledger: null, fresh: opts.freshConnections });
         } finally {
           closeAll(conns);
         }

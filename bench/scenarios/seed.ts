@@ -22,6 +22,7 @@ import { fmt, medianDeep } from '../lib/stats.js';
 import { System, type BatcherPlacement, type CatchUp, type Mode } from '../lib/system.js';
 import { loginAll, runSeedLoad, seedPlan } from '../lib/workloads.js';
 import type { MemoryReading } from '../lib/procs.js';
+import type { StormResult } from '../lib/storm.js';
 
 /**
  * `seed`: the Go service's workload. Sections and students are inserted straight into the
@@ -91,7 +92,7 @@ export async function seedOnce(opts: BenchOptions, v: { mode: Mode; batcher: Bat
       const cpu0 = sys.cpuSeconds();
       const gen0 = process.cpuUsage();
       const start = performance.now();
-      const { lastReplyAt, ...load } = await runSeedLoad({ label: `${run} enroll`, target, conns, tokens: login.tokens, plan, ledger });
+      const { lastReplyAt, ...load } = await runSeedLoad({ label: `${run} enroll`, target, conns, tokens: login.tokens, plan, ledger, fresh: opts.freshConnections });
       window = { start, end: lastReplyAt };
       const cpu = cpuDelta(cpu0, sys.cpuSeconds(), process.cpuUsage(gen0), load.requests);
       const { counts, ...catchUp } = await sys.catchUp(ledger, lastReplyAt);
@@ -112,7 +113,7 @@ export async function seedOnce(opts: BenchOptions, v: { mode: Mode; batcher: Bat
         ratioToCeiling: null,
       };
       const tokens = login.tokens;
-      ceilingWork = (t, cs) => runSeedLoad({ label: `${run} ceiling`, target: t, conns: cs, tokens, plan, ledger: null });
+      ceilingWork = (t, cs) => runSeedLoad({ label: `${run} ceiling`, target: t, conns: cs, tokens, plan, ledger: null, fresh: opts.freshConnections });
     } finally {
       closeAll(conns);
     }
@@ -174,7 +175,9 @@ export async function seedScenario(opts: BenchOptions, report: ScenarioReport<Se
   report.notes.push(
     `${fmt(spec.sections)} sections (${spec.sections / spec.groupsPerCourse} courses x ${spec.groupsPerCourse} groups, capacity ${spec.capacity}, reserve ${spec.reserveCapacity}, ${spec.units} units, no exam or class times), ` +
       `${fmt(spec.students)} students (max ${spec.maxUnits} units, window open for ${WINDOW_MINUTES} min), ${PER_STUDENT} enrolls each, ` +
-      `one keep-alive connection per student, released together after every login.`,
+      (opts.freshConnections
+        ? `a new TCP connection per enroll (Connection: close, error bodies not read), released together after every login.`
+        : `one keep-alive connection per student, released together after every login.`),
   );
   for (const v of variantsOf(opts)) {
     const runs: SeedFigures[] = [];
@@ -206,6 +209,7 @@ export function printSeedRun(run: string, f: SeedFigures): void {
         (f.outcome ? `; ${f.outcome.registered} registered + ${f.outcome.queued} queued rows` : ''),
       `  startup ${fmt(f.startupMs)} ms; login ${fmt(f.login.wallMs)} ms (${fmt(f.login.reqPerSec)}/s); engine RSS ${f.memoryMb.engineAfterStart?.rssMb} MB after start, ${f.memoryMb.engineAfterLoad?.rssMb} MB after load` +
         (f.memoryMb.batcherAfterLoad ? `, batcher ${f.memoryMb.batcherAfterLoad.rssMb} MB` : ''),
+      ...('kernel' in f.load ? [`  fresh connections: > 1 s ${fmt((f.load as StormResult).slowerThan1s)}; kernel ${JSON.stringify((f.load as StormResult).kernel)}`] : []),
       formatCpu(f.cpuDuringLoad, f.ceiling),
     ].join('\n'),
   );
