@@ -21,7 +21,12 @@ import { loadOrCreateSecret } from './secret-file.js';
 async function createPersistence(config: Config, logger: Logger): Promise<Persistence> {
   if (config.mode === 'embedded') {
     const { createEmbeddedStore } = await import('./persistence/embedded-store.js');
-    return createEmbeddedStore({ dataDir: join(config.dataDir, 'pglite'), logger, batchMaxEvents: config.batchMaxEvents });
+    return createEmbeddedStore({
+      dataDir: join(config.dataDir, 'pglite'),
+      logger,
+      batchMaxEvents: config.batchMaxEvents,
+      groupCommitLingerMs: config.groupCommitLingerMs,
+    });
   }
   const { createFullStore } = await import('./persistence/full-store.js');
   return createFullStore({
@@ -30,6 +35,7 @@ async function createPersistence(config: Config, logger: Logger): Promise<Persis
     prefix: config.amqpPrefix,
     logger,
     batchMaxEvents: config.batchMaxEvents,
+    groupCommitLingerMs: config.groupCommitLingerMs,
     runBatcher: config.inProcessBatcher,
   });
 }

@@ -16,6 +16,8 @@ export interface FullStoreOptions {
   prefix: string;
   logger: Logger;
   batchMaxEvents: number;
+  /** How long a group commit may wait for more appends before publishing (see createGroupCommitter). */
+  groupCommitLingerMs?: number;
   /** Also run the batcher in this process. */
   runBatcher: boolean;
 }
@@ -53,7 +55,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
   // Group commit on the broker too: the appends of one tick (and those that arrive while a
   // confirm is awaited) travel as one message, so a rush costs the broker a few large writes per
   // millisecond instead of one per request.
-  const committer = createGroupCommitter((events) => amqpLog.publish({ events }), opts.batchMaxEvents);
+  const committer = createGroupCommitter((events) => amqpLog.publish({ events }), opts.batchMaxEvents, opts.groupCommitLingerMs ?? 0);
 
   return {
     mode: 'full',

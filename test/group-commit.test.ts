@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createGroupCommitter } from '../src/persistence/group-commit.js';
+import type { DomainEvent } from '../src/persistence/types.js';
+
+/** Group commit: batching by lingering, order, and a full batch going out at once. */
+
+const ev = (n: number) => ({ seq: n }) as unknown as DomainEvent;
+const nextMacrotask = () => new Promise<void>((r) => setTimeout(r, 1));
+
+function recorder() {
+  const batches: number[][] = [];
+  const write = async (events: DomainEvent[]) => {
+    batches.push(events.map((e) => (e as unknown as { seq: number }).seq));
+    await nextMacrotask();
+  };
+  return { batches, write };
+}
+
+describe('group commit', () => {
+  it('without lingering, appends a few macrotasks apart are written one by one', async () => {
+    const { batches, write } = recorder();
+    const gc = createGroupCommitter(write, 100, 0);
+    const done: Promise<void>[] = [];
+    for (let i = 1; i <= 4; i++) {
+      done.push(gc.append([ev(i)]));
+      await nextMacrotask();
+      await nextMacrotask();
+    }
+    await Promise.all(done);
+    assert.ok(batches.length >= 3, `expected mostly single batches, got ${JSON.stringify(batches)}`);
+    assert.deepEqual(batches.flat(), [1, 2, 3, 4]);
+  });
+
+  it('lingering lets appends that arrive over several turns of the event loop share one write, in order', async () => {
+    const { batches, write } = recorder();
+    const gc = createGroupCommitter(write, 100, 200);
+    const done: Promise<void>[] = [];
+    for (let i = 1; i <= 4; i++) {
+      done.push(gc.append([ev(i), ev(i * 10)]));
+      await nextMacrotask();
+    }
+    await Promise.all(done);
+    assert.deepEqual(batches, [[1, 10, 2, 20, 3, 30, 4, 40]]);
+  });
+
+  it('a full batch is written without waiting for the linger', { timeout: 5_000 }, async () => {
+    const { batches, write } = recorder();
+    const gc = createGroupCommitter(write, 3, 60_000);
+    const done = [gc.append([ev(1)]), gc.append([ev(2)]), gc.append([ev(3)])];
+    await Promise.all(done);
+    assert.deepEqual(batches, [[1, 2, 3]]);
+  });
+
+  it('after a failed write every pending append fails, and later ones until reset', async () => {
+    let fail = true;
+    const gc = createGroupCommitter(async () => {
+      await nextMacrotask();
+      if (fail) throw new Error('broker gone');
+    }, 100, 5);
+    const a = gc.append([ev(1)]);
+    const b = gc.append([ev(2)]);
+    await assert.rejects(a, { code: 'UNAVAILABLE' });
+    await assert.rejects(b, { code: 'UNAVAILABLE' });
+    await assert.rejects(gc.append([ev(3)]), { code: 'UNAVAILABLE' });
+    fail = false;
+    gc.reset();
+    await gc.append([ev(4)]);
+  });
+});
