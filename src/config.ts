@@ -128,7 +128,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     jwtSecret,
     tokenTtlSeconds: int('TOKEN_TTL_MINUTES', 60, 1, 60 * 24) * 60,
     sessionMaxSeconds: int('SESSION_MAX_HOURS', 12, 1, 24 * 7) * 3600,
-    maxConcurrentPasswordChecks: int('MAX_CONCURRENT_PASSWORD_CHECKS', 8, 1, 1000),
+    maxConcurrentPasswordChecks: int('MAX_CONCURRENT_PASSWORD_CHECKS', 3, 1, 1000),
     adminStaffIds,
     databaseUrl,
     rabbitmqUrl,
