@@ -167,7 +167,7 @@ describe('password checks are capped; logins over the cap get 503 with Retry-Aft
     );
     const order: number[] = [];
     const replies = await Promise.all(
-      [0, 1, 2, 3].map(async (i) => {
+      [0, 1, 2, 3].map(async () => {
         const r = await f.request('POST', '/login', { body: { user: id, password: 'slow-password' } });
         order.push(r.status);
         return r;

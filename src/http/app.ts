@@ -10,6 +10,7 @@ import type { RouteContext } from './context.js';
 import { createPasswordGate } from './password-gate.js';
 import { installErrorHandlers } from './error-handler.js';
 import { registerOpenApi } from './openapi.js';
+import { installSecurityHeaders } from './security-headers.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { genReqId, REQUEST_ID_HEADER } from './request-id.js';
 import { authRoutes } from './routes/auth.js';
@@ -110,6 +111,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   app.addHook('onRequest', async (request, reply) => {
     void reply.header(REQUEST_ID_HEADER, request.id);
   });
+  installSecurityHeaders(app);
   installJsonParsing(app);
   installErrorHandlers(app);
   await registerOpenApi(app, API_VERSION);

@@ -155,7 +155,8 @@ export interface TokenServiceOptions {
 export class TokenService {
   private readonly key: KeyObject;
   private readonly ttl: number;
-  private readonly now: () => number;
+  /** The clock tokens are judged by (unix ms); shared with whatever must end at a token's expiry. */
+  readonly now: () => number;
   /** Tokens already verified: exact token text -> principal and session. */
   private readonly verified = new Map<string, VerifiedToken>();
   private readonly rememberMax: number;
