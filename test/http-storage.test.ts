@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { C, createHttpFixture, expectError, expectStatus, PASSWORD, S, type HttpFixture } from './support/http-fixture.js';
+import { C, createHttpFixture, expectError, expectStatus, S, type HttpFixture } from './support/http-fixture.js';
 
 /**
  * A lost database or broker: the write that could not be made durable answers 503 UNAVAILABLE
