@@ -96,6 +96,19 @@ describe('demo credentials and the listen address', () => {
     const run = startEngine({ PORT: String(port) });
     assert.equal(await run.outcome, 'ready', JSON.stringify(run.lines.slice(-5)));
     assert.equal(await login(port, DEMO_STAFF), 200);
+    // In demo mode demo staff 1 is the admin: it may create staff, staff 2 may not.
+    const tokenOf = async (user: number) => {
+      const r = await fetch(`http://127.0.0.1:${port}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password: 'staff-pass', staff: true }) });
+      return ((await r.json()) as { token: string }).token;
+    };
+    const createStaff = async (token: string, id: number) =>
+      (await fetch(`http://127.0.0.1:${port}/staff`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ id, password: 'a-long-enough-password' }),
+      })).status;
+    assert.equal(await createStaff(await tokenOf(2), 901), 403);
+    assert.equal(await createStaff(await tokenOf(1), 900), 201);
     // Fastify logs one line per address it listens on: only the loopback one.
     const listening = run.lines.map((l) => String(l['msg'])).filter((m) => m.startsWith('Server listening'));
     assert.deepEqual(listening, [`Server listening at http://127.0.0.1:${port}`]);
