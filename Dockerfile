@@ -17,6 +17,10 @@ RUN npm run build \
 # ---- runtime: production dependencies only, non-root --------------------------------------------
 FROM node:20-bookworm-slim AS runtime
 ENV NODE_ENV=production
+# A container must listen on every interface to be reachable, so the demo (public passwords) is
+# off unless DEMO_DATA=true is passed on purpose.
+ENV HOST=0.0.0.0 \
+    DEMO_DATA=false
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force

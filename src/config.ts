@@ -9,6 +9,12 @@ export interface Config {
   /** HS256 secret shared by every instance; in embedded mode generated once under dataDir if unset. */
   jwtSecret: string | null;
   tokenTtlSeconds: number;
+  /** A session (one login and every refresh after it) ends this long after the login, refresh or not. */
+  sessionMaxSeconds: number;
+  /** Password checks (bcrypt) running at once at most; a login over the cap is answered 503 at once. */
+  maxConcurrentPasswordChecks: number;
+  /** Staff ids that may create staff accounts (the demo staff member is added in demo mode). */
+  adminStaffIds: number[];
   databaseUrl: string | null;
   rabbitmqUrl: string | null;
   redisUrl: string | null;
@@ -20,6 +26,8 @@ export interface Config {
   dataDir: string;
   /** Load the demo data set into an empty store at start. */
   demoData: boolean;
+  /** DEMO_DATA=true was set explicitly: the only way demo credentials may be live on a non-loopback address. */
+  demoDataExplicit: boolean;
   /** Prefix for RabbitMQ queue/stream names, so test runs and deployments never collide. */
   amqpPrefix: string;
   /** Upper bound of events per group commit / batch. */
@@ -50,6 +58,17 @@ export class ConfigError extends Error {
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/**
+ * Whether a listen address is reachable only from this machine. Anything else (0.0.0.0, ::, a
+ * network address, a host name other than localhost) counts as the network.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  if (h.startsWith('::ffff:')) return isLoopbackHost(h.slice(7));
+  return /^127(\.\d{1,3}){3}$/.test(h);
+}
 
 /** Documented in README.md and .env.example; keep the three in step. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
@@ -105,11 +124,24 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const amqpPrefix = str('AMQP_PREFIX') ?? 'enrollment';
   if (!/^[A-Za-z0-9._-]{1,100}$/.test(amqpPrefix)) problems.push('AMQP_PREFIX may hold only letters, digits, ".", "_" and "-"');
 
+  const host = str('HOST') ?? '127.0.0.1';
+  // Demo data (well-known passwords) only where nobody else can reach it, unless asked for by name.
+  const demoData = bool('DEMO_DATA', mode === 'embedded' && isLoopbackHost(host));
+  const demoDataExplicit = demoData && str('DEMO_DATA') !== null;
+  const adminStaffIds: number[] = [];
+  for (const part of (str('ADMIN_STAFF_IDS') ?? '').split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    if (/^\d{1,10}$/.test(part) && Number(part) >= 1 && Number(part) <= 2_147_483_647) adminStaffIds.push(Number(part));
+    else problems.push(`ADMIN_STAFF_IDS must be a comma-separated list of staff ids (got "${part}")`);
+  }
+
   const config: Config = {
-    host: str('HOST') ?? '0.0.0.0',
+    host,
     port: int('PORT', 8080, 0, 65535),
     jwtSecret,
-    tokenTtlSeconds: int('TOKEN_TTL_MINUTES', 60, 1, 60 * 24 * 30) * 60,
+    tokenTtlSeconds: int('TOKEN_TTL_MINUTES', 60, 1, 60 * 24) * 60,
+    sessionMaxSeconds: int('SESSION_MAX_HOURS', 12, 1, 24 * 7) * 3600,
+    maxConcurrentPasswordChecks: int('MAX_CONCURRENT_PASSWORD_CHECKS', 3, 1, 1000),
+    adminStaffIds,
     databaseUrl,
     rabbitmqUrl,
     redisUrl,
@@ -117,7 +149,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel,
     logRequests: bool('LOG_REQUESTS', false),
     dataDir: str('DATA_DIR') ?? './data',
-    demoData: bool('DEMO_DATA', mode === 'embedded'),
+    demoData,
+    demoDataExplicit,
     amqpPrefix,
     batchMaxEvents: int('BATCH_MAX_EVENTS', 2000, 1, 100_000),
     inProcessBatcher: bool('IN_PROCESS_BATCHER', true),

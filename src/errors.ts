@@ -32,6 +32,13 @@ export const ERROR_STATUS = {
   SEX_LOCK_CONFLICT: 409,
   UNAVAILABLE: 503,
   INTERNAL: 500,
+  // Safe-by-default limits (issue 11).
+  SESSION_EXPIRED: 401,
+  TOKEN_REVOKED: 401,
+  ADMIN_REQUIRED: 403,
+  WEAK_PASSWORD: 400,
+  TOO_MANY_FEEDS: 429,
+  LOGIN_BUSY: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
@@ -41,13 +48,16 @@ export class EngineError extends Error {
   readonly statusCode: number;
   /** Extra JSON-safe members sent to the client beside `reason` and `code`. */
   readonly details: Record<string, unknown> | undefined;
+  /** Sent as `Retry-After` (seconds) with a refusal the client should simply repeat later. */
+  readonly retryAfterSeconds: number | undefined;
 
-  constructor(code: ErrorCode, reason: string, details?: Record<string, unknown>) {
+  constructor(code: ErrorCode, reason: string, details?: Record<string, unknown>, opts?: { retryAfterSeconds?: number }) {
     super(reason);
     this.name = 'EngineError';
     this.code = code;
     this.statusCode = ERROR_STATUS[code];
     this.details = details;
+    this.retryAfterSeconds = opts?.retryAfterSeconds;
   }
 }
 

@@ -1,6 +1,9 @@
 import { join, resolve } from 'node:path';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { ConfigError, isLoopbackHost, loadConfig, type Config } from './config.js';
+import { DEMO_STAFF_ID } from './demo/demo-data.js';
+import { DEMO_PASSWORDS, demoCredentialsLive, demoExposure } from './demo/demo-exposure.js';
 import { loadDemoData } from './demo/load-demo.js';
+import { secureDataDir } from './data-dir.js';
 import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { listenOptions } from './http/server-options.js';
@@ -56,6 +59,12 @@ async function main(): Promise<void> {
   const log = logger.child({ module: 'main' });
   log.info({ mode: config.mode }, 'starting');
 
+  const dataDir = resolve(config.dataDir);
+  if (config.mode === 'embedded') {
+    // New directories (and files of anything honouring the umask) private from the start.
+    process.umask(0o077);
+    secureDataDir(dataDir, logger, 'start');
+  }
   const persistence = await createPersistence(config, logger);
   const engine = createEngine({
     persistence,
@@ -76,18 +85,46 @@ async function main(): Promise<void> {
   }
   let demo: Awaited<ReturnType<typeof loadDemoData>> | null = null;
   if (config.demoData && engine.isEmpty()) demo = await loadDemoData(engine, logger);
+  // PGlite creates its files 0666 whatever the umask: narrow what it made while opening (and loading).
+  if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'store opened');
 
-  const jwtSecret = config.jwtSecret ?? loadOrCreateSecret(resolve(config.dataDir));
+  // Published passwords must never open accounts to the network unless asked for by name.
+  const demoLive = await demoCredentialsLive(engine);
+  const exposure = demoExposure({ live: demoLive, loopback: isLoopbackHost(config.host), explicit: config.demoDataExplicit });
+  if (exposure === 'refuse') {
+    log.fatal(
+      { host: config.host, demoStaff: DEMO_STAFF_ID },
+      `refusing to start: the store holds the published demo credentials and HOST=${config.host} is reachable from the network. ` +
+        'Listen on 127.0.0.1, use a data set without the demo accounts, or set DEMO_DATA=true to serve the demo on purpose.',
+    );
+    engine.stop();
+    await persistence.close();
+    process.exit(3);
+  }
+
+  const jwtSecret = config.jwtSecret ?? loadOrCreateSecret(dataDir, logger);
   const app = await buildApp({
     engine,
     logger,
     jwtSecret,
     tokenTtlSeconds: config.tokenTtlSeconds,
+    sessionMaxSeconds: config.sessionMaxSeconds,
+    maxConcurrentPasswordChecks: config.maxConcurrentPasswordChecks,
+    // In demo mode the demo staff member is the admin, so the demo can show staff creation.
+    adminStaffIds: demoLive ? [...config.adminStaffIds, DEMO_STAFF_ID] : config.adminStaffIds,
+    refusedPasswords: demoLive ? [] : DEMO_PASSWORDS,
     logRequests: config.logRequests,
     readiness: () => persistence.readiness(),
     limits: config.http,
   });
   await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
+  if (exposure === 'warn') {
+    log.warn(
+      { host: config.host, demoStaff: DEMO_STAFF_ID, demoData: 'explicit' },
+      `WARNING: DEMO CREDENTIALS ARE LIVE ON A NETWORK ADDRESS (HOST=${config.host}): anyone who can reach this port ` +
+        'can log in as staff with the published demo password. Never do this outside a throw-away demo.',
+    );
+  }
 
   const shown = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   const base = `http://${shown}:${config.port}`;
@@ -112,6 +149,7 @@ async function main(): Promise<void> {
       await app.close();
       engine.stop();
       await persistence.close();
+      if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'shutdown');
       log.info('stopped');
       process.exit(0);
     } catch (err) {

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { C, createHttpFixture, expectError, expectStatus, S, type HttpFixture } from './support/http-fixture.js';
+import { createMemoryRevocations } from '../src/http/auth.js';
+import { MAX_FEEDS_PER_USER } from '../src/http/admin/routes.js';
+import { C, createHttpFixture, expectError, expectStatus, OTHER_STAFF, PASSWORD, S, STAFF, type HttpFixture } from './support/http-fixture.js';
 
 /**
  * The admin page's HTTP surface: the page files are public and hold no data; every data endpoint
@@ -64,6 +66,8 @@ async function openFeed(url: string, headers: Record<string, string> = {}) {
   return {
     res,
     messages,
+    /** Resolves when the server ends the stream (or it is aborted). */
+    ended: pump,
     /** Waits until a message matching `pred` has arrived and returns it. */
     async next(pred: (m: SseMessage) => boolean, timeoutMs = 5000): Promise<SseMessage> {
       const deadline = Date.now() + timeoutMs;
@@ -82,6 +86,14 @@ async function openFeed(url: string, headers: Record<string, string> = {}) {
       await pump;
     },
   };
+}
+
+/** A one-use feed ticket for a token, as the admin page gets one. */
+async function ticketFor(token: string): Promise<string> {
+  const r = await fx.request('POST', '/admin/feed-ticket', { token });
+  expectStatus(r, 200);
+  assert.equal(typeof r.body.ticket, 'string');
+  return r.body.ticket as string;
 }
 
 async function listen(): Promise<string> {
@@ -122,31 +134,52 @@ describe('admin data endpoints are staff-only', () => {
     });
   }
 
-  it('the feed checks a token given in the query string the same way', async () => {
-    expectError(await fx.request('GET', `/admin/events?token=${fx.studentToken()}`), 403, 'FORBIDDEN');
-    expectError(await fx.request('GET', '/admin/events?token=garbage'), 401, 'UNAUTHENTICATED');
-    expectError(await fx.request('GET', '/admin/events?token='), 401, 'UNAUTHENTICATED');
-    const expiring = fx.staffToken();
-    fx.clock.now += 2 * 3600 * 1000;
-    expectError(await fx.request('GET', `/admin/events?token=${expiring}`), 401, 'TOKEN_EXPIRED');
+  it('the feed refuses a token in the URL, even a valid staff token', async () => {
+    const staff = fx.staffToken();
+    for (const url of [`/admin/events?token=${staff}`, `/admin/events?token=${fx.studentToken()}`, '/admin/events?token=garbage', '/admin/events?token=']) {
+      const r = await fx.request('GET', url);
+      expectError(r, 401, 'UNAUTHENTICATED');
+      assert.match(r.body.reason, /not accepted in URLs/);
+    }
+    // Not even beside a good header: the URL is where the leak is.
+    expectError(await fx.request('GET', `/admin/events?token=${staff}`, { token: staff }), 401, 'UNAUTHENTICATED');
   });
 
-  it('the feed answers staff over a real connection, and keeps the token out of the logs', async () => {
+  it('feed tickets: staff only, one use, short-lived, and dead with their token', async () => {
+    expectError(await fx.request('POST', '/admin/feed-ticket'), 401, 'UNAUTHENTICATED');
+    expectError(await fx.request('POST', '/admin/feed-ticket', { token: fx.studentToken() }), 403, 'FORBIDDEN');
+    expectError(await fx.request('GET', '/admin/events?ticket=made-up'), 401, 'UNAUTHENTICATED');
+    const base = await listen();
+    const ticket = await ticketFor(fx.staffToken());
+    const feed = await openFeed(`${base}/admin/events?ticket=${ticket}`);
+    assert.equal(feed.res.status, 200);
+    await feed.next((m) => m.event === 'ready');
+    await feed.close();
+    // Used once: worthless now.
+    const again = await fetch(`${base}/admin/events?ticket=${ticket}`);
+    assert.equal(again.status, 401);
+    await again.body?.cancel();
+    // Not used within its 30 s: worthless.
+    const stale = await ticketFor(fx.staffToken());
+    fx.clock.now += 31_000;
+    expectError(await fx.request('GET', `/admin/events?ticket=${stale}`), 401, 'UNAUTHENTICATED');
+  });
+
+  it('the feed answers staff over a real connection, and keeps the token and ticket out of the logs', async () => {
     const base = await listen();
     const token = fx.staffToken();
-    const student = await fetch(`${base}/admin/events?token=${fx.studentToken()}`);
-    assert.equal(student.status, 403);
-    await student.body?.cancel();
     const none = await fetch(`${base}/admin/events`);
     assert.equal(none.status, 401);
     await none.body?.cancel();
-    const feed = await openFeed(`${base}/admin/events?token=${token}`);
+    const ticket = await ticketFor(token);
+    const feed = await openFeed(`${base}/admin/events?ticket=${ticket}`);
     assert.equal(feed.res.status, 200);
     assert.match(String(feed.res.headers.get('content-type')), /^text\/event-stream/);
     assert.ok(feed.res.headers.get('x-request-id'));
     await feed.next((m) => m.event === 'ready');
     await feed.close();
     assert.equal(fx.logs.some((l) => l.includes(token)), false);
+    assert.equal(fx.logs.some((l) => l.includes(ticket)), false);
   });
 });
 
@@ -228,7 +261,7 @@ describe('admin live feed', () => {
 
   it('coalesces a burst of changes into few messages carrying the latest numbers', async () => {
     const base = await listen();
-    const feed = await openFeed(`${base}/admin/events?token=${fx.staffToken()}`);
+    const feed = await openFeed(`${base}/admin/events?ticket=${await ticketFor(fx.staffToken())}`);
     try {
       await feed.next((m) => m.event === 'ready');
       const t0 = Date.now();
@@ -261,7 +294,7 @@ describe('admin live feed', () => {
 
   it('ends open feeds when the app closes', async () => {
     const base = await listen();
-    const feed = await openFeed(`${base}/admin/events?token=${fx.staffToken()}`);
+    const feed = await openFeed(`${base}/admin/events?ticket=${await ticketFor(fx.staffToken())}`);
     await feed.next((m) => m.event === 'ready');
     const closed = await Promise.race([
       fx.app.close().then(() => true),
@@ -269,6 +302,78 @@ describe('admin live feed', () => {
     ]);
     assert.equal(closed, true, 'app.close() finished with a feed open');
     await feed.close();
+  });
+});
+
+describe('admin live feed limits (issue 11)', () => {
+  it("closes the stream at the token's expiry, with an expired event", async () => {
+    await fx.close();
+    fx = await createHttpFixture({ app: { tokenTtlSeconds: 2 } });
+    const login = await fx.request('POST', '/login', { body: { user: STAFF, password: PASSWORD, staff: true } });
+    expectStatus(login, 200);
+    const base = await listen();
+    const feed = await openFeed(`${base}/admin/events?ticket=${await ticketFor(login.body.token)}`);
+    await feed.next((m) => m.event === 'ready');
+    // The server ends the stream by itself; the test only waits for it (no timing asserted).
+    const m = await feed.next((x) => x.event === 'expired', 10_000);
+    assert.match(String((m.data as { reason: string }).reason), /expired/);
+    await feed.ended;
+    assert.equal((fx.app.server.listening), true);
+  });
+
+  it('closes the stream when its token is revoked, at the next message', async () => {
+    await fx.close();
+    // Judged by the fixture's clock, as the app judges tokens.
+    const revocations = createMemoryRevocations(() => fx.clock.now);
+    fx = await createHttpFixture({ app: { revocations } });
+    const token = fx.staffToken();
+    const base = await listen();
+    const feed = await openFeed(`${base}/admin/events?ticket=${await ticketFor(token)}`);
+    await feed.next((m) => m.event === 'ready');
+    const c = JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString()) as { jti: string; exp: number };
+    revocations.revoke({ jti: c.jti, until: c.exp });
+    expectStatus(await enroll(S.alice, C.algo1), 204);
+    await feed.next((x) => x.event === 'expired');
+    await feed.ended;
+    assert.equal(feed.messages.some((x) => x.event === 'sections'), false);
+  });
+
+  it(`caps feeds per staff member at ${MAX_FEEDS_PER_USER}: the next gets 429 TOO_MANY_FEEDS with Retry-After, others are unaffected`, async () => {
+    const base = await listen();
+    const token = fx.staffToken();
+    const feeds = [];
+    for (let i = 0; i < MAX_FEEDS_PER_USER; i++) {
+      const f = await openFeed(`${base}/admin/events?ticket=${await ticketFor(token)}`);
+      assert.equal(f.res.status, 200);
+      await f.next((m) => m.event === 'ready');
+      feeds.push(f);
+    }
+    const over = await fetch(`${base}/admin/events?ticket=${await ticketFor(token)}`);
+    assert.equal(over.status, 429);
+    assert.equal(over.headers.get('retry-after'), '10');
+    assert.equal(((await over.json()) as { code: string }).code, 'TOO_MANY_FEEDS');
+    // The same person with another token (another login) is the same person.
+    const header = await fetch(`${base}/admin/events`, { headers: { authorization: `Bearer ${fx.staffToken()}` } });
+    assert.equal(header.status, 429);
+    await header.body?.cancel();
+    // Another staff member still gets a feed.
+    const other = await openFeed(`${base}/admin/events?ticket=${await ticketFor(fx.staffToken(OTHER_STAFF))}`);
+    assert.equal(other.res.status, 200);
+    await other.close();
+    // Closing one frees a slot.
+    await feeds.pop()!.close();
+    let reopened: Awaited<ReturnType<typeof openFeed>> | null = null;
+    for (let i = 0; i < 50 && reopened === null; i++) {
+      const f = await openFeed(`${base}/admin/events?ticket=${await ticketFor(token)}`);
+      if (f.res.status === 200) reopened = f;
+      else {
+        await f.close();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    assert.ok(reopened, 'a slot was freed');
+    await reopened.close();
+    for (const f of feeds) await f.close();
   });
 });
 

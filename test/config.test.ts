@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, isLoopbackHost, loadConfig } from '../src/config.js';
 
-test('defaults: embedded mode on port 8080 with a 60-minute window and demo data', () => {
+test('defaults: embedded mode on 127.0.0.1:8080 with a 60-minute window and demo data', () => {
   const c = loadConfig({});
   assert.equal(c.mode, 'embedded');
+  assert.equal(c.host, '127.0.0.1');
   assert.equal(c.port, 8080);
   assert.equal(c.enrollmentWindowMinutes, 60);
   assert.equal(c.demoData, true);
@@ -30,4 +31,43 @@ test('every problem is reported at once', () => {
     assert.ok(text.includes(name), `missing a problem about ${name}:\n${text}`);
   }
   assert.equal(err.problems.length, 7);
+});
+
+test('demo data is on by default only on a loopback address; DEMO_DATA=true is the explicit opt-in', () => {
+  assert.equal(loadConfig({ HOST: 'localhost' }).demoData, true);
+  assert.equal(loadConfig({ HOST: '::1' }).demoData, true);
+  for (const host of ['0.0.0.0', '::', '10.1.2.3', 'example.org']) {
+    const c = loadConfig({ HOST: host });
+    assert.equal(c.demoData, false, host);
+    assert.equal(c.demoDataExplicit, false, host);
+  }
+  const explicit = loadConfig({ HOST: '0.0.0.0', DEMO_DATA: 'true' });
+  assert.equal(explicit.demoData, true);
+  assert.equal(explicit.demoDataExplicit, true);
+  assert.equal(loadConfig({}).demoDataExplicit, false);
+  assert.equal(loadConfig({ DEMO_DATA: 'false' }).demoData, false);
+});
+
+test('loopback addresses are told from network ones', () => {
+  for (const h of ['127.0.0.1', '127.8.9.10', 'localhost', '::1', '[::1]', '::ffff:127.0.0.1']) assert.equal(isLoopbackHost(h), true, h);
+  for (const h of ['0.0.0.0', '::', '192.168.1.2', '128.0.0.1', 'localhost.example.org', '']) assert.equal(isLoopbackHost(h), false, h);
+});
+
+test('sessions: token lifetime at most 24 h, session maximum age 12 h by default, both bounded', () => {
+  const c = loadConfig({});
+  assert.equal(c.sessionMaxSeconds, 12 * 3600);
+  assert.equal(loadConfig({ TOKEN_TTL_MINUTES: '1440' }).tokenTtlSeconds, 86_400);
+  assert.equal(loadConfig({ SESSION_MAX_HOURS: '2' }).sessionMaxSeconds, 7200);
+  assert.throws(() => loadConfig({ TOKEN_TTL_MINUTES: String(60 * 24 * 30) }), /TOKEN_TTL_MINUTES/);
+  assert.throws(() => loadConfig({ TOKEN_TTL_MINUTES: '1441' }), /TOKEN_TTL_MINUTES/);
+  assert.throws(() => loadConfig({ SESSION_MAX_HOURS: '0' }), /SESSION_MAX_HOURS/);
+});
+
+test('password-check cap and admin staff ids are read and validated', () => {
+  assert.equal(loadConfig({}).maxConcurrentPasswordChecks, 3);
+  assert.equal(loadConfig({ MAX_CONCURRENT_PASSWORD_CHECKS: '2' }).maxConcurrentPasswordChecks, 2);
+  assert.throws(() => loadConfig({ MAX_CONCURRENT_PASSWORD_CHECKS: '0' }), /MAX_CONCURRENT_PASSWORD_CHECKS/);
+  assert.deepEqual(loadConfig({}).adminStaffIds, []);
+  assert.deepEqual(loadConfig({ ADMIN_STAFF_IDS: '1, 42' }).adminStaffIds, [1, 42]);
+  assert.throws(() => loadConfig({ ADMIN_STAFF_IDS: '1,bob' }), /ADMIN_STAFF_IDS/);
 });

@@ -58,13 +58,13 @@ const BODY_ROUTES: BodyRoute[] = [
   },
   {
     method: 'POST', url: '/students', role: 'staff',
-    valid: { id: 600, password: 'pw', enrollment_start_time: 1_756_713_600, max_units: 20, remaining_actions: 3, gender: 'male' },
+    valid: { id: 600, password: 'pw-long-enough', enrollment_start_time: 1_756_713_600, max_units: 20, remaining_actions: 3, gender: 'male' },
     required: ['id', 'password', 'enrollment_start_time', 'max_units', 'remaining_actions', 'gender'],
     ints: ['id', 'max_units', 'remaining_actions'],
   },
   {
     method: 'POST', url: '/staff', role: 'staff',
-    valid: { id: 960, password: 'pw' }, required: ['id', 'password'], ints: ['id'],
+    valid: { id: 960, password: 'pw-long-enough' }, required: ['id', 'password'], ints: ['id'],
   },
   {
     method: 'POST', url: '/login', role: 'none',

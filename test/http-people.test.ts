@@ -56,7 +56,7 @@ describe('POST /students', () => {
 
   it('accepts unix seconds and zone offsets for the window start, and optional fields may be omitted', async () => {
     const secs = Math.floor(T0 / 1000);
-    expectStatus(await create({ id: 501, password: 'p', enrollment_start_time: secs, max_units: 20, remaining_actions: 1, gender: 'male' }), 201);
+    expectStatus(await create({ id: 501, password: 'p-long-enough-1', enrollment_start_time: secs, max_units: 20, remaining_actions: 1, gender: 'male' }), 201);
     assert.equal(fx.engine.getStudent(501)?.enrollmentStart, secs * 1000);
     assert.equal(fx.engine.getStudent(501)?.departmentId, null);
     assert.equal(fx.engine.getStudent(501)?.entryYear, null);
@@ -79,10 +79,10 @@ describe('POST /students', () => {
 
 describe('POST /staff', () => {
   it('creates a staff member with 201 {id}, who can log in as staff at once', async () => {
-    const r = await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: 950, password: 's3cret', department_id: 1 } });
+    const r = await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: 950, password: 's3cret-staff-pw', department_id: 1 } });
     expectStatus(r, 201);
     assert.deepEqual(r.body, { id: 950 });
-    const l = await login(950, 's3cret', true);
+    const l = await login(950, 's3cret-staff-pw', true);
     expectStatus(l, 200);
     const me = await fx.request('GET', '/me', { token: l.body.token });
     assert.deepEqual(me.body, { id: 950, role: 'staff', department_id: 1 });
@@ -90,9 +90,9 @@ describe('POST /staff', () => {
   });
 
   it('refuses duplicates with 409 and unknown departments with 400', async () => {
-    expectError(await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: OTHER_STAFF, password: 'x' } }), 409, 'ALREADY_EXISTS');
-    expectError(await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: 951, password: 'x', department_id: 5 } }), 400, 'BAD_REQUEST');
-    expectError(await login(951, 'x', true), 401, 'BAD_CREDENTIALS');
+    expectError(await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: OTHER_STAFF, password: 'x-long-enough' } }), 409, 'ALREADY_EXISTS');
+    expectError(await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: 951, password: 'x-long-enough', department_id: 5 } }), 400, 'BAD_REQUEST');
+    expectError(await login(951, 'x-long-enough', true), 401, 'BAD_CREDENTIALS');
   });
 });
 
@@ -131,5 +131,39 @@ describe('GET /me', () => {
     assert.deepEqual(r.body, { id: STAFF, role: 'staff', department_id: 1 });
     expectError(await fx.request('GET', '/me', { token: fx.staffToken(4242) }), 404, 'NOT_FOUND');
     expectError(await fx.request('GET', '/me', { token: fx.studentToken(4242) }), 404, 'STUDENT_NOT_FOUND');
+  });
+});
+
+describe('account safety: admin role and password rules (issue 11)', () => {
+  const student = { id: 520, enrollment_start_time: 0, max_units: 20, remaining_actions: 1, gender: 'male' };
+
+  it('lets only admin staff create staff: ordinary staff get 403 ADMIN_REQUIRED and nothing is created', async () => {
+    const r = await fx.request('POST', '/staff', { token: fx.staffToken(OTHER_STAFF), body: { id: 952, password: 'long-enough-pw' } });
+    expectError(r, 403, 'ADMIN_REQUIRED');
+    assert.equal(fx.engine.getStaff(952), undefined);
+    // Ordinary staff still add students; the admin adds staff.
+    expectStatus(await fx.request('POST', '/students', { token: fx.staffToken(OTHER_STAFF), body: { ...student, password: 'long-enough-pw' } }), 201);
+    expectStatus(await fx.request('POST', '/staff', { token: fx.staffToken(STAFF), body: { id: 952, password: 'long-enough-pw' } }), 201);
+  });
+
+  it('refuses passwords under the minimum length with 400 WEAK_PASSWORD, for students and staff', async () => {
+    for (const password of ['s', 'nine-char', '123456789']) {
+      expectError(await fx.request('POST', '/students', { token: fx.staffToken(), body: { ...student, password } }), 400, 'WEAK_PASSWORD');
+      expectError(await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: 953, password } }), 400, 'WEAK_PASSWORD');
+    }
+    assert.equal(fx.engine.getStudent(520), undefined);
+    assert.equal(fx.engine.getStaff(953), undefined);
+    expectStatus(await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: 953, password: 'ten-chars!' } }), 201);
+  });
+});
+
+describe('account safety: demo passwords are refused outside demo mode', () => {
+  it('refuses a configured demo password for new accounts with 400 WEAK_PASSWORD', async () => {
+    await fx.close();
+    fx = await createHttpFixture({ app: { refusedPasswords: ['student-pass', 'staff-pass'] } });
+    expectError(await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: 954, password: 'staff-pass' } }), 400, 'WEAK_PASSWORD');
+    const student = { id: 521, password: 'student-pass', enrollment_start_time: 0, max_units: 20, remaining_actions: 1, gender: 'male' };
+    expectError(await fx.request('POST', '/students', { token: fx.staffToken(), body: student }), 400, 'WEAK_PASSWORD');
+    assert.equal(fx.engine.getStudent(521), undefined);
   });
 });

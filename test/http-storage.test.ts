@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { C, createHttpFixture, expectError, expectStatus, PASSWORD, S, type HttpFixture } from './support/http-fixture.js';
+import { C, createHttpFixture, expectError, expectStatus, S, type HttpFixture } from './support/http-fixture.js';
 
 /**
  * A lost database or broker: the write that could not be made durable answers 503 UNAVAILABLE
@@ -83,15 +83,16 @@ describe('storage failure answers 503 and changes nothing', () => {
 
   it('student and staff creation: the new user cannot log in', async () => {
     const staff = fx.staffToken();
+    const password = 'long-enough-password';
     await failsCleanly(() =>
       fx.request('POST', '/students', {
         token: staff,
-        body: { id: 700, password: PASSWORD, enrollment_start_time: 1_756_713_600, max_units: 20, remaining_actions: 1, gender: 'male' },
+        body: { id: 700, password, enrollment_start_time: 1_756_713_600, max_units: 20, remaining_actions: 1, gender: 'male' },
       }),
     );
-    expectError(await fx.request('POST', '/login', { body: { user: 700, password: PASSWORD } }), 401, 'BAD_CREDENTIALS');
-    await failsCleanly(() => fx.request('POST', '/staff', { token: staff, body: { id: 970, password: PASSWORD } }));
-    expectError(await fx.request('POST', '/login', { body: { user: 970, password: PASSWORD, staff: true } }), 401, 'BAD_CREDENTIALS');
+    expectError(await fx.request('POST', '/login', { body: { user: 700, password } }), 401, 'BAD_CREDENTIALS');
+    await failsCleanly(() => fx.request('POST', '/staff', { token: staff, body: { id: 970, password } }));
+    expectError(await fx.request('POST', '/login', { body: { user: 970, password, staff: true } }), 401, 'BAD_CREDENTIALS');
   });
 });
 

@@ -5,10 +5,12 @@ import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
 import type { ReadinessReport } from '../persistence/types.js';
 import { adminRoutes } from './admin/routes.js';
-import { TokenService } from './auth.js';
+import { TokenService, type TokenRevocations } from './auth.js';
 import type { RouteContext } from './context.js';
+import { createPasswordGate } from './password-gate.js';
 import { installErrorHandlers } from './error-handler.js';
 import { registerOpenApi } from './openapi.js';
+import { installSecurityHeaders } from './security-headers.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { genReqId, REQUEST_ID_HEADER } from './request-id.js';
 import { authRoutes } from './routes/auth.js';
@@ -35,7 +37,23 @@ export interface AppDeps {
   logRequests?: boolean;
   /** Header, body and idle time limits of the HTTP server (defaults: {@link DEFAULT_HTTP_LIMITS}). */
   limits?: HttpLimits;
+  /** A session ends this long after its login, however often it is refreshed (default 12 h). */
+  sessionMaxSeconds?: number;
+  /** Withdrawn tokens and sessions, checked before the token cache (default: in-process). */
+  revocations?: TokenRevocations;
+  /** Password checks at once at most; logins over it get 503 LOGIN_BUSY (default 3). */
+  maxConcurrentPasswordChecks?: number;
+  /** Staff ids with the admin role: the only ones who may create staff (default none). */
+  adminStaffIds?: readonly number[];
+  /** Shortest password a new account may have (default 10). */
+  minPasswordLength?: number;
+  /** Passwords refused for new accounts, e.g. the demo passwords outside demo mode (default none). */
+  refusedPasswords?: readonly string[];
 }
+
+/** Login checks at once by default: one fewer than libuv's four pool threads, so file and DNS work still get one. */
+export const DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS = 3;
+export const DEFAULT_MIN_PASSWORD_LENGTH = 10;
 
 /** The app as built: Fastify with the TypeBox type provider. */
 export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;
@@ -93,19 +111,33 @@ export async function buildApp(deps: AppDeps): Promise<App> {
 
   app.setValidatorCompiler(validatorCompiler);
   app.decorateRequest('principal', null);
+  app.decorateRequest('tokenSession', null);
   // A callback hook, not an async one: no promise per request for a header.
   app.addHook('onRequest', (request, reply, done) => {
     void reply.header(REQUEST_ID_HEADER, request.id);
     done();
   });
+  installSecurityHeaders(app);
   installJsonParsing(app);
   installErrorHandlers(app);
   await registerOpenApi(app, API_VERSION);
 
   const ctx: RouteContext = {
     engine: deps.engine,
-    tokens: new TokenService({ secret: deps.jwtSecret, ttlSeconds: deps.tokenTtlSeconds, now: deps.now }),
+    tokens: new TokenService({
+      secret: deps.jwtSecret,
+      ttlSeconds: deps.tokenTtlSeconds,
+      now: deps.now,
+      maxSessionSeconds: deps.sessionMaxSeconds,
+      revocations: deps.revocations,
+    }),
     readiness: deps.readiness,
+    passwordGate: createPasswordGate(deps.maxConcurrentPasswordChecks ?? DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS),
+    accounts: {
+      adminStaffIds: new Set(deps.adminStaffIds ?? []),
+      minPasswordLength: deps.minPasswordLength ?? DEFAULT_MIN_PASSWORD_LENGTH,
+      refusedPasswords: new Set(deps.refusedPasswords ?? []),
+    },
   };
   await app.register(healthRoutes, ctx);
   await app.register(authRoutes, ctx);

@@ -1,4 +1,4 @@
-import { createSecretKey, type KeyObject } from 'node:crypto';
+import { createSecretKey, randomUUID, type KeyObject } from 'node:crypto';
 import { verifyPassword } from '../password.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import jwt from 'jsonwebtoken';
@@ -23,11 +23,74 @@ export interface Principal {
   role: Role;
 }
 
+/**
+ * The session a token belongs to. `sid` and `authTime` are set at login and carried unchanged by
+ * every refresh, so a session ends `maxSessionSeconds` after the password was checked however often
+ * it is refreshed; `jti` names this one token (for revocation).
+ */
+export interface TokenSession {
+  jti: string;
+  sid: string;
+  /** Unix seconds of the login that started the session. */
+  authTime: number;
+  /** Unix seconds at which this token expires. */
+  exp: number;
+}
+
+/** Who a token speaks for and which session it belongs to. */
+export interface VerifiedToken {
+  principal: Principal;
+  session: TokenSession;
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
     /** Set by {@link TokenService.requireRole} on routes that need a token; null elsewhere. */
     principal: Principal | null;
+    /** The session of the token that set `principal`; null elsewhere. */
+    tokenSession: TokenSession | null;
   }
+}
+
+/** Tokens name this service as issuer and audience, and tokens that do not are refused. */
+export const TOKEN_ISSUER = 'course-enrollment-engine';
+export const TOKEN_AUDIENCE = 'course-enrollment-api';
+/** A session ends this long after its login unless configured otherwise. */
+export const DEFAULT_MAX_SESSION_SECONDS = 12 * 3600;
+
+/**
+ * Tokens and sessions withdrawn before their expiry. Consulted on every request, before the
+ * verified-token cache may answer, so a revoked token stops working at once. Synchronous on
+ * purpose: it is on every request's path, so an implementation backed by a shared store (Redis,
+ * across instances) keeps a local mirror updated by subscription rather than asking per request.
+ */
+export interface TokenRevocations {
+  isRevoked(session: Pick<TokenSession, 'jti' | 'sid'>): boolean;
+  /** Revokes one token (`jti`) or a whole session (`sid`) until `until` (unix seconds); then it is forgotten. */
+  revoke(entry: { jti?: string; sid?: string; until: number }): void;
+}
+
+/** The in-process {@link TokenRevocations}: one instance only; entries are dropped once past `until`. */
+export function createMemoryRevocations(now: () => number = Date.now): TokenRevocations {
+  const entries = new Map<string, number>();
+  let lastSweep = 0;
+  const sweep = (nowSeconds: number): void => {
+    if (nowSeconds - lastSweep < 60) return;
+    lastSweep = nowSeconds;
+    for (const [k, until] of entries) if (until <= nowSeconds) entries.delete(k);
+  };
+  const live = (key: string): boolean => {
+    const until = entries.get(key);
+    return until !== undefined && until > Math.floor(now() / 1000);
+  };
+  return {
+    isRevoked: (s) => entries.size > 0 && (live(`j:${s.jti}`) || live(`s:${s.sid}`)),
+    revoke({ jti, sid, until }) {
+      sweep(Math.floor(now() / 1000));
+      if (jti !== undefined) entries.set(`j:${jti}`, Math.max(until, entries.get(`j:${jti}`) ?? 0));
+      if (sid !== undefined) entries.set(`s:${sid}`, Math.max(until, entries.get(`s:${sid}`) ?? 0));
+    },
+  };
 }
 
 /**
@@ -75,6 +138,10 @@ export function principalOf(request: FastifyRequest): Principal {
 export interface TokenServiceOptions {
   secret: string;
   ttlSeconds: number;
+  /** A session (login plus every refresh) ends this long after the login (default 12 h). */
+  maxSessionSeconds?: number;
+  /** Withdrawn tokens and sessions (default: an in-process list). */
+  revocations?: TokenRevocations;
   /** Clock in unix milliseconds; injectable so tests can expire tokens. */
   now?: () => number;
   /** Verified tokens remembered at most (default 20,000); the oldest is forgotten first. */
@@ -88,10 +155,13 @@ export interface TokenServiceOptions {
 export class TokenService {
   private readonly key: KeyObject;
   private readonly ttl: number;
-  private readonly now: () => number;
-  /** Tokens already verified: exact token text -> principal and expiry (unix seconds). */
-  private readonly verified = new Map<string, { principal: Principal; exp: number }>();
+  /** The clock tokens are judged by (unix ms); shared with whatever must end at a token's expiry. */
+  readonly now: () => number;
+  /** Tokens already verified: exact token text -> principal and session. */
+  private readonly verified = new Map<string, VerifiedToken>();
   private readonly rememberMax: number;
+  private readonly maxSession: number;
+  readonly revocations: TokenRevocations;
 
   constructor(opts: TokenServiceOptions) {
     if (opts.secret.length === 0) throw new Error('the JWT secret must not be empty');
@@ -99,15 +169,28 @@ export class TokenService {
     this.ttl = opts.ttlSeconds;
     this.now = opts.now ?? Date.now;
     this.rememberMax = opts.rememberMax ?? DEFAULT_REMEMBER_MAX;
+    this.maxSession = opts.maxSessionSeconds ?? DEFAULT_MAX_SESSION_SECONDS;
+    this.revocations = opts.revocations ?? createMemoryRevocations(this.now);
   }
 
-  /** Claims `{sub: "<id>", role}`, `iat` from the injected clock, `exp = iat + ttl`. */
-  issue(p: Principal): string {
+  /**
+   * Claims `{sub: "<id>", role, sid, auth_time, jti, iss, aud}`, `iat` from the injected clock and
+   * `exp = min(iat + ttl, auth_time + maxSession)`. Without `session` this is a login and starts a
+   * new session; with it (a refresh) the session's id and login time are carried over, so no chain
+   * of refreshes outlives the session. Throws SESSION_EXPIRED when the session has no time left.
+   */
+  issue(p: Principal, session?: Pick<TokenSession, 'sid' | 'authTime'>): string {
     const iat = Math.floor(this.now() / 1000);
-    return jwt.sign({ role: p.role, iat }, this.key, {
+    const sid = session?.sid ?? randomUUID();
+    const authTime = session?.authTime ?? iat;
+    const exp = Math.min(iat + this.ttl, authTime + this.maxSession);
+    if (exp <= iat) throw new EngineError('SESSION_EXPIRED', 'the session has reached its maximum age; log in again');
+    return jwt.sign({ role: p.role, iat, exp, sid, auth_time: authTime }, this.key, {
       algorithm: 'HS256',
       subject: String(p.id),
-      expiresIn: this.ttl,
+      jwtid: randomUUID(),
+      issuer: TOKEN_ISSUER,
+      audience: TOKEN_AUDIENCE,
     });
   }
 
@@ -121,35 +204,43 @@ export class TokenService {
    *
    * A token that verified once is remembered (by its exact text) until it expires: a student sends
    * the same token with every request, and decoding and HMAC-checking it again cost more than the
-   * engine's whole decision. Expiry is still checked on every call, against the same clock. A future
-   * revocation list must be consulted before this cache, not after.
+   * engine's whole decision. Expiry and the revocation list are still checked on every call.
    */
   verify(token: string): Principal {
+    return this.verifyToken(token).principal;
+  }
+
+  /** As {@link verify}, with the token's session. The revocation list is consulted before any cached answer. */
+  verifyToken(token: string): VerifiedToken {
     const nowSeconds = Math.floor(this.now() / 1000);
     const known = this.verified.get(token);
     if (known !== undefined) {
-      if (nowSeconds >= known.exp) {
+      if (this.revocations.isRevoked(known.session)) throw new EngineError('TOKEN_REVOKED', 'the token has been revoked; log in again');
+      if (nowSeconds >= known.session.exp) {
         this.verified.delete(token);
         throw new EngineError('TOKEN_EXPIRED', 'the token has expired; log in again');
       }
-      return known.principal;
+      return known;
     }
     const found = this.verifySlow(token, nowSeconds);
+    if (this.revocations.isRevoked(found.session)) throw new EngineError('TOKEN_REVOKED', 'the token has been revoked; log in again');
     if (this.verified.size >= this.rememberMax) {
       // Oldest first (Map keeps insertion order): a bounded cache, not an LRU; misses only cost a verify.
       const oldest = this.verified.keys().next();
       if (oldest.done !== true) this.verified.delete(oldest.value);
     }
     this.verified.set(token, found);
-    return found.principal;
+    return found;
   }
 
-  private verifySlow(token: string, nowSeconds: number): { principal: Principal; exp: number } {
+  private verifySlow(token: string, nowSeconds: number): VerifiedToken {
     let claims: string | jwt.JwtPayload;
     try {
       claims = jwt.verify(token, this.key, {
         algorithms: ['HS256'],
         clockTimestamp: nowSeconds,
+        issuer: TOKEN_ISSUER,
+        audience: TOKEN_AUDIENCE,
       });
     } catch (err) {
       if (err instanceof jwt.TokenExpiredError) throw new EngineError('TOKEN_EXPIRED', 'the token has expired; log in again');
@@ -160,7 +251,14 @@ export class TokenService {
     }
     const role: unknown = claims['role'];
     if (role !== 'student' && role !== 'staff') throw new EngineError('UNAUTHENTICATED', 'the token is not valid');
-    return { principal: { id: Number(claims.sub), role }, exp: claims.exp };
+    const sid: unknown = claims['sid'];
+    const authTime: unknown = claims['auth_time'];
+    if (typeof claims.jti !== 'string' || claims.jti === '' || typeof sid !== 'string' || sid === '' || typeof authTime !== 'number') {
+      throw new EngineError('UNAUTHENTICATED', 'the token is not valid');
+    }
+    // A token claiming a longer life than its session allows was not made by this service's rules.
+    if (claims.exp > authTime + this.maxSession) throw new EngineError('SESSION_EXPIRED', 'the session has reached its maximum age; log in again');
+    return { principal: { id: Number(claims.sub), role }, session: { jti: claims.jti, sid, authTime, exp: claims.exp } };
   }
 
   /**
@@ -172,11 +270,12 @@ export class TokenService {
     return async (request: FastifyRequest, _reply: FastifyReply): Promise<void> => {
       const token = bearerToken(request.headers.authorization);
       if (token === null) throw new EngineError('UNAUTHENTICATED', 'a bearer token is required (Authorization: Bearer <token>)');
-      const p = this.verify(token);
+      const { principal: p, session } = this.verifyToken(token);
       if (role !== 'any' && p.role !== role) {
         throw new EngineError('FORBIDDEN', `this route is for ${role} users; you are logged in as ${p.role}`);
       }
       request.principal = p;
+      request.tokenSession = session;
     };
   }
 }

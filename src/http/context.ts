@@ -1,6 +1,7 @@
 import type { Engine } from '../engine/engine.js';
 import type { ReadinessReport } from '../persistence/types.js';
 import type { TokenService } from './auth.js';
+import type { PasswordGate } from './password-gate.js';
 
 /**
  * What every route plugin is registered with. Passed as plugin options rather than decorated onto
@@ -10,4 +11,18 @@ export interface RouteContext {
   engine: Engine;
   tokens: TokenService;
   readiness: () => Promise<ReadinessReport>;
+  /** Caps concurrent password checks at login. */
+  passwordGate: PasswordGate;
+  /** Account rules: who may create staff, and which passwords are refused. */
+  accounts: AccountPolicy;
+}
+
+/** Who may create staff accounts and which new passwords are refused. */
+export interface AccountPolicy {
+  /** Staff ids with the admin role (the only ones who may create staff). */
+  adminStaffIds: ReadonlySet<number>;
+  /** Shortest password a new account may have. */
+  minPasswordLength: number;
+  /** Passwords refused for new accounts (the well-known demo passwords, outside demo mode). */
+  refusedPasswords: ReadonlySet<string>;
 }

@@ -1,6 +1,7 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
+import { DOCS_CSP } from './security-headers.js';
 
 /**
  * One OpenAPI document for the whole API, generated from the same TypeBox schemas that validate
@@ -35,5 +36,6 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
       ],
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  // The docs pages get their own policy (swagger-ui needs its scripts and styles), over the API's.
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: DOCS_CSP });
 }

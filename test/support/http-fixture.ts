@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { createSecretKey } from 'node:crypto';
 import { hashPassword } from '../../src/password.js';
-import jwt from 'jsonwebtoken';
 import type { StaffRecord, StudentRecord } from '../../src/actors/student-rules.js';
 import type { SectionInfo, Sex } from '../../src/actors/types.js';
 import { createEngine, type Engine, type NewSection } from '../../src/engine/engine.js';
-import { buildApp, type App } from '../../src/http/app.js';
+import { buildApp, type App, type AppDeps } from '../../src/http/app.js';
+import { TokenService } from '../../src/http/auth.js';
 import type { HttpLimits } from '../../src/http/server-options.js';
 import { createLogger } from '../../src/logger.js';
 import type { ReadinessReport } from '../../src/persistence/types.js';
@@ -188,7 +187,7 @@ export class FlakyPersistence extends MemoryPersistence {
 }
 
 export async function createHttpFixture(
-  opts: { seed?: boolean; now?: number; logLevel?: string; logRequests?: boolean; limits?: HttpLimits } = {},
+  opts: { seed?: boolean; now?: number; logLevel?: string; logRequests?: boolean; limits?: HttpLimits; app?: Partial<AppDeps> } = {},
 ): Promise<HttpFixture> {
   const persistence = new FlakyPersistence();
   const clock = { now: opts.now ?? T0 + 5 * MINUTE };
@@ -210,10 +209,13 @@ export async function createHttpFixture(
     now: () => clock.now,
     logRequests: opts.logRequests ?? false,
     limits: opts.limits,
+    // STAFF is the admin (may create staff); OTHER_STAFF is ordinary staff.
+    adminStaffIds: [STAFF],
+    ...opts.app,
   });
-  const key = createSecretKey(Buffer.from(SECRET));
-  const token = (id: number, role: 'student' | 'staff' = 'student') =>
-    jwt.sign({ role, iat: Math.floor(clock.now / 1000) }, key, { algorithm: 'HS256', subject: String(id), expiresIn: TTL_SECONDS });
+  // Signed as the app signs them (same secret, clock and claims), with no login round trip.
+  const signer = new TokenService({ secret: SECRET, ttlSeconds: TTL_SECONDS, now: () => clock.now });
+  const token = (id: number, role: 'student' | 'staff' = 'student') => signer.issue({ id, role });
   return {
     app,
     engine,

@@ -1,8 +1,7 @@
-import { createSecretKey } from 'node:crypto';
-import jwt from 'jsonwebtoken';
 import { pino } from 'pino';
 import { createEngine, type Engine } from '../../src/engine/engine.js';
 import { buildApp, type App } from '../../src/http/app.js';
+import { TokenService } from '../../src/http/auth.js';
 import { createEmbeddedStore } from '../../src/persistence/embedded-store.js';
 import { createFullStore, streamNames } from '../../src/persistence/full-store.js';
 import { createPgClient } from '../../src/persistence/pg-client.js';
@@ -138,7 +137,7 @@ async function harness(mode: ModeName, now: number, backend: Backend): Promise<S
   const clock = { now };
   const store = new RecordingPersistence(backend.store);
   await store.migrate();
-  const key = createSecretKey(Buffer.from(SECRET));
+  const signer = new TokenService({ secret: SECRET, ttlSeconds: TTL_SECONDS, now: () => clock.now });
   const start = async (): Promise<Engine> => {
     const e = createEngine({ persistence: store, logger: silentLogger, enrollmentWindowMs: WINDOW_MS, now: () => clock.now });
     await e.start();
@@ -170,8 +169,7 @@ async function harness(mode: ModeName, now: number, backend: Backend): Promise<S
       return engine;
     },
     app: getApp,
-    token: (id, role) =>
-      jwt.sign({ role, iat: Math.floor(clock.now / 1000) }, key, { algorithm: 'HS256', subject: String(id), expiresIn: TTL_SECONDS }),
+    token: (id, role) => signer.issue({ id, role }),
     async request(method, url, opts) {
       return inject(await getApp(), method, url, opts);
     },

@@ -18,6 +18,8 @@ import type { AdminSectionT } from './schemas.js';
 export interface FeedClient {
   write(chunk: string): boolean;
   end(): void;
+  /** The staff member the stream is for: one person may hold only `maxClientsPerUser` streams. */
+  owner?: number;
 }
 
 /** The feed's limits; fixed by the admin routes, smaller in tests if they need it. */
@@ -28,6 +30,8 @@ export interface SectionFeedOptions {
   keepAliveMs: number;
   /** More pages than this at once are refused (each costs a socket and a share of every flush). */
   maxClients: number;
+  /** More pages than this for one staff member are refused, so one token cannot take every slot. */
+  maxClientsPerUser?: number;
 }
 
 /** The list row of a section; shared by the list endpoint and the feed so both say the same. */
@@ -57,6 +61,7 @@ export function sseEvent(event: string, data: unknown): string {
 /** See the module comment. One per app; started with the app, closed before the server closes. */
 export class SectionFeed {
   private readonly clients = new Set<FeedClient>();
+  private readonly perOwner = new Map<number, number>();
   private readonly dirty = new Map<string, [number, number]>();
   private flushTimer: NodeJS.Timeout | null = null;
   private keepAliveTimer: NodeJS.Timeout | null = null;
@@ -84,9 +89,17 @@ export class SectionFeed {
     return this.clients.size < this.opts.maxClients;
   }
 
+  /** Whether `owner` may open another page (under the per-user cap). */
+  hasRoomFor(owner: number): boolean {
+    const max = this.opts.maxClientsPerUser;
+    return max === undefined || (this.perOwner.get(owner) ?? 0) < max;
+  }
+
   /** Adds a page; returns the function that removes it (idempotent). */
   add(client: FeedClient): () => void {
+    if (this.clients.has(client)) return () => this.remove(client);
     this.clients.add(client);
+    if (client.owner !== undefined) this.perOwner.set(client.owner, (this.perOwner.get(client.owner) ?? 0) + 1);
     if (!this.keepAliveTimer) {
       this.keepAliveTimer = setInterval(() => this.broadcast(': keep-alive\n\n'), this.opts.keepAliveMs);
       this.keepAliveTimer.unref();
@@ -108,7 +121,12 @@ export class SectionFeed {
   }
 
   private remove(client: FeedClient): void {
-    this.clients.delete(client);
+    if (!this.clients.delete(client)) return;
+    if (client.owner !== undefined) {
+      const n = (this.perOwner.get(client.owner) ?? 1) - 1;
+      if (n <= 0) this.perOwner.delete(client.owner);
+      else this.perOwner.set(client.owner, n);
+    }
     if (this.clients.size === 0) {
       if (this.keepAliveTimer) clearInterval(this.keepAliveTimer);
       this.keepAliveTimer = null;

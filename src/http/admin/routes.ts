@@ -3,11 +3,12 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { sectionMachine } from '../../actors/section-machine.js';
 import { EngineError, isEngineError } from '../../errors.js';
-import { bearerToken } from '../auth.js';
+import { bearerToken, principalOf, type TokenSession } from '../auth.js';
 import type { RouteContext } from '../context.js';
 import { toTransition } from '../course-data.js';
 import { bearer, errorResponses, SectionParams } from '../schemas.js';
 import { SectionFeed, sseEvent, toAdminSection, type FeedClient } from './feed.js';
+import { createFeedTickets } from './feed-tickets.js';
 import { machineGraph, toMermaid } from './machine-graph.js';
 import { layoutMachine, type MachineLayout } from './machine-layout.js';
 import { AdminSectionDetail, AdminSectionList, MachineLayoutSchema, textResponse } from './schemas.js';
@@ -26,9 +27,12 @@ import { AdminSectionDetail, AdminSectionList, MachineLayoutSchema, textResponse
  *   recent transitions;
  * - `GET /admin/api/machine`: the section machine's graph, laid out with elkjs;
  * - `GET /admin/machine.mmd`: the same graph as Mermaid `stateDiagram-v2` text;
- * - `GET /admin/events`: the live feed (server-sent events). EventSource cannot send headers, so
- *   the token may come as `?token=`; the route logs below `warn` only, so the token never reaches
- *   request logs.
+ * - `POST /admin/feed-ticket`: trades the staff token (in the header) for a one-use ticket that
+ *   opens the live feed within a few seconds;
+ * - `GET /admin/events`: the live feed (server-sent events). EventSource cannot send headers, and a
+ *   token in a URL lands in history and logs, so the page opens it with `?ticket=`; `?token=` is
+ *   refused. A stream ends when its token expires or is revoked, and one staff member may hold only
+ *   a few at once.
  *
  * Staff actions on the page call the ordinary staff routes, so the same rules and errors apply.
  */
@@ -37,6 +41,11 @@ import { AdminSectionDetail, AdminSectionList, MachineLayoutSchema, textResponse
 export const FEED_FLUSH_MS = 200;
 const KEEP_ALIVE_MS = 15_000;
 const MAX_FEED_CLIENTS = 200;
+/** Pages one staff member may have open at once; a few tabs, never every slot. */
+export const MAX_FEEDS_PER_USER = 4;
+/** A feed ticket opens a stream within this long of being issued, once. */
+const FEED_TICKET_TTL_MS = 30_000;
+const MAX_FEED_TICKETS = 10_000;
 /** A page this far behind (bytes queued on its socket) is dropped; it reconnects and reloads. */
 const MAX_FEED_BACKLOG = 4 * 1024 * 1024;
 
@@ -80,7 +89,13 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
     return layout;
   };
 
-  const feed = new SectionFeed(engine, { flushMs: FEED_FLUSH_MS, keepAliveMs: KEEP_ALIVE_MS, maxClients: MAX_FEED_CLIENTS });
+  const feed = new SectionFeed(engine, {
+    flushMs: FEED_FLUSH_MS,
+    keepAliveMs: KEEP_ALIVE_MS,
+    maxClients: MAX_FEED_CLIENTS,
+    maxClientsPerUser: MAX_FEEDS_PER_USER,
+  });
+  const tickets = createFeedTickets({ ttlMs: FEED_TICKET_TTL_MS, max: MAX_FEED_TICKETS, now: tokens.now });
   feed.start();
   // Open streams would keep the server from closing: end them first.
   app.addHook('preClose', async () => feed.close());
@@ -178,36 +193,91 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
     },
   );
 
-  /** Staff check for the feed: a bearer header, or the token in the query string (EventSource). */
+  app.post(
+    '/admin/feed-ticket',
+    {
+      onRequest: staffOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'A one-use ticket that opens the live feed (EventSource cannot send the token in a header)',
+        description: `The ticket opens one \`GET /admin/events?ticket=\` within ${FEED_TICKET_TTL_MS / 1000} s; the stream keeps this token's expiry.`,
+        security: bearer,
+        response: {
+          200: Type.Object({ ticket: Type.String(), expires_in: Type.Integer({ description: 'Seconds the ticket stays valid' }) }),
+          ...errorResponses,
+        },
+      },
+    },
+    async (request, reply) => {
+      const session = request.tokenSession;
+      if (session === null) throw new EngineError('UNAUTHENTICATED', 'a bearer token is required');
+      const { ticket, expiresInSeconds } = tickets.issue({ principal: principalOf(request), session });
+      void reply.header('cache-control', 'no-store');
+      return { ticket, expires_in: expiresInSeconds };
+    },
+  );
+
+  /** Staff check for the feed: a bearer header, or a one-use ticket (EventSource). Never a token in the URL. */
   const feedAuth = async (request: FastifyRequest, _reply: FastifyReply): Promise<void> => {
-    const q = request.query as { token?: unknown } | undefined;
-    const token = bearerToken(request.headers.authorization) ?? (typeof q?.token === 'string' && q.token !== '' ? q.token : null);
-    if (token === null) throw new EngineError('UNAUTHENTICATED', 'a staff token is required (Authorization header or ?token=)');
-    const p = tokens.verify(token);
+    const q = request.query as { token?: unknown; ticket?: unknown } | undefined;
+    if (q?.token !== undefined) {
+      throw new EngineError(
+        'UNAUTHENTICATED',
+        'tokens are not accepted in URLs (they end up in history and logs): POST /admin/feed-ticket with the Authorization header, then open /admin/events?ticket=',
+      );
+    }
+    const header = bearerToken(request.headers.authorization);
+    let session: TokenSession;
+    if (header !== null) {
+      const v = tokens.verifyToken(header);
+      request.principal = v.principal;
+      session = v.session;
+    } else if (typeof q?.ticket === 'string' && q.ticket !== '') {
+      const grant = tickets.redeem(q.ticket);
+      if (grant === null) throw new EngineError('UNAUTHENTICATED', 'the feed ticket is unknown, used or expired; ask for a new one');
+      if (tokens.revocations.isRevoked(grant.session)) throw new EngineError('TOKEN_REVOKED', 'the token has been revoked; log in again');
+      if (grant.session.exp * 1000 <= tokens.now()) throw new EngineError('TOKEN_EXPIRED', 'the token has expired; log in again');
+      request.principal = grant.principal;
+      session = grant.session;
+    } else {
+      throw new EngineError('UNAUTHENTICATED', 'a staff token (Authorization header) or a feed ticket (POST /admin/feed-ticket) is required');
+    }
+    const p = principalOf(request);
     if (p.role !== 'staff') throw new EngineError('FORBIDDEN', `this feed is for staff users; you are logged in as ${p.role}`);
-    request.principal = p;
+    request.tokenSession = session;
   };
 
   app.get(
     '/admin/events',
     {
       onRequest: feedAuth,
-      // The token may be in the URL: keep request lines (which carry it) out of the logs.
+      // A ticket is in the URL: keep request lines (which carry it) out of the logs anyway.
       logLevel: 'warn',
       schema: {
         tags: ['admin'],
         summary: 'Live feed of section changes (server-sent events), for staff',
         description:
           'Sends `ready` once, then a `sections` event with the current rows of the sections that changed, ' +
-          `coalesced per section and at most every ${FEED_FLUSH_MS} ms. Authenticate with the usual header, or ` +
-          'with `?token=<staff token>` where headers cannot be set (EventSource).',
+          `coalesced per section and at most every ${FEED_FLUSH_MS} ms, and \`expired\` just before it closes at the ` +
+          "token's expiry. Authenticate with the usual header, or with `?ticket=` from `POST /admin/feed-ticket` where " +
+          `headers cannot be set (EventSource); \`?token=\` is refused. At most ${MAX_FEEDS_PER_USER} streams per staff member (429).`,
         security: bearer,
-        querystring: Type.Object({ token: Type.Optional(Type.String({ maxLength: 4096, description: 'Staff token' })) }),
+        querystring: Type.Object({ ticket: Type.Optional(Type.String({ maxLength: 200, description: 'One-use ticket from POST /admin/feed-ticket' })) }),
         response: { 200: textResponse('text/event-stream', 'Event stream'), ...errorResponses },
       },
     },
     async (request, reply) => {
-      if (!feed.hasRoom()) throw new EngineError('UNAVAILABLE', 'too many live admin pages are open; try again shortly');
+      const p = principalOf(request);
+      const session = request.tokenSession;
+      if (session === null) throw new EngineError('UNAUTHENTICATED', 'a staff token is required');
+      if (!feed.hasRoomFor(p.id)) {
+        throw new EngineError('TOO_MANY_FEEDS', `at most ${MAX_FEEDS_PER_USER} live admin pages per staff member; close one and try again`, undefined, {
+          retryAfterSeconds: 10,
+        });
+      }
+      if (!feed.hasRoom()) {
+        throw new EngineError('UNAVAILABLE', 'too many live admin pages are open; try again shortly', undefined, { retryAfterSeconds: 10 });
+      }
       reply.hijack();
       const res = reply.raw;
       const headers: Record<string, string | number | string[]> = {};
@@ -221,8 +291,14 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
       });
       res.write(`retry: 3000\n\n${sseEvent('ready', { flush_ms: FEED_FLUSH_MS })}`);
       const client: FeedClient = {
+        owner: p.id,
         write(chunk) {
           if (res.destroyed || res.writableEnded) return false;
+          // A revoked session loses its stream at the next message, not at its expiry.
+          if (tokens.revocations.isRevoked(session)) {
+            res.end(sseEvent('expired', { reason: 'the token has been revoked; log in again' }));
+            return false;
+          }
           if (res.writableLength > MAX_FEED_BACKLOG) {
             res.destroy();
             return false;
@@ -235,7 +311,19 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
         },
       };
       const remove = feed.add(client);
-      res.on('close', remove);
+      // The stream lives no longer than the token that opened it.
+      const expiry = setTimeout(
+        () => {
+          remove();
+          if (!res.writableEnded) res.end(sseEvent('expired', { reason: 'the token has expired; log in again' }));
+        },
+        Math.max(0, session.exp * 1000 - tokens.now()),
+      );
+      expiry.unref();
+      res.on('close', () => {
+        clearTimeout(expiry);
+        remove();
+      });
     },
   );
 };

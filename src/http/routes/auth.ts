@@ -9,7 +9,7 @@ import { bearer, errorResponses, Id, MAX_ID, Token } from '../schemas.js';
  * get the same 401 after the same amount of bcrypt work, so neither the reply nor its timing says
  * which ids exist.
  */
-export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, passwordGate }) => {
   app.post(
     '/login',
     {
@@ -34,7 +34,8 @@ export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, {
       const staff = request.body.staff ?? false;
       const id = Number(user);
       const record = id <= MAX_ID ? (staff ? engine.getStaff(id) : engine.getStudent(id)) : undefined;
-      const ok = await checkPassword(password, record?.passwordHash);
+      // Over the cap the login is refused before any bcrypt work (503 LOGIN_BUSY, Retry-After).
+      const ok = await passwordGate.run(() => checkPassword(password, record?.passwordHash));
       if (!ok) throw new EngineError('BAD_CREDENTIALS', 'wrong user id or password');
       return { token: tokens.issue({ id, role: staff ? 'staff' : 'student' }) };
     },
@@ -46,7 +47,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, {
       onRequest: tokens.requireRole('any'),
       schema: {
         tags: ['auth'],
-        summary: 'Exchange a valid token for a fresh one (same user and role)',
+        summary: 'Exchange a valid token for a fresh one (same user, role and session; never past the session maximum age)',
         security: bearer,
         response: { 200: Token, ...errorResponses },
       },
@@ -55,7 +56,10 @@ export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, {
       const p = principalOf(request);
       const exists = p.role === 'staff' ? engine.getStaff(p.id) : engine.getStudent(p.id);
       if (!exists) throw new EngineError('UNAUTHENTICATED', 'the token belongs to a user that no longer exists');
-      return { token: tokens.issue(p) };
+      // The session (and its login time) carries over: refreshing cannot extend it past its maximum age.
+      const session = request.tokenSession;
+      if (session === null) throw new EngineError('UNAUTHENTICATED', 'a bearer token is required');
+      return { token: tokens.issue(p, session) };
     },
   );
 };

@@ -1,8 +1,9 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { hashPassword } from '../../password.js';
 import { EngineError } from '../../errors.js';
 import { principalOf, requestMeta } from '../auth.js';
-import type { RouteContext } from '../context.js';
+import type { AccountPolicy, RouteContext } from '../context.js';
 import { bearer, errorResponses, Id, Sex } from '../schemas.js';
 import { assertDepartment } from './sections.js';
 
@@ -18,11 +19,22 @@ const MAX_PASSWORD_BYTES = 72;
 const ISO_WITH_ZONE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
 const MAX_UNIX_SECONDS = 253_402_300_799;
 
-const Password = Type.String({ minLength: 1, maxLength: 200, description: 'At most 72 bytes (bcrypt)' });
+const Password = Type.String({
+  minLength: 1,
+  maxLength: 200,
+  description: 'At least 10 characters (configurable), at most 72 bytes (bcrypt); not a demo password',
+});
 
-function checkPasswordLength(password: string): void {
+/** A new account's password: long enough, not over bcrypt's limit, and not a published demo password. */
+function checkNewPassword(password: string, policy: AccountPolicy): void {
   if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) {
     throw new EngineError('BAD_REQUEST', `password must be at most ${MAX_PASSWORD_BYTES} bytes`);
+  }
+  if ([...password].length < policy.minPasswordLength) {
+    throw new EngineError('WEAK_PASSWORD', `password must be at least ${policy.minPasswordLength} characters`);
+  }
+  if (policy.refusedPasswords.has(password)) {
+    throw new EngineError('WEAK_PASSWORD', 'that password is published with the demo data; choose another');
   }
 }
 
@@ -50,9 +62,15 @@ const Me = Type.Object({
 });
 
 /** Registers /students, /staff, /departments and /me. */
-export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, accounts }) => {
   const anyUser = tokens.requireRole('any');
   const staffOnly = tokens.requireRole('staff');
+  /** Creating staff accounts is for admins only: any staff member could otherwise mint more staff. */
+  const adminOnly = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    await staffOnly(request, reply);
+    const p = principalOf(request);
+    if (!accounts.adminStaffIds.has(p.id)) throw new EngineError('ADMIN_REQUIRED', 'only admin staff may create staff accounts');
+  };
 
   app.post(
     '/students',
@@ -83,7 +101,7 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
     },
     async (request, reply) => {
       const b = request.body;
-      checkPasswordLength(b.password);
+      checkNewPassword(b.password, accounts);
       const enrollmentStart = parseInstant(b.enrollment_start_time, 'enrollment_start_time');
       // Cheap refusals first, before spending a bcrypt hash on them.
       if (engine.getStudent(b.id)) throw new EngineError('ALREADY_EXISTS', `student ${b.id} already exists`);
@@ -109,10 +127,10 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
   app.post(
     '/staff',
     {
-      onRequest: staffOnly,
+      onRequest: adminOnly,
       schema: {
         tags: ['people'],
-        summary: 'Add a staff member; they can log in at once',
+        summary: 'Add a staff member (admin staff only); they can log in at once',
         security: bearer,
         body: Type.Object(
           { id: Id('Staff id'), password: Password, department_id: Type.Optional(Type.Union([Id(), Type.Null()])) },
@@ -123,7 +141,7 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
     },
     async (request, reply) => {
       const b = request.body;
-      checkPasswordLength(b.password);
+      checkNewPassword(b.password, accounts);
       if (engine.getStaff(b.id)) throw new EngineError('ALREADY_EXISTS', `staff ${b.id} already exists`);
       assertDepartment(engine, b.department_id, 'department_id');
       const passwordHash = await hashPassword(b.password, BCRYPT_COST);

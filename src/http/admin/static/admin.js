@@ -641,18 +641,30 @@ $('a-drop').addEventListener('click', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Live feed (server-sent events). EventSource cannot send headers: the token goes in the query.
+// Live feed (server-sent events). EventSource cannot send headers, and a token in a URL would
+// end up in history and logs: the page trades its token (in a header) for a one-use ticket first.
 
 const feed = {
   source: null,
   retryTimer: 0,
   resyncTimer: 0,
-  start() {
+  generation: 0,
+  async start() {
     this.stop();
     if (!state.token) return;
-    const es = new EventSource(`/admin/events?token=${encodeURIComponent(state.token)}`);
-    this.source = es;
+    const generation = ++this.generation;
     setConn('reconnecting', 'connecting…');
+    let ticket;
+    try {
+      ticket = (await api('POST', '/admin/feed-ticket')).ticket;
+    } catch {
+      // Logged out (401/403 handled by api()), or the server is away: try again later.
+      if (generation === this.generation && state.token) this.retryLater();
+      return;
+    }
+    if (generation !== this.generation || !state.token) return;
+    const es = new EventSource(`/admin/events?ticket=${encodeURIComponent(ticket)}`);
+    this.source = es;
     es.addEventListener('ready', () => {
       setConn('live', 'live');
       // Whatever changed while disconnected: reload the list (rows only move forward by seq).
@@ -665,22 +677,33 @@ const feed = {
       for (const r of sections) changed = upsert(r) || changed;
       if (changed) schedule('view');
     });
+    // The server ends the stream at the token's expiry (or its revocation): ask the API, which logs out.
+    es.addEventListener('expired', () => {
+      if (es !== this.source) return;
+      es.close();
+      this.source = null;
+      loadList().catch(() => undefined);
+    });
     es.onerror = () => {
       if (es !== this.source) return;
+      // A ticket opens one stream only: never let EventSource reconnect with it; get a new one.
+      es.close();
+      this.source = null;
       setConn('reconnecting', 'reconnecting…');
-      if (es.readyState === EventSource.CLOSED) {
-        // Refused outright (e.g. the token expired): ask the API why, then retry or log out.
-        this.source = null;
-        clearTimeout(this.retryTimer);
-        this.retryTimer = setTimeout(() => {
-          loadList().then(() => this.start(), () => (state.token ? this.start() : undefined));
-        }, 3000);
-      }
+      this.retryLater();
     };
     clearInterval(this.resyncTimer);
     this.resyncTimer = setInterval(() => loadList().catch(() => undefined), RESYNC_MS);
   },
+  /** Asks the API why the feed dropped (logging out if the session ended), then opens a new one. */
+  retryLater() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      loadList().then(() => this.start(), () => (state.token ? this.start() : undefined));
+    }, 3000);
+  },
   stop() {
+    this.generation += 1;
     if (this.source) this.source.close();
     this.source = null;
     clearTimeout(this.retryTimer);

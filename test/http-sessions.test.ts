@@ -1,0 +1,189 @@
+import assert from 'node:assert/strict';
+import { createSecretKey } from 'node:crypto';
+import { afterEach, describe, it } from 'node:test';
+import jwt from 'jsonwebtoken';
+import { hashPassword } from '../src/password.js';
+import { createMemoryRevocations, TOKEN_AUDIENCE, TOKEN_ISSUER, TokenService } from '../src/http/auth.js';
+import { createPasswordGate } from '../src/http/password-gate.js';
+import { createHttpFixture, expectError, expectStatus, MINUTE, PASSWORD, S, SECRET, type HttpFixture } from './support/http-fixture.js';
+
+/** Issue 11: sessions that end, tokens that name themselves, revocation before the cache, a cap on bcrypt. */
+
+let fx: HttpFixture | null = null;
+afterEach(async () => {
+  await fx?.close();
+  fx = null;
+});
+
+function claims(token: string): jwt.JwtPayload {
+  const c = jwt.decode(token);
+  assert.ok(c && typeof c === 'object');
+  return c;
+}
+
+const key = createSecretKey(Buffer.from(SECRET));
+
+describe('sessions have a maximum age that refresh cannot extend', () => {
+  it('carries sid and auth_time through refreshes, caps exp at auth_time + max, then refuses with SESSION_EXPIRED', async () => {
+    const f = (fx = await createHttpFixture({ app: { sessionMaxSeconds: 2 * 3600 } }));
+    const login = await f.request('POST', '/login', { body: { user: S.alice, password: PASSWORD } });
+    expectStatus(login, 200);
+    const first = claims(login.body.token);
+    const authTime = Math.floor(f.clock.now / 1000);
+    assert.equal(first.auth_time, authTime);
+    assert.equal(first.exp, authTime + 3600);
+    let token = login.body.token as string;
+    const seen = new Set<string>([first.jti as string]);
+    // Refresh every 50 minutes: each token expires no later than the session does.
+    for (let i = 1; i <= 2; i++) {
+      f.clock.now += 50 * MINUTE;
+      const r = await f.request('POST', '/refresh', { token });
+      expectStatus(r, 200);
+      const c = claims(r.body.token);
+      assert.equal(c.sid, first.sid);
+      assert.equal(c.auth_time, authTime);
+      assert.ok((c.exp as number) <= authTime + 2 * 3600, `exp ${c.exp} past the session end`);
+      assert.ok(!seen.has(c.jti as string), 'every token has its own jti');
+      seen.add(c.jti as string);
+      token = r.body.token;
+    }
+    assert.equal(claims(token).exp, authTime + 2 * 3600);
+    // Past the session's end the last token is dead, and refreshing it is refused.
+    f.clock.now = (authTime + 2 * 3600) * 1000;
+    expectError(await f.request('POST', '/refresh', { token }), 401, 'TOKEN_EXPIRED');
+    expectError(await f.request('GET', '/student/course', { token }), 401, 'TOKEN_EXPIRED');
+  });
+
+  it('refuses to issue a refresh once the session has no time left', () => {
+    const clock = { now: Date.UTC(2026, 0, 12, 8) };
+    const tokens = new TokenService({ secret: SECRET, ttlSeconds: 3600, maxSessionSeconds: 3600, now: () => clock.now });
+    const authTime = Math.floor(clock.now / 1000);
+    clock.now += 3600_000;
+    assert.throws(() => tokens.issue({ id: 1, role: 'student' }, { sid: 's', authTime }), (e: unknown) => (e as { code?: string }).code === 'SESSION_EXPIRED');
+  });
+
+  it('refuses a token that claims a longer life than the session allows', async () => {
+    const f = (fx = await createHttpFixture({ app: { sessionMaxSeconds: 3600 } }));
+    const iat = Math.floor(f.clock.now / 1000);
+    const forged = jwt.sign({ role: 'student', iat, exp: iat + 7200, sid: 's1', auth_time: iat }, key, {
+      subject: String(S.alice), jwtid: 'j1', issuer: TOKEN_ISSUER, audience: TOKEN_AUDIENCE,
+    });
+    expectError(await f.request('GET', '/student/course', { token: forged }), 401, 'SESSION_EXPIRED');
+  });
+
+  it('puts jti, iss and aud on every token and refuses tokens without them or for another issuer or audience', async () => {
+    const f = (fx = await createHttpFixture());
+    const c = claims(f.studentToken());
+    assert.equal(c.iss, TOKEN_ISSUER);
+    assert.equal(c.aud, TOKEN_AUDIENCE);
+    assert.equal(typeof c.jti, 'string');
+    const iat = Math.floor(f.clock.now / 1000);
+    const sign = (opts: jwt.SignOptions, extra: object = {}) =>
+      jwt.sign({ role: 'student', iat, sid: 's1', auth_time: iat, ...extra }, key, { subject: String(S.alice), expiresIn: 600, ...opts });
+    const full = { jwtid: 'j1', issuer: TOKEN_ISSUER, audience: TOKEN_AUDIENCE };
+    expectStatus(await f.request('GET', '/student/course', { token: sign(full) }), 200);
+    const bad = {
+      noJti: sign({ issuer: TOKEN_ISSUER, audience: TOKEN_AUDIENCE }),
+      noIss: sign({ jwtid: 'j1', audience: TOKEN_AUDIENCE }),
+      noAud: sign({ jwtid: 'j1', issuer: TOKEN_ISSUER }),
+      otherIss: sign({ ...full, issuer: 'someone-else' }),
+      otherAud: sign({ ...full, audience: 'another-api' }),
+      noSid: jwt.sign({ role: 'student', iat, auth_time: iat }, key, { subject: '1', expiresIn: 600, ...full }),
+      noAuthTime: jwt.sign({ role: 'student', iat, sid: 's1' }, key, { subject: '1', expiresIn: 600, ...full }),
+    };
+    for (const [name, token] of Object.entries(bad)) {
+      const r = await f.request('GET', '/student/course', { token });
+      assert.equal(r.status, 401, `${name}: ${r.raw}`);
+      assert.equal(r.body.code, 'UNAUTHENTICATED', name);
+    }
+  });
+});
+
+describe('revocation is checked before the verified-token cache', () => {
+  it('refuses a remembered token once its jti, or its whole session, is revoked', () => {
+    const clock = { now: Date.UTC(2026, 0, 12, 8) };
+    const revocations = createMemoryRevocations(() => clock.now);
+    const tokens = new TokenService({ secret: SECRET, ttlSeconds: 3600, now: () => clock.now, revocations });
+    const a = tokens.issue({ id: 1, role: 'student' });
+    const b = tokens.issue({ id: 2, role: 'student' });
+    // Both verified once, so both are in the cache.
+    assert.deepEqual(tokens.verify(a), { id: 1, role: 'student' });
+    assert.deepEqual(tokens.verify(b), { id: 2, role: 'student' });
+    assert.equal(tokens.rememberedTokens, 2);
+    const ca = claims(a);
+    revocations.revoke({ jti: ca.jti as string, until: ca.exp as number });
+    assert.throws(() => tokens.verify(a), (e: unknown) => (e as { code?: string }).code === 'TOKEN_REVOKED');
+    assert.deepEqual(tokens.verify(b), { id: 2, role: 'student' });
+    // Revoking the session also ends tokens refreshed from it.
+    const session = tokens.verifyToken(b).session;
+    const refreshed = tokens.issue({ id: 2, role: 'student' }, session);
+    assert.deepEqual(tokens.verify(refreshed), { id: 2, role: 'student' });
+    revocations.revoke({ sid: session.sid, until: session.authTime + 12 * 3600 });
+    for (const t of [b, refreshed]) assert.throws(() => tokens.verify(t), (e: unknown) => (e as { code?: string }).code === 'TOKEN_REVOKED');
+  });
+
+  it('the HTTP layer answers a revoked token with 401 TOKEN_REVOKED', async () => {
+    const revocations = createMemoryRevocations();
+    const f = (fx = await createHttpFixture({ app: { revocations } }));
+    const token = f.studentToken();
+    expectStatus(await f.request('GET', '/student/course', { token }), 200);
+    revocations.revoke({ jti: claims(token).jti as string, until: Math.floor(Date.now() / 1000) + 3600 });
+    expectError(await f.request('GET', '/student/course', { token }), 401, 'TOKEN_REVOKED');
+  });
+});
+
+describe('password checks are capped; logins over the cap get 503 with Retry-After at once', () => {
+  it('the gate refuses without running the check while full, and frees its slot when a check ends', async () => {
+    const gate = createPasswordGate(2);
+    const releases: (() => void)[] = [];
+    let ran = 0;
+    const slow = () => new Promise<boolean>((resolve) => {
+      ran += 1;
+      releases.push(() => resolve(true));
+    });
+    const p1 = gate.run(slow);
+    const p2 = gate.run(slow);
+    assert.equal(gate.active, 2);
+    await assert.rejects(gate.run(slow), (e: unknown) => (e as { code?: string; retryAfterSeconds?: number }).code === 'LOGIN_BUSY');
+    assert.equal(ran, 2, 'a refused check never runs');
+    releases[0]?.();
+    await p1;
+    assert.equal(gate.active, 1);
+    const p3 = gate.run(slow);
+    assert.equal(ran, 3);
+    releases[1]?.();
+    releases[2]?.();
+    await Promise.all([p2, p3]);
+    assert.equal(gate.active, 0);
+  });
+
+  it('over HTTP: with a cap of 1, concurrent logins beyond it are answered 503 LOGIN_BUSY with Retry-After before the admitted one finishes', async () => {
+    const f = (fx = await createHttpFixture({ app: { maxConcurrentPasswordChecks: 1 } }));
+    // A slow hash (cost 12), so the admitted check is surely still running when the others arrive.
+    const id = 700;
+    await f.engine.createStudent(
+      { id, passwordHash: await hashPassword('slow-password', 12), enrollmentStart: 0, maxUnits: 20, remainingActions: 1, departmentId: null, entryYear: null, gender: 'male' },
+      { requestId: 't', actor: 'system' },
+    );
+    const order: number[] = [];
+    const replies = await Promise.all(
+      [0, 1, 2, 3].map(async () => {
+        const r = await f.request('POST', '/login', { body: { user: id, password: 'slow-password' } });
+        order.push(r.status);
+        return r;
+      }),
+    );
+    const ok = replies.filter((r) => r.status === 200);
+    const busy = replies.filter((r) => r.status === 503);
+    assert.equal(ok.length, 1, replies.map((r) => r.raw).join('\n'));
+    assert.equal(busy.length, 3);
+    for (const r of busy) {
+      expectError(r, 503, 'LOGIN_BUSY');
+      assert.equal(r.headers['retry-after'], '1');
+    }
+    // Refused at once, not queued: every refusal came back before the admitted login did.
+    assert.deepEqual(order, [503, 503, 503, 200]);
+    // The slot is free again.
+    expectStatus(await f.request('POST', '/login', { body: { user: S.alice, password: PASSWORD } }), 200);
+  });
+});
