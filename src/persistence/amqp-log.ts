@@ -33,11 +33,30 @@ export function encodeMessage(m: LogMessage): Buffer {
   return Buffer.from(JSON.stringify(m));
 }
 
+/** Parses a log message; throws when it is not one (what a reader must then stop at, never skip). */
 export function decodeMessage(buf: Buffer): LogMessage {
   const m = JSON.parse(buf.toString('utf8')) as LogMessage;
   if (typeof m !== 'object' || m === null || (!('events' in m) && !('marker' in m))) throw new Error('not a log message');
-  if ('events' in m && !Array.isArray(m.events)) throw new Error('events is not an array');
+  if ('events' in m) {
+    if (!Array.isArray(m.events)) throw new Error('events is not an array');
+    for (const e of m.events as unknown[]) {
+      const ev = e as { type?: unknown; seq?: unknown; cause?: unknown } | null;
+      if (typeof ev !== 'object' || ev === null || typeof ev.type !== 'string' || !Number.isSafeInteger(ev.seq) || typeof ev.cause !== 'object' || ev.cause === null) {
+        throw new Error('malformed event');
+      }
+    }
+  }
   return m;
+}
+
+/** Thrown by a replay that reached a message it cannot read: the reader stops there, never skips it. */
+export class UnreadableMessageError extends EngineError {
+  constructor(
+    readonly stream: string,
+    readonly offset: number,
+  ) {
+    super('UNAVAILABLE', `the log cannot be replayed: unreadable message at ${stream} offset ${offset}`);
+  }
 }
 
 export function offsetOf(msg: ConsumeMessage): number {
@@ -156,6 +175,7 @@ export class AmqpLog {
     const conn = this.conn as ChannelModel;
     const rc = await conn.createChannel();
     let count = 0;
+    let done = false;
     try {
       await rc.prefetch(2000);
       await new Promise<void>((resolve, reject) => {
@@ -163,20 +183,28 @@ export class AmqpLog {
         rc.consume(
           this.opts.stream,
           (msg) => {
-            if (!msg) return;
+            if (!msg || done) return;
+            const at = offsetOf(msg);
+            rc.ack(msg);
+            if (at < offset) return; // delivered from the start of the chunk holding `offset`
+            let m: LogMessage;
             try {
-              const m = decodeMessage(msg.content);
-              rc.ack(msg);
+              m = decodeMessage(msg.content);
               if ('marker' in m) {
-                if (m.marker === marker) resolve();
+                if (m.marker === marker) {
+                  done = true;
+                  resolve();
+                }
                 return;
               }
               count += 1;
-              onMessage(m, offsetOf(msg));
+              onMessage(m, at);
             } catch (err) {
-              // A message the engine cannot read would also stop the batcher; it is dead-lettered there.
-              this.log.error({ err, offset: offsetOf(msg) }, 'unreadable log message skipped during replay');
-              rc.ack(msg);
+              // Every message was acknowledged to a client: never skip one. The batcher stops at the
+              // same offset; an operator moves past it (npm run batcher -- --skip <offset>).
+              done = true;
+              this.log.error({ err, stream: this.opts.stream, offset: at }, `replay stopped: unreadable message at ${this.opts.stream} offset ${at}`);
+              reject(new UnreadableMessageError(this.opts.stream, at));
             }
           },
           { noAck: false, arguments: { 'x-stream-offset': offset } },

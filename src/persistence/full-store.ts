@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
-import { AmqpLog, type LogMessage } from './amqp-log.js';
+import { AmqpLog, UnreadableMessageError, type LogMessage } from './amqp-log.js';
 import { createBatcher, type Batcher } from './batcher.js';
 import { foldEvents } from './fold.js';
 import { createGroupCommitter } from './group-commit.js';
+import { setLogStall } from './metrics.js';
 import { migrate } from './migrations.js';
 import { createPgClient } from './pg-client.js';
 import { loadState, readTransitions } from './state-store.js';
@@ -18,6 +19,8 @@ export interface FullStoreOptions {
   batchMaxEvents: number;
   /** Also run the batcher in this process. */
   runBatcher: boolean;
+  /** First pause before the batcher retries a message it stopped at (tests shorten it). */
+  batcherStallRetryMs?: number;
 }
 
 export interface FullStore extends Persistence {
@@ -48,12 +51,15 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         deadLetterQueue: names.dead,
         logger: opts.logger,
         maxEvents: opts.batchMaxEvents,
+        ...(opts.batcherStallRetryMs !== undefined ? { stallRetryMs: opts.batcherStallRetryMs } : {}),
       })
     : null;
   // Group commit on the broker too: the appends of one tick (and those that arrive while a
   // confirm is awaited) travel as one message, so a rush costs the broker a few large writes per
   // millisecond instead of one per request.
   const committer = createGroupCommitter((events) => amqpLog.publish({ events }), opts.batchMaxEvents);
+  /** Offset of an unreadable message the last replay stopped at (the engine cannot load past it). */
+  let replayStall: number | null = null;
 
   return {
     mode: 'full',
@@ -75,9 +81,26 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         throw new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: (err as Error).message });
       });
       const tail: DomainEvent[] = [];
-      const replayed = await amqpLog.readFrom(offset, (m: LogMessage) => {
-        if ('events' in m) for (const e of m.events) tail.push(e);
-      });
+      let replayed: number;
+      try {
+        replayed = await amqpLog.readFrom(offset, (m: LogMessage) => {
+          if ('events' in m) for (const e of m.events) tail.push(e);
+        });
+      } catch (err) {
+        if (err instanceof UnreadableMessageError) {
+          replayStall = err.offset;
+          setLogStall(names.stream, 'replay', err.offset);
+          // The batcher (in this process or another) stops at the same message and applies all
+          // before it; an operator's skip moves the database's offset past it, and the next load
+          // then starts after it.
+          batcher?.start();
+        }
+        throw err;
+      }
+      if (replayStall !== null) {
+        replayStall = null;
+        setLogStall(names.stream, 'replay', null);
+      }
       amqpLog.failedSince = null;
       committer.reset();
       const merged = foldEvents(state, tail);
@@ -97,16 +120,29 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       }),
     async readiness(): Promise<ReadinessReport> {
       const checks: ReadinessReport['checks'] = {};
+      // A stall recorded by whichever process runs the batcher (this one or `npm run batcher`).
+      let stalled: { stream_offset: number; reason: string } | null = null;
       try {
-        await db.query('SELECT 1');
+        const r = await db.query<{ stream_offset: number; reason: string }>(
+          'SELECT stream_offset, reason FROM log_stalls WHERE log_name = $1',
+          [names.stream],
+        );
+        stalled = r.rows[0] ?? null;
         checks.database = { ok: true };
       } catch (err) {
         checks.database = { ok: false, detail: (err as Error).message };
       }
       checks.broker = amqpLog.connected ? { ok: true } : { ok: false, detail: 'not connected' };
       if (batcher) checks.batcher = { ok: batcher.isLeader, detail: batcher.isLeader ? 'active' : 'standby' };
-      // Writes need the broker; the database may lag (the broker holds the events meanwhile).
-      return { ready: amqpLog.connected, checks };
+      if (stalled) {
+        checks.log = { ok: false, detail: `batcher stopped at ${names.stream} offset ${Number(stalled.stream_offset)}: ${stalled.reason}` };
+      }
+      if (replayStall !== null) {
+        checks.replay = { ok: false, detail: `replay stopped at ${names.stream} offset ${replayStall}: unreadable message` };
+      }
+      // Writes need the broker; the database may lag (the broker holds the events meanwhile), but
+      // not stop: a log reader stopped at a message needs an operator.
+      return { ready: amqpLog.connected && !stalled && replayStall === null, checks };
     },
     async close() {
       await committer.drain();
