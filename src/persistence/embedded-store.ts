@@ -39,7 +39,8 @@ export async function createEmbeddedStore(opts: { dataDir: string | null; logger
         await db.query('SELECT 1');
         return { ready: !committer.failed, checks: { database: { ok: true }, log: { ok: !committer.failed } } };
       } catch (err) {
-        return { ready: false, checks: { database: { ok: false, detail: (err as Error).message } } };
+        log.warn({ err }, 'readiness: the database check failed');
+        return { ready: false, checks: { database: { ok: false, detail: 'unavailable' } } };
       }
     },
     async close() {

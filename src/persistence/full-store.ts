@@ -130,7 +130,9 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         stalled = r.rows[0] ?? null;
         checks.database = { ok: true };
       } catch (err) {
-        checks.database = { ok: false, detail: (err as Error).message };
+        // /ready is public: a short reason there, the driver's message (hosts, users) in the log.
+        log.warn({ err }, 'readiness: the database check failed');
+        checks.database = { ok: false, detail: 'unreachable' };
       }
       checks.broker = amqpLog.connected ? { ok: true } : { ok: false, detail: 'not connected' };
       if (batcher) checks.batcher = { ok: batcher.isLeader, detail: batcher.isLeader ? 'active' : 'standby' };
