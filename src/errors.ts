@@ -31,6 +31,8 @@ export const ERROR_STATUS = {
   RESERVE_BELOW_QUEUED: 409,
   SEX_LOCK_CONFLICT: 409,
   UNAVAILABLE: 503,
+  /** Another engine instance owns the event stream: this one serves reads only. */
+  NOT_OWNER: 503,
   INTERNAL: 500,
 } as const;
 

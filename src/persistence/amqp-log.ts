@@ -12,6 +12,12 @@ import type { DomainEvent } from './types.js';
  *
  * Publishing uses publisher confirms, pipelined: every append is published at once and resolves
  * when the broker confirms it (RabbitMQ confirms many at a time), so no caller waits for another.
+ *
+ * One writer per stream: each connection claims an exclusive queue `<stream>.owner`. The broker
+ * grants it to one connection at a time and deletes it when that connection ends, so ownership is
+ * fenced by the same connection that publishes: once the broker has closed an owner's connection,
+ * nothing more from it can reach the stream, and only then can another connection claim it. A
+ * connection that is refused publishes no events (markers, which change nothing, still go).
  */
 
 /** One message = the events of one append call; markers only delimit a replay. */
@@ -64,6 +70,11 @@ export function offsetOf(msg: ConsumeMessage): number {
   return typeof h === 'number' ? h : Number(h);
 }
 
+/** The refusal of a write by an engine that does not own the stream. */
+export function notOwner(): EngineError {
+  return new EngineError('NOT_OWNER', 'another engine instance owns the event stream; this one serves reads only; nothing was changed');
+}
+
 export class AmqpLog {
   private conn: ChannelModel | null = null;
   private ch: ConfirmChannel | null = null;
@@ -73,6 +84,11 @@ export class AmqpLog {
   private retryDelay = 200;
   /** Set when a publish may have been lost; cleared by the owner after it reloaded its state. */
   failedSince: number | null = null;
+  /** This connection holds the stream's exclusive owner queue. */
+  private owns = false;
+  private refusalLogged = false;
+  /** Bumped on every new connection, so a load can tell it stayed on one. */
+  connectionEpoch = 0;
   private readonly log: Logger;
 
   constructor(private readonly opts: AmqpLogOptions) {
@@ -83,6 +99,45 @@ export class AmqpLog {
     return this.ch !== null;
   }
 
+  /** True while this process's connection owns the stream (may publish events). */
+  get owner(): boolean {
+    return this.ch !== null && this.owns;
+  }
+
+  get ownerQueue(): string {
+    return `${this.opts.stream}.owner`;
+  }
+
+  /**
+   * Claims the stream's exclusive owner queue on the current connection; true when held. A refusal
+   * (RESOURCE_LOCKED: another connection holds it) closes only the probing channel.
+   */
+  async claim(): Promise<boolean> {
+    const conn = this.conn;
+    if (!conn || this.owns) return this.owner;
+    const probe = await conn.createChannel();
+    probe.on('error', () => undefined);
+    try {
+      await probe.assertQueue(this.ownerQueue, { exclusive: true, durable: false, autoDelete: false });
+      if (this.conn !== conn) return false;
+      this.owns = true;
+      this.refusalLogged = false;
+      this.log.info({ stream: this.opts.stream }, 'this engine owns the stream');
+      await probe.close().catch(() => undefined);
+      return true;
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 405) {
+        this.log.warn({ err, stream: this.opts.stream }, 'could not claim the stream; writes refused until a claim succeeds');
+      } else if (!this.refusalLogged) {
+        this.refusalLogged = true;
+        this.log.error(
+          { stream: this.opts.stream },
+          `another engine owns the stream ${this.opts.stream}: this one refuses writes until that engine is gone`,
+        );
+      }
+      return false;
+    }
+  }
   /** Connects (or waits for the connection in progress); throws UNAVAILABLE when the broker is down. */
   async connect(): Promise<void> {
     if (this.ch) return;
@@ -112,8 +167,11 @@ export class AmqpLog {
       await ch.assertQueue(this.opts.stream, { durable: true, arguments: streamArguments(this.opts.maxLengthBytes ?? 20e9) });
       this.conn = conn;
       this.ch = ch;
+      this.owns = false;
+      this.connectionEpoch += 1;
       this.retryDelay = 200;
       this.log.info({ stream: this.opts.stream }, 'connected to the broker');
+      await this.claim();
     } catch (err) {
       await conn.close().catch(() => undefined);
       throw err;
@@ -124,6 +182,7 @@ export class AmqpLog {
     if (this.conn !== conn) return;
     this.conn = null;
     this.ch = null;
+    this.owns = false;
     this.failedSince ??= Date.now();
     if (this.closing) return;
     this.log.warn('lost the broker; unconfirmed appends fail, reconnecting');
@@ -149,6 +208,7 @@ export class AmqpLog {
       this.scheduleReconnect();
       return Promise.reject(new EngineError('UNAVAILABLE', 'the message broker is unreachable; nothing was changed'));
     }
+    if ('events' in m && !this.owns) return Promise.reject(notOwner());
     return new Promise<void>((resolve, reject) => {
       try {
         ch.publish('', this.opts.stream, encodeMessage(m), { persistent: true, contentType: 'application/json' }, (err) => {
@@ -222,6 +282,7 @@ export class AmqpLog {
     const conn = this.conn;
     this.conn = null;
     this.ch = null;
+    this.owns = false;
     if (conn) await conn.close().catch(() => undefined);
   }
 }

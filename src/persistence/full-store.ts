@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
-import { AmqpLog, UnreadableMessageError, type LogMessage } from './amqp-log.js';
+import { AmqpLog, notOwner, UnreadableMessageError, type LogMessage } from './amqp-log.js';
 import { createBatcher, type Batcher } from './batcher.js';
 import { foldEvents } from './fold.js';
 import { createGroupCommitter } from './group-commit.js';
@@ -60,6 +60,13 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
   const committer = createGroupCommitter((events) => amqpLog.publish({ events }), opts.batchMaxEvents);
   /** Offset of an unreadable message the last replay stopped at (the engine cannot load past it). */
   let replayStall: number | null = null;
+  /**
+   * The broker connection on which the state was last loaded while owning the stream; appends are
+   * accepted only on it. An engine that gains ownership later (the owner died) must reload first,
+   * so it decides on everything the previous owner published.
+   */
+  let loadedOwnerEpoch: number | null = null;
+  let loadedOnce = false;
 
   return {
     mode: 'full',
@@ -72,6 +79,12 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       const t0 = performance.now();
       await committer.drain();
       await amqpLog.connect();
+      // Claim first: once held, the previous owner can publish nothing more, so the replay below
+      // (read up to a marker published after the claim) holds everything it published.
+      const owner = await amqpLog.claim();
+      const epoch = amqpLog.connectionEpoch;
+      if (!owner && loadedOnce) throw notOwner();
+      loadedOwnerEpoch = null;
       // A consistent snapshot: the tables and the offset they correspond to, in one transaction.
       const { state, offset } = await db.transaction(async (tx) => {
         await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
@@ -103,6 +116,9 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       }
       amqpLog.failedSince = null;
       committer.reset();
+      loadedOnce = true;
+      if (owner && amqpLog.owner && amqpLog.connectionEpoch === epoch) loadedOwnerEpoch = epoch;
+      else log.error({ stream: names.stream }, 'state loaded for reads only: another engine owns the stream, writes are refused');
       const merged = foldEvents(state, tail);
       log.info({ offset, messages: replayed, events: tail.length, ms: Math.round(performance.now() - t0) }, 'state loaded (database + stream tail)');
       batcher?.start();
@@ -112,6 +128,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       if (amqpLog.failedSince !== null) {
         return Promise.reject(new EngineError('UNAVAILABLE', 'the message broker was lost; the engine is recovering'));
       }
+      if (!amqpLog.owner || loadedOwnerEpoch !== amqpLog.connectionEpoch) return Promise.reject(notOwner());
       return committer.append(events);
     },
     recentTransitions: (c, g, limit) =>
@@ -135,6 +152,11 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         checks.database = { ok: false, detail: 'unreachable' };
       }
       checks.broker = amqpLog.connected ? { ok: true } : { ok: false, detail: 'not connected' };
+      // A standby tries to take over here too; its next write then reloads before it is accepted.
+      const owner = amqpLog.connected && (amqpLog.owner || (await amqpLog.claim().catch(() => false)));
+      if (amqpLog.connected) {
+        checks.owner = owner ? { ok: true } : { ok: false, detail: `another engine owns the stream ${names.stream}; writes are refused` };
+      }
       if (batcher) checks.batcher = { ok: batcher.isLeader, detail: batcher.isLeader ? 'active' : 'standby' };
       if (stalled) {
         checks.log = { ok: false, detail: `batcher stopped at ${names.stream} offset ${Number(stalled.stream_offset)}: ${stalled.reason}` };
@@ -144,7 +166,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       }
       // Writes need the broker; the database may lag (the broker holds the events meanwhile), but
       // not stop: a log reader stopped at a message needs an operator.
-      return { ready: amqpLog.connected && !stalled && replayStall === null, checks };
+      return { ready: amqpLog.connected && owner && !stalled && replayStall === null, checks };
     },
     async close() {
       await committer.drain();
