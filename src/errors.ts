@@ -33,6 +33,8 @@ export const ERROR_STATUS = {
   UNAVAILABLE: 503,
   /** Another engine instance owns the event stream: this one serves reads only. */
   NOT_OWNER: 503,
+  /** A bounded queue is full: nothing was changed; retry after the Retry-After header's seconds. */
+  OVERLOADED: 503,
   INTERNAL: 500,
 } as const;
 

@@ -84,6 +84,9 @@ export function installErrorHandlers(app: FastifyInstance): void {
     if (status === 503) request.log.warn({ err, code: body.code }, 'request refused: storage unavailable');
     else if (status >= 500) request.log.error({ err, code: body.code }, 'request failed');
     else request.log.debug({ code: body.code, reason: body.reason }, 'request refused');
+    // Load shedding (a full queue) says when to come back; the detail itself stays out of the body.
+    const retryAfter = isEngineError(err) ? err.details?.retryAfterSeconds : undefined;
+    if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
     void reply.header(REQUEST_ID_HEADER, request.id).code(status).send(body);
   });
 

@@ -11,14 +11,20 @@ import type { LoadedState, Persistence, ReadinessReport } from './types.js';
  * group commit is one transaction that records the events and applies them to the tables, so the
  * tables are always current and a restart needs no replay.
  */
-export async function createEmbeddedStore(opts: { dataDir: string | null; logger: Logger; batchMaxEvents: number }): Promise<Persistence> {
+export async function createEmbeddedStore(opts: {
+  dataDir: string | null;
+  logger: Logger;
+  batchMaxEvents: number;
+  /** Bound of events waiting for a group commit; beyond it appends are shed (OVERLOADED). */
+  maxQueuedEvents?: number;
+}): Promise<Persistence> {
   const log = opts.logger.child({ module: 'embedded-store' });
   const db: SqlClient = await createPgliteClient(opts.dataDir);
   const committer = createGroupCommitter(async (events) => {
     const t0 = performance.now();
     await db.transaction((tx) => applyEvents(tx, events));
     log.debug({ events: events.length, ms: +(performance.now() - t0).toFixed(1) }, 'group commit');
-  }, opts.batchMaxEvents);
+  }, opts.batchMaxEvents, opts.maxQueuedEvents);
 
   return {
     mode: 'embedded',

@@ -21,6 +21,8 @@ export interface FullStoreOptions {
   runBatcher: boolean;
   /** First pause before the batcher retries a message it stopped at (tests shorten it). */
   batcherStallRetryMs?: number;
+  /** Bound of events waiting for a broker confirm round; beyond it appends are shed (OVERLOADED). */
+  maxQueuedEvents?: number;
 }
 
 export interface FullStore extends Persistence {
@@ -57,7 +59,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
   // Group commit on the broker too: the appends of one tick (and those that arrive while a
   // confirm is awaited) travel as one message, so a rush costs the broker a few large writes per
   // millisecond instead of one per request.
-  const committer = createGroupCommitter((events) => amqpLog.publish({ events }), opts.batchMaxEvents);
+  const committer = createGroupCommitter((events) => amqpLog.publish({ events }), opts.batchMaxEvents, opts.maxQueuedEvents);
   /** Offset of an unreadable message the last replay stopped at (the engine cannot load past it). */
   let replayStall: number | null = null;
   /**
