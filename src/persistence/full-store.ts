@@ -2,13 +2,13 @@ import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
 import { AmqpLog, notOwner, UnreadableMessageError, type LogMessage } from './amqp-log.js';
 import { createBatcher, type Batcher } from './batcher.js';
-import { foldEvents } from './fold.js';
+import { createStateFolder } from './fold.js';
 import { createGroupCommitter } from './group-commit.js';
 import { setLogStall } from './metrics.js';
 import { migrate } from './migrations.js';
 import { createPgClient } from './pg-client.js';
 import { loadState, readTransitions } from './state-store.js';
-import type { DomainEvent, LoadedState, Persistence, ReadinessReport } from './types.js';
+import type { LoadedState, Persistence, ReadinessReport } from './types.js';
 
 export interface FullStoreOptions {
   databaseUrl: string;
@@ -95,11 +95,15 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       }).catch((err: unknown) => {
         throw new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: (err as Error).message });
       });
-      const tail: DomainEvent[] = [];
+      // Fold the tail as it arrives: memory stays bounded by the state, not by the stream's length.
+      const folder = createStateFolder(state);
+      let events = 0;
       let replayed: number;
       try {
         replayed = await amqpLog.readFrom(offset, (m: LogMessage) => {
-          if ('events' in m) for (const e of m.events) tail.push(e);
+          if (!('events' in m)) return;
+          for (const e of m.events) folder.add(e);
+          events += m.events.length;
         });
       } catch (err) {
         if (err instanceof UnreadableMessageError) {
@@ -121,8 +125,8 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       loadedOnce = true;
       if (owner && amqpLog.owner && amqpLog.connectionEpoch === epoch) loadedOwnerEpoch = epoch;
       else log.error({ stream: names.stream }, 'state loaded for reads only: another engine owns the stream, writes are refused');
-      const merged = foldEvents(state, tail);
-      log.info({ offset, messages: replayed, events: tail.length, ms: Math.round(performance.now() - t0) }, 'state loaded (database + stream tail)');
+      const merged = folder.result();
+      log.info({ offset, messages: replayed, events, ms: Math.round(performance.now() - t0) }, 'state loaded (database + stream tail)');
       batcher?.start();
       return merged;
     },
