@@ -31,6 +31,10 @@ export const ERROR_STATUS = {
   RESERVE_BELOW_QUEUED: 409,
   SEX_LOCK_CONFLICT: 409,
   UNAVAILABLE: 503,
+  /** Another engine instance owns the event stream: this one serves reads only. */
+  NOT_OWNER: 503,
+  /** A bounded queue is full: nothing was changed; retry after the Retry-After header's seconds. */
+  OVERLOADED: 503,
   INTERNAL: 500,
   // Safe-by-default limits (issue 11).
   SESSION_EXPIRED: 401,

@@ -265,7 +265,7 @@ describe('admin page in a real browser', { skip: haveChromium ? false : `${CHROM
     await page.waitForSelector('#chart .node.active[data-path="open.reserveOnly"]');
     await page.fill('#a-student', '999999');
     await page.click('#a-drop');
-    await untilText('#a-result', (t) => /refused \(404 STUDENT_NOT_FOUND\)/.test(t));
+    await untilText('#a-result', (t) => /refused \(400 STUDENT_NOT_FOUND\)/.test(t));
     await page.locator('#d-transitions').scrollIntoViewIfNeeded();
     await shot('7-actions');
   });

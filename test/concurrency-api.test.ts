@@ -114,7 +114,9 @@ const show = (r: Reply): string => (r.status < 300 ? String(r.status) : `${r.sta
 /** The reply the model's answer means for this request. */
 function expectedReply(req: ApiRequest, modelOutcome: string): string {
   if (modelOutcome === 'registered' || modelOutcome === 'queued' || modelOutcome === 'ok') return String(req.success);
-  return `${ERROR_STATUS[modelOutcome as ErrorCode]} ${modelOutcome}`;
+  // The Go service's routes answer every rule refusal with 400 (SPEC section 5); resource routes keep ours.
+  const goRoute = /^\/(student|staff)\//.test(req.url);
+  return `${goRoute ? 400 : ERROR_STATUS[modelOutcome as ErrorCode]} ${modelOutcome}`;
 }
 
 // -------------------------------------------------------------------------------------------------

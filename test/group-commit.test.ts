@@ -20,7 +20,7 @@ function recorder() {
 describe('group commit', () => {
   it('without lingering, appends a few macrotasks apart are written one by one', async () => {
     const { batches, write } = recorder();
-    const gc = createGroupCommitter(write, 100, 0);
+    const gc = createGroupCommitter(write, 100, { lingerMs: 0 });
     const done: Promise<void>[] = [];
     for (let i = 1; i <= 4; i++) {
       done.push(gc.append([ev(i)]));
@@ -34,7 +34,7 @@ describe('group commit', () => {
 
   it('lingering lets appends that arrive over several turns of the event loop share one write, in order', async () => {
     const { batches, write } = recorder();
-    const gc = createGroupCommitter(write, 100, 200);
+    const gc = createGroupCommitter(write, 100, { lingerMs: 200 });
     const done: Promise<void>[] = [];
     for (let i = 1; i <= 4; i++) {
       done.push(gc.append([ev(i), ev(i * 10)]));
@@ -46,7 +46,7 @@ describe('group commit', () => {
 
   it('a full batch is written without waiting for the linger', { timeout: 5_000 }, async () => {
     const { batches, write } = recorder();
-    const gc = createGroupCommitter(write, 3, 60_000);
+    const gc = createGroupCommitter(write, 3, { lingerMs: 60_000 });
     const done = [gc.append([ev(1)]), gc.append([ev(2)]), gc.append([ev(3)])];
     await Promise.all(done);
     assert.deepEqual(batches, [[1, 2, 3]]);
@@ -57,7 +57,7 @@ describe('group commit', () => {
     const gc = createGroupCommitter(async () => {
       await nextMacrotask();
       if (fail) throw new Error('broker gone');
-    }, 100, 5);
+    }, 100, { lingerMs: 5 });
     const a = gc.append([ev(1)]);
     const b = gc.append([ev(2)]);
     await assert.rejects(a, { code: 'UNAVAILABLE' });

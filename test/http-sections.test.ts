@@ -99,7 +99,7 @@ describe('POST /sections', () => {
     });
     assert.deepEqual((await get('/sections/201/1')).body, r.body);
     expectStatus(await enroll(S.alice, [201, 1]), 204);
-    expectError(await enroll(S.bea, [201, 1]), 403, 'SEX_LOCK');
+    expectError(await enroll(S.bea, [201, 1]), 400, 'SEX_LOCK');
   });
 
   it('accepts the packed class_time and defaults optional fields', async () => {
@@ -113,14 +113,14 @@ describe('POST /sections', () => {
     assert.equal(r.body.for_department, null);
     // The packed slot is used by the conflict rule: it clashes with Algorithms group 1 on Sunday.
     expectStatus(await enroll(S.alice, C.algo1), 204);
-    expectError(await enroll(S.alice, [201, 1]), 409, 'CLASS_CONFLICT');
+    expectError(await enroll(S.alice, [201, 1]), 400, 'CLASS_CONFLICT');
   });
 
   it('can create a section closed', async () => {
     const r = await create({ ...base, closed: true });
     expectStatus(r, 201);
     assert.equal(r.body.state, 'closed');
-    expectError(await enroll(S.alice, [201, 1]), 409, 'SECTION_CLOSED');
+    expectError(await enroll(S.alice, [201, 1]), 400, 'SECTION_CLOSED');
   });
 
   it('refuses bad class times, unknown departments and duplicates', async () => {
@@ -217,7 +217,7 @@ describe('POST /sections/:courseId/:groupId/close and /reopen', () => {
     expectStatus(closed, 200);
     assert.equal(closed.body.closed, true);
     assert.equal(closed.body.state, 'closed');
-    expectError(await enroll(S.alice, C.physics), 409, 'SECTION_CLOSED');
+    expectError(await enroll(S.alice, C.physics), 400, 'SECTION_CLOSED');
     const opened = await fx.request('POST', '/sections/108/1/reopen', { token: fx.staffToken() });
     expectStatus(opened, 200);
     assert.equal(opened.body.closed, false);

@@ -49,10 +49,10 @@ describe('PUT /staff/force-std', () => {
 
   it('still refuses a second group of the same course, unknown sections and unknown students', async () => {
     expectStatus(await force(S.alice, C.algo1), 204);
-    expectError(await force(S.alice, C.algo2), 409, 'SAME_COURSE');
-    expectError(await force(S.alice, [999, 1]), 404, 'SECTION_NOT_FOUND');
-    expectError(await force(4242, C.physics), 404, 'STUDENT_NOT_FOUND');
-    expectError(await force(S.alice, C.algo1), 409, 'ALREADY_IN_SECTION');
+    expectError(await force(S.alice, C.algo2), 400, 'SAME_COURSE');
+    expectError(await force(S.alice, [999, 1]), 400, 'SECTION_NOT_FOUND');
+    expectError(await force(4242, C.physics), 400, 'STUDENT_NOT_FOUND');
+    expectError(await force(S.alice, C.algo1), 400, 'ALREADY_IN_SECTION');
   });
 });
 
@@ -66,9 +66,9 @@ describe('DELETE /staff/force-std', () => {
     assert.equal(await remaining(S.alice), 5);
   });
 
-  it('answers 409 NOT_ENROLLED for a student not in the section and 404 for an unknown one', async () => {
-    expectError(await forceDrop(S.alice, C.physics), 409, 'NOT_ENROLLED');
-    expectError(await forceDrop(S.alice, [999, 9]), 404, 'SECTION_NOT_FOUND');
+  it('answers 400 NOT_ENROLLED for a student not in the section and 400 SECTION_NOT_FOUND for an unknown one (Go status codes)', async () => {
+    expectError(await forceDrop(S.alice, C.physics), 400, 'NOT_ENROLLED');
+    expectError(await forceDrop(S.alice, [999, 9]), 400, 'SECTION_NOT_FOUND');
   });
 });
 
@@ -87,7 +87,7 @@ describe('GET /staff/student-courses', () => {
   });
 
   it('answers an unknown student with 404 STUDENT_NOT_FOUND', async () => {
-    expectError(await fx.request('GET', '/staff/student-courses?std_id=4242', { token: fx.staffToken() }), 404, 'STUDENT_NOT_FOUND');
+    expectError(await fx.request('GET', '/staff/student-courses?std_id=4242', { token: fx.staffToken() }), 400, 'STUDENT_NOT_FOUND');
   });
 });
 
@@ -97,9 +97,9 @@ describe('GET /staff/course-students', () => {
     assert.deepEqual(await members(C.algo1), { registered_students: [S.f3, S.f1], reserved_queue_students: [S.alice, S.f2] });
   });
 
-  it('answers an unknown section with 404, not 500', async () => {
+  it('answers an unknown section with 400 SECTION_NOT_FOUND, not 500', async () => {
     const r = await fx.request('GET', '/staff/course-students?course_id=1&group_id=1', { token: fx.staffToken() });
-    expectError(r, 404, 'SECTION_NOT_FOUND');
+    expectError(r, 400, 'SECTION_NOT_FOUND');
   });
 });
 
@@ -117,16 +117,16 @@ describe('PATCH /staff/capacity', () => {
     assert.equal((await section(C.algo1)).capacity, 10);
   });
 
-  it('refuses to go below the registered count with 409 and changes nothing', async () => {
+  it('refuses to go below the registered count with 400 and changes nothing', async () => {
     expectStatus(await enroll(S.f1, C.algo1), 204);
     expectStatus(await enroll(S.f2, C.algo1), 204);
     const r = await fx.request('PATCH', '/staff/capacity', { token: fx.staffToken(), body: { course_id: 101, group_id: 1, capacity: 1 } });
-    expectError(r, 409, 'CAPACITY_BELOW_REGISTERED');
+    expectError(r, 400, 'CAPACITY_BELOW_REGISTERED');
     assert.equal((await section(C.algo1)).capacity, 2);
   });
 
-  it('answers an unknown section with 404', async () => {
+  it('answers an unknown section with 400 SECTION_NOT_FOUND', async () => {
     const r = await fx.request('PATCH', '/staff/capacity', { token: fx.staffToken(), body: { course_id: 9, group_id: 9, capacity: 3 } });
-    expectError(r, 404, 'SECTION_NOT_FOUND');
+    expectError(r, 400, 'SECTION_NOT_FOUND');
   });
 });

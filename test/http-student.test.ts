@@ -88,15 +88,15 @@ describe('PUT /student/course (enroll)', () => {
     assert.deepEqual(list.map((h) => [h.course['course_id'], h.course['group_id']]), [[101, 1], [108, 1]]);
   });
 
-  it('answers an unknown section with 404 SECTION_NOT_FOUND', async () => {
-    expectError(await enroll(S.alice, [999, 1]), 404, 'SECTION_NOT_FOUND');
-    expectError(await enroll(S.alice, [101, 99]), 404, 'SECTION_NOT_FOUND');
+  it('answers an unknown section with 400 SECTION_NOT_FOUND', async () => {
+    expectError(await enroll(S.alice, [999, 1]), 400, 'SECTION_NOT_FOUND');
+    expectError(await enroll(S.alice, [101, 99]), 400, 'SECTION_NOT_FOUND');
   });
 
-  it('answers a token for a student who does not exist with 404 STUDENT_NOT_FOUND', async () => {
+  it('answers a token for a student who does not exist with 400 STUDENT_NOT_FOUND', async () => {
     const r = await fx.request('PUT', '/student/course', { token: fx.studentToken(4242), body: { course_id: 101, group_id: 1 } });
-    expectError(r, 404, 'STUDENT_NOT_FOUND');
-    expectError(await fx.request('GET', '/student/course', { token: fx.studentToken(4242) }), 404, 'STUDENT_NOT_FOUND');
+    expectError(r, 400, 'STUDENT_NOT_FOUND');
+    expectError(await fx.request('GET', '/student/course', { token: fx.studentToken(4242) }), 400, 'STUDENT_NOT_FOUND');
   });
 });
 
@@ -108,47 +108,47 @@ describe('enroll rules over HTTP (SPEC section 4, in order)', () => {
     assert.deepEqual(await held(student), before);
   }
 
-  it('1. window not yet open, and window closed: 403 ENROLLMENT_WINDOW_CLOSED', async () => {
-    await refused(S.carl, C.physics, 403, 'ENROLLMENT_WINDOW_CLOSED');
+  it('1. window not yet open, and window closed: 400 ENROLLMENT_WINDOW_CLOSED', async () => {
+    await refused(S.carl, C.physics, 400, 'ENROLLMENT_WINDOW_CLOSED');
     fx.clock.now = T0 + 61 * MINUTE; // tokens are still valid; the window is not
-    await refused(S.alice, C.physics, 403, 'ENROLLMENT_WINDOW_CLOSED');
+    await refused(S.alice, C.physics, 400, 'ENROLLMENT_WINDOW_CLOSED');
   });
 
-  it('2. closed section: 409 SECTION_CLOSED', async () => {
-    await refused(S.alice, C.closed, 409, 'SECTION_CLOSED');
+  it('2. closed section: 400 SECTION_CLOSED', async () => {
+    await refused(S.alice, C.closed, 400, 'SECTION_CLOSED');
   });
 
-  it('3. sex lock: 403 SEX_LOCK for the other sex, 204 for the right one', async () => {
-    await refused(S.alice, C.linalg, 403, 'SEX_LOCK');
+  it('3. sex lock: 400 SEX_LOCK for the other sex, 204 for the right one', async () => {
+    await refused(S.alice, C.linalg, 400, 'SEX_LOCK');
     expectStatus(await enroll(S.bea, C.linalg), 204);
   });
 
-  it('4. units: 409 UNITS_EXCEEDED', async () => {
-    await refused(S.dan, C.heavy, 409, 'UNITS_EXCEEDED');
+  it('4. units: 400 UNITS_EXCEEDED', async () => {
+    await refused(S.dan, C.heavy, 400, 'UNITS_EXCEEDED');
   });
 
-  it('5. same course: 409 SAME_COURSE', async () => {
+  it('5. same course: 400 SAME_COURSE', async () => {
     expectStatus(await enroll(S.alice, C.algo1), 204);
-    await refused(S.alice, C.algo2, 409, 'SAME_COURSE');
+    await refused(S.alice, C.algo2, 400, 'SAME_COURSE');
   });
 
-  it('6a. exam conflict: 409 EXAM_CONFLICT', async () => {
+  it('6a. exam conflict: 400 EXAM_CONFLICT', async () => {
     expectStatus(await enroll(S.alice, C.algo1), 204);
-    await refused(S.alice, C.db, 409, 'EXAM_CONFLICT');
+    await refused(S.alice, C.db, 400, 'EXAM_CONFLICT');
   });
 
-  it('6b. class conflict: 409 CLASS_CONFLICT', async () => {
+  it('6b. class conflict: 400 CLASS_CONFLICT', async () => {
     expectStatus(await enroll(S.alice, C.algo1), 204);
-    await refused(S.alice, C.compilers, 409, 'CLASS_CONFLICT');
+    await refused(S.alice, C.compilers, 400, 'CLASS_CONFLICT');
   });
 
-  it('7. section and reserve queue full: 409 SECTION_FULL', async () => {
+  it('7. section and reserve queue full: 400 SECTION_FULL', async () => {
     expectStatus(await enroll(S.f1, C.tiny), 204);
-    await refused(S.alice, C.tiny, 409, 'SECTION_FULL');
+    await refused(S.alice, C.tiny, 400, 'SECTION_FULL');
   });
 
   it('checks the window before the section exists', async () => {
-    expectError(await enroll(S.carl, [999, 1]), 403, 'ENROLLMENT_WINDOW_CLOSED');
+    expectError(await enroll(S.carl, [999, 1]), 400, 'ENROLLMENT_WINDOW_CLOSED');
   });
 });
 
@@ -177,12 +177,12 @@ describe('PATCH /student/course (change group)', () => {
     const t = fx.studentToken(S.alice);
     expectStatus(await enroll(S.alice, C.algo1), 204);
     expectError(await fx.request('PATCH', '/student/course', { token: t, body: { course_id: 101, group_id: 1 } }), 400, 'SAME_GROUP');
-    expectError(await fx.request('PATCH', '/student/course', { token: t, body: { course_id: 108, group_id: 1 } }), 409, 'NOT_ENROLLED');
-    expectError(await fx.request('PATCH', '/student/course', { token: t, body: { course_id: 101, group_id: 7 } }), 404, 'SECTION_NOT_FOUND');
+    expectError(await fx.request('PATCH', '/student/course', { token: t, body: { course_id: 108, group_id: 1 } }), 400, 'NOT_ENROLLED');
+    expectError(await fx.request('PATCH', '/student/course', { token: t, body: { course_id: 101, group_id: 7 } }), 400, 'SECTION_NOT_FOUND');
     expectStatus(await enroll(S.eve, C.physics), 204);
     expectError(
       await fx.request('PATCH', '/student/course', { token: fx.studentToken(S.eve), body: { course_id: 108, group_id: 1 } }),
-      403,
+      400,
       'NO_ACTIONS_LEFT',
     );
     assert.deepEqual((await held(S.alice)).map((h) => h.course['group_id']), [1]);
@@ -190,13 +190,13 @@ describe('PATCH /student/course (change group)', () => {
 });
 
 describe('DELETE /student/course (drop)', () => {
-  it('drops with 204, uses one action, and a second drop is 409 NOT_ENROLLED', async () => {
+  it('drops with 204, uses one action, and a second drop is 400 NOT_ENROLLED', async () => {
     const t = fx.studentToken(S.alice);
     expectStatus(await enroll(S.alice, C.physics), 204);
     expectStatus(await fx.request('DELETE', '/student/course?course_id=108', { token: t }), 204);
     assert.deepEqual(await held(S.alice), []);
     assert.equal((await fx.request('GET', '/me', { token: t })).body.remaining_actions, 4);
-    expectError(await fx.request('DELETE', '/student/course?course_id=108', { token: t }), 409, 'NOT_ENROLLED');
+    expectError(await fx.request('DELETE', '/student/course?course_id=108', { token: t }), 400, 'NOT_ENROLLED');
   });
 
   it('promotes the head of the reserve queue at once', async () => {
@@ -211,9 +211,9 @@ describe('DELETE /student/course (drop)', () => {
     assert.equal((await held(S.f3))[0]?.reserve_queue_position, 1);
   });
 
-  it('refuses with 403 NO_ACTIONS_LEFT when the student has none', async () => {
+  it('refuses with 400 NO_ACTIONS_LEFT when the student has none', async () => {
     expectStatus(await enroll(S.eve, C.physics), 204);
-    expectError(await fx.request('DELETE', '/student/course?course_id=108', { token: fx.studentToken(S.eve) }), 403, 'NO_ACTIONS_LEFT');
+    expectError(await fx.request('DELETE', '/student/course?course_id=108', { token: fx.studentToken(S.eve) }), 400, 'NO_ACTIONS_LEFT');
     assert.equal((await held(S.eve)).length, 1);
   });
 

@@ -145,7 +145,7 @@ function traceOnActor(graph: ModelGraph, path: Intent[]): StepRecord[] {
 interface Coverage {
   states: Set<string>;
   edges: Set<string>;
-  /** `route outcome` pairs seen, e.g. `PATCH /student/course 409 SECTION_FULL`. */
+  /** `route outcome` pairs seen, e.g. `PATCH /student/course 400 SECTION_FULL`. */
   routes: Set<string>;
   steps: number;
 }
@@ -156,6 +156,8 @@ interface Expect {
 }
 
 const refusal = (code: string): Expect => ({ status: ERROR_STATUS[code as ErrorCode], code });
+/** On the Go service's routes (SPEC section 5) every rule refusal is a 400, with our code kept. */
+const goRefusal = (code: string): Expect => ({ status: 400, code });
 
 function expectReply(r: Reply, e: Expect, where: string): void {
   assert.equal(r.status, e.status, `${where}: status ${r.status} (${r.raw}), expected ${e.status} ${e.code ?? ''}`);
@@ -227,16 +229,16 @@ class ChunkRunner {
         if (variant !== 1) {
           r = await this.call('PUT /student/course', 'PUT', '/student/course', token, { course_id: C, group_id: G });
           // The engine checks "already holds this course" before the section sees the command.
-          e = ok ? { status: 204 } : refusal(code === 'ALREADY_IN_SECTION' ? 'SAME_COURSE' : code);
+          e = ok ? { status: 204 } : goRefusal(code === 'ALREADY_IN_SECTION' ? 'SAME_COURSE' : code);
         } else if (step.intent === 'enroll:member') {
           r = await this.call('PATCH /student/course', 'PATCH', '/student/course', token, { course_id: C, group_id: G });
-          e = refusal('SAME_GROUP');
+          e = goRefusal('SAME_GROUP');
         } else {
           // A change of group into the model's section: park in group 2 of the same course, then move.
           const park = await this.h.request('PUT', '/student/course', { token, body: { course_id: C, group_id: PARK } });
           expectReply(park, { status: 204 }, `${where}: parking`);
           r = await this.call('PATCH /student/course', 'PATCH', '/student/course', token, { course_id: C, group_id: G });
-          e = ok ? { status: 204 } : refusal(code);
+          e = ok ? { status: 204 } : goRefusal(code);
           if (!ok) {
             // A refused move changes nothing: the student is still parked. Staff take them out again.
             const held = await this.h.request('GET', '/student/course', { token });
@@ -253,17 +255,17 @@ class ChunkRunner {
           this.variant('drop', 2) === 0
             ? await this.call('DELETE /student/course', 'DELETE', `/student/course?course_id=${C}`, this.studentToken(id))
             : await this.call('DELETE /staff/force-std', 'DELETE', `/staff/force-std?std_id=${id}&course_id=${C}&group_id=${G}`, this.staff);
-        e = ok ? { status: 204 } : refusal(code);
+        e = ok ? { status: 204 } : goRefusal(code);
         break;
       }
       case 'forceEnroll':
         r = await this.call('PUT /staff/force-std', 'PUT', '/staff/force-std', this.staff, { std_id: this.sid(cmd.studentId), course_id: C, group_id: G });
-        e = ok ? { status: 204 } : refusal(code);
+        e = ok ? { status: 204 } : goRefusal(code);
         break;
       case 'changeCapacity':
         if (this.variant('capacity', 2) === 0) {
           r = await this.call('PATCH /staff/capacity', 'PATCH', '/staff/capacity', this.staff, { course_id: C, group_id: G, capacity: cmd.capacity });
-          e = ok ? { status: 204 } : refusal(code);
+          e = ok ? { status: 204 } : goRefusal(code);
         } else {
           r = await this.call('PATCH /sections/:c/:g capacity', 'PATCH', sectionUrl, this.staff, { capacity: cmd.capacity });
           e = ok ? { status: 200 } : refusal(code);
@@ -484,23 +486,23 @@ describe('section model end to end, on every store', { concurrency: true }, () =
         assert.equal(cov.edges.size, edgeCount, 'every transition, as the API reported it');
         for (const seen of [
           'PUT /student/course 204',
-          'PUT /student/course 409 SECTION_FULL',
-          'PUT /student/course 409 SECTION_CLOSED',
-          'PUT /student/course 403 SEX_LOCK',
-          'PUT /student/course 409 SAME_COURSE',
+          'PUT /student/course 400 SECTION_FULL',
+          'PUT /student/course 400 SECTION_CLOSED',
+          'PUT /student/course 400 SEX_LOCK',
+          'PUT /student/course 400 SAME_COURSE',
           'PATCH /student/course 204',
-          'PATCH /student/course 409 SECTION_FULL',
-          'PATCH /student/course 409 SECTION_CLOSED',
-          'PATCH /student/course 403 SEX_LOCK',
+          'PATCH /student/course 400 SECTION_FULL',
+          'PATCH /student/course 400 SECTION_CLOSED',
+          'PATCH /student/course 400 SEX_LOCK',
           'PATCH /student/course 400 SAME_GROUP',
           'DELETE /student/course 204',
-          'DELETE /student/course 409 NOT_ENROLLED',
+          'DELETE /student/course 400 NOT_ENROLLED',
           'DELETE /staff/force-std 204',
-          'DELETE /staff/force-std 409 NOT_ENROLLED',
+          'DELETE /staff/force-std 400 NOT_ENROLLED',
           'PUT /staff/force-std 204',
-          'PUT /staff/force-std 409 ALREADY_IN_SECTION',
+          'PUT /staff/force-std 400 ALREADY_IN_SECTION',
           'PATCH /staff/capacity 204',
-          'PATCH /staff/capacity 409 CAPACITY_BELOW_REGISTERED',
+          'PATCH /staff/capacity 400 CAPACITY_BELOW_REGISTERED',
           'PATCH /sections/:c/:g capacity 200',
           'PATCH /sections/:c/:g capacity 409 CAPACITY_BELOW_REGISTERED',
           'PATCH /sections/:c/:g reserve_capacity 200',

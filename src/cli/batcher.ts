@@ -1,14 +1,25 @@
 /**
  * `npm run batcher`: the standalone batcher process of full mode. Several may run; one is active
  * (PostgreSQL advisory lock) and the others stand by to take over.
+ *
+ * `npm run batcher -- --skip <offset> [--by <who>] [--reason <text>]`: the operator's way past a
+ * message the batcher is stopped at (see src/persistence/log-skip.ts); records who skipped what,
+ * copies the message to the dead-letter queue, and exits.
  */
+import { userInfo } from 'node:os';
+import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
 import { createBatcher } from '../persistence/batcher.js';
 import { streamNames } from '../persistence/full-store.js';
+import { skipLogMessage } from '../persistence/log-skip.js';
 import { migrate } from '../persistence/migrations.js';
 import { createPgClient } from '../persistence/pg-client.js';
 
+const { values: args } = parseArgs({
+  options: { skip: { type: 'string' }, by: { type: 'string' }, reason: { type: 'string' } },
+  strict: true,
+});
 const config = loadConfig();
 const logger = createLogger(config.logLevel);
 if (!config.databaseUrl || !config.rabbitmqUrl) {
@@ -18,6 +29,33 @@ if (!config.databaseUrl || !config.rabbitmqUrl) {
 const db = createPgClient(config.databaseUrl);
 await migrate(db);
 const names = streamNames(config.amqpPrefix);
+
+if (args.skip !== undefined) {
+  const offset = Number(args.skip);
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    logger.fatal({ skip: args.skip }, '--skip needs the stream offset the batcher is stopped at (a whole number)');
+    process.exit(2);
+  }
+  let code = 0;
+  try {
+    await skipLogMessage({
+      db,
+      amqpUrl: config.rabbitmqUrl,
+      stream: names.stream,
+      deadLetterQueue: names.dead,
+      offset,
+      by: args.by ?? userInfo().username,
+      reason: args.reason ?? 'skipped by an operator',
+      logger,
+    });
+  } catch (err) {
+    logger.error({ err, offset }, 'nothing was skipped');
+    code = 1;
+  }
+  await db.close();
+  process.exit(code);
+}
+
 const batcher = createBatcher({
   db,
   databaseUrl: config.databaseUrl,

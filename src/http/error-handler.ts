@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { isEngineError } from '../errors.js';
 import { REQUEST_ID_HEADER } from './request-id.js';
 import type { ErrorBodyT } from './schemas.js';
@@ -12,7 +12,34 @@ import type { ErrorBodyT } from './schemas.js';
  * - other client errors Fastify raises (bad JSON, body too large, wrong media type): their 4xx;
  * - anything else is a bug: 500 INTERNAL with a fixed reason, logged with the `err` key so the
  *   stack is in the logs and nothing internal leaks to the client.
+ *
+ * On the Go service's routes (SPEC section 5 table, marked with {@link markGoCompatible}) the
+ * status is the Go service's: every refusal it answered 400 (rule rejections, unknown section or
+ * student: our 403/404/409) is 400, and a role mismatch (FORBIDDEN) is 401. The body keeps the
+ * same `reason` and `code`, so nothing is lost. Its clients treat 400 as "refused, show the
+ * reason" and anything else as "try again"; 503 and 429 therefore keep their status.
  */
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** A route of the Go service's API (SPEC section 5 table): errors get the Go status codes. */
+    goCompat?: boolean;
+  }
+}
+
+/** Marks every route the calling plugin registers after this call as a Go-compatible route. */
+export function markGoCompatible(app: { addHook(name: 'onRoute', hook: (route: RouteOptions) => void): unknown }): void {
+  app.addHook('onRoute', (route: RouteOptions) => {
+    route.config = { ...route.config, goCompat: true };
+  });
+}
+
+/** The Go service's status for one of our statuses on its routes. */
+export function goStatus(status: number, code: string): number {
+  if (code === 'FORBIDDEN') return 401;
+  if (status === 403 || status === 404 || status === 409) return 400;
+  return status;
+}
 
 const CLIENT_ERROR_CODES: Record<number, string> = {
   400: 'BAD_REQUEST',
@@ -51,12 +78,15 @@ export function toErrorReply(err: unknown): { status: number; body: ErrorBodyT }
 /** Installs the error and not-found handlers on the root instance, so every route and plugin shares them. */
 export function installErrorHandlers(app: FastifyInstance): void {
   app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const { status, body } = toErrorReply(err);
+    const own = toErrorReply(err);
+    const body = own.body;
+    const status = request.routeOptions.config?.goCompat ? goStatus(own.status, body.code) : own.status;
     // A login flood refused by the password-check cap is expected load, not a fault: no line per refusal.
     if (body.code === 'LOGIN_BUSY') request.log.debug({ code: body.code }, 'request refused: password checks at capacity');
     else if (status === 503) request.log.warn({ err, code: body.code }, 'request refused: storage unavailable');
     else if (status >= 500) request.log.error({ err, code: body.code }, 'request failed');
     else request.log.debug({ code: body.code, reason: body.reason }, 'request refused');
+    // Load shedding (a full queue, the password-check cap) says when to come back.
     if (isEngineError(err) && err.retryAfterSeconds !== undefined) void reply.header('retry-after', String(err.retryAfterSeconds));
     void reply.header(REQUEST_ID_HEADER, request.id).code(status).send(body);
   });

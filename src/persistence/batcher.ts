@@ -2,6 +2,7 @@ import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqp
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { decodeMessage, offsetOf, streamArguments } from './amqp-log.js';
+import { setLogStall } from './metrics.js';
 import type { SqlClient } from './sql-client.js';
 import { applyEvents } from './state-store.js';
 import type { DomainEvent } from './types.js';
@@ -16,9 +17,12 @@ import type { DomainEvent } from './types.js';
  * even depend on the lock: each batch checks, under a row lock, that the recorded offset is where
  * it expects to start.
  *
- * A message that cannot be applied goes to a dead-letter queue with a log line and the batcher
- * moves on; a database outage is not such a message: the batch is retried until the database is
- * back (the broker keeps the events meanwhile).
+ * A message that cannot be read or applied is never skipped: every message was acknowledged to a
+ * client, so the batcher applies everything before it, then stops at its offset, records the stall
+ * (table `log_stalls`, read by every engine's /ready; gauge `enrollment_log_stalled`; an error log
+ * line naming stream and offset) and retries it with a growing pause, from the database's offset.
+ * Only an operator moves past it (`npm run batcher -- --skip <offset>`, see log-skip.ts). A
+ * database outage is not such a message: the batch is retried until the database is back.
  */
 export interface BatcherOptions {
   db: SqlClient;
@@ -29,6 +33,14 @@ export interface BatcherOptions {
   logger: Logger;
   maxEvents: number;
   maxDelayMs?: number;
+  /** First pause before retrying a message it stopped at; doubles up to 30 s. Default 1000. */
+  stallRetryMs?: number;
+}
+
+/** Where the batcher is stopped, and why. */
+export interface BatcherStall {
+  offset: number;
+  reason: string;
 }
 
 export interface Batcher {
@@ -39,6 +51,18 @@ export interface Batcher {
   readonly isLeader: boolean;
   /** Events applied since start. */
   readonly appliedEvents: number;
+  /** The message it is stopped at, or null. */
+  readonly stall: BatcherStall | null;
+}
+
+/** Thrown inside a flush when a message can be neither read nor applied: the batcher stops there. */
+class StallError extends Error {
+  constructor(
+    readonly offset: number,
+    readonly reason: string,
+  ) {
+    super(`stopped at offset ${offset}: ${reason}`);
+  }
 }
 
 interface Pending {
@@ -51,6 +75,8 @@ interface Pending {
 const TRANSIENT_CLASSES = ['08', '53', '57', '58'];
 
 function isTransient(err: unknown): boolean {
+  // A bug or a malformed event, not an outage: retrying the same batch would fail the same way.
+  if (err instanceof TypeError || err instanceof RangeError) return false;
   const code = (err as { code?: unknown })?.code;
   if (typeof code !== 'string' || code.length !== 5) return true; // network errors have no SQLSTATE
   return TRANSIENT_CLASSES.includes(code.slice(0, 2)) || code === '40001' || code === '40P01';
@@ -72,6 +98,11 @@ export function createBatcher(opts: BatcherOptions): Batcher {
   let appliedEvents = 0;
   let loop: Promise<void> | null = null;
   let wake: (() => void) | null = null;
+  let stall: BatcherStall | null = null;
+  /** Set when a flush failed: messages still arriving on the closing channel are ignored. */
+  let halted = false;
+  let stallRetries = 0;
+  const stallRetryMs = opts.stallRetryMs ?? 1000;
 
   async function readOffset(): Promise<number> {
     const r = await opts.db.query<{ next_offset: number }>('SELECT next_offset FROM log_offsets WHERE log_name = $1', [opts.stream]);
@@ -129,9 +160,10 @@ export function createBatcher(opts: BatcherOptions): Batcher {
         });
         appliedOffset = last + 1;
         appliedEvents += n;
+        if (stall && appliedOffset > stall.offset) await clearStall();
         return;
       } catch (err) {
-        if ((err as { code?: string }).code === 'GAP00') throw err;
+        if ((err as { code?: string }).code === 'GAP00' || err instanceof StallError) throw err;
         if (isTransient(err)) {
           const wait = Math.min(200 * 2 ** Math.min(attempt, 5), 5000);
           log.warn({ err, attempt, wait }, 'database unavailable; batch will be retried');
@@ -139,13 +171,11 @@ export function createBatcher(opts: BatcherOptions): Batcher {
           continue;
         }
         if (batch.length === 1) {
-          const p = batch[0] as Pending;
-          p.events = null;
-          p.error = (err as Error).message;
-          deadLetter(p);
-          continue; // records the offset past the poisoned message
+          const e = err as { message?: string; code?: string };
+          log.error({ err, stream: opts.stream, offset: first }, 'message cannot be applied; the batcher stops here');
+          throw new StallError(first, `cannot be applied (${e.code ?? 'error'})`);
         }
-        // Split to find the message that cannot be applied; the rest go through.
+        // Split to find the message that cannot be applied; everything before it goes through.
         const mid = Math.floor(batch.length / 2);
         await applyBatch(batch.slice(0, mid));
         await applyBatch(batch.slice(mid));
@@ -154,16 +184,33 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     }
   }
 
-  function deadLetter(p: Pending): void {
-    log.error({ offset: p.offset, reason: p.error }, 'message cannot be applied; sent to the dead-letter queue');
-    try {
-      ch?.sendToQueue(opts.deadLetterQueue, p.msg.content, {
-        persistent: true,
-        headers: { 'x-stream-offset': p.offset, 'x-error': (p.error ?? 'unknown').slice(0, 1000) },
-      });
-    } catch (err) {
-      log.error({ err, offset: p.offset }, 'dead-lettering failed');
-    }
+  async function recordStall(next: BatcherStall): Promise<void> {
+    const first = stall?.offset !== next.offset;
+    stall = next;
+    setLogStall(opts.stream, 'batcher', next.offset);
+    log.error(
+      { stream: opts.stream, offset: next.offset, reason: next.reason, retries: stallRetries },
+      `batcher stopped at ${opts.stream} offset ${next.offset}; retrying. To move past it: npm run batcher -- --skip ${next.offset}`,
+    );
+    if (!first) return;
+    await opts.db
+      .query(
+        `INSERT INTO log_stalls (log_name, stream_offset, reason) VALUES ($1, $2, $3)
+         ON CONFLICT (log_name) DO UPDATE SET stream_offset = EXCLUDED.stream_offset, reason = EXCLUDED.reason, since = now()`,
+        [opts.stream, next.offset, next.reason],
+      )
+      .catch((err: unknown) => log.warn({ err }, 'could not record the stall in the database'));
+  }
+
+  async function clearStall(): Promise<void> {
+    const was = stall;
+    stall = null;
+    stallRetries = 0;
+    setLogStall(opts.stream, 'batcher', null);
+    if (was) log.warn({ stream: opts.stream, offset: was.offset, appliedOffset }, 'batcher moved past the offset it was stopped at');
+    await opts.db
+      .query('DELETE FROM log_stalls WHERE log_name = $1', [opts.stream])
+      .catch((err: unknown) => log.warn({ err }, 'could not clear the stall in the database'));
   }
 
   async function flush(): Promise<void> {
@@ -174,12 +221,22 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     while (buffer.length > 0 && !stopped) {
       const batch: Pending[] = [];
       let n = 0;
+      // An unreadable message ends the batch: what precedes it is applied, then the batcher stops.
+      let unreadable: Pending | null = null;
       while (buffer.length > 0 && n < opts.maxEvents) {
-        const p = buffer.shift() as Pending;
+        const p = buffer[0] as Pending;
+        if (p.events === null) {
+          unreadable = p;
+          break;
+        }
+        buffer.shift();
         batch.push(p);
-        n += p.events?.length ?? 0;
+        n += p.events.length;
       }
-      for (const p of batch) if (p.events === null && p.error) deadLetter(p);
+      if (batch.length === 0 && unreadable) {
+        log.error({ stream: opts.stream, offset: unreadable.offset, reason: unreadable.error }, 'unreadable message; the batcher stops here');
+        throw new StallError(unreadable.offset, 'unreadable message');
+      }
       const t0 = performance.now();
       await applyBatch(batch);
       try {
@@ -196,10 +253,13 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     const events = buffer.reduce((a, p) => a + (p.events?.length ?? 0), 0);
     const run = () => {
       flushing = flush()
-        .catch((err) => {
-          log.error({ err }, 'batch failed; restarting the consumer from the database offset');
+        .catch(async (err) => {
+          // Nothing after the failed message may be applied: drop what is buffered, stop consuming.
+          halted = true;
           buffer = [];
           void ch?.close().catch(() => undefined);
+          if (err instanceof StallError) await recordStall({ offset: err.offset, reason: err.reason });
+          else log.error({ err }, 'batch failed; restarting the consumer from the database offset');
         })
         .finally(() => {
           flushing = null;
@@ -223,6 +283,9 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     await c.prefetch(Math.max(opts.maxEvents * 2, 1000));
     const start = await readOffset();
     appliedOffset = start;
+    halted = false;
+    // An operator moved the database's offset past the message (npm run batcher -- --skip).
+    if (stall && start > stall.offset) await clearStall();
     log.info({ offset: start }, 'consuming the stream');
     const closed = new Promise<void>((resolve) => {
       c.on('close', () => resolve());
@@ -233,8 +296,14 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     await c.consume(
       opts.stream,
       (msg) => {
-        if (!msg) return;
+        if (!msg || halted) return;
         const offset = offsetOf(msg);
+        // A stream may deliver from the start of the chunk holding `start`: what precedes it is done
+        // (or was skipped by an operator) and must not be read again.
+        if (offset < start) {
+          c.ack(msg);
+          return;
+        }
         let events: DomainEvent[] | null = null;
         let error: string | undefined;
         try {
@@ -256,12 +325,28 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     conn = null;
   }
 
+  async function sleepUnlessStopped(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
   async function run(): Promise<void> {
     while (!stopped) {
       if (!leaderClient) await acquireLeadership();
       if (stopped) break;
       try {
         await consumeOnce();
+        if (stall && !stopped) {
+          // Retry the message it stopped at, from the database's offset, with a growing pause.
+          const wait = Math.min(stallRetryMs * 2 ** Math.min(stallRetries, 8), 30_000);
+          stallRetries += 1;
+          await sleepUnlessStopped(wait);
+        }
       } catch (err) {
         log.warn({ err }, 'batcher consumer stopped; retrying');
         ch = null;
@@ -292,6 +377,9 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     },
     get appliedEvents() {
       return appliedEvents;
+    },
+    get stall() {
+      return stall;
     },
   };
 }

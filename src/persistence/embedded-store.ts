@@ -17,6 +17,8 @@ export async function createEmbeddedStore(opts: {
   batchMaxEvents: number;
   /** How long a group commit may wait for more appends (see createGroupCommitter). */
   groupCommitLingerMs?: number;
+  /** Bound of events waiting for a group commit; beyond it appends are shed (OVERLOADED). */
+  maxQueuedEvents?: number;
 }): Promise<Persistence> {
   const log = opts.logger.child({ module: 'embedded-store' });
   const db: SqlClient = await createPgliteClient(opts.dataDir);
@@ -24,7 +26,7 @@ export async function createEmbeddedStore(opts: {
     const t0 = performance.now();
     await db.transaction((tx) => applyEvents(tx, events));
     log.debug({ events: events.length, ms: +(performance.now() - t0).toFixed(1) }, 'group commit');
-  }, opts.batchMaxEvents, opts.groupCommitLingerMs ?? 0);
+  }, opts.batchMaxEvents, { lingerMs: opts.groupCommitLingerMs, maxQueuedEvents: opts.maxQueuedEvents });
 
   return {
     mode: 'embedded',
@@ -45,7 +47,8 @@ export async function createEmbeddedStore(opts: {
         await db.query('SELECT 1');
         return { ready: !committer.failed, checks: { database: { ok: true }, log: { ok: !committer.failed } } };
       } catch (err) {
-        return { ready: false, checks: { database: { ok: false, detail: (err as Error).message } } };
+        log.warn({ err }, 'readiness: the database check failed');
+        return { ready: false, checks: { database: { ok: false, detail: 'unavailable' } } };
       }
     },
     async close() {

@@ -24,6 +24,11 @@ interface Pending {
  * After a failed write, every pending and later append fails until `reset()` — decisions made on
  * top of an undurable change must never become durable themselves. The owner resets once it has
  * reloaded its state from storage.
+ *
+ * The queue waiting behind the batch in flight is bounded (`maxQueuedEvents`): when an append
+ * would exceed it, that append alone is refused at once with OVERLOADED (503, Retry-After), nothing
+ * of it is written, and the committer is not poisoned — storage is slow, not failing. Without a
+ * bound a stalled broker or disk would let the queue (and every caller's wait) grow without limit.
  */
 export interface GroupCommitter {
   append(events: DomainEvent[]): Promise<void>;
@@ -31,14 +36,22 @@ export interface GroupCommitter {
   /** Resolves when everything appended so far has been written (or failed). */
   drain(): Promise<void>;
   readonly failed: boolean;
+  /** Events waiting behind the batch in flight. */
+  readonly queuedEvents: number;
 }
+
+/** Default bound of events waiting behind the batch in flight: a few batches' worth. */
+export const DEFAULT_MAX_QUEUED_EVENTS = 50_000;
 
 export function createGroupCommitter(
   write: (events: DomainEvent[]) => Promise<void>,
   maxEvents: number,
-  lingerMs = 0,
+  opts: { lingerMs?: number; maxQueuedEvents?: number } = {},
 ): GroupCommitter {
+  const lingerMs = opts.lingerMs ?? 0;
+  const maxQueuedEvents = opts.maxQueuedEvents ?? DEFAULT_MAX_QUEUED_EVENTS;
   let queue: Pending[] = [];
+  let queuedEvents = 0;
   let running: Promise<void> | null = null;
   let failure: Error | null = null;
 
@@ -57,6 +70,7 @@ export function createGroupCommitter(
         batch.push(p);
         n += p.events.length;
       }
+      queuedEvents -= n;
       try {
         await write(batch.flatMap((p) => p.events));
         for (const p of batch) p.resolve();
@@ -64,6 +78,7 @@ export function createGroupCommitter(
         failure = err instanceof Error ? err : new Error(String(err));
         const all = batch.concat(queue);
         queue = [];
+        queuedEvents = 0;
         const e = failure instanceof EngineError ? failure : unavailable(failure);
         for (const p of all) p.reject(e);
       }
@@ -87,6 +102,12 @@ export function createGroupCommitter(
   return {
     append(events) {
       if (failure) return Promise.reject(unavailable(failure));
+      if (queuedEvents > 0 && queuedEvents + events.length > maxQueuedEvents) {
+        return Promise.reject(
+          new EngineError('OVERLOADED', 'the engine is overloaded; nothing was changed; try again shortly', undefined, { retryAfterSeconds: 1 }),
+        );
+      }
+      queuedEvents += events.length;
       return new Promise<void>((resolve, reject) => {
         queue.push({ events, at: performance.now(), resolve, reject });
         if (!running) running = run();
@@ -100,6 +121,9 @@ export function createGroupCommitter(
     },
     get failed() {
       return failure !== null;
+    },
+    get queuedEvents() {
+      return queuedEvents;
     },
   };
 }

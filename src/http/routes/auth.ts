@@ -2,6 +2,7 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import { EngineError } from '../../errors.js';
 import { checkPassword, principalOf } from '../auth.js';
 import type { RouteContext } from '../context.js';
+import { markGoCompatible } from '../error-handler.js';
 import { bearer, errorResponses, Id, MAX_ID, Token } from '../schemas.js';
 
 /**
@@ -10,6 +11,7 @@ import { bearer, errorResponses, Id, MAX_ID, Token } from '../schemas.js';
  * which ids exist.
  */
 export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, passwordGate }) => {
+  markGoCompatible(app);
   app.post(
     '/login',
     {

@@ -6,7 +6,8 @@ import { errorResponses, Readiness } from '../schemas.js';
 /**
  * Liveness and readiness, without auth, for load balancers and orchestrators. Liveness says only
  * that the process answers; readiness asks the persistence layer whether writes can be made
- * durable, so traffic is steered away while they cannot.
+ * durable, so traffic is steered away while they cannot. Both are public: their reasons are short
+ * and fixed, the details are in the logs.
  */
 export const healthRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { readiness }) => {
   app.get(
@@ -35,8 +36,9 @@ export const healthRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
       try {
         report = await readiness();
       } catch (err) {
+        // The details (a driver's message may name hosts or users) go to the log, not to the public.
         request.log.warn({ err }, 'readiness check failed');
-        report = { ready: false, checks: { readiness: { ok: false, detail: err instanceof Error ? err.message : String(err) } } };
+        report = { ready: false, checks: { readiness: { ok: false, detail: 'the readiness check failed' } } };
       }
       return reply.code(report.ready ? 200 : 503).send(report);
     },

@@ -2,6 +2,7 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import type { Engine } from '../../engine/engine.js';
 import { requestMeta } from '../auth.js';
 import type { RouteContext } from '../context.js';
+import { markGoCompatible } from '../error-handler.js';
 import { bySection, toHeldCourse } from '../course-data.js';
 import { bearer, errorResponses, Id, NoContent, SectionStudents, StudentCourses } from '../schemas.js';
 
@@ -16,6 +17,7 @@ export function sectionStudents(engine: Engine, courseId: number, groupId: numbe
  * student rules (force enroll grows a full section by one seat) as SPEC section 4 allows.
  */
 export const staffRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+  markGoCompatible(app);
   app.addHook('onRequest', tokens.requireRole('staff'));
 
   app.put(

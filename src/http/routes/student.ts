@@ -1,5 +1,6 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { RouteContext } from '../context.js';
+import { markGoCompatible } from '../error-handler.js';
 import { principalOf, requestMeta } from '../auth.js';
 import { bySection, toCourseData, toHeldCourse } from '../course-data.js';
 import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } from '../schemas.js';
@@ -9,6 +10,7 @@ import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } fro
  * is always the token's subject: a student can only ever act on their own schedule.
  */
 export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+  markGoCompatible(app);
   app.addHook('onRequest', tokens.requireRole('student'));
 
   const CourseGroup = Type.Object(
