@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import { createSecretKey } from 'node:crypto';
 import { describe, test } from 'node:test';
-import jwt from 'jsonwebtoken';
+import { TokenService } from '../src/http/auth.js';
 import { createEngine } from '../src/engine/engine.js';
 import { isEngineError } from '../src/errors.js';
 import { buildApp } from '../src/http/app.js';
@@ -61,8 +60,8 @@ describe('bounded group commit', () => {
     await engine.changeCapacity(20, 1, 100, { requestId: 'cap', actor: 'staff:1' });
     await engine.setClosed(20, 1, false, { requestId: 'open', actor: 'staff:1' });
     const app = await buildApp({ engine, logger: silentLogger, jwtSecret: SECRET, tokenTtlSeconds: TTL_SECONDS, readiness: () => store.readiness(), now: () => NOW });
-    const key = createSecretKey(Buffer.from(SECRET));
-    const token = (id: number) => jwt.sign({ role: 'student', iat: Math.floor(NOW / 1000) }, key, { algorithm: 'HS256', subject: String(id), expiresIn: TTL_SECONDS });
+    const signer = new TokenService({ secret: SECRET, ttlSeconds: TTL_SECONDS, now: () => NOW });
+    const token = (id: number) => signer.issue({ id, role: 'student' });
     const holdsBefore = new Map<number, boolean>();
     for (let id = 100; id < 130; id++) holdsBefore.set(id, engine.studentSections(id).some((h) => h.section.info.courseId === 20));
     try {
