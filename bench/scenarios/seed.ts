@@ -44,7 +44,7 @@ export function seedSpec(opts: Pick<BenchOptions, 'students' | 'sections'>, defa
     reserveCapacity: 10,
     units: 2,
     maxUnits: 20,
-    remainingActions: 1_000_000,
+    remainingActions: 32_000, // SMALLINT, as in the Go schema
     enrollmentsPerStudent: 0,
   };
 }
