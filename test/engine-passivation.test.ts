@@ -34,10 +34,10 @@ test('a section actor that throws is restored from its last good state and the r
   await e.importBatch({ departments: [], staff: [], students: [makeStudent(1), makeStudent(2)], sections: [makeSection(10, 1)] }, meta());
   await e.enroll(1, 10, 1, studentMeta(1));
   const before = e.getSection(10, 1);
-  // White-box: a malformed replay makes the machine's action throw inside the actor.
+  // White-box: a malformed command makes the machine's guard throw inside the actor.
   const internal = e as unknown as { sections: Map<string, unknown>; dispatch(entry: unknown, cmd: unknown): unknown };
   const entry = internal.sections.get('10:1');
-  assert.throws(() => internal.dispatch(entry, { type: 'replay', event: undefined }), (err: { code?: string }) => err.code === 'INTERNAL');
+  assert.throws(() => internal.dispatch(entry, { type: 'changeSettings', change: null }), (err: { code?: string }) => err.code === 'INTERNAL');
   assert.deepEqual(e.getSection(10, 1), before, 'nothing changed');
   // The section keeps working from its last good state.
   await e.enroll(2, 10, 1, studentMeta(2));

@@ -4,7 +4,6 @@ import { createSectionActor, sectionMachine, sectionStateName, type SectionActor
 import { initialSectionContext, membershipOf, sectionKey } from '../actors/section-logic.js';
 import {
   checkActionsLeft,
-  checkEnrollRules,
   checkWindow,
   type Department,
   type RegistryEvent,
@@ -20,7 +19,8 @@ import type {
   SectionEmitted,
   SectionEvent,
   SectionInfo,
-  SectionRejection,
+  SectionRefusal,
+  SettingsChange,
   Sex,
 } from '../actors/types.js';
 import { EngineError, isEngineError } from '../errors.js';
@@ -111,7 +111,7 @@ interface StudentState {
   holdings: Map<number, number>;
 }
 
-function violation(v: RuleViolation | SectionRejection): EngineError {
+function violation(v: RuleViolation | SectionRefusal): EngineError {
   return new EngineError(v.code, v.reason);
 }
 
@@ -198,20 +198,12 @@ export class Engine {
       const w = checkWindow(st.record, now, this.windowMs);
       if (w) throw violation(w);
       const entry = this.sectionEntry(courseId, groupId);
-      const ctx = entry.ctx;
-      const v = checkEnrollRules({
-        student: st.record,
-        target: ctx.info,
-        targetClosed: ctx.closed,
-        targetSexLock: ctx.sexLock,
-        held: this.heldInfos(st),
-        checkSameCourse: true,
-      });
-      if (v) throw violation(v);
+      // The section applies SPEC rules 2-7 itself, in order; it needs the student's schedule for 4-6.
       const events = this.dispatch(entry, {
         type: 'enroll',
         studentId,
         gender: st.record.gender,
+        schedule: { maxUnits: st.record.maxUnits, held: this.heldInfos(st), checkSameCourse: true },
         cause: this.cause(meta, now),
       });
       await this.persist(events);
@@ -256,18 +248,15 @@ export class Engine {
       }
       const target = this.sectionEntry(courseId, newGroupId);
       const source = this.sectionEntry(courseId, oldGroupId);
-      const ctx = target.ctx;
-      const v = checkEnrollRules({
-        student: st.record,
-        target: ctx.info,
-        targetClosed: ctx.closed,
-        targetSexLock: ctx.sexLock,
-        held: this.heldInfos(st, courseId),
-        checkSameCourse: false,
-      });
-      if (v) throw violation(v);
       const cause = this.cause(meta, now);
-      const taken = this.dispatch(target, { type: 'enroll', studentId, gender: st.record.gender, movedIn: true, cause });
+      const taken = this.dispatch(target, {
+        type: 'enroll',
+        studentId,
+        gender: st.record.gender,
+        schedule: { maxUnits: st.record.maxUnits, held: this.heldInfos(st, courseId), checkSameCourse: false },
+        movedIn: true,
+        cause,
+      });
       let left: SectionEvent[];
       try {
         left = this.dispatch(source, { type: 'drop', studentId, reason: 'movedOut', cause });
@@ -313,7 +302,7 @@ export class Engine {
   async changeCapacity(courseId: number, groupId: number, capacity: number, meta: RequestMeta): Promise<void> {
     await this.ready();
     const entry = this.sectionEntry(courseId, groupId);
-    await this.persist(this.dispatch(entry, { type: 'changeCapacity', capacity, cause: this.cause(meta) }));
+    await this.persist(this.dispatch(entry, { type: 'changeSettings', change: { capacity }, cause: this.cause(meta) }));
   }
 
   async setClosed(courseId: number, groupId: number, closed: boolean, meta: RequestMeta): Promise<void> {
@@ -356,43 +345,20 @@ export class Engine {
     await this.ready();
     const entry = this.sectionEntry(courseId, groupId);
     const cause = this.cause(meta);
-    // The capacity is checked here, before anything is dispatched (nothing below changes the
-    // registered count), and applied last; the reserve-capacity change is the only other one the
-    // section can refuse, so it goes first: a refused patch then changes nothing.
-    if (patch.capacity !== undefined && patch.capacity < entry.ctx.registered.length) {
-      throw new EngineError(
-        'CAPACITY_BELOW_REGISTERED',
-        `capacity ${patch.capacity} is below the ${entry.ctx.registered.length} students already registered`,
-      );
-    }
-    const commands: SectionCommand[] = [];
-    if (patch.reserveCapacity !== undefined) {
-      commands.push({ type: 'changeReserveCapacity', reserveCapacity: patch.reserveCapacity, cause });
-    }
-    if (patch.sexLock !== undefined) {
-      const lock = patch.sexLock;
-      if (lock !== null) {
-        const ctx = entry.ctx;
-        const other = [...ctx.registered, ...ctx.queue].find((id) => this.students.get(id)?.record.gender !== lock);
-        if (other !== undefined) {
-          throw new EngineError('SEX_LOCK_CONFLICT', `student ${other} in this section is not ${lock}; the lock would exclude them`);
-        }
+    // One command, so the section checks every field before it changes any: all or nothing.
+    const change: SettingsChange = {};
+    if (patch.capacity !== undefined) change.capacity = patch.capacity;
+    if (patch.reserveCapacity !== undefined) change.reserveCapacity = patch.reserveCapacity;
+    if (patch.sexLock !== undefined) change.sexLock = patch.sexLock;
+    if (patch.info && Object.keys(patch.info).length > 0) change.info = patch.info;
+    const memberSexes: Record<number, Sex> = {};
+    if (patch.sexLock !== undefined && patch.sexLock !== null) {
+      for (const id of [...entry.ctx.registered, ...entry.ctx.queue]) {
+        const g = this.students.get(id)?.record.gender;
+        if (g !== undefined) memberSexes[id] = g;
       }
-      commands.push({ type: 'changeSexLock', sexLock: lock, cause });
     }
-    if (patch.info && Object.keys(patch.info).length > 0) commands.push({ type: 'updateInfo', info: patch.info, cause });
-    if (patch.capacity !== undefined) commands.push({ type: 'changeCapacity', capacity: patch.capacity, cause });
-    const events: SectionEvent[] = [];
-    try {
-      for (const cmd of commands) events.push(...this.dispatch(entry, cmd));
-    } catch (err) {
-      if (events.length > 0) {
-        // A later field was refused after earlier ones changed memory: roll back to durable state.
-        this.needsReload = true;
-        await this.ready().catch(() => undefined);
-      }
-      throw err;
-    }
+    const events = this.dispatch(entry, { type: 'changeSettings', change, memberSexes, cause });
     await this.persist(events);
     return this.view(entry);
   }
@@ -621,7 +587,7 @@ export class Engine {
   private activate(entry: SectionEntry): SectionActor {
     entry.lastUsed = this.tick();
     if (entry.actor) return entry.actor;
-    const actor = createSectionActor(entry.ctx);
+    const actor = createSectionActor({ context: entry.ctx });
     actor.on('*', (e) => entry.sink?.push(e));
     // An error listener keeps XState from rethrowing; dispatch() restores the actor itself.
     actor.subscribe({ error: () => undefined });
@@ -658,7 +624,7 @@ export class Engine {
     }
     const events: SectionEvent[] = [];
     for (const e of sink) {
-      if (e.type === 'rejected') throw violation(e);
+      if (e.type === 'commandRefused') throw violation(e);
       events.push(e);
       this.index(e);
     }
