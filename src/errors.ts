@@ -31,6 +31,8 @@ export const ERROR_STATUS = {
   RESERVE_BELOW_QUEUED: 409,
   SEX_LOCK_CONFLICT: 409,
   UNAVAILABLE: 503,
+  /** A student's mailbox is full: the request was refused before it changed anything (Retry-After). */
+  OVERLOADED: 503,
   INTERNAL: 500,
 } as const;
 
@@ -41,6 +43,8 @@ export class EngineError extends Error {
   readonly statusCode: number;
   /** Extra JSON-safe members sent to the client beside `reason` and `code`. */
   readonly details: Record<string, unknown> | undefined;
+  /** Sent as `Retry-After` (seconds) when set: the client may try again then. */
+  retryAfterSeconds: number | undefined;
 
   constructor(code: ErrorCode, reason: string, details?: Record<string, unknown>) {
     super(reason);
@@ -48,6 +52,7 @@ export class EngineError extends Error {
     this.code = code;
     this.statusCode = ERROR_STATUS[code];
     this.details = details;
+    this.retryAfterSeconds = undefined;
   }
 }
 

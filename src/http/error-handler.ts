@@ -52,9 +52,10 @@ export function toErrorReply(err: unknown): { status: number; body: ErrorBodyT }
 export function installErrorHandlers(app: FastifyInstance): void {
   app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const { status, body } = toErrorReply(err);
-    if (status === 503) request.log.warn({ err, code: body.code }, 'request refused: storage unavailable');
+    if (status === 503) request.log.warn({ err, code: body.code }, 'request refused: unavailable (storage away or mailbox full)');
     else if (status >= 500) request.log.error({ err, code: body.code }, 'request failed');
     else request.log.debug({ code: body.code, reason: body.reason }, 'request refused');
+    if (isEngineError(err) && err.retryAfterSeconds !== undefined) void reply.header('retry-after', String(err.retryAfterSeconds));
     void reply.header(REQUEST_ID_HEADER, request.id).code(status).send(body);
   });
 
