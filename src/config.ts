@@ -26,6 +26,8 @@ export interface Config {
   batchMaxEvents: number;
   /** Run the batcher inside the server process (full mode). */
   inProcessBatcher: boolean;
+  /** Requests one student may have waiting or running at once; past it: 503 OVERLOADED + Retry-After. */
+  studentMailboxLimit: number;
   /** 'embedded' when no DATABASE_URL / RABBITMQ_URL are configured. */
   mode: 'embedded' | 'full';
 }
@@ -109,6 +111,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     amqpPrefix,
     batchMaxEvents: int('BATCH_MAX_EVENTS', 2000, 1, 100_000),
     inProcessBatcher: bool('IN_PROCESS_BATCHER', true),
+    studentMailboxLimit: int('STUDENT_MAILBOX_LIMIT', 16, 1, 10_000),
     mode,
   };
   if (problems.length > 0) throw new ConfigError(problems);
