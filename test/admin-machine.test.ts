@@ -25,8 +25,14 @@ interface WalkedTransition {
   guard: string | null;
 }
 
-const guardName = (g: unknown): string | null =>
-  g === undefined ? null : typeof g === 'string' ? g : ((g as { type?: string }).type ?? 'inline guard');
+const guardName = (g: unknown): string | null => {
+  if (g === undefined) return null;
+  if (typeof g === 'string') return g;
+  // and([...]) of named guards reads `a && b`.
+  const parts = (g as { guards?: unknown[] }).guards;
+  if (typeof g === 'function' && g.name === 'and' && Array.isArray(parts)) return parts.map((p) => guardName(p)).join(' && ');
+  return (g as { type?: string }).type ?? 'inline guard';
+};
 
 /** The test's own walk over `machine.root`: states, event transitions, `always` and `initial`. */
 function walk(machine: AnyStateMachine): { states: WalkedState[]; transitions: WalkedTransition[] } {
@@ -144,6 +150,7 @@ describe('machine graph derived from the section machine', () => {
     // Spot checks of what the page must show: each state's own transitions, in the domain's words.
     const labels = graph.transitions.map((t) => t.label);
     assert.ok(labels.some((l) => l.startsWith('enroll [admitted]') && l.includes('takeSeat')));
+    assert.ok(labels.includes('enroll [admitted && seatsToSpare] / takeSeat'));
     assert.ok(labels.includes('[hasFreeSeat]'), 'a choice branch reads as its guard');
     assert.ok(labels.includes('[else]'));
     assert.ok(labels.every((l) => !l.startsWith('always')), 'no bare always');

@@ -1,4 +1,4 @@
-import { createActor, enqueueActions, setup, type ActorRefFrom, type Snapshot, type SnapshotFrom } from 'xstate';
+import { and, createActor, enqueueActions, setup, type ActorRefFrom, type Snapshot, type SnapshotFrom } from 'xstate';
 import { evolveSection, membershipOf } from './section-logic.js';
 import { checkScheduleRules } from './student-rules.js';
 import type {
@@ -115,6 +115,10 @@ export const sectionMachine = setup({
     markedClosed: ({ context }) => context.closed,
     hasFreeSeat: ({ context }) => hasFreeSeat(context),
     queueHasRoom: ({ context }) => context.queue.length < context.reserveCapacity,
+    /** More than one seat free: one can be taken and the section still has seats available. */
+    seatsToSpare: ({ context }) => context.registered.length + 1 < context.capacity,
+    /** More than one queue place free. */
+    queueRoomToSpare: ({ context }) => context.queue.length + 1 < context.reserveCapacity,
     /** SPEC rule 3: no lock, or the lock is the student's sex. */
     sexLockExcludes: ({ context, event }) =>
       event.type === 'enroll' && context.sexLock !== null && context.sexLock !== event.gender,
@@ -254,11 +258,23 @@ export const sectionMachine = setup({
             { target: 'full' },
           ],
         },
+        // Taking a seat (or a queue place) that is not the last one leaves the state as it is, so
+        // that common case stays in the state; the last one goes through countingSeats.
         seatsAvailable: {
-          on: { enroll: { guard: 'admitted', target: 'countingSeats', actions: 'takeSeat' } },
+          on: {
+            enroll: [
+              { guard: and(['admitted', 'seatsToSpare']), actions: 'takeSeat' },
+              { guard: 'admitted', target: 'countingSeats', actions: 'takeSeat' },
+            ],
+          },
         },
         reserveOnly: {
-          on: { enroll: { guard: 'admitted', target: 'countingSeats', actions: 'joinQueue' } },
+          on: {
+            enroll: [
+              { guard: and(['admitted', 'queueRoomToSpare']), actions: 'joinQueue' },
+              { guard: 'admitted', target: 'countingSeats', actions: 'joinQueue' },
+            ],
+          },
         },
         full: {
           on: { enroll: { guard: 'admitted', actions: { type: 'refuse', params: { code: 'SECTION_FULL' } } } },

@@ -79,6 +79,12 @@ export interface MachineGraph {
  */
 function implName(x: unknown, fallback: string): string {
   if (typeof x === 'string') return x;
+  // XState's higher-order guards (and, or, not) carry their operands.
+  const operands = (x as { guards?: unknown }).guards;
+  if (typeof x === 'function' && Array.isArray(operands) && ['and', 'or', 'not'].includes(x.name)) {
+    const names = operands.map((g) => implName(g, fallback));
+    return x.name === 'not' ? `!${names[0]}` : names.join(x.name === 'and' ? ' && ' : ' || ');
+  }
   if (typeof x === 'function') return x.name && x.name !== 'anonymous' ? x.name : fallback;
   if (typeof x === 'object' && x !== null && typeof (x as { type?: unknown }).type === 'string') {
     const { type, params } = x as { type: string; params?: unknown };
