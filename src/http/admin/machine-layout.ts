@@ -228,6 +228,9 @@ export async function layoutMachine(graph: MachineGraph): Promise<MachineLayout>
       labels: [{ text: label, width: textWidth(label) + 8, height: 20 }],
       layoutOptions: {
         ...levelOptions,
+        // Inside a compound state its children read left to right (the choice, then the states
+        // stacked), which keeps the chart narrow; the top level reads downwards.
+        ...(s.parent === null ? {} : { 'elk.direction': 'RIGHT' }),
         'elk.padding': `[top=${40 + listHeight},left=24,bottom=24,right=24]`,
         'elk.nodeLabels.placement': 'INSIDE V_TOP H_LEFT',
         'elk.nodeSize.constraints': 'MINIMUM_SIZE',
