@@ -150,7 +150,7 @@ describe('machine graph derived from the section machine', () => {
     // Spot checks of what the page must show: each state's own transitions, in the domain's words.
     const labels = graph.transitions.map((t) => t.label);
     assert.ok(labels.some((l) => l.startsWith('enroll [admitted]') && l.includes('takeSeat')));
-    assert.ok(labels.includes('enroll [admitted && seatsToSpare] / takeSeat'));
+    assert.ok(labels.includes('enroll [admittedToSpareSeat] / takeSeat'));
     assert.ok(labels.includes('[hasFreeSeat]'), 'a choice branch reads as its guard');
     assert.ok(labels.includes('[else]'));
     assert.ok(labels.every((l) => !l.startsWith('always')), 'no bare always');
