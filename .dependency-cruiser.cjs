@@ -24,6 +24,34 @@ module.exports = {
       from: { path: '^src/engine' },
       to: { path: ['^src/http', 'node_modules/(pg|amqplib|ioredis|fastify|@fastify|@electric-sql)/', '^src/persistence/(?!types\\.ts$)'] },
     },
+    // The engine's roles (src/engine/README.md): the use cases and the facade compose the rest; the
+    // section host and the student directory know nothing of each other, of durability or of storage.
+    {
+      name: 'section-host-hosts-only',
+      severity: 'error',
+      comment: 'the section host spawns, restores, passivates and routes; it knows no students, durability or storage',
+      from: { path: '^src/engine/section-host\\.ts$' },
+      to: { path: ['^src/engine/(?!views\\.ts$)', '^src/persistence'] },
+    },
+    {
+      name: 'student-directory-knows-students-only',
+      severity: 'error',
+      from: { path: '^src/engine/student-(directory|mailbox)\\.ts$' },
+      to: { path: ['^src/engine/(section-host|durability-tracker|enrollment|engine|views)\\.ts$', '^src/persistence'] },
+    },
+    {
+      name: 'durability-tracker-below-use-cases',
+      severity: 'error',
+      comment: 'the tracker rolls the host and the directory back; it never runs a use case',
+      from: { path: '^src/engine/durability-tracker\\.ts$' },
+      to: { path: '^src/engine/(enrollment|engine)\\.ts$' },
+    },
+    {
+      name: 'use-cases-below-facade',
+      severity: 'error',
+      from: { path: '^src/engine/(enrollment|views)\\.ts$' },
+      to: { path: '^src/engine/engine\\.ts$' },
+    },
     {
       name: 'persistence-knows-no-http',
       severity: 'error',

@@ -46,6 +46,8 @@ export interface Config {
     idleTimeoutMs: number;
     maxRequestsPerSocket: number;
   };
+  /** Requests one student may have waiting or running at once; past it: 503 OVERLOADED + Retry-After. */
+  studentMailboxLimit: number;
   /** 'embedded' when no DATABASE_URL / RABBITMQ_URL are configured. */
   mode: 'embedded' | 'full';
 }
@@ -163,6 +165,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       idleTimeoutMs: int('HTTP_IDLE_TIMEOUT_MS', 60_000, 1_000, 3_600_000),
       maxRequestsPerSocket: int('HTTP_MAX_REQUESTS_PER_SOCKET', 0, 0, 1_000_000_000),
     },
+    studentMailboxLimit: int('STUDENT_MAILBOX_LIMIT', 16, 1, 10_000),
     mode,
   };
   if (config.http.headersTimeoutMs > config.http.requestTimeoutMs) {

@@ -70,6 +70,7 @@ async function main(): Promise<void> {
     persistence,
     logger,
     enrollmentWindowMs: config.enrollmentWindowMinutes * 60_000,
+    studentMailboxLimit: config.studentMailboxLimit,
   });
   // Storage may still be starting (compose, a broker restart): keep trying instead of exiting.
   for (let attempt = 1; ; attempt++) {

@@ -215,6 +215,8 @@ describe('admin page in a real browser', { skip: haveChromium ? false : `${CHROM
     await page.waitForSelector('#chart .node.active[data-path="open.reserveOnly"]');
     await untilText('#d-registered', (t) => t === '2 / 2');
     await shot('4-reserve-only');
+    // The choice pseudostates are drawn as diamonds, never lit.
+    assert.equal(await page.locator('#chart .node.n-choice polygon').count(), 2);
 
     expectStatus(await enroll(S.f3, C.algo1), 204);
     expectStatus(await enroll(S.f4, C.algo1), 204);
@@ -232,6 +234,48 @@ describe('admin page in a real browser', { skip: haveChromium ? false : `${CHROM
     await untilText('#list .row[data-key="101/1"] .badge', (t) => t === 'full');
     assert.equal(await page.evaluate(() => (globalThis as unknown as { marker?: string }).marker), 'same page');
     await shot('5-full');
+
+    // A drop takes the section back out of full: the queue head gets the seat, a queue place is free.
+    expectStatus(await fx.request('DELETE', `/student/course?course_id=${C.algo1[0]}`, { token: fx.studentToken(S.f1) }), 204);
+    await page.waitForSelector('#chart .node.active[data-path="open.reserveOnly"]');
+    assert.equal(await page.locator('#chart .node.n-state.active').count(), 1, 'only the new state is lit');
+    assert.equal(await page.locator('#chart .node.active[data-path="open.full"]').count(), 0, 'full is no longer lit');
+    assert.equal(fx.engine.getSection(101, 1).state, 'open.reserveOnly');
+    await untilText('#d-queue', (t) => t === '1 / 2');
+    await shot('5b-dropped-out-of-full');
+    // And back into full, for the staff actions below.
+    expectStatus(await enroll(S.f1, C.algo1), 204);
+    await page.waitForSelector('#chart .node.active[data-path="open.full"]');
+  });
+
+  it('draws the chart readably at 900 px: no text smaller than 11 px on screen, the legend colours the states', async () => {
+    await page.setViewportSize({ width: 900, height: 1000 });
+    try {
+      await page.locator('#chart').scrollIntoViewIfNeeded();
+      const scale = await page.evaluate(() => {
+        const g = globalThis as unknown as { document: { getElementById(id: string): { getBoundingClientRect(): { width: number }; viewBox: { baseVal: { width: number } } } } };
+        const chart = g.document.getElementById('chart');
+        return chart.getBoundingClientRect().width / chart.viewBox.baseVal.width;
+      });
+      // The smallest font in the chart is 12 px (transition lists, labels).
+      assert.ok(12 * scale >= 11, `chart text is drawn at ${(12 * scale).toFixed(1)} px at 900 px wide (scale ${scale.toFixed(2)})`);
+      await shot('5c-900px');
+      // Each state's legend swatch has the colour the chart fills that state with when current.
+      const colours = await page.evaluate(() => {
+        const g = globalThis as unknown as { document: { querySelector(s: string): unknown }; getComputedStyle(e: unknown): { backgroundColor: string } };
+        const out: Record<string, string> = {};
+        for (const k of ['seats', 'reserve', 'full', 'closed']) out[k] = g.getComputedStyle(g.document.querySelector(`.legend .lg-${k}`)).backgroundColor;
+        return out;
+      });
+      const fill = await page.evaluate(() => {
+        const g = globalThis as unknown as { document: { querySelector(s: string): unknown }; getComputedStyle(e: unknown): { fill: string } };
+        return g.getComputedStyle(g.document.querySelector('#chart .node.n-state.active > rect')).fill;
+      });
+      assert.equal(fill, colours.full, 'the lit full state has the legend colour of full');
+      assert.equal(new Set(Object.values(colours)).size, 4, 'four distinct state colours');
+    } finally {
+      await page.setViewportSize({ width: 1600, height: 1000 });
+    }
   });
 
   it('runs staff actions through the staff API and shows its refusals', async () => {

@@ -233,7 +233,9 @@ describe('admin data', () => {
     expectStatus(r, 200);
     assert.match(String(r.headers['content-type']), /^text\/plain/);
     assert.match(r.raw, /^stateDiagram-v2$/m);
-    assert.match(r.raw, /seatsAvailable --> reserveOnly : always \[noSeatFree\]/);
+    assert.match(r.raw, /countingSeats --> reserveOnly : \[queueHasRoom\]/);
+    assert.match(r.raw, /seatsAvailable --> countingSeats : enroll \[admitted\] \/ takeSeat/);
+    assert.doesNotMatch(r.raw, /handle|replay|always/);
   });
 });
 

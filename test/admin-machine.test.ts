@@ -25,8 +25,14 @@ interface WalkedTransition {
   guard: string | null;
 }
 
-const guardName = (g: unknown): string | null =>
-  g === undefined ? null : typeof g === 'string' ? g : ((g as { type?: string }).type ?? 'inline guard');
+const guardName = (g: unknown): string | null => {
+  if (g === undefined) return null;
+  if (typeof g === 'string') return g;
+  // and([...]) of named guards reads `a && b`.
+  const parts = (g as { guards?: unknown[] }).guards;
+  if (typeof g === 'function' && g.name === 'and' && Array.isArray(parts)) return parts.map((p) => guardName(p)).join(' && ');
+  return (g as { type?: string }).type ?? 'inline guard';
+};
 
 /** The test's own walk over `machine.root`: states, event transitions, `always` and `initial`. */
 function walk(machine: AnyStateMachine): { states: WalkedState[]; transitions: WalkedTransition[] } {
@@ -104,10 +110,24 @@ function checkLayout(graph: MachineGraph, layout: MachineLayout): void {
     assert.ok(n.x + n.width <= layout.width && n.y + n.height <= layout.height, `${s.id} is inside the drawing`);
     if (s.parent !== null) assert.ok(inside(n, nodes.get(s.parent)!), `${s.id} is drawn inside ${s.parent}`);
   }
+  const parentOf = new Map(graph.states.map((s) => [s.id, s.parent]));
+  const within = (id: string, ancestor: string): boolean => {
+    for (let p = parentOf.get(id) ?? null; p !== null; p = parentOf.get(p) ?? null) if (p === ancestor) return true;
+    return false;
+  };
+  const keyOf = new Map(graph.states.map((s) => [s.id, s.key]));
   for (const t of graph.transitions) {
     if (t.target === null) {
-      const box = nodes.get(`${t.source}#internal`);
-      assert.ok(box?.items.some((i) => i.transition_id === t.id && i.text === t.label), `targetless ${t.id} is listed`);
+      const box = nodes.get(t.source);
+      assert.ok(box?.items.some((i) => i.transition_id === t.id && i.text === t.label), `targetless ${t.id} is listed in its state`);
+      continue;
+    }
+    if (t.kind !== 'initial' && within(t.target, t.source)) {
+      // A compound's transition into its own child: listed in the compound, with where it leads.
+      const box = nodes.get(t.source);
+      const text = `${t.label} → ${keyOf.get(t.target)}`;
+      assert.ok(box?.items.some((i) => i.transition_id === t.id && i.text === text), `${t.id} is listed in ${t.source}`);
+      assert.ok(!layout.edges.some((e) => e.id === t.id), `${t.id} has no arrow from its own border`);
       continue;
     }
     const edge = layout.edges.find((e) => e.id === t.id);
@@ -127,16 +147,24 @@ describe('machine graph derived from the section machine', () => {
 
   it('has every state node and every transition of the definition', () => {
     checkGraph(sectionMachine, graph);
-    // Spot checks of what the page must show: guard names of eventless transitions, root commands.
-    const always = graph.transitions.filter((t) => t.kind === 'always').map((t) => t.label);
-    assert.ok(always.includes('always [noSeatFree]'));
-    assert.ok(always.includes('always [isClosed]'));
-    const commands = graph.transitions.filter((t) => t.source === graph.root && t.kind === 'event');
+    // Spot checks of what the page must show: each state's own transitions, in the domain's words.
+    const labels = graph.transitions.map((t) => t.label);
+    assert.ok(labels.some((l) => l.startsWith('enroll [admitted]') && l.includes('takeSeat')));
+    assert.ok(labels.includes('enroll [admittedToSpareSeat] / takeSeat'));
+    assert.ok(labels.includes('[hasFreeSeat]'), 'a choice branch reads as its guard');
+    assert.ok(labels.includes('[else]'));
+    assert.ok(labels.every((l) => !l.startsWith('always')), 'no bare always');
+    assert.deepEqual(graph.states.filter((s) => s.choice).map((s) => s.path), ['openOrClosed', 'open.countingSeats']);
+    assert.ok(labels.some((l) => l.includes('refuse(SECTION_CLOSED)')));
+    assert.ok(graph.transitions.every((t) => !/handle|replay/.test(t.label)), 'no generic handler, no replay');
+    // Only drops and staff changes mean the same in every state; enroll is decided by each state.
     assert.deepEqual(
-      commands.map((t) => t.event).sort(),
-      Object.keys(sectionMachine.config.on ?? {}).sort(),
+      [...new Set(graph.transitions.filter((t) => t.source === graph.root && t.kind === 'event').map((t) => t.event))].sort(),
+      ['changeSettings', 'drop', 'forceEnroll'],
     );
-    assert.ok(commands.every((t) => t.target === null && t.actions.includes('handle')));
+    for (const state of ['section.closed', 'section.open', 'section.open.seatsAvailable', 'section.open.reserveOnly', 'section.open.full']) {
+      assert.ok(graph.transitions.some((t) => t.source === state && t.event === 'enroll'), `${state} decides an enroll itself`);
+    }
   });
 
   it('names the active configuration as the engine names states', () => {
@@ -163,13 +191,17 @@ describe('machine graph derived from the section machine', () => {
     const lines = text.split('\n').map((l) => l.trim());
     assert.ok(lines.includes('stateDiagram-v2'));
     for (const s of graph.states) {
-      const declared = lines.some((l) => l === s.key || l === `state ${s.key} {` || l.endsWith(` as ${s.key}`));
+      const declared = lines.some((l) => l === s.key || l === `state ${s.key} {` || l === `state ${s.key} <<choice>>` || l.endsWith(` as ${s.key}`));
       assert.ok(declared, `state ${s.id} is declared`);
     }
     const key = (id: string) => graph.states.find((s) => s.id === id)!.key;
+    const parent = (id: string) => graph.states.find((s) => s.id === id)!.parent;
     for (const t of graph.transitions) {
       if (t.kind === 'initial') assert.ok(lines.includes(`[*] --> ${key(t.target!)}`), `initial ${t.id}`);
       else if (t.target === null) assert.ok(lines.includes(t.label), `targetless ${t.id} is in the note`);
+      else if (parent(t.target) === t.source || (parent(t.target) !== null && parent(parent(t.target)!) === t.source)) {
+        assert.ok(lines.includes(`${t.label} → ${key(t.target)}`), `${t.id} into its own child is in the note`);
+      }
       else assert.ok(lines.includes(`${key(t.source)} --> ${key(t.target)} : ${t.label}`), `transition ${t.id}`);
     }
     // Braces balance, notes close: the text parses as far as structure goes.
@@ -194,7 +226,7 @@ describe('machine graph of another machine (the derivation is generic)', () => {
   it('gives repeated keys distinct Mermaid ids', () => {
     const text = toMermaid(graph);
     assert.match(text, /state "x" as toy_a_x/);
-    assert.match(text, /state "x" as toy_b_x/);
+    assert.match(text, /state toy_b_x <<choice>>/);
     assert.ok(text.split('\n').includes('  y --> toy_b_x : JUMP [ready]'));
     assert.match(text, /PING \/ pong/);
   });

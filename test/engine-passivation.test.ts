@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createFixture, makeSection, makeStudent, meta, studentMeta } from './support/engine-fixture.js';
 
-test('idle section actors are passivated to their context and restarted on the next command, unchanged', async () => {
+test('idle section actors are passivated to their persisted snapshot and restored from it on the next command, unchanged', async () => {
   const fx = await createFixture();
   const e = fx.engine;
   await e.importBatch(
@@ -18,9 +18,9 @@ test('idle section actors are passivated to their context and restarted on the n
 
   assert.equal(e.passivateIdle(performance.now() + 3_600_000), 1);
   assert.equal(e.activeActors, 0);
-  assert.deepEqual(e.getSection(10, 1), before, 'reads are served from the context while passivated');
+  assert.deepEqual(e.getSection(10, 1), before, 'reads are served from the persisted snapshot while passivated');
 
-  // The next command restarts the actor from the context: the queue and the seat are still there.
+  // The next command restores the actor from its snapshot: the queue and the seat are still there.
   await e.drop(1, 10, studentMeta(1));
   assert.equal(e.activeActors, 1);
   assert.deepEqual(e.sectionMembers(10, 1), { registered: [2], queue: [] });
@@ -34,10 +34,9 @@ test('a section actor that throws is restored from its last good state and the r
   await e.importBatch({ departments: [], staff: [], students: [makeStudent(1), makeStudent(2)], sections: [makeSection(10, 1)] }, meta());
   await e.enroll(1, 10, 1, studentMeta(1));
   const before = e.getSection(10, 1);
-  // White-box: a malformed replay makes the machine's action throw inside the actor.
-  const internal = e as unknown as { sections: Map<string, unknown>; dispatch(entry: unknown, cmd: unknown): unknown };
-  const entry = internal.sections.get('10:1');
-  assert.throws(() => internal.dispatch(entry, { type: 'replay', event: undefined }), (err: { code?: string }) => err.code === 'INTERNAL');
+  // White-box: a malformed command makes the machine's guard throw inside the actor.
+  const internal = e as unknown as { host: { send(key: string, cmd: unknown): unknown } };
+  assert.throws(() => internal.host.send('10:1', { type: 'changeSettings', change: null }), (err: { code?: string }) => err.code === 'INTERNAL');
   assert.deepEqual(e.getSection(10, 1), before, 'nothing changed');
   // The section keeps working from its last good state.
   await e.enroll(2, 10, 1, studentMeta(2));

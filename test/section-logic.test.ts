@@ -1,11 +1,39 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { decideSection, evolveSection, initialSectionContext, membershipOf, sectionKey } from '../src/actors/section-logic.js';
-import type { Cause, SectionCommand, SectionContext, SectionEvent, SectionRejection, Sex } from '../src/actors/types.js';
+import { evolveSection, initialSectionContext, membershipOf, sectionKey } from '../src/actors/section-logic.js';
+import { createSectionActor } from '../src/actors/section-machine.js';
+import type { Cause, SectionCommand, SectionContext, SectionEmitted, SectionEvent, SectionRefusal, Sex } from '../src/actors/types.js';
 import { makeInfo } from './support/engine-fixture.js';
 
+/**
+ * The section's rules, command by command, on a real section actor started from a given context:
+ * what it records (events, numbered after the context) or why it refuses (its `commandRefused`).
+ */
+
 const cause: Cause = { requestId: 'r1', actor: 'staff:1', at: 1_700_000_000_000 };
-type Cmd = Exclude<SectionCommand, { type: 'replay' }>;
+type Cmd = SectionCommand;
+const schedule = { maxUnits: 1000, held: [], checkSameCourse: true };
+
+/** Sends one command to an actor started at `ctx`; what it emitted and the context it ended with. */
+function run(ctx: SectionContext, c: Cmd): { emitted: SectionEmitted[]; after: SectionContext } {
+  const actor = createSectionActor({ context: ctx });
+  const emitted: SectionEmitted[] = [];
+  actor.on('*', (e) => emitted.push(e));
+  actor.send(c);
+  const after = actor.getSnapshot().context;
+  actor.stop();
+  return { emitted, after };
+}
+
+function decideSection(ctx: SectionContext, c: Cmd): SectionEvent[] | SectionRefusal {
+  const { emitted } = run(ctx, c);
+  const refused = emitted.find((e): e is SectionRefusal => e.type === 'commandRefused');
+  if (refused) {
+    assert.equal(emitted.length, 1, 'a refusal comes alone');
+    return refused;
+  }
+  return emitted as SectionEvent[];
+}
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 function ctxWith(over: { capacity?: number; reserveCapacity?: number; sexLock?: Sex | null; closed?: boolean } = {}): SectionContext {
@@ -19,12 +47,14 @@ function ctxWith(over: { capacity?: number; reserveCapacity?: number; sexLock?: 
 
 const cmd = {
   enroll: (studentId: number, gender: Sex = 'male', movedIn?: boolean): Cmd =>
-    movedIn === undefined ? { type: 'enroll', studentId, gender, cause } : { type: 'enroll', studentId, gender, movedIn, cause },
+    movedIn === undefined
+      ? { type: 'enroll', studentId, gender, schedule, cause }
+      : { type: 'enroll', studentId, gender, schedule, movedIn, cause },
   drop: (studentId: number): Cmd => ({ type: 'drop', studentId, reason: 'dropped', cause }),
   force: (studentId: number): Cmd => ({ type: 'forceEnroll', studentId, cause }),
-  capacity: (capacity: number): Cmd => ({ type: 'changeCapacity', capacity, cause }),
-  reserve: (reserveCapacity: number): Cmd => ({ type: 'changeReserveCapacity', reserveCapacity, cause }),
-  lock: (sexLock: Sex | null): Cmd => ({ type: 'changeSexLock', sexLock, cause }),
+  capacity: (capacity: number): Cmd => ({ type: 'changeSettings', change: { capacity }, cause }),
+  reserve: (reserveCapacity: number): Cmd => ({ type: 'changeSettings', change: { reserveCapacity }, cause }),
+  lock: (sexLock: Sex | null, memberSexes: Record<number, Sex> = {}): Cmd => ({ type: 'changeSettings', change: { sexLock }, memberSexes, cause }),
   close: (): Cmd => ({ type: 'close', cause }),
   reopen: (): Cmd => ({ type: 'reopen', cause }),
 };
@@ -35,16 +65,23 @@ function events(ctx: SectionContext, c: Cmd): SectionEvent[] {
   return d;
 }
 
-function rejection(ctx: SectionContext, c: Cmd): SectionRejection {
+function rejection(ctx: SectionContext, c: Cmd): SectionRefusal {
   const d = decideSection(ctx, c);
   assert.ok(!Array.isArray(d), `expected a rejection, got ${JSON.stringify(d)}`);
   return d;
 }
 
-/** Decides and applies, as the machine does. */
+/** Runs the commands one after the other, each on a fresh actor started from the last context. */
 function apply(ctx: SectionContext, ...cmds: Cmd[]): SectionContext {
   let next = ctx;
-  for (const c of cmds) for (const e of events(next, c)) next = evolveSection(next, e);
+  for (const c of cmds) {
+    const r = run(next, c);
+    assert.ok(!r.emitted.some((e) => e.type === 'commandRefused'), `refused: ${JSON.stringify(r.emitted)}`);
+    let replayed = next;
+    for (const e of r.emitted as SectionEvent[]) replayed = evolveSection(replayed, e);
+    assert.deepEqual(r.after, replayed, 'the events emitted rebuild the context the actor reached');
+    next = r.after;
+  }
   return next;
 }
 
@@ -56,7 +93,7 @@ function shapes(es: SectionEvent[]): DistributiveOmit<SectionEvent, 'courseId' |
   });
 }
 
-describe('decideSection: enroll', () => {
+describe('section machine: enroll', () => {
   test('takes a free seat, numbering the event after the context and stamping the cause', () => {
     const ctx = { ...ctxWith(), seq: 7 };
     const es = events(ctx, cmd.enroll(1));
@@ -114,7 +151,7 @@ describe('decideSection: enroll', () => {
   });
 });
 
-describe('decideSection: drop', () => {
+describe('section machine: drop', () => {
   test('dropping a registered student promotes the queue head at once, in the same decision', () => {
     const ctx = apply(ctxWith({ capacity: 2, reserveCapacity: 3 }), cmd.enroll(1), cmd.enroll(2), cmd.enroll(3), cmd.enroll(4));
     const es = events(ctx, cmd.drop(1));
@@ -154,7 +191,7 @@ describe('decideSection: drop', () => {
   });
 });
 
-describe('decideSection: force enroll', () => {
+describe('section machine: force enroll', () => {
   test('takes a free seat without growing the section', () => {
     assert.deepEqual(shapes(events(ctxWith(), cmd.force(1))), [{ type: 'studentEnrolled', studentId: 1, forced: true, movedIn: false }]);
   });
@@ -189,7 +226,7 @@ describe('decideSection: force enroll', () => {
   });
 });
 
-describe('decideSection: capacity and reserve capacity', () => {
+describe('section machine: capacity and reserve capacity', () => {
   const queued = (): SectionContext =>
     apply(ctxWith({ capacity: 1, reserveCapacity: 3 }), cmd.enroll(1), cmd.enroll(2), cmd.enroll(3), cmd.enroll(4));
 
@@ -232,7 +269,7 @@ describe('decideSection: capacity and reserve capacity', () => {
   });
 });
 
-describe('decideSection: lock, close, reopen, info', () => {
+describe('section machine: lock, close, reopen, info', () => {
   test('sex lock changes are events; an unchanged lock is none', () => {
     assert.deepEqual(shapes(events(ctxWith(), cmd.lock('female'))), [{ type: 'sexLockChanged', sexLock: 'female' }]);
     assert.deepEqual(events(ctxWith(), cmd.lock(null)), []);
@@ -249,7 +286,7 @@ describe('decideSection: lock, close, reopen, info', () => {
   });
 
   test('updateInfo merges the descriptive fields', () => {
-    const after = apply(ctxWith(), { type: 'updateInfo', info: { lecturer: 'Dr. X', notes: 'room 5' }, cause });
+    const after = apply(ctxWith(), { type: 'changeSettings', change: { info: { lecturer: 'Dr. X', notes: 'room 5' } }, cause });
     assert.equal(after.info.lecturer, 'Dr. X');
     assert.equal(after.info.notes, 'room 5');
     assert.equal(after.info.courseId, 10);

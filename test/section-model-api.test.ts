@@ -111,7 +111,7 @@ function modelSetup(cover: Cover): ModelSetup {
 }
 
 function traceOnActor(graph: ModelGraph, path: Intent[]): StepRecord[] {
-  const actor = createSectionActor(modelInitialContext());
+  const actor = createSectionActor({ context: modelInitialContext() });
   let emitted: SectionEmitted[] = [];
   actor.on('*', (e) => emitted.push(e));
   let key = initialKey(graph);
@@ -125,7 +125,7 @@ function traceOnActor(graph: ModelGraph, path: Intent[]): StepRecord[] {
     const next = abstractKey(sectionStateName(snap), snap.context);
     assert.equal(next, graph.edges.get(key)?.get(intent), `the actor follows the graph: ${key} --${intent}-->`);
     key = next;
-    const rejection = emitted.find((e) => e.type === 'rejected');
+    const rejection = emitted.find((e) => e.type === 'commandRefused');
     trace.push({
       intent,
       command: cmd,
@@ -221,6 +221,9 @@ class ChunkRunner {
     const sectionUrl = `/sections/${C}/${G}`;
     let r: Reply;
     let e: Expect;
+    // The API's students all have room in their schedules; that refusal is the actor's alone (the
+    // API's own UNITS_EXCEEDED answers are tested in http-student). It changed nothing to observe.
+    if (step.intent === 'enroll:overUnits') return;
     switch (cmd.type) {
       case 'enroll': {
         const id = this.sid(cmd.studentId);
@@ -262,30 +265,30 @@ class ChunkRunner {
         r = await this.call('PUT /staff/force-std', 'PUT', '/staff/force-std', this.staff, { std_id: this.sid(cmd.studentId), course_id: C, group_id: G });
         e = ok ? { status: 204 } : goRefusal(code);
         break;
-      case 'changeCapacity':
-        if (this.variant('capacity', 2) === 0) {
-          r = await this.call('PATCH /staff/capacity', 'PATCH', '/staff/capacity', this.staff, { course_id: C, group_id: G, capacity: cmd.capacity });
+      case 'changeSettings': {
+        const c = cmd.change;
+        if (c.capacity !== undefined && this.variant('capacity', 2) === 0) {
+          r = await this.call('PATCH /staff/capacity', 'PATCH', '/staff/capacity', this.staff, { course_id: C, group_id: G, capacity: c.capacity });
           e = ok ? { status: 204 } : goRefusal(code);
+        } else if (c.capacity !== undefined) {
+          r = await this.call('PATCH /sections/:c/:g capacity', 'PATCH', sectionUrl, this.staff, { capacity: c.capacity });
+          e = ok ? { status: 200 } : refusal(code);
+        } else if (c.reserveCapacity !== undefined) {
+          r = await this.call('PATCH /sections/:c/:g reserve_capacity', 'PATCH', sectionUrl, this.staff, { reserve_capacity: c.reserveCapacity });
+          e = ok ? { status: 200 } : refusal(code);
         } else {
-          r = await this.call('PATCH /sections/:c/:g capacity', 'PATCH', sectionUrl, this.staff, { capacity: cmd.capacity });
+          r = await this.call('PATCH /sections/:c/:g sex_lock', 'PATCH', sectionUrl, this.staff, { sex_lock: c.sexLock });
           e = ok ? { status: 200 } : refusal(code);
         }
         break;
-      case 'changeReserveCapacity':
-        r = await this.call('PATCH /sections/:c/:g reserve_capacity', 'PATCH', sectionUrl, this.staff, { reserve_capacity: cmd.reserveCapacity });
-        e = ok ? { status: 200 } : refusal(code);
-        break;
-      case 'changeSexLock':
-        r = await this.call('PATCH /sections/:c/:g sex_lock', 'PATCH', sectionUrl, this.staff, { sex_lock: cmd.sexLock });
-        e = ok ? { status: 200 } : refusal(code);
-        break;
+      }
       case 'close':
       case 'reopen':
         r = await this.call(`POST /sections/:c/:g/${cmd.type}`, 'POST', `${sectionUrl}/${cmd.type}`, this.staff);
         e = ok ? { status: 200 } : refusal(code);
         break;
       default:
-        throw new Error(`the model never sends ${cmd.type}`);
+        throw new Error(`the model never sends ${(cmd as { type: string }).type}`);
     }
     expectReply(r, e, where);
     // Routes that answer with the section answer with it as it is after the change.

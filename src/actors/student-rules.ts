@@ -1,5 +1,5 @@
 import { classTimesOverlap } from './class-time.js';
-import type { Cause, SectionInfo, Sex } from './types.js';
+import type { Cause, SectionInfo, Sex, StudentSchedule } from './types.js';
 
 /**
  * Student-level rules need the student's whole schedule, so they live beside the section actors
@@ -39,8 +39,6 @@ export type RegistryEvent =
 
 export type StudentRuleCode =
   | 'ENROLLMENT_WINDOW_CLOSED'
-  | 'SECTION_CLOSED'
-  | 'SEX_LOCK'
   | 'UNITS_EXCEEDED'
   | 'SAME_COURSE'
   | 'EXAM_CONFLICT'
@@ -73,44 +71,40 @@ export function checkActionsLeft(student: StudentRecord): RuleViolation | null {
   return { code: 'NO_ACTIONS_LEFT', reason: 'you have no remaining drop or change actions' };
 }
 
-export interface EnrollCheck {
-  student: StudentRecord;
-  target: SectionInfo;
-  targetClosed: boolean;
-  targetSexLock: Sex | null;
-  /** The sections the student holds (registered or queued), excluding one being left (change group). */
-  held: SectionInfo[];
-  /** False for change group, where holding the same course is the point. */
-  checkSameCourse: boolean;
+/** A broken schedule rule (4 to 6). */
+export interface ScheduleViolation {
+  code: 'UNITS_EXCEEDED' | 'SAME_COURSE' | 'EXAM_CONFLICT' | 'CLASS_CONFLICT';
+  reason: string;
 }
 
-/** Rules 2 (open) to 6 of SPEC section 4, in order; the window (1) and the seat (7) are checked elsewhere. */
-export function checkEnrollRules(c: EnrollCheck): RuleViolation | null {
-  if (c.targetClosed) return { code: 'SECTION_CLOSED', reason: 'the section is closed for enrollment' };
-  if (c.targetSexLock !== null && c.targetSexLock !== c.student.gender) {
-    return { code: 'SEX_LOCK', reason: `the section is only open to ${c.targetSexLock} students` };
-  }
+/**
+ * SPEC section 4's rules 4 (units), 5 (same course) and 6 (exam and class conflicts), in order, for
+ * a place in `target`. Rules 2 (open), 3 (sex lock) and 7 (seat) are the section's own and live in
+ * its machine, which consults this function between them so the first failure is still the answer.
+ */
+export function checkScheduleRules(target: SectionInfo, schedule: StudentSchedule): ScheduleViolation | null {
+  const held = schedule.held;
   let units = 0;
-  for (const s of c.held) units += s.units;
-  if (units + c.target.units > c.student.maxUnits) {
+  for (const s of held) units += s.units;
+  if (units + target.units > schedule.maxUnits) {
     return {
       code: 'UNITS_EXCEEDED',
-      reason: `${units} units held + ${c.target.units} would exceed your limit of ${c.student.maxUnits}`,
+      reason: `${units} units held + ${target.units} would exceed your limit of ${schedule.maxUnits}`,
     };
   }
-  if (c.checkSameCourse) {
-    const same = c.held.find((s) => s.courseId === c.target.courseId);
+  if (schedule.checkSameCourse) {
+    const same = held.find((s) => s.courseId === target.courseId);
     if (same) {
       return { code: 'SAME_COURSE', reason: `you already hold group ${same.groupId} of course ${same.courseId}` };
     }
   }
-  for (const s of c.held) {
-    if (c.target.examTime !== null && s.examTime === c.target.examTime) {
+  for (const s of held) {
+    if (target.examTime !== null && s.examTime === target.examTime) {
       return { code: 'EXAM_CONFLICT', reason: `the exam clashes with course ${s.courseId} group ${s.groupId}` };
     }
   }
-  for (const s of c.held) {
-    if (classTimesOverlap(s.classTime, c.target.classTime)) {
+  for (const s of held) {
+    if (classTimesOverlap(s.classTime, target.classTime)) {
       return { code: 'CLASS_CONFLICT', reason: `the class time clashes with course ${s.courseId} group ${s.groupId}` };
     }
   }

@@ -45,21 +45,44 @@ export interface Cause {
   at: number;
 }
 
+/**
+ * What a section needs to know of the student's own schedule to apply SPEC section 4's rules 4 to 6
+ * (units, same course, exam and class conflicts) in their place, between its own rules 2-3 (open,
+ * sex lock) and 7 (seat). The student directory supplies it; the rules themselves live in
+ * student-rules.ts.
+ */
+export interface StudentSchedule {
+  maxUnits: number;
+  /** The sections the student holds (registered or queued), except one being left (change of group). */
+  held: SectionInfo[];
+  /** False for a change of group, where holding the same course is the point. */
+  checkSameCourse: boolean;
+}
+
+/** A staff change of a section's settings: every field optional, applied all together or not at all. */
+export interface SettingsChange {
+  capacity?: number;
+  reserveCapacity?: number;
+  sexLock?: Sex | null;
+  info?: Partial<Omit<SectionInfo, 'courseId' | 'groupId'>>;
+}
+
 // ---------------------------------------------------------------------------------------------
-// Commands (imperative) accepted by a section actor.
+// Commands (imperative) accepted by a section actor: its one event union.
 
 export type SectionCommand =
-  | { type: 'enroll'; studentId: number; gender: Sex; movedIn?: boolean; cause: Cause }
+  | { type: 'enroll'; studentId: number; gender: Sex; schedule: StudentSchedule; movedIn?: boolean; cause: Cause }
   | { type: 'drop'; studentId: number; reason: DropReason; cause: Cause }
   | { type: 'forceEnroll'; studentId: number; cause: Cause }
-  | { type: 'changeCapacity'; capacity: number; cause: Cause }
-  | { type: 'changeReserveCapacity'; reserveCapacity: number; cause: Cause }
-  | { type: 'changeSexLock'; sexLock: Sex | null; cause: Cause }
-  | { type: 'updateInfo'; info: Partial<Omit<SectionInfo, 'courseId' | 'groupId'>>; cause: Cause }
+  | {
+      type: 'changeSettings';
+      change: SettingsChange;
+      /** The sex of every member, for a new sex lock (a lock may not exclude a member). */
+      memberSexes?: Record<number, Sex>;
+      cause: Cause;
+    }
   | { type: 'close'; cause: Cause }
-  | { type: 'reopen'; cause: Cause }
-  /** Re-applies an already durable event (restart recovery); never decides anything. */
-  | { type: 'replay'; event: SectionEvent };
+  | { type: 'reopen'; cause: Cause };
 
 export type DropReason = 'dropped' | 'forceDropped' | 'movedOut';
 
@@ -89,9 +112,13 @@ export type SectionEvent =
 export type SectionEventType = SectionEvent['type'];
 
 /** Why a section refused a command. Codes match errors.ts. */
-export type SectionRejectionCode =
+export type SectionRefusalCode =
   | 'SECTION_CLOSED'
   | 'SEX_LOCK'
+  | 'UNITS_EXCEEDED'
+  | 'SAME_COURSE'
+  | 'EXAM_CONFLICT'
+  | 'CLASS_CONFLICT'
   | 'SECTION_FULL'
   | 'ALREADY_IN_SECTION'
   | 'NOT_ENROLLED'
@@ -100,11 +127,16 @@ export type SectionRejectionCode =
   | 'SEX_LOCK_CONFLICT'
   | 'BAD_REQUEST';
 
-export interface SectionRejection {
-  type: 'rejected';
-  code: SectionRejectionCode;
+/**
+ * A section's answer "no" to a command, emitted by the machine itself (XState `emit`), never a
+ * transition: the state and the context are unchanged.
+ */
+export interface SectionRefusal {
+  type: 'commandRefused';
+  command: SectionCommand['type'];
+  code: SectionRefusalCode;
   reason: string;
 }
 
-/** What a section emits: transition events, or a rejection of the command it was sent. */
-export type SectionEmitted = SectionEvent | SectionRejection;
+/** What a section emits: transition events (past tense), or the refusal of the command it was sent. */
+export type SectionEmitted = SectionEvent | SectionRefusal;

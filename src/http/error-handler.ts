@@ -83,7 +83,7 @@ export function installErrorHandlers(app: FastifyInstance): void {
     const status = request.routeOptions.config?.goCompat ? goStatus(own.status, body.code) : own.status;
     // A login flood refused by the password-check cap is expected load, not a fault: no line per refusal.
     if (body.code === 'LOGIN_BUSY') request.log.debug({ code: body.code }, 'request refused: password checks at capacity');
-    else if (status === 503) request.log.warn({ err, code: body.code }, 'request refused: storage unavailable');
+    else if (status === 503) request.log.warn({ err, code: body.code }, 'request refused: unavailable (storage away, not the owner, or a queue full)');
     else if (status >= 500) request.log.error({ err, code: body.code }, 'request failed');
     else request.log.debug({ code: body.code, reason: body.reason }, 'request refused');
     // Load shedding (a full queue, the password-check cap) says when to come back.

@@ -176,6 +176,13 @@ export interface HttpFixture {
  */
 export class FlakyPersistence extends MemoryPersistence {
   failLoads = 0;
+  /** While set, appends wait for it (a slow broker), so requests pile up behind them. */
+  holdAppends: Promise<void> | null = null;
+
+  override async append(events: Parameters<MemoryPersistence['append']>[0]): Promise<void> {
+    if (this.holdAppends) await this.holdAppends;
+    return super.append(events);
+  }
 
   override async load(): ReturnType<MemoryPersistence['load']> {
     if (this.failLoads > 0) {
@@ -187,13 +194,27 @@ export class FlakyPersistence extends MemoryPersistence {
 }
 
 export async function createHttpFixture(
-  opts: { seed?: boolean; now?: number; logLevel?: string; logRequests?: boolean; limits?: HttpLimits; app?: Partial<AppDeps> } = {},
+  opts: {
+    seed?: boolean;
+    now?: number;
+    logLevel?: string;
+    logRequests?: boolean;
+    limits?: HttpLimits;
+    app?: Partial<AppDeps>;
+    studentMailboxLimit?: number;
+  } = {},
 ): Promise<HttpFixture> {
   const persistence = new FlakyPersistence();
   const clock = { now: opts.now ?? T0 + 5 * MINUTE };
   const logs: string[] = [];
   const logger = createLogger(opts.logLevel ?? 'debug', { write: (line: string) => void logs.push(line) });
-  const engine = createEngine({ persistence, logger, enrollmentWindowMs: WINDOW_MS, now: () => clock.now });
+  const engine = createEngine({
+    persistence,
+    logger,
+    enrollmentWindowMs: WINDOW_MS,
+    now: () => clock.now,
+    ...(opts.studentMailboxLimit === undefined ? {} : { studentMailboxLimit: opts.studentMailboxLimit }),
+  });
   await engine.start();
   if (opts.seed ?? true) await engine.importBatch(seedData(), { requestId: 'seed', actor: 'system' });
   const readiness: HttpFixture['readiness'] = { report: { ready: true, checks: { memory: { ok: true } } } };

@@ -29,6 +29,9 @@ export const INITIAL = { capacity: 2, reserveCapacity: 1, sexLock: null as Sex |
 export const genderOf = (id: number): Sex => ((MALES as readonly number[]).includes(id) ? 'male' : 'female');
 
 const cause: Cause = { requestId: 'model', actor: 'staff:1', at: 0 };
+/** The model's students hold nothing else, so only the section's own rules can refuse them. */
+const schedule = { maxUnits: 100, held: [], checkSameCourse: true };
+const memberSexes: Record<number, Sex> = Object.fromEntries(STUDENTS.map((id) => [id, genderOf(id)]));
 
 /** The section's first context; seq 1 because the engine's `sectionCreated` is event 1. */
 export function modelInitialContext(): SectionContext {
@@ -38,6 +41,7 @@ export function modelInitialContext(): SectionContext {
 export type Intent =
   | `enroll:${Sex}`
   | 'enroll:member'
+  | 'enroll:overUnits'
   | `drop:registered:${Sex}`
   | 'drop:queueHead'
   | 'drop:queueTail'
@@ -48,6 +52,7 @@ export type Intent =
   | 'force:registered'
   | 'capacity:+1'
   | 'capacity:-1'
+  | 'capacity:fraction'
   | 'reserve:+1'
   | 'reserve:-1'
   | `lock:${Sex}`
@@ -67,12 +72,18 @@ export function resolveIntent(ctx: SectionContext, label: Intent): LabeledComman
   const [kind, arg] = label.split(':') as [string, string | undefined];
   switch (kind) {
     case 'enroll': {
+      if (arg === 'overUnits') {
+        // A newcomer whose own schedule has no room for the units (SPEC rule 4): refused by the section.
+        const id = nonMembers(ctx)[0];
+        if (id === undefined) return null;
+        return withLabel({ type: 'enroll', studentId: id, gender: genderOf(id), schedule: { ...schedule, maxUnits: 0 }, cause });
+      }
       if (arg === 'member') {
         const id = ctx.registered[0] ?? ctx.queue[0];
-        return id === undefined ? null : withLabel({ type: 'enroll', studentId: id, gender: genderOf(id), cause });
+        return id === undefined ? null : withLabel({ type: 'enroll', studentId: id, gender: genderOf(id), schedule, cause });
       }
       const id = nonMembers(ctx, arg as Sex)[0];
-      return id === undefined ? null : withLabel({ type: 'enroll', studentId: id, gender: arg as Sex, cause });
+      return id === undefined ? null : withLabel({ type: 'enroll', studentId: id, gender: arg as Sex, schedule, cause });
     }
     case 'drop': {
       let id: number | undefined;
@@ -91,21 +102,21 @@ export function resolveIntent(ctx: SectionContext, label: Intent): LabeledComman
       return id === undefined ? null : withLabel({ type: 'forceEnroll', studentId: id, cause });
     }
     case 'capacity': {
+      if (arg === 'fraction') return withLabel({ type: 'changeSettings', change: { capacity: ctx.capacity + 0.5 }, cause });
       const capacity = ctx.capacity + (arg === '+1' ? 1 : -1);
       if (capacity < 0 || (arg === '+1' && capacity > CAPACITY_MAX)) return null;
-      return withLabel({ type: 'changeCapacity', capacity, cause });
+      return withLabel({ type: 'changeSettings', change: { capacity }, cause });
     }
     case 'reserve': {
       const reserveCapacity = ctx.reserveCapacity + (arg === '+1' ? 1 : -1);
       if (reserveCapacity < 0 || reserveCapacity > RESERVE_MAX) return null;
-      return withLabel({ type: 'changeReserveCapacity', reserveCapacity, cause });
+      return withLabel({ type: 'changeSettings', change: { reserveCapacity }, cause });
     }
     case 'lock': {
       const lock = arg === 'none' ? null : (arg as Sex);
       if (lock === ctx.sexLock) return null;
-      // Staff cannot lock out a member (the engine refuses it), so the model never offers it.
-      if (lock !== null && [...ctx.registered, ...ctx.queue].some((id) => genderOf(id) !== lock)) return null;
-      return withLabel({ type: 'changeSexLock', sexLock: lock, cause });
+      // A lock that would exclude a member is offered too: the section refuses it (SEX_LOCK_CONFLICT).
+      return withLabel({ type: 'changeSettings', change: { sexLock: lock }, memberSexes, cause });
     }
     case 'close':
       return ctx.closed ? null : withLabel({ type: 'close', cause });
@@ -120,6 +131,7 @@ export const ALL_INTENTS: readonly Intent[] = [
   'enroll:male',
   'enroll:female',
   'enroll:member',
+  'enroll:overUnits',
   'drop:registered:male',
   'drop:registered:female',
   'drop:queueHead',
@@ -132,6 +144,7 @@ export const ALL_INTENTS: readonly Intent[] = [
   'force:registered',
   'capacity:+1',
   'capacity:-1',
+  'capacity:fraction',
   'reserve:+1',
   'reserve:-1',
   'lock:male',

@@ -28,6 +28,11 @@ export interface GraphState {
   initial: string | null;
   /** 0 for the root. */
   depth: number;
+  /**
+   * A choice pseudostate (UML): a leaf left at once by guarded eventless branches, never a resting
+   * state; drawn as a diamond whose branches read `[guard]` (`[else]` for the unguarded one).
+   */
+  choice: boolean;
 }
 
 /**
@@ -68,20 +73,38 @@ export interface MachineGraph {
   transitions: GraphTransition[];
 }
 
-/** A readable name for a guard or action, whatever form the definition gave it in. */
+/**
+ * A readable name for a guard or action, whatever form the definition gave it in; a parameterized
+ * one shows its parameters' values, e.g. `refuse(SECTION_FULL)`.
+ */
 function implName(x: unknown, fallback: string): string {
   if (typeof x === 'string') return x;
+  // XState's higher-order guards (and, or, not) carry their operands.
+  const operands = (x as { guards?: unknown }).guards;
+  if (typeof x === 'function' && Array.isArray(operands) && ['and', 'or', 'not'].includes(x.name)) {
+    const names = operands.map((g) => implName(g, fallback));
+    return x.name === 'not' ? `!${names[0]}` : names.join(x.name === 'and' ? ' && ' : ' || ');
+  }
   if (typeof x === 'function') return x.name && x.name !== 'anonymous' ? x.name : fallback;
   if (typeof x === 'object' && x !== null && typeof (x as { type?: unknown }).type === 'string') {
-    return (x as { type: string }).type;
+    const { type, params } = x as { type: string; params?: unknown };
+    if (typeof params === 'object' && params !== null) {
+      const values = Object.values(params).filter((v) => typeof v === 'string' || typeof v === 'number');
+      if (values.length > 0) return `${type}(${values.join(', ')})`;
+    }
+    return type;
   }
   return fallback;
 }
 
-/** `event [guard] / a, b`: the usual statechart notation for a transition's label. */
+/**
+ * `event [guard] / a, b`: the usual statechart notation for a transition's label. An eventless
+ * transition shows only its guard, `[else]` when it has none (it is taken when no other branch is).
+ */
 export function transitionLabel(t: Pick<GraphTransition, 'event' | 'guard' | 'actions' | 'kind'>): string {
-  let s = t.kind === 'initial' ? '' : t.event;
+  let s = t.kind === 'event' ? t.event : '';
   if (t.guard !== null) s += `${s ? ' ' : ''}[${t.guard}]`;
+  else if (t.kind === 'always') s += '[else]';
   if (t.actions.length > 0) s += `${s ? ' ' : ''}/ ${t.actions.join(', ')}`;
   return s;
 }
@@ -126,6 +149,7 @@ export function machineGraph(machine: AnyStateMachine): MachineGraph {
   const walk = (node: AnyStateNode, parent: AnyStateNode | null): void => {
     const children = Object.values(node.states) as AnyStateNode[];
     const initialTarget = children.length > 0 ? node.initial?.target?.[0] : undefined;
+    const choice = children.length === 0 && node.transitions.size === 0 && (node.always ?? []).length > 0;
     states.push({
       id: node.id,
       path: node.path.slice(rootPathLength).join('.'),
@@ -134,6 +158,7 @@ export function machineGraph(machine: AnyStateMachine): MachineGraph {
       type: node.type,
       initial: initialTarget?.id ?? null,
       depth: node.path.length - rootPathLength,
+      choice,
     });
     if (children.length > 0 && node.initial) {
       add('initial', node, 'initial', 0, { target: node.initial.target, actions: node.initial.actions });
@@ -179,9 +204,10 @@ const mermaidText = (s: string): string => s.replace(/[:;\n{}]/g, ' ').trim();
 
 /**
  * The machine as Mermaid `stateDiagram-v2` text, for docs, reviews and any Mermaid renderer.
- * Compound states become composite states with their `[*]` initial arrows; eventless transitions
- * read `always [guard]`. Mermaid has no notation for targetless transitions (actions without a
- * change of state), so those are listed in a note on their state, one per line.
+ * Compound states become composite states with their `[*]` initial arrows; choice pseudostates are
+ * `<<choice>>` with `[guard]` branches. Mermaid has no notation for targetless transitions (actions
+ * without a change of state) or for a composite's transition into its own child, so those are
+ * listed in a note on their state, one per line.
  */
 export function toMermaid(graph: MachineGraph): string {
   const ids = mermaidIds(graph);
@@ -199,6 +225,13 @@ export function toMermaid(graph: MachineGraph): string {
     bySource.set(t.source, list);
   }
   const parentOf = new Map(graph.states.map((s) => [s.id, s.parent]));
+  const isInside = (id: string, ancestor: string): boolean => {
+    for (let p = parentOf.get(id) ?? null; p !== null; p = parentOf.get(p) ?? null) if (p === ancestor) return true;
+    return false;
+  };
+  const keyOf = new Map(graph.states.map((s) => [s.id, s.key]));
+  const noteLine = (t: GraphTransition): string =>
+    mermaidText(t.target === null ? t.label : `${t.label} → ${keyOf.get(t.target) ?? t.target}`);
 
   const lines: string[] = [
     `%% Generated from the XState definition of machine "${graph.id}"; do not edit by hand.`,
@@ -211,7 +244,8 @@ export function toMermaid(graph: MachineGraph): string {
     const kids = children.get(s.id) ?? [];
     const own = bySource.get(s.id) ?? [];
     if (kids.length === 0) {
-      if (mid(s.id) !== s.key) lines.push(`${indent}state "${mermaidText(s.key)}" as ${mid(s.id)}`);
+      if (s.choice) lines.push(`${indent}state ${mid(s.id)} <<choice>>`);
+      else if (mid(s.id) !== s.key) lines.push(`${indent}state "${mermaidText(s.key)}" as ${mid(s.id)}`);
       else lines.push(`${indent}${mid(s.id)}`);
     } else {
       lines.push(`${indent}state ${mid(s.id)} {`);
@@ -228,11 +262,13 @@ export function toMermaid(graph: MachineGraph): string {
       }
       lines.push(`${indent}}`);
     }
-    const internal = own.filter((t) => t.target === null && t.kind !== 'initial');
+    // Mermaid draws neither targetless transitions nor one from a composite into its own child:
+    // both are listed in a note on the state, the latter with its target.
+    const internal = own.filter((t) => t.kind !== 'initial' && (t.target === null || isInside(t.target, s.id)));
     if (internal.length > 0) {
       notes.push(`  note right of ${mid(s.id)}`);
-      notes.push('    targetless: handled in any child state, state unchanged');
-      for (const t of internal) notes.push(`    ${mermaidText(t.label)}`);
+      notes.push(kids.length > 0 ? `    in every ${s.key} state` : `    in ${s.key}, state unchanged unless shown`);
+      for (const t of internal) notes.push(`    ${noteLine(t)}`);
       notes.push('  end note');
     }
   };
@@ -245,7 +281,7 @@ export function toMermaid(graph: MachineGraph): string {
   // Transitions not written inside a composite (their target is not a sibling): at the top level.
   for (const t of graph.transitions) {
     if (t.kind === 'initial' || t.target === null) continue;
-    if (parentOf.get(t.target) === parentOf.get(t.source)) continue;
+    if (parentOf.get(t.target) === parentOf.get(t.source) || isInside(t.target, t.source)) continue;
     lines.push(`  ${mid(t.source)} --> ${mid(t.target)} : ${mermaidText(t.label)}`);
   }
   lines.push(...notes);

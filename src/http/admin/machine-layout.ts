@@ -11,10 +11,14 @@ import type { GraphState, GraphTransition, MachineGraph } from './machine-graph.
  * with the origin at the top left of the drawing.
  */
 
-/** What a box of the drawing stands for. */
-export type LayoutNodeKind = 'root' | 'compound' | 'state' | 'initial' | 'internal';
+/**
+ * What a box of the drawing stands for. States list their transitions that have no arrow of their
+ * own in their box (UML's internal-transitions compartment): a leaf its targetless ones, a
+ * compound (or the root) those that apply in every child state. A `choice` is a diamond.
+ */
+export type LayoutNodeKind = 'root' | 'compound' | 'state' | 'choice' | 'initial';
 
-/** One line of an `internal` box: a targetless transition, which has no edge to draw. */
+/** One line of a list: a targetless transition (or, in a compound's list, one into a child, with an arrow to it). */
 export interface LayoutItem {
   transition_id: string;
   text: string;
@@ -22,10 +26,10 @@ export interface LayoutItem {
 
 /** A box of the drawing, with its absolute position; the page draws it as a rect (or a dot). */
 export interface LayoutNode {
-  /** Drawing id: the state id for states, `<state id>#initial` / `<state id>#internal` for the rest. */
+  /** Drawing id: the state id for states, `<state id>#initial` for a start dot. */
   id: string;
   kind: LayoutNodeKind;
-  /** The state this box draws (for `initial` and `internal`: the state they belong to). */
+  /** The state this box draws (for `initial`: the state it starts). */
   state_id: string;
   /** The state's dotted path (`open.full`), as the engine reports a section's state. */
   path: string;
@@ -34,7 +38,7 @@ export interface LayoutNode {
   y: number;
   width: number;
   height: number;
-  /** For `internal` boxes: the targetless transitions listed in it. */
+  /** The transitions listed in the box (see {@link LayoutNodeKind}). */
   items: LayoutItem[];
 }
 
@@ -90,6 +94,16 @@ const LINE_H = 16;
 
 const textWidth = (s: string, charW = CHAR_W): number => Math.ceil(s.length * charW);
 
+/** An edge label's lines: the trigger and guard, then the actions (the page draws them the same way). */
+export const labelLines = (label: string): string[] => {
+  const i = label.indexOf(' / ');
+  return i < 0 ? [label] : [label.slice(0, i), label.slice(i + 1)];
+};
+const labelSize = (label: string): { width: number; height: number } => {
+  const lines = labelLines(label);
+  return { width: Math.max(...lines.map((l) => textWidth(l, LABEL_CHAR_W))) + 8, height: lines.length * LINE_H };
+};
+
 /**
  * Definition order decides which edges of a cycle point backwards, so states read left to right in
  * the order the machine lists them (seatsAvailable, reserveOnly, full). ELK reads these per
@@ -131,44 +145,49 @@ export async function layoutMachine(graph: MachineGraph): Promise<MachineLayout>
     list.push(s);
     kids.set(s.parent, list);
   }
-  const internalOf = new Map<string, GraphTransition[]>();
-  for (const t of graph.transitions) {
-    if (t.target !== null || t.kind === 'initial') continue;
-    const list = internalOf.get(t.source) ?? [];
-    list.push(t);
-    internalOf.set(t.source, list);
-  }
-
-  // Drawn edges, each filed under the box that contains both ends (ELK wants it there).
   const ancestors = (id: string): string[] => {
     const out: string[] = [];
-    for (let s = byId.get(id); s; s = s.parent === null ? undefined : byId.get(s.parent)) out.unshift(s.id);
+    for (let st = byId.get(id); st; st = st.parent === null ? undefined : byId.get(st.parent)) out.unshift(st.id);
     return out;
   };
-  const edgesIn = new Map<string, ElkExtendedEdge[]>();
-  const edgeMeta = new Map<string, { t: GraphTransition; source: string; target: string }>();
-  let crossesLevels = false;
+  /** A compound's transition into its own child is listed in the compound's box, not drawn from its border. */
+  const intoOwnChild = (t: GraphTransition): boolean => t.kind !== 'initial' && t.target !== null && ancestors(t.target).slice(0, -1).includes(t.source);
+  const listedOf = new Map<string, GraphTransition[]>();
   for (const t of graph.transitions) {
-    if (t.target === null) continue;
-    const initial = t.kind === 'initial';
-    const source = initial ? `${t.source}#initial` : t.source;
-    // The initial dot lives inside its state; other ends live inside their parents.
-    const a = initial ? ancestors(t.source) : ancestors(t.source).slice(0, -1);
-    const b = ancestors(t.target).slice(0, -1);
+    if (t.kind === 'initial' || (t.target !== null && !intoOwnChild(t))) continue;
+    const list = listedOf.get(t.source) ?? [];
+    list.push(t);
+    listedOf.set(t.source, list);
+  }
+  const itemText = (t: GraphTransition): string => (t.target === null ? t.label : `${t.label} → ${byId.get(t.target)?.key ?? t.target}`);
+
+  // Drawn edges, each filed under the box that contains both ends (ELK wants it there).
+  const edgesIn = new Map<string, ElkExtendedEdge[]>();
+  const edgeMeta = new Map<string, { id: string; kind: LayoutEdge['kind']; label: string; source: string; target: string }>();
+  let crossesLevels = false;
+  const addEdge = (id: string, kind: LayoutEdge['kind'], label: string, source: string, target: string, sourceState: string, inside: boolean): void => {
+    // A start dot or a list box lives inside its state; other ends live inside their parents.
+    const a = inside ? ancestors(sourceState) : ancestors(sourceState).slice(0, -1);
+    const b = ancestors(target).slice(0, -1);
     let i = 0;
     while (i < a.length && i < b.length && a[i] === b[i]) i += 1;
     if (i !== a.length || i !== b.length) crossesLevels = true;
     const container = i === 0 ? DRAWING_ID : (a[i - 1] as string);
-    edgeMeta.set(t.id, { t, source, target: t.target });
-    const label = initial ? '' : t.label;
+    edgeMeta.set(id, { id, kind, label, source, target });
     const list = edgesIn.get(container) ?? [];
     list.push({
-      id: t.id,
+      id,
       sources: [source],
-      targets: [t.target],
-      labels: label ? [{ id: `${t.id}#label`, text: label, width: textWidth(label, LABEL_CHAR_W) + 8, height: LINE_H }] : [],
+      targets: [target],
+      // A label breaks before its actions (`event [guard]` / `/ actions`), so edges stay narrow.
+      labels: label ? [{ id: `${id}#label`, text: label, ...labelSize(label) }] : [],
     });
     edgesIn.set(container, list);
+  };
+  for (const t of graph.transitions) {
+    if (t.target === null || intoOwnChild(t)) continue;
+    const initial = t.kind === 'initial';
+    addEdge(t.id, t.kind, initial ? '' : t.label, initial ? `${t.source}#initial` : t.source, t.target, t.source, initial);
   }
   // Each hierarchy level is laid out on its own (unless edges cross levels), so every box that has
   // children carries the options.
@@ -178,8 +197,16 @@ export async function layoutMachine(graph: MachineGraph): Promise<MachineLayout>
   const build = (s: GraphState): ElkNode => {
     const children = kids.get(s.id) ?? [];
     if (children.length === 0) {
-      meta.set(s.id, { id: s.id, kind: 'state', state_id: s.id, path: s.path, label: s.key, items: [] });
-      return { id: s.id, width: Math.max(120, textWidth(s.key) + 32), height: 40 };
+      if (s.choice) {
+        meta.set(s.id, { id: s.id, kind: 'choice', state_id: s.id, path: s.path, label: s.key, items: [] });
+        return { id: s.id, width: 26, height: 26 };
+      }
+      const items = (listedOf.get(s.id) ?? []).map((t) => ({ transition_id: t.id, text: itemText(t) }));
+      meta.set(s.id, { id: s.id, kind: 'state', state_id: s.id, path: s.path, label: s.key, items });
+      // Each listed transition takes two lines in a leaf's box, like an edge label.
+      const lines = items.flatMap((i) => labelLines(i.text));
+      const width = Math.max(120, textWidth(s.key) + 32, ...lines.map((l) => textWidth(l, LABEL_CHAR_W) + 20));
+      return { id: s.id, width, height: lines.length === 0 ? 40 : 40 + lines.length * LINE_H + 6 };
     }
     const elkChildren: ElkNode[] = [];
     if (s.initial !== null) {
@@ -188,26 +215,26 @@ export async function layoutMachine(graph: MachineGraph): Promise<MachineLayout>
       elkChildren.push({ id, width: 14, height: 14 });
     }
     for (const c of children) elkChildren.push(build(c));
-    const internal = internalOf.get(s.id) ?? [];
-    if (internal.length > 0) {
-      // Last, so that in model order the list of commands comes after the states it serves.
-      const id = `${s.id}#internal`;
-      const title = s.parent === null ? 'in every state (state unchanged):' : `in ${s.key} (state unchanged):`;
-      const items = internal.map((t) => ({ transition_id: t.id, text: t.label }));
-      meta.set(id, { id, kind: 'internal', state_id: s.id, path: s.path, label: title, items });
-      const w = Math.max(textWidth(title), ...items.map((i) => textWidth(i.text))) + 24;
-      elkChildren.push({ id, width: w, height: 28 + items.length * LINE_H });
-    }
+    // The transitions that apply in every child are listed under the compound's title (a
+    // compartment, as UML draws internal transitions), so they take height, not a column of their own.
+    const items = (listedOf.get(s.id) ?? []).map((t) => ({ transition_id: t.id, text: itemText(t) }));
     const kind = s.parent === null ? 'root' : 'compound';
     const label = s.parent === null ? `machine: ${s.key}` : s.key;
-    meta.set(s.id, { id: s.id, kind, state_id: s.id, path: s.path, label, items: [] });
+    meta.set(s.id, { id: s.id, kind, state_id: s.id, path: s.path, label, items });
+    const listHeight = items.length === 0 ? 0 : LINE_H + items.length * LINE_H + 8;
+    const minWidth = Math.max(textWidth(label) + 32, ...items.map((i) => textWidth(i.text, LABEL_CHAR_W) + 32));
     return {
       id: s.id,
       labels: [{ text: label, width: textWidth(label) + 8, height: 20 }],
       layoutOptions: {
         ...levelOptions,
-        'elk.padding': '[top=40,left=24,bottom=24,right=24]',
+        // Inside a compound state its children read left to right (the choice, then the states
+        // stacked), which keeps the chart narrow; the top level reads downwards.
+        ...(s.parent === null ? {} : { 'elk.direction': 'RIGHT' }),
+        'elk.padding': `[top=${40 + listHeight},left=24,bottom=24,right=24]`,
         'elk.nodeLabels.placement': 'INSIDE V_TOP H_LEFT',
+        'elk.nodeSize.constraints': 'MINIMUM_SIZE',
+        'elk.nodeSize.minimum': `(${minWidth}, ${60 + listHeight})`,
       },
       children: elkChildren,
       edges: edgesIn.get(s.id) ?? [],
@@ -250,11 +277,11 @@ export async function layoutMachine(graph: MachineGraph): Promise<MachineLayout>
     }
     const l = e.labels?.[0];
     outEdges.push({
-      id: m.t.id,
-      kind: m.t.kind,
+      id: m.id,
+      kind: m.kind,
       source: m.source,
       target: m.target,
-      label: m.t.kind === 'initial' ? '' : m.t.label,
+      label: m.label,
       points: points.map((p) => ({ x: p.x, y: p.y })),
       label_box: l ? { x: l.x ?? 0, y: l.y ?? 0, width: l.width ?? 0, height: l.height ?? 0 } : null,
     });

@@ -57,6 +57,7 @@ const StateNode = Type.Object({
   type: Type.String({ description: 'atomic, compound, parallel, final or history' }),
   initial: Type.Unsafe<string | null>({ type: ['string', 'null'], description: 'Id of the initial child' }),
   depth: Type.Integer(),
+  choice: Type.Boolean({ description: 'A choice pseudostate: left at once by guarded eventless branches' }),
 });
 
 const MachineTransition = Type.Object({
@@ -83,7 +84,7 @@ export const MachineLayoutSchema = Type.Object(
     nodes: Type.Array(
       Type.Object({
         id: Type.String(),
-        kind: Type.String({ description: 'root, compound, state, initial or internal' }),
+        kind: Type.String({ description: 'root, compound, state, choice or initial' }),
         state_id: Type.String(),
         path: Type.String(),
         label: Type.String(),
@@ -96,8 +97,8 @@ export const MachineLayoutSchema = Type.Object(
     ),
     edges: Type.Array(
       Type.Object({
-        id: Type.String(),
-        kind: Type.String(),
+        id: Type.String({ description: 'The transition id' }),
+        kind: Type.String({ description: 'event, always (a choice branch) or initial' }),
         source: Type.String(),
         target: Type.String(),
         label: Type.String(),

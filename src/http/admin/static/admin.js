@@ -476,12 +476,20 @@ function svg(tag, attrs, parent) {
   return el;
 }
 
+/** A transition's label in lines, as the server measured it: trigger and guard, then `/ actions`. */
+function labelLines(label) {
+  const i = label.indexOf(' / ');
+  return i < 0 ? [label] : [label.slice(0, i), label.slice(i + 1)];
+}
+
 /** Draws the laid-out machine once; highlight() only toggles classes afterwards. */
 function drawChart(layout) {
   const root = $('chart');
   root.replaceChildren();
   root.setAttribute('viewBox', `0 0 ${layout.width} ${layout.height}`);
   root.style.maxWidth = `${layout.width}px`;
+  // Never shrunk below 90 % of its natural size (12 px text stays above 10.8 px): the pane scrolls instead.
+  root.style.minWidth = `${Math.round(layout.width * 0.9)}px`;
   const defs = svg('defs', {}, root);
   for (const [id, color] of [['arrow', '#6d778b'], ['arrow-armed', '#2f5bd3']]) {
     const m = svg('marker', { id, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, defs);
@@ -500,20 +508,40 @@ function drawChart(layout) {
       svg('circle', { cx: n.x + n.width / 2, cy: n.y + n.height / 2, r: n.width / 2 }, g);
       continue;
     }
+    if (n.kind === 'choice') {
+      // A choice pseudostate: a diamond, left at once by one of its guarded branches.
+      const cx = n.x + n.width / 2;
+      const cy = n.y + n.height / 2;
+      svg('polygon', { points: `${cx},${n.y} ${n.x + n.width},${cy} ${cx},${n.y + n.height} ${n.x},${cy}` }, g);
+      g.querySelector('title').textContent = `${n.path} (choice: picks the state the numbers mean)`;
+      continue;
+    }
     svg('rect', { x: n.x, y: n.y, width: n.width, height: n.height, rx: n.kind === 'state' ? 10 : 14 }, g);
     if (n.kind === 'state') {
-      const t = svg('text', { x: n.x + n.width / 2, y: n.y + n.height / 2 + 4.5, 'text-anchor': 'middle', class: 'n-label' }, g);
+      const plain = n.items.length === 0;
+      const t = svg('text', { x: n.x + n.width / 2, y: plain ? n.y + n.height / 2 + 4.5 : n.y + 22, 'text-anchor': 'middle', class: 'n-label' }, g);
       t.textContent = n.label;
-    } else if (n.kind === 'internal') {
-      const t = svg('text', { x: n.x + 12, y: n.y + 18, class: 'i-title' }, g);
-      t.textContent = n.label;
-      n.items.forEach((it, i) => {
-        const line = svg('text', { x: n.x + 12, y: n.y + 36 + i * 16, 'data-transition': it.transition_id }, g);
-        line.textContent = it.text;
-      });
+      // Its own transitions that stay in it, two lines each (trigger and guard, then actions).
+      let y = n.y + 40;
+      for (const it of n.items) {
+        const line = svg('text', { x: n.x + 10, y, class: 'i-item', 'data-transition': it.transition_id }, g);
+        labelLines(it.text).forEach((l, i) => {
+          svg('tspan', { x: n.x + 10 + (i > 0 ? 10 : 0), dy: i === 0 ? 0 : 16 }, line).textContent = l;
+          if (i > 0) y += 16;
+        });
+        y += 16;
+      }
     } else {
       const t = svg('text', { x: n.x + 12, y: n.y + 22, class: 'n-title' }, g);
       t.textContent = n.label;
+      if (n.items.length > 0) {
+        const title = svg('text', { x: n.x + 12, y: n.y + 42, class: 'i-title' }, g);
+        title.textContent = n.kind === 'root' ? 'in every state:' : `in every ${n.label} state:`;
+        n.items.forEach((it, i) => {
+          const line = svg('text', { x: n.x + 20, y: n.y + 58 + i * 16, class: 'i-item', 'data-transition': it.transition_id }, g);
+          line.textContent = it.text;
+        });
+      }
     }
   }
   for (const e of layout.edges) {
@@ -524,8 +552,10 @@ function drawChart(layout) {
     if (e.label_box && e.label) {
       const b = e.label_box;
       svg('rect', { x: b.x, y: b.y, width: b.width, height: b.height, class: 'e-label-bg', rx: 3 }, g);
-      const t = svg('text', { x: b.x + 4, y: b.y + b.height - 4, class: 'e-label' }, g);
-      t.textContent = e.label;
+      const t = svg('text', { x: b.x + 4, y: b.y + 12, class: 'e-label' }, g);
+      labelLines(e.label).forEach((l, i) => {
+        svg('tspan', { x: b.x + 4 + (i > 0 ? 8 : 0), dy: i === 0 ? 0 : 16 }, t).textContent = l;
+      });
     }
   }
 }
@@ -549,7 +579,8 @@ function highlight(path) {
     }
   }
   for (const g of root.querySelectorAll('.edge')) {
-    const armed = g.classList.contains('e-always') && active.has(g.dataset.source);
+    // The arrows a command can take from here: those of the current state and of its ancestors.
+    const armed = g.classList.contains('e-event') && active.has(g.dataset.source);
     g.classList.toggle('e-armed', armed);
     g.querySelector('.e-line').setAttribute('marker-end', armed ? 'url(#arrow-armed)' : 'url(#arrow)');
   }

@@ -1,0 +1,239 @@
+import type { Logger } from 'pino';
+import { sectionKey } from '../actors/section-logic.js';
+import type { StudentRecord } from '../actors/student-rules.js';
+import { EngineError, isEngineError } from '../errors.js';
+import type { DomainEvent, LoadedState, Persistence } from '../persistence/types.js';
+import type { AnySectionSnapshot as SectionSnapshot, SectionHost } from './section-host.js';
+import type { StudentDirectory } from './student-directory.js';
+
+/**
+ * The durability tracker: writes each request's events, answers only once they are durable, and
+ * knows for every section and student what is durable and what is still on its way. For a section
+ * that is the actor's own snapshot after each write (XState snapshots are immutable, so keeping one
+ * is keeping a reference, not a copy). When a write fails, every section goes back to its last
+ * durable snapshot and every student, staff member and department to their last durable record, at
+ * once and without storage, so reads never show a refused change; writes then wait for a reload
+ * from storage, which also brings in anything whose outcome was in doubt.
+ */
+
+interface SectionLedger {
+  /** Last durable snapshot; null while the section's creation is not durable. */
+  durable: SectionSnapshot | null;
+  /** Snapshots after each change not yet durable, oldest first. */
+  pending: { seq: number; snapshot: SectionSnapshot }[];
+}
+
+export interface DurabilityHooks {
+  /** Replaces the whole in-memory state with one loaded from storage. */
+  rebuild(state: LoadedState): void;
+  /** Called with each batch of events once it is durable. */
+  durable(events: DomainEvent[]): void;
+}
+
+export class DurabilityTracker {
+  private sections = new Map<string, SectionLedger>();
+  private students = new Map<number, { record: StudentRecord; seq: number } | null>();
+  private readonly undurableStaff = new Set<number>();
+  private readonly undurableDepartments = new Set<number>();
+  /** Set when an append failed: memory may hold undurable changes until reloaded. */
+  private needsReload = false;
+  private reloading: Promise<void> | null = null;
+  /** Appends not yet settled; a reload waits for them so it never reads the log while one races in. */
+  private readonly inflight = new Set<Promise<void>>();
+
+  constructor(
+    private readonly persistence: Persistence,
+    private readonly host: SectionHost,
+    private readonly directory: StudentDirectory,
+    private readonly log: Logger,
+    private readonly hooks: DurabilityHooks,
+  ) {}
+
+  /** True while a reload is due or running: the hot path skips `ready()` otherwise. */
+  get reloadPending(): boolean {
+    return this.needsReload || this.reloading !== null;
+  }
+
+  /** Forgets everything: all that is in memory now is durable (right after a load). */
+  reset(): void {
+    this.sections = new Map();
+    this.students = new Map();
+    this.undurableStaff.clear();
+    this.undurableDepartments.clear();
+    for (const [id, st] of this.directory.students) this.students.set(id, { record: st.record, seq: st.seq });
+  }
+
+  /** A section whose creation (leaving it at `snapshot`) is on its way to storage. */
+  sectionCreated(key: string, snapshot: SectionSnapshot): void {
+    this.sections.set(key, { durable: null, pending: [{ seq: snapshot.context.seq, snapshot }] });
+  }
+
+  /** A section's snapshot after a change whose events end at `seq` (not durable yet). */
+  sectionChanged(key: string, seq: number, snapshot: SectionSnapshot, before: SectionSnapshot): void {
+    let ledger = this.sections.get(key);
+    if (!ledger) {
+      // First change since the section was loaded: what it was before is durable.
+      ledger = { durable: before, pending: [] };
+      this.sections.set(key, ledger);
+    }
+    ledger.pending.push({ seq, snapshot });
+  }
+
+  studentCreated(id: number): void {
+    this.students.set(id, null);
+  }
+
+  staffCreated(id: number): void {
+    this.undurableStaff.add(id);
+  }
+
+  departmentCreated(id: number): void {
+    this.undurableDepartments.add(id);
+  }
+
+  /** Waits for (or starts) a reload after a failed append, so no decision is made on undurable state. */
+  async ready(): Promise<void> {
+    if (!this.reloadPending) return;
+    if (!this.reloading) {
+      this.reloading = (async () => {
+        try {
+          // Appends already on their way settle first (behind a failed one they fail too), so the
+          // state loaded is final and no in-flight decision on the old memory is acknowledged.
+          await Promise.allSettled([...this.inflight]);
+          const state = await this.persistence.load();
+          this.hooks.rebuild(state);
+          this.reset();
+          this.needsReload = false;
+          this.log.warn('state reloaded from storage after a failed write');
+        } finally {
+          this.reloading = null;
+        }
+      })();
+    }
+    try {
+      await this.reloading;
+    } catch (err) {
+      throw new EngineError('UNAVAILABLE', 'storage is unavailable; try again shortly', {
+        cause: err instanceof Error ? err.message : String(err),
+      });
+    }
+  }
+
+  /** Marks memory suspect (e.g. a step half done) and rolls back to durable state before answering. */
+  async discardUndurable(): Promise<void> {
+    this.rollback();
+    await this.ready().catch(() => undefined);
+  }
+
+  /** Writes the events; resolves once they are durable, or rolls memory back and throws. */
+  async persist(events: DomainEvent[]): Promise<void> {
+    if (events.length === 0) {
+      // Nothing to write, but "already so" rests on memory that may hold changes still on their way
+      // to storage (a concurrent request's): the answer stands only once those are durable.
+      const earlier = this.inflight.size > 0 ? await Promise.allSettled([...this.inflight]) : [];
+      if (earlier.some((r) => r.status === 'rejected') || this.reloadPending) {
+        await this.ready().catch(() => undefined);
+        throw new EngineError('UNAVAILABLE', 'storage is unavailable; try again shortly');
+      }
+      return;
+    }
+    if (this.reloadPending) {
+      // A write failed after this request passed ready(): its decision may rest on that undurable
+      // change, so it is not written; the reload discards it with the rest.
+      await this.ready().catch(() => undefined);
+      throw new EngineError('UNAVAILABLE', 'storage is unavailable; try again shortly');
+    }
+    const appended = this.persistence.append(events);
+    this.inflight.add(appended);
+    try {
+      await appended;
+    } catch (err) {
+      if (!isEngineError(err)) this.log.error({ err }, 'append failed');
+      this.rollback();
+      if (isEngineError(err)) throw err;
+      throw new EngineError('UNAVAILABLE', 'the change could not be made durable; nothing was changed');
+    } finally {
+      this.inflight.delete(appended);
+    }
+    this.markDurable(events);
+    this.hooks.durable(events);
+  }
+
+  /** Records which states are now durable (appends resolve in log order). */
+  private markDurable(events: DomainEvent[]): void {
+    const last = new Map<string, number>();
+    for (const e of events) {
+      switch (e.type) {
+        case 'studentCreated':
+        case 'actionUsed': {
+          const id = e.type === 'studentCreated' ? e.student.id : e.studentId;
+          const st = this.directory.get(id);
+          const was = this.students.get(id);
+          if (st && (was === undefined || was === null || e.seq > was.seq)) {
+            // Only the fields these events carry are made durable: the record as of this event.
+            const base = e.type === 'studentCreated' ? e.student : (was?.record ?? st.record);
+            const record = e.type === 'studentCreated' ? { ...base } : { ...base, remainingActions: e.remainingActions };
+            this.students.set(id, { record, seq: e.seq });
+          }
+          break;
+        }
+        case 'staffCreated':
+          this.undurableStaff.delete(e.staff.id);
+          break;
+        case 'departmentCreated':
+          this.undurableDepartments.delete(e.department.id);
+          break;
+        default: {
+          const key = sectionKey(e.courseId, e.groupId);
+          last.set(key, Math.max(last.get(key) ?? 0, e.seq));
+        }
+      }
+    }
+    for (const [key, seq] of last) {
+      const ledger = this.sections.get(key);
+      if (!ledger) continue;
+      const i = ledger.pending.findIndex((p) => p.seq === seq);
+      if (i < 0) continue;
+      ledger.durable = (ledger.pending[i] as { snapshot: SectionSnapshot }).snapshot;
+      ledger.pending.splice(0, i + 1);
+      // Nothing on its way: the actor's state is the durable one, nothing more to remember.
+      if (ledger.pending.length === 0) this.sections.delete(key);
+    }
+  }
+
+  /**
+   * After a failed append (which fails every later one too, until a reload), memory goes back to
+   * the last durable state: sections, students, staff and departments alike. Writes stay refused
+   * until a reload from storage succeeds; reads go on.
+   */
+  private rollback(): void {
+    this.needsReload = true;
+    let touched = false;
+    for (const [key, ledger] of this.sections) {
+      if (ledger.pending.length === 0) continue;
+      touched = true;
+      this.host.restore(key, ledger.durable);
+    }
+    this.sections = new Map();
+    for (const [id, durable] of this.students) {
+      if (durable === null) {
+        this.directory.students.delete(id);
+        continue;
+      }
+      const st = this.directory.get(id);
+      if (st && st.seq !== durable.seq) {
+        st.record = durable.record;
+        st.seq = durable.seq;
+      }
+    }
+    for (const id of this.undurableStaff) this.directory.staff.delete(id);
+    for (const id of this.undurableDepartments) this.directory.departments.delete(id);
+    this.undurableStaff.clear();
+    this.undurableDepartments.clear();
+    if (touched) {
+      this.directory.clearHoldings();
+      for (const key of this.host.keys()) this.directory.indexMembers(this.host.context(key));
+    }
+    this.log.warn('a write failed: memory rolled back to the last durable state');
+  }
+}

@@ -1,0 +1,311 @@
+import { initialSectionContext, sectionKey } from '../actors/section-logic.js';
+import { checkActionsLeft, checkWindow, type Department, type RuleViolation, type StaffRecord, type StudentRecord } from '../actors/student-rules.js';
+import type { Cause, Membership, SectionCommand, SectionContext, SectionEvent, SectionInfo, SettingsChange, Sex } from '../actors/types.js';
+import { EngineError } from '../errors.js';
+import type { DomainEvent } from '../persistence/types.js';
+import type { DurabilityTracker } from './durability-tracker.js';
+import type { SectionHost } from './section-host.js';
+import type { StudentDirectory, StudentState } from './student-directory.js';
+import { sectionView, type NewSection, type RequestMeta, type SectionPatch, type SectionView } from './views.js';
+
+/**
+ * The enrollment use cases (SPEC section 4): each request is checked against the student-level
+ * rules that need no section (window, remaining actions), sent to the section actors it concerns,
+ * and answered once the events they recorded are durable. Section rules are the actors' own: a
+ * use case never looks at a section's numbers to decide anything.
+ */
+
+export interface UseCaseDeps {
+  host: SectionHost;
+  directory: StudentDirectory;
+  tracker: DurabilityTracker;
+  now: () => number;
+  enrollmentWindowMs: number;
+}
+
+function violation(v: RuleViolation): EngineError {
+  return new EngineError(v.code, v.reason);
+}
+
+export class EnrollmentUseCases {
+  private readonly host: SectionHost;
+  private readonly directory: StudentDirectory;
+  private readonly tracker: DurabilityTracker;
+  private readonly now: () => number;
+  private readonly windowMs: number;
+
+  constructor(d: UseCaseDeps) {
+    this.host = d.host;
+    this.directory = d.directory;
+    this.tracker = d.tracker;
+    this.now = d.now;
+    this.windowMs = d.enrollmentWindowMs;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Student requests, each through the student's mailbox
+
+  /** Rule order of SPEC section 4; resolves with where the student landed once it is durable. */
+  enroll(studentId: number, courseId: number, groupId: number, meta: RequestMeta): Promise<Membership> {
+    return this.withStudent(studentId, async (st) => {
+      const now = this.now();
+      const w = checkWindow(st.record, now, this.windowMs);
+      if (w) throw violation(w);
+      const key = this.host.require(courseId, groupId);
+      // The section applies rules 2-7 itself, in order; it needs the student's schedule for 4-6.
+      const events = this.route(key, {
+        type: 'enroll',
+        studentId,
+        gender: st.record.gender,
+        schedule: { maxUnits: st.record.maxUnits, held: this.directory.heldInfos(st, this.infoOf), checkSameCourse: true },
+        cause: this.cause(meta, now),
+      });
+      await this.tracker.persist(events);
+      return events[0]?.type === 'studentQueued' ? 'queued' : 'registered';
+    });
+  }
+
+  /** Needs the window and a remaining action; dropping a registered student promotes the queue head. */
+  drop(studentId: number, courseId: number, meta: RequestMeta): Promise<void> {
+    return this.withStudent(studentId, async (st) => {
+      const now = this.now();
+      const w = checkWindow(st.record, now, this.windowMs) ?? checkActionsLeft(st.record);
+      if (w) throw violation(w);
+      const groupId = st.holdings.get(courseId);
+      if (groupId === undefined) throw new EngineError('NOT_ENROLLED', `you hold no group of course ${courseId}`);
+      const cause = this.cause(meta, now);
+      const events: DomainEvent[] = this.route(this.host.require(courseId, groupId), { type: 'drop', studentId, reason: 'dropped', cause });
+      events.push(this.directory.useAction(st, cause));
+      await this.tracker.persist(events);
+    });
+  }
+
+  /**
+   * Moves the student to another group of the same course atomically: a place in the target is
+   * taken first (the target applies its own rules), then the old group is left. If the target
+   * refuses, nothing has changed.
+   */
+  changeGroup(studentId: number, courseId: number, newGroupId: number, meta: RequestMeta): Promise<Membership> {
+    return this.withStudent(studentId, async (st) => {
+      const now = this.now();
+      const w = checkWindow(st.record, now, this.windowMs) ?? checkActionsLeft(st.record);
+      if (w) throw violation(w);
+      const oldGroupId = st.holdings.get(courseId);
+      if (oldGroupId === undefined) throw new EngineError('NOT_ENROLLED', `you hold no group of course ${courseId}`);
+      if (oldGroupId === newGroupId) {
+        throw new EngineError('SAME_GROUP', `you already hold group ${newGroupId} of course ${courseId}`);
+      }
+      const target = this.host.require(courseId, newGroupId);
+      const source = this.host.require(courseId, oldGroupId);
+      const cause = this.cause(meta, now);
+      const taken = this.route(target, {
+        type: 'enroll',
+        studentId,
+        gender: st.record.gender,
+        schedule: { maxUnits: st.record.maxUnits, held: this.directory.heldInfos(st, this.infoOf, courseId), checkSameCourse: false },
+        movedIn: true,
+        cause,
+      });
+      let left: SectionEvent[];
+      try {
+        left = this.route(source, { type: 'drop', studentId, reason: 'movedOut', cause });
+      } catch (err) {
+        // The directory said the student holds the source; if the actor disagrees, memory is
+        // suspect (and the target place just taken is not durable): roll back before answering.
+        await this.tracker.discardUndurable();
+        throw err;
+      }
+      const events: DomainEvent[] = [...taken, ...left, this.directory.useAction(st, cause)];
+      await this.tracker.persist(events);
+      return taken[0]?.type === 'studentQueued' ? 'queued' : 'registered';
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Staff requests
+
+  /** Skips the student rules; a full section grows by one seat. One group per course still holds. */
+  forceEnroll(studentId: number, courseId: number, groupId: number, meta: RequestMeta): Promise<void> {
+    return this.withStudent(studentId, async (st) => {
+      const key = this.host.require(courseId, groupId);
+      const held = st.holdings.get(courseId);
+      if (held !== undefined && held !== groupId) {
+        throw new EngineError('SAME_COURSE', `student ${studentId} already holds group ${held} of course ${courseId}`);
+      }
+      await this.tracker.persist(this.route(key, { type: 'forceEnroll', studentId, cause: this.cause(meta) }));
+    });
+  }
+
+  /** Uses no action of the student's; promotes from the queue. */
+  forceDrop(studentId: number, courseId: number, groupId: number, meta: RequestMeta): Promise<void> {
+    return this.withStudent(studentId, async () => {
+      const key = this.host.require(courseId, groupId);
+      await this.tracker.persist(this.route(key, { type: 'drop', studentId, reason: 'forceDropped', cause: this.cause(meta) }));
+    });
+  }
+
+  /** Cannot go below the registered count; growth promotes from the queue in order (the section's rules). */
+  async changeCapacity(courseId: number, groupId: number, capacity: number, meta: RequestMeta): Promise<void> {
+    await this.tracker.ready();
+    const key = this.host.require(courseId, groupId);
+    await this.tracker.persist(this.route(key, { type: 'changeSettings', change: { capacity }, cause: this.cause(meta) }));
+  }
+
+  async setClosed(courseId: number, groupId: number, closed: boolean, meta: RequestMeta): Promise<void> {
+    await this.tracker.ready();
+    const key = this.host.require(courseId, groupId);
+    const cause = this.cause(meta);
+    await this.tracker.persist(this.route(key, closed ? { type: 'close', cause } : { type: 'reopen', cause }));
+  }
+
+  /**
+   * Changes capacity, reserve capacity, sex lock and descriptive fields as one command, so the
+   * section checks every field before it changes any: a refused patch changes nothing, and no other
+   * request sees (or slips between) half of it.
+   */
+  async updateSection(courseId: number, groupId: number, patch: SectionPatch, meta: RequestMeta): Promise<SectionView> {
+    await this.tracker.ready();
+    const key = this.host.require(courseId, groupId);
+    const change: SettingsChange = {};
+    if (patch.capacity !== undefined) change.capacity = patch.capacity;
+    if (patch.reserveCapacity !== undefined) change.reserveCapacity = patch.reserveCapacity;
+    if (patch.sexLock !== undefined) change.sexLock = patch.sexLock;
+    if (patch.info && Object.keys(patch.info).length > 0) change.info = patch.info;
+    // A lock may not exclude a member: the section checks it against the members' sexes.
+    const memberSexes: Record<number, Sex> = {};
+    if (patch.sexLock !== undefined && patch.sexLock !== null) {
+      const ctx = this.host.context(key);
+      for (const id of [...ctx.registered, ...ctx.queue]) {
+        const sex = this.directory.get(id)?.record.gender;
+        if (sex !== undefined) memberSexes[id] = sex;
+      }
+    }
+    await this.tracker.persist(this.route(key, { type: 'changeSettings', change, memberSexes, cause: this.cause(meta) }));
+    return sectionView(this.host.read(key));
+  }
+
+  async createSection(input: NewSection, meta: RequestMeta): Promise<SectionView> {
+    await this.tracker.ready();
+    const { courseId, groupId } = input.info;
+    if (this.host.has(sectionKey(courseId, groupId))) {
+      throw new EngineError('ALREADY_EXISTS', `course ${courseId} group ${groupId} already exists`);
+    }
+    const event = this.addSection(input, this.cause(meta));
+    await this.tracker.persist([event]);
+    return sectionView(this.host.read(sectionKey(courseId, groupId)));
+  }
+
+  async createStudent(student: StudentRecord, meta: RequestMeta): Promise<void> {
+    await this.tracker.ready();
+    if (this.directory.get(student.id)) throw new EngineError('ALREADY_EXISTS', `student ${student.id} already exists`);
+    this.directory.addStudent(student);
+    this.tracker.studentCreated(student.id);
+    await this.tracker.persist([{ type: 'studentCreated', seq: 1, student, cause: this.cause(meta) }]);
+  }
+
+  async createStaff(staff: StaffRecord, meta: RequestMeta): Promise<void> {
+    await this.tracker.ready();
+    if (this.directory.staff.has(staff.id)) throw new EngineError('ALREADY_EXISTS', `staff ${staff.id} already exists`);
+    this.directory.staff.set(staff.id, { ...staff });
+    this.tracker.staffCreated(staff.id);
+    await this.tracker.persist([{ type: 'staffCreated', seq: 1, staff, cause: this.cause(meta) }]);
+  }
+
+  async createDepartment(department: Department, meta: RequestMeta): Promise<void> {
+    await this.tracker.ready();
+    if (this.directory.departments.has(department.id)) {
+      throw new EngineError('ALREADY_EXISTS', `department ${department.id} already exists`);
+    }
+    this.directory.departments.set(department.id, { ...department });
+    this.tracker.departmentCreated(department.id);
+    await this.tracker.persist([{ type: 'departmentCreated', seq: 1, department, cause: this.cause(meta) }]);
+  }
+
+  /**
+   * Appends many registry and section-creation events at once (demo data, imports), in one durable
+   * batch instead of thousands of round trips. What already exists is skipped.
+   */
+  async importBatch(
+    input: { departments: Department[]; staff: StaffRecord[]; students: StudentRecord[]; sections: NewSection[] },
+    meta: RequestMeta,
+  ): Promise<void> {
+    await this.tracker.ready();
+    const cause = this.cause(meta);
+    const events: DomainEvent[] = [];
+    for (const d of input.departments) {
+      if (this.directory.departments.has(d.id)) continue;
+      this.directory.departments.set(d.id, d);
+      this.tracker.departmentCreated(d.id);
+      events.push({ type: 'departmentCreated', seq: 1, department: d, cause });
+    }
+    for (const s of input.staff) {
+      if (this.directory.staff.has(s.id)) continue;
+      this.directory.staff.set(s.id, s);
+      this.tracker.staffCreated(s.id);
+      events.push({ type: 'staffCreated', seq: 1, staff: s, cause });
+    }
+    for (const s of input.students) {
+      if (this.directory.get(s.id)) continue;
+      this.directory.addStudent(s);
+      this.tracker.studentCreated(s.id);
+      events.push({ type: 'studentCreated', seq: 1, student: s, cause });
+    }
+    for (const s of input.sections) {
+      if (this.host.has(sectionKey(s.info.courseId, s.info.groupId))) continue;
+      events.push(this.addSection(s, cause));
+    }
+    await this.tracker.persist(events);
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private cause(meta: RequestMeta, at: number = this.now()): Cause {
+    return { requestId: meta.requestId, actor: meta.actor, at };
+  }
+
+  private readonly infoOf = (courseId: number, groupId: number): SectionInfo | undefined => {
+    const key = sectionKey(courseId, groupId);
+    return this.host.has(key) ? this.host.context(key).info : undefined;
+  };
+
+  /** Hosts a new section and returns its creation event (not yet durable). */
+  private addSection(input: NewSection, cause: Cause): SectionEvent {
+    const { courseId, groupId } = input.info;
+    const ctx: SectionContext = { ...initialSectionContext(input.info, input), seq: 1 };
+    const key = this.host.add(ctx);
+    this.tracker.sectionCreated(key, this.host.snapshot(key));
+    return {
+      type: 'sectionCreated',
+      courseId,
+      groupId,
+      seq: 1,
+      cause,
+      info: input.info,
+      capacity: input.capacity,
+      reserveCapacity: input.reserveCapacity,
+      sexLock: input.sexLock,
+      closed: ctx.closed,
+    };
+  }
+
+  /**
+   * Sends a command to a section and returns the events it recorded (or throws its refusal); the
+   * new snapshot is handed to the tracker and the holdings follow the events, in the same step.
+   */
+  private route(key: string, cmd: SectionCommand): SectionEvent[] {
+    const r = this.host.send(key, cmd);
+    if (r.events.length > 0) {
+      this.tracker.sectionChanged(key, r.snapshot.context.seq, r.snapshot, r.before);
+      for (const e of r.events) this.directory.index(e);
+    }
+    return r.events;
+  }
+
+  private withStudent<T>(studentId: number, task: (st: StudentState) => Promise<T>): Promise<T> {
+    return this.directory.mailboxes.run(studentId, async () => {
+      // The hot path: skip the extra await (a microtask per request) when no reload is pending.
+      if (this.tracker.reloadPending) await this.tracker.ready();
+      return task(this.directory.require(studentId));
+    });
+  }
+}

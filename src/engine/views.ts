@@ -1,0 +1,65 @@
+import type { Membership, SectionInfo, Sex } from '../actors/types.js';
+import type { SectionRead } from './section-host.js';
+
+/**
+ * What the engine answers with: plain views built from a section actor's snapshot at the moment of
+ * the read, and the shapes of the requests it takes. Re-exported by engine.ts, the module other
+ * layers import.
+ */
+
+/** Who asked, and under which request id: stamped on every transition the request causes. */
+export interface RequestMeta {
+  requestId: string;
+  /** `student:<id>`, `staff:<id>` or `system`. */
+  actor: string;
+}
+
+export interface SectionView {
+  info: SectionInfo;
+  capacity: number;
+  reserveCapacity: number;
+  sexLock: Sex | null;
+  closed: boolean;
+  /** Machine state, e.g. `open.reserveOnly`. */
+  state: string;
+  registeredCount: number;
+  queueLength: number;
+  seq: number;
+}
+
+export interface HeldSection {
+  section: SectionView;
+  status: Membership;
+  /** 1-based place in the reserve queue, when queued. */
+  queuePosition?: number;
+}
+
+export interface NewSection {
+  info: SectionInfo;
+  capacity: number;
+  reserveCapacity: number;
+  sexLock: Sex | null;
+  closed?: boolean;
+}
+
+export interface SectionPatch {
+  capacity?: number;
+  reserveCapacity?: number;
+  sexLock?: Sex | null;
+  info?: Partial<Omit<SectionInfo, 'courseId' | 'groupId'>>;
+}
+
+export function sectionView(r: SectionRead): SectionView {
+  const c = r.context;
+  return {
+    info: c.info,
+    capacity: c.capacity,
+    reserveCapacity: c.reserveCapacity,
+    sexLock: c.sexLock,
+    closed: c.closed,
+    state: r.state,
+    registeredCount: c.registered.length,
+    queueLength: c.queue.length,
+    seq: c.seq,
+  };
+}
