@@ -156,7 +156,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     amqpPrefix,
     batchMaxEvents: int('BATCH_MAX_EVENTS', 2000, 1, 100_000),
     inProcessBatcher: bool('IN_PROCESS_BATCHER', true),
-    groupCommitLingerMs: int('GROUP_COMMIT_LINGER_MS', mode === 'embedded' ? 5 : 0, 0, 1_000),
+    groupCommitLingerMs: int('GROUP_COMMIT_LINGER_MS', mode === 'embedded' ? 5 : 3, 0, 1_000),
     listenBacklog: int('LISTEN_BACKLOG', 65_535, 1, 1_000_000),
     http: {
       headersTimeoutMs: int('HTTP_HEADERS_TIMEOUT_MS', 5_000, 100, 600_000),
