@@ -9,10 +9,9 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-# tsc emits only .js: non-TypeScript assets (admin pages, etc.) are copied over beside them.
-RUN npm run build \
- && cd src \
- && find . -type f ! -name '*.ts' -exec cp --parents {} ../dist/src/ \;
+COPY scripts ./scripts
+# tsc emits only .js; the build script copies non-TypeScript assets (admin pages, etc.) beside them.
+RUN npm run build
 
 # ---- runtime: production dependencies only, non-root --------------------------------------------
 FROM node:20-bookworm-slim AS runtime

@@ -10,6 +10,36 @@ import { errorResponses, Readiness } from '../schemas.js';
  * and fixed, the details are in the logs.
  */
 export const healthRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { readiness }) => {
+  // The address printed at start should answer: it says where the API's documentation and the admin page are.
+  app.get(
+    '/',
+    {
+      schema: {
+        tags: ['health'],
+        summary: 'Where to go from here: the API documentation, the admin page, health and readiness',
+        response: {
+          200: Type.Object({
+            service: Type.String(),
+            docs: Type.String(),
+            openapi: Type.String(),
+            admin: Type.String(),
+            health: Type.String(),
+            ready: Type.String(),
+          }),
+          ...errorResponses,
+        },
+      },
+    },
+    async () => ({
+      service: 'course-enrollment engine',
+      docs: '/docs',
+      openapi: '/docs/json',
+      admin: '/admin',
+      health: '/health',
+      ready: '/ready',
+    }),
+  );
+
   app.get(
     '/health',
     {
