@@ -174,3 +174,35 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
 }
+
+/** What `npm run migrate` needs: a schema migration has no use for the broker or the token secret. */
+export interface MigrateConfig {
+  databaseUrl: string | null;
+  dataDir: string;
+  logLevel: string;
+}
+
+/**
+ * The migration command's settings: DATABASE_URL (PostgreSQL) or else DATA_DIR (embedded), and
+ * LOG_LEVEL. An operator migrating the database before the first start sets nothing else.
+ */
+export function loadMigrateConfig(env: Record<string, string | undefined> = process.env): MigrateConfig {
+  const problems: string[] = [];
+  const str = (name: string): string | null => {
+    const v = env[name];
+    return v === undefined || v.trim() === '' ? null : v.trim();
+  };
+  const databaseUrl = str('DATABASE_URL');
+  if (databaseUrl !== null) {
+    try {
+      const u = new URL(databaseUrl);
+      if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') problems.push(`DATABASE_URL must use postgres: or postgresql: (got ${u.protocol})`);
+    } catch {
+      problems.push('DATABASE_URL is not a valid URL');
+    }
+  }
+  const logLevel = (str('LOG_LEVEL') ?? 'info').toLowerCase();
+  if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { databaseUrl, dataDir: str('DATA_DIR') ?? './data', logLevel };
+}

@@ -3,13 +3,20 @@
  * mode, the PGlite files under DATA_DIR otherwise) and exits. The server also migrates on start.
  */
 import { join } from 'node:path';
-import { loadConfig } from '../config.js';
+import { ConfigError, loadMigrateConfig, type MigrateConfig } from '../config.js';
 import { createLogger } from '../logger.js';
 import { migrate } from '../persistence/migrations.js';
 import { createPgClient } from '../persistence/pg-client.js';
 import { createPgliteClient } from '../persistence/pglite-client.js';
 
-const config = loadConfig();
+let config: MigrateConfig;
+try {
+  config = loadMigrateConfig();
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`${err.message}\n`);
+  process.exit(2);
+}
 const logger = createLogger(config.logLevel).child({ module: 'migrate' });
 const db = config.databaseUrl ? createPgClient(config.databaseUrl) : await createPgliteClient(join(config.dataDir, 'pglite'));
 try {
