@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import { createEngine, type Engine } from '../../src/engine/engine.js';
 import { buildApp, type App } from '../../src/http/app.js';
+import { isEngineError } from '../../src/errors.js';
 import { TokenService } from '../../src/http/auth.js';
 import { createEmbeddedStore } from '../../src/persistence/embedded-store.js';
 import { createFullStore, streamNames } from '../../src/persistence/full-store.js';
@@ -138,10 +139,20 @@ async function harness(mode: ModeName, now: number, backend: Backend): Promise<S
   const store = new RecordingPersistence(backend.store);
   await store.migrate();
   const signer = new TokenService({ secret: SECRET, ttlSeconds: TTL_SECONDS, now: () => clock.now });
+  // As main.ts does: storage that is briefly unreachable at start (a loaded machine, a broker that
+  // another suite just restarted) is retried a few times before the test fails.
   const start = async (): Promise<Engine> => {
-    const e = createEngine({ persistence: store, logger: silentLogger, enrollmentWindowMs: WINDOW_MS, now: () => clock.now });
-    await e.start();
-    return e;
+    for (let attempt = 1; ; attempt++) {
+      const e = createEngine({ persistence: store, logger: silentLogger, enrollmentWindowMs: WINDOW_MS, now: () => clock.now });
+      try {
+        await e.start();
+        return e;
+      } catch (err) {
+        e.stop();
+        if (attempt >= 5 || !isEngineError(err) || err.code !== 'UNAVAILABLE') throw err;
+        await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
+      }
+    }
   };
   let engine = await start();
   let app: Promise<App> | null = null;
