@@ -53,7 +53,7 @@ export class EngineError extends Error {
   /** Extra JSON-safe members sent to the client beside `reason` and `code`. */
   readonly details: Record<string, unknown> | undefined;
   /** Sent as `Retry-After` (seconds) with a refusal the client should simply repeat later. */
-  retryAfterSeconds: number | undefined;
+  readonly retryAfterSeconds: number | undefined;
 
   constructor(code: ErrorCode, reason: string, details?: Record<string, unknown>, opts?: { retryAfterSeconds?: number }) {
     super(reason);

@@ -41,9 +41,11 @@ export function createStudentMailboxes(limit: number): StudentMailboxes {
         box = { count: 0, direct: null, queue: null };
         mailboxes.set(studentId, box);
       } else if (box.count >= limit) {
-        const err = new EngineError('OVERLOADED', `too many requests of yours are waiting (at most ${limit}); try again shortly`);
-        err.retryAfterSeconds = OVERLOADED_RETRY_AFTER_S;
-        return Promise.reject(err);
+        return Promise.reject(
+          new EngineError('OVERLOADED', `too many requests of yours are waiting (at most ${limit}); try again shortly`, undefined, {
+            retryAfterSeconds: OVERLOADED_RETRY_AFTER_S,
+          }),
+        );
       }
       const b = box;
       b.count += 1;
