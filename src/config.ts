@@ -48,6 +48,16 @@ export interface Config {
   };
   /** Requests one student may have waiting or running at once; past it: 503 OVERLOADED + Retry-After. */
   studentMailboxLimit: number;
+  /** Several instances (full mode, docs/scale-out.md): shards, lease, forwarding. */
+  cluster: {
+    shards: number;
+    leaseTtlMs: number;
+    /** This instance's HTTP base URL as other instances reach it (recorded with its leases). */
+    advertiseUrl: string;
+    /** Forward writes for shards owned elsewhere (false: refuse them with 503 NOT_OWNER). */
+    forwardWrites: boolean;
+    forwardRetryMs: number;
+  };
   /** 'embedded' when no DATABASE_URL / RABBITMQ_URL are configured. */
   mode: 'embedded' | 'full';
 }
@@ -166,8 +176,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxRequestsPerSocket: int('HTTP_MAX_REQUESTS_PER_SOCKET', 0, 0, 1_000_000_000),
     },
     studentMailboxLimit: int('STUDENT_MAILBOX_LIMIT', 16, 1, 10_000),
+    cluster: {
+      shards: int('SHARDS', 1, 1, 1024),
+      leaseTtlMs: int('LEASE_TTL_MS', 2500, 500, 60_000),
+      advertiseUrl: url('ADVERTISE_URL', ['http:', 'https:']) ?? '',
+      forwardWrites: bool('FORWARD_WRITES', true),
+      forwardRetryMs: int('FORWARD_RETRY_MS', 8000, 0, 120_000),
+    },
     mode,
   };
+  if (config.cluster.advertiseUrl === '') {
+    const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+    config.cluster.advertiseUrl = `http://${h}:${config.port}`;
+  }
   if (config.http.headersTimeoutMs > config.http.requestTimeoutMs) {
     problems.push('HTTP_HEADERS_TIMEOUT_MS must not be larger than HTTP_REQUEST_TIMEOUT_MS (the headers are part of the request)');
   }

@@ -8,7 +8,7 @@ import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { listenOptions } from './http/server-options.js';
 import { createLogger, type Logger } from './logger.js';
-import type { Persistence } from './persistence/types.js';
+import type { ClusterMembership, Persistence } from './persistence/types.js';
 import { loadOrCreateSecret } from './secret-file.js';
 
 /**
@@ -21,7 +21,7 @@ import { loadOrCreateSecret } from './secret-file.js';
  * whose JavaScript alone (loaded, not even started) keeps about 0.8 MB of heap live for the life
  * of the process, and embedded mode never needs pg or amqplib.
  */
-async function createPersistence(config: Config, logger: Logger): Promise<Persistence> {
+async function createPersistence(config: Config, logger: Logger): Promise<Persistence & Partial<ClusterMembership>> {
   if (config.mode === 'embedded') {
     const { createEmbeddedStore } = await import('./persistence/embedded-store.js');
     return createEmbeddedStore({
@@ -40,7 +40,20 @@ async function createPersistence(config: Config, logger: Logger): Promise<Persis
     batchMaxEvents: config.batchMaxEvents,
     groupCommitLingerMs: config.groupCommitLingerMs,
     runBatcher: config.inProcessBatcher,
+    shards: config.cluster.shards,
+    leaseTtlMs: config.cluster.leaseTtlMs,
+    address: config.cluster.advertiseUrl,
+    forwarding: config.cluster.forwardWrites,
   });
+}
+
+/** Every shard has an owner other than this instance (after a hand-over: a survivor took them). */
+function hasOwner(cluster: ClusterMembership): boolean {
+  for (let shard = 0; shard < cluster.shards; shard++) {
+    const r = cluster.routeWrite(shard);
+    if (r.self || r.address === null) return false;
+  }
+  return true;
 }
 
 async function main(): Promise<void> {
@@ -66,7 +79,9 @@ async function main(): Promise<void> {
     secureDataDir(dataDir, logger, 'start');
   }
   const persistence = await createPersistence(config, logger);
+  const cluster = persistence.mode === 'full' ? (persistence as Persistence & ClusterMembership) : null;
   const engine = createEngine({
+    ...(cluster ? { cluster } : {}),
     persistence,
     logger,
     enrollmentWindowMs: config.enrollmentWindowMinutes * 60_000,
@@ -117,6 +132,7 @@ async function main(): Promise<void> {
     logRequests: config.logRequests,
     readiness: () => persistence.readiness(),
     limits: config.http,
+    ...(cluster && config.cluster.forwardWrites ? { cluster, forwardRetryMs: config.cluster.forwardRetryMs } : {}),
   });
   await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
   if (exposure === 'warn') {
@@ -147,6 +163,16 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'shutting down');
     try {
+      // Several instances: hand the shards over first (stop taking writes, drain, release the
+      // leases), so a survivor takes them at its next lease round instead of after expiry; this
+      // instance keeps answering meanwhile, forwarding to the new owner.
+      if (cluster) {
+        await cluster.handOver().catch((err: unknown) => log.warn({ err }, 'hand-over failed; the leases expire by themselves'));
+        for (let i = 0; i < 30 && config.cluster.forwardWrites && !hasOwner(cluster); i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          await cluster.refreshRoutes().catch(() => undefined);
+        }
+      }
       await app.close();
       engine.stop();
       await persistence.close();

@@ -15,11 +15,13 @@ describe('one writer per stream (engine processes, real PostgreSQL and RabbitMQ)
   test('the second engine refuses writes and says so; after kill -9 of the first it takes over without losing anything', { skip, timeout: 240_000 }, (t) =>
     withFaultEnv(t, { students: 120 }, async (env) => {
       env.startBatcher();
-      const { child: a } = await env.startEngine({ LOG_LEVEL: 'info' });
+      // FORWARD_WRITES=false: a non-owner refuses writes instead of forwarding them to the owner
+      // (issue 14's default); what is tested here is that it can never write itself.
+      const { child: a } = await env.startEngine({ LOG_LEVEL: 'info', FORWARD_WRITES: 'false' });
       const apiA = env.api;
       const apiB = new Api(await freePort());
       t.after(() => apiB.close());
-      const b = env.spawn('engine-b', 'src/main.ts', { PORT: String(apiB.port), LOG_LEVEL: 'info' });
+      const b = env.spawn('engine-b', 'src/main.ts', { PORT: String(apiB.port), LOG_LEVEL: 'info', FORWARD_WRITES: 'false' });
 
       // B comes up and answers, but is not ready, and says why.
       const readyB = await waitFor(
@@ -60,7 +62,7 @@ describe('one writer per stream (engine processes, real PostgreSQL and RabbitMQ)
       // Reads still work on B.
       assert.equal((await apiB.request('GET', '/sections', env.staffToken)).status, 200);
 
-      // The owner dies; B takes over at its next write, with everything A acknowledged.
+      // The owner dies; B takes over once A's lease has expired, with everything A acknowledged.
       await a.kill9();
       const late = env.seed.students[env.seed.students.length - 1] as number;
       const other = env.seed.sections.find((x) => x.courseId !== sec.courseId) ?? sec;

@@ -38,6 +38,8 @@ export class DurabilityTracker {
   /** Set when an append failed: memory may hold undurable changes until reloaded. */
   private needsReload = false;
   private reloading: Promise<void> | null = null;
+  /** A reload was asked for while one was running (ownership changed again): run another after it. */
+  private reloadAgain = false;
   /** Appends not yet settled; a reload waits for them so it never reads the log while one races in. */
   private readonly inflight = new Set<Promise<void>>();
 
@@ -107,6 +109,10 @@ export class DurabilityTracker {
           this.log.warn('state reloaded from storage after a failed write');
         } finally {
           this.reloading = null;
+          if (this.reloadAgain) {
+            this.reloadAgain = false;
+            this.requestReload();
+          }
         }
       })();
     }
@@ -117,6 +123,20 @@ export class DurabilityTracker {
         cause: err instanceof Error ? err.message : String(err),
       });
     }
+  }
+
+  /**
+   * Reloads from storage now, in the background (this instance won or lost a shard's lease): the
+   * load replays the log up to the new owner's fence, so writes are decided on everything the
+   * previous owner acknowledged.
+   */
+  requestReload(): void {
+    if (this.reloading) {
+      this.reloadAgain = true;
+      return;
+    }
+    this.needsReload = true;
+    this.ready().catch((err: unknown) => this.log.warn({ err }, 'reload after a change of ownership failed; retried at the next write'));
   }
 
   /** Marks memory suspect (e.g. a step half done) and rolls back to durable state before answering. */

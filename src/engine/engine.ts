@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
-import { membershipOf, sectionKey } from '../actors/section-logic.js';
+import { evolveSection, initialSectionContext, membershipOf, sectionKey } from '../actors/section-logic.js';
 import type { Department, StaffRecord, StudentRecord } from '../actors/student-rules.js';
-import type { Membership } from '../actors/types.js';
-import type { DomainEvent, LoadedState, Persistence, TransitionRecord } from '../persistence/types.js';
+import type { Membership, SectionContext } from '../actors/types.js';
+import { shardOfCourse, type ClusterMembership, type DomainEvent, type LoadedState, type Persistence, type TransitionRecord } from '../persistence/types.js';
 import { DurabilityTracker } from './durability-tracker.js';
 import { EnrollmentUseCases } from './enrollment.js';
 import { SectionHost } from './section-host.js';
@@ -23,6 +23,8 @@ export interface EngineDeps {
   passivateAfterMs?: number;
   /** Requests one student may have waiting or running at once; one more gets 503 OVERLOADED. Default 16. */
   studentMailboxLimit?: number;
+  /** Several instances (full mode): the read copy's events and changes of shard ownership. */
+  cluster?: ClusterMembership;
 }
 
 /** Default of {@link EngineDeps.studentMailboxLimit}: a student's own client never needs more. */
@@ -46,6 +48,7 @@ export class Engine {
   private readonly useCases: EnrollmentUseCases;
   private readonly passivateAfterMs: number;
   private passivationTimer: NodeJS.Timeout | null = null;
+  private started = false;
 
   constructor(deps: EngineDeps) {
     this.persistence = deps.persistence;
@@ -63,7 +66,15 @@ export class Engine {
       tracker: this.tracker,
       now: deps.now ?? Date.now,
       enrollmentWindowMs: deps.enrollmentWindowMs,
+      ...(deps.cluster ? { owns: ownsVia(deps.cluster) } : {}),
     });
+    if (deps.cluster) {
+      deps.cluster.follow((events) => this.applyFollowed(events));
+      // A lease won or lost: reload (replaying up to the fence) before deciding anything more.
+      deps.cluster.onGained(() => {
+        if (this.started) this.tracker.requestReload();
+      });
+    }
   }
 
   /** Loads the acknowledged state; call once before serving. */
@@ -71,6 +82,7 @@ export class Engine {
     const t0 = performance.now();
     this.rebuild(await this.persistence.load());
     this.tracker.reset();
+    this.started = true;
     this.passivationTimer = setInterval(() => this.passivateIdle(), Math.max(1000, this.passivateAfterMs / 2));
     this.passivationTimer.unref();
     this.log.info(
@@ -85,6 +97,7 @@ export class Engine {
   }
 
   stop(): void {
+    this.started = false;
     if (this.passivationTimer) clearInterval(this.passivationTimer);
     this.host.clear();
     this.listeners.clear();
@@ -250,6 +263,55 @@ export class Engine {
     }
   }
 
+  /**
+   * The read copy: events another instance published (or this one, when memory was rolled back
+   * after they reached the log), applied where this copy does not have them yet, by sequence
+   * number, exactly as the replay folds them. Live feeds see them as they see local changes.
+   */
+  private applyFollowed(events: DomainEvent[]): void {
+    if (!this.started) return;
+    const applied: DomainEvent[] = [];
+    const changed = new Map<string, SectionContext>();
+    for (const e of events) {
+      switch (e.type) {
+        case 'departmentCreated':
+          if (this.directory.departments.has(e.department.id)) continue;
+          this.directory.departments.set(e.department.id, e.department);
+          break;
+        case 'staffCreated':
+          if (this.directory.staff.has(e.staff.id)) continue;
+          this.directory.staff.set(e.staff.id, e.staff);
+          break;
+        case 'studentCreated':
+          if (this.directory.get(e.student.id)) continue;
+          this.directory.addStudent(e.student, e.seq);
+          break;
+        case 'actionUsed': {
+          const st = this.directory.get(e.studentId);
+          if (!st || e.seq <= st.seq) continue;
+          st.record = { ...st.record, remainingActions: e.remainingActions };
+          st.seq = e.seq;
+          break;
+        }
+        default: {
+          const key = sectionKey(e.courseId, e.groupId);
+          const prev = changed.get(key) ?? (this.host.has(key) ? this.host.context(key) : undefined);
+          if (e.type === 'sectionCreated') {
+            if (prev) continue;
+            changed.set(key, evolveSection(initialSectionContext(e.info, e), e));
+          } else {
+            if (!prev || e.seq <= prev.seq) continue;
+            changed.set(key, evolveSection(prev, e));
+            this.directory.index(e);
+          }
+        }
+      }
+      applied.push(e);
+    }
+    for (const ctx of changed.values()) this.host.replace(ctx);
+    if (applied.length > 0) this.notify(applied);
+  }
+
   /** Replaces the whole in-memory state with one loaded from storage. */
   private rebuild(state: LoadedState): void {
     this.host.clear();
@@ -265,6 +327,10 @@ export class Engine {
       this.directory.indexMembers(ctx);
     }
   }
+}
+
+function ownsVia(cluster: ClusterMembership): (courseId: number | null) => boolean {
+  return (courseId) => cluster.routeWrite(courseId === null ? 0 : shardOfCourse(courseId, cluster.shards)).self;
 }
 
 export function createEngine(deps: EngineDeps): Engine {

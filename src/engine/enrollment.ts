@@ -21,6 +21,12 @@ export interface UseCaseDeps {
   tracker: DurabilityTracker;
   now: () => number;
   enrollmentWindowMs: number;
+  /**
+   * Several instances: whether this instance owns the shard of a course (null: the registry's
+   * shard). A non-owner refuses before deciding anything (503 NOT_OWNER: nothing was changed), so
+   * no decision is ever made on a read copy. Absent: one instance owns everything.
+   */
+  owns?: (courseId: number | null) => boolean;
 }
 
 function violation(v: RuleViolation): EngineError {
@@ -33,8 +39,10 @@ export class EnrollmentUseCases {
   private readonly tracker: DurabilityTracker;
   private readonly now: () => number;
   private readonly windowMs: number;
+  private readonly owns: ((courseId: number | null) => boolean) | undefined;
 
   constructor(d: UseCaseDeps) {
+    this.owns = d.owns;
     this.host = d.host;
     this.directory = d.directory;
     this.tracker = d.tracker;
@@ -187,6 +195,7 @@ export class EnrollmentUseCases {
   async createSection(input: NewSection, meta: RequestMeta): Promise<SectionView> {
     await this.tracker.ready();
     const { courseId, groupId } = input.info;
+    this.requireOwner(courseId);
     if (this.host.has(sectionKey(courseId, groupId))) {
       throw new EngineError('ALREADY_EXISTS', `course ${courseId} group ${groupId} already exists`);
     }
@@ -197,6 +206,7 @@ export class EnrollmentUseCases {
 
   async createStudent(student: StudentRecord, meta: RequestMeta): Promise<void> {
     await this.tracker.ready();
+    this.requireOwner(null);
     if (this.directory.get(student.id)) throw new EngineError('ALREADY_EXISTS', `student ${student.id} already exists`);
     this.directory.addStudent(student);
     this.tracker.studentCreated(student.id);
@@ -205,6 +215,7 @@ export class EnrollmentUseCases {
 
   async createStaff(staff: StaffRecord, meta: RequestMeta): Promise<void> {
     await this.tracker.ready();
+    this.requireOwner(null);
     if (this.directory.staff.has(staff.id)) throw new EngineError('ALREADY_EXISTS', `staff ${staff.id} already exists`);
     this.directory.staff.set(staff.id, { ...staff });
     this.tracker.staffCreated(staff.id);
@@ -213,6 +224,7 @@ export class EnrollmentUseCases {
 
   async createDepartment(department: Department, meta: RequestMeta): Promise<void> {
     await this.tracker.ready();
+    this.requireOwner(null);
     if (this.directory.departments.has(department.id)) {
       throw new EngineError('ALREADY_EXISTS', `department ${department.id} already exists`);
     }
@@ -230,6 +242,8 @@ export class EnrollmentUseCases {
     meta: RequestMeta,
   ): Promise<void> {
     await this.tracker.ready();
+    this.requireOwner(null);
+    for (const s of input.sections) this.requireOwner(s.info.courseId);
     const cause = this.cause(meta);
     const events: DomainEvent[] = [];
     for (const d of input.departments) {
@@ -293,12 +307,19 @@ export class EnrollmentUseCases {
    * new snapshot is handed to the tracker and the holdings follow the events, in the same step.
    */
   private route(key: string, cmd: SectionCommand): SectionEvent[] {
+    if (this.owns) this.requireOwner(Number(key.slice(0, key.indexOf(':'))));
     const r = this.host.send(key, cmd);
     if (r.events.length > 0) {
       this.tracker.sectionChanged(key, r.snapshot.context.seq, r.snapshot, r.before);
       for (const e of r.events) this.directory.index(e);
     }
     return r.events;
+  }
+
+  private requireOwner(courseId: number | null): void {
+    if (this.owns && !this.owns(courseId)) {
+      throw new EngineError('NOT_OWNER', 'another engine instance owns the event stream; this one serves reads only; nothing was changed');
+    }
   }
 
   private withStudent<T>(studentId: number, task: (st: StudentState) => Promise<T>): Promise<T> {

@@ -82,6 +82,13 @@ export class SectionHost {
     return key;
   }
 
+  /** Replaces a section's state with a context from the log (read copy); its actor, if any, is stopped. */
+  replace(context: SectionContext): void {
+    const key = sectionKey(context.info.courseId, context.info.groupId);
+    this.sections.get(key)?.actor?.stop();
+    this.add(context);
+  }
+
   /** Forgets every section (their actors are stopped). */
   clear(): void {
     for (const h of this.sections.values()) h.actor?.stop();

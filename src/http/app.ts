@@ -3,12 +3,13 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
-import type { ReadinessReport } from '../persistence/types.js';
+import type { ClusterMembership, ReadinessReport } from '../persistence/types.js';
 import { adminRoutes } from './admin/routes.js';
 import { TokenService, type TokenRevocations } from './auth.js';
 import type { RouteContext } from './context.js';
 import { createPasswordGate } from './password-gate.js';
 import { installErrorHandlers } from './error-handler.js';
+import { createForwarder } from './forwarding.js';
 import { registerOpenApi } from './openapi.js';
 import { installSecurityHeaders } from './security-headers.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
@@ -49,6 +50,10 @@ export interface AppDeps {
   minPasswordLength?: number;
   /** Passwords refused for new accounts, e.g. the demo passwords outside demo mode (default none). */
   refusedPasswords?: readonly string[];
+  /** Several instances: writes for shards owned elsewhere are forwarded to their owner (docs/scale-out.md). */
+  cluster?: ClusterMembership;
+  /** How long a forwarded write keeps retrying while the owner changes (ms, default 8000). */
+  forwardRetryMs?: number;
 }
 
 /** Login checks at once by default: one fewer than libuv's four pool threads, so file and DNS work still get one. */
@@ -139,6 +144,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       refusedPasswords: new Set(deps.refusedPasswords ?? []),
     },
   };
+  if (deps.cluster) app.addHook('preValidation', createForwarder({ cluster: deps.cluster, retryMs: deps.forwardRetryMs ?? 8000 }));
   await app.register(healthRoutes, ctx);
   await app.register(authRoutes, ctx);
   await app.register(studentRoutes, ctx);

@@ -13,15 +13,63 @@ import type { DomainEvent } from './types.js';
  * Publishing uses publisher confirms, pipelined: every append is published at once and resolves
  * when the broker confirms it (RabbitMQ confirms many at a time), so no caller waits for another.
  *
- * One writer per stream: each connection claims an exclusive queue `<stream>.owner`. The broker
- * grants it to one connection at a time and deletes it when that connection ends, so ownership is
- * fenced by the same connection that publishes: once the broker has closed an owner's connection,
- * nothing more from it can reach the stream, and only then can another connection claim it. A
- * connection that is refused publishes no events (markers, which change nothing, still go).
+ * Who may publish events for a shard is decided by leases in PostgreSQL (leases.ts), not here: an
+ * events message carries its publisher and the epoch of each shard lease it was published under,
+ * and a new owner publishes a fence marker; readers ignore a deposed owner's messages after it
+ * (see {@link createFenceFilter} and docs/scale-out.md).
  */
 
-/** One message = the events of one append call; markers only delimit a replay. */
-export type LogMessage = { events: DomainEvent[] } | { marker: string };
+/** A new owner's fence: from here on, messages for `shard` under an older epoch are ignored. */
+export interface Fence {
+  shard: number;
+  epoch: number;
+  owner: string;
+}
+
+/**
+ * One message = the events of one group commit; `owner` and `epochs` (shard -> lease epoch) say
+ * under which leases it was published (absent in messages written before issue 14). Markers only
+ * delimit a replay; fences are described at {@link Fence}.
+ */
+export type LogMessage =
+  | { events: DomainEvent[]; owner?: string; epochs?: Record<string, number> }
+  | { marker: string }
+  | { fence: Fence };
+
+/**
+ * The rule every reader of the log applies (replay, batcher, read copies): remember the highest
+ * fence epoch per shard; an events message published under an older epoch of any of its shards
+ * comes from a deposed owner after the fence and is ignored as a whole (its publisher answered
+ * 503 for it: its confirm came after its own lease deadline).
+ */
+export interface FenceFilter {
+  /** Records a fence; true when it raised the shard's epoch. */
+  fence(f: Fence): boolean;
+  /** True when the message must be applied. */
+  admits(m: { epochs?: Record<string, number> }): boolean;
+  /** Highest fence epoch per shard seen so far. */
+  readonly epochs: ReadonlyMap<number, number>;
+}
+
+export function createFenceFilter(initial: Iterable<[number, number]> = []): FenceFilter {
+  const epochs = new Map<number, number>(initial);
+  return {
+    fence(f) {
+      if ((epochs.get(f.shard) ?? 0) >= f.epoch) return false;
+      epochs.set(f.shard, f.epoch);
+      return true;
+    },
+    admits(m) {
+      if (!m.epochs || epochs.size === 0) return true;
+      for (const k in m.epochs) {
+        const fenced = epochs.get(Number(k));
+        if (fenced !== undefined && (m.epochs[k] as number) < fenced) return false;
+      }
+      return true;
+    },
+    epochs,
+  };
+}
 
 export interface AmqpLogOptions {
   url: string;
@@ -42,7 +90,14 @@ export function encodeMessage(m: LogMessage): Buffer {
 /** Parses a log message; throws when it is not one (what a reader must then stop at, never skip). */
 export function decodeMessage(buf: Buffer): LogMessage {
   const m = JSON.parse(buf.toString('utf8')) as LogMessage;
-  if (typeof m !== 'object' || m === null || (!('events' in m) && !('marker' in m))) throw new Error('not a log message');
+  if (typeof m !== 'object' || m === null || (!('events' in m) && !('marker' in m) && !('fence' in m))) throw new Error('not a log message');
+  if ('fence' in m) {
+    const f = m.fence as Partial<Fence> | null;
+    if (typeof f !== 'object' || f === null || !Number.isSafeInteger(f.shard) || !Number.isSafeInteger(f.epoch) || typeof f.owner !== 'string') {
+      throw new Error('malformed fence');
+    }
+    return m;
+  }
   if ('events' in m) {
     if (!Array.isArray(m.events)) throw new Error('events is not an array');
     for (const e of m.events as unknown[]) {
@@ -70,7 +125,7 @@ export function offsetOf(msg: ConsumeMessage): number {
   return typeof h === 'number' ? h : Number(h);
 }
 
-/** The refusal of a write by an engine that does not own the stream. */
+/** The refusal of a write by an engine that does not own the shard's lease (nothing was published). */
 export function notOwner(): EngineError {
   return new EngineError('NOT_OWNER', 'another engine instance owns the event stream; this one serves reads only; nothing was changed');
 }
@@ -84,9 +139,6 @@ export class AmqpLog {
   private retryDelay = 200;
   /** Set when a publish may have been lost; cleared by the owner after it reloaded its state. */
   failedSince: number | null = null;
-  /** This connection holds the stream's exclusive owner queue. */
-  private owns = false;
-  private refusalLogged = false;
   /** Bumped on every new connection, so a load can tell it stayed on one. */
   connectionEpoch = 0;
   private readonly log: Logger;
@@ -99,45 +151,6 @@ export class AmqpLog {
     return this.ch !== null;
   }
 
-  /** True while this process's connection owns the stream (may publish events). */
-  get owner(): boolean {
-    return this.ch !== null && this.owns;
-  }
-
-  get ownerQueue(): string {
-    return `${this.opts.stream}.owner`;
-  }
-
-  /**
-   * Claims the stream's exclusive owner queue on the current connection; true when held. A refusal
-   * (RESOURCE_LOCKED: another connection holds it) closes only the probing channel.
-   */
-  async claim(): Promise<boolean> {
-    const conn = this.conn;
-    if (!conn || this.owns) return this.owner;
-    const probe = await conn.createChannel();
-    probe.on('error', () => undefined);
-    try {
-      await probe.assertQueue(this.ownerQueue, { exclusive: true, durable: false, autoDelete: false });
-      if (this.conn !== conn) return false;
-      this.owns = true;
-      this.refusalLogged = false;
-      this.log.info({ stream: this.opts.stream }, 'this engine owns the stream');
-      await probe.close().catch(() => undefined);
-      return true;
-    } catch (err) {
-      if ((err as { code?: unknown }).code !== 405) {
-        this.log.warn({ err, stream: this.opts.stream }, 'could not claim the stream; writes refused until a claim succeeds');
-      } else if (!this.refusalLogged) {
-        this.refusalLogged = true;
-        this.log.error(
-          { stream: this.opts.stream },
-          `another engine owns the stream ${this.opts.stream}: this one refuses writes until that engine is gone`,
-        );
-      }
-      return false;
-    }
-  }
   /** Connects (or waits for the connection in progress); throws UNAVAILABLE when the broker is down. */
   async connect(): Promise<void> {
     if (this.ch) return;
@@ -167,11 +180,9 @@ export class AmqpLog {
       await ch.assertQueue(this.opts.stream, { durable: true, arguments: streamArguments(this.opts.maxLengthBytes ?? 20e9) });
       this.conn = conn;
       this.ch = ch;
-      this.owns = false;
       this.connectionEpoch += 1;
       this.retryDelay = 200;
       this.log.info({ stream: this.opts.stream }, 'connected to the broker');
-      await this.claim();
     } catch (err) {
       await conn.close().catch(() => undefined);
       throw err;
@@ -182,7 +193,6 @@ export class AmqpLog {
     if (this.conn !== conn) return;
     this.conn = null;
     this.ch = null;
-    this.owns = false;
     this.failedSince ??= Date.now();
     if (this.closing) return;
     this.log.warn('lost the broker; unconfirmed appends fail, reconnecting');
@@ -208,7 +218,6 @@ export class AmqpLog {
       this.scheduleReconnect();
       return Promise.reject(new EngineError('UNAVAILABLE', 'the message broker is unreachable; nothing was changed'));
     }
-    if ('events' in m && !this.owns) return Promise.reject(notOwner());
     return new Promise<void>((resolve, reject) => {
       try {
         ch.publish('', this.opts.stream, encodeMessage(m), { persistent: true, contentType: 'application/json' }, (err) => {
@@ -276,13 +285,56 @@ export class AmqpLog {
     return count;
   }
 
+  /**
+   * Consumes the stream from `offset` on a channel of its own until `cancel()` or until the
+   * connection drops (`closed` resolves then). `onMessage` gets each message in order, or an
+   * {@link UnreadableMessageError} for one that cannot be read (the consumer stops there).
+   */
+  async consume(
+    offset: number,
+    onMessage: (m: LogMessage | UnreadableMessageError, offset: number) => void,
+  ): Promise<{ cancel(): Promise<void>; closed: Promise<void> }> {
+    await this.connect();
+    const conn = this.conn as ChannelModel;
+    const rc = await conn.createChannel();
+    rc.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => rc.on('close', () => resolve()));
+    let stopped = false;
+    await rc.prefetch(2000);
+    await rc.consume(
+      this.opts.stream,
+      (msg) => {
+        if (!msg || stopped) return;
+        const at = offsetOf(msg);
+        rc.ack(msg);
+        if (at < offset) return;
+        let m: LogMessage;
+        try {
+          m = decodeMessage(msg.content);
+        } catch {
+          stopped = true;
+          onMessage(new UnreadableMessageError(this.opts.stream, at), at);
+          return;
+        }
+        onMessage(m, at);
+      },
+      { noAck: false, arguments: { 'x-stream-offset': offset } },
+    );
+    return {
+      closed,
+      async cancel() {
+        stopped = true;
+        await rc.close().catch(() => undefined);
+      },
+    };
+  }
+
   async close(): Promise<void> {
     this.closing = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     const conn = this.conn;
     this.conn = null;
     this.ch = null;
-    this.owns = false;
     if (conn) await conn.close().catch(() => undefined);
   }
 }

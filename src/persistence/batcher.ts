@@ -1,7 +1,7 @@
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { decodeMessage, offsetOf, streamArguments } from './amqp-log.js';
+import { createFenceFilter, decodeMessage, offsetOf, streamArguments, type Fence, type FenceFilter } from './amqp-log.js';
 import { setLogStall } from './metrics.js';
 import type { SqlClient } from './sql-client.js';
 import { applyEvents } from './state-store.js';
@@ -70,6 +70,8 @@ interface Pending {
   offset: number;
   events: DomainEvent[] | null;
   error?: string;
+  /** A new owner's fence: recorded in log_fences with the batch that holds it. */
+  fence?: Fence;
 }
 
 const TRANSIENT_CLASSES = ['08', '53', '57', '58'];
@@ -103,6 +105,12 @@ export function createBatcher(opts: BatcherOptions): Batcher {
   let halted = false;
   let stallRetries = 0;
   const stallRetryMs = opts.stallRetryMs ?? 1000;
+
+  /** The fence epochs the database has recorded, so a deposed owner's later messages stay ignored across restarts. */
+  async function readFences(): Promise<FenceFilter> {
+    const r = await opts.db.query<{ shard: number; epoch: string | number }>('SELECT shard, epoch FROM log_fences WHERE log_name = $1', [opts.stream]);
+    return createFenceFilter(r.rows.map((x) => [Number(x.shard), Number(x.epoch)]));
+  }
 
   async function readOffset(): Promise<number> {
     const r = await opts.db.query<{ next_offset: number }>('SELECT next_offset FROM log_offsets WHERE log_name = $1', [opts.stream]);
@@ -155,6 +163,14 @@ export function createBatcher(opts: BatcherOptions): Batcher {
           const events: DomainEvent[] = [];
           for (const p of batch) if (p.offset >= dbNext && p.events) events.push(...p.events);
           if (events.length > 0) count = await applyEvents(tx, events);
+          for (const p of batch) {
+            if (!p.fence || p.offset < dbNext) continue;
+            await tx.query(
+              `INSERT INTO log_fences (log_name, shard, epoch) VALUES ($1, $2, $3)
+               ON CONFLICT (log_name, shard) DO UPDATE SET epoch = GREATEST(log_fences.epoch, EXCLUDED.epoch)`,
+              [opts.stream, p.fence.shard, p.fence.epoch],
+            );
+          }
           await tx.query('UPDATE log_offsets SET next_offset = $2, updated_at = now() WHERE log_name = $1', [opts.stream, Math.max(dbNext, last + 1)]);
           return count;
         });
@@ -282,6 +298,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     await c.assertQueue(opts.deadLetterQueue, { durable: true });
     await c.prefetch(Math.max(opts.maxEvents * 2, 1000));
     const start = await readOffset();
+    const fences = await readFences();
     appliedOffset = start;
     halted = false;
     // An operator moved the database's offset past the message (npm run batcher -- --skip).
@@ -306,13 +323,25 @@ export function createBatcher(opts: BatcherOptions): Batcher {
         }
         let events: DomainEvent[] | null = null;
         let error: string | undefined;
+        let fence: Fence | undefined;
         try {
           const m = decodeMessage(msg.content);
-          events = 'events' in m ? m.events : [];
+          if ('fence' in m) {
+            fence = m.fence;
+            fences.fence(m.fence);
+            events = [];
+          } else if ('events' in m) {
+            // A deposed owner's message after the new owner's fence: never acknowledged, not applied.
+            if (fences.admits(m)) events = m.events;
+            else {
+              events = [];
+              log.warn({ stream: opts.stream, offset, owner: m.owner, epochs: m.epochs }, 'ignored a message of a deposed owner (after a newer fence)');
+            }
+          } else events = [];
         } catch (err) {
           error = `unreadable message: ${(err as Error).message}`;
         }
-        buffer.push({ msg, offset, events, ...(error ? { error } : {}) });
+        buffer.push({ msg, offset, events, ...(error ? { error } : {}), ...(fence ? { fence } : {}) });
         schedule();
       },
       { noAck: false, arguments: { 'x-stream-offset': start } },

@@ -1,14 +1,17 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
-import { AmqpLog, notOwner, UnreadableMessageError, type LogMessage } from './amqp-log.js';
+import { AmqpLog, createFenceFilter, notOwner, UnreadableMessageError, type LogMessage } from './amqp-log.js';
 import { createBatcher, type Batcher } from './batcher.js';
 import { createStateFolder } from './fold.js';
 import { createGroupCommitter } from './group-commit.js';
+import { createLeaseManager } from './leases.js';
 import { setLogStall } from './metrics.js';
 import { migrate } from './migrations.js';
 import { createPgClient } from './pg-client.js';
+import { createReadCopy } from './read-copy.js';
 import { loadState, readTransitions } from './state-store.js';
-import type { LoadedState, Persistence, ReadinessReport } from './types.js';
+import { shardOfEvent, type ClusterMembership, type DomainEvent, type LoadedState, type Persistence, type ReadinessReport } from './types.js';
 
 export interface FullStoreOptions {
   databaseUrl: string;
@@ -25,9 +28,17 @@ export interface FullStoreOptions {
   batcherStallRetryMs?: number;
   /** Bound of events waiting for a broker confirm round; beyond it appends are shed (OVERLOADED). */
   maxQueuedEvents?: number;
+  /** Number of shards (docs/scale-out.md); default 1. */
+  shards?: number;
+  /** Lease time to live (ms); default 2500. */
+  leaseTtlMs?: number;
+  /** This instance's HTTP base URL, recorded with its leases (for forwarding); default none. */
+  address?: string;
+  /** Writes for shards owned elsewhere are forwarded (readiness then does not need ownership). */
+  forwarding?: boolean;
 }
 
-export interface FullStore extends Persistence {
+export interface FullStore extends Persistence, ClusterMembership {
   readonly batcher: Batcher | null;
 }
 
@@ -58,22 +69,71 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         ...(opts.batcherStallRetryMs !== undefined ? { stallRetryMs: opts.batcherStallRetryMs } : {}),
       })
     : null;
+  const shards = opts.shards ?? 1;
+  const instanceId = randomUUID();
+  const forwarding = opts.forwarding ?? false;
+  const followers = new Set<(events: DomainEvent[]) => void>();
+  const changeListeners = new Set<() => void>();
+  const leases = createLeaseManager({
+    db: createPgClient(opts.databaseUrl, { max: 2, connectionTimeoutMillis: 1000, queryTimeoutMillis: Math.max(500, Math.round((opts.leaseTtlMs ?? 2500) / 3)) }),
+    logName: names.stream,
+    shards,
+    instanceId,
+    address: opts.address ?? '',
+    ttlMs: opts.leaseTtlMs ?? 2500,
+    logger: opts.logger,
+    publishFence: (fence) => amqpLog.connect().then(() => amqpLog.publish({ fence })),
+    onChange: () => {
+      for (const l of changeListeners) l();
+    },
+  });
+  /** Shard -> lease epoch under which the state was last loaded; appends need the same epoch. */
+  let loadedEpochs = new Map<number, number>();
+  let refusalLogged = false;
+  const readCopy = createReadCopy({
+    amqpLog,
+    logger: opts.logger,
+    deliver: (events) => {
+      for (const l of followers) l(events);
+    },
+  });
+  /** Shards of a set of events, with the epoch this instance holds each under (null: not owned). */
+  function leaseCheck(events: DomainEvent[]): Record<string, number> | null {
+    const epochs: Record<string, number> = {};
+    for (const e of events) {
+      const shard = shardOfEvent(e, shards);
+      if (epochs[shard] !== undefined) continue;
+      const epoch = leases.epochOf(shard);
+      if (epoch === null || loadedEpochs.get(shard) !== epoch || !leases.canWrite(shard)) return null;
+      epochs[shard] = epoch;
+    }
+    return epochs;
+  }
   // Group commit on the broker too: the appends of one tick (and those that arrive while a
   // confirm is awaited) travel as one message, so a rush costs the broker a few large writes per
-  // millisecond instead of one per request.
-  const committer = createGroupCommitter((events) => amqpLog.publish({ events }), opts.batchMaxEvents, {
-    lingerMs: opts.groupCommitLingerMs,
-    maxQueuedEvents: opts.maxQueuedEvents,
-  });
+  // millisecond instead of one per request. The message names the lease epochs it is published
+  // under; a confirm that arrives after this instance's own lease deadline is never acknowledged
+  // (readers may ignore that message after a newer fence).
+  const committer = createGroupCommitter(
+    async (events) => {
+      const epochs = leaseCheck(events);
+      if (epochs === null) throw notOwner();
+      await amqpLog.publish({ events, owner: instanceId, epochs });
+      for (const k in epochs) {
+        if (!leases.canWrite(Number(k)) || leases.epochOf(Number(k)) !== epochs[k]) {
+          throw new EngineError('UNAVAILABLE', 'the lease of this instance ran out before the broker confirmed the change; its outcome is unknown');
+        }
+      }
+    },
+    opts.batchMaxEvents,
+    {
+      lingerMs: opts.groupCommitLingerMs,
+      maxQueuedEvents: opts.maxQueuedEvents,
+    },
+  );
   /** Offset of an unreadable message the last replay stopped at (the engine cannot load past it). */
   let replayStall: number | null = null;
-  /**
-   * The broker connection on which the state was last loaded while owning the stream; appends are
-   * accepted only on it. An engine that gains ownership later (the owner died) must reload first,
-   * so it decides on everything the previous owner published.
-   */
-  let loadedOwnerEpoch: number | null = null;
-  let loadedOnce = false;
+  let leasesStarted = false;
 
   return {
     mode: 'full',
@@ -86,27 +146,45 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       const t0 = performance.now();
       await committer.drain();
       await amqpLog.connect();
-      // Claim first: once held, the previous owner can publish nothing more, so the replay below
-      // (read up to a marker published after the claim) holds everything it published.
-      const owner = await amqpLog.claim();
-      const epoch = amqpLog.connectionEpoch;
-      if (!owner && loadedOnce) throw notOwner();
-      loadedOwnerEpoch = null;
-      // A consistent snapshot: the tables and the offset they correspond to, in one transaction.
-      const { state, offset } = await db.transaction(async (tx) => {
+      if (!leasesStarted) {
+        await leases.start();
+        leasesStarted = true;
+      }
+      await readCopy.stop();
+      // The shards held now: their fences are already in the log, so the replay below (read up to
+      // a marker published after them) holds everything the previous owners published.
+      const holding = leases.owned();
+      loadedEpochs = new Map();
+      // A consistent snapshot: the tables, the offset and the fences they correspond to, in one transaction.
+      const { state, offset, fenceRows } = await db.transaction(async (tx) => {
         await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
         const r = await tx.query<{ next_offset: number }>('SELECT next_offset FROM log_offsets WHERE log_name = $1', [names.stream]);
-        return { offset: r.rows[0] ? Number(r.rows[0].next_offset) : 0, state: await loadState(tx) };
+        const f = await tx.query<{ shard: number; epoch: number }>('SELECT shard, epoch FROM log_fences WHERE log_name = $1', [names.stream]);
+        return {
+          offset: r.rows[0] ? Number(r.rows[0].next_offset) : 0,
+          fenceRows: f.rows.map((x) => [Number(x.shard), Number(x.epoch)] as [number, number]),
+          state: await loadState(tx),
+        };
       }).catch((err: unknown) => {
         throw new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: (err as Error).message });
       });
       // Fold the tail as it arrives: memory stays bounded by the state, not by the stream's length.
       const folder = createStateFolder(state);
+      const fences = createFenceFilter(fenceRows);
       let events = 0;
       let replayed: number;
+      let ignored = 0;
       try {
         replayed = await amqpLog.readFrom(offset, (m: LogMessage) => {
+          if ('fence' in m) {
+            fences.fence(m.fence);
+            return;
+          }
           if (!('events' in m)) return;
+          if (!fences.admits(m)) {
+            ignored += 1;
+            return;
+          }
           for (const e of m.events) folder.add(e);
           events += m.events.length;
         });
@@ -127,11 +205,24 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       }
       amqpLog.failedSince = null;
       committer.reset();
-      loadedOnce = true;
-      if (owner && amqpLog.owner && amqpLog.connectionEpoch === epoch) loadedOwnerEpoch = epoch;
-      else log.error({ stream: names.stream }, 'state loaded for reads only: another engine owns the stream, writes are refused');
+      for (const [shard, epoch] of holding) if (leases.epochOf(shard) === epoch) loadedEpochs.set(shard, epoch);
+      if (loadedEpochs.size === 0 && !refusalLogged) {
+        refusalLogged = true;
+        log.error(
+          { stream: names.stream, owner: leases.ownerOf(0) },
+          forwarding
+            ? `another engine owns the stream ${names.stream}: writes are forwarded to it, reads come from the read copy`
+            : `another engine owns the stream ${names.stream}: this one refuses writes until that engine is gone`,
+        );
+      }
+      if (loadedEpochs.size > 0) refusalLogged = false;
+      // A read copy follows what other owners publish (nothing to follow when this one owns all).
+      if (!leases.ownsAll() || loadedEpochs.size < shards) readCopy.start(offset, fences);
       const merged = folder.result();
-      log.info({ offset, messages: replayed, events, ms: Math.round(performance.now() - t0) }, 'state loaded (database + stream tail)');
+      log.info(
+        { offset, messages: replayed, events, ignored, owned: [...loadedEpochs.keys()], ms: Math.round(performance.now() - t0) },
+        'state loaded (database + stream tail)',
+      );
       batcher?.start();
       return merged;
     },
@@ -139,8 +230,27 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       if (amqpLog.failedSince !== null) {
         return Promise.reject(new EngineError('UNAVAILABLE', 'the message broker was lost; the engine is recovering'));
       }
-      if (!amqpLog.owner || loadedOwnerEpoch !== amqpLog.connectionEpoch) return Promise.reject(notOwner());
+      if (leaseCheck(events) === null) return Promise.reject(notOwner());
       return committer.append(events);
+    },
+    shards,
+    instanceId,
+    routeWrite: (shard) => leases.route(shard),
+    refreshRoutes: () => leases.refresh(),
+    syncReads: (timeoutMs) => readCopy.sync(timeoutMs),
+    follow(listener) {
+      followers.add(listener);
+    },
+    onGained(listener) {
+      changeListeners.add(listener);
+    },
+    async handOver() {
+      leases.stopAcquiring();
+      // Nothing new is published under these leases from here on; what is on its way settles.
+      loadedEpochs = new Map();
+      await committer.drain();
+      await leases.stop();
+      await leases.release().catch((err: unknown) => log.warn({ err }, 'could not release the leases; they expire by themselves'));
     },
     recentTransitions: (c, g, limit) =>
       readTransitions(db, c, g, limit).catch((err: unknown) => {
@@ -163,11 +273,16 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         checks.database = { ok: false, detail: 'unreachable' };
       }
       checks.broker = amqpLog.connected ? { ok: true } : { ok: false, detail: 'not connected' };
-      // A standby tries to take over here too; its next write then reloads before it is accepted.
-      const owner = amqpLog.connected && (amqpLog.owner || (await amqpLog.claim().catch(() => false)));
-      if (amqpLog.connected) {
-        checks.owner = owner ? { ok: true } : { ok: false, detail: `another engine owns the stream ${names.stream}; writes are refused` };
-      }
+      const ownsAll = loadedEpochs.size === shards && [...loadedEpochs.keys()].every((k) => leases.canWrite(k));
+      const someOwner = [...Array(shards).keys()].every((k) => leases.canWrite(k) || leases.ownerOf(k) !== null);
+      const owner = ownsAll || (forwarding && someOwner);
+      checks.owner = ownsAll
+        ? { ok: true }
+        : forwarding
+          ? someOwner
+            ? { ok: true, detail: 'writes for shards owned elsewhere are forwarded' }
+            : { ok: false, detail: 'a shard has no owner right now (takeover in progress)' }
+          : { ok: false, detail: `another engine owns the stream ${names.stream}; writes are refused` };
       if (batcher) checks.batcher = { ok: batcher.isLeader, detail: batcher.isLeader ? 'active' : 'standby' };
       if (stalled) {
         checks.log = { ok: false, detail: `batcher stopped at ${names.stream} offset ${Number(stalled.stream_offset)}: ${stalled.reason}` };
@@ -181,6 +296,8 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     },
     async close() {
       await committer.drain();
+      await leases.stop();
+      await readCopy.stop();
       await batcher?.stop();
       await amqpLog.close();
       await db.close();

@@ -10,11 +10,15 @@ const types = {
 };
 
 /** node-postgres pool behind the SqlClient interface (full mode). */
-export function createPgClient(connectionString: string, opts: { max?: number; connectionTimeoutMillis?: number } = {}): SqlClient {
+export function createPgClient(
+  connectionString: string,
+  opts: { max?: number; connectionTimeoutMillis?: number; queryTimeoutMillis?: number } = {},
+): SqlClient {
   const pool = new pg.Pool({
     connectionString,
     max: opts.max ?? 8,
     connectionTimeoutMillis: opts.connectionTimeoutMillis ?? 2000,
+    ...(opts.queryTimeoutMillis !== undefined ? { query_timeout: opts.queryTimeoutMillis } : {}),
     types,
   });
   // A broken idle connection must not crash the process; the next query reconnects.

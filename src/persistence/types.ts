@@ -74,3 +74,56 @@ export interface Persistence {
   readiness(): Promise<ReadinessReport>;
   close(): Promise<void>;
 }
+
+/**
+ * The shard of a course (docs/scale-out.md, section 1): FNV-1a of its decimal id, modulo the
+ * number of shards. Every group of a course shares its shard, so a change of group, and the
+ * one-group-per-course rule, are always decided by one owner.
+ */
+export function shardOfCourse(courseId: number, shards: number): number {
+  if (shards <= 1) return 0;
+  const s = String(courseId);
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % shards;
+}
+
+/** The shard an event belongs to: its section's, or shard 0 for the registry. */
+export function shardOfEvent(e: DomainEvent, shards: number): number {
+  switch (e.type) {
+    case 'studentCreated':
+    case 'actionUsed':
+    case 'staffCreated':
+    case 'departmentCreated':
+      return 0;
+    default:
+      return shardOfCourse(e.courseId, shards);
+  }
+}
+
+/** Where a write for a shard goes: this instance, or the owner's address (null while nobody owns it). */
+export type WriteRoute = { self: true } | { self: false; address: string | null };
+
+/**
+ * What several instances need from storage besides {@link Persistence} (full mode only): whose
+ * write it is, a read copy that follows the log, and a way to wait until that copy is current.
+ */
+export interface ClusterMembership {
+  readonly shards: number;
+  readonly instanceId: string;
+  /** Who takes writes for a shard, from the lease table (cached, refreshed every few hundred ms). */
+  routeWrite(shard: number): WriteRoute;
+  /** Re-reads the lease table now (after a forward was refused). */
+  refreshRoutes(): Promise<void>;
+  /** Resolves once this instance's read copy has consumed the log up to now (read-your-writes). */
+  syncReads(timeoutMs: number): Promise<boolean>;
+  /** Events of other instances (and of this one after a rollback), as the read copy receives them. */
+  follow(listener: (events: DomainEvent[]) => void): void;
+  /** Called after this instance gained a shard (and published its fence): reload, then serve. */
+  onGained(listener: () => void): void;
+  /** Graceful shutdown: stop taking writes, drain, release every lease. */
+  handOver(): Promise<void>;
+}

@@ -1,0 +1,249 @@
+import type { Logger } from 'pino';
+import type { Fence } from './amqp-log.js';
+import type { SqlClient } from './sql-client.js';
+import type { WriteRoute } from './types.js';
+
+/**
+ * Shard ownership as leases in PostgreSQL (docs/scale-out.md, section 2). Each shard has one row in
+ * `shard_leases`: owner, address, epoch (the fencing token, +1 at every change of owner) and an
+ * expiry by the database's clock. An owner renews its leases every ttl/5; its own deadline is the
+ * monotonic time it *sent* the last successful renewal plus ttl minus a margin, which is always
+ * before the database lets another instance take the row. Past that deadline the owner acknowledges
+ * nothing for the shard. A new owner wins the row only once it has expired (or was released),
+ * publishes a fence with the new epoch into the log, and is told to reload before it serves.
+ */
+
+export interface LeaseManagerOptions {
+  db: SqlClient;
+  logName: string;
+  shards: number;
+  instanceId: string;
+  /** This instance's HTTP base URL, recorded with its leases so others can forward writes to it. */
+  address: string;
+  ttlMs: number;
+  logger: Logger;
+  /** Publishes a fence into the ordered log; resolves once the broker confirmed it. */
+  publishFence(f: Fence): Promise<void>;
+  /** Called after a shard was won and its fence published; the store reloads, then marks it loaded. */
+  onChange(): void;
+}
+
+interface Owned {
+  epoch: number;
+  /** performance.now() after which nothing is acknowledged for the shard. */
+  deadline: number;
+}
+
+interface RouteRow {
+  owner: string | null;
+  address: string | null;
+  epoch: number;
+  expired: boolean;
+}
+
+export interface LeaseManager {
+  start(): Promise<void>;
+  /** True while this instance holds the shard's lease inside its own deadline. */
+  canWrite(shard: number): boolean;
+  /** Epoch of the shard's lease held by this instance, or null. */
+  epochOf(shard: number): number | null;
+  /** Shards held right now (shard -> epoch). */
+  owned(): Map<number, number>;
+  /** True when this instance holds every shard. */
+  ownsAll(): boolean;
+  route(shard: number): WriteRoute;
+  /** Re-reads the lease table (routes) now. */
+  refresh(): Promise<void>;
+  /** Who owns the shard, from the last read of the table (for /ready). */
+  ownerOf(shard: number): string | null;
+  /** Stops acquiring, and releases every lease (graceful shutdown). Call after draining appends. */
+  release(): Promise<void>;
+  /** Stops acquiring (before draining). */
+  stopAcquiring(): void;
+  stop(): Promise<void>;
+  readonly renewEveryMs: number;
+}
+
+export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
+  const log = opts.logger.child({ module: 'leases' });
+  const ttl = opts.ttlMs;
+  const margin = Math.max(250, Math.round(ttl * 0.2));
+  const renewEveryMs = Math.max(100, Math.round(ttl / 5));
+  const held = new Map<number, Owned>();
+  const routes = new Map<number, RouteRow>();
+  let acquiring = true;
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  let ticking: Promise<void> | null = null;
+  const interval = `${ttl} milliseconds`;
+
+  async function ensureRows(): Promise<void> {
+    await opts.db.query(
+      `INSERT INTO shard_leases (log_name, shard) SELECT $1, s FROM generate_series(0, $2::int - 1) AS s ON CONFLICT DO NOTHING`,
+      [opts.logName, opts.shards],
+    );
+  }
+
+  async function readRoutes(): Promise<number> {
+    const r = await opts.db.query<{ shard: number; owner: string | null; address: string | null; epoch: number; expired: boolean; live: number }>(
+      `SELECT shard, owner, address, epoch, (owner IS NULL OR expires_at < now()) AS expired,
+              (SELECT count(*)::int FROM engine_instances WHERE log_name = $1 AND expires_at > now()) AS live
+         FROM shard_leases WHERE log_name = $1 AND shard < $2`,
+      [opts.logName, opts.shards],
+    );
+    let live = 1;
+    for (const row of r.rows) {
+      routes.set(Number(row.shard), { owner: row.owner, address: row.address, epoch: Number(row.epoch), expired: row.expired });
+      live = Math.max(1, Number(row.live));
+    }
+    return live;
+  }
+
+  async function renew(shard: number, o: Owned): Promise<void> {
+    const t0 = performance.now();
+    const r = await opts.db.query(
+      `UPDATE shard_leases SET expires_at = now() + $5::interval, address = $4
+        WHERE log_name = $1 AND shard = $2 AND owner = $3 AND epoch = $6`,
+      [opts.logName, shard, opts.instanceId, opts.address, interval, o.epoch],
+    );
+    if (r.rowCount === 1) {
+      if (held.get(shard) === o) o.deadline = t0 + ttl - margin;
+      return;
+    }
+    if (held.get(shard) === o) {
+      held.delete(shard);
+      log.error({ shard, epoch: o.epoch }, 'lost the lease of a shard to another instance; its writes are refused here from now on');
+      opts.onChange();
+    }
+  }
+
+  async function acquire(shard: number): Promise<void> {
+    const t0 = performance.now();
+    const r = await opts.db.query<{ epoch: number }>(
+      `UPDATE shard_leases SET owner = $3, address = $4, epoch = epoch + 1, expires_at = now() + $5::interval
+        WHERE log_name = $1 AND shard = $2 AND (owner IS NULL OR expires_at < now())
+        RETURNING epoch`,
+      [opts.logName, shard, opts.instanceId, opts.address, interval],
+    );
+    const row = r.rows[0];
+    if (!row) return;
+    const o: Owned = { epoch: Number(row.epoch), deadline: t0 + ttl - margin };
+    held.set(shard, o);
+    try {
+      // The fence goes into the log before anything this owner publishes for the shard; the reload
+      // that follows replays up to after it, so it holds everything the previous owner published.
+      await opts.publishFence({ shard, epoch: o.epoch, owner: opts.instanceId });
+    } catch (err) {
+      // Without its fence the shard cannot be served: give it back at once.
+      held.delete(shard);
+      await opts.db
+        .query(`UPDATE shard_leases SET owner = NULL, expires_at = now() WHERE log_name = $1 AND shard = $2 AND owner = $3 AND epoch = $4`, [
+          opts.logName,
+          shard,
+          opts.instanceId,
+          o.epoch,
+        ])
+        .catch(() => undefined);
+      log.warn({ err, shard }, 'won a shard but could not publish its fence; released it');
+      return;
+    }
+    log.info({ shard, epoch: o.epoch }, 'this instance owns the shard now (fence published)');
+    opts.onChange();
+  }
+
+  async function releaseOne(shard: number, o: Owned): Promise<void> {
+    held.delete(shard);
+    await opts.db.query(`UPDATE shard_leases SET owner = NULL, expires_at = now() WHERE log_name = $1 AND shard = $2 AND owner = $3 AND epoch = $4`, [
+      opts.logName,
+      shard,
+      opts.instanceId,
+      o.epoch,
+    ]);
+    log.info({ shard, epoch: o.epoch }, 'released the lease of a shard');
+  }
+
+  async function tick(): Promise<void> {
+    await opts.db.query(
+      `INSERT INTO engine_instances (log_name, instance, address, expires_at) VALUES ($1, $2, $3, now() + $4::interval)
+       ON CONFLICT (log_name, instance) DO UPDATE SET expires_at = EXCLUDED.expires_at, address = EXCLUDED.address`,
+      [opts.logName, opts.instanceId, opts.address, `${ttl * 2} milliseconds`],
+    );
+    await Promise.all([...held].map(([shard, o]) => renew(shard, o)));
+    const live = await readRoutes();
+    if (!acquiring) return;
+    const fair = Math.ceil(opts.shards / live);
+    for (const [shard, row] of routes) {
+      if (held.size >= fair) break;
+      if (row.expired && !held.has(shard)) await acquire(shard);
+    }
+    // Cooperative rebalancing: one surplus shard at a time, only while another instance has room.
+    if (held.size > fair && live > 1) {
+      const [shard, o] = [...held].pop() as [number, Owned];
+      if (shard !== 0 || held.size > 1) {
+        opts.onChange();
+        await releaseOne(shard, o);
+      }
+    }
+  }
+
+  function schedule(): void {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      ticking = tick()
+        .catch((err: unknown) => log.warn({ err }, 'lease round failed (database unreachable?); leases are not renewed meanwhile'))
+        .finally(() => {
+          ticking = null;
+          schedule();
+        });
+    }, renewEveryMs);
+    timer.unref();
+  }
+
+  return {
+    renewEveryMs,
+    async start() {
+      await ensureRows();
+      await tick();
+      schedule();
+    },
+    canWrite(shard) {
+      const o = held.get(shard);
+      return o !== undefined && performance.now() < o.deadline;
+    },
+    epochOf(shard) {
+      return held.get(shard)?.epoch ?? null;
+    },
+    owned() {
+      return new Map([...held].map(([s, o]) => [s, o.epoch]));
+    },
+    ownsAll() {
+      if (held.size < opts.shards) return false;
+      return true;
+    },
+    route(shard) {
+      if (held.has(shard)) return { self: true };
+      const r = routes.get(shard);
+      return { self: false, address: r && !r.expired && r.owner !== opts.instanceId ? r.address : null };
+    },
+    async refresh() {
+      await readRoutes();
+    },
+    ownerOf(shard) {
+      const r = routes.get(shard);
+      return r && !r.expired ? r.owner : null;
+    },
+    stopAcquiring() {
+      acquiring = false;
+    },
+    async release() {
+      acquiring = false;
+      for (const [shard, o] of [...held]) await releaseOne(shard, o).catch((err: unknown) => log.warn({ err, shard }, 'could not release a lease; it expires by itself'));
+      await opts.db.query('DELETE FROM engine_instances WHERE log_name = $1 AND instance = $2', [opts.logName, opts.instanceId]).catch(() => undefined);
+    },
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await ticking;
+    },
+  };
+}
