@@ -1,0 +1,305 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { streamNames } from '../src/persistence/full-store.js';
+import { Api, type Child, codeOf, type FaultEnv, freePort, sleep, waitFor, withFaultEnv, type Reply } from './support/fault-harness.js';
+import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+
+/**
+ * Issue 14: several engine processes on one database, stream and JWT secret, requests spread over
+ * them. Each scenario starts three real engines (and a separate batcher) and checks, through the
+ * HTTP API and PostgreSQL, that no section holds more than its places, that every acknowledged
+ * change is on every instance and in the database, and what happens when the owner is killed,
+ * restarted gracefully, or cut from PostgreSQL.
+ */
+
+const log = (line: string) => console.log(`# [cluster] ${line}`);
+
+interface Node {
+  name: string;
+  api: Api;
+  child: Child;
+}
+
+interface Sent {
+  student: number;
+  course: number;
+  group: number;
+  via: string;
+  r: Reply;
+  /** Date.now() when the reply arrived. */
+  at: number;
+}
+
+async function startNode(env: FaultEnv, name: string, extra: Record<string, string> = {}, port?: number): Promise<Node> {
+  const api = new Api(port ?? (await freePort()));
+  const child = env.spawn(name, 'src/main.ts', { PORT: String(api.port), LOG_LEVEL: 'info', ...extra });
+  await waitFor(
+    async () => {
+      if (!child.alive) throw new Error(`${name} exited:\n${child.output()}`);
+      return (await api.request('GET', '/ready', null, undefined, 1000)).status === 200;
+    },
+    60_000,
+    `${name} to be ready`,
+    50,
+  );
+  return { name, api, child };
+}
+
+async function startCluster(env: FaultEnv, n = 3, extra: Record<string, string> = {}): Promise<Node[]> {
+  env.startBatcher({ LOG_LEVEL: 'info' });
+  const nodes: Node[] = [];
+  // The first one takes the lease; the others come up as forwarders with read copies.
+  nodes.push(await startNode(env, 'engine-a', extra, env.api.port));
+  const rest = await Promise.all(Array.from({ length: n - 1 }, (_, i) => startNode(env, `engine-${String.fromCharCode(98 + i)}`, extra)));
+  nodes.push(...rest);
+  return nodes;
+}
+
+async function ownerAddress(env: FaultEnv): Promise<string | null> {
+  const r = await env.db.query<{ address: string | null; live: boolean }>(
+    'SELECT address, (owner IS NOT NULL AND expires_at > now()) AS live FROM shard_leases WHERE log_name = $1 AND shard = 0',
+    [streamNames(env.prefix).stream],
+  );
+  const row = r.rows[0];
+  return row && row.live ? row.address : null;
+}
+
+async function ownerNode(env: FaultEnv, nodes: Node[]): Promise<Node> {
+  const address = await waitFor(() => ownerAddress(env), 20_000, 'a lease owner');
+  const node = nodes.find((x) => address.endsWith(`:${x.api.port}`));
+  assert.ok(node, `the owner ${address} is one of the instances`);
+  return node;
+}
+
+async function enroll(env: FaultEnv, node: Node, student: number, course: number, group: number): Promise<Sent> {
+  const r = await node.api.request('PUT', '/student/course', env.studentToken(student), { course_id: course, group_id: group }, 20_000);
+  return { student, course, group, via: node.name, r, at: Date.now() };
+}
+
+async function holdersOn(env: FaultEnv, node: Node, course: number, group: number): Promise<number[] | null> {
+  const m = await node.api.request('GET', `/staff/course-students?course_id=${course}&group_id=${group}`, env.staffToken, undefined, 5000);
+  if (m.status !== 200) return null;
+  const body = m.body as { registered_students: number[]; reserved_queue_students: number[] };
+  return [...body.registered_students, ...body.reserved_queue_students].sort((x, y) => x - y);
+}
+
+async function holdersInDb(env: FaultEnv, course: number, group: number): Promise<number[]> {
+  const r = await env.db.query<{ student_id: number }>('SELECT student_id FROM enrolled_courses WHERE course_id = $1 AND group_id = $2', [course, group]);
+  return r.rows.map((x) => Number(x.student_id)).sort((x, y) => x - y);
+}
+
+const is2xx = (s: Sent) => s.r.status >= 200 && s.r.status < 300;
+/** Replies whose outcome is unknown to the client (a broken connection, or a 503 that says so). */
+const inDoubt = (s: Sent) => s.r.status === 0 || (s.r.status === 503 && codeOf(s.r) === 'UNAVAILABLE');
+
+/**
+ * Per section: acknowledged <= places; every instance and the database hold every acknowledged
+ * student and nothing but acknowledged or in-doubt ones; the instances agree within 5 s.
+ */
+async function checkConverged(env: FaultEnv, nodes: Node[], sent: Sent[]): Promise<{ agreeMs: number; dbMs: number }> {
+  const t0 = performance.now();
+  let agreeMs = 0;
+  let dbMs = 0;
+  for (const sec of env.seed.sections) {
+    const mine = sent.filter((s) => s.course === sec.courseId && s.group === sec.groupId);
+    if (mine.length === 0) continue;
+    const acked = new Set(mine.filter(is2xx).map((s) => s.student));
+    const maybe = new Set(mine.filter(inDoubt).map((s) => s.student));
+    assert.ok(acked.size <= sec.capacity + sec.reserveCapacity, `section ${sec.courseId}/${sec.groupId}: ${acked.size} acknowledged for ${sec.capacity + sec.reserveCapacity} places`);
+    const ok = (h: number[] | null) => h !== null && [...acked].every((x) => h.includes(x)) && h.every((x) => acked.has(x) || maybe.has(x));
+    const views = await waitFor(
+      async () => {
+        const v = await Promise.all(nodes.map((n) => holdersOn(env, n, sec.courseId, sec.groupId)));
+        return v.every(ok) && v.every((x) => JSON.stringify(x) === JSON.stringify(v[0])) ? v : null;
+      },
+      5000,
+      `every instance to show section ${sec.courseId}/${sec.groupId} with the acknowledged students (0 disagreement after 5 s)`,
+      50,
+    );
+    agreeMs = Math.max(agreeMs, performance.now() - t0);
+    const first = views[0] as number[];
+    assert.ok(first.length <= sec.capacity + sec.reserveCapacity, 'not overbooked');
+    await waitFor(async () => JSON.stringify(await holdersInDb(env, sec.courseId, sec.groupId)) === JSON.stringify(first), 30_000, 'the database to hold the same');
+    dbMs = Math.max(dbMs, performance.now() - t0);
+  }
+  return { agreeMs, dbMs };
+}
+
+/** A load of enrolls spread over `nodes()`: each worker takes the next student, a random contested section. */
+class Load {
+  readonly sent: Sent[] = [];
+  private stopping = false;
+  private workers: Promise<void>[] = [];
+  private next = 0;
+
+  constructor(
+    private readonly env: FaultEnv,
+    private readonly nodes: () => Node[],
+    private readonly students: number[],
+  ) {}
+
+  start(concurrency = 12): void {
+    const secs = this.env.seed.sections;
+    this.workers = Array.from({ length: concurrency }, async (_, w) => {
+      while (!this.stopping && this.next < this.students.length * 4) {
+        const i = this.next++;
+        const student = this.students[i % this.students.length] as number;
+        const sec = secs[(i * 7 + w) % secs.length] as (typeof secs)[number];
+        const targets = this.nodes();
+        const node = targets[i % targets.length] as Node;
+        this.sent.push(await enroll(this.env, node, student, sec.courseId, sec.groupId));
+        await sleep(5);
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await Promise.all(this.workers);
+  }
+}
+
+describe('several instances (three engine processes, real PostgreSQL and RabbitMQ)', async () => {
+  const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
+
+  test('a rush spread over three instances: never more acknowledged than places, every acknowledged change on every instance and in PostgreSQL', { skip, timeout: 240_000 }, (t) =>
+    withFaultEnv(t, { students: 240 }, async (env) => {
+      const nodes = await startCluster(env);
+      t.after(() => nodes.forEach((n) => n.api.close()));
+      // Four small sections (one group of four courses), every student on each, spread over the instances.
+      const targets = env.seed.sections.filter((s) => s.groupId === 1).slice(0, 4);
+      const sent = await Promise.all(
+        env.seed.students.flatMap((student, i) => targets.map((sec, k) => enroll(env, nodes[(i + k) % 3] as Node, student, sec.courseId, sec.groupId))),
+      );
+      const statuses = new Map<number, number>();
+      for (const s of sent) statuses.set(s.r.status, (statuses.get(s.r.status) ?? 0) + 1);
+      log(`rush: ${sent.length} enrolls over 3 instances: ${JSON.stringify(Object.fromEntries(statuses))}`);
+      assert.equal(sent.filter((s) => s.r.status >= 500 || s.r.status <= 0).length, 0, 'no 5xx and no broken connection');
+      for (const sec of targets) {
+        const acked = sent.filter((s) => s.course === sec.courseId && is2xx(s)).length;
+        assert.equal(acked, sec.capacity + sec.reserveCapacity, `section ${sec.courseId}: every place taken, no more`);
+      }
+      const viaForwarders = sent.filter((s) => s.via !== 'engine-a' && is2xx(s)).length;
+      assert.ok(viaForwarders > 0, 'instances that do not own the shard acknowledged forwarded writes');
+      const { agreeMs, dbMs } = await checkConverged(env, nodes, sent);
+      log(`rush: instances agreed ${Math.round(agreeMs)} ms after the last reply, database ${Math.round(dbMs)} ms`);
+
+      // Read-your-writes on the instance that acknowledged: the next read there shows the change.
+      const other = env.seed.sections.find((s) => s.courseId === 208 && s.groupId === 1) as (typeof env.seed.sections)[number];
+      let checked = 0;
+      for (const [i, student] of env.seed.students.slice(0, 12).entries()) {
+        const node = nodes[1 + (i % 2)] as Node;
+        const w = await enroll(env, node, student, other.courseId, other.groupId);
+        if (!is2xx(w)) continue;
+        checked += 1;
+        const r = await node.api.request('GET', '/student/courses', env.studentToken(student));
+        assert.equal(r.status, 200);
+        assert.ok(JSON.stringify(r.body).includes(`${other.courseId}`), `the next read on ${node.name} shows the change it acknowledged`);
+      }
+      assert.ok(checked > 0, 'some forwarded writes were acknowledged and read back');
+    }),
+  );
+
+  test('kill -9 of the owner under load: the survivors take over, nothing acknowledged is lost; the gap is measured', { skip, timeout: 240_000 }, (t) =>
+    withFaultEnv(t, { students: 300, largeSections: true }, async (env) => {
+      const nodes = await startCluster(env);
+      t.after(() => nodes.forEach((n) => n.api.close()));
+      const owner = await ownerNode(env, nodes);
+      const survivors = nodes.filter((n) => n !== owner);
+      const load = new Load(env, () => survivors, env.seed.students);
+      load.start();
+      await sleep(1500);
+      const killedAt = Date.now();
+      await owner.child.kill9();
+      await waitFor(async () => load.sent.some((s) => s.at > killedAt + 50 && is2xx(s)), 30_000, 'a write to succeed after the kill');
+      await sleep(1000);
+      await load.stop();
+      const after = load.sent.filter((s) => s.at > killedAt);
+      const firstOk = Math.min(...after.filter(is2xx).map((s) => s.at));
+      const failed = after.filter((s) => !is2xx(s) && s.r.status >= 500);
+      log(
+        `kill -9: ${load.sent.length} writes through the survivors; first acknowledged write ${firstOk - killedAt} ms after the kill; ` +
+          `${failed.length} answered 5xx after it (${[...new Set(failed.map((s) => codeOf(s)))].join(',') || 'none'}); new owner ${(await ownerNode(env, survivors)).name}`,
+      );
+      assert.ok(load.sent.filter((s) => s.at < killedAt && is2xx(s)).length > 0, 'writes were acknowledged before the kill');
+      await checkConverged(env, survivors, load.sent);
+    }),
+  );
+
+  test('graceful restart of each instance in turn: the others answer no 5xx meanwhile', { skip, timeout: 300_000 }, (t) =>
+    withFaultEnv(t, { students: 300, largeSections: true }, async (env) => {
+      const nodes = await startCluster(env);
+      t.after(() => nodes.forEach((n) => n.api.close()));
+      const all: Sent[] = [];
+      for (let k = 0; k < nodes.length; k++) {
+        const victim = nodes[k] as Node;
+        const others = nodes.filter((n) => n !== victim);
+        const students = env.seed.students.filter((_, i) => i % 3 === k);
+        const load = new Load(env, () => others, students);
+        load.start(8);
+        await sleep(800);
+        const wasOwner = (await ownerNode(env, nodes)) === victim;
+        const stoppedAt = Date.now();
+        await victim.child.stop(20_000);
+        const stopMs = Date.now() - stoppedAt;
+        await sleep(1500);
+        await load.stop();
+        const bad = load.sent.filter((s) => s.r.status >= 500 || s.r.status <= 0);
+        log(
+          `graceful restart of ${victim.name}${wasOwner ? ' (the owner)' : ''}: exit code ${String(victim.child.exitCode)} after ${stopMs} ms; ` +
+            `${load.sent.length} writes through the others, ${bad.length} 5xx/broken (${bad.map((s) => `${s.r.status} ${codeOf(s.r)}`).join(', ')})`,
+        );
+        assert.equal(victim.child.exitCode, 0, 'the instance exited cleanly');
+        assert.deepEqual(bad.map((s) => `${s.via} ${s.r.status} ${codeOf(s.r)}`), [], 'no 5xx from the other instances');
+        all.push(...load.sent);
+        nodes[k] = await startNode(env, victim.name, {}, victim.api.port);
+      }
+      await checkConverged(env, nodes, all);
+    }),
+  );
+
+  test('one instance cut from PostgreSQL: it stops acknowledging before another takes over, and nothing acknowledged is lost', { skip, timeout: 240_000 }, (t) =>
+    withFaultEnv(t, { students: 300, largeSections: true }, async (env) => {
+      // Instance A reaches PostgreSQL through a proxy of its own, B and C directly.
+      const u = new URL(env.dbUrl);
+      const proxy = await TcpProxy.start(u.hostname, Number(u.port || 5432));
+      t.after(() => proxy.close());
+      env.startBatcher({ LOG_LEVEL: 'info' });
+      const a = await startNode(env, 'engine-a', { DATABASE_URL: proxy.rewrite(env.dbUrl) }, env.api.port);
+      const b = await startNode(env, 'engine-b');
+      const c = await startNode(env, 'engine-c');
+      const nodes = [a, b, c];
+      t.after(() => nodes.forEach((n) => n.api.close()));
+      assert.equal(await ownerNode(env, nodes), a, 'A owns the shard (it started first)');
+      const direct = new Load(env, () => [a], env.seed.students.filter((_, i) => i % 2 === 0));
+      const others = new Load(env, () => [b, c], env.seed.students.filter((_, i) => i % 2 === 1));
+      direct.start(6);
+      others.start(6);
+      await sleep(1000);
+      const cutAt = Date.now();
+      proxy.cut();
+      const took = await waitFor(async () => {
+        const o = await ownerNode(env, [b, c]).catch(() => null);
+        return o;
+      }, 30_000, 'B or C to take over');
+      const fence = await took.child.waitForLog((l) => l.msg === 'this instance owns the shard now (fence published)', 5000);
+      const fenceAt = Number(fence.time);
+      await waitFor(async () => others.sent.some((s) => s.at > fenceAt && is2xx(s)), 20_000, 'writes through B and C to succeed again');
+      await sleep(500);
+      await direct.stop();
+      await others.stop();
+      const lastAckFromA = Math.max(...direct.sent.filter(is2xx).map((s) => s.at));
+      const refusedByA = direct.sent.filter((s) => s.at > cutAt && s.r.status === 503).length;
+      log(
+        `cut A from PostgreSQL: A's last 2xx ${lastAckFromA - cutAt} ms after the cut, ${took.name} published its fence ${fenceAt - cutAt} ms after it; ` +
+          `A answered 503 to ${refusedByA} writes after the cut`,
+      );
+      assert.ok(lastAckFromA < fenceAt, "A's last acknowledgement came before the new owner's fence");
+      assert.ok(refusedByA > 0, 'A refused writes once its lease could no longer be renewed');
+      proxy.resume();
+      // A comes back as a read copy (its lease is gone) and converges with the others.
+      await checkConverged(env, nodes, [...direct.sent, ...others.sent]);
+    }),
+  );
+});
