@@ -235,7 +235,13 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     },
     shards,
     instanceId,
-    routeWrite: (shard) => leases.route(shard),
+    routeWrite(shard) {
+      const r = leases.route(shard);
+      // Won but not reloaded yet (fence published, replay running): nobody serves it for a moment;
+      // forwarders wait and retry rather than have it decided on the state before the fence.
+      if (r.self && loadedEpochs.get(shard) !== leases.epochOf(shard)) return { self: false, address: null };
+      return r;
+    },
     refreshRoutes: () => leases.refresh(),
     syncReads: (timeoutMs) => readCopy.sync(timeoutMs),
     follow(listener) {
