@@ -284,7 +284,7 @@ describe('several instances (three engine processes, real PostgreSQL and RabbitM
         return o;
       }, 30_000, 'B or C to take over');
       const fence = await took.child.waitForLog((l) => l.msg === 'this instance owns the shard now (fence published)', 5000);
-      const fenceAt = Number(fence.time);
+      const fenceAt = typeof fence.time === 'number' ? fence.time : Date.parse(String(fence.time));
       await waitFor(async () => others.sent.some((s) => s.at > fenceAt && is2xx(s)), 20_000, 'writes through B and C to succeed again');
       await sleep(500);
       await direct.stop();
