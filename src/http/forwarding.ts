@@ -1,5 +1,5 @@
 import http from 'node:http';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { EngineError } from '../errors.js';
 import { shardOfCourse, type ClusterMembership } from '../persistence/types.js';
 import { REQUEST_ID_HEADER } from './request-id.js';
@@ -96,12 +96,8 @@ export function createForwarder(opts: ForwardingOptions) {
     }
   }
 
-  return async function forward(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
-    if (!WRITE_METHODS.has(request.method)) return undefined;
-    const path = request.url.split('?', 1)[0] as string;
-    if (LOCAL_PATHS.has(path)) return undefined;
-    const course = courseOf(request);
-    const shard = course === null ? 0 : shardOfCourse(course, cluster.shards);
+  /** The slow path: this instance does not own the shard. */
+  async function forward(request: FastifyRequest, reply: FastifyReply, shard: number): Promise<FastifyReply | undefined> {
     let route = cluster.routeWrite(shard);
     if (route.self) return undefined;
     if (request.headers[FORWARDED_HEADER] !== undefined) {
@@ -139,5 +135,22 @@ export function createForwarder(opts: ForwardingOptions) {
       await cluster.refreshRoutes().catch(() => undefined);
       route = cluster.routeWrite(shard);
     }
+  }
+
+  // A callback hook: a request this instance serves itself (every request with one instance)
+  // costs a lookup, not a promise.
+  return function forwardHook(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    if (!WRITE_METHODS.has(request.method)) return done();
+    const path = request.url.split('?', 1)[0] as string;
+    if (LOCAL_PATHS.has(path)) return done();
+    const course = courseOf(request);
+    const shard = course === null ? 0 : shardOfCourse(course, cluster.shards);
+    if (cluster.routeWrite(shard).self) return done();
+    forward(request, reply, shard).then(
+      (sent) => {
+        if (sent === undefined) done();
+      },
+      (err: unknown) => done(err as Error),
+    );
   };
 }
