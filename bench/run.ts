@@ -15,6 +15,7 @@ import { clearProgress, note } from './lib/progress.js';
 import { prepareRunner, REPO_ROOT, resolveRunner } from './lib/procs.js';
 import { printReport } from './lib/report.js';
 import { ceilingScenario } from './scenarios/ceiling.js';
+import { clusterScenario } from './scenarios/cluster.js';
 import { memoryScenario } from './scenarios/memory.js';
 import { rushScenario } from './scenarios/rush.js';
 import { seedScenario } from './scenarios/seed.js';
@@ -33,6 +34,7 @@ const RUNNERS: Record<Runnable, (opts: BenchOptions, report: ScenarioReport<neve
   steady: steadyScenario as never,
   ceiling: ceilingScenario as never,
   memory: memoryScenario as never,
+  cluster: clusterScenario as never,
 };
 
 function newReport(scenario: string, opts: BenchOptions): ScenarioReport<never> {

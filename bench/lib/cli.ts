@@ -2,7 +2,7 @@ import type { BenchOptions, MemoryDatasets } from './common.js';
 import type { Runner } from './procs.js';
 import type { BatcherPlacement, Mode } from './system.js';
 
-export const SCENARIOS = ['seed', 'rush', 'storm', 'steady', 'ceiling', 'memory', 'smoke', 'all'] as const;
+export const SCENARIOS = ['seed', 'rush', 'storm', 'steady', 'ceiling', 'memory', 'cluster', 'smoke', 'all'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export const USAGE = `usage: npm run bench -- <scenario> [options]
@@ -15,6 +15,8 @@ scenarios:
   steady    mixed enroll / drop / list at a fixed connection count for a fixed time
   ceiling   a bare Fastify server, with this harness's generator and with autocannon
   memory    engine RSS and startup time: 1,500 sections / 1,000 students, and 100k sections / 1M enrollments
+  cluster   the rush on 1 and on 3 instances (one database and stream), then kill -9 of the owner
+            of three under load: throughput, latency and the failover gap (full mode)
   smoke     a tiny seed + steady + ceiling run for CI (non-zero exit if the harness breaks or a 5xx is seen)
   all       seed, rush, steady, ceiling and memory
 

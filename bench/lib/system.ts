@@ -67,6 +67,8 @@ export class System {
   port = 0;
   engine: Child | null = null;
   batcherChild: Child | null = null;
+  /** More engines on the same database and stream (the `cluster` scenario): each with its own port. */
+  readonly extraEngines: { child: Child; port: number }[] = [];
   /** Spawn of the engine to its first 200 on /health. */
   startupMs = 0;
   seed: SeedReport | null = null;
@@ -105,6 +107,19 @@ export class System {
       await this.stop().catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * Starts one more engine on the same database, stream and secret, on its own port (issue 14: it
+   * forwards writes to the lease owner and reads from its read copy); resolves once it is ready.
+   */
+  async startExtraEngine(): Promise<{ child: Child; port: number }> {
+    const port = await freePort();
+    const env = { ...this.engineEnv(), PORT: String(port), ADVERTISE_URL: `http://${this.host}:${port}` };
+    const child = new Child(`engine-${this.extraEngines.length + 2}`, entryArgs(this.opts.runner, 'src/main.ts'), env);
+    this.extraEngines.push({ child, port });
+    await waitForHttp(child, `http://${this.host}:${port}/ready`, 300_000);
+    return { child, port };
   }
 
   private profileArgs(who: 'engine' | 'batcher'): string[] {
@@ -261,7 +276,7 @@ export class System {
    */
   async stop(opts: { readEmbeddedCounts?: boolean } = {}): Promise<Profiles> {
     const errors: Error[] = [];
-    for (const child of [this.engine, this.batcherChild]) {
+    for (const child of [this.engine, ...this.extraEngines.map((e) => e.child), this.batcherChild]) {
       if (child) await child.stop().catch((err: Error) => errors.push(err));
     }
     if (this.pool) {
