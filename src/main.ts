@@ -168,7 +168,8 @@ async function main(): Promise<void> {
       // instance keeps answering meanwhile, forwarding to the new owner.
       if (cluster) {
         await cluster.handOver().catch((err: unknown) => log.warn({ err }, 'hand-over failed; the leases expire by themselves'));
-        for (let i = 0; i < 30 && config.cluster.forwardWrites && !hasOwner(cluster); i++) {
+        // Requests still arriving here are forwarded to the survivor that takes over (if there is one).
+        for (let i = 0; i < 30 && config.cluster.forwardWrites && cluster.peers > 0 && !hasOwner(cluster); i++) {
           await new Promise((r) => setTimeout(r, 100));
           await cluster.refreshRoutes().catch(() => undefined);
         }

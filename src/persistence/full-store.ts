@@ -235,6 +235,9 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     },
     shards,
     instanceId,
+    get peers() {
+      return leases.peers;
+    },
     routeWrite(shard) {
       const r = leases.route(shard);
       // Won but not reloaded yet (fence published, replay running): nobody serves it for a moment;

@@ -62,6 +62,8 @@ export interface LeaseManager {
   stopAcquiring(): void;
   stop(): Promise<void>;
   readonly renewEveryMs: number;
+  /** Live instances other than this one, at the last lease round. */
+  readonly peers: number;
 }
 
 export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
@@ -71,6 +73,8 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
   const renewEveryMs = Math.max(100, Math.round(ttl / 5));
   const held = new Map<number, Owned>();
   const routes = new Map<number, RouteRow>();
+  /** Live instances (this one included) at the last read of the table. */
+  let liveInstances = 1;
   let acquiring = true;
   let stopped = false;
   let timer: NodeJS.Timeout | null = null;
@@ -96,6 +100,7 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
       routes.set(Number(row.shard), { owner: row.owner, address: row.address, epoch: Number(row.epoch), expired: row.expired });
       live = Math.max(1, Number(row.live));
     }
+    liveInstances = live;
     return live;
   }
 
@@ -201,6 +206,9 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
 
   return {
     renewEveryMs,
+    get peers() {
+      return Math.max(0, liveInstances - 1);
+    },
     async start() {
       await ensureRows();
       await tick();

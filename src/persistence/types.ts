@@ -114,6 +114,8 @@ export type WriteRoute = { self: true } | { self: false; address: string | null 
 export interface ClusterMembership {
   readonly shards: number;
   readonly instanceId: string;
+  /** Live instances other than this one (heartbeats in the lease table), as of the last lease round. */
+  readonly peers: number;
   /** Who takes writes for a shard, from the lease table (cached, refreshed every few hundred ms). */
   routeWrite(shard: number): WriteRoute;
   /** Re-reads the lease table now (after a forward was refused). */
