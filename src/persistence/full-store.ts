@@ -75,7 +75,13 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
   const followers = new Set<(events: DomainEvent[]) => void>();
   const changeListeners = new Set<() => void>();
   const leases = createLeaseManager({
-    db: createPgClient(opts.databaseUrl, { max: 2, connectionTimeoutMillis: 1000, queryTimeoutMillis: Math.max(500, Math.round((opts.leaseTtlMs ?? 2500) / 3)) }),
+    // Its own small pool, so renewals never queue behind the batcher's transactions; a renewal
+    // slower than the lease is of no use, so it is given up then.
+    db: createPgClient(opts.databaseUrl, {
+      max: 2,
+      connectionTimeoutMillis: Math.round((opts.leaseTtlMs ?? 2500) / 2),
+      queryTimeoutMillis: Math.round((opts.leaseTtlMs ?? 2500) * 0.8),
+    }),
     logName: names.stream,
     shards,
     instanceId,
