@@ -312,6 +312,8 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     async close() {
       await committer.drain();
       await leases.stop();
+      // Whatever is still held is given back, so a successor need not wait for it to expire.
+      if (leasesStarted) await leases.release().catch((err: unknown) => log.warn({ err }, 'could not release the leases; they expire by themselves'));
       await readCopy.stop();
       await batcher?.stop();
       await amqpLog.close();

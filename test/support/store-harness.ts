@@ -243,7 +243,10 @@ export const fullMode: ModeFactory = {
     const tdb = await createTestDatabase();
     const prefix = uniqueName('enroll_model');
     const open = (): Promise<Persistence> =>
-      createFullStore({ databaseUrl: tdb.url, rabbitmqUrl: AMQP_URL, prefix, logger: silentLogger, batchMaxEvents: 500, runBatcher: true });
+      // A long lease: these tests are about the store, not about leases, and a test process
+      // starved of CPU for a few seconds (fast-check bursts on a loaded machine) would otherwise
+      // miss its renewals and correctly refuse writes (test/cluster.test.ts covers that).
+      createFullStore({ databaseUrl: tdb.url, rabbitmqUrl: AMQP_URL, prefix, logger: silentLogger, batchMaxEvents: 500, runBatcher: true, leaseTtlMs: 30_000 });
     const db: SqlClient = createPgClient(tdb.url);
     const cleanup = async (): Promise<void> => {
       await db.close().catch(() => undefined);
