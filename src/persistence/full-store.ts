@@ -211,7 +211,23 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       }
       amqpLog.failedSince = null;
       committer.reset();
-      for (const [shard, epoch] of holding) if (leases.epochOf(shard) === epoch) loadedEpochs.set(shard, epoch);
+      for (const [shard, epoch] of holding) {
+        if (leases.epochOf(shard) !== epoch) continue;
+        const fenced = fences.epochs.get(shard) ?? 0;
+        if (fenced > epoch) {
+          // Our messages would be ignored by every reader: take an epoch above the fence first
+          // (the lease table is older than the log, e.g. a database restored from a backup).
+          // Every message under the fence's epoch is in the state already (replayed above).
+          await leases.raise(shard, fenced + 1).catch((err: unknown) => log.error({ err, shard }, 'could not raise the lease epoch above the log fence'));
+          const raised = leases.epochOf(shard);
+          if (raised !== null && raised > fenced) {
+            fences.fence({ shard, epoch: raised, owner: instanceId });
+            loadedEpochs.set(shard, raised);
+          }
+          continue;
+        }
+        loadedEpochs.set(shard, epoch);
+      }
       if (loadedEpochs.size === 0 && !refusalLogged) {
         refusalLogged = true;
         log.error(

@@ -60,6 +60,13 @@ export interface LeaseManager {
   release(): Promise<void>;
   /** Stops acquiring (before draining). */
   stopAcquiring(): void;
+  /**
+   * Raises a held shard's epoch to at least `minEpoch` and publishes a fence for it: the log holds
+   * a fence newer than the lease table (the database was restored from an older backup), and
+   * messages under the lower epoch would be ignored by every reader.
+   */
+  raise(shard: number, minEpoch: number): Promise<void>;
+  // (the caller holds the state up to the old fence already: nothing else publishes for the shard)
   stop(): Promise<void>;
   readonly renewEveryMs: number;
   /** Live instances other than this one, at the last lease round. */
@@ -242,6 +249,19 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     },
     stopAcquiring() {
       acquiring = false;
+    },
+    async raise(shard, minEpoch) {
+      const o = held.get(shard);
+      if (!o) return;
+      const r = await opts.db.query<{ epoch: number }>(
+        `UPDATE shard_leases SET epoch = GREATEST(epoch + 1, $5) WHERE log_name = $1 AND shard = $2 AND owner = $3 AND epoch = $4 RETURNING epoch`,
+        [opts.logName, shard, opts.instanceId, o.epoch, minEpoch],
+      );
+      const row = r.rows[0];
+      if (!row) return;
+      o.epoch = Number(row.epoch);
+      await opts.publishFence({ shard, epoch: o.epoch, owner: opts.instanceId });
+      log.warn({ shard, epoch: o.epoch }, 'the log held a newer fence than the lease table; epoch raised above it and fenced again');
     },
     async release() {
       acquiring = false;

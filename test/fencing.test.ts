@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
+import { AmqpLog, createFenceFilter, type LogMessage } from '../src/persistence/amqp-log.js';
+import { createFullStore, streamNames } from '../src/persistence/full-store.js';
+import { createLeaseManager } from '../src/persistence/leases.js';
+import { migrate } from '../src/persistence/migrations.js';
+import { createPgClient } from '../src/persistence/pg-client.js';
+import type { SqlClient } from '../src/persistence/sql-client.js';
+import { shardOfCourse, type DomainEvent } from '../src/persistence/types.js';
+import { deleteQueues } from './support/amqp.js';
+import { createTestDatabase } from './support/pg.js';
+import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/services.js';
+
+/**
+ * Issue 14: the lease (epoch = fencing token) and the rule every reader applies to the log: an
+ * events message published under an epoch older than a fence that precedes it is ignored.
+ */
+
+const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function department(id: number): DomainEvent {
+  return { type: 'departmentCreated', seq: 1, department: { id, name: `D${id}` }, cause: { requestId: `r${id}`, actor: 'system', at: 0 } };
+}
+
+describe('fence filter', () => {
+  test('admits messages of the current or a newer epoch, ignores older ones, per shard', () => {
+    const f = createFenceFilter();
+    assert.ok(f.admits({}), 'a message without epochs (before issue 14) is admitted');
+    assert.ok(f.admits({ epochs: { 0: 1 } }), 'no fence yet');
+    assert.equal(f.fence({ shard: 0, epoch: 2, owner: 'b' }), true);
+    assert.ok(!f.admits({ epochs: { 0: 1 } }), 'older epoch after the fence');
+    assert.ok(f.admits({ epochs: { 0: 2 } }) && f.admits({ epochs: { 0: 3 } }));
+    assert.ok(f.admits({ epochs: { 1: 1 } }), 'another shard is not fenced');
+    assert.ok(!f.admits({ epochs: { 1: 1, 0: 1 } }), 'one stale shard makes the whole message stale');
+    assert.equal(f.fence({ shard: 0, epoch: 1, owner: 'a' }), false, 'a lower fence does not lower the epoch');
+    assert.ok(!f.admits({ epochs: { 0: 1 } }));
+  });
+
+  test('the shard function keeps every group of a course together and spreads courses', () => {
+    assert.equal(shardOfCourse(40101, 1), 0);
+    const seen = new Set<number>();
+    for (let c = 1000; c < 1200; c++) {
+      const s = shardOfCourse(c, 8);
+      assert.ok(s >= 0 && s < 8);
+      seen.add(s);
+    }
+    assert.equal(seen.size, 8, 'two hundred courses reach every one of 8 shards');
+  });
+});
+
+describe('leases and fences (real PostgreSQL and RabbitMQ)', async () => {
+  const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
+  let tdb: Awaited<ReturnType<typeof createTestDatabase>>;
+  let db: SqlClient;
+  const prefix = uniqueName('fence_test');
+  const stream = streamNames(prefix).stream;
+
+  before(async () => {
+    if (skip) return;
+    tdb = await createTestDatabase();
+    db = createPgClient(tdb.url, { max: 4 });
+    await migrate(db);
+  });
+  after(async () => {
+    if (skip) return;
+    await db.close();
+    const n = streamNames(prefix);
+    await deleteQueues([n.stream, n.dead]);
+    await tdb.drop();
+  });
+
+  test('one owner at a time; a second takes over only after expiry (or release), with a higher epoch and a fence', { skip, timeout: 60_000 }, async () => {
+    const fences: { owner: string; epoch: number }[] = [];
+    const make = (name: string) =>
+      createLeaseManager({
+        db,
+        logName: `${stream}.leases-test`,
+        shards: 1,
+        instanceId: name,
+        address: `http://${name}`,
+        ttlMs: 1000,
+        logger,
+        publishFence: async (f) => {
+          fences.push({ owner: f.owner, epoch: f.epoch });
+        },
+        onChange: () => undefined,
+      });
+    const a = make('a');
+    const b = make('b');
+    await a.start();
+    await b.start();
+    assert.ok(a.canWrite(0) && !b.canWrite(0), 'the first one owns the shard');
+    assert.deepEqual(b.route(0), { self: false, address: 'http://a' }, 'the other routes writes to its address');
+    const first = a.epochOf(0) as number;
+    await sleep(1500);
+    assert.ok(a.canWrite(0) && !b.canWrite(0), 'renewed: still the same owner after longer than the lease');
+    // The owner stops renewing (as if cut off): its own deadline passes before the other takes over.
+    await a.stop();
+    const stoppedAt = performance.now();
+    while (a.canWrite(0)) await sleep(10);
+    const refusedAfter = performance.now() - stoppedAt;
+    while (!b.canWrite(0)) {
+      assert.ok(performance.now() - stoppedAt < 10_000, 'b took over');
+      await sleep(20);
+    }
+    const tookAfter = performance.now() - stoppedAt;
+    assert.ok(refusedAfter < tookAfter, `a stopped acknowledging (${Math.round(refusedAfter)} ms) before b could own (${Math.round(tookAfter)} ms)`);
+    assert.ok((b.epochOf(0) as number) > first, 'the new owner has a higher epoch');
+    assert.deepEqual(fences.at(-1), { owner: 'b', epoch: b.epochOf(0) }, 'and published its fence');
+    // A graceful release lets the next one take over at its next round, without waiting for expiry.
+    const c = make('c');
+    await c.start();
+    assert.ok(!c.canWrite(0));
+    await b.stop();
+    await b.release();
+    const releasedAt = performance.now();
+    while (!c.canWrite(0)) await sleep(20);
+    assert.ok(performance.now() - releasedAt < 1000, 'taken within a lease round of the release');
+    await c.stop();
+  });
+
+  test('replay and batcher ignore a deposed owner\'s messages after a newer fence, also after a restart', { skip, timeout: 60_000 }, async () => {
+    const log = new AmqpLog({ url: AMQP_URL, stream, logger });
+    await log.connect();
+    const publish = (m: LogMessage) => log.publish(m);
+    await publish({ events: [department(1)], owner: 'old', epochs: { 0: 5 } });
+    await publish({ fence: { shard: 0, epoch: 6, owner: 'new' } });
+    await publish({ events: [department(2)], owner: 'old', epochs: { 0: 5 } }); // stale: after the fence
+    await publish({ events: [department(3)], owner: 'new', epochs: { 0: 6 } });
+
+    const open = () => createFullStore({ databaseUrl: tdb.url, rabbitmqUrl: AMQP_URL, prefix, logger, batchMaxEvents: 100, runBatcher: true });
+    const s1 = await open();
+    const loaded = await s1.load();
+    assert.deepEqual(loaded.departments.map((d) => d.id).sort(), [1, 3], 'the replay ignored the stale message');
+    const inDb = async () => (await db.query<{ id: number }>('SELECT id FROM departments ORDER BY id')).rows.map((r) => Number(r.id));
+    for (let i = 0; i < 200 && JSON.stringify(await inDb()) !== '[1,3]'; i++) await sleep(50);
+    assert.deepEqual(await inDb(), [1, 3], 'the batcher ignored it too');
+    const f = await db.query<{ epoch: number }>('SELECT epoch FROM log_fences WHERE log_name = $1 AND shard = 0', [stream]);
+    assert.ok(Number(f.rows[0]?.epoch) >= 6, 'the batcher recorded the fence with the batch');
+    // The lease table started at 0 while the log holds a fence at 6: this owner took an epoch above
+    // it, so its own writes are not ignored.
+    await s1.append([department(4)]);
+    await s1.close();
+
+    // After the restart the database offset is past the fence: the fence is known from log_fences.
+    await publish({ events: [department(5)], owner: 'old', epochs: { 0: 5 } }); // still stale
+    await log.close();
+    const s2 = await open();
+    const again = await s2.load();
+    assert.deepEqual(again.departments.map((d) => d.id).sort(), [1, 3, 4]);
+    for (let i = 0; i < 200 && JSON.stringify(await inDb()) !== '[1,3,4]'; i++) await sleep(50);
+    await sleep(300);
+    assert.deepEqual(await inDb(), [1, 3, 4], 'a batcher restarted after the fence still ignores stale messages');
+    await s2.close();
+  });
+});
