@@ -185,8 +185,10 @@ describe('several instances (three engine processes, real PostgreSQL and RabbitM
         const acked = sent.filter((s) => s.course === sec.courseId && is2xx(s)).length;
         assert.equal(acked, sec.capacity + sec.reserveCapacity, `section ${sec.courseId}: every place taken, no more`);
       }
-      const viaForwarders = sent.filter((s) => s.via !== 'engine-a' && is2xx(s)).length;
-      assert.ok(viaForwarders > 0, 'instances that do not own the shard acknowledged forwarded writes');
+      // Which instance's requests win the few places is a race; every reply through B and C is the
+      // owner's decision relayed (acknowledged forwarded writes are checked below, on free seats).
+      const viaForwarders = sent.filter((s) => s.via !== 'engine-a');
+      assert.ok(viaForwarders.length > 0 && viaForwarders.every((s) => s.r.status === 204 || s.r.status === 400), 'B and C relayed decided answers');
       const { agreeMs, dbMs } = await checkConverged(env, nodes, sent);
       log(`rush: instances agreed ${Math.round(agreeMs)} ms after the last reply, database ${Math.round(dbMs)} ms`);
 
