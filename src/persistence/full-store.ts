@@ -74,14 +74,15 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
   const forwarding = opts.forwarding ?? false;
   const followers = new Set<(events: DomainEvent[]) => void>();
   const changeListeners = new Set<() => void>();
+  // Its own small pool, so renewals never queue behind the batcher's transactions; a renewal
+  // slower than the lease is of no use, so it is given up then.
+  const leaseDb = createPgClient(opts.databaseUrl, {
+    max: 2,
+    connectionTimeoutMillis: Math.round((opts.leaseTtlMs ?? 2500) / 2),
+    queryTimeoutMillis: Math.round((opts.leaseTtlMs ?? 2500) * 0.8),
+  });
   const leases = createLeaseManager({
-    // Its own small pool, so renewals never queue behind the batcher's transactions; a renewal
-    // slower than the lease is of no use, so it is given up then.
-    db: createPgClient(opts.databaseUrl, {
-      max: 2,
-      connectionTimeoutMillis: Math.round((opts.leaseTtlMs ?? 2500) / 2),
-      queryTimeoutMillis: Math.round((opts.leaseTtlMs ?? 2500) * 0.8),
-    }),
+    db: leaseDb,
     logName: names.stream,
     shards,
     instanceId,
@@ -333,6 +334,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       await readCopy.stop();
       await batcher?.stop();
       await amqpLog.close();
+      await leaseDb.close().catch(() => undefined);
       await db.close();
     },
   };
