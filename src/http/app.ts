@@ -8,6 +8,9 @@ import { adminRoutes } from './admin/routes.js';
 import { TokenService, type TokenRevocations } from './auth.js';
 import type { RouteContext } from './context.js';
 import { createPasswordGate } from './password-gate.js';
+import { createMemoryCoordination } from '../coordination/memory.js';
+import type { Coordination } from '../coordination/types.js';
+import { createThrottle, DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from './throttle.js';
 import { installErrorHandlers } from './error-handler.js';
 import { registerOpenApi } from './openapi.js';
 import { installSecurityHeaders } from './security-headers.js';
@@ -39,8 +42,12 @@ export interface AppDeps {
   limits?: HttpLimits;
   /** A session ends this long after its login, however often it is refreshed (default 12 h). */
   sessionMaxSeconds?: number;
-  /** Withdrawn tokens and sessions, checked before the token cache (default: in-process). */
+  /** Withdrawn tokens and sessions, checked before the token cache (default: the coordination store's). */
   revocations?: TokenRevocations;
+  /** Rate limits and revocations shared by every instance (default: in-process, one instance). */
+  coordination?: Coordination;
+  /** Login throttling and per-student write limit (default {@link DEFAULT_THROTTLE_POLICY}: writes unlimited). */
+  throttle?: Partial<ThrottlePolicy>;
   /** Password checks at once at most; logins over it get 503 LOGIN_BUSY (default 3). */
   maxConcurrentPasswordChecks?: number;
   /** Staff ids with the admin role: the only ones who may create staff (default none). */
@@ -122,6 +129,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   installErrorHandlers(app);
   await registerOpenApi(app, API_VERSION);
 
+  const coordination = deps.coordination ?? createMemoryCoordination({ now: deps.now });
   const ctx: RouteContext = {
     engine: deps.engine,
     tokens: new TokenService({
@@ -129,7 +137,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       ttlSeconds: deps.tokenTtlSeconds,
       now: deps.now,
       maxSessionSeconds: deps.sessionMaxSeconds,
-      revocations: deps.revocations,
+      revocations: deps.revocations ?? coordination.revocations,
     }),
     readiness: deps.readiness,
     passwordGate: createPasswordGate(deps.maxConcurrentPasswordChecks ?? DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS),
@@ -138,6 +146,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       minPasswordLength: deps.minPasswordLength ?? DEFAULT_MIN_PASSWORD_LENGTH,
       refusedPasswords: new Set(deps.refusedPasswords ?? []),
     },
+    throttle: createThrottle(coordination.limits, { ...DEFAULT_THROTTLE_POLICY, ...deps.throttle }),
   };
   await app.register(healthRoutes, ctx);
   await app.register(authRoutes, ctx);

@@ -9,9 +9,15 @@ import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } fro
  * The Go service's student routes, unchanged in path, body, status and field names. The student
  * is always the token's subject: a student can only ever act on their own schedule.
  */
-export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, throttle }) => {
   markGoCompatible(app);
   app.addHook('onRequest', tokens.requireRole('student'));
+  // The per-student write limit (off unless configured): counted before the body is validated, as a click is.
+  if (throttle.policy.studentWriteLimit > 0) {
+    app.addHook('onRequest', async (request) => {
+      if (request.method !== 'GET' && request.principal !== null) await throttle.studentWrite(request.principal.id);
+    });
+  }
 
   const CourseGroup = Type.Object(
     { course_id: Id(), group_id: Id() },
