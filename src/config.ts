@@ -17,7 +17,21 @@ export interface Config {
   adminStaffIds: number[];
   databaseUrl: string | null;
   rabbitmqUrl: string | null;
+  /** Shared rate limits and revocations across instances; null: in-process (one instance). */
   redisUrl: string | null;
+  /** Every Redis key and channel starts with it, so deployments and test runs never collide. */
+  redisPrefix: string;
+  /** Login throttling and the per-student write limit (see src/http/throttle.ts). */
+  throttle: {
+    loginFailuresPerUser: number;
+    loginFailuresPerAddress: number;
+    loginWindowMs: number;
+    /** 0: no limit. */
+    studentWriteLimit: number;
+    studentWriteWindowMs: number;
+  };
+  /** Separate metrics listener for Prometheus (no token); port 0: none (`/metrics` on the API needs a staff token). */
+  metrics: { host: string; port: number };
   enrollmentWindowMinutes: number;
   logLevel: string;
   /** One log line per request and per response; off by default (a registration rush is millions). */
@@ -124,6 +138,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const logLevel = (str('LOG_LEVEL') ?? 'info').toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   const amqpPrefix = str('AMQP_PREFIX') ?? 'enrollment';
+  const redisPrefix = str('REDIS_PREFIX') ?? 'enrollment:';
+  if (!/^[A-Za-z0-9._:-]{1,100}$/.test(redisPrefix)) problems.push('REDIS_PREFIX may hold only letters, digits, ".", "_", ":" and "-"');
   if (!/^[A-Za-z0-9._-]{1,100}$/.test(amqpPrefix)) problems.push('AMQP_PREFIX may hold only letters, digits, ".", "_" and "-"');
 
   const host = str('HOST') ?? '127.0.0.1';
@@ -147,6 +163,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     databaseUrl,
     rabbitmqUrl,
     redisUrl,
+    redisPrefix,
+    throttle: {
+      loginFailuresPerUser: int('LOGIN_FAILURES_PER_USER', 10, 1, 1_000_000),
+      loginFailuresPerAddress: int('LOGIN_FAILURES_PER_ADDRESS', 50, 1, 1_000_000),
+      loginWindowMs: int('LOGIN_THROTTLE_WINDOW_SECONDS', 60, 1, 86_400) * 1000,
+      studentWriteLimit: int('STUDENT_WRITE_LIMIT', 30, 0, 1_000_000),
+      studentWriteWindowMs: int('STUDENT_WRITE_WINDOW_SECONDS', 10, 1, 3600) * 1000,
+    },
+    metrics: { host: str('METRICS_HOST') ?? '127.0.0.1', port: int('METRICS_PORT', 0, 0, 65535) },
     enrollmentWindowMinutes: int('ENROLLMENT_WINDOW_MINUTES', 60, 1, 60 * 24 * 365),
     logLevel,
     logRequests: bool('LOG_REQUESTS', false),

@@ -4,6 +4,8 @@ import { DEMO_STAFF_ID } from './demo/demo-data.js';
 import { DEMO_PASSWORDS, demoCredentialsLive, demoExposure } from './demo/demo-exposure.js';
 import { loadDemoData } from './demo/load-demo.js';
 import { secureDataDir } from './data-dir.js';
+import { createMemoryCoordination } from './coordination/memory.js';
+import type { Coordination } from './coordination/types.js';
 import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { listenOptions } from './http/server-options.js';
@@ -41,6 +43,13 @@ async function createPersistence(config: Config, logger: Logger): Promise<Persis
     groupCommitLingerMs: config.groupCommitLingerMs,
     runBatcher: config.inProcessBatcher,
   });
+}
+
+/** Redis when configured (several instances agree), else in-process; ioredis is loaded only when used. */
+async function createCoordination(config: Config, logger: Logger): Promise<Coordination> {
+  if (config.redisUrl === null) return createMemoryCoordination();
+  const { createRedisCoordination } = await import('./coordination/redis.js');
+  return createRedisCoordination({ url: config.redisUrl, prefix: config.redisPrefix, logger });
 }
 
 async function main(): Promise<void> {
@@ -104,6 +113,9 @@ async function main(): Promise<void> {
   }
 
   const jwtSecret = config.jwtSecret ?? loadOrCreateSecret(dataDir, logger);
+  const coordination = await createCoordination(config, logger);
+  // Never fails: an unreachable Redis is logged and its features degrade as documented (coordination/redis.ts).
+  await coordination.start();
   const app = await buildApp({
     engine,
     logger,
@@ -117,6 +129,8 @@ async function main(): Promise<void> {
     logRequests: config.logRequests,
     readiness: () => persistence.readiness(),
     limits: config.http,
+    coordination,
+    throttle: config.throttle,
   });
   await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
   if (exposure === 'warn') {
@@ -148,6 +162,7 @@ async function main(): Promise<void> {
     log.info({ signal }, 'shutting down');
     try {
       await app.close();
+      await coordination.close();
       engine.stop();
       await persistence.close();
       if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'shutdown');
