@@ -10,6 +10,8 @@ import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { listenOptions } from './http/server-options.js';
 import { createLogger, type Logger } from './logger.js';
+import { watchEngine } from './metrics/engine-metrics.js';
+import { startMetricsServer } from './metrics/server.js';
 import type { Persistence } from './persistence/types.js';
 import { loadOrCreateSecret } from './secret-file.js';
 
@@ -133,6 +135,8 @@ async function main(): Promise<void> {
     throttle: config.throttle,
   });
   await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
+  watchEngine(engine, coordination);
+  const metricsServer = config.metrics.port > 0 ? await startMetricsServer({ ...config.metrics, logger }) : null;
   if (exposure === 'warn') {
     log.warn(
       { host: config.host, demoStaff: DEMO_STAFF_ID, demoData: 'explicit' },
@@ -161,6 +165,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'shutting down');
     try {
+      metricsServer?.close();
       await app.close();
       await coordination.close();
       engine.stop();

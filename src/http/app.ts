@@ -18,6 +18,8 @@ import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { genReqId, REQUEST_ID_HEADER } from './request-id.js';
 import { authRoutes } from './routes/auth.js';
 import { healthRoutes } from './routes/health.js';
+import { metricsRoutes } from './routes/metrics.js';
+import { installRequestMetrics } from './request-metrics.js';
 import { peopleRoutes } from './routes/people.js';
 import { sectionRoutes } from './routes/sections.js';
 import { staffRoutes } from './routes/staff.js';
@@ -125,6 +127,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     done();
   });
   installSecurityHeaders(app);
+  installRequestMetrics(app);
   installJsonParsing(app);
   installErrorHandlers(app);
   await registerOpenApi(app, API_VERSION);
@@ -155,6 +158,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(sectionRoutes, ctx);
   await app.register(peopleRoutes, ctx);
   await app.register(adminRoutes, ctx);
+  await app.register(metricsRoutes, ctx);
 
   await app.ready();
   return app;

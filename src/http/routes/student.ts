@@ -2,6 +2,8 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import type { RouteContext } from '../context.js';
 import { markGoCompatible } from '../error-handler.js';
 import { principalOf, requestMeta } from '../auth.js';
+import { isEngineError } from '../../errors.js';
+import { countEnrollOutcome } from '../request-metrics.js';
 import { bySection, toCourseData, toHeldCourse } from '../course-data.js';
 import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } from '../schemas.js';
 
@@ -40,7 +42,13 @@ export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
     },
     async (request, reply) => {
       const p = principalOf(request);
-      await engine.enroll(p.id, request.body.course_id, request.body.group_id, requestMeta(request));
+      try {
+        await engine.enroll(p.id, request.body.course_id, request.body.group_id, requestMeta(request));
+      } catch (err) {
+        countEnrollOutcome(isEngineError(err) ? err.code : 'INTERNAL');
+        throw err;
+      }
+      countEnrollOutcome('OK');
       return reply.code(204).send(null);
     },
   );
