@@ -25,7 +25,7 @@ import { sectionRoutes } from './routes/sections.js';
 import { staffRoutes } from './routes/staff.js';
 import { studentRoutes } from './routes/student.js';
 import { DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
-import { validatorCompiler } from './validation.js';
+import { schemaErrorFormatter, validatorCompiler } from './validation.js';
 
 /** What the HTTP layer needs from the process that wires it up; nothing here knows about storage drivers. */
 export interface AppDeps {
@@ -115,6 +115,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     logController: new LogController({ disableRequestLogging: !deps.logRequests }),
     bodyLimit: BODY_LIMIT,
     routerOptions: { ignoreTrailingSlash: true },
+    schemaErrorFormatter,
     ...fastifyServerOptions(deps.limits ?? DEFAULT_HTTP_LIMITS),
   }).withTypeProvider<TypeBoxTypeProvider>();
 
