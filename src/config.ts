@@ -231,3 +231,19 @@ export function loadMigrateConfig(env: Record<string, string | undefined> = proc
   if (problems.length > 0) throw new ConfigError(problems);
   return { databaseUrl, dataDir: str('DATA_DIR') ?? './data', logLevel };
 }
+
+/** What `npm run create-staff` needs: the database, and the password when not typed at a prompt. */
+export interface CreateStaffConfig extends MigrateConfig {
+  /** STAFF_PASSWORD, for scripts; unset: read from the terminal (not echoed) or from stdin. */
+  staffPassword: string | null;
+}
+
+/**
+ * `npm run create-staff` settings: as the migration's (DATABASE_URL, else the embedded files), plus
+ * STAFF_PASSWORD when the password is not typed. Never logged.
+ */
+export function loadCreateStaffConfig(env: Record<string, string | undefined> = process.env): CreateStaffConfig {
+  const base = loadMigrateConfig(env);
+  const pw = env['STAFF_PASSWORD'];
+  return { ...base, staffPassword: pw === undefined || pw === '' ? null : pw };
+}
