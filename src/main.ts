@@ -1,6 +1,7 @@
 import { join, resolve } from 'node:path';
 import { ConfigError, isLoopbackHost, loadConfig, type Config } from './config.js';
-import { DEMO_STAFF_ID } from './demo/demo-data.js';
+import { formatBanner } from './banner.js';
+import { DEMO_STAFF_ID, DEMO_STAFF_PASSWORD, DEMO_STUDENT_ID, DEMO_STUDENT_PASSWORD } from './demo/demo-data.js';
 import { DEMO_PASSWORDS, demoCredentialsLive, demoExposure } from './demo/demo-exposure.js';
 import { loadDemoData } from './demo/load-demo.js';
 import { secureDataDir } from './data-dir.js';
@@ -69,6 +70,9 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel);
   const log = logger.child({ module: 'main' });
   log.info({ mode: config.mode }, 'starting');
+  // A person at a terminal sees at once that something is happening (opening the store can take seconds).
+  const tty = process.stdout.isTTY === true;
+  if (tty) process.stdout.write(`\n  Course-enrollment engine starting (${config.mode} mode): opening the store and loading sections...\n\n`);
 
   const dataDir = resolve(config.dataDir);
   if (config.mode === 'embedded') {
@@ -158,6 +162,22 @@ async function main(): Promise<void> {
     },
     `enrollment engine ready: API ${base}  docs ${base}/docs  admin ${base}/admin`,
   );
+
+  if (tty) {
+    process.stdout.write(
+      formatBanner({
+        base,
+        mode: config.mode,
+        startupMs: performance.now() - t0,
+        coordination: { kind: coordination.kind, connected: coordination.connected },
+        metricsUrl: metricsServer ? `http://${config.metrics.host === '0.0.0.0' ? 'localhost' : config.metrics.host}:${config.metrics.port}/metrics` : null,
+        demo: demoLive
+          ? { student: { user: DEMO_STUDENT_ID, password: DEMO_STUDENT_PASSWORD }, staff: { user: DEMO_STAFF_ID, password: DEMO_STAFF_PASSWORD } }
+          : null,
+        logLevel: config.logLevel,
+      }),
+    );
+  }
 
   let stopping = false;
   const shutdown = async (signal: string) => {
