@@ -7,6 +7,9 @@ import { registry } from '../metrics/registry.js';
  * finds its histogram child in nested maps (method, route pattern, status: no label object, no
  * string built per request) and observes Fastify's own elapsed time. Route labels are the route
  * patterns (`/sections/:course/:group`), or `unmatched` for 404s, so label values stay bounded.
+ * Measured (2,000,000 observations, Node 20, a loaded 2-CPU machine): 570-690 ns of CPU per request
+ * with the cached child, the same within noise as `observe({labels}, v)`, which allocates a label
+ * object and a hash string per call; under 0.1 % of an enroll's ~800 µs in the engine.
  */
 const requestDuration = new Histogram({
   name: 'http_request_duration_seconds',
