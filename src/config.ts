@@ -30,6 +30,11 @@ export interface Config {
     studentWriteLimit: number;
     studentWriteWindowMs: number;
   };
+  /**
+   * A staff member created at start when no staff member has that id (a fresh full-mode database
+   * has no way in otherwise); the password is hashed at once and never logged. Null: none.
+   */
+  bootstrapStaff: { id: number; password: string } | null;
   /** Separate metrics listener for Prometheus (no token); port 0: none (`/metrics` on the API needs a staff token). */
   metrics: { host: string; port: number };
   enrollmentWindowMinutes: number;
@@ -152,8 +157,22 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     else problems.push(`ADMIN_STAFF_IDS must be a comma-separated list of staff ids (got "${part}")`);
   }
 
+  const bootstrapId = str('BOOTSTRAP_STAFF_ID');
+  const bootstrapPassword = env['BOOTSTRAP_STAFF_PASSWORD'] ?? '';
+  let bootstrapStaff: Config['bootstrapStaff'] = null;
+  if (bootstrapId !== null || bootstrapPassword !== '') {
+    if (bootstrapId === null || !/^\d{1,10}$/.test(bootstrapId) || Number(bootstrapId) < 1 || Number(bootstrapId) > 2_147_483_647) {
+      problems.push('BOOTSTRAP_STAFF_ID must be a staff id (a number) when BOOTSTRAP_STAFF_PASSWORD is set');
+    } else if (bootstrapPassword.length < 10) {
+      problems.push('BOOTSTRAP_STAFF_PASSWORD must have at least 10 characters');
+    } else {
+      bootstrapStaff = { id: Number(bootstrapId), password: bootstrapPassword };
+    }
+  }
+
   const config: Config = {
     host,
+    bootstrapStaff,
     port: int('PORT', 8080, 0, 65535),
     jwtSecret,
     tokenTtlSeconds: int('TOKEN_TTL_MINUTES', 60, 1, 60 * 24) * 60,

@@ -14,6 +14,7 @@ import { createLogger, type Logger } from './logger.js';
 import { watchEngine } from './metrics/engine-metrics.js';
 import { startMetricsServer } from './metrics/server.js';
 import type { Persistence } from './persistence/types.js';
+import { hashPassword } from './password.js';
 import { loadOrCreateSecret } from './secret-file.js';
 
 /**
@@ -53,6 +54,25 @@ async function createCoordination(config: Config, logger: Logger): Promise<Coord
   if (config.redisUrl === null) return createMemoryCoordination();
   const { createRedisCoordination } = await import('./coordination/redis.js');
   return createRedisCoordination({ url: config.redisUrl, prefix: config.redisPrefix, logger });
+}
+
+/**
+ * BOOTSTRAP_STAFF_ID / BOOTSTRAP_STAFF_PASSWORD: the first staff member of a fresh deployment,
+ * created through the engine's normal event path when no staff member has that id, and left alone
+ * otherwise (the variable never resets a password). The password is hashed here and never logged.
+ */
+async function bootstrapStaff(engine: ReturnType<typeof createEngine>, b: { id: number; password: string }, log: Logger): Promise<void> {
+  if (engine.getStaff(b.id)) {
+    log.info({ staff: b.id }, 'BOOTSTRAP_STAFF_ID exists already; nothing changed (BOOTSTRAP_STAFF_PASSWORD can be unset)');
+    return;
+  }
+  if (DEMO_PASSWORDS.includes(b.password)) {
+    log.error({ staff: b.id }, 'BOOTSTRAP_STAFF_PASSWORD is a public demo password; no staff member created');
+    return;
+  }
+  const passwordHash = await hashPassword(b.password, 10);
+  await engine.createStaff({ id: b.id, passwordHash, departmentId: null }, { requestId: 'bootstrap', actor: 'system' });
+  log.info({ staff: b.id }, 'first staff member created from BOOTSTRAP_STAFF_ID (add it to ADMIN_STAFF_IDS to let it create staff)');
 }
 
 async function main(): Promise<void> {
@@ -101,6 +121,7 @@ async function main(): Promise<void> {
   }
   let demo: Awaited<ReturnType<typeof loadDemoData>> | null = null;
   if (config.demoData && engine.isEmpty()) demo = await loadDemoData(engine, logger);
+  if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, log);
   // PGlite creates its files 0666 whatever the umask: narrow what it made while opening (and loading).
   if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'store opened');
 

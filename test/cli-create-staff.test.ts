@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { loadConfig } from '../src/config.js';
 import { createEngine } from '../src/engine/engine.js';
+import { freePort } from './support/fault-harness.js';
 import { createLogger } from '../src/logger.js';
 import { verifyPassword } from '../src/password.js';
 import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
@@ -93,6 +95,67 @@ describe('npm run create-staff', () => {
         engine.stop();
         await persistence.close();
       }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** Starts the engine (embedded, no demo) with `env`, waits until it answers, runs `body`, stops it; returns its output. */
+async function withEngine(dataDir: string, env: Record<string, string>, body: (base: string) => Promise<void>): Promise<string> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '', DATA_DIR: dataDir, PORT: String(port), DEMO_DATA: 'false', LOG_LEVEL: 'debug', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    const base = `http://127.0.0.1:${port}`;
+    let up = false;
+    for (let i = 0; i < 600 && !up && child.exitCode === null; i++) {
+      up = await fetch(`${base}/health`).then((r) => r.ok, () => false);
+      if (!up) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok(up, `the engine did not start:\n${out}`);
+    await body(base);
+  } finally {
+    child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+    child.kill('SIGKILL');
+  }
+  return out;
+}
+
+const login = (base: string, user: number, password: string) =>
+  fetch(`${base}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password, staff: true }) }).then((r) => r.status);
+
+describe('BOOTSTRAP_STAFF_ID / BOOTSTRAP_STAFF_PASSWORD', () => {
+  it('are validated with the rest of the configuration', () => {
+    assert.deepEqual(loadConfig({ BOOTSTRAP_STAFF_ID: '9', BOOTSTRAP_STAFF_PASSWORD: PASSWORD }).bootstrapStaff, { id: 9, password: PASSWORD });
+    assert.throws(() => loadConfig({ BOOTSTRAP_STAFF_ID: '9', BOOTSTRAP_STAFF_PASSWORD: 'short' }), /BOOTSTRAP_STAFF_PASSWORD must have at least 10 characters/);
+    assert.throws(() => loadConfig({ BOOTSTRAP_STAFF_PASSWORD: PASSWORD }), /BOOTSTRAP_STAFF_ID must be a staff id/);
+    assert.equal(loadConfig({}).bootstrapStaff, null);
+  });
+
+  it('create the first staff member at start, never log the password, and never reset it on a later start', { timeout: 240_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bootstrap-staff-'));
+    try {
+      const first = await withEngine(dir, { BOOTSTRAP_STAFF_ID: '12', BOOTSTRAP_STAFF_PASSWORD: PASSWORD }, async (base) => {
+        assert.equal(await login(base, 12, PASSWORD), 200);
+        assert.equal(await login(base, 12, 'wrong-password-1'), 401);
+      });
+      assert.match(first, /first staff member created from BOOTSTRAP_STAFF_ID/);
+      assert.ok(!first.includes(PASSWORD), 'the password appears in the output');
+      const second = await withEngine(dir, { BOOTSTRAP_STAFF_ID: '12', BOOTSTRAP_STAFF_PASSWORD: 'another-password-99' }, async (base) => {
+        assert.equal(await login(base, 12, PASSWORD), 200, 'the first password still works');
+        assert.equal(await login(base, 12, 'another-password-99'), 401, 'a later start must not reset the password');
+      });
+      assert.match(second, /BOOTSTRAP_STAFF_ID exists already; nothing changed/);
+      assert.ok(!second.includes('another-password-99'));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
