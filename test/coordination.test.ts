@@ -262,6 +262,25 @@ describe('while Redis is down', { skip: redisSkip }, () => {
     assert.ok(warned.some((l) => /rate limits fail open/.test(l.msg)), r.logs.join('\n'));
   });
 
+  it('Redis that comes up after the engine started is used once it answers (ioredis keeps reconnecting)', async () => {
+    const proxy = await TcpProxy.start('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
+    proxy.cut();
+    const r = await appOn(redisMaker(proxy.rewrite(REDIS_URL)), `${uniqueName('t15')}:`);
+    closers.push(async () => {
+      await r.fx.close();
+      await r.store.close();
+      await proxy.close();
+    });
+    assert.equal(r.store.connected, false);
+    proxy.resume();
+    const t0 = performance.now();
+    while (!r.store.connected && performance.now() - t0 < 15_000) await new Promise((res) => setTimeout(res, 50));
+    assert.equal(r.store.connected, true, 'never reconnected');
+    // Shared again: failures now count in Redis, so the account locks after three.
+    for (let i = 0; i < 3; i++) assert.equal((await login(r.fx, S.alice, 'wrong-password')).status, 401);
+    assert.equal((await login(r.fx, S.alice, PASSWORD)).status, 429);
+  });
+
   it('when the link to Redis is cut: no 5xx, a logout holds here at once and reaches the other instance once Redis is back', async () => {
     const proxy = await TcpProxy.start('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
     const prefix = `${uniqueName('t15')}:`;
