@@ -40,14 +40,14 @@ const redisMaker =
     });
 
 /** An app (with the test fixture's seed) on a given coordination store; the store follows the fixture's clock. */
-async function appOn(make: Maker, prefix: string, start = T0 + 5 * MINUTE): Promise<{ fx: HttpFixture; store: Coordination; logs: string[] }> {
+async function appOn(make: Maker, prefix: string, start = T0 + 5 * MINUTE): Promise<{ fx: HttpFixture; store: Coordination; logs: string[]; prefix: string }> {
   const logs: string[] = [];
   // One clock for the app, its tokens and the store: the fixture's.
   let fx: HttpFixture | null = null;
   const store = make(() => (fx === null ? start : fx.clock.now), prefix, logs);
   await store.start();
   fx = await createHttpFixture({ now: start, app: { coordination: store, throttle: POLICY } });
-  return { fx, store, logs };
+  return { fx, store, logs, prefix };
 }
 
 async function login(fx: HttpFixture, user: number, password: string, opts: { staff?: boolean; address?: string } = {}) {
@@ -279,6 +279,20 @@ describe('while Redis is down', { skip: redisSkip }, () => {
     // Shared again: failures now count in Redis, so the account locks after three.
     for (let i = 0; i < 3; i++) assert.equal((await login(r.fx, S.alice, 'wrong-password')).status, 401);
     assert.equal((await login(r.fx, S.alice, PASSWORD)).status, 429);
+    // And subscribed: a logout on another instance reaches this one within a second.
+    const other = await appOn(redisMaker(REDIS_URL), r.prefix);
+    closers.push(async () => {
+      await other.fx.close();
+      await other.store.close();
+    });
+    const token = r.fx.studentToken(S.bea);
+    expectStatus(await r.fx.request('GET', '/student/courses', { token }), 200);
+    expectStatus(await other.fx.request('POST', '/logout', { token }), 204);
+    const t1 = performance.now();
+    while (performance.now() - t1 < 1000 && (await r.fx.request('GET', '/student/courses', { token })).status !== 401) {
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    expectError(await r.fx.request('GET', '/student/courses', { token }), 401, 'TOKEN_REVOKED');
   });
 
   it('when the link to Redis is cut: no 5xx, a logout holds here at once and reaches the other instance once Redis is back', async () => {

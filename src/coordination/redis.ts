@@ -139,7 +139,14 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
     degraded.clear();
     void flushUnsent();
   });
-  sub.on('ready', () => void resync());
+  // (Re)subscribe on every connection: ioredis re-subscribes only channels a connection had, and a
+  // Redis that was down at start never had one. Then reload what was missed meanwhile.
+  sub.on('ready', () => {
+    sub.subscribe(channel).then(
+      () => resync(),
+      (err: unknown) => degrade('revocations', err, 'the subscription failed; the local copy is reloaded every resync'),
+    );
+  });
   sub.on('message', (_channel: string, message: string) => {
     const e = parseEntry(message);
     if (e) mirror.apply(e);
