@@ -16,7 +16,14 @@ module.exports = {
       name: 'http-knows-no-storage',
       severity: 'error',
       from: { path: '^src/http' },
-      to: { path: ['node_modules/(pg|amqplib|ioredis|@electric-sql)/', '^src/persistence/(?!types\\.ts$)'] },
+      to: { path: ['node_modules/(pg|amqplib|ioredis|@electric-sql)/', '^src/persistence/(?!types\\.ts$)', '^src/coordination/redis\\.ts$'] },
+    },
+    {
+      name: 'coordination-stands-alone',
+      severity: 'error',
+      comment: 'rate limits and revocations know nothing of HTTP, the engine or persistence',
+      from: { path: '^src/coordination' },
+      to: { path: ['^src/(http|engine|persistence|actors|metrics)', 'node_modules/(pg|amqplib|fastify|@fastify|@electric-sql)/'] },
     },
     {
       name: 'engine-knows-interfaces-only',

@@ -33,7 +33,16 @@ export default tseslint.config(
         patterns: [
           { group: [...drivers], message: 'http knows nothing of SQL or AMQP (SPEC section 2).' },
           { group: ['**/persistence/*', '!**/persistence/types.js'], message: 'http may use only the persistence interface (types.js).' },
+          { group: ['**/coordination/redis.js'], message: 'http uses the coordination interface; main.ts picks Redis.' },
         ],
+      }],
+    },
+  },
+  {
+    files: ['src/coordination/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ group: ['**/http/**', '**/engine/**', '**/persistence/**', '**/actors/**', 'fastify', '@fastify/*', 'pg', 'amqplib'], message: 'coordination knows nothing of HTTP, the engine or storage.' }],
       }],
     },
   },

@@ -17,7 +17,26 @@ export interface Config {
   adminStaffIds: number[];
   databaseUrl: string | null;
   rabbitmqUrl: string | null;
+  /** Shared rate limits and revocations across instances; null: in-process (one instance). */
   redisUrl: string | null;
+  /** Every Redis key and channel starts with it, so deployments and test runs never collide. */
+  redisPrefix: string;
+  /** Login throttling and the per-student write limit (see src/http/throttle.ts). */
+  throttle: {
+    loginFailuresPerUser: number;
+    loginFailuresPerAddress: number;
+    loginWindowMs: number;
+    /** 0: no limit. */
+    studentWriteLimit: number;
+    studentWriteWindowMs: number;
+  };
+  /**
+   * A staff member created at start when no staff member has that id (a fresh full-mode database
+   * has no way in otherwise); the password is hashed at once and never logged. Null: none.
+   */
+  bootstrapStaff: { id: number; password: string } | null;
+  /** Separate metrics listener for Prometheus (no token); port 0: none (`/metrics` on the API needs a staff token). */
+  metrics: { host: string; port: number };
   enrollmentWindowMinutes: number;
   logLevel: string;
   /** One log line per request and per response; off by default (a registration rush is millions). */
@@ -134,6 +153,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const logLevel = (str('LOG_LEVEL') ?? 'info').toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   const amqpPrefix = str('AMQP_PREFIX') ?? 'enrollment';
+  const redisPrefix = str('REDIS_PREFIX') ?? 'enrollment:';
+  if (!/^[A-Za-z0-9._:-]{1,100}$/.test(redisPrefix)) problems.push('REDIS_PREFIX may hold only letters, digits, ".", "_", ":" and "-"');
   if (!/^[A-Za-z0-9._-]{1,100}$/.test(amqpPrefix)) problems.push('AMQP_PREFIX may hold only letters, digits, ".", "_" and "-"');
 
   const host = str('HOST') ?? '127.0.0.1';
@@ -146,8 +167,22 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     else problems.push(`ADMIN_STAFF_IDS must be a comma-separated list of staff ids (got "${part}")`);
   }
 
+  const bootstrapId = str('BOOTSTRAP_STAFF_ID');
+  const bootstrapPassword = env['BOOTSTRAP_STAFF_PASSWORD'] ?? '';
+  let bootstrapStaff: Config['bootstrapStaff'] = null;
+  if (bootstrapId !== null || bootstrapPassword !== '') {
+    if (bootstrapId === null || !/^\d{1,10}$/.test(bootstrapId) || Number(bootstrapId) < 1 || Number(bootstrapId) > 2_147_483_647) {
+      problems.push('BOOTSTRAP_STAFF_ID must be a staff id (a number) when BOOTSTRAP_STAFF_PASSWORD is set');
+    } else if (bootstrapPassword.length < 10) {
+      problems.push('BOOTSTRAP_STAFF_PASSWORD must have at least 10 characters');
+    } else {
+      bootstrapStaff = { id: Number(bootstrapId), password: bootstrapPassword };
+    }
+  }
+
   const config: Config = {
     host,
+    bootstrapStaff,
     port: int('PORT', 8080, 0, 65535),
     jwtSecret,
     tokenTtlSeconds: int('TOKEN_TTL_MINUTES', 60, 1, 60 * 24) * 60,
@@ -157,6 +192,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     databaseUrl,
     rabbitmqUrl,
     redisUrl,
+    redisPrefix,
+    throttle: {
+      loginFailuresPerUser: int('LOGIN_FAILURES_PER_USER', 10, 1, 1_000_000),
+      loginFailuresPerAddress: int('LOGIN_FAILURES_PER_ADDRESS', 50, 1, 1_000_000),
+      loginWindowMs: int('LOGIN_THROTTLE_WINDOW_SECONDS', 60, 1, 86_400) * 1000,
+      studentWriteLimit: int('STUDENT_WRITE_LIMIT', 30, 0, 1_000_000),
+      studentWriteWindowMs: int('STUDENT_WRITE_WINDOW_SECONDS', 10, 1, 3600) * 1000,
+    },
+    metrics: { host: str('METRICS_HOST') ?? '127.0.0.1', port: int('METRICS_PORT', 0, 0, 65535) },
     enrollmentWindowMinutes: int('ENROLLMENT_WINDOW_MINUTES', 60, 1, 60 * 24 * 365),
     logLevel,
     logRequests: bool('LOG_REQUESTS', false),
@@ -226,4 +270,20 @@ export function loadMigrateConfig(env: Record<string, string | undefined> = proc
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   if (problems.length > 0) throw new ConfigError(problems);
   return { databaseUrl, dataDir: str('DATA_DIR') ?? './data', logLevel };
+}
+
+/** What `npm run create-staff` needs: the database, and the password when not typed at a prompt. */
+export interface CreateStaffConfig extends MigrateConfig {
+  /** STAFF_PASSWORD, for scripts; unset: read from the terminal (not echoed) or from stdin. */
+  staffPassword: string | null;
+}
+
+/**
+ * `npm run create-staff` settings: as the migration's (DATABASE_URL, else the embedded files), plus
+ * STAFF_PASSWORD when the password is not typed. Never logged.
+ */
+export function loadCreateStaffConfig(env: Record<string, string | undefined> = process.env): CreateStaffConfig {
+  const base = loadMigrateConfig(env);
+  const pw = env['STAFF_PASSWORD'];
+  return { ...base, staffPassword: pw === undefined || pw === '' ? null : pw };
 }

@@ -43,6 +43,13 @@ export const ERROR_STATUS = {
   WEAK_PASSWORD: 400,
   TOO_MANY_FEEDS: 429,
   LOGIN_BUSY: 503,
+  // Operating on registration day (issue 15).
+  /** Too many failed logins for this id or from this address: wait `Retry-After` seconds. */
+  LOGIN_THROTTLED: 429,
+  /** Too many write requests from one student in the window: wait `Retry-After` seconds. */
+  RATE_LIMITED: 429,
+  /** Right password, wrong kind of account (`staff` flag): the reason says which to use. */
+  WRONG_ROLE: 401,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

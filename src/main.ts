@@ -1,14 +1,20 @@
 import { join, resolve } from 'node:path';
 import { ConfigError, isLoopbackHost, loadConfig, type Config } from './config.js';
-import { DEMO_STAFF_ID } from './demo/demo-data.js';
+import { formatBanner } from './banner.js';
+import { DEMO_STAFF_ID, DEMO_STAFF_PASSWORD, DEMO_STUDENT_ID, DEMO_STUDENT_PASSWORD } from './demo/demo-data.js';
 import { DEMO_PASSWORDS, demoCredentialsLive, demoExposure } from './demo/demo-exposure.js';
 import { loadDemoData } from './demo/load-demo.js';
 import { secureDataDir } from './data-dir.js';
+import { createMemoryCoordination } from './coordination/memory.js';
+import type { Coordination } from './coordination/types.js';
 import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { listenOptions } from './http/server-options.js';
 import { createLogger, type Logger } from './logger.js';
+import { watchEngine } from './metrics/engine-metrics.js';
+import { startMetricsServer } from './metrics/server.js';
 import type { ClusterMembership, Persistence } from './persistence/types.js';
+import { hashPassword } from './password.js';
 import { loadOrCreateSecret } from './secret-file.js';
 
 /**
@@ -56,6 +62,32 @@ function hasOwner(cluster: ClusterMembership): boolean {
   return true;
 }
 
+/** Redis when configured (several instances agree), else in-process; ioredis is loaded only when used. */
+async function createCoordination(config: Config, logger: Logger): Promise<Coordination> {
+  if (config.redisUrl === null) return createMemoryCoordination();
+  const { createRedisCoordination } = await import('./coordination/redis.js');
+  return createRedisCoordination({ url: config.redisUrl, prefix: config.redisPrefix, logger });
+}
+
+/**
+ * BOOTSTRAP_STAFF_ID / BOOTSTRAP_STAFF_PASSWORD: the first staff member of a fresh deployment,
+ * created through the engine's normal event path when no staff member has that id, and left alone
+ * otherwise (the variable never resets a password). The password is hashed here and never logged.
+ */
+async function bootstrapStaff(engine: ReturnType<typeof createEngine>, b: { id: number; password: string }, log: Logger): Promise<void> {
+  if (engine.getStaff(b.id)) {
+    log.info({ staff: b.id }, 'BOOTSTRAP_STAFF_ID exists already; nothing changed (BOOTSTRAP_STAFF_PASSWORD can be unset)');
+    return;
+  }
+  if (DEMO_PASSWORDS.includes(b.password)) {
+    log.error({ staff: b.id }, 'BOOTSTRAP_STAFF_PASSWORD is a public demo password; no staff member created');
+    return;
+  }
+  const passwordHash = await hashPassword(b.password, 10);
+  await engine.createStaff({ id: b.id, passwordHash, departmentId: null }, { requestId: 'bootstrap', actor: 'system' });
+  log.info({ staff: b.id }, 'first staff member created from BOOTSTRAP_STAFF_ID (add it to ADMIN_STAFF_IDS to let it create staff)');
+}
+
 async function main(): Promise<void> {
   const t0 = performance.now();
   let config: Config;
@@ -71,6 +103,9 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel);
   const log = logger.child({ module: 'main' });
   log.info({ mode: config.mode }, 'starting');
+  // A person at a terminal sees at once that something is happening (opening the store can take seconds).
+  const tty = process.stdout.isTTY === true;
+  if (tty) process.stdout.write(`\n  Course-enrollment engine starting (${config.mode} mode): opening the store and loading sections...\n\n`);
 
   const dataDir = resolve(config.dataDir);
   if (config.mode === 'embedded') {
@@ -101,6 +136,7 @@ async function main(): Promise<void> {
   }
   let demo: Awaited<ReturnType<typeof loadDemoData>> | null = null;
   if (config.demoData && engine.isEmpty()) demo = await loadDemoData(engine, logger);
+  if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, log);
   // PGlite creates its files 0666 whatever the umask: narrow what it made while opening (and loading).
   if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'store opened');
 
@@ -119,6 +155,9 @@ async function main(): Promise<void> {
   }
 
   const jwtSecret = config.jwtSecret ?? loadOrCreateSecret(dataDir, logger);
+  const coordination = await createCoordination(config, logger);
+  // Never fails: an unreachable Redis is logged and its features degrade as documented (coordination/redis.ts).
+  await coordination.start();
   const app = await buildApp({
     engine,
     logger,
@@ -133,8 +172,12 @@ async function main(): Promise<void> {
     readiness: () => persistence.readiness(),
     limits: config.http,
     ...(cluster && config.cluster.forwardWrites ? { cluster, forwardRetryMs: config.cluster.forwardRetryMs } : {}),
+    coordination,
+    throttle: config.throttle,
   });
   await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
+  watchEngine(engine, coordination);
+  const metricsServer = config.metrics.port > 0 ? await startMetricsServer({ ...config.metrics, logger }) : null;
   if (exposure === 'warn') {
     log.warn(
       { host: config.host, demoStaff: DEMO_STAFF_ID, demoData: 'explicit' },
@@ -157,6 +200,22 @@ async function main(): Promise<void> {
     `enrollment engine ready: API ${base}  docs ${base}/docs  admin ${base}/admin`,
   );
 
+  if (tty) {
+    process.stdout.write(
+      formatBanner({
+        base,
+        mode: config.mode,
+        startupMs: performance.now() - t0,
+        coordination: { kind: coordination.kind, connected: coordination.connected },
+        metricsUrl: metricsServer ? `http://${config.metrics.host === '0.0.0.0' ? 'localhost' : config.metrics.host}:${config.metrics.port}/metrics` : null,
+        demo: demoLive
+          ? { student: { user: DEMO_STUDENT_ID, password: DEMO_STUDENT_PASSWORD }, staff: { user: DEMO_STAFF_ID, password: DEMO_STAFF_PASSWORD } }
+          : null,
+        logLevel: config.logLevel,
+      }),
+    );
+  }
+
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
@@ -174,7 +233,9 @@ async function main(): Promise<void> {
           await cluster.refreshRoutes().catch(() => undefined);
         }
       }
+      metricsServer?.close();
       await app.close();
+      await coordination.close();
       engine.stop();
       await persistence.close();
       if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'shutdown');

@@ -60,15 +60,26 @@ describe('POST /login', () => {
     expectStatus(await fx.request('GET', '/staff/student-courses?std_id=1', { token: r.body.token }), 200);
   });
 
-  it('refuses a wrong password, an unknown id and the wrong table alike with 401 BAD_CREDENTIALS', async () => {
+  it('refuses a wrong password, an unknown id and the wrong table with a wrong password alike with 401 BAD_CREDENTIALS', async () => {
     const wrongPw = await fx.request('POST', '/login', { body: { user: S.alice, password: 'nope' } });
     const unknown = await fx.request('POST', '/login', { body: { user: 4242, password: PASSWORD } });
-    const staffAsStudent = await fx.request('POST', '/login', { body: { user: STAFF, password: PASSWORD } });
-    const studentAsStaff = await fx.request('POST', '/login', { body: { user: S.alice, password: PASSWORD, staff: true } });
+    const staffAsStudentWrongPw = await fx.request('POST', '/login', { body: { user: STAFF, password: 'nope' } });
+    const studentAsStaffWrongPw = await fx.request('POST', '/login', { body: { user: S.alice, password: 'nope', staff: true } });
     const huge = await fx.request('POST', '/login', { body: { user: '9999999999', password: PASSWORD } });
-    for (const r of [wrongPw, unknown, staffAsStudent, studentAsStaff, huge]) expectError(r, 401, 'BAD_CREDENTIALS');
+    for (const r of [wrongPw, unknown, staffAsStudentWrongPw, studentAsStaffWrongPw, huge]) expectError(r, 401, 'BAD_CREDENTIALS');
     // Same body whichever part was wrong, so the reply does not reveal which ids exist.
     assert.deepEqual(unknown.body, wrongPw.body);
+    assert.deepEqual(staffAsStudentWrongPw.body, wrongPw.body);
+  });
+
+  it('tells someone with the right password for the other kind of account which staff flag to send (issue 15)', async () => {
+    const staffAsStudent = await fx.request('POST', '/login', { body: { user: STAFF, password: PASSWORD } });
+    expectError(staffAsStudent, 401, 'WRONG_ROLE');
+    assert.equal(staffAsStudent.body.reason, 'this account is staff: log in with staff: true');
+    const studentAsStaff = await fx.request('POST', '/login', { body: { user: S.alice, password: PASSWORD, staff: true } });
+    expectError(studentAsStaff, 401, 'WRONG_ROLE');
+    assert.match(studentAsStaff.body.reason, /students cannot use the admin page/);
+    assert.match(studentAsStaff.body.reason, /staff: false/);
   });
 
   it('never lets the dummy hash\'s own password in for a user that does not exist', async () => {

@@ -9,6 +9,7 @@
 import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
+import { startMetricsServer } from '../metrics/server.js';
 import { createLogger } from '../logger.js';
 import { createBatcher } from '../persistence/batcher.js';
 import { streamNames } from '../persistence/full-store.js';
@@ -67,8 +68,11 @@ const batcher = createBatcher({
 });
 batcher.start();
 logger.info({ stream: names.stream }, 'batcher started');
+// Its lag gauges live in this process: Prometheus scrapes it on its own METRICS_PORT.
+const metricsServer = config.metrics.port > 0 ? await startMetricsServer({ ...config.metrics, logger }) : null;
 const stop = async (signal: string) => {
   logger.info({ signal }, 'batcher stopping');
+  metricsServer?.close();
   await batcher.stop();
   await db.close();
   process.exit(0);

@@ -251,6 +251,16 @@ export class Engine {
     return this.directory.mailboxes.active;
   }
 
+  /** Requests waiting or running in every student mailbox together (for metrics). */
+  get queuedRequests(): number {
+    return this.directory.mailboxes.queued;
+  }
+
+  /** Sections known, running or passivated (for metrics). */
+  get sectionCount(): number {
+    return this.host.size;
+  }
+
   // -------------------------------------------------------------------------------------------
 
   private notify(events: DomainEvent[]): void {

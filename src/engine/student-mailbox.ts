@@ -18,6 +18,8 @@ export interface StudentMailboxes {
   run<T>(studentId: number, task: () => Promise<T>): Promise<T>;
   /** Students with a mailbox right now (requests queued or running). */
   readonly active: number;
+  /** Requests in every mailbox together, waiting or running (summed when read: for metrics). */
+  readonly queued: number;
 }
 
 /** Seconds a refused client is told to wait: the queue ahead of it drains in milliseconds. */
@@ -73,6 +75,11 @@ export function createStudentMailboxes(limit: number): StudentMailboxes {
     },
     get active() {
       return mailboxes.size;
+    },
+    get queued() {
+      let n = 0;
+      for (const b of mailboxes.values()) n += b.count;
+      return n;
     },
   };
 }

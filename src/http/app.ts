@@ -8,6 +8,9 @@ import { adminRoutes } from './admin/routes.js';
 import { TokenService, type TokenRevocations } from './auth.js';
 import type { RouteContext } from './context.js';
 import { createPasswordGate } from './password-gate.js';
+import { createMemoryCoordination } from '../coordination/memory.js';
+import type { Coordination } from '../coordination/types.js';
+import { createThrottle, DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from './throttle.js';
 import { installErrorHandlers } from './error-handler.js';
 import { createForwarder } from './forwarding.js';
 import { registerOpenApi } from './openapi.js';
@@ -16,12 +19,14 @@ import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { genReqId, REQUEST_ID_HEADER } from './request-id.js';
 import { authRoutes } from './routes/auth.js';
 import { healthRoutes } from './routes/health.js';
+import { metricsRoutes } from './routes/metrics.js';
+import { installRequestMetrics } from './request-metrics.js';
 import { peopleRoutes } from './routes/people.js';
 import { sectionRoutes } from './routes/sections.js';
 import { staffRoutes } from './routes/staff.js';
 import { studentRoutes } from './routes/student.js';
 import { DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
-import { validatorCompiler } from './validation.js';
+import { schemaErrorFormatter, validatorCompiler } from './validation.js';
 
 /** What the HTTP layer needs from the process that wires it up; nothing here knows about storage drivers. */
 export interface AppDeps {
@@ -40,8 +45,12 @@ export interface AppDeps {
   limits?: HttpLimits;
   /** A session ends this long after its login, however often it is refreshed (default 12 h). */
   sessionMaxSeconds?: number;
-  /** Withdrawn tokens and sessions, checked before the token cache (default: in-process). */
+  /** Withdrawn tokens and sessions, checked before the token cache (default: the coordination store's). */
   revocations?: TokenRevocations;
+  /** Rate limits and revocations shared by every instance (default: in-process, one instance). */
+  coordination?: Coordination;
+  /** Login throttling and per-student write limit (default {@link DEFAULT_THROTTLE_POLICY}: writes unlimited). */
+  throttle?: Partial<ThrottlePolicy>;
   /** Password checks at once at most; logins over it get 503 LOGIN_BUSY (default 3). */
   maxConcurrentPasswordChecks?: number;
   /** Staff ids with the admin role: the only ones who may create staff (default none). */
@@ -111,6 +120,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     logController: new LogController({ disableRequestLogging: !deps.logRequests }),
     bodyLimit: BODY_LIMIT,
     routerOptions: { ignoreTrailingSlash: true },
+    schemaErrorFormatter,
     ...fastifyServerOptions(deps.limits ?? DEFAULT_HTTP_LIMITS),
   }).withTypeProvider<TypeBoxTypeProvider>();
 
@@ -123,10 +133,12 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     done();
   });
   installSecurityHeaders(app);
+  installRequestMetrics(app);
   installJsonParsing(app);
   installErrorHandlers(app);
   await registerOpenApi(app, API_VERSION);
 
+  const coordination = deps.coordination ?? createMemoryCoordination({ now: deps.now });
   const ctx: RouteContext = {
     engine: deps.engine,
     tokens: new TokenService({
@@ -134,7 +146,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       ttlSeconds: deps.tokenTtlSeconds,
       now: deps.now,
       maxSessionSeconds: deps.sessionMaxSeconds,
-      revocations: deps.revocations,
+      revocations: deps.revocations ?? coordination.revocations,
     }),
     readiness: deps.readiness,
     passwordGate: createPasswordGate(deps.maxConcurrentPasswordChecks ?? DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS),
@@ -143,6 +155,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       minPasswordLength: deps.minPasswordLength ?? DEFAULT_MIN_PASSWORD_LENGTH,
       refusedPasswords: new Set(deps.refusedPasswords ?? []),
     },
+    throttle: createThrottle(coordination.limits, { ...DEFAULT_THROTTLE_POLICY, ...deps.throttle }),
   };
   if (deps.cluster) app.addHook('preValidation', createForwarder({ cluster: deps.cluster, retryMs: deps.forwardRetryMs ?? 8000 }));
   await app.register(healthRoutes, ctx);
@@ -152,6 +165,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(sectionRoutes, ctx);
   await app.register(peopleRoutes, ctx);
   await app.register(adminRoutes, ctx);
+  await app.register(metricsRoutes, ctx);
 
   await app.ready();
   return app;

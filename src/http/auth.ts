@@ -4,6 +4,10 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import jwt from 'jsonwebtoken';
 import type { RequestMeta } from '../engine/engine.js';
 import { EngineError } from '../errors.js';
+import { RevocationMirror, revocationEntries } from '../coordination/revocation-mirror.js';
+import type { TokenRevocations } from '../coordination/types.js';
+
+export type { TokenRevocations } from '../coordination/types.js';
 
 /**
  * Authentication for the HTTP layer: HS256 JWTs signed with the secret every instance shares, so a
@@ -33,6 +37,13 @@ export interface TokenSession {
   sid: string;
   /** Unix seconds of the login that started the session. */
   authTime: number;
+  /**
+   * Unix milliseconds of that login (claim `auth_time_ms`; `authTime` rounded up for tokens without
+   * it): "revoke every token of a student" cuts at a millisecond, so a login just after it works.
+   */
+  authTimeMs: number;
+  /** `<role>:<id>`, what a revocation of every token of one person names. */
+  subject: string;
   /** Unix seconds at which this token expires. */
   exp: number;
 }
@@ -59,36 +70,15 @@ export const TOKEN_AUDIENCE = 'course-enrollment-api';
 export const DEFAULT_MAX_SESSION_SECONDS = 12 * 3600;
 
 /**
- * Tokens and sessions withdrawn before their expiry. Consulted on every request, before the
- * verified-token cache may answer, so a revoked token stops working at once. Synchronous on
- * purpose: it is on every request's path, so an implementation backed by a shared store (Redis,
- * across instances) keeps a local mirror updated by subscription rather than asking per request.
+ * The in-process {@link TokenRevocations}: one instance only; entries are dropped once past `until`.
+ * Several instances share theirs through `src/coordination` (Redis).
  */
-export interface TokenRevocations {
-  isRevoked(session: Pick<TokenSession, 'jti' | 'sid'>): boolean;
-  /** Revokes one token (`jti`) or a whole session (`sid`) until `until` (unix seconds); then it is forgotten. */
-  revoke(entry: { jti?: string; sid?: string; until: number }): void;
-}
-
-/** The in-process {@link TokenRevocations}: one instance only; entries are dropped once past `until`. */
 export function createMemoryRevocations(now: () => number = Date.now): TokenRevocations {
-  const entries = new Map<string, number>();
-  let lastSweep = 0;
-  const sweep = (nowSeconds: number): void => {
-    if (nowSeconds - lastSweep < 60) return;
-    lastSweep = nowSeconds;
-    for (const [k, until] of entries) if (until <= nowSeconds) entries.delete(k);
-  };
-  const live = (key: string): boolean => {
-    const until = entries.get(key);
-    return until !== undefined && until > Math.floor(now() / 1000);
-  };
+  const mirror = new RevocationMirror(now);
   return {
-    isRevoked: (s) => entries.size > 0 && (live(`j:${s.jti}`) || live(`s:${s.sid}`)),
-    revoke({ jti, sid, until }) {
-      sweep(Math.floor(now() / 1000));
-      if (jti !== undefined) entries.set(`j:${jti}`, Math.max(until, entries.get(`j:${jti}`) ?? 0));
-      if (sid !== undefined) entries.set(`s:${sid}`, Math.max(until, entries.get(`s:${sid}`) ?? 0));
+    isRevoked: (t) => mirror.isRevoked(t),
+    revoke(e) {
+      for (const entry of revocationEntries(e, now())) mirror.apply(entry);
     },
   };
 }
@@ -179,19 +169,31 @@ export class TokenService {
    * new session; with it (a refresh) the session's id and login time are carried over, so no chain
    * of refreshes outlives the session. Throws SESSION_EXPIRED when the session has no time left.
    */
-  issue(p: Principal, session?: Pick<TokenSession, 'sid' | 'authTime'>): string {
-    const iat = Math.floor(this.now() / 1000);
+  issue(p: Principal, session?: Pick<TokenSession, 'sid' | 'authTime'> & { authTimeMs?: number }): string {
+    const nowMs = this.now();
+    const iat = Math.floor(nowMs / 1000);
     const sid = session?.sid ?? randomUUID();
     const authTime = session?.authTime ?? iat;
+    const authTimeMs = session ? (session.authTimeMs ?? authTime * 1000 + 999) : nowMs;
     const exp = Math.min(iat + this.ttl, authTime + this.maxSession);
     if (exp <= iat) throw new EngineError('SESSION_EXPIRED', 'the session has reached its maximum age; log in again');
-    return jwt.sign({ role: p.role, iat, exp, sid, auth_time: authTime }, this.key, {
+    return jwt.sign({ role: p.role, iat, exp, sid, auth_time: authTime, auth_time_ms: authTimeMs }, this.key, {
       algorithm: 'HS256',
       subject: String(p.id),
       jwtid: randomUUID(),
       issuer: TOKEN_ISSUER,
       audience: TOKEN_AUDIENCE,
     });
+  }
+
+  /** Unix seconds at which a session can last no longer (its login plus the session maximum age). */
+  sessionEnd(session: Pick<TokenSession, 'authTime'>): number {
+    return session.authTime + this.maxSession;
+  }
+
+  /** Unix seconds at which every session started until now has ended. */
+  latestSessionEnd(): number {
+    return Math.floor(this.now() / 1000) + this.maxSession;
   }
 
   /** How many verified tokens are remembered now: bounded by `rememberMax` (a gauge for metrics). */
@@ -258,7 +260,14 @@ export class TokenService {
     }
     // A token claiming a longer life than its session allows was not made by this service's rules.
     if (claims.exp > authTime + this.maxSession) throw new EngineError('SESSION_EXPIRED', 'the session has reached its maximum age; log in again');
-    return { principal: { id: Number(claims.sub), role }, session: { jti: claims.jti, sid, authTime, exp: claims.exp } };
+    const authTimeMsClaim: unknown = claims['auth_time_ms'];
+    // Within the login's second; a token without the claim counts as logged in at the second's end.
+    const authTimeMs =
+      typeof authTimeMsClaim === 'number' && Math.floor(authTimeMsClaim / 1000) === authTime ? authTimeMsClaim : authTime * 1000 + 999;
+    return {
+      principal: { id: Number(claims.sub), role },
+      session: { jti: claims.jti, sid, authTime, authTimeMs, subject: `${role}:${claims.sub}`, exp: claims.exp },
+    };
   }
 
   /**
@@ -272,7 +281,12 @@ export class TokenService {
       if (token === null) throw new EngineError('UNAUTHENTICATED', 'a bearer token is required (Authorization: Bearer <token>)');
       const { principal: p, session } = this.verifyToken(token);
       if (role !== 'any' && p.role !== role) {
-        throw new EngineError('FORBIDDEN', `this route is for ${role} users; you are logged in as ${p.role}`);
+        throw new EngineError(
+          'FORBIDDEN',
+          role === 'staff'
+            ? 'students cannot use the admin page or staff routes; this route is for staff'
+            : 'this route is for students; staff use the staff routes (/staff/..., /sections)',
+        );
       }
       request.principal = p;
       request.tokenSession = session;

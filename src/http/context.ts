@@ -2,6 +2,7 @@ import type { Engine } from '../engine/engine.js';
 import type { ReadinessReport } from '../persistence/types.js';
 import type { TokenService } from './auth.js';
 import type { PasswordGate } from './password-gate.js';
+import type { Throttle } from './throttle.js';
 
 /**
  * What every route plugin is registered with. Passed as plugin options rather than decorated onto
@@ -15,6 +16,8 @@ export interface RouteContext {
   passwordGate: PasswordGate;
   /** Account rules: who may create staff, and which passwords are refused. */
   accounts: AccountPolicy;
+  /** Login throttling and the per-student write limit (shared through Redis when configured). */
+  throttle: Throttle;
 }
 
 /** Who may create staff accounts and which new passwords are refused. */

@@ -1,6 +1,7 @@
 import type { FastifySchemaCompiler } from 'fastify';
 import { Kind, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { ValueErrorType, type ValueError } from '@sinclair/typebox/errors';
 
 /**
  * Validates requests with TypeBox's compiled checks instead of Fastify's default Ajv, because the
@@ -46,6 +47,60 @@ function convertFlatObject(schema: TSchema, value: unknown): unknown {
   return out;
 }
 
+const PART_NAMES: Record<string, string> = { body: 'the request body', querystring: 'the query string', params: 'the path', headers: 'the headers' };
+
+/**
+ * One plain sentence for one validation problem, naming the field: "course_id is required",
+ * "course_id must be a number" (not TypeBox's "Expected required property, Expected integer").
+ */
+export function describeProblem(e: ValueError, httpPart: string): string {
+  const field = e.path === '' ? (PART_NAMES[httpPart] ?? httpPart) : e.path.slice(1).replace(/\//g, '.');
+  const limit = (key: string): unknown => (e.schema as Record<string, unknown>)[key];
+  switch (e.type) {
+    case ValueErrorType.ObjectRequiredProperty:
+      return `${field} is required`;
+    case ValueErrorType.ObjectAdditionalProperties:
+      return `${field} is not a known field`;
+    case ValueErrorType.Integer:
+      return typeof e.value === 'number' ? `${field} must be a whole number` : `${field} must be a number`;
+    case ValueErrorType.Number:
+      return `${field} must be a number`;
+    case ValueErrorType.Union:
+      return typesOf(e.schema).some((t) => t === 'integer' || t === 'number') ? `${field} must be a number` : `${field} has the wrong type`;
+    case ValueErrorType.IntegerMinimum:
+    case ValueErrorType.NumberMinimum:
+      return `${field} must be at least ${String(limit('minimum'))}`;
+    case ValueErrorType.IntegerMaximum:
+    case ValueErrorType.NumberMaximum:
+      return `${field} must be at most ${String(limit('maximum'))}`;
+    case ValueErrorType.String:
+      return `${field} must be a string`;
+    case ValueErrorType.StringMinLength:
+      return `${field} must be at least ${String(limit('minLength'))} characters`;
+    case ValueErrorType.StringMaxLength:
+      return `${field} must be at most ${String(limit('maxLength'))} characters`;
+    case ValueErrorType.StringPattern:
+    case ValueErrorType.StringFormat:
+      return `${field} has the wrong format`;
+    case ValueErrorType.Boolean:
+      return `${field} must be true or false`;
+    case ValueErrorType.Object:
+      return `${field} must be a JSON object`;
+    case ValueErrorType.Array:
+      return `${field} must be a list`;
+    default:
+      return `${field}: ${e.message.charAt(0).toLowerCase()}${e.message.slice(1)}`;
+  }
+}
+
+/**
+ * Joins the problems of one request part into the 400's reason, one sentence per field, without
+ * Fastify's `body/` prefixes (the sentences name their field).
+ */
+export function schemaErrorFormatter(errors: { message?: string }[]): Error {
+  return new Error(errors.map((e) => e.message ?? 'invalid').join('; '));
+}
+
 /** Fastify's validator compiler for every route: strict bodies, strictly converted query strings and params. */
 export const validatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema, httpPart }) => {
   const check = TypeCompiler.Compile(schema);
@@ -53,9 +108,14 @@ export const validatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema, http
   return (input: unknown) => {
     const value = convert ? convertFlatObject(schema, input) : input;
     if (check.Check(value)) return { value };
+    // One problem per field: the first TypeBox reports (a missing field's "required" comes before
+    // its type error, which says nothing more).
     const error: { message: string; instancePath: string }[] = [];
+    const seen = new Set<string>();
     for (const e of check.Errors(value)) {
-      error.push({ message: e.message, instancePath: e.path });
+      if (seen.has(e.path)) continue;
+      seen.add(e.path);
+      error.push({ message: describeProblem(e, httpPart ?? 'body'), instancePath: e.path });
       if (error.length >= MAX_ERRORS) break;
     }
     return { error: error as never };

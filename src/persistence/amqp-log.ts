@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { publishConfirmSeconds } from './metrics.js';
 import amqp, { type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
@@ -218,9 +219,11 @@ export class AmqpLog {
       this.scheduleReconnect();
       return Promise.reject(new EngineError('UNAVAILABLE', 'the message broker is unreachable; nothing was changed'));
     }
+    const t0 = performance.now();
     return new Promise<void>((resolve, reject) => {
       try {
         ch.publish('', this.opts.stream, encodeMessage(m), { persistent: true, contentType: 'application/json' }, (err) => {
+          publishConfirmSeconds.observe((performance.now() - t0) / 1000);
           if (err) {
             this.failedSince ??= Date.now();
             reject(new EngineError('UNAVAILABLE', 'the broker did not confirm the change', { cause: String(err) }));

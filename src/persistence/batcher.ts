@@ -2,7 +2,7 @@ import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqp
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { createFenceFilter, decodeMessage, offsetOf, streamArguments, type Fence, type FenceFilter } from './amqp-log.js';
-import { setLogStall } from './metrics.js';
+import { setLogStall, watchBatcher, type BatcherLagSource } from './metrics.js';
 import type { SqlClient } from './sql-client.js';
 import { applyEvents } from './state-store.js';
 import type { DomainEvent } from './types.js';
@@ -72,6 +72,8 @@ interface Pending {
   error?: string;
   /** A new owner's fence: recorded in log_fences with the batch that holds it. */
   fence?: Fence;
+  /** performance.now() when it arrived, for the lag gauge. */
+  at: number;
 }
 
 const TRANSIENT_CLASSES = ['08', '53', '57', '58'];
@@ -94,6 +96,8 @@ export function createBatcher(opts: BatcherOptions): Batcher {
   let conn: ChannelModel | null = null;
   let ch: Channel | null = null;
   let buffer: Pending[] = [];
+  /** The batch being applied now (received, not yet committed): part of the lag. */
+  let inFlight: Pending[] = [];
   let flushing: Promise<void> | null = null;
   let timer: NodeJS.Timeout | null = null;
   let appliedOffset = -1;
@@ -254,7 +258,12 @@ export function createBatcher(opts: BatcherOptions): Batcher {
         throw new StallError(unreadable.offset, 'unreadable message');
       }
       const t0 = performance.now();
-      await applyBatch(batch);
+      inFlight = batch;
+      try {
+        await applyBatch(batch);
+      } finally {
+        inFlight = [];
+      }
       try {
         ch?.ack((batch[batch.length - 1] as Pending).msg, true);
       } catch {
@@ -341,7 +350,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
         } catch (err) {
           error = `unreadable message: ${(err as Error).message}`;
         }
-        buffer.push({ msg, offset, events, ...(error ? { error } : {}), ...(fence ? { fence } : {}) });
+        buffer.push({ msg, offset, events, at: performance.now(), ...(error ? { error } : {}), ...(fence ? { fence } : {}) });
         schedule();
       },
       { noAck: false, arguments: { 'x-stream-offset': start } },
@@ -386,11 +395,29 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     }
   }
 
+  const lag: BatcherLagSource = {
+    get lagMessages() {
+      return inFlight.length + buffer.length;
+    },
+    get lagEvents() {
+      let n = 0;
+      for (const p of inFlight) n += p.events?.length ?? 0;
+      for (const p of buffer) n += p.events?.length ?? 0;
+      return n;
+    },
+    get lagSeconds() {
+      const oldest = inFlight[0] ?? buffer[0];
+      return oldest === undefined ? 0 : (performance.now() - oldest.at) / 1000;
+    },
+  };
+  const unwatch = watchBatcher(lag);
+
   return {
     start() {
       loop ??= run();
     },
     async stop() {
+      unwatch();
       stopped = true;
       wake?.();
       // consumeOnce() sees the wake-up, waits for the batch in flight and closes its connection.

@@ -1,4 +1,5 @@
 import { EngineError } from '../errors.js';
+import { watchGroupCommit } from './metrics.js';
 import type { DomainEvent } from './types.js';
 
 interface Pending {
@@ -99,7 +100,7 @@ export function createGroupCommitter(
     }
   }
 
-  return {
+  const committer: GroupCommitter = {
     append(events) {
       if (failure) return Promise.reject(unavailable(failure));
       if (queuedEvents > 0 && queuedEvents + events.length > maxQueuedEvents) {
@@ -126,4 +127,6 @@ export function createGroupCommitter(
       return queuedEvents;
     },
   };
+  watchGroupCommit(committer);
+  return committer;
 }

@@ -445,6 +445,8 @@ export class FaultEnv {
       IN_PROCESS_BATCHER: 'false',
       LOG_LEVEL: 'warn',
       ENROLLMENT_WINDOW_MINUTES: '100000',
+      // The load picks students at random and may write for one faster than a person clicks.
+      STUDENT_WRITE_LIMIT: '0',
       ...extra,
     };
   }

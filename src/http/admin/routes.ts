@@ -243,7 +243,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
       throw new EngineError('UNAUTHENTICATED', 'a staff token (Authorization header) or a feed ticket (POST /admin/feed-ticket) is required');
     }
     const p = principalOf(request);
-    if (p.role !== 'staff') throw new EngineError('FORBIDDEN', `this feed is for staff users; you are logged in as ${p.role}`);
+    if (p.role !== 'staff') throw new EngineError('FORBIDDEN', 'students cannot use the admin page: its live feed is for staff');
     request.tokenSession = session;
   };
 

@@ -3,14 +3,22 @@ import { EngineError } from '../../errors.js';
 import { checkPassword, principalOf } from '../auth.js';
 import type { RouteContext } from '../context.js';
 import { markGoCompatible } from '../error-handler.js';
-import { bearer, errorResponses, Id, MAX_ID, Token } from '../schemas.js';
+import { bearer, errorResponses, Id, MAX_ID, NoContent, Token } from '../schemas.js';
 
 /**
- * `POST /login` and `POST /refresh`, as the Go service had them. A wrong id and a wrong password
- * get the same 401 after the same amount of bcrypt work, so neither the reply nor its timing says
- * which ids exist.
+ * `POST /login` and `POST /refresh`, as the Go service had them, plus `POST /logout` and staff's
+ * `POST /students/{id}/revoke-tokens`. A wrong id and a wrong password get the same 401 after the
+ * same amount of bcrypt work, so neither the reply nor its timing says which ids exist: a failed
+ * login always checks the password a second time, against the other kind of account with the same
+ * id (or a dummy hash), and only a password right for that other account changes the answer
+ * (401 WRONG_ROLE, saying which `staff` value to send). Failed logins are throttled (throttle.ts).
  */
-export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, passwordGate }) => {
+export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, passwordGate, throttle }) => {
+  await app.register(goRoutes, { engine, tokens, passwordGate, throttle } as RouteContext);
+  await app.register(sessionRoutes, { engine, tokens, passwordGate, throttle } as RouteContext);
+};
+
+const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, passwordGate, throttle }) => {
   markGoCompatible(app);
   app.post(
     '/login',
@@ -35,11 +43,28 @@ export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, {
       const { user, password } = request.body;
       const staff = request.body.staff ?? false;
       const id = Number(user);
+      const account = `${staff ? 'staff' : 'student'}:${id}`;
+      // Throttled before any bcrypt work (429 LOGIN_THROTTLED, Retry-After).
+      await throttle.beforeLogin(account, request.ip);
       const record = id <= MAX_ID ? (staff ? engine.getStaff(id) : engine.getStudent(id)) : undefined;
       // Over the cap the login is refused before any bcrypt work (503 LOGIN_BUSY, Retry-After).
       const ok = await passwordGate.run(() => checkPassword(password, record?.passwordHash));
-      if (!ok) throw new EngineError('BAD_CREDENTIALS', 'wrong user id or password');
-      return { token: tokens.issue({ id, role: staff ? 'staff' : 'student' }) };
+      if (ok) {
+        await throttle.loginSucceeded(account);
+        return { token: tokens.issue({ id, role: staff ? 'staff' : 'student' }) };
+      }
+      await throttle.loginFailed(account, request.ip);
+      const other = id <= MAX_ID ? (staff ? engine.getStudent(id) : engine.getStaff(id)) : undefined;
+      const otherOk = await passwordGate.run(() => checkPassword(password, other?.passwordHash));
+      if (otherOk) {
+        throw new EngineError(
+          'WRONG_ROLE',
+          staff
+            ? 'this account is a student: students cannot use the admin page or staff routes; log in with staff: false'
+            : 'this account is staff: log in with staff: true',
+        );
+      }
+      throw new EngineError('BAD_CREDENTIALS', 'wrong user id or password');
     },
   );
 
@@ -62,6 +87,50 @@ export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, {
       const session = request.tokenSession;
       if (session === null) throw new EngineError('UNAUTHENTICATED', 'a bearer token is required');
       return { token: tokens.issue(p, session) };
+    },
+  );
+};
+
+/** Ending sessions: the caller's own (`POST /logout`) or, for staff, every session of a student. */
+const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+  app.post(
+    '/logout',
+    {
+      onRequest: tokens.requireRole('any'),
+      schema: {
+        tags: ['auth'],
+        summary: 'Revoke the presented token and its session (every instance refuses it within a second)',
+        security: bearer,
+        response: { 204: NoContent, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const session = request.tokenSession;
+      if (session === null) throw new EngineError('UNAUTHENTICATED', 'a bearer token is required');
+      // The session too: tokens refreshed earlier in it end with it. Kept until the session could end.
+      tokens.revocations.revoke({ jti: session.jti, sid: session.sid, until: tokens.sessionEnd(session) });
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    '/students/:id/revoke-tokens',
+    {
+      onRequest: tokens.requireRole('staff'),
+      schema: {
+        tags: ['auth'],
+        summary: "Revoke every token of a student issued until now (staff); the student's next login works",
+        security: bearer,
+        params: Type.Object({ id: Id('Student id') }),
+        response: { 204: NoContent, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const id = request.params.id;
+      if (!engine.getStudent(id)) throw new EngineError('STUDENT_NOT_FOUND', `no student ${id}`);
+      tokens.revocations.revoke({ subject: `student:${id}`, at: tokens.now(), until: tokens.latestSessionEnd() });
+      request.log.info({ student: id, by: principalOf(request).id }, 'every token of a student revoked');
+      return reply.code(204).send(null);
     },
   );
 };

@@ -2,6 +2,8 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import type { RouteContext } from '../context.js';
 import { markGoCompatible } from '../error-handler.js';
 import { principalOf, requestMeta } from '../auth.js';
+import { isEngineError } from '../../errors.js';
+import { countEnrollOutcome } from '../request-metrics.js';
 import { bySection, toCourseData, toHeldCourse } from '../course-data.js';
 import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } from '../schemas.js';
 
@@ -9,9 +11,15 @@ import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } fro
  * The Go service's student routes, unchanged in path, body, status and field names. The student
  * is always the token's subject: a student can only ever act on their own schedule.
  */
-export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, throttle }) => {
   markGoCompatible(app);
   app.addHook('onRequest', tokens.requireRole('student'));
+  // The per-student write limit (off unless configured): counted before the body is validated, as a click is.
+  if (throttle.policy.studentWriteLimit > 0) {
+    app.addHook('onRequest', async (request) => {
+      if (request.method !== 'GET' && request.principal !== null) await throttle.studentWrite(request.principal.id);
+    });
+  }
 
   const CourseGroup = Type.Object(
     { course_id: Id(), group_id: Id() },
@@ -34,7 +42,13 @@ export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
     },
     async (request, reply) => {
       const p = principalOf(request);
-      await engine.enroll(p.id, request.body.course_id, request.body.group_id, requestMeta(request));
+      try {
+        await engine.enroll(p.id, request.body.course_id, request.body.group_id, requestMeta(request));
+      } catch (err) {
+        countEnrollOutcome(isEngineError(err) ? err.code : 'INTERNAL');
+        throw err;
+      }
+      countEnrollOutcome('OK');
       return reply.code(204).send(null);
     },
   );

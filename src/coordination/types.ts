@@ -1,0 +1,75 @@
+/**
+ * What several engine instances must agree on, behind one interface so the HTTP layer never knows
+ * whether it is Redis (several instances, `REDIS_URL`) or an in-process store (one instance).
+ */
+
+/** One sliding-window limit: at most `limit` events per `windowMs` on `key`. */
+export interface WindowLimit {
+  key: string;
+  limit: number;
+  windowMs: number;
+}
+
+/** The answer to a limit check: when refused, how long until one more event fits. */
+export interface WindowVerdict {
+  allowed: boolean;
+  /** Milliseconds until the window has room again (0 when allowed). */
+  retryAfterMs: number;
+}
+
+/**
+ * Sliding-window counters. Implementations never throw: while the shared store is unreachable
+ * every call answers "allowed" (fail open) and the outage is logged, because refusing every login
+ * or enroll during a Redis outage would turn a throttle into a registration-day outage, while the
+ * per-student mailbox bound and the password-check cap still bound the damage of letting them in.
+ */
+export interface RateLimits {
+  /** Whether every limit still has room, counting nothing. */
+  check(limits: readonly WindowLimit[]): Promise<WindowVerdict>;
+  /** Counts one event on every key (the caller checked before, e.g. a failed login). */
+  record(limits: readonly WindowLimit[]): Promise<void>;
+  /** Counts one event if the limit has room (atomically); refused events are not counted. */
+  take(limit: WindowLimit): Promise<WindowVerdict>;
+  /** Forgets the keys' events (e.g. an id's failed logins after a successful one). */
+  clear(keys: readonly string[]): Promise<void>;
+}
+
+/** What a revocation check needs to know of a token. */
+export interface RevocationSubject {
+  /** This token's id. */
+  jti: string;
+  /** The session (login and its refreshes). */
+  sid: string;
+  /** Who it speaks for, e.g. `student:40000001`. */
+  subject: string;
+  /** Unix milliseconds of the session's login. */
+  authTimeMs: number;
+}
+
+/**
+ * Tokens withdrawn before their expiry. Consulted on every request, before the verified-token
+ * cache may answer, so it is synchronous: a shared implementation keeps a local mirror that a
+ * subscription keeps current (a revocation reaches every instance within milliseconds).
+ */
+export interface TokenRevocations {
+  isRevoked(token: RevocationSubject): boolean;
+  /**
+   * Revokes one token (`jti`), one session (`sid`), or every session of `subject` that logged in
+   * at or before `at` (unix ms, default now), until `until` (unix seconds: the latest expiry of
+   * what is revoked); after that the entry is forgotten.
+   */
+  revoke(entry: { jti?: string; sid?: string; subject?: string; at?: number; until: number }): void;
+}
+
+/** The coordination store: rate limits and revocations, with a lifecycle. */
+export interface Coordination {
+  /** `memory` (one instance) or `redis` (shared). */
+  readonly kind: 'memory' | 'redis';
+  readonly limits: RateLimits;
+  readonly revocations: TokenRevocations;
+  /** Whether the shared store answers now (always true in memory); for `/ready` details and metrics. */
+  readonly connected: boolean;
+  /** Connects and loads the revocations already recorded; never fails (an absent store is degraded, logged). */
+  start(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,57 @@
+import { Counter, Histogram } from 'prom-client';
+import type { FastifyInstance } from 'fastify';
+import { registry } from '../metrics/registry.js';
+
+/**
+ * Request metrics, kept cheap on the hot path: one `onResponse` callback hook per request that
+ * finds its histogram child in nested maps (method, route pattern, status: no label object, no
+ * string built per request) and observes Fastify's own elapsed time. Route labels are the route
+ * patterns (`/sections/:course/:group`), or `unmatched` for 404s, so label values stay bounded.
+ * Measured (2,000,000 observations, Node 20, a loaded 2-CPU machine): 570-690 ns of CPU per request
+ * with the cached child, the same within noise as `observe({labels}, v)`, which allocates a label
+ * object and a hash string per call; under 0.1 % of an enroll's ~800 µs in the engine.
+ */
+const requestDuration = new Histogram({
+  name: 'http_request_duration_seconds',
+  help: 'HTTP request duration in seconds, by method, route pattern and status code',
+  labelNames: ['method', 'route', 'status'] as const,
+  buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  registers: [registry],
+});
+
+const enrollOutcomes = new Counter({
+  name: 'enrollment_enroll_outcomes_total',
+  help: 'Enroll requests (PUT /student/course) by outcome: OK, or the refusal code (SECTION_FULL, OVERLOADED, ...)',
+  labelNames: ['code'] as const,
+  registers: [registry],
+});
+
+type Child = ReturnType<typeof requestDuration.labels>;
+const children = new Map<string, Map<string, Map<number, Child>>>();
+const outcomeChildren = new Map<string, ReturnType<typeof enrollOutcomes.labels>>();
+
+function childFor(method: string, route: string, status: number): Child {
+  let byRoute = children.get(method);
+  if (byRoute === undefined) children.set(method, (byRoute = new Map()));
+  let byStatus = byRoute.get(route);
+  if (byStatus === undefined) byRoute.set(route, (byStatus = new Map()));
+  let child = byStatus.get(status);
+  if (child === undefined) byStatus.set(status, (child = requestDuration.labels(method, route, String(status))));
+  return child;
+}
+
+/** Counts one enroll outcome (`OK` or an error code). */
+export function countEnrollOutcome(code: string): void {
+  let c = outcomeChildren.get(code);
+  if (c === undefined) outcomeChildren.set(code, (c = enrollOutcomes.labels(code)));
+  c.inc();
+}
+
+/** Observes every response's duration in `http_request_duration_seconds`. */
+export function installRequestMetrics(app: FastifyInstance): void {
+  app.addHook('onResponse', (request, reply, done) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    childFor(request.method, route, reply.statusCode).observe(reply.elapsedTime / 1000);
+    done();
+  });
+}

@@ -1,0 +1,163 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { loadConfig } from '../src/config.js';
+import { createEngine } from '../src/engine/engine.js';
+import { freePort } from './support/fault-harness.js';
+import { createLogger } from '../src/logger.js';
+import { verifyPassword } from '../src/password.js';
+import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
+import { createTestDatabase } from './support/pg.js';
+import { PG_ADMIN_URL, requireService } from './support/services.js';
+
+/**
+ * Issue 15: the first staff member of a fresh deployment, `npm run create-staff`: hashed with
+ * bcrypt, never printed or logged, refused for an existing id or a weak password, and seen by the
+ * engine on its next start.
+ */
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const skip = await requireService('PostgreSQL', PG_ADMIN_URL);
+const PASSWORD = 'first-admin-password-42';
+
+function run(args: string[], env: Record<string, string>, input?: string) {
+  return spawnSync('npm', ['run', '--silent', 'create-staff', '--', ...args], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    input,
+    env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '', ...env },
+    timeout: 120_000,
+  });
+}
+
+describe('npm run create-staff', () => {
+  it('creates a staff member in PostgreSQL with only DATABASE_URL, hashed and never shown; refuses an existing id and weak passwords', { skip, timeout: 240_000 }, async () => {
+    const db = await createTestDatabase();
+    try {
+      const ok = run(['--id', '77', '--department', '3'], { DATABASE_URL: db.url, STAFF_PASSWORD: PASSWORD });
+      assert.equal(ok.status, 0, `${ok.stdout}\n${ok.stderr}`);
+      assert.match(ok.stdout, /Staff member 77 created/);
+      assert.ok(!`${ok.stdout}${ok.stderr}`.includes(PASSWORD), 'the password was printed');
+      const c = new pg.Client({ connectionString: db.url });
+      await c.connect();
+      try {
+        const r = await c.query<{ password: string; department_id: string }>('SELECT password, department_id FROM staff WHERE id = 77');
+        assert.equal(r.rows.length, 1);
+        assert.match(r.rows[0]!.password, /^\$2[aby]\$10\$/);
+        assert.equal(await verifyPassword(PASSWORD, r.rows[0]!.password), true);
+        assert.equal(Number(r.rows[0]!.department_id), 3);
+
+        const again = run(['--id', '77'], { DATABASE_URL: db.url, STAFF_PASSWORD: 'another-password-123' });
+        assert.equal(again.status, 1, again.stderr);
+        assert.match(again.stderr, /staff 77 exists already/);
+        const unchanged = await c.query<{ password: string }>('SELECT password FROM staff WHERE id = 77');
+        assert.equal(await verifyPassword(PASSWORD, unchanged.rows[0]!.password), true);
+
+        const weak = run(['--id', '78'], { DATABASE_URL: db.url, STAFF_PASSWORD: 'short' });
+        assert.equal(weak.status, 2);
+        assert.match(weak.stderr, /at least 10 characters/);
+        const demo = run(['--id', '78'], { DATABASE_URL: db.url, STAFF_PASSWORD: 'staff-pass' });
+        assert.equal(demo.status, 2);
+        const noId = run([], { DATABASE_URL: db.url, STAFF_PASSWORD: PASSWORD });
+        assert.equal(noId.status, 2);
+        assert.match(noId.stderr, /usage: npm run create-staff/);
+        const none = await c.query('SELECT 1 FROM staff WHERE id = 78');
+        assert.equal(none.rows.length, 0);
+      } finally {
+        await c.end();
+      }
+    } finally {
+      await db.drop();
+    }
+  });
+
+  it('reads the password from stdin when STAFF_PASSWORD is unset; the engine knows the member on its next start (embedded files)', { timeout: 240_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'create-staff-'));
+    try {
+      const ok = run(['--id', '5'], { DATA_DIR: dir }, `${PASSWORD}\n`);
+      assert.equal(ok.status, 0, `${ok.stdout}\n${ok.stderr}`);
+      assert.ok(!`${ok.stdout}${ok.stderr}`.includes(PASSWORD));
+      const logger = createLogger('silent');
+      const persistence = await createEmbeddedStore({ dataDir: join(dir, 'pglite'), logger, batchMaxEvents: 100, groupCommitLingerMs: 0 });
+      const engine = createEngine({ persistence, logger, enrollmentWindowMs: 3_600_000 });
+      try {
+        await persistence.migrate();
+        await engine.start();
+        const staff = engine.getStaff(5);
+        assert.ok(staff, 'the engine does not know staff 5');
+        assert.equal(await verifyPassword(PASSWORD, staff.passwordHash), true);
+      } finally {
+        engine.stop();
+        await persistence.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** Starts the engine (embedded, no demo) with `env`, waits until it answers, runs `body`, stops it; returns its output. */
+async function withEngine(dataDir: string, env: Record<string, string>, body: (base: string) => Promise<void>): Promise<string> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '', DATA_DIR: dataDir, PORT: String(port), DEMO_DATA: 'false', LOG_LEVEL: 'debug', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    const base = `http://127.0.0.1:${port}`;
+    let up = false;
+    for (let i = 0; i < 600 && !up && child.exitCode === null; i++) {
+      up = await fetch(`${base}/health`).then((r) => r.ok, () => false);
+      if (!up) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok(up, `the engine did not start:\n${out}`);
+    await body(base);
+  } finally {
+    child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+    child.kill('SIGKILL');
+  }
+  return out;
+}
+
+const login = (base: string, user: number, password: string) =>
+  fetch(`${base}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password, staff: true }) }).then((r) => r.status);
+
+describe('BOOTSTRAP_STAFF_ID / BOOTSTRAP_STAFF_PASSWORD', () => {
+  it('are validated with the rest of the configuration', () => {
+    assert.deepEqual(loadConfig({ BOOTSTRAP_STAFF_ID: '9', BOOTSTRAP_STAFF_PASSWORD: PASSWORD }).bootstrapStaff, { id: 9, password: PASSWORD });
+    assert.throws(() => loadConfig({ BOOTSTRAP_STAFF_ID: '9', BOOTSTRAP_STAFF_PASSWORD: 'short' }), /BOOTSTRAP_STAFF_PASSWORD must have at least 10 characters/);
+    assert.throws(() => loadConfig({ BOOTSTRAP_STAFF_PASSWORD: PASSWORD }), /BOOTSTRAP_STAFF_ID must be a staff id/);
+    assert.equal(loadConfig({}).bootstrapStaff, null);
+  });
+
+  it('create the first staff member at start, never log the password, and never reset it on a later start', { timeout: 240_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bootstrap-staff-'));
+    try {
+      const first = await withEngine(dir, { BOOTSTRAP_STAFF_ID: '12', BOOTSTRAP_STAFF_PASSWORD: PASSWORD }, async (base) => {
+        assert.equal(await login(base, 12, PASSWORD), 200);
+        assert.equal(await login(base, 12, 'wrong-password-1'), 401);
+      });
+      assert.match(first, /first staff member created from BOOTSTRAP_STAFF_ID/);
+      assert.ok(!first.includes(PASSWORD), 'the password appears in the output');
+      const second = await withEngine(dir, { BOOTSTRAP_STAFF_ID: '12', BOOTSTRAP_STAFF_PASSWORD: 'another-password-99' }, async (base) => {
+        assert.equal(await login(base, 12, PASSWORD), 200, 'the first password still works');
+        assert.equal(await login(base, 12, 'another-password-99'), 401, 'a later start must not reset the password');
+      });
+      assert.match(second, /BOOTSTRAP_STAFF_ID exists already; nothing changed/);
+      assert.ok(!second.includes('another-password-99'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,328 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { createMemoryCoordination } from '../src/coordination/memory.js';
+import { createRedisCoordination } from '../src/coordination/redis.js';
+import type { Coordination } from '../src/coordination/types.js';
+import type { ThrottlePolicy } from '../src/http/throttle.js';
+import { createLogger } from '../src/logger.js';
+import { freePort } from './support/fault-harness.js';
+import { createHttpFixture, expectError, expectStatus, type HttpFixture, PASSWORD, S, STAFF, T0, MINUTE } from './support/http-fixture.js';
+import { REDIS_URL, requireService, uniqueName } from './support/services.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+
+/**
+ * Issue 15: login throttling, the per-student write limit and token revocation behave the same on
+ * the in-process store and on the real Redis (a unique key prefix per run), across instances
+ * sharing Redis, and while Redis is unreachable (fail open for limits, local revocations, no 5xx).
+ */
+
+const redisSkip = await requireService('Redis', REDIS_URL);
+const POLICY: Partial<ThrottlePolicy> = {
+  loginFailuresPerUser: 3,
+  loginFailuresPerAddress: 6,
+  loginWindowMs: 60_000,
+  studentWriteLimit: 3,
+  studentWriteWindowMs: 10_000,
+};
+
+type Maker = (now: () => number, prefix: string, logs: string[]) => Coordination;
+
+const memoryMaker: Maker = (now) => createMemoryCoordination({ now });
+const redisMaker =
+  (url: string): Maker =>
+  (now, prefix, logs) =>
+    createRedisCoordination({
+      url,
+      prefix,
+      now,
+      logger: createLogger('debug', { write: (l: string) => void logs.push(l) }),
+      resyncMs: 60_000,
+    });
+
+/** An app (with the test fixture's seed) on a given coordination store; the store follows the fixture's clock. */
+async function appOn(make: Maker, prefix: string, start = T0 + 5 * MINUTE): Promise<{ fx: HttpFixture; store: Coordination; logs: string[]; prefix: string }> {
+  const logs: string[] = [];
+  // One clock for the app, its tokens and the store: the fixture's.
+  let fx: HttpFixture | null = null;
+  const store = make(() => (fx === null ? start : fx.clock.now), prefix, logs);
+  await store.start();
+  fx = await createHttpFixture({ now: start, app: { coordination: store, throttle: POLICY } });
+  return { fx, store, logs, prefix };
+}
+
+async function login(fx: HttpFixture, user: number, password: string, opts: { staff?: boolean; address?: string } = {}) {
+  const res = await fx.app.inject({
+    method: 'POST',
+    url: '/login',
+    payload: { user, password, staff: opts.staff ?? false },
+    remoteAddress: opts.address ?? '10.0.0.1',
+  });
+  return { status: res.statusCode, body: res.json() as { token?: string; code?: string; reason?: string }, headers: res.headers };
+}
+
+const closers: (() => Promise<void>)[] = [];
+after(async () => {
+  for (const c of closers.reverse()) await c().catch(() => undefined);
+});
+
+const STORES: { name: string; make: Maker; skip: string | false }[] = [
+  { name: 'in-process store', make: memoryMaker, skip: false },
+  { name: 'Redis', make: redisMaker(REDIS_URL), skip: redisSkip },
+];
+
+for (const store of STORES) {
+  describe(`login throttling, write limit and revocation (${store.name})`, { skip: store.skip }, () => {
+    const setup = async () => {
+      const r = await appOn(store.make, `${uniqueName('t15')}:`);
+      closers.push(async () => {
+        await r.fx.close();
+        await r.store.close();
+      });
+      return r;
+    };
+
+    it('throttles an account after its failed logins, answers 429 with Retry-After, and lets the right student in after one window', async () => {
+      const { fx } = await setup();
+      for (let i = 0; i < 3; i++) assert.equal((await login(fx, S.alice, 'wrong-password', { address: `10.1.0.${i}` })).status, 401);
+      const locked = await login(fx, S.alice, PASSWORD, { address: '10.2.0.1' });
+      assert.equal(locked.status, 429, JSON.stringify(locked.body));
+      assert.equal(locked.body.code, 'LOGIN_THROTTLED');
+      const retry = Number(locked.headers['retry-after']);
+      assert.ok(retry >= 1 && retry <= 60, `Retry-After ${retry}`);
+      // Attempts while locked are not counted: a burst cannot stretch the lock past one window.
+      fx.clock.now += 30_000;
+      for (let i = 0; i < 10; i++) assert.equal((await login(fx, S.alice, 'wrong-password')).status, 429);
+      // Another student is not affected.
+      assert.equal((await login(fx, S.bea, PASSWORD)).status, 200);
+      fx.clock.now += 30_001;
+      const back = await login(fx, S.alice, PASSWORD, { address: '10.2.0.1' });
+      assert.equal(back.status, 200, JSON.stringify(back.body));
+    });
+
+    it('never counts successful logins, and a success clears the account\'s failures', async () => {
+      const { fx } = await setup();
+      for (let i = 0; i < 20; i++) assert.equal((await login(fx, S.alice, PASSWORD)).status, 200);
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < 2; i++) assert.equal((await login(fx, S.bea, 'wrong-password', { address: `10.3.${round}.${i}` })).status, 401);
+        assert.equal((await login(fx, S.bea, PASSWORD, { address: '10.4.0.1' })).status, 200);
+      }
+    });
+
+    it('throttles a client address that fails for many accounts; other addresses are not affected', async () => {
+      const { fx } = await setup();
+      const ids = [S.alice, S.bea, S.carl, S.dan, S.eve, S.f1];
+      for (const id of ids) assert.equal((await login(fx, id, 'wrong-password', { address: '10.9.9.9' })).status, 401);
+      const refused = await login(fx, S.f2, PASSWORD, { address: '10.9.9.9' });
+      assert.equal(refused.status, 429);
+      assert.equal(refused.body.code, 'LOGIN_THROTTLED');
+      assert.ok(Number(refused.headers['retry-after']) >= 1);
+      assert.equal((await login(fx, S.alice, PASSWORD, { address: '10.9.9.10' })).status, 200);
+    });
+
+    it('limits one student\'s writes per window with 429 RATE_LIMITED and Retry-After; reads and other students are not limited', async () => {
+      const { fx } = await setup();
+      const alice = fx.studentToken(S.alice);
+      for (let i = 0; i < 3; i++) {
+        const r = await fx.request('DELETE', '/student/course?course_id=999999', { token: alice });
+        assert.notEqual(r.status, 429, r.raw);
+      }
+      const over = await fx.request('PUT', '/student/course', { token: alice, body: { course_id: 101, group_id: 1 } });
+      expectError(over, 429, 'RATE_LIMITED');
+      assert.ok(Number(over.headers['retry-after']) >= 1 && Number(over.headers['retry-after']) <= 10);
+      expectStatus(await fx.request('GET', '/student/courses', { token: alice }), 200);
+      assert.notEqual((await fx.request('DELETE', '/student/course?course_id=999999', { token: fx.studentToken(S.bea) })).status, 429);
+      fx.clock.now += 10_001;
+      assert.notEqual((await fx.request('DELETE', '/student/course?course_id=999999', { token: alice })).status, 429);
+    });
+
+    it('POST /logout revokes the presented token (and its session); another login still works', async () => {
+      const { fx } = await setup();
+      const a = (await login(fx, S.alice, PASSWORD)).body.token as string;
+      const b = (await login(fx, S.alice, PASSWORD)).body.token as string;
+      expectStatus(await fx.request('GET', '/student/courses', { token: a }), 200);
+      expectStatus(await fx.request('POST', '/logout', { token: a }), 204);
+      expectError(await fx.request('GET', '/student/courses', { token: a }), 401, 'TOKEN_REVOKED');
+      expectError(await fx.request('POST', '/refresh', { token: a }), 401, 'TOKEN_REVOKED');
+      expectStatus(await fx.request('GET', '/student/courses', { token: b }), 200);
+      expectError(await fx.request('POST', '/logout'), 401, 'UNAUTHENTICATED');
+    });
+
+    it('staff revoke every token of a student; the student\'s next login works; students and unknown ids are refused', async () => {
+      const { fx } = await setup();
+      const a = (await login(fx, S.alice, PASSWORD)).body.token as string;
+      const refreshed = (await fx.request('POST', '/refresh', { token: a })).body.token as string;
+      const bob = (await login(fx, S.bea, PASSWORD)).body.token as string;
+      const staff = fx.staffToken(STAFF);
+      expectStatus(await fx.request('POST', `/students/${S.alice}/revoke-tokens`, { token: staff }), 204);
+      expectError(await fx.request('GET', '/student/courses', { token: a }), 401, 'TOKEN_REVOKED');
+      expectError(await fx.request('GET', '/student/courses', { token: refreshed }), 401, 'TOKEN_REVOKED');
+      expectStatus(await fx.request('GET', '/student/courses', { token: bob }), 200);
+      fx.clock.now += 1;
+      const fresh = (await login(fx, S.alice, PASSWORD)).body.token as string;
+      expectStatus(await fx.request('GET', '/student/courses', { token: fresh }), 200);
+      const byStudent = await fx.request('POST', `/students/${S.bea}/revoke-tokens`, { token: bob });
+      expectError(byStudent, 403, 'FORBIDDEN');
+      assert.match(byStudent.body.reason, /students cannot use the admin page or staff routes/);
+      expectError(await fx.request('POST', '/students/4242/revoke-tokens', { token: staff }), 404, 'STUDENT_NOT_FOUND');
+    });
+  });
+}
+
+describe('several instances sharing Redis', { skip: redisSkip }, () => {
+  it('a token revoked on one instance gets 401 on the other within 1 s; failed logins count on both', async () => {
+    const prefix = `${uniqueName('t15')}:`;
+    const start = Date.now();
+    const a = await appOn(redisMaker(REDIS_URL), prefix, start);
+    const b = await appOn(redisMaker(REDIS_URL), prefix, start);
+    closers.push(async () => {
+      for (const x of [a, b]) {
+        await x.fx.close();
+        await x.store.close();
+      }
+    });
+    const token = (await login(a.fx, S.alice, PASSWORD)).body.token as string;
+    expectStatus(await b.fx.request('GET', '/student/courses', { token }), 200);
+    expectStatus(await a.fx.request('POST', '/logout', { token }), 204);
+    const t0 = performance.now();
+    let status = 200;
+    while (performance.now() - t0 < 1000) {
+      status = (await b.fx.request('GET', '/student/courses', { token })).status;
+      if (status === 401) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(status, 401, 'the other instance still accepted the revoked token after 1 s');
+    // Staff revocation on B reaches A too.
+    const t2 = (await login(a.fx, S.bea, PASSWORD)).body.token as string;
+    expectStatus(await b.fx.request('POST', `/students/${S.bea}/revoke-tokens`, { token: b.fx.staffToken(STAFF) }), 204);
+    const t1 = performance.now();
+    while (performance.now() - t1 < 1000 && (await a.fx.request('GET', '/student/courses', { token: t2 })).status !== 401) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expectError(await a.fx.request('GET', '/student/courses', { token: t2 }), 401, 'TOKEN_REVOKED');
+    // Three failures split over two instances lock the account on both.
+    assert.equal((await login(a.fx, S.carl, 'wrong-password')).status, 401);
+    assert.equal((await login(b.fx, S.carl, 'wrong-password')).status, 401);
+    assert.equal((await login(a.fx, S.carl, 'wrong-password')).status, 401);
+    assert.equal((await login(b.fx, S.carl, PASSWORD)).status, 429);
+    // A new instance started later loads the revocations already recorded.
+    const c = await appOn(redisMaker(REDIS_URL), prefix, start);
+    closers.push(async () => {
+      await c.fx.close();
+      await c.store.close();
+    });
+    expectError(await c.fx.request('GET', '/student/courses', { token }), 401, 'TOKEN_REVOKED');
+  });
+
+  it('keys carry the prefix and a TTL', async () => {
+    const prefix = `${uniqueName('t15')}:`;
+    const r = await appOn(redisMaker(REDIS_URL), prefix);
+    closers.push(async () => {
+      await r.fx.close();
+      await r.store.close();
+    });
+    await login(r.fx, S.alice, 'wrong-password');
+    const t = (await login(r.fx, S.bea, PASSWORD)).body.token as string;
+    await r.fx.request('POST', '/logout', { token: t });
+    await r.fx.request('DELETE', '/student/course?course_id=999999', { token: r.fx.studentToken(S.alice) });
+    const { Redis } = await import('ioredis');
+    const probe = new Redis(REDIS_URL);
+    try {
+      const keys = await probe.keys(`${prefix}*`);
+      assert.ok(keys.length >= 3, `keys: ${keys.join(', ')}`);
+      for (const k of keys) {
+        const ttl = await probe.pttl(k);
+        assert.ok(ttl > 0, `${k} has no TTL (${ttl})`);
+      }
+    } finally {
+      probe.disconnect();
+    }
+  });
+});
+
+describe('while Redis is down', { skip: redisSkip }, () => {
+  it('with Redis unreachable from the start: logins, writes and logout work (limits fail open, revocation local), never a 5xx, and it is logged', async () => {
+    const port = await freePort();
+    const r = await appOn(redisMaker(`redis://127.0.0.1:${port}`), `${uniqueName('t15')}:`);
+    closers.push(async () => {
+      await r.fx.close();
+      await r.store.close();
+    });
+    assert.equal(r.store.connected, false);
+    for (let i = 0; i < 6; i++) assert.equal((await login(r.fx, S.alice, 'wrong-password')).status, 401);
+    const ok = await login(r.fx, S.alice, PASSWORD);
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    const token = ok.body.token as string;
+    for (let i = 0; i < 5; i++) {
+      const w = await r.fx.request('DELETE', '/student/course?course_id=999999', { token });
+      assert.ok(w.status < 500 && w.status !== 429, w.raw);
+    }
+    expectStatus(await r.fx.request('POST', '/logout', { token }), 204);
+    expectError(await r.fx.request('GET', '/student/courses', { token }), 401, 'TOKEN_REVOKED');
+    const warned = r.logs.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.level === 40);
+    assert.ok(warned.some((l) => /rate limits fail open/.test(l.msg)), r.logs.join('\n'));
+  });
+
+  it('Redis that comes up after the engine started is used once it answers (ioredis keeps reconnecting)', async () => {
+    const proxy = await TcpProxy.start('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
+    proxy.cut();
+    const r = await appOn(redisMaker(proxy.rewrite(REDIS_URL)), `${uniqueName('t15')}:`);
+    closers.push(async () => {
+      await r.fx.close();
+      await r.store.close();
+      await proxy.close();
+    });
+    assert.equal(r.store.connected, false);
+    proxy.resume();
+    const t0 = performance.now();
+    while (!r.store.connected && performance.now() - t0 < 15_000) await new Promise((res) => setTimeout(res, 50));
+    assert.equal(r.store.connected, true, 'never reconnected');
+    // Shared again: failures now count in Redis, so the account locks after three.
+    for (let i = 0; i < 3; i++) assert.equal((await login(r.fx, S.alice, 'wrong-password')).status, 401);
+    assert.equal((await login(r.fx, S.alice, PASSWORD)).status, 429);
+    // And subscribed: a logout on another instance reaches this one within a second.
+    const other = await appOn(redisMaker(REDIS_URL), r.prefix);
+    closers.push(async () => {
+      await other.fx.close();
+      await other.store.close();
+    });
+    const token = r.fx.studentToken(S.bea);
+    expectStatus(await r.fx.request('GET', '/student/courses', { token }), 200);
+    expectStatus(await other.fx.request('POST', '/logout', { token }), 204);
+    const t1 = performance.now();
+    while (performance.now() - t1 < 1000 && (await r.fx.request('GET', '/student/courses', { token })).status !== 401) {
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    expectError(await r.fx.request('GET', '/student/courses', { token }), 401, 'TOKEN_REVOKED');
+  });
+
+  it('when the link to Redis is cut: no 5xx, a logout holds here at once and reaches the other instance once Redis is back', async () => {
+    const proxy = await TcpProxy.start('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
+    const prefix = `${uniqueName('t15')}:`;
+    const start = Date.now();
+    const a = await appOn(redisMaker(proxy.rewrite(REDIS_URL)), prefix, start);
+    const b = await appOn(redisMaker(REDIS_URL), prefix, start);
+    closers.push(async () => {
+      for (const x of [a, b]) {
+        await x.fx.close();
+        await x.store.close();
+      }
+      await proxy.close();
+    });
+    assert.equal(a.store.connected, true);
+    const token = (await login(a.fx, S.alice, PASSWORD)).body.token as string;
+    proxy.cut();
+    for (let i = 0; i < 5; i++) assert.equal((await login(a.fx, S.bea, 'wrong-password')).status, 401);
+    const w = await a.fx.request('DELETE', '/student/course?course_id=999999', { token });
+    assert.ok(w.status < 500, w.raw);
+    expectStatus(await a.fx.request('POST', '/logout', { token }), 204);
+    expectError(await a.fx.request('GET', '/student/courses', { token }), 401, 'TOKEN_REVOKED');
+    expectStatus(await b.fx.request('GET', '/student/courses', { token }), 200);
+    proxy.resume();
+    const t0 = performance.now();
+    while (performance.now() - t0 < 15_000 && (await b.fx.request('GET', '/student/courses', { token })).status !== 401) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expectError(await b.fx.request('GET', '/student/courses', { token }), 401, 'TOKEN_REVOKED');
+    assert.ok(a.logs.some((l) => /redis is back/.test(l)), a.logs.join('\n'));
+  });
+});

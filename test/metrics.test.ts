@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { parse as parseYaml } from 'yaml';
+import { watchEngine } from '../src/metrics/engine-metrics.js';
+import { startMetricsServer } from '../src/metrics/server.js';
+import { createGroupCommitter } from '../src/persistence/group-commit.js';
+import { createLogger } from '../src/logger.js';
+import { createHttpFixture, expectError, expectStatus, PASSWORD, S, type HttpFixture } from './support/http-fixture.js';
+
+/**
+ * Issue 15: `/metrics` (staff token on the API; no token on METRICS_PORT) exports what an operator
+ * watches on registration day, and every metric the Grafana dashboard queries is really exported.
+ * docker-compose.yml runs Prometheus and Grafana with the provisioning files in ops/.
+ */
+
+const fixtures: HttpFixture[] = [];
+after(async () => {
+  for (const f of fixtures) await f.close();
+});
+
+async function scrape(): Promise<{ fx: HttpFixture; text: string }> {
+  const fx = await createHttpFixture();
+  fixtures.push(fx);
+  watchEngine(fx.engine, { kind: 'memory', connected: true });
+  // Traffic to observe: a login, an enroll that works, one refused, a 404.
+  expectStatus(await fx.request('POST', '/login', { body: { user: S.alice, password: PASSWORD } }), 200);
+  expectStatus(await fx.request('PUT', '/student/course', { token: fx.studentToken(S.alice), body: { course_id: 101, group_id: 1 } }), 204);
+  expectStatus(await fx.request('PUT', '/student/course', { token: fx.studentToken(S.alice), body: { course_id: 101, group_id: 1 } }), 400);
+  expectStatus(await fx.request('GET', '/no-such-route'), 404);
+  // A group committer exists in every store; one here makes the gauge's source live in this process too.
+  createGroupCommitter(async () => undefined, 10);
+  const r = await fx.request('GET', '/metrics', { token: fx.staffToken() });
+  expectStatus(r, 200);
+  assert.match(String(r.headers['content-type']), /^text\/plain/);
+  return { fx, text: r.raw };
+}
+
+/**
+ * Names a Prometheus text scrape exports: every sample name (`name{labels} value`), and every
+ * declared family (`# TYPE name kind`; a histogram's `_bucket`, `_sum`, `_count` with it), so a
+ * labelled gauge with no sample yet (no log reader stalled) still counts as exported.
+ */
+function exportedNames(text: string): Set<string> {
+  const names = new Set<string>();
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{| )/.exec(line);
+    if (m) names.add(m[1] as string);
+    const t = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (\w+)/.exec(line);
+    if (t) {
+      names.add(t[1] as string);
+      if (t[2] === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) names.add(`${t[1]}${suffix}`);
+    }
+  }
+  return names;
+}
+
+const PROMQL_WORDS = new Set([
+  'sum', 'by', 'rate', 'irate', 'increase', 'histogram_quantile', 'max', 'min', 'avg', 'count', 'le', 'without', 'on',
+  'ignoring', 'group_left', 'group_right', 'and', 'or', 'unless', 'offset', 'topk', 'bottomk', 'delta', 'deriv',
+  'abs', 'clamp_min', 'clamp_max', 'time', 'vector', 'scalar', 'label_replace', 'avg_over_time', 'max_over_time',
+]);
+
+/** Metric names a PromQL expression reads: identifiers that are not functions, keywords or label names. */
+function metricsIn(expr: string): string[] {
+  const noLabels = expr.replace(/\{[^}]*\}/g, '').replace(/\[[^\]]*\]/g, '').replace(/\b(by|without|on|ignoring)\s*\([^)]*\)/g, '');
+  const ids = noLabels.match(/[a-zA-Z_:][a-zA-Z0-9_:]*/g) ?? [];
+  return ids.filter((id) => !PROMQL_WORDS.has(id) && !/^\d/.test(id));
+}
+
+describe('/metrics', () => {
+  it('answers staff only on the API port, with clear refusals', async () => {
+    const fx = await createHttpFixture();
+    fixtures.push(fx);
+    expectError(await fx.request('GET', '/metrics'), 401, 'UNAUTHENTICATED');
+    const student = await fx.request('GET', '/metrics', { token: fx.studentToken() });
+    expectError(student, 403, 'FORBIDDEN');
+    assert.match(student.body.reason, /students cannot use the admin page or staff routes/);
+  });
+
+  it('exports request durations by route and status, enroll outcomes by code, queues, actors, event-loop delay and GC', async () => {
+    const { text } = await scrape();
+    assert.match(text, /http_request_duration_seconds_bucket\{le="[^"]+",method="PUT",route="\/student\/course",status="204"\}/);
+    assert.match(text, /http_request_duration_seconds_count\{method="GET",route="unmatched",status="404"\} [1-9]/);
+    assert.match(text, /enrollment_enroll_outcomes_total\{code="OK"\} [1-9]/);
+    assert.match(text, /enrollment_enroll_outcomes_total\{code="SAME_COURSE"\} [1-9]/);
+    assert.match(text, /enrollment_section_actors\{state="active"\} \d+/);
+    assert.match(text, /enrollment_section_actors\{state="passivated"\} \d+/);
+    assert.match(text, /enrollment_student_mailbox_requests \d+/);
+    assert.match(text, /enrollment_group_commit_queued_events \d+/);
+    assert.match(text, /enrollment_publish_confirm_seconds_bucket/);
+    assert.match(text, /enrollment_batcher_lag_seconds \d+/);
+    assert.match(text, /enrollment_coordination_connected\{store="memory"\} 1/);
+    assert.match(text, /nodejs_eventloop_lag_p99_seconds \d/);
+    assert.match(text, /# TYPE nodejs_gc_duration_seconds histogram/);
+  });
+
+  it('is served without a token on the separate Prometheus listener, and nothing else is', async () => {
+    const server = await startMetricsServer({ host: '127.0.0.1', port: 0, logger: createLogger('silent') });
+    after(() => void server.close());
+    const { port } = server.address() as AddressInfo;
+    const r = await fetch(`http://127.0.0.1:${port}/metrics`);
+    assert.equal(r.status, 200);
+    assert.match(await r.text(), /nodejs_eventloop_lag_p99_seconds/);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/login`)).status, 404);
+  });
+});
+
+describe('Grafana dashboard and docker-compose.yml', () => {
+  const dashboard = JSON.parse(readFileSync('ops/grafana/dashboards/enrollment.json', 'utf8')) as {
+    uid: string;
+    panels: { title: string; datasource: { uid: string }; targets: { expr: string }[] }[];
+  };
+
+  it('queries only metrics that /metrics exports', async () => {
+    const { text } = await scrape();
+    const exported = exportedNames(text);
+    const named = new Set<string>();
+    for (const p of dashboard.panels) {
+      assert.ok(p.targets.length > 0, `panel ${p.title} has no query`);
+      assert.equal(p.datasource.uid, 'prometheus', p.title);
+      for (const t of p.targets) for (const m of metricsIn(t.expr)) named.add(m);
+    }
+    assert.ok(named.size >= 15, `the dashboard names ${named.size} metrics`);
+    const missing = [...named].filter((m) => !exported.has(m));
+    assert.deepEqual(missing, [], `the dashboard queries metrics /metrics does not export: ${missing.join(', ')}`);
+  });
+
+  it('the name extraction finds a misspelt metric (so the check above can fail)', () => {
+    assert.deepEqual(metricsIn('sum by (route) (rate(http_request_duration_secs_count{status="204"}[1m]))'), ['http_request_duration_secs_count']);
+  });
+
+  it('compose runs Prometheus (scraping server and batcher on METRICS_PORT) and Grafana provisioned with the dashboard', () => {
+    const compose = parseYaml(readFileSync('docker-compose.yml', 'utf8')) as {
+      services: Record<string, { image?: string; volumes?: string[]; environment?: Record<string, string>; depends_on?: unknown }>;
+      'x-app-environment': Record<string, string>;
+    };
+    const env = compose['x-app-environment'];
+    assert.equal(env['METRICS_PORT'], '9464');
+    assert.equal(env['METRICS_HOST'], '0.0.0.0');
+    assert.equal(compose.services['server']?.environment?.['METRICS_PORT'], '9464', 'the server gets the shared environment');
+    assert.equal(compose.services['batcher']?.environment?.['METRICS_PORT'], '9464');
+    const prom = compose.services["prometheus"]!;
+    assert.ok(prom?.image?.startsWith('prom/prometheus:'));
+    assert.ok(prom.volumes?.includes('./ops/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro'));
+    const grafana = compose.services["grafana"]!;
+    assert.ok(grafana?.image?.startsWith('grafana/grafana:'));
+    assert.ok(grafana.volumes?.includes('./ops/grafana/provisioning:/etc/grafana/provisioning:ro'));
+    assert.ok(grafana.volumes?.includes('./ops/grafana/dashboards:/var/lib/grafana/dashboards:ro'));
+
+    const promConfig = parseYaml(readFileSync('ops/prometheus/prometheus.yml', 'utf8')) as {
+      scrape_configs: { static_configs: { targets: string[] }[] }[];
+    };
+    const targets = promConfig.scrape_configs.flatMap((s) => s.static_configs.flatMap((c) => c.targets));
+    assert.deepEqual(targets.sort(), ['batcher:9464', 'server:9464']);
+    const ds = parseYaml(readFileSync('ops/grafana/provisioning/datasources/prometheus.yml', 'utf8')) as {
+      datasources: { uid: string; url: string; type: string }[];
+    };
+    assert.deepEqual(ds.datasources.map((d) => [d.uid, d.type, d.url]), [['prometheus', 'prometheus', 'http://prometheus:9090']]);
+    const provider = parseYaml(readFileSync('ops/grafana/provisioning/dashboards/enrollment.yml', 'utf8')) as {
+      providers: { type: string; options: { path: string } }[];
+    };
+    assert.equal(provider.providers[0]?.options.path, '/var/lib/grafana/dashboards');
+    assert.equal(grafana.environment?.['GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH'], `/var/lib/grafana/dashboards/enrollment.json`);
+  });
+});
