@@ -43,6 +43,11 @@ export const ERROR_STATUS = {
   WEAK_PASSWORD: 400,
   TOO_MANY_FEEDS: 429,
   LOGIN_BUSY: 503,
+  // Conditional swap (issue 16).
+  /** Only a reserve-queue place was left and the request asked for a seat (swap without queue_ok). */
+  NO_SEAT: 409,
+  /** A swap whose drop and enroll name the same section. */
+  SAME_SECTION: 400,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

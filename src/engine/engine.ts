@@ -7,9 +7,9 @@ import { DurabilityTracker } from './durability-tracker.js';
 import { EnrollmentUseCases } from './enrollment.js';
 import { SectionHost } from './section-host.js';
 import { StudentDirectory } from './student-directory.js';
-import { sectionView, type HeldSection, type NewSection, type RequestMeta, type SectionPatch, type SectionView } from './views.js';
+import { sectionView, type HeldSection, type NewSection, type RequestMeta, type SectionPatch, type SectionView, type SwapRequest } from './views.js';
 
-export type { HeldSection, NewSection, RequestMeta, SectionPatch, SectionView } from './views.js';
+export type { HeldSection, NewSection, RequestMeta, SectionPatch, SectionView, SwapRequest } from './views.js';
 
 export type TransitionListener = (events: DomainEvent[]) => void;
 
@@ -112,6 +112,10 @@ export class Engine {
 
   changeGroup(studentId: number, courseId: number, newGroupId: number, meta: RequestMeta): Promise<Membership> {
     return this.useCases.changeGroup(studentId, courseId, newGroupId, meta);
+  }
+
+  swap(studentId: number, req: SwapRequest, meta: RequestMeta): Promise<Membership> {
+    return this.useCases.swap(studentId, req, meta);
   }
 
   forceEnroll(studentId: number, courseId: number, groupId: number, meta: RequestMeta): Promise<void> {

@@ -6,7 +6,7 @@ import type { DomainEvent } from '../persistence/types.js';
 import type { DurabilityTracker } from './durability-tracker.js';
 import type { SectionHost } from './section-host.js';
 import type { StudentDirectory, StudentState } from './student-directory.js';
-import { sectionView, type NewSection, type RequestMeta, type SectionPatch, type SectionView } from './views.js';
+import { sectionView, type NewSection, type RequestMeta, type SectionPatch, type SectionView, type SwapRequest } from './views.js';
 
 /**
  * The enrollment use cases (SPEC section 4): each request is checked against the student-level
@@ -104,6 +104,56 @@ export class EnrollmentUseCases {
         gender: st.record.gender,
         schedule: { maxUnits: st.record.maxUnits, held: this.directory.heldInfos(st, this.infoOf, courseId), checkSameCourse: false },
         movedIn: true,
+        cause,
+      });
+      let left: SectionEvent[];
+      try {
+        left = this.route(source, { type: 'drop', studentId, reason: 'movedOut', cause });
+      } catch (err) {
+        // The directory said the student holds the source; if the actor disagrees, memory is
+        // suspect (and the target place just taken is not durable): roll back before answering.
+        await this.tracker.discardUndurable();
+        throw err;
+      }
+      const events: DomainEvent[] = [...taken, ...left, this.directory.useAction(st, cause)];
+      await this.tracker.persist(events);
+      return taken[0]?.type === 'studentQueued' ? 'queued' : 'registered';
+    });
+  }
+
+  /**
+   * Conditional drop/add across courses ("drop A only if B succeeds"), the cross-course
+   * generalisation of {@link changeGroup}: the enroll is decided first with every rule while the
+   * dropped section's units and times count as free; only if it gives a seat (or, with `queueOk`,
+   * a reserve-queue place) is the other section left and its queue promoted. A refusal changes
+   * nothing. Both halves, and the action used, are one append: durable together or not at all.
+   * docs/swap.md says how this stays correct once the two sections live with different owners.
+   */
+  swap(studentId: number, req: SwapRequest, meta: RequestMeta): Promise<Membership> {
+    return this.withStudent(studentId, async (st) => {
+      const now = this.now();
+      const w = checkWindow(st.record, now, this.windowMs) ?? checkActionsLeft(st.record);
+      if (w) throw violation(w);
+      const { drop, enroll } = req;
+      if (drop.courseId === enroll.courseId && drop.groupId === enroll.groupId) {
+        throw new EngineError('SAME_SECTION', 'drop and enroll name the same section');
+      }
+      const source = this.host.require(drop.courseId, drop.groupId);
+      const target = this.host.require(enroll.courseId, enroll.groupId);
+      if (st.holdings.get(drop.courseId) !== drop.groupId) {
+        throw new EngineError('NOT_ENROLLED', `you hold no place in course ${drop.courseId} group ${drop.groupId}`);
+      }
+      const cause = this.cause(meta, now);
+      // The target applies rules 2-7 with the dropped course left out of the schedule. The same
+      // course check stays on: the dropped course is not in the list, any other held group of the
+      // target's course is.
+      const taken = this.route(target, {
+        type: 'enroll',
+        studentId,
+        gender: st.record.gender,
+        schedule: { maxUnits: st.record.maxUnits, held: this.directory.heldInfos(st, this.infoOf, drop.courseId), checkSameCourse: true },
+        movedIn: true,
+        seatOnly: !req.queueOk,
         cause,
       });
       let left: SectionEvent[];

@@ -42,6 +42,14 @@ export interface NewSection {
   closed?: boolean;
 }
 
+/** A conditional swap: `enroll` is decided first; `drop` is left only if it gave a place. */
+export interface SwapRequest {
+  drop: { courseId: number; groupId: number };
+  enroll: { courseId: number; groupId: number };
+  /** Accept a reserve-queue place in `enroll` (default: a seat or nothing). */
+  queueOk?: boolean;
+}
+
 export interface SectionPatch {
   capacity?: number;
   reserveCapacity?: number;

@@ -19,6 +19,7 @@ import { peopleRoutes } from './routes/people.js';
 import { sectionRoutes } from './routes/sections.js';
 import { staffRoutes } from './routes/staff.js';
 import { studentRoutes } from './routes/student.js';
+import { swapRoutes } from './routes/swap.js';
 import { DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
 import { validatorCompiler } from './validation.js';
 
@@ -142,6 +143,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(healthRoutes, ctx);
   await app.register(authRoutes, ctx);
   await app.register(studentRoutes, ctx);
+  await app.register(swapRoutes, ctx);
   await app.register(staffRoutes, ctx);
   await app.register(sectionRoutes, ctx);
   await app.register(peopleRoutes, ctx);

@@ -11,6 +11,8 @@ export class MemoryPersistence implements Persistence {
   readonly mode = 'embedded' as const;
   readonly log: DomainEvent[] = [];
   failNext = 0;
+  /** Appends that succeeded: a change meant to be durable as one must add exactly one. */
+  appendCount = 0;
   private poisoned = false;
 
   async migrate(): Promise<void> {}
@@ -28,6 +30,7 @@ export class MemoryPersistence implements Persistence {
       throw new EngineError('UNAVAILABLE', 'injected storage failure');
     }
     this.log.push(...structuredClone(events));
+    this.appendCount += 1;
   }
 
   async recentTransitions(courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]> {
