@@ -1,12 +1,12 @@
 import { initialSectionContext, sectionKey } from '../actors/section-logic.js';
 import { checkActionsLeft, checkWindow, type Department, type RuleViolation, type StaffRecord, type StudentRecord } from '../actors/student-rules.js';
 import type { Cause, Membership, SectionCommand, SectionContext, SectionEvent, SectionInfo, SettingsChange, Sex } from '../actors/types.js';
-import { EngineError } from '../errors.js';
+import { EngineError, isEngineError } from '../errors.js';
 import type { DomainEvent } from '../persistence/types.js';
 import type { DurabilityTracker } from './durability-tracker.js';
 import type { SectionHost } from './section-host.js';
 import type { StudentDirectory, StudentState } from './student-directory.js';
-import { sectionView, type NewSection, type RequestMeta, type SectionPatch, type SectionView, type SwapRequest } from './views.js';
+import { sectionView, type ImportBatch, type NewSection, type RequestMeta, type SectionPatch, type SectionView, type SwapRequest } from './views.js';
 
 /**
  * The enrollment use cases (SPEC section 4): each request is checked against the student-level
@@ -275,10 +275,7 @@ export class EnrollmentUseCases {
    * Appends many registry and section-creation events at once (demo data, imports), in one durable
    * batch instead of thousands of round trips. What already exists is skipped.
    */
-  async importBatch(
-    input: { departments: Department[]; staff: StaffRecord[]; students: StudentRecord[]; sections: NewSection[] },
-    meta: RequestMeta,
-  ): Promise<void> {
+  async importBatch(input: ImportBatch, meta: RequestMeta): Promise<void> {
     await this.tracker.ready();
     const cause = this.cause(meta);
     const events: DomainEvent[] = [];
@@ -303,6 +300,30 @@ export class EnrollmentUseCases {
     for (const s of input.sections) {
       if (this.host.has(sectionKey(s.info.courseId, s.info.groupId))) continue;
       events.push(this.addSection(s, cause));
+    }
+    for (const e of input.enrollments ?? []) {
+      const st = this.directory.get(e.studentId);
+      const key = sectionKey(e.courseId, e.groupId);
+      if (!st || !this.host.has(key) || checkWindow(st.record, e.at, this.windowMs)) continue;
+      try {
+        events.push(
+          ...this.route(key, {
+            type: 'enroll',
+            studentId: e.studentId,
+            gender: st.record.gender,
+            schedule: { maxUnits: st.record.maxUnits, held: this.directory.heldInfos(st, this.infoOf), checkSameCourse: true },
+            cause: { requestId: meta.requestId, actor: `student:${e.studentId}`, at: e.at },
+          }),
+        );
+      } catch (err) {
+        // Refused by a rule: skipped, exactly as that request would have been answered.
+        if (!isEngineError(err)) throw err;
+      }
+    }
+    for (const c of input.closures ?? []) {
+      const key = sectionKey(c.courseId, c.groupId);
+      if (!this.host.has(key) || this.host.context(key).closed) continue;
+      events.push(...this.route(key, { type: 'close', cause: { ...cause, at: c.at } }));
     }
     await this.tracker.persist(events);
   }

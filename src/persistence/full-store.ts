@@ -7,7 +7,7 @@ import { createGroupCommitter } from './group-commit.js';
 import { setLogStall } from './metrics.js';
 import { migrate } from './migrations.js';
 import { createPgClient } from './pg-client.js';
-import { loadState, readTransitions } from './state-store.js';
+import { loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
 import type { LoadedState, Persistence, ReadinessReport } from './types.js';
 
 export interface FullStoreOptions {
@@ -41,6 +41,11 @@ export function streamNames(prefix: string): { stream: string; dead: string } {
  * database snapshot plus the stream's tail from the offset the database recorded, so a restart
  * with the batcher far behind is exact and immediate.
  */
+/** A read of the database failed: storage is away, said the project's way (the driver's words as cause). */
+function unreachable(err: unknown): never {
+  throw new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: (err as Error).message });
+}
+
 export async function createFullStore(opts: FullStoreOptions): Promise<FullStore> {
   const log = opts.logger.child({ module: 'full-store' });
   const names = streamNames(opts.prefix);
@@ -142,10 +147,9 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       if (!amqpLog.owner || loadedOwnerEpoch !== amqpLog.connectionEpoch) return Promise.reject(notOwner());
       return committer.append(events);
     },
-    recentTransitions: (c, g, limit) =>
-      readTransitions(db, c, g, limit).catch((err: unknown) => {
-        throw new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: (err as Error).message });
-      }),
+    recentTransitions: (c, g, limit) => readTransitions(db, c, g, limit).catch(unreachable),
+    studentTransitions: (id, limit) => readStudentTransitions(db, id, limit).catch(unreachable),
+    fillHistory: (opts) => readFillHistory(db, opts).catch(unreachable),
     async readiness(): Promise<ReadinessReport> {
       const checks: ReadinessReport['checks'] = {};
       // A stall recorded by whichever process runs the batcher (this one or `npm run batcher`).
