@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
 import type { ReadinessReport } from '../persistence/types.js';
+import { registrarRoutes } from './admin/registrar.js';
 import { adminRoutes } from './admin/routes.js';
 import { TokenService, type TokenRevocations } from './auth.js';
 import type { RouteContext } from './context.js';
@@ -148,6 +149,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(sectionRoutes, ctx);
   await app.register(peopleRoutes, ctx);
   await app.register(adminRoutes, ctx);
+  await app.register(registrarRoutes, ctx);
 
   await app.ready();
   return app;

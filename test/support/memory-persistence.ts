@@ -53,7 +53,8 @@ export class MemoryPersistence implements Persistence {
         requestId: e.cause.requestId,
         actor: e.cause.actor,
         at: new Date(e.cause.at).toISOString(),
-        payload: {},
+        // The SQL stores keep the whole event as the payload.
+        payload: JSON.parse(JSON.stringify(e)) as Record<string, unknown>,
       }));
   }
 
