@@ -180,6 +180,13 @@ describe('admin page for a registrar, with the demo data, in a real browser', { 
     assert.equal(Number(await page.getAttribute('#term-fill', 'data-last-registered')), registered);
     assert.equal(Number(await page.getAttribute('#term-fill', 'data-last-queued')), queued);
     assert.notEqual(await page.getAttribute('#term-fill path.f-registered', 'd'), null);
+    // The filter controls fit the list pane (none cut off on the right).
+    const overflow = await page.evaluate(() => {
+      const g = globalThis as unknown as { document: { querySelector(s: string): { getBoundingClientRect(): { right: number } }; querySelectorAll(s: string): { id: string; getBoundingClientRect(): { right: number } }[] } };
+      const pane = g.document.querySelector('.list-pane').getBoundingClientRect().right;
+      return [...g.document.querySelectorAll('.filters select, .filters input')].filter((e) => e.getBoundingClientRect().right > pane + 0.5).map((e) => e.id);
+    });
+    assert.deepEqual(overflow, []);
     await shot('1-term');
   });
 

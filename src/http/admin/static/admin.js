@@ -838,7 +838,7 @@ async function loadTermFill() {
 
 const FILL_W = 640;
 const FILL_H = 220;
-const PAD = { l: 46, r: 14, t: 14, b: 34 };
+const PAD = { l: 64, r: 16, t: 30, b: 34 };
 
 function shortTime(ms, spanMs) {
   const d = new Date(ms);
@@ -861,7 +861,11 @@ function drawFill(root, data) {
   }
   const t0 = pts[0].t;
   const t1 = Math.max(pts.at(-1).t, t0 + 60_000);
-  const ymax = Math.max(1, data.capacity, ...pts.map((p) => Math.max(p.r, p.q)));
+  const top = Math.max(1, ...pts.map((p) => Math.max(p.r, p.q)));
+  // The capacity line is drawn when it is in reach of the data (a section); for the whole term it
+  // would flatten every line at the bottom, so it is only named in the legend.
+  const showCapacity = data.capacity > 0 && data.capacity <= top * 3;
+  const ymax = showCapacity ? Math.max(top, data.capacity) : Math.ceil(top * 1.1);
   const x = (t) => PAD.l + ((t - t0) / (t1 - t0)) * (FILL_W - PAD.l - PAD.r);
   const y = (v) => FILL_H - PAD.b - (v / ymax) * (FILL_H - PAD.t - PAD.b);
   for (const v of [0, Math.round(ymax / 2), ymax]) {
@@ -870,9 +874,9 @@ function drawFill(root, data) {
   }
   svg('text', { x: PAD.l, y: FILL_H - 10, class: 'f-axis' }, root).textContent = shortTime(t0, t1 - t0);
   svg('text', { x: FILL_W - PAD.r, y: FILL_H - 10, 'text-anchor': 'end', class: 'f-axis' }, root).textContent = shortTime(t1, t1 - t0);
-  if (data.capacity > 0) {
+  if (showCapacity) {
     svg('line', { x1: PAD.l, x2: FILL_W - PAD.r, y1: y(data.capacity), y2: y(data.capacity), class: 'f-capacity' }, root);
-    svg('text', { x: FILL_W - PAD.r, y: y(data.capacity) - 4, 'text-anchor': 'end', class: 'f-axis' }, root).textContent =
+    svg('text', { x: FILL_W - PAD.r, y: y(data.capacity) + 14, 'text-anchor': 'end', class: 'f-axis' }, root).textContent =
       `capacity now ${data.capacity.toLocaleString()}`;
   }
   // Steps: each value holds until the next point.
@@ -883,9 +887,12 @@ function drawFill(root, data) {
   };
   svg('path', { d: step('r'), class: 'f-line f-registered' }, root);
   svg('path', { d: step('q'), class: 'f-line f-queued' }, root);
-  const legend = svg('text', { x: PAD.l + 6, y: PAD.t + 4, class: 'f-legend' }, root);
+  const legend = svg('text', { x: PAD.l, y: 16, class: 'f-legend' }, root);
   svg('tspan', { class: 'f-registered-text' }, legend).textContent = `■ seats taken ${last.r.toLocaleString()}`;
   svg('tspan', { dx: 14, class: 'f-queued-text' }, legend).textContent = `■ queued ${last.q.toLocaleString()}`;
+  if (!showCapacity && data.capacity > 0) {
+    svg('tspan', { dx: 14, class: 'f-axis' }, legend).textContent = `of ${data.capacity.toLocaleString()} seats in open sections`;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
