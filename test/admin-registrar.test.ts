@@ -357,4 +357,28 @@ describe('demo data starts mid-term', () => {
     e.stop();
     again.stop();
   });
+
+  it('is kept by the embedded store (PGlite) across a restart, as one append', { timeout: 180_000 }, async () => {
+    const h = await embeddedMode.open({ now });
+    try {
+      let appends = 0;
+      const orig = h.store.append.bind(h.store);
+      h.store.append = (events) => {
+        appends += 1;
+        return orig(events);
+      };
+      await h.engine.importBatch(data, { requestId: 'demo-data', actor: 'system' });
+      h.store.append = orig;
+      assert.equal(appends, 1);
+      const state = normalize(h.engine.dumpState());
+      assert.ok(h.engine.registrarSummary().studentsQueued > 20);
+      await h.restart();
+      assert.deepEqual(normalize(h.engine.dumpState()), state);
+      const fill = await h.engine.fillHistory(50);
+      const registered = h.engine.listSections().reduce((n, v) => n + v.registeredCount, 0);
+      assert.equal(fill.at(-1)?.registered, registered, 'the term chart ends at the seats taken');
+    } finally {
+      await h.close();
+    }
+  });
 });

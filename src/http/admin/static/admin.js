@@ -380,7 +380,7 @@ const detailLoader = {
         state.detail = data;
         upsert(data.section);
         schedule('detail');
-        drawFill($('section-fill'), fill);
+        drawFill($('section-fill'), fill, 'section');
       }
     } catch (err) {
       if (key === state.selected) showResult(false, `Could not load the section: ${err.message}`);
@@ -822,12 +822,15 @@ async function loadSummary() {
   } catch {
     // The next change or resync tries again.
   }
-  if (!state.selected && state.student === null) void loadTermFill();
+  // The term chart reads the whole transition log: at most every 10 s, however busy the term is.
+  if (!state.selected && state.student === null && Date.now() - termFillAt > 10_000) void loadTermFill();
 }
 
+let termFillAt = 0;
 async function loadTermFill() {
+  termFillAt = Date.now();
   try {
-    drawFill($('term-fill'), await api('GET', '/admin/api/fill'));
+    drawFill($('term-fill'), await api('GET', '/admin/api/fill'), 'term');
   } catch {
     // Shown again on the next refresh.
   }
@@ -847,7 +850,8 @@ function shortTime(ms, spanMs) {
     : d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
 }
 
-function drawFill(root, data) {
+/** `scope` is 'section' (capacity drawn as a line) or 'term' (capacity only named: it would flatten the lines). */
+function drawFill(root, data, scope) {
   root.replaceChildren();
   root.setAttribute('viewBox', `0 0 ${FILL_W} ${FILL_H}`);
   const pts = data.points.map((p) => ({ t: new Date(p.at).getTime(), r: p.registered, q: p.queued }));
@@ -864,7 +868,7 @@ function drawFill(root, data) {
   const top = Math.max(1, ...pts.map((p) => Math.max(p.r, p.q)));
   // The capacity line is drawn when it is in reach of the data (a section); for the whole term it
   // would flatten every line at the bottom, so it is only named in the legend.
-  const showCapacity = data.capacity > 0 && data.capacity <= top * 3;
+  const showCapacity = scope === 'section' && data.capacity > 0;
   const ymax = showCapacity ? Math.max(top, data.capacity) : Math.ceil(top * 1.1);
   const x = (t) => PAD.l + ((t - t0) / (t1 - t0)) * (FILL_W - PAD.l - PAD.r);
   const y = (v) => FILL_H - PAD.b - (v / ymax) * (FILL_H - PAD.t - PAD.b);
