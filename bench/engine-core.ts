@@ -11,7 +11,7 @@ import { Engine, type NewSection } from '../src/engine/engine.js';
 import type { StudentRecord } from '../src/actors/student-rules.js';
 import { EMPTY_STATE } from '../src/persistence/fold.js';
 import { createSeededRandom } from '../src/seeded-random.js';
-import type { DomainEvent, LoadedState, Persistence, ReadinessReport, TransitionRecord } from '../src/persistence/types.js';
+import type { DomainEvent, FillPoint, LoadedState, Persistence, ReadinessReport, StudentTransitionRecord, TransitionRecord } from '../src/persistence/types.js';
 
 const MINUTE = 60_000;
 const NOW = Date.UTC(2026, 0, 12, 8, 0, 0);
@@ -30,6 +30,12 @@ class InstantPersistence implements Persistence {
     await Promise.resolve();
   }
   async recentTransitions(): Promise<TransitionRecord[]> {
+    return [];
+  }
+  async studentTransitions(): Promise<StudentTransitionRecord[]> {
+    return [];
+  }
+  async fillHistory(): Promise<FillPoint[]> {
     return [];
   }
   async readiness(): Promise<ReadinessReport> {

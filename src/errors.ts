@@ -50,6 +50,11 @@ export const ERROR_STATUS = {
   RATE_LIMITED: 429,
   /** Right password, wrong kind of account (`staff` flag): the reason says which to use. */
   WRONG_ROLE: 401,
+  // Conditional swap (issue 16).
+  /** Only a reserve-queue place was left and the request asked for a seat (swap without queue_ok). */
+  NO_SEAT: 409,
+  /** A swap whose drop and enroll name the same section. */
+  SAME_SECTION: 400,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -222,11 +222,11 @@ describe('admin page in a real browser', { skip: haveChromium ? false : `${CHROM
     expectStatus(await enroll(S.f4, C.algo1), 204);
     await page.waitForSelector('#chart .node.active[data-path="open.full"]');
     await untilText('#d-queue', (t) => t === '2 / 2');
-    await until('the queue in order', async () => (await page.locator('#d-queue-list li').allTextContents()).join(',') === '12,13');
+    await until('the queue in order', async () => (await page.locator('#d-queue-list li .sid').allTextContents()).join(',') === '12,13');
     await until('the transitions', async () => (await page.locator('#d-transitions tr').count()) >= 5);
     const firstTransition = await page.textContent('#d-transitions tr:first-child');
-    assert.match(firstTransition ?? '', /studentQueued/);
-    assert.match(firstTransition ?? '', /student:13/);
+    assert.match(firstTransition ?? '', /Student 13 joined the reserve queue/);
+    assert.match(firstTransition ?? '', /student 13/);
     // Only one state node is lit, and it is the one the engine reports.
     assert.equal(await page.locator('#chart .node.n-state.active').count(), 1);
     assert.equal(fx.engine.getSection(101, 1).state, 'open.full');
@@ -293,6 +293,7 @@ describe('admin page in a real browser', { skip: haveChromium ? false : `${CHROM
     await shot('6-refused');
 
     await page.click('#a-close');
+    await page.click('#confirm-ok');
     await page.waitForSelector('#chart .node.active[data-path="closed"]');
     await page.click('#a-reopen');
     await page.waitForSelector('#chart .node.active[data-path="open.reserveOnly"]');
@@ -303,12 +304,14 @@ describe('admin page in a real browser', { skip: haveChromium ? false : `${CHROM
     await untilText('#d-registered', (t) => t === '4 / 4');
     await untilText('#d-queue', (t) => t === '1 / 2');
     await page.click('#a-drop');
+    await page.click('#confirm-ok');
     // The freed seat goes to the queue head.
     await untilText('#d-queue', (t) => t === '0 / 2');
     await untilText('#d-registered', (t) => t === '4 / 4');
     await page.waitForSelector('#chart .node.active[data-path="open.reserveOnly"]');
     await page.fill('#a-student', '999999');
     await page.click('#a-drop');
+    await page.click('#confirm-ok');
     await untilText('#a-result', (t) => /refused \(400 STUDENT_NOT_FOUND\)/.test(t));
     await page.locator('#d-transitions').scrollIntoViewIfNeeded();
     await shot('7-actions');

@@ -228,6 +228,22 @@ class ChunkRunner {
       case 'enroll': {
         const id = this.sid(cmd.studentId);
         const token = this.studentToken(id);
+        if (step.intent === 'enroll:seatOnly') {
+          // A seat or nothing is a swap without queue_ok: park in group 2 of the course, then swap
+          // the parked place for the model's section. Refused, the student is still parked.
+          const park = await this.h.request('PUT', '/student/course', { token, body: { course_id: C, group_id: PARK } });
+          expectReply(park, { status: 204 }, `${where}: parking`);
+          r = await this.call('POST /student/swap', 'POST', '/student/swap', token, {
+            drop: { course_id: C, group_id: PARK },
+            enroll: { course_id: C, group_id: G },
+          });
+          e = ok ? { status: 200 } : refusal(code);
+          if (!ok) {
+            const out = await this.h.request('DELETE', `/staff/force-std?std_id=${id}&course_id=${C}&group_id=${PARK}`, { token: this.staff });
+            expectReply(out, { status: 204 }, `${where}: unparking`);
+          }
+          break;
+        }
         const variant = this.variant(step.intent === 'enroll:member' ? 'member' : 'enroll', 3);
         if (variant !== 1) {
           r = await this.call('PUT /student/course', 'PUT', '/student/course', token, { course_id: C, group_id: G });
@@ -291,8 +307,10 @@ class ChunkRunner {
         throw new Error(`the model never sends ${(cmd as { type: string }).type}`);
     }
     expectReply(r, e, where);
-    // Routes that answer with the section answer with it as it is after the change.
-    if (r.status === 200) assert.equal(r.body.state, step.state, `${where}: the reply's state`);
+    // Routes that answer with the section answer with it as it is after the change (the swap
+    // answers with where the student landed instead).
+    if (r.status === 200 && step.intent === 'enroll:seatOnly') assert.deepEqual(r.body.status, 'registered', `${where}: the swap's answer`);
+    else if (r.status === 200) assert.equal(r.body.state, step.state, `${where}: the reply's state`);
   }
 
   /** What the API says about the section now, checked against the model; returns the abstract state. */
@@ -498,6 +516,8 @@ describe('section model end to end, on every store', { concurrency: true }, () =
           'PATCH /student/course 400 SECTION_CLOSED',
           'PATCH /student/course 400 SEX_LOCK',
           'PATCH /student/course 400 SAME_GROUP',
+          'POST /student/swap 200',
+          'POST /student/swap 409 NO_SEAT',
           'DELETE /student/course 204',
           'DELETE /student/course 400 NOT_ENROLLED',
           'DELETE /staff/force-std 204',

@@ -71,7 +71,16 @@ export interface SettingsChange {
 // Commands (imperative) accepted by a section actor: its one event union.
 
 export type SectionCommand =
-  | { type: 'enroll'; studentId: number; gender: Sex; schedule: StudentSchedule; movedIn?: boolean; cause: Cause }
+  | {
+      type: 'enroll';
+      studentId: number;
+      gender: Sex;
+      schedule: StudentSchedule;
+      movedIn?: boolean;
+      /** Take a seat or nothing: a reserve-queue place is refused with NO_SEAT (a swap that asked for a seat). */
+      seatOnly?: boolean;
+      cause: Cause;
+    }
   | { type: 'drop'; studentId: number; reason: DropReason; cause: Cause }
   | { type: 'forceEnroll'; studentId: number; cause: Cause }
   | {
@@ -120,6 +129,7 @@ export type SectionRefusalCode =
   | 'EXAM_CONFLICT'
   | 'CLASS_CONFLICT'
   | 'SECTION_FULL'
+  | 'NO_SEAT'
   | 'ALREADY_IN_SECTION'
   | 'NOT_ENROLLED'
   | 'CAPACITY_BELOW_REGISTERED'

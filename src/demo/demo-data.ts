@@ -54,6 +54,63 @@ export interface DemoData {
   staff: StaffRecord[];
   students: StudentRecord[];
   sections: NewSection[];
+  /**
+   * The first minutes of registration, so the first screen shows a term in progress: enrollment
+   * requests (in time order, inside each student's window) that the sections decide with their own
+   * rules when the data is loaded, and a few sections staff closed afterwards.
+   */
+  enrollments: { studentId: number; courseId: number; groupId: number; at: number }[];
+  closures: { courseId: number; groupId: number; at: number }[];
+}
+
+/** Students 40000001 up to this one start with an empty schedule (the README's examples use them). */
+export const DEMO_FRESH_STUDENTS = 100;
+/** The README's example section; never filled or closed by the demo activity. */
+export const DEMO_EXAMPLE_COURSE = 40101;
+/** Sections most students want (small ones, so they fill and queue), and sections staff closed. */
+const HOT_SECTIONS = 25;
+const HOT_MAX_CAPACITY = 40;
+const CLOSED_SECTIONS = 8;
+/** Share of the students with an open window who have already sent requests. */
+const ACTIVE_SHARE = 0.85;
+
+/**
+ * Builds the demo activity from its own PRNG stream (derived from the seed), so the catalogue and
+ * the students stay exactly what they were without it.
+ */
+function demoActivity(
+  seed: number,
+  sections: NewSection[],
+  students: StudentRecord[],
+  now: number,
+  windowMs: number,
+): Pick<DemoData, 'enrollments' | 'closures'> {
+  const rng = createRng((seed ^ 0x16_16_16) >>> 0);
+  const candidates = sections.filter((s) => s.info.courseId !== DEMO_EXAMPLE_COURSE);
+  const small = candidates.filter((s) => s.capacity <= HOT_MAX_CAPACITY);
+  const pickDistinct = (from: NewSection[], n: number, avoid: Set<NewSection>): NewSection[] => {
+    const out: NewSection[] = [];
+    const pool = from.filter((s) => !avoid.has(s));
+    while (out.length < n && pool.length > 0) out.push(...pool.splice(rng.int(0, pool.length - 1), 1));
+    return out;
+  };
+  const hot = pickDistinct(small, HOT_SECTIONS, new Set());
+  const closed = pickDistinct(candidates, CLOSED_SECTIONS, new Set(hot));
+  const enrollments: DemoData['enrollments'] = [];
+  const active = students.slice(DEMO_FRESH_STUDENTS).filter((s) => s.enrollmentStart <= now && now < s.enrollmentStart + windowMs);
+  // Requests arrive between the window's opening and a minute before `now`; staff close after them.
+  for (const st of active) {
+    if (!rng.chance(ACTIVE_SHARE)) continue;
+    const from = st.enrollmentStart;
+    const span = Math.max(1, now - 60_000 - from);
+    const wanted = [...pickDistinct(hot, rng.int(1, 2), new Set()), ...pickDistinct(candidates, rng.int(1, 3), new Set(hot))];
+    for (const s of wanted) {
+      enrollments.push({ studentId: st.id, courseId: s.info.courseId, groupId: s.info.groupId, at: from + rng.int(0, span - 1) });
+    }
+  }
+  enrollments.sort((a, b) => a.at - b.at || a.studentId - b.studentId);
+  const closures = closed.map((s) => ({ courseId: s.info.courseId, groupId: s.info.groupId, at: now - 30_000 }));
+  return { enrollments, closures };
 }
 
 const MINUTE = 60_000;
@@ -282,5 +339,5 @@ export function generateDemoData(options: DemoDataOptions): DemoData {
     });
   }
 
-  return { departments, staff, students, sections };
+  return { departments, staff, students, sections, ...demoActivity(seed, sections, students, now, windowMs) };
 }

@@ -28,6 +28,8 @@ export async function loadDemoData(
       sections: data.sections.length,
       students: data.students.length,
       staff: data.staff.length,
+      enrollmentRequests: data.enrollments.length,
+      closedSections: data.closures.length,
       ms: Math.round(performance.now() - t0),
     },
     'demo data loaded',

@@ -2,14 +2,29 @@ import type { Logger } from 'pino';
 import { evolveSection, initialSectionContext, membershipOf, sectionKey } from '../actors/section-logic.js';
 import type { Department, StaffRecord, StudentRecord } from '../actors/student-rules.js';
 import type { Membership, SectionContext } from '../actors/types.js';
-import { shardOfCourse, type ClusterMembership, type DomainEvent, type LoadedState, type Persistence, type TransitionRecord } from '../persistence/types.js';
+import { shardOfCourse, type ClusterMembership, type DomainEvent, type FillPoint, type LoadedState, type Persistence, type StudentTransitionRecord, type TransitionRecord } from '../persistence/types.js';
 import { DurabilityTracker } from './durability-tracker.js';
 import { EnrollmentUseCases } from './enrollment.js';
 import { SectionHost } from './section-host.js';
 import { StudentDirectory } from './student-directory.js';
-import { sectionView, type HeldSection, type NewSection, type RequestMeta, type SectionPatch, type SectionView } from './views.js';
+import { sectionView, type HeldSection, type ImportBatch, type NewSection, type RequestMeta, type SectionPatch, type SectionView, type SwapRequest } from './views.js';
 
-export type { HeldSection, NewSection, RequestMeta, SectionPatch, SectionView } from './views.js';
+export type { HeldSection, ImportBatch, NewSection, RequestMeta, SectionPatch, SectionView, SwapRequest } from './views.js';
+
+/** What the admin page's totals show; see {@link Engine.registrarSummary}. */
+export interface RegistrarSummary {
+  sections: number;
+  students: number;
+  /** Students registered (holding a seat) in at least one section. */
+  studentsHolding: number;
+  /** Students waiting in at least one reserve queue. */
+  studentsQueued: number;
+  /** Open sections with no free seat. */
+  sectionsFull: number;
+  sectionsClosed: number;
+  /** Sections with at least one student in their reserve queue. */
+  sectionsWaitlisted: number;
+}
 
 export type TransitionListener = (events: DomainEvent[]) => void;
 
@@ -127,6 +142,10 @@ export class Engine {
     return this.useCases.changeGroup(studentId, courseId, newGroupId, meta);
   }
 
+  swap(studentId: number, req: SwapRequest, meta: RequestMeta): Promise<Membership> {
+    return this.useCases.swap(studentId, req, meta);
+  }
+
   forceEnroll(studentId: number, courseId: number, groupId: number, meta: RequestMeta): Promise<void> {
     return this.useCases.forceEnroll(studentId, courseId, groupId, meta);
   }
@@ -163,10 +182,7 @@ export class Engine {
     return this.useCases.createDepartment(department, meta);
   }
 
-  importBatch(
-    input: { departments: Department[]; staff: StaffRecord[]; students: StudentRecord[]; sections: NewSection[] },
-    meta: RequestMeta,
-  ): Promise<void> {
+  importBatch(input: ImportBatch, meta: RequestMeta): Promise<void> {
     return this.useCases.importBatch(input, meta);
   }
 
@@ -224,6 +240,47 @@ export class Engine {
   recentTransitions(courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]> {
     this.host.require(courseId, groupId);
     return this.persistence.recentTransitions(courseId, groupId, limit);
+  }
+
+  /** A student's transitions across sections, newest first (404 for an unknown student). */
+  studentTransitions(studentId: number, limit: number): Promise<StudentTransitionRecord[]> {
+    this.directory.require(studentId);
+    return this.persistence.studentTransitions(studentId, limit);
+  }
+
+  /** Seats and queue places over time, for one section or (without one) the whole term. */
+  fillHistory(buckets: number, section?: { courseId: number; groupId: number }): Promise<FillPoint[]> {
+    if (section) this.host.require(section.courseId, section.groupId);
+    return this.persistence.fillHistory(section ? { buckets, section } : { buckets });
+  }
+
+  /**
+   * The registrar's totals, counted from the section actors' snapshots at the moment of the read.
+   * A section is full when it is open and has no free seat (its reserve queue may still have room).
+   */
+  registrarSummary(): RegistrarSummary {
+    const holding = new Set<number>();
+    const queued = new Set<number>();
+    let full = 0;
+    let closed = 0;
+    let waitlisted = 0;
+    for (const key of this.host.keys()) {
+      const ctx = this.host.context(key);
+      for (const id of ctx.registered) holding.add(id);
+      for (const id of ctx.queue) queued.add(id);
+      if (ctx.closed) closed += 1;
+      else if (ctx.registered.length >= ctx.capacity) full += 1;
+      if (ctx.queue.length > 0) waitlisted += 1;
+    }
+    return {
+      sections: this.host.size,
+      students: this.directory.students.size,
+      studentsHolding: holding.size,
+      studentsQueued: queued.size,
+      sectionsFull: full,
+      sectionsClosed: closed,
+      sectionsWaitlisted: waitlisted,
+    };
   }
 
   /** Whole in-memory state as plain data: for tests comparing the actors with the database. */

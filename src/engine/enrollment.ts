@@ -1,12 +1,12 @@
 import { initialSectionContext, sectionKey } from '../actors/section-logic.js';
 import { checkActionsLeft, checkWindow, type Department, type RuleViolation, type StaffRecord, type StudentRecord } from '../actors/student-rules.js';
 import type { Cause, Membership, SectionCommand, SectionContext, SectionEvent, SectionInfo, SettingsChange, Sex } from '../actors/types.js';
-import { EngineError } from '../errors.js';
+import { EngineError, isEngineError } from '../errors.js';
 import type { DomainEvent } from '../persistence/types.js';
 import type { DurabilityTracker } from './durability-tracker.js';
 import type { SectionHost } from './section-host.js';
 import type { StudentDirectory, StudentState } from './student-directory.js';
-import { sectionView, type NewSection, type RequestMeta, type SectionPatch, type SectionView } from './views.js';
+import { sectionView, type ImportBatch, type NewSection, type RequestMeta, type SectionPatch, type SectionView, type SwapRequest } from './views.js';
 
 /**
  * The enrollment use cases (SPEC section 4): each request is checked against the student-level
@@ -112,6 +112,56 @@ export class EnrollmentUseCases {
         gender: st.record.gender,
         schedule: { maxUnits: st.record.maxUnits, held: this.directory.heldInfos(st, this.infoOf, courseId), checkSameCourse: false },
         movedIn: true,
+        cause,
+      });
+      let left: SectionEvent[];
+      try {
+        left = this.route(source, { type: 'drop', studentId, reason: 'movedOut', cause });
+      } catch (err) {
+        // The directory said the student holds the source; if the actor disagrees, memory is
+        // suspect (and the target place just taken is not durable): roll back before answering.
+        await this.tracker.discardUndurable();
+        throw err;
+      }
+      const events: DomainEvent[] = [...taken, ...left, this.directory.useAction(st, cause)];
+      await this.tracker.persist(events);
+      return taken[0]?.type === 'studentQueued' ? 'queued' : 'registered';
+    });
+  }
+
+  /**
+   * Conditional drop/add across courses ("drop A only if B succeeds"), the cross-course
+   * generalisation of {@link changeGroup}: the enroll is decided first with every rule while the
+   * dropped section's units and times count as free; only if it gives a seat (or, with `queueOk`,
+   * a reserve-queue place) is the other section left and its queue promoted. A refusal changes
+   * nothing. Both halves, and the action used, are one append: durable together or not at all.
+   * docs/swap.md says how this stays correct once the two sections live with different owners.
+   */
+  swap(studentId: number, req: SwapRequest, meta: RequestMeta): Promise<Membership> {
+    return this.withStudent(studentId, async (st) => {
+      const now = this.now();
+      const w = checkWindow(st.record, now, this.windowMs) ?? checkActionsLeft(st.record);
+      if (w) throw violation(w);
+      const { drop, enroll } = req;
+      if (drop.courseId === enroll.courseId && drop.groupId === enroll.groupId) {
+        throw new EngineError('SAME_SECTION', 'drop and enroll name the same section');
+      }
+      const source = this.host.require(drop.courseId, drop.groupId);
+      const target = this.host.require(enroll.courseId, enroll.groupId);
+      if (st.holdings.get(drop.courseId) !== drop.groupId) {
+        throw new EngineError('NOT_ENROLLED', `you hold no place in course ${drop.courseId} group ${drop.groupId}`);
+      }
+      const cause = this.cause(meta, now);
+      // The target applies rules 2-7 with the dropped course left out of the schedule. The same
+      // course check stays on: the dropped course is not in the list, any other held group of the
+      // target's course is.
+      const taken = this.route(target, {
+        type: 'enroll',
+        studentId,
+        gender: st.record.gender,
+        schedule: { maxUnits: st.record.maxUnits, held: this.directory.heldInfos(st, this.infoOf, drop.courseId), checkSameCourse: true },
+        movedIn: true,
+        seatOnly: !req.queueOk,
         cause,
       });
       let left: SectionEvent[];
@@ -237,10 +287,7 @@ export class EnrollmentUseCases {
    * Appends many registry and section-creation events at once (demo data, imports), in one durable
    * batch instead of thousands of round trips. What already exists is skipped.
    */
-  async importBatch(
-    input: { departments: Department[]; staff: StaffRecord[]; students: StudentRecord[]; sections: NewSection[] },
-    meta: RequestMeta,
-  ): Promise<void> {
+  async importBatch(input: ImportBatch, meta: RequestMeta): Promise<void> {
     await this.tracker.ready();
     this.requireOwner(null);
     for (const s of input.sections) this.requireOwner(s.info.courseId);
@@ -267,6 +314,30 @@ export class EnrollmentUseCases {
     for (const s of input.sections) {
       if (this.host.has(sectionKey(s.info.courseId, s.info.groupId))) continue;
       events.push(this.addSection(s, cause));
+    }
+    for (const e of input.enrollments ?? []) {
+      const st = this.directory.get(e.studentId);
+      const key = sectionKey(e.courseId, e.groupId);
+      if (!st || !this.host.has(key) || checkWindow(st.record, e.at, this.windowMs)) continue;
+      try {
+        events.push(
+          ...this.route(key, {
+            type: 'enroll',
+            studentId: e.studentId,
+            gender: st.record.gender,
+            schedule: { maxUnits: st.record.maxUnits, held: this.directory.heldInfos(st, this.infoOf), checkSameCourse: true },
+            cause: { requestId: meta.requestId, actor: `student:${e.studentId}`, at: e.at },
+          }),
+        );
+      } catch (err) {
+        // Refused by a rule: skipped, exactly as that request would have been answered.
+        if (!isEngineError(err)) throw err;
+      }
+    }
+    for (const c of input.closures ?? []) {
+      const key = sectionKey(c.courseId, c.groupId);
+      if (!this.host.has(key) || this.host.context(key).closed) continue;
+      events.push(...this.route(key, { type: 'close', cause: { ...cause, at: c.at } }));
     }
     await this.tracker.persist(events);
   }

@@ -1,3 +1,4 @@
+import type { Department, StaffRecord, StudentRecord } from '../actors/student-rules.js';
 import type { Membership, SectionInfo, Sex } from '../actors/types.js';
 import type { SectionRead } from './section-host.js';
 
@@ -40,6 +41,32 @@ export interface NewSection {
   reserveCapacity: number;
   sexLock: Sex | null;
   closed?: boolean;
+}
+
+/** A conditional swap: `enroll` is decided first; `drop` is left only if it gave a place. */
+export interface SwapRequest {
+  drop: { courseId: number; groupId: number };
+  enroll: { courseId: number; groupId: number };
+  /** Accept a reserve-queue place in `enroll` (default: a seat or nothing). */
+  queueOk?: boolean;
+}
+
+/**
+ * Many registry and section-creation events at once (demo data, imports), and optionally the
+ * activity that followed: enrollments and closures, each at its own time.
+ */
+export interface ImportBatch {
+  departments: Department[];
+  staff: StaffRecord[];
+  students: StudentRecord[];
+  sections: NewSection[];
+  /**
+   * Enrollments decided by the sections' own rules (window at `at`, sex lock, units, conflicts,
+   * seat or queue place) in this order; a refused one is skipped, as the request would have been.
+   */
+  enrollments?: { studentId: number; courseId: number; groupId: number; at: number }[];
+  /** Sections closed by staff at `at`, after the enrollments. */
+  closures?: { courseId: number; groupId: number; at: number }[];
 }
 
 export interface SectionPatch {

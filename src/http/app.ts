@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
 import type { ClusterMembership, ReadinessReport } from '../persistence/types.js';
+import { registrarRoutes } from './admin/registrar.js';
 import { adminRoutes } from './admin/routes.js';
 import { TokenService, type TokenRevocations } from './auth.js';
 import type { RouteContext } from './context.js';
@@ -25,6 +26,7 @@ import { peopleRoutes } from './routes/people.js';
 import { sectionRoutes } from './routes/sections.js';
 import { staffRoutes } from './routes/staff.js';
 import { studentRoutes } from './routes/student.js';
+import { swapRoutes } from './routes/swap.js';
 import { DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
 import { schemaErrorFormatter, validatorCompiler } from './validation.js';
 
@@ -161,11 +163,13 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(healthRoutes, ctx);
   await app.register(authRoutes, ctx);
   await app.register(studentRoutes, ctx);
+  await app.register(swapRoutes, ctx);
   await app.register(staffRoutes, ctx);
   await app.register(sectionRoutes, ctx);
   await app.register(peopleRoutes, ctx);
   await app.register(adminRoutes, ctx);
   await app.register(metricsRoutes, ctx);
+  await app.register(registrarRoutes, ctx);
 
   await app.ready();
   return app;

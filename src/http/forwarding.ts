@@ -43,7 +43,9 @@ function courseOf(request: FastifyRequest): number | null {
   for (const src of [request.params, request.body, request.query] as unknown[]) {
     if (typeof src !== 'object' || src === null) continue;
     const o = src as Record<string, unknown>;
-    const raw = o.courseId ?? o.course_id ?? (typeof o.info === 'object' && o.info !== null ? (o.info as Record<string, unknown>).course_id : undefined);
+    // A swap is routed by the section it enrolls in (docs/swap.md: decided first, by that owner).
+    const nested = [o.info, o.enroll].find((v): v is Record<string, unknown> => typeof v === 'object' && v !== null);
+    const raw = o.courseId ?? o.course_id ?? nested?.course_id;
     const n = typeof raw === 'string' ? Number(raw) : raw;
     if (typeof n === 'number' && Number.isSafeInteger(n)) return n;
   }

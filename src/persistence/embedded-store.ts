@@ -3,7 +3,7 @@ import { createGroupCommitter } from './group-commit.js';
 import { migrate } from './migrations.js';
 import { createPgliteClient } from './pglite-client.js';
 import type { SqlClient } from './sql-client.js';
-import { applyEvents, loadState, readTransitions } from './state-store.js';
+import { applyEvents, loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
 import type { LoadedState, Persistence, ReadinessReport } from './types.js';
 
 /**
@@ -42,6 +42,8 @@ export async function createEmbeddedStore(opts: {
     },
     append: (events) => committer.append(events),
     recentTransitions: (c, g, limit) => readTransitions(db, c, g, limit),
+    studentTransitions: (id, limit) => readStudentTransitions(db, id, limit),
+    fillHistory: (opts) => readFillHistory(db, opts),
     async readiness(): Promise<ReadinessReport> {
       try {
         await db.query('SELECT 1');

@@ -10,7 +10,7 @@ import { setLogStall } from './metrics.js';
 import { migrate } from './migrations.js';
 import { createPgClient } from './pg-client.js';
 import { createReadCopy } from './read-copy.js';
-import { loadState, readTransitions } from './state-store.js';
+import { loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
 import { shardOfEvent, type ClusterMembership, type DomainEvent, type LoadedState, type Persistence, type ReadinessReport } from './types.js';
 
 export interface FullStoreOptions {
@@ -52,6 +52,11 @@ export function streamNames(prefix: string): { stream: string; dead: string } {
  * database snapshot plus the stream's tail from the offset the database recorded, so a restart
  * with the batcher far behind is exact and immediate.
  */
+/** A read of the database failed: storage is away, said the project's way (the driver's words as cause). */
+function unreachable(err: unknown): never {
+  throw new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: (err as Error).message });
+}
+
 export async function createFullStore(opts: FullStoreOptions): Promise<FullStore> {
   const log = opts.logger.child({ module: 'full-store' });
   const names = streamNames(opts.prefix);
@@ -284,10 +289,9 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       await leases.stop();
       await leases.release().catch((err: unknown) => log.warn({ err }, 'could not release the leases; they expire by themselves'));
     },
-    recentTransitions: (c, g, limit) =>
-      readTransitions(db, c, g, limit).catch((err: unknown) => {
-        throw new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: (err as Error).message });
-      }),
+    recentTransitions: (c, g, limit) => readTransitions(db, c, g, limit).catch(unreachable),
+    studentTransitions: (id, limit) => readStudentTransitions(db, id, limit).catch(unreachable),
+    fillHistory: (opts) => readFillHistory(db, opts).catch(unreachable),
     async readiness(): Promise<ReadinessReport> {
       const checks: ReadinessReport['checks'] = {};
       // A stall recorded by whichever process runs the batcher (this one or `npm run batcher`).

@@ -1,7 +1,15 @@
 import { sectionKey } from '../actors/section-logic.js';
 import type { SectionContext, SectionInfo, Sex } from '../actors/types.js';
 import type { SqlExecutor } from './sql-client.js';
-import { streamOf, type DomainEvent, type LoadedState, type LoadedStudent, type TransitionRecord } from './types.js';
+import {
+  streamOf,
+  type DomainEvent,
+  type FillPoint,
+  type LoadedState,
+  type LoadedStudent,
+  type StudentTransitionRecord,
+  type TransitionRecord,
+} from './types.js';
 
 /**
  * Applies events to the Go service's tables and reads them back. Shared by the embedded store and
@@ -379,4 +387,62 @@ export async function readTransitions(db: SqlExecutor, courseId: number, groupId
     at: new Date(ms(x.at) as number).toISOString(),
     payload: (typeof x.payload === 'string' ? JSON.parse(x.payload) : x.payload) as Record<string, unknown>,
   }));
+}
+
+/** A student's transitions (seat, queue, drop and action events) across every section, newest first. */
+export async function readStudentTransitions(db: SqlExecutor, studentId: number, limit: number): Promise<StudentTransitionRecord[]> {
+  const r = await db.query<Record<string, unknown>>(
+    `SELECT seq, type, course_id, group_id, student_id, request_id, actor, at, payload FROM transitions
+     WHERE student_id = $1 AND type <> 'studentCreated' ORDER BY at DESC, id DESC LIMIT $2`,
+    [studentId, limit],
+  );
+  return r.rows.map((x) => ({
+    seq: Number(x.seq),
+    type: x.type as string,
+    courseId: num(x.course_id),
+    groupId: num(x.group_id),
+    studentId: num(x.student_id),
+    requestId: x.request_id as string,
+    actor: x.actor as string,
+    at: new Date(ms(x.at) as number).toISOString(),
+    payload: (typeof x.payload === 'string' ? JSON.parse(x.payload) : x.payload) as Record<string, unknown>,
+  }));
+}
+
+/**
+ * Seats taken and reserve-queue places held over time, from the transition log: the log is cut
+ * into `buckets` equal spans between its first and last seat or queue event, each span's net change
+ * is summed in the database, and the running totals are returned, one point per non-empty span.
+ * One section when `section` is given, else every section (the whole term).
+ */
+export async function readFillHistory(
+  db: SqlExecutor,
+  opts: { buckets: number; section?: { courseId: number; groupId: number } },
+): Promise<FillPoint[]> {
+  const where = opts.section ? 'AND course_id = $2 AND group_id = $3' : '';
+  const params: unknown[] = [opts.buckets];
+  if (opts.section) params.push(opts.section.courseId, opts.section.groupId);
+  const r = await db.query<Record<string, unknown>>(
+    `WITH moves AS (
+       SELECT at,
+         CASE WHEN type IN ('studentEnrolled', 'studentPromoted') THEN 1
+              WHEN type = 'studentDropped' AND payload->>'from' = 'registered' THEN -1 ELSE 0 END AS dr,
+         CASE WHEN type = 'studentQueued' THEN 1
+              WHEN type = 'studentPromoted' THEN -1
+              WHEN type = 'studentDropped' AND payload->>'from' = 'queued' THEN -1 ELSE 0 END AS dq
+       FROM transitions
+       WHERE type IN ('studentEnrolled', 'studentQueued', 'studentPromoted', 'studentDropped') ${where}
+     ), span AS (SELECT extract(epoch FROM min(at)) AS lo, extract(epoch FROM max(at)) AS hi FROM moves)
+     SELECT width_bucket(extract(epoch FROM m.at), span.lo, span.hi + 0.001, $1) AS k,
+            max(m.at) AS at, sum(m.dr) AS dr, sum(m.dq) AS dq
+     FROM moves m, span GROUP BY k ORDER BY k`,
+    params,
+  );
+  let registered = 0;
+  let queued = 0;
+  return r.rows.map((x) => {
+    registered += Number(x.dr);
+    queued += Number(x.dq);
+    return { at: new Date(ms(x.at) as number).toISOString(), registered, queued };
+  });
 }

@@ -52,6 +52,20 @@ export interface TransitionRecord {
   payload: Record<string, unknown>;
 }
 
+/** A transition about one student, with the section it happened in (null for registry events). */
+export interface StudentTransitionRecord extends TransitionRecord {
+  courseId: number | null;
+  groupId: number | null;
+}
+
+/** Running totals after one span of the transition log (see `fillHistory`). */
+export interface FillPoint {
+  /** The last transition of the span, ISO 8601. */
+  at: string;
+  registered: number;
+  queued: number;
+}
+
 export interface ReadinessReport {
   ready: boolean;
   checks: Record<string, { ok: boolean; detail?: string }>;
@@ -71,6 +85,13 @@ export interface Persistence {
   append(events: DomainEvent[]): Promise<void>;
   /** Most recent transitions of one section, newest first. */
   recentTransitions(courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]>;
+  /** Most recent transitions about one student, across sections, newest first (the admin's history). */
+  studentTransitions(studentId: number, limit: number): Promise<StudentTransitionRecord[]>;
+  /**
+   * Seats taken and queue places held over time (one section, or the whole term), in at most
+   * `buckets` points, oldest first. In full mode this is what the batcher has written so far.
+   */
+  fillHistory(opts: { buckets: number; section?: { courseId: number; groupId: number } }): Promise<FillPoint[]>;
   readiness(): Promise<ReadinessReport>;
   close(): Promise<void>;
 }

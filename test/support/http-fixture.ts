@@ -300,6 +300,7 @@ export const GUARDED: { method: string; url: string; role: 'student' | 'staff' |
   { method: 'DELETE', url: '/student/course?course_id=101', role: 'student' },
   { method: 'GET', url: '/student/course', role: 'student' },
   { method: 'GET', url: '/student/courses', role: 'student' },
+  { method: 'POST', url: '/student/swap', role: 'student' },
   { method: 'PUT', url: '/staff/force-std', role: 'staff' },
   { method: 'DELETE', url: '/staff/force-std?std_id=1&course_id=101&group_id=1', role: 'staff' },
   { method: 'GET', url: '/staff/student-courses?std_id=1', role: 'staff' },

@@ -42,6 +42,7 @@ export type Intent =
   | `enroll:${Sex}`
   | 'enroll:member'
   | 'enroll:overUnits'
+  | 'enroll:seatOnly'
   | `drop:registered:${Sex}`
   | 'drop:queueHead'
   | 'drop:queueTail'
@@ -77,6 +78,12 @@ export function resolveIntent(ctx: SectionContext, label: Intent): LabeledComman
         const id = nonMembers(ctx)[0];
         if (id === undefined) return null;
         return withLabel({ type: 'enroll', studentId: id, gender: genderOf(id), schedule: { ...schedule, maxUnits: 0 }, cause });
+      }
+      if (arg === 'seatOnly') {
+        // A newcomer who takes a seat or nothing (a swap without queue_ok): NO_SEAT in reserveOnly.
+        const id = nonMembers(ctx)[0];
+        if (id === undefined) return null;
+        return withLabel({ type: 'enroll', studentId: id, gender: genderOf(id), schedule, seatOnly: true, cause });
       }
       if (arg === 'member') {
         const id = ctx.registered[0] ?? ctx.queue[0];
@@ -132,6 +139,7 @@ export const ALL_INTENTS: readonly Intent[] = [
   'enroll:female',
   'enroll:member',
   'enroll:overUnits',
+  'enroll:seatOnly',
   'drop:registered:male',
   'drop:registered:female',
   'drop:queueHead',

@@ -8,7 +8,15 @@ import { createFullStore, streamNames } from '../../src/persistence/full-store.j
 import { createPgClient } from '../../src/persistence/pg-client.js';
 import type { SqlClient } from '../../src/persistence/sql-client.js';
 import { loadState } from '../../src/persistence/state-store.js';
-import type { DomainEvent, LoadedState, Persistence, ReadinessReport, TransitionRecord } from '../../src/persistence/types.js';
+import type {
+  DomainEvent,
+  FillPoint,
+  LoadedState,
+  Persistence,
+  ReadinessReport,
+  StudentTransitionRecord,
+  TransitionRecord,
+} from '../../src/persistence/types.js';
 import { deleteQueues } from './amqp.js';
 import { type Reply, type RequestOptions, SECRET, TTL_SECONDS, WINDOW_MS } from './http-fixture.js';
 import { MemoryPersistence } from './memory-persistence.js';
@@ -60,6 +68,14 @@ export class RecordingPersistence implements Persistence {
 
   recentTransitions(courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]> {
     return this.inner.recentTransitions(courseId, groupId, limit);
+  }
+
+  studentTransitions(studentId: number, limit: number): Promise<StudentTransitionRecord[]> {
+    return this.inner.studentTransitions(studentId, limit);
+  }
+
+  fillHistory(opts: { buckets: number; section?: { courseId: number; groupId: number } }): Promise<FillPoint[]> {
+    return this.inner.fillHistory(opts);
   }
 
   readiness(): Promise<ReadinessReport> {

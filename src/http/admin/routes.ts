@@ -7,6 +7,7 @@ import { bearerToken, principalOf, type TokenSession } from '../auth.js';
 import type { RouteContext } from '../context.js';
 import { toTransition } from '../course-data.js';
 import { bearer, errorResponses, SectionParams } from '../schemas.js';
+import { describeActor, describeSectionTransition } from './describe.js';
 import { SectionFeed, sseEvent, toAdminSection, type FeedClient } from './feed.js';
 import { createFeedTickets } from './feed-tickets.js';
 import { machineGraph, toMermaid } from './machine-graph.js';
@@ -189,7 +190,12 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
         request.log.warn({ err }, 'reading transitions failed');
         throw new EngineError('UNAVAILABLE', 'the transition history cannot be read right now; try again shortly');
       });
-      return { section, registered: members.registered, queue: members.queue, transitions: records.map(toTransition) };
+      const transitions = records.map((t) => ({
+        ...toTransition(t),
+        text: describeSectionTransition(t.type, t.studentId, t.payload),
+        by: describeActor(t.actor),
+      }));
+      return { section, registered: members.registered, queue: members.queue, transitions };
     },
   );
 

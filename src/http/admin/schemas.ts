@@ -46,7 +46,14 @@ export const AdminSectionDetail = Type.Object({
   section: AdminSection,
   registered: Type.Array(Type.Integer(), { description: 'In the order they got their seat' }),
   queue: Type.Array(Type.Integer(), { description: 'Reserve queue, head first' }),
-  transitions: Type.Array(Transition, { description: 'Most recent first' }),
+  transitions: Type.Array(
+    Type.Object({
+      ...Transition.properties,
+      text: Type.String({ description: 'What happened, in words' }),
+      by: Type.String({ description: 'Who asked: "student 5", "staff 1" or "system"' }),
+    }),
+    { description: 'Most recent first' },
+  ),
 });
 
 const StateNode = Type.Object({
@@ -118,3 +125,78 @@ export const textResponse = (mediaType: string, description: string) => ({
   description,
   content: { [mediaType]: { schema: Type.String() } },
 });
+
+/** `GET /admin/api/summary`: the totals at the top of the admin page. */
+export const AdminSummary = Type.Object(
+  {
+    sections: Type.Integer(),
+    students: Type.Integer(),
+    students_holding: Type.Integer({ description: 'Students registered (holding a seat) in at least one section' }),
+    students_queued: Type.Integer({ description: 'Students waiting in at least one reserve queue' }),
+    sections_full: Type.Integer({ description: 'Open sections with no free seat (their reserve queue may still have room)' }),
+    sections_closed: Type.Integer(),
+    sections_waitlisted: Type.Integer({ description: 'Sections with at least one student in their reserve queue' }),
+  },
+  { title: 'AdminSummary' },
+);
+
+/** A point of a fill-over-time series. */
+const FillPointSchema = Type.Object({
+  at: Type.String({ description: 'Last transition of the span, ISO 8601' }),
+  registered: Type.Integer({ description: 'Seats taken after the span' }),
+  queued: Type.Integer({ description: 'Reserve-queue places held after the span' }),
+});
+
+/** `GET /admin/api/fill` and `GET /admin/api/sections/:courseId/:groupId/fill`. */
+export const AdminFill = Type.Object(
+  {
+    points: Type.Array(FillPointSchema, { description: 'Oldest first; empty before the first seat or queue change' }),
+    capacity: Type.Integer({ description: 'Seats now (for the term: of every open section)' }),
+    reserve_capacity: Type.Integer({ description: 'Reserve places now (for the term: of every open section)' }),
+  },
+  { title: 'AdminFill' },
+);
+
+/** A transition as the admin page shows it: a sentence, who did it and when. */
+export const AdminHistoryEntry = Type.Object({
+  at: Type.String({ description: 'ISO 8601' }),
+  type: Type.String({ description: 'The event type, for filtering; `text` is what people read' }),
+  text: Type.String({ description: 'What happened, in words' }),
+  by: Type.String({ description: 'Who asked: "student 5", "staff 1" or "system"' }),
+  course_id: nullableInteger('Section the transition happened in (null for registry events)'),
+  group_id: nullableInteger('Section the transition happened in (null for registry events)'),
+});
+
+/** `GET /admin/api/students/:studentId`: a student's record, timetable and history. */
+export const AdminStudent = Type.Object(
+  {
+    student: Type.Object({
+      id: Type.Integer(),
+      gender: Type.String(),
+      department: nullableInteger('Department id'),
+      entry_year: nullableInteger('Entry year'),
+      max_units: Type.Integer(),
+      units_held: Type.Integer({ description: 'Units of every section held, registered or queued' }),
+      remaining_actions: Type.Integer(),
+      window_opens: Type.String({ description: 'Start of the enrollment window, ISO 8601' }),
+    }),
+    timetable: Type.Array(
+      Type.Object({
+        course_id: Type.Integer(),
+        group_id: Type.Integer(),
+        name: Type.String(),
+        lecturer: Type.String(),
+        units: Type.Integer(),
+        status: Type.Union([Type.Literal('registered'), Type.Literal('queued')]),
+        queue_position: nullableInteger('1-based, when queued'),
+        class_time: Type.Array(
+          Type.Object({ day: Type.Integer({ description: '0 = Sunday' }), start_minute: Type.Integer(), end_minute: Type.Integer() }),
+        ),
+        exam_time: Type.Unsafe<string | null>({ type: ['string', 'null'], description: 'Exam start, ISO 8601' }),
+      }),
+      { description: 'By weekday and start time of the first class' },
+    ),
+    history: Type.Array(AdminHistoryEntry, { description: 'Newest first' }),
+  },
+  { title: 'AdminStudent' },
+);

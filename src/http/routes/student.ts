@@ -14,9 +14,11 @@ import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } fro
 export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, throttle }) => {
   markGoCompatible(app);
   app.addHook('onRequest', tokens.requireRole('student'));
-  // The per-student write limit (off unless configured): counted before the body is validated, as a click is.
+  // The per-student write limit: counted before the body is validated, as a click is, and in
+  // preValidation so that it runs after the app-level forwarder: a write forwarded to its shard's
+  // owner is counted once, by the instance that decides it, not by both.
   if (throttle.policy.studentWriteLimit > 0) {
-    app.addHook('onRequest', async (request) => {
+    app.addHook('preValidation', async (request) => {
       if (request.method !== 'GET' && request.principal !== null) await throttle.studentWrite(request.principal.id);
     });
   }

@@ -26,7 +26,9 @@ const state = {
   detail: null,
   layout: null,
   shownState: null,
-  filter: { q: '', dept: '', sort: 'busy' },
+  filter: { q: '', dept: '', sort: 'busy', status: 'all' },
+  /** The student shown in the student view, or null. */
+  student: null,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -181,12 +183,33 @@ function recomputeView() {
   const out = [];
   for (const r of state.rows.values()) {
     if (dept !== null && r.department !== dept) continue;
+    if (!matchesStatus(r, state.filter.status)) continue;
     if (q && !(r.lname.includes(q) || r.llect.includes(q) || String(r.course_id).includes(q) || r.key === q)) continue;
     out.push(r);
   }
   out.sort(SORTS[state.filter.sort] || SORTS.busy);
   state.view = out;
   $('count').textContent = `${out.length} of ${state.rows.size} sections`;
+}
+
+/** The same definitions as the server's totals and CSV filter: full = open with no free seat. */
+function matchesStatus(r, status) {
+  if (status === 'full') return !r.closed && r.registered_count >= r.capacity;
+  if (status === 'closed') return r.closed;
+  if (status === 'waitlisted') return r.reserved_count > 0;
+  return true;
+}
+
+function setStatusFilter(status) {
+  state.filter.status = status;
+  $('status-filter').value = status;
+  for (const b of document.querySelectorAll('#totals [data-filter]')) b.setAttribute('aria-pressed', String(b.dataset.filter === status));
+  listEl.scrollTop = 0;
+  schedule('view');
+}
+$('status-filter').addEventListener('change', (e) => setStatusFilter(e.target.value));
+for (const b of document.querySelectorAll('#totals [data-filter]')) {
+  b.addEventListener('click', () => setStatusFilter(state.filter.status === b.dataset.filter ? 'all' : b.dataset.filter));
 }
 
 $('search').addEventListener('input', (e) => {
@@ -326,6 +349,7 @@ listEl.addEventListener('keydown', (e) => {
 // Selected section
 
 function select(key) {
+  if (state.student !== null) closeStudent();
   if (state.selected === key) return;
   state.selected = key;
   state.detail = null;
@@ -351,11 +375,12 @@ const detailLoader = {
     if (!key) return;
     this.busy = true;
     try {
-      const data = await api('GET', `/admin/api/sections/${key}?limit=30`);
+      const [data, fill] = await Promise.all([api('GET', `/admin/api/sections/${key}?limit=30`), api('GET', `/admin/api/sections/${key}/fill`)]);
       if (key === state.selected) {
         state.detail = data;
         upsert(data.section);
         schedule('detail');
+        drawFill($('section-fill'), fill, 'section');
       }
     } catch (err) {
       if (key === state.selected) showResult(false, `Could not load the section: ${err.message}`);
@@ -384,11 +409,18 @@ function setText(id, text) {
 function fillIds(listId, ids, max) {
   const ol = $(listId);
   const frag = document.createDocumentFragment();
-  for (const id of ids.slice(0, max)) {
+  // The position is its own element, never the list marker: markers of 10 and more ran into the ids.
+  ids.slice(0, max).forEach((id, i) => {
     const li = document.createElement('li');
-    li.textContent = String(id);
+    const pos = document.createElement('span');
+    pos.className = 'pos';
+    pos.textContent = String(i + 1);
+    const sid = document.createElement('span');
+    sid.className = 'sid';
+    sid.textContent = String(id);
+    li.append(pos, sid);
     frag.append(li);
-  }
+  });
   if (ids.length > max) {
     const li = document.createElement('li');
     li.className = 'muted';
@@ -398,28 +430,20 @@ function fillIds(listId, ids, max) {
   ol.replaceChildren(frag);
 }
 
+/** Local date and time to the second, in the browser's own time zone and language. */
+const TIME_FORMAT = { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' };
 const fmtTime = (iso) => {
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? iso : `${d.toLocaleDateString()} ${d.toLocaleTimeString()}.${String(d.getMilliseconds()).padStart(3, '0')}`;
+  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString(undefined, TIME_FORMAT);
 };
-
-const SKIP_PAYLOAD = new Set(['type', 'courseId', 'groupId', 'seq', 'cause', 'studentId']);
-function payloadSummary(p) {
-  const parts = [];
-  for (const [k, v] of Object.entries(p || {})) {
-    if (SKIP_PAYLOAD.has(k)) continue;
-    let s = typeof v === 'string' ? v : JSON.stringify(v);
-    if (s.length > 60) s = `${s.slice(0, 57)}…`;
-    parts.push(`${k}=${s}`);
-  }
-  return parts.join(' ');
-}
 
 function renderDetail() {
   const key = state.selected;
   const row = key ? state.rows.get(key) : null;
-  $('detail-empty').hidden = !!row;
-  $('detail-body').hidden = !row;
+  const studentShown = state.student !== null;
+  $('student-view').hidden = !studentShown;
+  $('detail-empty').hidden = !!row || studentShown;
+  $('detail-body').hidden = !row || studentShown;
   if (!row) return;
   $('d-title').textContent = `${row.key} · ${row.name}`;
   $('d-lecturer').textContent = row.lecturer;
@@ -435,6 +459,16 @@ function renderDetail() {
     cap.value = String(row.capacity);
     cap.dataset.shown = String(row.capacity);
   }
+  const reserve = $('a-reserve');
+  if (document.activeElement !== reserve && reserve.dataset.shown !== String(row.reserve_capacity)) {
+    reserve.value = String(row.reserve_capacity);
+    reserve.dataset.shown = String(row.reserve_capacity);
+  }
+  const lock = $('a-sexlock');
+  if (document.activeElement !== lock && lock.dataset.shown !== String(row.sex_lock)) {
+    lock.value = row.sex_lock ?? '';
+    lock.dataset.shown = String(row.sex_lock);
+  }
   highlight(row.state);
 
   const d = state.detail;
@@ -445,20 +479,13 @@ function renderDetail() {
   const frag = document.createDocumentFragment();
   for (const t of d.transitions) {
     const tr = document.createElement('tr');
-    const cells = [
-      String(t.seq),
-      fmtTime(t.at),
-      t.type,
-      t.student_id === null ? '' : String(t.student_id),
-      t.actor,
-      payloadSummary(t.payload),
-      t.request_id,
-    ];
+    tr.dataset.type = t.type;
+    const cells = [String(t.seq), fmtTime(t.at), t.text, t.by];
     cells.forEach((c, i) => {
       const td = document.createElement('td');
       td.textContent = c;
-      if (i === 5) td.className = 'details';
-      if (i === 6) td.className = 'req';
+      if (i === 0) td.className = 'num';
+      if (i === 1) td.className = 'when';
       tr.append(td);
     });
     frag.append(tr);
@@ -623,6 +650,7 @@ async function act(label, method, url, body) {
     showResult(false, `${label} refused (${err.status} ${err.code}): ${err.message}`);
   }
   detailLoader.request();
+  summary.request();
 }
 
 const sel = () => state.rows.get(state.selected);
@@ -640,7 +668,12 @@ $('f-capacity').addEventListener('submit', (e) => {
 });
 $('a-close').addEventListener('click', () => {
   const r = sel();
-  if (r) void act('Close', 'POST', `/sections/${r.course_id}/${r.group_id}/close`);
+  if (!r) return;
+  confirmThen(
+    `Close section ${r.course_id}-${r.group_id} (${r.name})? Students can no longer enroll or queue; the ${r.registered_count} registered and ${r.reserved_count} queued keep their places.`,
+    'Close section',
+    () => act('Close', 'POST', `/sections/${r.course_id}/${r.group_id}/close`),
+  );
 });
 $('a-reopen').addEventListener('click', () => {
   const r = sel();
@@ -667,9 +700,301 @@ $('a-drop').addEventListener('click', () => {
   const id = studentId();
   if (r && id !== null) {
     const q = new URLSearchParams({ std_id: String(id), course_id: String(r.course_id), group_id: String(r.group_id) });
-    void act(`Force drop ${id}`, 'DELETE', `/staff/force-std?${q}`);
+    confirmThen(
+      `Remove student ${id} from section ${r.course_id}-${r.group_id} (${r.name})? Their place goes to the head of the reserve queue; this uses none of the student's actions.`,
+      'Remove student',
+      () => act(`Force drop ${id}`, 'DELETE', `/staff/force-std?${q}`),
+    );
   }
 });
+
+$('f-settings').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const r = sel();
+  if (!r) return;
+  const reserve = Number($('a-reserve').value);
+  if (!Number.isInteger(reserve) || reserve < 0) {
+    showResult(false, 'Reserve places must be a whole number, 0 or more.');
+    return;
+  }
+  const lock = $('a-sexlock').value || null;
+  const body = {};
+  if (reserve !== r.reserve_capacity) body.reserve_capacity = reserve;
+  if (lock !== r.sex_lock) body.sex_lock = lock;
+  if (Object.keys(body).length === 0) {
+    showResult(true, 'Nothing to change.');
+    return;
+  }
+  const what = [
+    body.reserve_capacity !== undefined ? `reserve places ${reserve}` : '',
+    body.sex_lock !== undefined ? `sex lock ${lock ?? 'none'}` : '',
+  ].filter(Boolean).join(', ');
+  $('a-reserve').dataset.shown = '';
+  $('a-sexlock').dataset.shown = '';
+  void act(`Set ${what}`, 'PATCH', `/sections/${r.course_id}/${r.group_id}`, body);
+});
+
+$('a-roster').addEventListener('click', () => {
+  const r = sel();
+  if (r) void download(`/admin/api/sections/${r.course_id}/${r.group_id}/roster.csv`, `roster-${r.course_id}-${r.group_id}.csv`);
+});
+$('export-sections').addEventListener('click', () => {
+  const f = state.filter.status;
+  void download(`/admin/api/sections.csv?filter=${f}`, f === 'all' ? 'sections.csv' : `sections-${f}.csv`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Confirmation before a change that cannot simply be undone by the same student
+
+let confirmAction = null;
+function confirmThen(text, okLabel, action) {
+  confirmAction = action;
+  $('confirm-text').textContent = text;
+  $('confirm-ok').textContent = okLabel;
+  $('confirm').showModal();
+  $('confirm-cancel').focus();
+}
+$('confirm-cancel').addEventListener('click', () => {
+  confirmAction = null;
+  $('confirm').close();
+  showResult(true, 'Cancelled; nothing was changed.');
+});
+$('confirm-ok').addEventListener('click', () => {
+  const action = confirmAction;
+  confirmAction = null;
+  $('confirm').close();
+  if (action) void action();
+});
+$('confirm').addEventListener('cancel', () => {
+  confirmAction = null;
+});
+
+// ---------------------------------------------------------------------------------------------
+// CSV downloads: fetched with the token in the header (never in a URL), saved from a blob
+
+async function download(url, filename) {
+  try {
+    const res = await fetch(url, { headers: { authorization: `Bearer ${state.token}` } });
+    if (!res.ok) {
+      const data = await res.json().catch(() => ({}));
+      showResult(false, `Export refused (${res.status} ${data.code ?? ''}): ${data.reason ?? res.statusText}`);
+      return;
+    }
+    const blob = await res.blob();
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = filename;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+  } catch {
+    showResult(false, 'Export failed: the server cannot be reached.');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Totals, refreshed at most once a second while the feed reports changes
+
+const summary = {
+  timer: 0,
+  last: 0,
+  request() {
+    if (this.timer) return;
+    const wait = Math.max(0, this.last + 1000 - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = 0;
+      this.last = Date.now();
+      void loadSummary();
+    }, wait);
+  },
+};
+
+async function loadSummary() {
+  try {
+    const s = await api('GET', '/admin/api/summary');
+    $('t-holding').textContent = s.students_holding.toLocaleString();
+    $('t-queued').textContent = s.students_queued.toLocaleString();
+    $('t-full').textContent = s.sections_full.toLocaleString();
+    $('t-closed').textContent = s.sections_closed.toLocaleString();
+    $('t-waitlisted').textContent = s.sections_waitlisted.toLocaleString();
+    $('totals').dataset.loaded = 'true';
+  } catch {
+    // The next change or resync tries again.
+  }
+  // The term chart reads the whole transition log: at most every 10 s, however busy the term is.
+  if (!state.selected && state.student === null && Date.now() - termFillAt > 10_000) void loadTermFill();
+}
+
+let termFillAt = 0;
+async function loadTermFill() {
+  termFillAt = Date.now();
+  try {
+    drawFill($('term-fill'), await api('GET', '/admin/api/fill'), 'term');
+  } catch {
+    // Shown again on the next refresh.
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fill over time: a plain SVG step chart (no library; the page's CSP allows only its own script)
+
+const FILL_W = 640;
+const FILL_H = 220;
+const PAD = { l: 64, r: 16, t: 30, b: 34 };
+
+function shortTime(ms, spanMs) {
+  const d = new Date(ms);
+  return spanMs > 36 * 3600_000
+    ? d.toLocaleDateString(undefined, { month: 'short', day: 'numeric' })
+    : d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+}
+
+/** `scope` is 'section' (capacity drawn as a line) or 'term' (capacity only named: it would flatten the lines). */
+function drawFill(root, data, scope) {
+  root.replaceChildren();
+  root.setAttribute('viewBox', `0 0 ${FILL_W} ${FILL_H}`);
+  const pts = data.points.map((p) => ({ t: new Date(p.at).getTime(), r: p.registered, q: p.queued }));
+  root.dataset.points = String(pts.length);
+  const last = pts.at(-1);
+  root.dataset.lastRegistered = last ? String(last.r) : '0';
+  root.dataset.lastQueued = last ? String(last.q) : '0';
+  if (pts.length === 0) {
+    svg('text', { x: FILL_W / 2, y: FILL_H / 2, 'text-anchor': 'middle', class: 'f-empty' }, root).textContent = 'No seats taken yet.';
+    return;
+  }
+  const t0 = pts[0].t;
+  const t1 = Math.max(pts.at(-1).t, t0 + 60_000);
+  const top = Math.max(1, ...pts.map((p) => Math.max(p.r, p.q)));
+  // The capacity line is drawn when it is in reach of the data (a section); for the whole term it
+  // would flatten every line at the bottom, so it is only named in the legend.
+  const showCapacity = scope === 'section' && data.capacity > 0;
+  const ymax = showCapacity ? Math.max(top, data.capacity) : Math.ceil(top * 1.1);
+  const x = (t) => PAD.l + ((t - t0) / (t1 - t0)) * (FILL_W - PAD.l - PAD.r);
+  const y = (v) => FILL_H - PAD.b - (v / ymax) * (FILL_H - PAD.t - PAD.b);
+  for (const v of [0, Math.round(ymax / 2), ymax]) {
+    svg('line', { x1: PAD.l, x2: FILL_W - PAD.r, y1: y(v), y2: y(v), class: 'f-grid' }, root);
+    svg('text', { x: PAD.l - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'f-axis' }, root).textContent = v.toLocaleString();
+  }
+  svg('text', { x: PAD.l, y: FILL_H - 10, class: 'f-axis' }, root).textContent = shortTime(t0, t1 - t0);
+  svg('text', { x: FILL_W - PAD.r, y: FILL_H - 10, 'text-anchor': 'end', class: 'f-axis' }, root).textContent = shortTime(t1, t1 - t0);
+  if (showCapacity) {
+    svg('line', { x1: PAD.l, x2: FILL_W - PAD.r, y1: y(data.capacity), y2: y(data.capacity), class: 'f-capacity' }, root);
+    svg('text', { x: FILL_W - PAD.r, y: y(data.capacity) + 14, 'text-anchor': 'end', class: 'f-axis' }, root).textContent =
+      `capacity now ${data.capacity.toLocaleString()}`;
+  }
+  // Steps: each value holds until the next point.
+  const step = (key) => {
+    let d = `M ${x(t0)} ${y(0)}`;
+    for (const p of pts) d += ` H ${x(p.t)} V ${y(p[key])}`;
+    return `${d} H ${x(t1)}`;
+  };
+  svg('path', { d: step('r'), class: 'f-line f-registered' }, root);
+  svg('path', { d: step('q'), class: 'f-line f-queued' }, root);
+  const legend = svg('text', { x: PAD.l, y: 16, class: 'f-legend' }, root);
+  svg('tspan', { class: 'f-registered-text' }, legend).textContent = `■ seats taken ${last.r.toLocaleString()}`;
+  svg('tspan', { dx: 14, class: 'f-queued-text' }, legend).textContent = `■ queued ${last.q.toLocaleString()}`;
+  if (!showCapacity && data.capacity > 0) {
+    svg('tspan', { dx: 14, class: 'f-axis' }, legend).textContent = `of ${data.capacity.toLocaleString()} seats in open sections`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Student lookup: record, timetable and history
+
+const DAY_NAMES = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const hhmm = (m) => `${String(Math.floor(m / 60)).padStart(2, '0')}:${String(m % 60).padStart(2, '0')}`;
+
+$('lookup-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const v = $('lookup-id').value.trim();
+  if (!/^[0-9]{1,10}$/.test(v)) {
+    showStudentError('Enter a numeric student id.');
+    return;
+  }
+  void openStudent(Number(v));
+});
+$('s-close').addEventListener('click', () => closeStudent());
+
+function showStudentError(text) {
+  state.student = 'error';
+  $('s-title').textContent = text;
+  for (const id of ['s-units', 's-actions', 's-gender', 's-dept', 's-window']) $(id).textContent = '';
+  $('s-timetable').tBodies[0].replaceChildren();
+  $('s-history').tBodies[0].replaceChildren();
+  schedule('detail');
+}
+
+async function openStudent(id) {
+  let data;
+  try {
+    data = await api('GET', `/admin/api/students/${id}`);
+  } catch (err) {
+    showStudentError(err.code === 'STUDENT_NOT_FOUND' ? `No student ${id}.` : `Could not load student ${id}: ${err.message}`);
+    return;
+  }
+  state.student = id;
+  const s = data.student;
+  $('s-title').textContent = `Student ${s.id}`;
+  $('s-units').textContent = `${s.units_held} / ${s.max_units}`;
+  $('s-actions').textContent = String(s.remaining_actions);
+  $('s-gender').textContent = s.gender;
+  const dept = state.departments.find((d) => d.id === s.department);
+  $('s-dept').textContent = dept ? dept.name : s.department === null ? 'none' : String(s.department);
+  $('s-window').textContent = fmtTime(s.window_opens);
+  const tt = document.createDocumentFragment();
+  for (const t of data.timetable) {
+    const tr = document.createElement('tr');
+    const classes = t.class_time.length === 0 ? 'none' : `${t.class_time.map((c) => DAY_NAMES[c.day]).join(' ')} ${hhmm(t.class_time[0].start_minute)}-${hhmm(t.class_time[0].end_minute)}`;
+    const status = t.status === 'queued' ? `queued, place ${t.queue_position}` : 'registered';
+    const cells = [`${t.course_id}-${t.group_id}`, t.name, status, classes, t.exam_time === null ? 'none' : fmtTime(t.exam_time), String(t.units)];
+    cells.forEach((c, i) => {
+      const td = document.createElement('td');
+      td.textContent = c;
+      if (i === 0) {
+        td.className = 'link';
+        td.tabIndex = 0;
+        td.addEventListener('click', () => select(`${t.course_id}/${t.group_id}`));
+      }
+      if (i === 5) td.className = 'num';
+      tr.append(td);
+    });
+    tt.append(tr);
+  }
+  if (data.timetable.length === 0) tt.append(emptyRow(6, 'No sections.'));
+  $('s-timetable').tBodies[0].replaceChildren(tt);
+  const hist = document.createDocumentFragment();
+  for (const h of data.history) {
+    const tr = document.createElement('tr');
+    tr.dataset.type = h.type;
+    [fmtTime(h.at), h.text, h.by].forEach((c, i) => {
+      const td = document.createElement('td');
+      td.textContent = c;
+      if (i === 0) td.className = 'when';
+      tr.append(td);
+    });
+    hist.append(tr);
+  }
+  if (data.history.length === 0) hist.append(emptyRow(3, 'Nothing yet.'));
+  $('s-history').tBodies[0].replaceChildren(hist);
+  schedule('detail');
+}
+
+function emptyRow(span, text) {
+  const tr = document.createElement('tr');
+  const td = document.createElement('td');
+  td.colSpan = span;
+  td.className = 'muted';
+  td.textContent = text;
+  tr.append(td);
+  return tr;
+}
+
+function closeStudent() {
+  state.student = null;
+  schedule('detail');
+  if (!state.selected) void loadTermFill();
+}
 
 // ---------------------------------------------------------------------------------------------
 // Live feed (server-sent events). EventSource cannot send headers, and a token in a URL would
@@ -700,13 +1025,17 @@ const feed = {
       setConn('live', 'live');
       // Whatever changed while disconnected: reload the list (rows only move forward by seq).
       loadList().catch(() => undefined);
+      summary.request();
       if (state.selected) detailLoader.request();
     });
     es.addEventListener('sections', (e) => {
       const { sections } = JSON.parse(e.data);
       let changed = false;
       for (const r of sections) changed = upsert(r) || changed;
-      if (changed) schedule('view');
+      if (changed) {
+        schedule('view');
+        summary.request();
+      }
     });
     // The server ends the stream at the token's expiry (or its revocation): ask the API, which logs out.
     es.addEventListener('expired', () => {
@@ -771,6 +1100,7 @@ async function start() {
   const sub = JSON.parse(atob(state.token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub;
   $('who').textContent = `staff ${sub}`;
   feed.start();
+  void loadSummary();
   const fromHash = decodeURIComponent(location.hash.slice(1));
   if (fromHash && state.rows.has(fromHash)) select(fromHash);
   schedule('view');

@@ -1,0 +1,24 @@
+/**
+ * CSV as RFC 4180 reads it (and spreadsheets open it): comma separated, CRLF line ends, a field
+ * quoted when it holds a comma, a quote or a line break, quotes doubled inside. Text that a
+ * spreadsheet would run as a formula (leading `=`, `+`, `-`, `@`, tab or CR) is prefixed with `'`,
+ * so a section named `=HYPERLINK(...)` stays text. Numbers are written as they are.
+ */
+
+export type CsvCell = string | number | boolean | null;
+
+const FORMULA_START = /^[=+\-@\t\r]/;
+
+export function csvField(v: CsvCell): string {
+  if (v === null) return '';
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  const text = FORMULA_START.test(v) ? `'${v}` : v;
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+/** A header row and data rows as one CSV document (with a final CRLF). */
+export function toCsv(header: string[], rows: CsvCell[][]): string {
+  const lines = [header.map(csvField).join(',')];
+  for (const r of rows) lines.push(r.map(csvField).join(','));
+  return `${lines.join('\r\n')}\r\n`;
+}
