@@ -141,6 +141,9 @@ async function main(): Promise<void> {
     `enrollment engine ready: API ${base}  docs ${base}/docs  admin ${base}/admin`,
   );
 
+  // Started by scripts/start.mjs (`npm start`): tell it the engine is listening, so it can leave.
+  if (process.send) process.send({ type: 'engine-ready', pid: process.pid, url: base }, () => process.disconnect?.());
+
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
