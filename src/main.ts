@@ -29,6 +29,7 @@ async function createPersistence(config: Config, logger: Logger): Promise<Persis
       logger,
       batchMaxEvents: config.batchMaxEvents,
       groupCommitLingerMs: config.groupCommitLingerMs,
+      sharedBuffersMb: config.pgliteSharedBuffersMb,
     });
   }
   const { createFullStore } = await import('./persistence/full-store.js');

@@ -20,9 +20,18 @@ export const PGLITE_SETTINGS: Readonly<Record<string, string>> = {
   maintenance_work_mem: '16MB',
 };
 
-const startParams = (): string[] => [
+/** Options of {@link createPgliteClient}. */
+export interface PgliteOptions {
+  /** Overrides `shared_buffers` (MB); PGLITE_SHARED_BUFFERS_MB, to measure or to trade memory for a larger data set. */
+  sharedBuffersMb?: number;
+}
+
+const startParams = (opts: PgliteOptions = {}): string[] => [
   ...PGlite.defaultStartParams,
-  ...Object.entries(PGLITE_SETTINGS).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
+  ...Object.entries({ ...PGLITE_SETTINGS, ...(opts.sharedBuffersMb ? { shared_buffers: `${opts.sharedBuffersMb}MB` } : {}) }).flatMap(([k, v]) => [
+    '-c',
+    `${k}=${v}`,
+  ]),
 ];
 
 /**
@@ -66,12 +75,12 @@ export async function initDataDir(dataDir: string): Promise<void> {
  * `dataDir` null keeps everything in memory (tests); otherwise files survive restarts, and a new
  * directory is created by a child process first (see {@link initDataDirInChild}).
  */
-export async function createPgliteClient(dataDir: string | null): Promise<SqlClient> {
+export async function createPgliteClient(dataDir: string | null, opts: PgliteOptions = {}): Promise<SqlClient> {
   if (dataDir) {
     mkdirSync(dataDir, { recursive: true });
     if (!existsSync(join(dataDir, 'PG_VERSION'))) await initDataDirInChild(dataDir);
   }
-  const db = dataDir ? await PGlite.create(dataDir, { startParams: startParams() }) : await PGlite.create({ startParams: startParams() });
+  const db = dataDir ? await PGlite.create(dataDir, { startParams: startParams(opts) }) : await PGlite.create({ startParams: startParams(opts) });
   const wrap = (q: Pick<PGlite, 'query'>): SqlExecutor => ({
     async query<R>(text: string, params?: unknown[]) {
       const r = await q.query<R>(text, params);
