@@ -17,6 +17,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
+import { performance } from 'node:perf_hooks';
 import { build, PID_FILE, ROOT, staleReason } from './build.mjs';
 const FLAGS = JSON.parse(readFileSync(join(ROOT, 'scripts', 'engine-flags.json'), 'utf8'));
 const say = (text) => process.stderr.write(`[npm start] ${text}\n`);

@@ -3,6 +3,7 @@
 // finishes what is in flight), and waits until it has exited (up to 60 s).
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import process from 'node:process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { PID_FILE } from './build.mjs';
 
 const say = (text) => process.stderr.write(`[npm stop] ${text}\n`);
@@ -34,7 +35,7 @@ const alive = () => {
   }
 };
 const deadline = Date.now() + 60_000;
-while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+while (alive() && Date.now() < deadline) await sleep(100);
 if (alive()) {
   say(`engine ${pid} is still running 60 s after SIGTERM`);
   process.exit(1);
