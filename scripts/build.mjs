@@ -3,15 +3,15 @@
 // `npm start` (scripts/start.mjs) can tell whether dist/ is up to date with the working tree.
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const STAMP = join(ROOT, 'dist', 'build-stamp.json');
-/** Pid of the engine `npm start` left running, for `npm stop` (scripts/start.mjs, scripts/stop.mjs). */
-export const PID_FILE = join(ROOT, '.engine.pid');
+/** Pid of the engine `npm start` left running, for `npm stop` (scripts/start.mjs, scripts/stop.mjs); ENGINE_PID_FILE moves it. */
+export const PID_FILE = process.env.ENGINE_PID_FILE || join(ROOT, '.engine.pid');
 
 /** Everything the build output depends on: the sources, the compiler settings and the build scripts. */
 function inputs() {
@@ -51,21 +51,58 @@ export function staleReason() {
   return stamp.inputs === inputsHash() ? null : 'the sources changed since the last build';
 }
 
-/** Runs the build; throws with the compiler's output when it fails. */
-export function build() {
+const LOCK = join(ROOT, '.build-lock');
+
+/**
+ * One build at a time in this checkout (two `npm start`s, or a test building beside another): a
+ * lock directory, taken over when older than 10 minutes (a build killed half-way).
+ */
+function withLock(fn) {
+  const deadline = Date.now() + 10 * 60_000;
+  for (;;) {
+    try {
+      mkdirSync(LOCK);
+      break;
+    } catch (err) {
+      if (err.code !== 'EEXIST') throw err;
+      try {
+        if (Date.now() - statSync(LOCK).mtimeMs > 10 * 60_000) rmSync(LOCK, { recursive: true, force: true });
+      } catch {
+        // gone meanwhile: try again
+      }
+      if (Date.now() > deadline) throw new Error(`another build holds ${LOCK}; remove it if no build is running`);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    rmSync(LOCK, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Runs the build; throws with the compiler's output when it fails. With `ifStale`, does nothing
+ * (and returns false) when dist/ turned out to be up to date once the lock was held.
+ */
+export function build({ ifStale = false } = {}) {
   const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
   if (!existsSync(tsc)) throw new Error('TypeScript is not installed: run `npm ci` (with dev dependencies) first');
-  const hash = inputsHash();
-  rmSync(STAMP, { force: true });
-  const steps = [
-    [tsc, '-p', 'tsconfig.build.json'],
-    [join(ROOT, 'scripts', 'copy-assets.mjs')],
-  ];
-  for (const args of steps) {
-    const r = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`build step failed: node ${args.map((a) => relative(ROOT, a) || a).join(' ')}\n${r.stdout}${r.stderr}`);
-  }
-  writeFileSync(STAMP, `${JSON.stringify({ inputs: hash, builtAt: new Date().toISOString() })}\n`);
+  return withLock(() => {
+    if (ifStale && staleReason() === null) return false;
+    const hash = inputsHash();
+    rmSync(STAMP, { force: true });
+    const steps = [
+      [tsc, '-p', 'tsconfig.build.json'],
+      [join(ROOT, 'scripts', 'copy-assets.mjs')],
+    ];
+    for (const args of steps) {
+      const r = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`build step failed: node ${args.map((a) => relative(ROOT, a) || a).join(' ')}\n${r.stdout}${r.stderr}`);
+    }
+    writeFileSync(STAMP, `${JSON.stringify({ inputs: hash, builtAt: new Date().toISOString() })}\n`);
+    return true;
+  });
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

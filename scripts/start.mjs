@@ -35,7 +35,7 @@ if (stale) {
   say(`building dist/ (${stale}) ...`);
   const t0 = performance.now();
   try {
-    build();
+    build({ ifStale: true });
   } catch (err) {
     say(err.message);
     process.exit(1);
