@@ -60,6 +60,13 @@ module.exports = {
       to: { path: '^src/engine/engine\\.ts$' },
     },
     {
+      name: 'no-layout-engine-when-serving',
+      severity: 'error',
+      comment: 'the statechart layout is precomputed (npm run layout); routes use its type only, so elkjs never loads in the server',
+      from: { path: '^src/http/admin/routes\\.ts$' },
+      to: { path: '^src/http/admin/machine-layout\\.ts$', dependencyTypesNot: ['type-only'] },
+    },
+    {
       name: 'persistence-knows-no-http',
       severity: 'error',
       from: { path: '^src/persistence' },

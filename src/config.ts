@@ -43,6 +43,8 @@ export interface Config {
   logRequests: boolean;
   /** Embedded mode's files (PGlite data, generated secret). */
   dataDir: string;
+  /** PGlite's buffer pool (MB); its WebAssembly memory never shrinks, so it is kept small (docs/memory.md). */
+  pgliteSharedBuffersMb: number;
   /** Load the demo data set into an empty store at start. */
   demoData: boolean;
   /** DEMO_DATA=true was set explicitly: the only way demo credentials may be live on a non-loopback address. */
@@ -205,6 +207,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel,
     logRequests: bool('LOG_REQUESTS', false),
     dataDir: str('DATA_DIR') ?? './data',
+    pgliteSharedBuffersMb: int('PGLITE_SHARED_BUFFERS_MB', 16, 1, 4096),
     demoData,
     demoDataExplicit,
     amqpPrefix,

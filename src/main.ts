@@ -35,6 +35,7 @@ async function createPersistence(config: Config, logger: Logger): Promise<Persis
       logger,
       batchMaxEvents: config.batchMaxEvents,
       groupCommitLingerMs: config.groupCommitLingerMs,
+      sharedBuffersMb: config.pgliteSharedBuffersMb,
     });
   }
   const { createFullStore } = await import('./persistence/full-store.js');
@@ -215,6 +216,8 @@ async function main(): Promise<void> {
       }),
     );
   }
+  // Started by scripts/start.mjs (`npm start`): tell it the engine is listening, so it can leave.
+  if (process.send) process.send({ type: 'engine-ready', pid: process.pid, url: base }, () => process.disconnect?.());
 
   let stopping = false;
   const shutdown = async (signal: string) => {

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { createMachine, type AnyStateMachine, type AnyStateNode } from 'xstate';
 import { sectionMachine } from '../src/actors/section-machine.js';
 import { activeStateIds, machineGraph, toMermaid, type MachineGraph } from '../src/http/admin/machine-graph.js';
-import { layoutMachine, type MachineLayout } from '../src/http/admin/machine-layout.js';
+import { layoutMachine, MACHINE_LAYOUT_FILE, type MachineLayout } from '../src/http/admin/machine-layout.js';
 import { createHttpFixture } from './support/http-fixture.js';
 
 /**
@@ -184,6 +187,22 @@ describe('machine graph derived from the section machine', () => {
     } finally {
       await fx.close();
     }
+  });
+
+  it('has its precomputed layout up to date: the committed file is what elkjs computes from the current machine', async () => {
+    const committed = JSON.parse(readFileSync(MACHINE_LAYOUT_FILE, 'utf8')) as MachineLayout;
+    assert.deepEqual(committed, await layoutMachine(graph), `${MACHINE_LAYOUT_FILE.pathname} is out of date with the section machine: run npm run layout`);
+  });
+
+  it('is served without loading elkjs into the serving process', { timeout: 120_000 }, () => {
+    const child = fileURLToPath(new URL('./support/elk-free-server.ts', import.meta.url));
+    const r = spawnSync(process.execPath, ['--import', 'tsx', child], { encoding: 'utf8', timeout: 110_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1) as string) as { status: number; nodes: number; afterServing: boolean; afterImport: boolean };
+    assert.equal(out.status, 200);
+    assert.ok(out.nodes > 0, 'the served layout has boxes');
+    assert.equal(out.afterServing, false, 'elkjs was loaded while building the app and serving /admin/api/machine');
+    assert.equal(out.afterImport, true, 'the check sees elkjs once it is imported');
   });
 
   it('is in the Mermaid text: every state, every transition with its guard, the commands', () => {

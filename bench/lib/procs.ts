@@ -9,6 +9,15 @@ import { track, type Resource } from './cleanup.js';
 
 export const REPO_ROOT = new URL('../..', import.meta.url).pathname.replace(/\/$/, '');
 
+/**
+ * How `npm start` (scripts/start.mjs) starts the compiled engine: node arguments (V8 flags) and
+ * environment defaults from scripts/engine-flags.json. The harness starts the engine the same way.
+ */
+export const ENGINE_FLAGS = JSON.parse(readFileSync(join(REPO_ROOT, 'scripts/engine-flags.json'), 'utf8')) as {
+  nodeArgs: string[];
+  env: Record<string, string>;
+};
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();

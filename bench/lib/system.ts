@@ -10,7 +10,7 @@ import pg from 'pg';
 import { migrate } from '../../src/persistence/migrations.js';
 import { createPgClient } from '../../src/persistence/pg-client.js';
 import { isInterrupted, track, type Resource } from './cleanup.js';
-import { Child, entryArgs, freePort, readCpuSeconds, readMachineCpu, readMemory, REPO_ROOT, waitForHttp, type MachineCpu, type MemoryReading, type Runner } from './procs.js';
+import { Child, ENGINE_FLAGS, entryArgs, freePort, readCpuSeconds, readMachineCpu, readMemory, REPO_ROOT, waitForHttp, type MachineCpu, type MemoryReading, type Runner } from './procs.js';
 import { BENCH_PASSWORD, countEnrollments, seedDatabase, WINDOW_MINUTES, type Ledger, type RowCounts, type SeedReport, type SeedSpec } from './seed.js';
 
 /**
@@ -103,7 +103,11 @@ export class System {
       else await this.prepareEmbedded(passwordHash);
       this.port = await freePort();
       if (this.opts.mode === 'full' && this.opts.batcher === 'separate') this.startBatcher();
-      this.engine = new Child('engine', [...this.profileArgs('engine'), ...entryArgs(this.opts.runner, 'src/main.ts')], this.engineEnv());
+      // Started as npm start starts it: the V8 flags and environment defaults of scripts/engine-flags.json.
+      this.engine = new Child('engine', [...ENGINE_FLAGS.nodeArgs, ...this.profileArgs('engine'), ...entryArgs(this.opts.runner, 'src/main.ts')], {
+        ...ENGINE_FLAGS.env,
+        ...this.engineEnv(),
+      });
       this.startupMs = await waitForHttp(this.engine, `${this.baseUrl}/health`, 300_000);
     } catch (err) {
       await this.stop().catch(() => undefined);

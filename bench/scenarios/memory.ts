@@ -1,6 +1,8 @@
 import { check, profileSummaries, ratio, variantsOf, type BenchOptions, type ScenarioReport, type TargetCheck } from '../lib/common.js';
 import { closeAll, openConnections } from '../lib/http.js';
-import { readMemory } from '../lib/procs.js';
+import { measureFrontDoor, type FrontDoorFigures } from '../lib/front-door.js';
+import { ENGINE_FLAGS, readMemory, REPO_ROOT } from '../lib/procs.js';
+import { spawnSync } from 'node:child_process';
 import { note } from '../lib/progress.js';
 import { Ledger, type SeedSpec } from '../lib/seed.js';
 import { fmt, medianDeep } from '../lib/stats.js';
@@ -11,10 +13,13 @@ import { harnessChecks, PER_STUDENT, seedSpec } from './seed.js';
 /**
  * `memory`: the engine's resident memory (VmRSS of the child, and its peak VmHWM) right after
  * start and after a load, and its startup time, for two data sets:
- * - 1,500 sections / 1,000 students, loaded with the seed workload (both modes);
- * - 100,000 sections with 1,000,000 enrollments seeded straight into PostgreSQL (100,000
- *   students x 10 courses), then 1,000 of those students log in and send 7 enrolls each (full
- *   mode only).
+ * - 1,500 sections / 1,000 students, loaded with the seed workload;
+ * - 100,000 sections with 1,000,000 enrollments seeded straight into the database (100,000
+ *   students x 10 courses), then 1,000 of those students log in and send 7 enrolls each.
+ * Embedded mode is measured beside full mode (`--mode full`, the default, runs both; `--mode
+ * embedded` only embedded). For embedded mode, the front door as well (bench/lib/front-door.ts,
+ * always the compiled build in ./dist, built when stale): the first start on an empty directory
+ * with the demo data (its peak), a restart, and what `npm start` leaves running.
  * The bare Fastify server's RSS and startup time are the ceiling.
  */
 
@@ -34,6 +39,8 @@ export interface MemoryFigures {
   ceiling: { rssMb: number | null; startupMs: number } | null;
   /** Engine RSS after load over the bare Fastify server's RSS. */
   ratioToCeiling: number | null;
+  /** Embedded mode, small data set: first start (demo data), restart and `npm start`; null otherwise. */
+  frontDoor: FrontDoorFigures | null;
 }
 
 interface Dataset {
@@ -64,7 +71,7 @@ function datasets(opts: BenchOptions): Dataset[] {
   const wanted = opts.memoryDatasets;
   const sets: Dataset[] = [];
   if (wanted !== 'large') sets.push(small);
-  if (wanted !== 'small' && opts.mode === 'full') sets.push(big);
+  if (wanted !== 'small') sets.push(big);
   return sets;
 }
 
@@ -73,10 +80,16 @@ export async function memoryScenario(opts: BenchOptions, report: ScenarioReport<
     'RSS = VmRSS of the engine child process (MB = 10^6 bytes), read 0.5 s after it first answered /health and after the load; peak = VmHWM. ' +
       'Startup = spawn to the first /health reply (migrations, loading every row, listening).',
   );
-  if (opts.mode === 'embedded' && opts.memoryDatasets !== 'small') report.notes.push('The 100k-section / 1M-enrollment data set runs in full mode only.');
+  report.notes.push(
+    `Engine started as npm start starts it: node ${ENGINE_FLAGS.nodeArgs.join(' ')}, ${Object.entries(ENGINE_FLAGS.env).map(([k, v]) => `${k}=${v}`).join(' ')} (scripts/engine-flags.json). ` +
+      'Front door (embedded): first start = empty data directory with the demo data (initdb, migrations, 1,500 sections), peak = VmHWM of the engine, ' +
+      'tree peak = highest summed VmRSS of the engine and its children (npm start: npm, sh, launcher, engine), sampled every 50 ms.',
+  );
   if (opts.memoryDatasets !== 'both') report.notes.push(`Data sets measured: ${opts.memoryDatasets} only (--datasets).`);
+  // Embedded beside full: a full-mode run measures embedded mode too.
+  const variants = opts.mode === 'full' ? [...variantsOf({ ...opts, mode: 'embedded' }), ...variantsOf(opts)] : variantsOf(opts);
   for (const ds of datasets(opts)) {
-    for (const v of variantsOf(opts)) {
+    for (const v of variants) {
       const runs: MemoryFigures[] = [];
       for (let r = 1; r <= opts.runs; r++) {
         const run = `memory-${ds.spec.sections}-${v.mode}${v.mode === 'full' ? `-${v.batcher}` : ''}-${opts.stamp}-run${r}`;
@@ -88,6 +101,27 @@ export async function memoryScenario(opts: BenchOptions, report: ScenarioReport<
           m.rssAfterLoadMb !== null ? m.rssAfterLoadMb < ds.targetMb : null),
         check('startup time (no target)', '-', `${fmt(m.startupMs)} ms`, null),
       ];
+      if (v.mode === 'embedded' && ds.spec.sections < 100_000) {
+        targets.push(
+          check('embedded RSS after start and after load (issue 17)', '< 250 MB', `${m.rssAfterStartMb} / ${m.rssAfterLoadMb} MB`,
+            m.rssAfterStartMb !== null && m.rssAfterLoadMb !== null ? m.rssAfterStartMb < 250 && m.rssAfterLoadMb < 250 : null),
+        );
+      }
+      const fd = m.frontDoor;
+      if (fd) {
+        targets.push(
+          check('first start (demo data): peak', '< 300 MB', `${fd.firstStart.peakMb} MB (tree ${fd.firstStart.treePeakMb} MB), ${fmt(fd.firstStart.startupMs)} ms`,
+            fd.firstStart.peakMb !== null ? fd.firstStart.peakMb < 300 : null),
+          check('after first start / after restart', '< 250 MB', `${fd.firstStart.rssMb} / ${fd.restart.rssMb} MB (restart peak ${fd.restart.peakMb} MB)`,
+            fd.firstStart.rssMb !== null && fd.restart.rssMb !== null ? fd.firstStart.rssMb < 250 && fd.restart.rssMb < 250 : null),
+        );
+        if (fd.npmStart) {
+          targets.push(
+            check('npm start: processes left / their RSS', '1 (the engine)', `${fd.npmStart.left.length} / ${fd.npmStart.leftRssMb} MB; tree peak while starting ${fd.npmStart.treePeakMb} MB`,
+              fd.npmStart.left.length === 1),
+          );
+        }
+      }
       report.variants.push({ variant: `${ds.name} — ${v.name}`, runs, median: m, targets });
     }
   }
@@ -139,6 +173,7 @@ async function memoryOnce(
         catchUpMs: catchUp.byConstruction ? 0 : catchUp.ms,
         ceiling: null,
         ratioToCeiling: null,
+        frontDoor: null,
       };
     } finally {
       closeAll(conns);
@@ -146,6 +181,17 @@ async function memoryOnce(
   } finally {
     const profiles = await sys.stop();
     if (opts.cpuProf) report.profiles.push(profileSummaries(run, profiles, window));
+  }
+  if (v.mode === 'embedded' && ds.spec.sections < 100_000) {
+    note(`[${run}] front door: first start with the demo data, restart, npm start (compiled build in ./dist)`);
+    const built = spawnSync(process.execPath, ['-e', "import('./scripts/build.mjs').then((m) => m.build({ ifStale: true }))"], { cwd: REPO_ROOT, encoding: 'utf8' });
+    if (built.status !== 0) throw new Error(`building dist/ failed:\n${built.stdout}${built.stderr}`);
+    f.frontDoor = await measureFrontDoor({ root: REPO_ROOT, engineArgs: [...ENGINE_FLAGS.nodeArgs, 'dist/src/main.js'], engineEnv: { ...ENGINE_FLAGS.env }, npmStart: true });
+    const fd = f.frontDoor;
+    note(
+      `[${run}] front door: first start peak ${fd.firstStart.peakMb} MB (tree ${fd.firstStart.treePeakMb} MB), ${fd.firstStart.rssMb} MB after; ` +
+        `restart ${fd.restart.rssMb} MB (peak ${fd.restart.peakMb} MB); npm start leaves ${fd.npmStart?.left.length} process(es), ${fd.npmStart?.leftRssMb} MB, tree peak ${fd.npmStart?.treePeakMb} MB`,
+    );
   }
   if (opts.ceiling) {
     const c = await startCeiling(opts.runner);

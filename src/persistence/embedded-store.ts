@@ -19,9 +19,11 @@ export async function createEmbeddedStore(opts: {
   groupCommitLingerMs?: number;
   /** Bound of events waiting for a group commit; beyond it appends are shed (OVERLOADED). */
   maxQueuedEvents?: number;
+  /** PGlite's shared_buffers in MB (default in pglite-client.ts). */
+  sharedBuffersMb?: number;
 }): Promise<Persistence> {
   const log = opts.logger.child({ module: 'embedded-store' });
-  const db: SqlClient = await createPgliteClient(opts.dataDir);
+  const db: SqlClient = await createPgliteClient(opts.dataDir, { sharedBuffersMb: opts.sharedBuffersMb });
   const committer = createGroupCommitter(async (events) => {
     const t0 = performance.now();
     await db.transaction((tx) => applyEvents(tx, events));

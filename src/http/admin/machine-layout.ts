@@ -76,6 +76,13 @@ export interface MachineLayout {
 type ElkConstructor = new () => ELK;
 
 /**
+ * The section machine's layout, precomputed by `npm run layout` (scripts/machine-layout.ts) and
+ * committed: the serving process reads this file and never loads elkjs. A test fails while the
+ * file differs from {@link layoutMachine} of the current machine.
+ */
+export const MACHINE_LAYOUT_FILE = new URL('./machine-layout.json', import.meta.url);
+
+/**
  * elkjs is loaded on first use, not at startup: parsing its 1.5 MB bundle takes about 300 ms,
  * which every process start would pay although only an admin opening the page needs it. It is a
  * CommonJS bundle whose typings declare an ES default export; under NodeNext the default import is

@@ -10,8 +10,8 @@ import { bearer, errorResponses, SectionParams } from '../schemas.js';
 import { describeActor, describeSectionTransition } from './describe.js';
 import { SectionFeed, sseEvent, toAdminSection, type FeedClient } from './feed.js';
 import { createFeedTickets } from './feed-tickets.js';
-import { machineGraph, toMermaid } from './machine-graph.js';
-import { layoutMachine, type MachineLayout } from './machine-layout.js';
+import { machineGraph, toMermaid, type MachineGraph } from './machine-graph.js';
+import type { MachineLayout } from './machine-layout.js';
 import { AdminSectionDetail, AdminSectionList, MachineLayoutSchema, textResponse } from './schemas.js';
 
 /**
@@ -26,7 +26,8 @@ import { AdminSectionDetail, AdminSectionList, MachineLayoutSchema, textResponse
  * - `GET /admin/api/sections`: every section's list row, plus departments;
  * - `GET /admin/api/sections/:courseId/:groupId`: one section with its members, reserve queue and
  *   recent transitions;
- * - `GET /admin/api/machine`: the section machine's graph, laid out with elkjs;
+ * - `GET /admin/api/machine`: the section machine's graph, laid out with elkjs at build time
+ *   (`npm run layout`; the serving process never loads elkjs);
  * - `GET /admin/machine.mmd`: the same graph as Mermaid `stateDiagram-v2` text;
  * - `POST /admin/feed-ticket`: trades the staff token (in the header) for a one-use ticket that
  *   opens the live feed within a few seconds;
@@ -51,6 +52,12 @@ const MAX_FEED_TICKETS = 10_000;
 const MAX_FEED_BACKLOG = 4 * 1024 * 1024;
 
 const STATIC_DIR = new URL('./static/', import.meta.url);
+/** Written by scripts/machine-layout.ts (see MACHINE_LAYOUT_FILE); copied beside the build by the build. */
+const LAYOUT_FILE = new URL('./machine-layout.json', import.meta.url);
+
+/** Whether a layout draws exactly this graph (same machine, states and transitions). */
+const sameGraph = (layout: MachineLayout, graph: MachineGraph): boolean =>
+  layout.machine === graph.id && JSON.stringify([layout.states, layout.transitions]) === JSON.stringify([graph.states, graph.transitions]);
 
 /** Headers for the page: it may run only its own script and style and talk only to this server. */
 const PAGE_HEADERS = {
@@ -80,15 +87,11 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
   const staffOnly = tokens.requireRole('staff');
   const graph = machineGraph(sectionMachine);
   const mermaid = toMermaid(graph);
-  // The layout depends only on the machine: computed once, on first use.
-  let layout: Promise<MachineLayout> | null = null;
-  const machineLayout = (): Promise<MachineLayout> => {
-    layout ??= layoutMachine(graph).catch((err: unknown) => {
-      layout = null;
-      throw err;
-    });
-    return layout;
-  };
+  // Precomputed by `npm run layout` (elkjs never loads here); a stale file is a bug the tests catch.
+  const layout = JSON.parse(await readFile(LAYOUT_FILE, 'utf8')) as MachineLayout;
+  if (!sameGraph(layout, graph)) {
+    app.log.error({ file: LAYOUT_FILE.pathname }, 'the precomputed statechart layout does not match the section machine: run npm run layout');
+  }
 
   const feed = new SectionFeed(engine, {
     flushMs: FEED_FLUSH_MS,
@@ -137,7 +140,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
       onRequest: staffOnly,
       schema: {
         tags: ['admin'],
-        summary: 'The section machine as a graph derived from its definition, laid out with elkjs',
+        summary: 'The section machine as a graph derived from its definition, laid out with elkjs (precomputed)',
         description:
           'States, transitions (with eventless `always` transitions, guard names and the root-level command ' +
           'transitions) and absolute coordinates for every box, edge and label.',
@@ -145,7 +148,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
         response: { 200: MachineLayoutSchema, ...errorResponses },
       },
     },
-    async () => machineLayout(),
+    async () => layout,
   );
 
   app.get(

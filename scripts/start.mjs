@@ -1,0 +1,94 @@
+// `npm start`: the front door. Builds dist/ when it is missing or older than the sources, then starts
+// the compiled engine as a child with the V8 flags and environment of scripts/engine-flags.json
+// (`--liftoff-only` cannot go through NODE_OPTIONS), and leaves nothing else running:
+//
+// - default: waits until the engine is listening (it says so over the IPC channel), writes its pid
+//   to .engine.pid, and exits 0, so npm exits too and the engine is the only process left. It runs
+//   in its own session (no controlling terminal): stop it with `npm stop` (SIGTERM; a clean
+//   shutdown) or `kill <pid>`. Until it is ready, SIGINT/SIGTERM/SIGHUP sent to this launcher are
+//   passed on to the engine and the launcher exits with the engine's status.
+// - `npm start -- --foreground`: stays in the foreground until the engine exits, passing signals
+//   on (Ctrl-C stops the engine cleanly), and exits with the engine's status. npm and this
+//   launcher then stay resident beside the engine (see docs/memory.md for what they cost).
+//
+// Arguments after `--foreground` are not taken; configuration is the environment (and .env).
+import { spawn } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import { join } from 'node:path';
+import process from 'node:process';
+import { performance } from 'node:perf_hooks';
+import { build, PID_FILE, ROOT, staleReason } from './build.mjs';
+const FLAGS = JSON.parse(readFileSync(join(ROOT, 'scripts', 'engine-flags.json'), 'utf8'));
+const say = (text) => process.stderr.write(`[npm start] ${text}\n`);
+
+const args = process.argv.slice(2);
+const unknown = args.filter((a) => a !== '--foreground');
+if (unknown.length > 0) {
+  say(`unknown argument(s): ${unknown.join(' ')} (only --foreground is taken; configure with environment variables or .env)`);
+  process.exit(2);
+}
+const foreground = args.includes('--foreground');
+
+const stale = staleReason();
+if (stale) {
+  say(`building dist/ (${stale}) ...`);
+  const t0 = performance.now();
+  try {
+    build({ ifStale: true });
+  } catch (err) {
+    say(err.message);
+    process.exit(1);
+  }
+  say(`built in ${Math.round(performance.now() - t0)} ms`);
+}
+
+// Variables the user set win over the defaults of engine-flags.json.
+const env = { ...FLAGS.env, ...process.env };
+const engine = spawn(process.execPath, [...FLAGS.nodeArgs, '--env-file-if-exists=.env', join('dist', 'src', 'main.js')], {
+  cwd: ROOT,
+  env,
+  // Own session and process group: a terminal's Ctrl-C reaches only this launcher, which passes it
+  // on once (npm forwards signals to its child too; a second SIGINT would end the engine's
+  // graceful shutdown).
+  detached: true,
+  stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+});
+
+let forwarded = null;
+let forwardedAt = 0;
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(signal, () => {
+    const now = Date.now();
+    // The same signal twice within a second is one event seen twice (terminal and npm).
+    if (forwarded === signal && now - forwardedAt < 1000) return;
+    forwarded = signal;
+    forwardedAt = now;
+    if (engine.exitCode === null && engine.signalCode === null) engine.kill(signal);
+  });
+}
+
+const exitLikeEngine = (code, signal) => {
+  rmSync(PID_FILE, { force: true });
+  if (signal) say(`engine ended by ${signal}`);
+  else if (code !== 0) say(`engine exited with status ${code}`);
+  // 128 + signal number, as a shell reports a process ended by a signal.
+  process.exit(code ?? 128 + (constants.signals[signal] ?? 15));
+};
+
+engine.once('error', (err) => {
+  say(`cannot start the engine: ${err.message}`);
+  process.exit(1);
+});
+engine.once('exit', exitLikeEngine);
+engine.on('message', (msg) => {
+  if (typeof msg !== 'object' || msg === null || msg.type !== 'engine-ready') return;
+  writeFileSync(PID_FILE, `${engine.pid}\n`);
+  if (foreground) return;
+  // Leave: the engine keeps running alone (its stdout and stderr are still this terminal's).
+  engine.removeListener('exit', exitLikeEngine);
+  if (engine.connected) engine.disconnect();
+  engine.unref();
+  say(`engine running as pid ${engine.pid}; stop it with \`npm stop\` (or kill ${engine.pid})`);
+  process.exit(0);
+});
