@@ -6,6 +6,7 @@ import { createStateFolder } from './fold.js';
 import { createGroupCommitter } from './group-commit.js';
 import { setLogStall } from './metrics.js';
 import { migrate } from './migrations.js';
+import { createSqlNoticeStore } from './notice-store.js';
 import { createPgClient } from './pg-client.js';
 import { loadState, readTransitions } from './state-store.js';
 import type { LoadedState, Persistence, ReadinessReport } from './types.js';
@@ -77,6 +78,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
 
   return {
     mode: 'full',
+    notices: createSqlNoticeStore(db),
     batcher,
     async migrate() {
       const applied = await migrate(db);
