@@ -7,6 +7,8 @@ import { secureDataDir } from './data-dir.js';
 import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { listenOptions } from './http/server-options.js';
+import { createNoticeHub } from './notices/notice-hub.js';
+import { createWebhookService, type WebhookService } from './notices/webhooks.js';
 import { createLogger, type Logger } from './logger.js';
 import type { Persistence } from './persistence/types.js';
 import { loadOrCreateSecret } from './secret-file.js';
@@ -103,6 +105,26 @@ async function main(): Promise<void> {
     process.exit(3);
   }
 
+  // Student notices and webhooks (issue 16): after the demo load, so its batches are not announced.
+  const hub = createNoticeHub({ engine, store: persistence.notices ?? null, logger });
+  await hub.start();
+  let webhooks: WebhookService | null = null;
+  if (persistence.notices) {
+    const store = persistence.notices;
+    const queue =
+      config.mode === 'full'
+        ? await (await import('./persistence/delivery-queue.js')).createAmqpDeliveryQueue({
+            url: config.rabbitmqUrl as string,
+            prefix: config.amqpPrefix,
+            logger,
+          })
+        : (await import('./persistence/delivery-queue.js')).createDatabaseDeliveryQueue({ store, logger });
+    webhooks = createWebhookService({ store, queue, logger });
+    await webhooks.start();
+    const w = webhooks;
+    hub.onNotices((notices) => w.dispatch(notices));
+  }
+
   const jwtSecret = config.jwtSecret ?? loadOrCreateSecret(dataDir, logger);
   const app = await buildApp({
     engine,
@@ -117,6 +139,7 @@ async function main(): Promise<void> {
     logRequests: config.logRequests,
     readiness: () => persistence.readiness(),
     limits: config.http,
+    notices: { hub, webhooks },
   });
   await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
   if (exposure === 'warn') {
@@ -148,6 +171,8 @@ async function main(): Promise<void> {
     log.info({ signal }, 'shutting down');
     try {
       await app.close();
+      await webhooks?.close();
+      hub.stop();
       engine.stop();
       await persistence.close();
       if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'shutdown');

@@ -3,6 +3,8 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
+import type { NoticeHub } from '../notices/notice-hub.js';
+import type { WebhookService } from '../notices/webhooks.js';
 import type { ReadinessReport } from '../persistence/types.js';
 import { adminRoutes } from './admin/routes.js';
 import { TokenService, type TokenRevocations } from './auth.js';
@@ -15,10 +17,12 @@ import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { genReqId, REQUEST_ID_HEADER } from './request-id.js';
 import { authRoutes } from './routes/auth.js';
 import { healthRoutes } from './routes/health.js';
+import { meEventsRoutes } from './routes/me-events.js';
 import { peopleRoutes } from './routes/people.js';
 import { sectionRoutes } from './routes/sections.js';
 import { staffRoutes } from './routes/staff.js';
 import { studentRoutes } from './routes/student.js';
+import { webhookRoutes } from './routes/webhooks.js';
 import { DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
 import { validatorCompiler } from './validation.js';
 
@@ -49,6 +53,8 @@ export interface AppDeps {
   minPasswordLength?: number;
   /** Passwords refused for new accounts, e.g. the demo passwords outside demo mode (default none). */
   refusedPasswords?: readonly string[];
+  /** Student notices and seat watches (`/me/events`, `/me/watches`) and webhooks (`/webhooks`), when wired (issue 16). */
+  notices?: { hub: NoticeHub; webhooks: WebhookService | null };
 }
 
 /** Login checks at once by default: one fewer than libuv's four pool threads, so file and DNS work still get one. */
@@ -146,6 +152,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(sectionRoutes, ctx);
   await app.register(peopleRoutes, ctx);
   await app.register(adminRoutes, ctx);
+  if (deps.notices) {
+    await app.register(meEventsRoutes, { ...ctx, hub: deps.notices.hub });
+    if (deps.notices.webhooks) await app.register(webhookRoutes, { ...ctx, webhooks: deps.notices.webhooks });
+  }
 
   await app.ready();
   return app;

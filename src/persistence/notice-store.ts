@@ -4,7 +4,6 @@ import type {
   AttemptRow,
   DeliveryRow,
   DeliveryStatus,
-  NewDelivery,
   NoticeStore,
   TransitionRow,
   WatchRow,
