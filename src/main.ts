@@ -106,7 +106,8 @@ async function main(): Promise<void> {
   }
 
   // Student notices and webhooks (issue 16): after the demo load, so its batches are not announced.
-  const hub = createNoticeHub({ engine, store: persistence.notices ?? null, logger });
+  // Full mode's batcher writes transitions after they are durable: a resume may wait for it; embedded mode's are written first.
+  const hub = createNoticeHub({ engine, store: persistence.notices ?? null, logger, resumeWaitMs: config.mode === 'full' ? 5000 : 0 });
   await hub.start();
   let webhooks: WebhookService | null = null;
   if (persistence.notices) {
