@@ -38,7 +38,17 @@ export async function createAmqpDeliveryQueue(opts: { url: string; prefix: strin
   conn.on('error', (err: unknown) => log.error({ err }, 'webhook broker connection error'));
   const retryQueues = new Set<string>();
   let consumer: ConfirmChannel | null = null;
+  let consumerTag: string | null = null;
   let closed = false;
+  const inflight = new Set<Promise<void>>();
+  /** ack/nack on a channel closed meanwhile (shutdown, broker lost) throws; the broker redelivers then. */
+  const settle = (fn: () => void): void => {
+    try {
+      fn();
+    } catch (err) {
+      log.debug({ err }, 'webhook job not settled: its channel is closed; the broker redelivers it');
+    }
+  };
 
   const publish = async (queue: string, job: DeliveryJob): Promise<void> => {
     pub.sendToQueue(queue, Buffer.from(JSON.stringify(job)), { persistent: true, contentType: 'application/json' });
@@ -72,22 +82,30 @@ export async function createAmqpDeliveryQueue(opts: { url: string; prefix: strin
           job = JSON.parse(msg.content.toString('utf8')) as DeliveryJob;
         } catch (err) {
           log.error({ err }, 'unreadable webhook job; parked in the dead-letter queue');
-          void publish(names.dead, { deliveryId: -1, attempt: 0 }).finally(() => ch.ack(msg));
+          void publish(names.dead, { deliveryId: -1, attempt: 0 })
+            .catch(() => undefined)
+            .finally(() => settle(() => ch.ack(msg)));
           return;
         }
-        handle(job).then(
-          () => ch.ack(msg),
+        const run = handle(job).then(
+          () => settle(() => ch.ack(msg)),
           (err: unknown) => {
             // Storage or broker away: the job goes back to the queue after a pause, never lost.
             log.warn({ err, deliveryId: job.deliveryId }, 'webhook job failed; requeued');
             setTimeout(() => {
-              if (!closed) ch.nack(msg, false, true);
+              if (!closed) settle(() => ch.nack(msg, false, true));
             }, 1000).unref();
           },
         );
+        inflight.add(run);
+        void run.finally(() => inflight.delete(run));
+      }).then((r) => {
+        consumerTag = r.consumerTag;
       });
     },
     async close() {
+      if (consumer && consumerTag !== null) await consumer.cancel(consumerTag).catch(() => undefined);
+      await Promise.allSettled([...inflight]);
       closed = true;
       await consumer?.close().catch(() => undefined);
       await pub.close().catch(() => undefined);
