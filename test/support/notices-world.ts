@@ -26,7 +26,8 @@ export interface NoticesWorld {
   base: string;
   clock: { now: number };
   token(id: number, role?: 'student' | 'staff'): string;
-  /** Sends a JSON request over a real socket. */
+  /** Sends a JSON request over a real socket. Tests inspect arbitrary JSON; `any` keeps the assertions readable. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   call(method: string, path: string, token: string | null, body?: unknown): Promise<{ status: number; body: any }>;
   /** Stops app, webhooks, hub and engine; the store stays open (the caller closes it). */
   stop(): Promise<void>;
@@ -105,6 +106,7 @@ export async function startNoticesWorld(opts: {
 export interface SseEvent {
   id?: string;
   event: string;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   data: any;
 }
 
@@ -114,6 +116,7 @@ export interface SseClient {
   events: SseEvent[];
   /** Waits until `pred` holds for the events so far (or fails after `timeoutMs`). */
   waitFor(pred: (events: SseEvent[]) => boolean, timeoutMs?: number, what?: string): Promise<void>;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   notices(): any[];
   close(): void;
   /** The body of a refusal (non-200). */
