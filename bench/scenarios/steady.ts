@@ -11,6 +11,7 @@ import {
   type CeilingWork,
   type ScenarioReport,
 } from '../lib/common.js';
+import { openEventStreams, type EventStreams } from '../lib/event-streams.js';
 import { closeAll, openConnections } from '../lib/http.js';
 import type { LoadResult } from '../lib/load.js';
 import type { MemoryReading } from '../lib/procs.js';
@@ -45,6 +46,8 @@ export interface SteadyFigures {
   cpuDuringLoad: ReturnType<typeof cpuDelta>;
   ceiling: CeilingFigures | null;
   ratioToCeiling: number | null;
+  /** Student event streams held open during the measured load (0: none). */
+  eventStreams?: { requested: number; open: number; notices: number; failed: number };
 }
 
 export async function steadyOnce(
@@ -53,6 +56,7 @@ export async function steadyOnce(
   spec: SeedSpec,
   run: string,
   report: ScenarioReport<unknown>,
+  streams = 0,
 ): Promise<SteadyFigures> {
   const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: opts.cpuProf ? run : null, extraEnv: opts.extraEnv });
   note(`[${run}] starting: ${sys.label}, ${opts.connections} connections, ${opts.durationS} s (+${opts.warmupS} s warm-up)`);
@@ -61,12 +65,18 @@ export async function steadyOnce(
   let ledger: Ledger;
   let window: { start: number; end: number } | null = null;
   let ceilingWork: CeilingWork | null = null;
+  let held: EventStreams | null = null;
   try {
     const target = { host: sys.host, port: sys.port };
     const conns = await openConnections(target.host, target.port, opts.connections);
     try {
       const login = await loginAll({ label: `${run} login`, target, conns, students: spec.students, owner: (i) => i % conns.length });
       ledger = new Ledger((await sys.counts()) ?? { rows: 0, checksum: '0' });
+      if (streams > 0) {
+        if (streams > login.tokens.length * 4) throw new Error(`--event-streams ${streams}: at most 4 per student (${login.tokens.length} students)`);
+        held = await openEventStreams(target, login.tokens, streams);
+        note(`[${run}] ${held.open} of ${streams} student event streams open (${held.failed} failed)`);
+      }
       const driver = new SteadyDriver({ target, conns, tokens: login.tokens, spec, mix: MIX, seed: opts.seed, maxHeld: MAX_HELD, ledger });
       if (opts.warmupS > 0) await driver.run(`${run} warm-up`, opts.warmupS * 1000);
       const cpu0 = sys.cpuSeconds();
@@ -91,6 +101,7 @@ export async function steadyOnce(
         cpuDuringLoad: cpu,
         ceiling: null,
         ratioToCeiling: null,
+        eventStreams: { requested: streams, open: held?.open ?? 0, notices: held?.notices ?? 0, failed: held?.failed ?? 0 },
       };
       const tokens = login.tokens;
       ceilingWork = async (t, cs) => {
@@ -99,6 +110,7 @@ export async function steadyOnce(
         return d.run(`${run} ceiling`, opts.durationS * 1000);
       };
     } finally {
+      held?.close();
       closeAll(conns);
     }
   } finally {
@@ -148,6 +160,33 @@ export async function steadyScenario(opts: BenchOptions, report: ScenarioReport<
     }
     const m = medianDeep(runs);
     report.variants.push({ variant: v.name, runs, median: m, targets: steadyTargets(m) });
+    const n = opts.eventStreams ?? 0;
+    if (n > 0) {
+      // Issue 16: the same runs again with N students' event streams open, alternating is not
+      // possible within one engine start, so each is a fresh engine on the same data set.
+      const withStreams: SteadyFigures[] = [];
+      for (let r = 1; r <= opts.runs; r++) {
+        const run = `steady-${v.mode}${v.mode === 'full' ? `-${v.batcher}` : ''}-streams${n}-${opts.stamp}-run${r}`;
+        withStreams.push(await steadyOnce({ ...opts, ceiling: false }, v, spec, run, report as ScenarioReport<unknown>, n));
+      }
+      const ms = medianDeep(withStreams);
+      const enrollWith = ms.load.perOp.enroll?.reqPerSec ?? 0;
+      const enrollWithout = m.load.perOp.enroll?.reqPerSec ?? 0;
+      const rEnroll = enrollWithout > 0 ? enrollWith / enrollWithout : 0;
+      const rAll = m.load.reqPerSec > 0 ? ms.load.reqPerSec / m.load.reqPerSec : 0;
+      report.variants.push({
+        variant: `${v.name} + ${n} event streams`,
+        runs: withStreams,
+        median: ms,
+        targets: [
+          check(`enroll throughput with ${n} open event streams vs without`, '>= 90%', `${fmt(rEnroll * 100, 1)}% (${fmt(enrollWith)} vs ${fmt(enrollWithout)} enroll/s)`, rEnroll >= 0.9),
+          check('all requests with streams vs without (no target)', '-', `${fmt(rAll * 100, 1)}% (${fmt(ms.load.reqPerSec)} vs ${fmt(m.load.reqPerSec)} req/s)`, null),
+          check('event streams open / failed / notices received (no target)', '-', `${ms.eventStreams?.open} / ${ms.eventStreams?.failed} / ${ms.eventStreams?.notices}`, null),
+          check(`p99 latency at ${ms.connections} connections with streams (no target)`, '-', `${ms.load.latencyMs.p99} ms (without: ${m.load.latencyMs.p99} ms)`, null),
+        ],
+      });
+      note(`[steady ${v.name}] ${n} event streams: enroll ${fmt(enrollWith)}/s vs ${fmt(enrollWithout)}/s without (${fmt(rEnroll * 100, 1)}%); all ${fmt(ms.load.reqPerSec)} vs ${fmt(m.load.reqPerSec)} req/s`);
+    }
   }
 }
 
@@ -167,6 +206,9 @@ export function printSteady(run: string, f: SteadyFigures): void {
         (f.catchUp.byConstruction ? 'caught up by construction (embedded)' : f.catchUp.caughtUp ? `caught up ${fmt(f.catchUp.ms, 1)} ms after the last reply` : 'NOT caught up'),
       `  engine RSS ${f.memoryMb.engineAfterLoad?.rssMb} MB` + (f.memoryMb.batcherAfterLoad ? `, batcher ${f.memoryMb.batcherAfterLoad.rssMb} MB` : ''),
       formatCpu(f.cpuDuringLoad, f.ceiling),
+      ...(f.eventStreams && f.eventStreams.requested > 0
+        ? [`  event streams: ${f.eventStreams.open} open of ${f.eventStreams.requested}, ${f.eventStreams.failed} failed, ${f.eventStreams.notices} notices received`]
+        : []),
     ].join('\n'),
   );
 }
