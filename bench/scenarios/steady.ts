@@ -11,7 +11,7 @@ import {
   type CeilingWork,
   type ScenarioReport,
 } from '../lib/common.js';
-import { openEventStreams, type EventStreams } from '../lib/event-streams.js';
+import { openEventStreams } from '../lib/event-streams.js';
 import { closeAll, openConnections } from '../lib/http.js';
 import type { LoadResult } from '../lib/load.js';
 import type { MemoryReading } from '../lib/procs.js';
@@ -46,8 +46,6 @@ export interface SteadyFigures {
   cpuDuringLoad: ReturnType<typeof cpuDelta>;
   ceiling: CeilingFigures | null;
   ratioToCeiling: number | null;
-  /** Student event streams held open during the measured load (0: none). */
-  eventStreams?: { requested: number; open: number; notices: number; failed: number };
 }
 
 export async function steadyOnce(
@@ -56,7 +54,6 @@ export async function steadyOnce(
   spec: SeedSpec,
   run: string,
   report: ScenarioReport<unknown>,
-  streams = 0,
 ): Promise<SteadyFigures> {
   const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: opts.cpuProf ? run : null, extraEnv: opts.extraEnv });
   note(`[${run}] starting: ${sys.label}, ${opts.connections} connections, ${opts.durationS} s (+${opts.warmupS} s warm-up)`);
@@ -65,18 +62,12 @@ export async function steadyOnce(
   let ledger: Ledger;
   let window: { start: number; end: number } | null = null;
   let ceilingWork: CeilingWork | null = null;
-  let held: EventStreams | null = null;
   try {
     const target = { host: sys.host, port: sys.port };
     const conns = await openConnections(target.host, target.port, opts.connections);
     try {
       const login = await loginAll({ label: `${run} login`, target, conns, students: spec.students, owner: (i) => i % conns.length });
       ledger = new Ledger((await sys.counts()) ?? { rows: 0, checksum: '0' });
-      if (streams > 0) {
-        if (streams > login.tokens.length * 4) throw new Error(`--event-streams ${streams}: at most 4 per student (${login.tokens.length} students)`);
-        held = await openEventStreams(target, login.tokens, streams);
-        note(`[${run}] ${held.open} of ${streams} student event streams open (${held.failed} failed)`);
-      }
       const driver = new SteadyDriver({ target, conns, tokens: login.tokens, spec, mix: MIX, seed: opts.seed, maxHeld: MAX_HELD, ledger });
       if (opts.warmupS > 0) await driver.run(`${run} warm-up`, opts.warmupS * 1000);
       const cpu0 = sys.cpuSeconds();
@@ -101,7 +92,6 @@ export async function steadyOnce(
         cpuDuringLoad: cpu,
         ceiling: null,
         ratioToCeiling: null,
-        eventStreams: { requested: streams, open: held?.open ?? 0, notices: held?.notices ?? 0, failed: held?.failed ?? 0 },
       };
       const tokens = login.tokens;
       ceilingWork = async (t, cs) => {
@@ -110,7 +100,6 @@ export async function steadyOnce(
         return d.run(`${run} ceiling`, opts.durationS * 1000);
       };
     } finally {
-      held?.close();
       closeAll(conns);
     }
   } finally {
@@ -270,9 +259,6 @@ export function printSteady(run: string, f: SteadyFigures): void {
         (f.catchUp.byConstruction ? 'caught up by construction (embedded)' : f.catchUp.caughtUp ? `caught up ${fmt(f.catchUp.ms, 1)} ms after the last reply` : 'NOT caught up'),
       `  engine RSS ${f.memoryMb.engineAfterLoad?.rssMb} MB` + (f.memoryMb.batcherAfterLoad ? `, batcher ${f.memoryMb.batcherAfterLoad.rssMb} MB` : ''),
       formatCpu(f.cpuDuringLoad, f.ceiling),
-      ...(f.eventStreams && f.eventStreams.requested > 0
-        ? [`  event streams: ${f.eventStreams.open} open of ${f.eventStreams.requested}, ${f.eventStreams.failed} failed, ${f.eventStreams.notices} notices received`]
-        : []),
     ].join('\n'),
   );
 }
