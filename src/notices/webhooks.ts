@@ -45,6 +45,13 @@ export interface WebhookServiceOptions {
   maxDelayMs?: number;
   /** One attempt waits this long for the endpoint's answer (default 5 s). */
   timeoutMs?: number;
+  /**
+   * RabbitMQ mode: how often deliveries overdue by more than `sweepGraceMs` are queued again (their
+   * job was never published, e.g. the broker was away; default 30 s, grace 60 s). A job merely
+   * late may then run twice, which at-least-once allows.
+   */
+  sweepMs?: number;
+  sweepGraceMs?: number;
   now?: () => number;
 }
 
@@ -64,6 +71,9 @@ export class WebhookService {
   private buffer: Notice[] = [];
   private flushing: Promise<void> | null = null;
   private closed = false;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private readonly sweepMs: number;
+  private readonly sweepGraceMs: number;
 
   constructor(opts: WebhookServiceOptions) {
     this.store = opts.store;
@@ -74,6 +84,8 @@ export class WebhookService {
     this.maxDelayMs = opts.maxDelayMs ?? 600_000;
     this.timeoutMs = opts.timeoutMs ?? 5000;
     this.now = opts.now ?? Date.now;
+    this.sweepMs = opts.sweepMs ?? 30_000;
+    this.sweepGraceMs = opts.sweepGraceMs ?? 60_000;
   }
 
   get queueKind(): DeliveryQueue['kind'] {
@@ -83,10 +95,28 @@ export class WebhookService {
   async start(): Promise<void> {
     this.active = (await this.store.listWebhooks()).filter((w) => w.active);
     await this.queue.start((job) => this.attempt(job));
+    if (this.queue.kind === 'amqp') {
+      this.sweepTimer = setInterval(() => void this.sweep(), this.sweepMs);
+      this.sweepTimer.unref();
+    }
+  }
+
+  /** Queues again deliveries whose attempt is long overdue (their job never reached the broker). */
+  async sweep(): Promise<number> {
+    try {
+      const ids = await this.store.dueDeliveries(this.now() - this.sweepGraceMs, 500);
+      for (const deliveryId of ids) await this.queue.schedule({ deliveryId, attempt: 0 }, 0);
+      if (ids.length > 0) this.log.warn({ deliveries: ids.length }, 'overdue webhook deliveries queued again');
+      return ids.length;
+    } catch (err) {
+      this.log.warn({ err }, 'sweeping overdue webhook deliveries failed');
+      return 0;
+    }
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
     while (this.flushing) await this.flushing;
     await this.queue.close();
   }

@@ -22,24 +22,24 @@ export function deliveryQueueNames(prefix: string): { work: string; dead: string
   return { work: `${prefix}.webhooks`, dead: `${prefix}.webhooks.dead`, retry: (d) => `${prefix}.webhooks.retry.${d}ms` };
 }
 
-export async function createAmqpDeliveryQueue(opts: { url: string; prefix: string; logger: Logger; prefetch?: number }): Promise<DeliveryQueue & { retryQueues(): string[] }> {
+export async function createAmqpDeliveryQueue(opts: {
+  url: string;
+  prefix: string;
+  logger: Logger;
+  prefetch?: number;
+  /** First pause before reconnecting after the broker was lost (doubles up to 10 s; default 500 ms). */
+  reconnectMs?: number;
+}): Promise<DeliveryQueue & { retryQueues(): string[]; readonly connected: boolean }> {
   const log = opts.logger.child({ module: 'webhook-queue' });
   const names = deliveryQueueNames(opts.prefix);
-  let conn: ChannelModel;
-  let pub: ConfirmChannel;
-  try {
-    conn = await amqp.connect(opts.url, { timeout: 3000 });
-    pub = await conn.createConfirmChannel();
-    await pub.assertQueue(names.work, { durable: true });
-    await pub.assertQueue(names.dead, { durable: true });
-  } catch (err) {
-    throw new EngineError('UNAVAILABLE', 'the message broker is unreachable', { cause: err instanceof Error ? err.message : String(err) });
-  }
-  conn.on('error', (err: unknown) => log.error({ err }, 'webhook broker connection error'));
-  const retryQueues = new Set<string>();
+  const retryQueues = new Map<string, number>();
+  let conn: ChannelModel | null = null;
+  let pub: ConfirmChannel | null = null;
   let consumer: ConfirmChannel | null = null;
   let consumerTag: string | null = null;
+  let handler: ((job: DeliveryJob) => Promise<void>) | null = null;
   let closed = false;
+  let reconnectWait = opts.reconnectMs ?? 500;
   const inflight = new Set<Promise<void>>();
   /** ack/nack on a channel closed meanwhile (shutdown, broker lost) throws; the broker redelivers then. */
   const settle = (fn: () => void): void => {
@@ -49,69 +49,135 @@ export async function createAmqpDeliveryQueue(opts: { url: string; prefix: strin
       log.debug({ err }, 'webhook job not settled: its channel is closed; the broker redelivers it');
     }
   };
+  const unavailable = (err: unknown) =>
+    new EngineError('UNAVAILABLE', 'the message broker is unreachable', { cause: err instanceof Error ? err.message : String(err) });
+
+  const consume = async (c: ChannelModel, handle: (job: DeliveryJob) => Promise<void>): Promise<void> => {
+    const ch = await c.createConfirmChannel();
+    await ch.prefetch(opts.prefetch ?? 16);
+    consumer = ch;
+    const r = await ch.consume(names.work, (msg: ConsumeMessage | null) => {
+      if (msg === null) return;
+      let job: DeliveryJob;
+      try {
+        job = JSON.parse(msg.content.toString('utf8')) as DeliveryJob;
+      } catch (err) {
+        log.error({ err }, 'unreadable webhook job; dropped');
+        settle(() => ch.ack(msg));
+        return;
+      }
+      const run = handle(job).then(
+        () => settle(() => ch.ack(msg)),
+        (err: unknown) => {
+          // Storage or broker away: the job goes back to the queue after a pause, never lost.
+          log.warn({ err, deliveryId: job.deliveryId }, 'webhook job failed; requeued');
+          setTimeout(() => {
+            if (!closed) settle(() => ch.nack(msg, false, true));
+          }, 1000).unref();
+        },
+      );
+      inflight.add(run);
+      void run.finally(() => inflight.delete(run));
+    });
+    consumerTag = r.consumerTag;
+  };
+
+  /** Connects, declares the queues, and consumes again if started; on loss, tries again with a growing pause. */
+  const connect = async (): Promise<void> => {
+    // Named, so an operator (or a test) can tell this connection from the event log's.
+    const c = await amqp.connect(opts.url, { timeout: 3000, clientProperties: { connection_name: names.work } });
+    try {
+      const ch = await c.createConfirmChannel();
+      await ch.assertQueue(names.work, { durable: true });
+      await ch.assertQueue(names.dead, { durable: true });
+      for (const [q, delay] of retryQueues) await ch.assertQueue(q, retryArgs(names.work, delay));
+      if (handler) await consume(c, handler);
+      pub = ch;
+    } catch (err) {
+      await c.close().catch(() => undefined);
+      throw err;
+    }
+    conn = c;
+    reconnectWait = opts.reconnectMs ?? 500;
+    c.on('error', (err: unknown) => log.error({ err }, 'webhook broker connection error'));
+    c.on('close', () => {
+      conn = null;
+      pub = null;
+      consumer = null;
+      if (closed) return;
+      log.error('webhook broker connection lost; reconnecting');
+      scheduleReconnect();
+    });
+  };
+  const scheduleReconnect = (): void => {
+    setTimeout(() => {
+      if (closed) return;
+      connect().then(
+        () => log.info('webhook broker connection restored'),
+        (err: unknown) => {
+          log.warn({ err, waitMs: reconnectWait }, 'webhook broker still unreachable');
+          reconnectWait = Math.min(10_000, reconnectWait * 2);
+          scheduleReconnect();
+        },
+      );
+    }, reconnectWait).unref();
+  };
+
+  try {
+    await connect();
+  } catch (err) {
+    throw unavailable(err);
+  }
 
   const publish = async (queue: string, job: DeliveryJob): Promise<void> => {
-    pub.sendToQueue(queue, Buffer.from(JSON.stringify(job)), { persistent: true, contentType: 'application/json' });
-    await pub.waitForConfirms();
+    const ch = pub;
+    if (!ch) throw new EngineError('UNAVAILABLE', 'the message broker is unreachable; reconnecting');
+    try {
+      ch.sendToQueue(queue, Buffer.from(JSON.stringify(job)), { persistent: true, contentType: 'application/json' });
+      await ch.waitForConfirms();
+    } catch (err) {
+      throw unavailable(err);
+    }
   };
 
   return {
     kind: 'amqp',
-    retryQueues: () => [...retryQueues],
+    retryQueues: () => [...retryQueues.keys()],
+    get connected() {
+      return pub !== null;
+    },
     async schedule(job, delayMs) {
       if (delayMs <= 0) return publish(names.work, job);
       const q = names.retry(delayMs);
       if (!retryQueues.has(q)) {
-        await pub.assertQueue(q, {
-          durable: true,
-          arguments: { 'x-message-ttl': delayMs, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': names.work },
+        const ch = pub;
+        if (!ch) throw new EngineError('UNAVAILABLE', 'the message broker is unreachable; reconnecting');
+        await ch.assertQueue(q, retryArgs(names.work, delayMs)).catch((err: unknown) => {
+          throw unavailable(err);
         });
-        retryQueues.add(q);
+        retryQueues.set(q, delayMs);
       }
       return publish(q, job);
     },
     deadLetter: (job) => publish(names.dead, job),
     async start(handle) {
-      consumer = await conn.createConfirmChannel();
-      await consumer.prefetch(opts.prefetch ?? 16);
-      const ch = consumer;
-      await ch.consume(names.work, (msg: ConsumeMessage | null) => {
-        if (msg === null) return;
-        let job: DeliveryJob;
-        try {
-          job = JSON.parse(msg.content.toString('utf8')) as DeliveryJob;
-        } catch (err) {
-          log.error({ err }, 'unreadable webhook job; parked in the dead-letter queue');
-          void publish(names.dead, { deliveryId: -1, attempt: 0 })
-            .catch(() => undefined)
-            .finally(() => settle(() => ch.ack(msg)));
-          return;
-        }
-        const run = handle(job).then(
-          () => settle(() => ch.ack(msg)),
-          (err: unknown) => {
-            // Storage or broker away: the job goes back to the queue after a pause, never lost.
-            log.warn({ err, deliveryId: job.deliveryId }, 'webhook job failed; requeued');
-            setTimeout(() => {
-              if (!closed) settle(() => ch.nack(msg, false, true));
-            }, 1000).unref();
-          },
-        );
-        inflight.add(run);
-        void run.finally(() => inflight.delete(run));
-      }).then((r) => {
-        consumerTag = r.consumerTag;
-      });
+      handler = handle;
+      if (conn) await consume(conn, handle);
     },
     async close() {
-      if (consumer && consumerTag !== null) await consumer.cancel(consumerTag).catch(() => undefined);
+      const ch = consumer as ConfirmChannel | null;
+      if (ch && consumerTag !== null) await ch.cancel(consumerTag).catch(() => undefined);
       await Promise.allSettled([...inflight]);
       closed = true;
-      await consumer?.close().catch(() => undefined);
-      await pub.close().catch(() => undefined);
-      await conn.close().catch(() => undefined);
+      const c = conn as ChannelModel | null;
+      await c?.close().catch(() => undefined);
     },
   };
+}
+
+/** A retry queue: messages wait `delayMs`, then go back to the work queue. */
+function retryArgs(work: string, delayMs: number) {
+  return { durable: true, arguments: { 'x-message-ttl': delayMs, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': work } };
 }
 
 export function createDatabaseDeliveryQueue(opts: { store: NoticeStore; logger: Logger; pollMs?: number; now?: () => number }): DeliveryQueue {
