@@ -61,6 +61,9 @@ export class NoticeHub {
   private readonly watchesByStudent = new Map<number, number>();
   private watchChain: Promise<unknown> = Promise.resolve();
   private unsubscribe: (() => void) | null = null;
+  /** Durable batches not yet turned into notices, oldest first (see onDurable). */
+  private backlog: DomainEvent[][] = [];
+  private draining = false;
   readonly maxWatchesPerStudent: number;
   readonly maxWatchersPerSection: number;
   readonly maxStreamsPerStudent: number;
@@ -94,7 +97,7 @@ export class NoticeHub {
    */
   async start(): Promise<void> {
     for (const ctx of this.engine.dumpState().sections) this.sections.set(sectionKey(ctx.info.courseId, ctx.info.groupId), ctx);
-    this.unsubscribe = this.engine.onTransitions((events) => this.onDurable(events));
+    this.unsubscribe = this.engine.onTransitions((events) => this.enqueue(events));
     if (this.store) {
       for (const w of await this.store.activeWatches()) this.addWatchRow(w);
       const notices: Notice[] = [];
@@ -109,6 +112,7 @@ export class NoticeHub {
   stop(): void {
     this.unsubscribe?.();
     this.unsubscribe = null;
+    this.backlog = [];
     this.listeners.clear();
     this.streams.clear();
     this.streamCount = 0;
@@ -281,6 +285,29 @@ export class NoticeHub {
   }
 
   // -------------------------------------------------------------------------------------------
+
+  /**
+   * Called by the engine on the request's own path, right after its batch became durable: only
+   * queues the batch, so the reply is not held up; the batches are turned into notices in order
+   * on the next turn of the event loop.
+   */
+  private enqueue(events: DomainEvent[]): void {
+    this.backlog.push(events);
+    if (this.draining) return;
+    this.draining = true;
+    setImmediate(() => {
+      const batches = this.backlog;
+      this.backlog = [];
+      this.draining = false;
+      for (const b of batches) {
+        try {
+          this.onDurable(b);
+        } catch (err) {
+          this.log.error({ err }, 'deriving notices failed');
+        }
+      }
+    });
+  }
 
   private onDurable(events: DomainEvent[]): void {
     let notices: Notice[] | null = null;
