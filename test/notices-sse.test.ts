@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { createDatabaseDeliveryQueue } from '../src/persistence/delivery-queue.js';
 import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
 import type { DomainEvent, Persistence } from '../src/persistence/types.js';
 import { S, STAFF } from './support/http-fixture.js';
@@ -157,7 +158,7 @@ describe('GET /me/events (SSE, embedded store)', { timeout: 120_000 }, () => {
 
   test('authentication: header or one-use ticket; tokens in URLs, staff and bad ids are refused', async () => {
     const store = await openStore();
-    const w = await startNoticesWorld({ persistence: store, seed: false });
+    const w = await startNoticesWorld({ persistence: store, seed: false, queue: (p) => createDatabaseDeliveryQueue({ store: p.notices!, logger: quietLogger }) });
     const none = await openSse(`${w.base}/me/events`);
     assert.equal(none.status, 401);
     const inUrl = await openSse(`${w.base}/me/events?token=${w.token(S.alice)}`);
@@ -185,6 +186,13 @@ describe('GET /me/events (SSE, embedded store)', { timeout: 120_000 }, () => {
     assert.equal(over.status, 429);
     assert.equal(JSON.parse(over.body).code, 'TOO_MANY_STREAMS');
     for (const c of open) c.close();
+
+    // Documented with the rest of the API.
+    const docs = await w.call('GET', '/docs/json', null);
+    assert.equal(docs.status, 200);
+    for (const path of ['/me/events', '/me/events-ticket', '/me/watches', '/me/watches/{courseId}/{groupId}', '/webhooks', '/webhooks/{id}/deliveries']) {
+      assert.ok(docs.body.paths[path], `${path} is in the OpenAPI document`);
+    }
     await w.stop();
     await store.close();
   });
