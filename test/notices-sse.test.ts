@@ -5,9 +5,13 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createDatabaseDeliveryQueue } from '../src/persistence/delivery-queue.js';
 import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
+import { createFullStore, streamNames } from '../src/persistence/full-store.js';
 import type { DomainEvent, Persistence } from '../src/persistence/types.js';
 import { S, STAFF } from './support/http-fixture.js';
+import { deleteQueues } from './support/amqp.js';
 import { openSse, quietLogger, startNoticesWorld, type NoticesWorld } from './support/notices-world.js';
+import { createTestDatabase } from './support/pg.js';
+import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/services.js';
 
 /**
  * GET /me/events through a real listening server and a real HTTP client, on the embedded store
@@ -195,5 +199,53 @@ describe('GET /me/events (SSE, embedded store)', { timeout: 120_000 }, () => {
     }
     await w.stop();
     await store.close();
+  });
+});
+
+describe('GET /me/events (SSE, full mode: PostgreSQL + RabbitMQ)', { timeout: 180_000 }, async () => {
+  const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
+  test('live notices, then Last-Event-ID resumption after the engine is restarted on the same stream and database', { skip }, async () => {
+    const db = await createTestDatabase();
+    const prefix = uniqueName('notices_sse');
+    const open = async () => {
+      const s = await createFullStore({ databaseUrl: db.url, rabbitmqUrl: AMQP_URL, prefix, logger: quietLogger, batchMaxEvents: 500, runBatcher: true });
+      await s.migrate();
+      return s;
+    };
+    try {
+      let store = await open();
+      let w = await startNoticesWorld({ persistence: store, seed: true });
+      const staff = w.token(STAFF, 'staff');
+      for (const id of [S.f1, S.f2, S.alice, S.f3]) {
+        assert.equal((await w.call('PUT', '/student/course', w.token(id), { course_id: 101, group_id: 1 })).status, 204);
+      }
+      const f3 = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.f3)}` });
+      await f3.waitFor((e) => e.some((x) => x.event === 'ready'));
+      assert.equal((await w.call('DELETE', '/student/course?course_id=101', w.token(S.f1))).status, 204);
+      await f3.waitFor((e) => e.some((x) => x.data?.kind === 'queueMoved'), 15_000, 'queueMoved');
+      const last = f3.events.filter((e) => e.id !== undefined).at(-1)!.id!;
+      f3.close();
+      // While f3 is away: promoted (f2 leaves), then the section is changed.
+      assert.equal((await w.call('DELETE', '/student/course?course_id=101', w.token(S.f2))).status, 204);
+      assert.equal((await w.call('PATCH', '/sections/101/1', staff, { reserve_capacity: 4 })).status, 200);
+      await w.stop();
+      await store.close();
+
+      store = await open();
+      w = await startNoticesWorld({ persistence: store, seed: false });
+      const again = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.f3)}`, 'last-event-id': last });
+      await again.waitFor((e) => e.filter((x) => x.event === 'notice').length >= 2, 20_000, 'resumed notices');
+      assert.deepEqual(
+        again.notices().map((n) => n.kind),
+        ['promoted', 'sectionChanged'],
+      );
+      assert.deepEqual(again.notices()[1].change, { reserve_capacity: 4 });
+      again.close();
+      await w.stop();
+      await store.close();
+    } finally {
+      await deleteQueues(Object.values(streamNames(prefix))).catch(() => undefined);
+      await db.drop();
+    }
   });
 });

@@ -63,6 +63,13 @@ export class NoticeHub {
   private unsubscribe: (() => void) | null = null;
   /** Durable batches not yet turned into notices, oldest first (see onDurable). */
   private backlog: DomainEvent[][] = [];
+  /**
+   * Full mode: the database (written by the batcher) may lag behind what is durable. A resume reads
+   * the database only once it holds `lastDurable` (the batcher writes in log order, so then it
+   * holds everything before it too) and every section that was ahead of it at start (`lagging`).
+   */
+  private lastDurable: { courseId: number; groupId: number; seq: number } | null = null;
+  private lagging = new Map<string, number>();
   private draining = false;
   readonly maxWatchesPerStudent: number;
   readonly maxWatchersPerSection: number;
@@ -99,6 +106,8 @@ export class NoticeHub {
     for (const ctx of this.engine.dumpState().sections) this.sections.set(sectionKey(ctx.info.courseId, ctx.info.groupId), ctx);
     this.unsubscribe = this.engine.onTransitions((events) => this.enqueue(events));
     if (this.store) {
+      const heads = await this.store.sectionHeads();
+      for (const [key, ctx] of this.sections) if (ctx.seq > (heads.get(key) ?? 0)) this.lagging.set(key, ctx.seq);
       for (const w of await this.store.activeWatches()) this.addWatchRow(w);
       const notices: Notice[] = [];
       for (const key of [...this.watches.keys()]) {
@@ -154,12 +163,20 @@ export class NoticeHub {
     const at = parseNoticeId(lastId);
     if (at === null) throw new EngineError('BAD_REQUEST', 'Last-Event-ID is not a notice id (expected <course>-<group>-<seq>)');
     if (!this.store) return { reset: 'this engine keeps no notice history; reload your sections' };
-    let pos: number | null = null;
+    const store = this.store;
     const deadline = Date.now() + this.resumeWaitMs;
+    const target = this.lastDurable;
+    let pos: number | null = null;
+    // Full mode: wait (up to resumeWaitMs) until the database holds the client's last id and
+    // everything durable so far; otherwise missed notices could be left out.
     for (;;) {
-      pos = await this.store.transitionId(at.courseId, at.groupId, at.seq);
-      if (pos !== null || Date.now() >= deadline) break;
-      // Full mode: the batcher may not have written the client's last transition yet.
+      pos ??= await store.transitionId(at.courseId, at.groupId, at.seq);
+      const caughtUp = pos !== null && (await this.databaseCaughtUp(target));
+      if (caughtUp) break;
+      if (Date.now() >= deadline) {
+        if (pos === null) return { reset: 'the last event id is unknown; reload your sections' };
+        return { reset: 'the notice history is still being written; reload your sections' };
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
     if (pos === null) return { reset: 'the last event id is unknown; reload your sections' };
@@ -180,6 +197,16 @@ export class NoticeHub {
     const names = new Map<string, string>();
     for (const [k, ctx] of this.sections) names.set(k, ctx.info.name);
     return { notices: noticesFromRows({ studentId, own, sections, fired, names, queuedNow }) };
+  }
+
+  private async databaseCaughtUp(target: { courseId: number; groupId: number; seq: number } | null): Promise<boolean> {
+    const store = this.store as NoticeStore;
+    if (this.lagging.size > 0) {
+      const heads = await store.sectionHeads([...this.lagging.keys()]);
+      for (const [key, seq] of [...this.lagging]) if ((heads.get(key) ?? 0) >= seq) this.lagging.delete(key);
+      if (this.lagging.size > 0) return false;
+    }
+    return target === null || (await store.transitionId(target.courseId, target.groupId, target.seq)) !== null;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -318,6 +345,7 @@ export class NoticeHub {
       if (!('courseId' in ev)) continue;
       const e = ev;
       last = e;
+      this.lastDurable = { courseId: e.courseId, groupId: e.groupId, seq: e.seq };
       const key = sectionKey(e.courseId, e.groupId);
       const before = this.sections.get(key);
       if (e.type === 'sectionCreated' || !before) {

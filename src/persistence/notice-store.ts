@@ -143,6 +143,12 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
       const r = await db.query<Row>('SELECT id FROM transitions WHERE stream = $1 AND seq = $2', [`section:${courseId}:${groupId}`, seq]);
       return r.rows[0] ? Number(r.rows[0].id) : null;
     },
+    async sectionHeads(keys) {
+      const r = keys
+        ? await db.query<Row>('SELECT stream, seq FROM stream_heads WHERE stream = ANY($1::text[])', [keys.map((k) => `section:${k}`)])
+        : await db.query<Row>("SELECT stream, seq FROM stream_heads WHERE stream LIKE 'section:%'");
+      return new Map(r.rows.map((x) => [(x.stream as string).slice('section:'.length), Number(x.seq)]));
+    },
     async studentTransitionsAfter(studentId, afterId, limit) {
       const r = await db.query<Row>(
         `SELECT id, course_id, group_id, seq, type, student_id, at, payload FROM transitions

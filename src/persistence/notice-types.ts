@@ -94,6 +94,8 @@ export interface NoticeStore {
 
   /** The log position of a section transition, or null if the database does not hold it (yet). */
   transitionId(courseId: number, groupId: number, seq: number): Promise<number | null>;
+  /** Last sequence number the database holds per section stream (`<course>:<group>` keys); all sections without `keys`. */
+  sectionHeads(keys?: string[]): Promise<Map<string, number>>;
   /** The student's own section transitions after log position `afterId`, in log order. */
   studentTransitionsAfter(studentId: number, afterId: number, limit: number): Promise<TransitionRow[]>;
   /**
