@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -190,6 +191,9 @@ describe('GET /me/events (SSE, embedded store)', { timeout: 120_000 }, () => {
     assert.equal(over.status, 429);
     assert.equal(JSON.parse(over.body).code, 'TOO_MANY_STREAMS');
     for (const c of open) c.close();
+    const end = Date.now() + 15_000;
+    while (w.hub.openStreams > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(w.hub.openStreams, 0, 'closed streams leave the hub');
 
     // Documented with the rest of the API.
     const docs = await w.call('GET', '/docs/json', null);
@@ -241,6 +245,15 @@ describe('GET /me/events (SSE, full mode: PostgreSQL + RabbitMQ)', { timeout: 18
       );
       assert.deepEqual(again.notices()[1].change, { reserve_capacity: 4 });
       again.close();
+      // A client that leaves while its resume still waits for the database leaves no stream behind.
+      const gone = http.get(`${w.base}/me/events`, { headers: { authorization: `Bearer ${w.token(S.f3)}`, 'last-event-id': '101-1-999999' } });
+      gone.on('error', () => undefined);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(w.hub.openStreams, 1, 'held while the resume waits');
+      gone.destroy();
+      const end = Date.now() + 30_000;
+      while (w.hub.openStreams > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(w.hub.openStreams, 0);
       await w.stop();
       await store.close();
     } finally {

@@ -234,7 +234,7 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
         Math.max(0, session.exp * 1000 - tokens.now()),
       );
       expiry.unref();
-      res.on('close', () => {
+      const cleanup = () => {
         clearTimeout(expiry);
         close();
         open.delete(res);
@@ -242,7 +242,10 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
           clearInterval(keepAlive);
           keepAlive = null;
         }
-      });
+      };
+      res.on('close', cleanup);
+      // The client may have gone while the database was read: its 'close' has already fired.
+      if (res.destroyed || request.raw.socket.destroyed) cleanup();
     },
   );
 
