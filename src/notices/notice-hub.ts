@@ -326,17 +326,19 @@ export class NoticeHub {
       const batches = this.backlog;
       this.backlog = [];
       this.draining = false;
+      const out: Notice[] = [];
       for (const b of batches) {
         try {
-          this.onDurable(b);
+          this.onDurable(b, out);
         } catch (err) {
           this.log.error({ err }, 'deriving notices failed');
         }
       }
+      if (out.length > 0) this.dispatch(coalesceQueueMoves(out));
     });
   }
 
-  private onDurable(events: DomainEvent[]): void {
+  private onDurable(events: DomainEvent[], out: Notice[]): void {
     let notices: Notice[] | null = null;
     /** Sections whose room may have opened in this batch: key -> had room before the batch. */
     let touched: Map<string, boolean> | null = null;
@@ -371,7 +373,7 @@ export class NoticeHub {
         }
       }
     }
-    if (notices) this.dispatch(notices);
+    if (notices) for (const n of notices) out.push(n);
   }
 
   private dispatch(notices: Notice[]): void {
@@ -396,6 +398,22 @@ export class NoticeHub {
       }
     }
   }
+}
+
+/**
+ * Within one turn's notices, only a student's latest `queueMoved` per section is kept: under churn a
+ * long queue moves many times a second, and only the latest place matters (a resumed stream folds
+ * them the same way).
+ */
+export function coalesceQueueMoves(notices: Notice[]): Notice[] {
+  let last: Map<string, number> | null = null;
+  for (let i = 0; i < notices.length; i++) {
+    const n = notices[i] as Notice;
+    if (n.kind === 'queueMoved') (last ??= new Map()).set(`${n.studentId}:${n.courseId}:${n.groupId}`, i);
+  }
+  if (last === null) return notices;
+  const keep = last;
+  return notices.filter((n, i) => n.kind !== 'queueMoved' || keep.get(`${n.studentId}:${n.courseId}:${n.groupId}`) === i);
 }
 
 export function createNoticeHub(opts: NoticeHubOptions): NoticeHub {

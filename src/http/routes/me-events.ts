@@ -154,11 +154,21 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
       let live = false;
       let held: Notice[] | null = [];
       const sent = new Set<string>();
+      let corked = false;
       const write = (chunk: string): boolean => {
         if (res.destroyed || res.writableEnded) return false;
         if (res.writableLength > MAX_BACKLOG) {
           res.destroy();
           return false;
+        }
+        // The notices of one turn go out in one socket write.
+        if (!corked) {
+          corked = true;
+          res.cork();
+          process.nextTick(() => {
+            corked = false;
+            res.uncork();
+          });
         }
         res.write(chunk);
         return true;
