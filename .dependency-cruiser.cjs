@@ -67,6 +67,13 @@ module.exports = {
       to: { path: '^src/http/admin/machine-layout\\.ts$', dependencyTypesNot: ['type-only'] },
     },
     {
+      name: 'notices-know-interfaces-only',
+      severity: 'error',
+      comment: 'src/notices: the engine facade and the persistence interfaces only (issue 16)',
+      from: { path: '^src/notices' },
+      to: { path: ['^src/http', 'node_modules/(pg|amqplib|ioredis|fastify|@fastify|@electric-sql)/', '^src/persistence/(?!(types|notice-types)\\.ts$)', '^src/engine/(?!engine\\.ts$)'] },
+    },
+    {
       name: 'persistence-knows-no-http',
       severity: 'error',
       from: { path: '^src/persistence' },

@@ -55,6 +55,14 @@ export const ERROR_STATUS = {
   NO_SEAT: 409,
   /** A swap whose drop and enroll name the same section. */
   SAME_SECTION: 400,
+  // Student notices, seat watches and webhooks (issue 16).
+  ALREADY_WATCHING: 409,
+  NOT_WATCHING: 404,
+  WATCH_NOT_NEEDED: 409,
+  TOO_MANY_WATCHES: 429,
+  WEBHOOK_NOT_FOUND: 404,
+  TOO_MANY_STREAMS: 429,
+  NOTICES_UNAVAILABLE: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

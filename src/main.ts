@@ -10,6 +10,8 @@ import type { Coordination } from './coordination/types.js';
 import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { listenOptions } from './http/server-options.js';
+import { createNoticeHub } from './notices/notice-hub.js';
+import { createWebhookService, type WebhookService } from './notices/webhooks.js';
 import { createLogger, type Logger } from './logger.js';
 import { watchEngine } from './metrics/engine-metrics.js';
 import { startMetricsServer } from './metrics/server.js';
@@ -155,6 +157,27 @@ async function main(): Promise<void> {
     process.exit(3);
   }
 
+  // Student notices and webhooks (issue 16): after the demo load, so its batches are not announced.
+  // Full mode's batcher writes transitions after they are durable: a resume may wait for it; embedded mode's are written first.
+  const hub = createNoticeHub({ engine, store: persistence.notices ?? null, logger, resumeWaitMs: config.mode === 'full' ? 5000 : 0 });
+  await hub.start();
+  let webhooks: WebhookService | null = null;
+  if (persistence.notices) {
+    const store = persistence.notices;
+    const queue =
+      config.mode === 'full'
+        ? await (await import('./persistence/delivery-queue.js')).createAmqpDeliveryQueue({
+            url: config.rabbitmqUrl as string,
+            prefix: config.amqpPrefix,
+            logger,
+          })
+        : (await import('./persistence/delivery-queue.js')).createDatabaseDeliveryQueue({ store, logger });
+    webhooks = createWebhookService({ store, queue, logger });
+    await webhooks.start();
+    const w = webhooks;
+    hub.onNotices((notices) => w.dispatch(notices));
+  }
+
   const jwtSecret = config.jwtSecret ?? loadOrCreateSecret(dataDir, logger);
   const coordination = await createCoordination(config, logger);
   // Never fails: an unreachable Redis is logged and its features degrade as documented (coordination/redis.ts).
@@ -175,6 +198,7 @@ async function main(): Promise<void> {
     ...(cluster && config.cluster.forwardWrites ? { cluster, forwardRetryMs: config.cluster.forwardRetryMs } : {}),
     coordination,
     throttle: config.throttle,
+    notices: { hub, webhooks },
   });
   await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
   watchEngine(engine, coordination);
@@ -239,6 +263,8 @@ async function main(): Promise<void> {
       metricsServer?.close();
       await app.close();
       await coordination.close();
+      await webhooks?.close();
+      hub.stop();
       engine.stop();
       await persistence.close();
       if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'shutdown');

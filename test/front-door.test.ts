@@ -111,9 +111,13 @@ describe('start-up output', () => {
 describe('.env', () => {
   it('every npm entry point that runs node reads .env when present (node --env-file-if-exists)', () => {
     const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
-    for (const name of ['start', 'start:prod', 'migrate', 'batcher', 'create-staff']) {
-      assert.match(scripts[name] ?? '', /^node --env-file-if-exists=\.env /, `npm run ${name}`);
+    for (const name of ['start:prod', 'migrate', 'batcher', 'create-staff']) {
+      assert.match(scripts[name] ?? '', /^(MALLOC_ARENA_MAX=\S+ )?node (--[a-z-]+ )*--env-file-if-exists=\.env /, `npm run ${name}`);
     }
+    // npm start runs the launcher, which starts the compiled engine with the flag (and no loader).
+    assert.equal(scripts['start'], 'node scripts/start.mjs');
+    assert.match(readFileSync(join(ROOT, 'scripts', 'start.mjs'), 'utf8'), /'--env-file-if-exists=\.env', join\('dist', 'src', 'main\.js'\)/);
+    assert.match(scripts['dev'] ?? '', /--env-file-if-exists=\.env /, 'npm run dev');
   });
 
   it('npm run migrate takes DATABASE_URL from a .env file in the project folder', { skip: pgSkip, timeout: 120_000 }, async () => {

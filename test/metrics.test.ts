@@ -132,14 +132,18 @@ describe('Grafana dashboard and docker-compose.yml', () => {
   });
 
   it('compose runs Prometheus (scraping server and batcher on METRICS_PORT) and Grafana provisioned with the dashboard', () => {
-    const compose = parseYaml(readFileSync('docker-compose.yml', 'utf8')) as {
+    // `merge: true`: the replicas take the shared environment through a YAML merge key (`<<:`), as compose does.
+    const compose = parseYaml(readFileSync('docker-compose.yml', 'utf8'), { merge: true }) as {
       services: Record<string, { image?: string; volumes?: string[]; environment?: Record<string, string>; depends_on?: unknown }>;
       'x-app-environment': Record<string, string>;
     };
     const env = compose['x-app-environment'];
     assert.equal(env['METRICS_PORT'], '9464');
     assert.equal(env['METRICS_HOST'], '0.0.0.0');
-    assert.equal(compose.services['server']?.environment?.['METRICS_PORT'], '9464', 'the server gets the shared environment');
+    for (const replica of ['server', 'server-2']) {
+      assert.equal(compose.services[replica]?.environment?.['METRICS_PORT'], '9464', `${replica} gets the shared environment`);
+      assert.equal(compose.services[replica]?.environment?.['ADVERTISE_URL'], `http://${replica}:8080`, `${replica} advertises its own address`);
+    }
     assert.equal(compose.services['batcher']?.environment?.['METRICS_PORT'], '9464');
     const prom = compose.services["prometheus"]!;
     assert.ok(prom?.image?.startsWith('prom/prometheus:'));
@@ -153,7 +157,7 @@ describe('Grafana dashboard and docker-compose.yml', () => {
       scrape_configs: { static_configs: { targets: string[] }[] }[];
     };
     const targets = promConfig.scrape_configs.flatMap((s) => s.static_configs.flatMap((c) => c.targets));
-    assert.deepEqual(targets.sort(), ['batcher:9464', 'server:9464']);
+    assert.deepEqual(targets.sort(), ['batcher:9464', 'server-2:9464', 'server:9464']);
     const ds = parseYaml(readFileSync('ops/grafana/provisioning/datasources/prometheus.yml', 'utf8')) as {
       datasources: { uid: string; url: string; type: string }[];
     };

@@ -37,6 +37,8 @@ options:
   --datasets small|large|both
                             memory: 1,500 sections, 100k sections / 1M enrollments, or both
                             (default: small; large seeds 1M rows, minutes in embedded mode)
+  --event-streams N         steady: measure each run twice, without and with N open student event
+                            streams (GET /me/events, one per student, read continuously)
   --fresh-connections       seed, rush: every request on a new TCP connection (Connection: close),
                             error bodies not read, as in storm
   --cpu-prof                profile the engine (and batcher) children; top-15 self time printed
@@ -140,6 +142,9 @@ export function parseArgs(argv: string[], stamp: string): { scenario: Scenario; 
         opts.memoryDatasets = d as MemoryDatasets;
         break;
       }
+      case '--event-streams':
+        opts.eventStreams = int(flag, 0);
+        break;
       case '--fresh-connections':
         opts.freshConnections = true;
         break;

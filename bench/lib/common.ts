@@ -35,6 +35,8 @@ export interface BenchOptions {
   freshConnections: boolean;
   /** The run's timestamp, used in every file name. */
   stamp: string;
+  /** steady: also measure each run while this many student event streams (GET /me/events) are open (issue 16). */
+  eventStreams?: number;
 }
 
 export type MemoryDatasets = 'small' | 'large' | 'both';

@@ -11,6 +11,7 @@ import {
   type CeilingWork,
   type ScenarioReport,
 } from '../lib/common.js';
+import { openEventStreams } from '../lib/event-streams.js';
 import { closeAll, openConnections } from '../lib/http.js';
 import type { LoadResult } from '../lib/load.js';
 import type { MemoryReading } from '../lib/procs.js';
@@ -148,7 +149,111 @@ export async function steadyScenario(opts: BenchOptions, report: ScenarioReport<
     }
     const m = medianDeep(runs);
     report.variants.push({ variant: v.name, runs, median: m, targets: steadyTargets(m) });
+    const n = opts.eventStreams ?? 0;
+    if (n > 0) {
+      const run = `steady-${v.mode}${v.mode === 'full' ? `-${v.batcher}` : ''}-streams${n}-${opts.stamp}`;
+      const ab = await steadyStreamsAB(opts, v, spec, run, n);
+      const off = ab.filter((p) => !p.streams);
+      const on = ab.filter((p) => p.streams);
+      const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] as number;
+      const eOff = med(off.map((p) => p.enrollPerSec));
+      const eOn = med(on.map((p) => p.enrollPerSec));
+      const aOff = med(off.map((p) => p.reqPerSec));
+      const aOn = med(on.map((p) => p.reqPerSec));
+      const cOff = med(off.map((p) => p.engineUsPerRequest));
+      const cOn = med(on.map((p) => p.engineUsPerRequest));
+      // Throughput drifts over a run (holdings grow, the machine's other load moves): each "with"
+      // phase is compared with the mean of the "without" phases just before and after it.
+      const bracketed = (f: (p: StreamPhase) => number) =>
+        med(ab.flatMap((p, i) => (p.streams && ab[i - 1] && ab[i + 1] ? [f(p) / ((f(ab[i - 1] as StreamPhase) + f(ab[i + 1] as StreamPhase)) / 2)] : [])));
+      const rEnroll = bracketed((p) => p.enrollPerSec);
+      const rAll = bracketed((p) => p.reqPerSec);
+      const rCpu = bracketed((p) => p.engineUsPerRequest);
+      (report as ScenarioReport<unknown>).variants.push({
+        variant: `${v.name}: alternating phases without / with ${n} event streams, one engine`,
+        runs: ab,
+        median: { enrollOff: eOff, enrollOn: eOn, reqOff: aOff, reqOn: aOn, cpuOff: cOff, cpuOn: cOn },
+        targets: [
+          check(
+            `enroll throughput with ${n} open event streams vs without (each "with" phase / mean of its neighbours, median)`,
+            '>= 90%',
+            `${fmt(rEnroll * 100, 1)}% (medians: ${fmt(eOn)} vs ${fmt(eOff)} enroll/s over ${on.length} and ${off.length} phases)`,
+            rEnroll >= 0.9,
+          ),
+          check('all requests with streams vs without, bracketed (no target)', '-', `${fmt(rAll * 100, 1)}% (medians: ${fmt(aOn)} vs ${fmt(aOff)} req/s)`, null),
+          check('engine CPU per request with streams vs without, bracketed (no target)', '-', `${fmt(rCpu * 100, 1)}% (medians: ${fmt(cOn, 0)} / ${fmt(cOff, 0)} µs)`, null),
+          check('streams open / failed / notices received (no target)', '-', on.map((p) => `${p.open}/${p.failed}/${p.notices}`).join(', '), null),
+        ],
+      });
+    }
   }
+}
+
+interface StreamPhase {
+  phase: number;
+  streams: boolean;
+  reqPerSec: number;
+  enrollPerSec: number;
+  p99Ms: number;
+  engineUsPerRequest: number;
+  open: number;
+  failed: number;
+  notices: number;
+}
+
+/**
+ * Issue 16's figure: steady load in alternating phases on one engine, without and with `n` student
+ * event streams open (opened before, closed after each "with" phase), so both sides share the
+ * engine, its data and, as far as possible, the machine's other load at the time.
+ */
+async function steadyStreamsAB(opts: BenchOptions, v: ReturnType<typeof variantsOf>[number], spec: SeedSpec, run: string, n: number): Promise<StreamPhase[]> {
+  const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: null, extraEnv: opts.extraEnv });
+  note(`[${run}] starting: ${sys.label}, ${opts.connections} connections, phases of ${opts.durationS} s without / with ${n} event streams`);
+  await sys.start();
+  const phases: StreamPhase[] = [];
+  try {
+    const target = { host: sys.host, port: sys.port };
+    const conns = await openConnections(target.host, target.port, opts.connections);
+    try {
+      const login = await loginAll({ label: `${run} login`, target, conns, students: spec.students, owner: (i) => i % conns.length });
+      if (n > login.tokens.length * 4) throw new Error(`--event-streams ${n}: at most 4 per student (${login.tokens.length} students)`);
+      const driver = new SteadyDriver({ target, conns, tokens: login.tokens, spec, mix: MIX, seed: opts.seed, maxHeld: MAX_HELD, ledger: null });
+      if (opts.warmupS > 0) await driver.run(`${run} warm-up`, opts.warmupS * 1000);
+      const pairs = Math.max(2, opts.runs);
+      // without, with, without, ..., without: every "with" phase has a "without" on each side.
+      for (let k = 0; k < pairs * 2 + 1; k++) {
+        const withStreams = k % 2 === 1;
+        const held = withStreams ? await openEventStreams(target, login.tokens, n) : null;
+        const cpu0 = sys.cpuSeconds();
+        const { lastReplyAt: _l, ...load } = await driver.run(`${run} phase ${k + 1} ${withStreams ? 'with' : 'without'} streams`, opts.durationS * 1000);
+        const cpu1 = sys.cpuSeconds();
+        phases.push({
+          phase: k + 1,
+          streams: withStreams,
+          reqPerSec: load.reqPerSec,
+          enrollPerSec: load.perOp.enroll?.reqPerSec ?? 0,
+          p99Ms: load.latencyMs.p99,
+          engineUsPerRequest: load.requests > 0 ? round(((cpu1.engine - cpu0.engine) * 1e6) / load.requests, 0) : 0,
+          open: held?.open ?? 0,
+          failed: held?.failed ?? 0,
+          notices: held?.notices ?? 0,
+        });
+        held?.close();
+        const p = phases.at(-1) as StreamPhase;
+        note(
+          `[${run}] phase ${p.phase} ${withStreams ? `with ${p.open} streams (${p.failed} failed, ${p.notices} notices)` : 'without streams'}: ` +
+            `${fmt(p.reqPerSec)} req/s, enroll ${fmt(p.enrollPerSec)}/s, p99 ${p.p99Ms} ms, engine ${p.engineUsPerRequest} µs/request`,
+        );
+        // Let the closed streams' sockets go before the next phase.
+        if (withStreams) await new Promise((r) => setTimeout(r, 500));
+      }
+    } finally {
+      closeAll(conns);
+    }
+  } finally {
+    await sys.stop();
+  }
+  return phases;
 }
 
 export function printSteady(run: string, f: SteadyFigures): void {

@@ -5,6 +5,8 @@ import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
 import type { ClusterMembership, ReadinessReport } from '../persistence/types.js';
 import { registrarRoutes } from './admin/registrar.js';
+import type { NoticeHub } from '../notices/notice-hub.js';
+import type { WebhookService } from '../notices/webhooks.js';
 import { adminRoutes } from './admin/routes.js';
 import { TokenService, type TokenRevocations } from './auth.js';
 import type { RouteContext } from './context.js';
@@ -22,11 +24,13 @@ import { authRoutes } from './routes/auth.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { installRequestMetrics } from './request-metrics.js';
+import { meEventsRoutes } from './routes/me-events.js';
 import { peopleRoutes } from './routes/people.js';
 import { sectionRoutes } from './routes/sections.js';
 import { staffRoutes } from './routes/staff.js';
 import { studentRoutes } from './routes/student.js';
 import { swapRoutes } from './routes/swap.js';
+import { webhookRoutes } from './routes/webhooks.js';
 import { DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
 import { schemaErrorFormatter, validatorCompiler } from './validation.js';
 
@@ -65,6 +69,8 @@ export interface AppDeps {
   cluster?: ClusterMembership;
   /** How long a forwarded write keeps retrying while the owner changes (ms, default 8000). */
   forwardRetryMs?: number;
+  /** Student notices and seat watches (`/me/events`, `/me/watches`) and webhooks (`/webhooks`), when wired (issue 16). */
+  notices?: { hub: NoticeHub; webhooks: WebhookService | null };
 }
 
 /** Login checks at once by default: one fewer than libuv's four pool threads, so file and DNS work still get one. */
@@ -170,6 +176,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(adminRoutes, ctx);
   await app.register(metricsRoutes, ctx);
   await app.register(registrarRoutes, ctx);
+  if (deps.notices) {
+    await app.register(meEventsRoutes, { ...ctx, hub: deps.notices.hub });
+    if (deps.notices.webhooks) await app.register(webhookRoutes, { ...ctx, webhooks: deps.notices.webhooks });
+  }
 
   await app.ready();
   return app;

@@ -32,6 +32,7 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
         { name: 'sections', description: 'Sections as resources' },
         { name: 'people', description: 'Students, staff, departments, the caller' },
         { name: 'health', description: 'Liveness and readiness' },
+        { name: 'notices', description: "A student's own notices (SSE), seat watches, and webhooks for integrations" },
         { name: 'admin', description: 'Staff admin page: live section list, statechart (also as Mermaid at /admin/machine.mmd), live feed' },
       ],
     },

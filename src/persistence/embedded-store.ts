@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { createGroupCommitter } from './group-commit.js';
 import { migrate } from './migrations.js';
+import { createSqlNoticeStore } from './notice-store.js';
 import { createPgliteClient } from './pglite-client.js';
 import type { SqlClient } from './sql-client.js';
 import { applyEvents, loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
@@ -32,6 +33,7 @@ export async function createEmbeddedStore(opts: {
 
   return {
     mode: 'embedded',
+    notices: createSqlNoticeStore(db),
     async migrate() {
       const applied = await migrate(db);
       if (applied.length > 0) log.info({ applied }, 'migrations applied');

@@ -8,6 +8,7 @@ import { createGroupCommitter } from './group-commit.js';
 import { createLeaseManager } from './leases.js';
 import { setLogStall } from './metrics.js';
 import { migrate } from './migrations.js';
+import { createSqlNoticeStore } from './notice-store.js';
 import { createPgClient } from './pg-client.js';
 import { createReadCopy } from './read-copy.js';
 import { loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
@@ -149,6 +150,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
 
   return {
     mode: 'full',
+    notices: createSqlNoticeStore(db),
     batcher,
     async migrate() {
       const applied = await migrate(db);

@@ -1,5 +1,6 @@
 import type { SectionContext, SectionEvent } from '../actors/types.js';
 import type { Department, RegistryEvent, StaffRecord, StudentRecord } from '../actors/student-rules.js';
+import type { NoticeStore } from './notice-types.js';
 
 /**
  * Everything the engine needs from storage, with no driver types in it, so the same engine runs
@@ -94,6 +95,8 @@ export interface Persistence {
   fillHistory(opts: { buckets: number; section?: { courseId: number; groupId: number } }): Promise<FillPoint[]>;
   readiness(): Promise<ReadinessReport>;
   close(): Promise<void>;
+  /** Seat watches, webhooks and the transitions read back for resumed notice streams (issue 16). */
+  readonly notices?: NoticeStore;
 }
 
 /**

@@ -1,0 +1,421 @@
+import type { Logger } from 'pino';
+import { evolveSection, sectionKey } from '../actors/section-logic.js';
+import type { SectionContext, SectionEvent } from '../actors/types.js';
+import type { Engine } from '../engine/engine.js';
+import { EngineError } from '../errors.js';
+import type { DomainEvent } from '../persistence/types.js';
+import type { NoticeStore, WatchRow } from '../persistence/notice-types.js';
+import { freePlaces, hasRoom, noticesForEvent, noticesFromRows, parseNoticeId, seatAvailableNotices, type Notice } from './notices.js';
+
+/**
+ * The notice hub: turns the engine's durable transition batches into student notices, hands them
+ * to each student's open event streams and to whoever else listens (webhooks), and keeps the seat
+ * watches.
+ *
+ * It listens to `engine.onTransitions`, which fires only once a batch is durable, so nothing is
+ * announced for a change that was not acknowledged. To know queue places and free seats *as of the
+ * durable state* (the actors may already hold later, undurable changes), it keeps its own copy of
+ * each section's context, folded from the durable events with the same `evolveSection` the actors
+ * and the log fold use. Work per event is that fold plus a look-up of the affected students' streams;
+ * nothing is written on this path, so an enroll is never slowed by a notice.
+ */
+
+/** One open event stream of a student. `write` returns false once the client is gone or too slow. */
+export interface NoticeSink {
+  write(n: Notice): boolean;
+}
+
+export interface NoticeHubOptions {
+  engine: Engine;
+  store: NoticeStore | null;
+  logger: Logger;
+  /** Active watches one student may hold (default 10). */
+  maxWatchesPerStudent?: number;
+  /** Active watches one section may have (default 500). */
+  maxWatchersPerSection?: number;
+  /** Open event streams one student may hold (default 4). */
+  maxStreamsPerStudent?: number;
+  /** Open event streams in all (default 20,000). */
+  maxStreams?: number;
+  /** How long a resume waits for the database to hold the client's last transition (full mode's batcher lag; default 5 s). */
+  resumeWaitMs?: number;
+}
+
+export type NoticeListener = (notices: Notice[]) => void;
+
+/** What a resume yields: the missed notices, or `reset` when they cannot be listed (client reloads its state). */
+export type ResumeResult = { notices: Notice[] } | { reset: string };
+
+const RESUME_LIMIT = 1000;
+
+export class NoticeHub {
+  private readonly engine: Engine;
+  private readonly store: NoticeStore | null;
+  private readonly log: Logger;
+  private readonly sections = new Map<string, SectionContext>();
+  private readonly streams = new Map<number, Set<NoticeSink>>();
+  private streamCount = 0;
+  private readonly listeners = new Set<NoticeListener>();
+  /** Active watches per section key, in watch order. */
+  private readonly watches = new Map<string, WatchRow[]>();
+  private readonly watchesByStudent = new Map<number, number>();
+  private watchChain: Promise<unknown> = Promise.resolve();
+  private unsubscribe: (() => void) | null = null;
+  /** Durable batches not yet turned into notices, oldest first (see onDurable). */
+  private backlog: DomainEvent[][] = [];
+  /**
+   * Full mode: the database (written by the batcher) may lag behind what is durable. A resume reads
+   * the database only once it holds `lastDurable` (the batcher writes in log order, so then it
+   * holds everything before it too) and every section that was ahead of it at start (`lagging`).
+   */
+  private lastDurable: { courseId: number; groupId: number; seq: number } | null = null;
+  private lagging = new Map<string, number>();
+  private draining = false;
+  readonly maxWatchesPerStudent: number;
+  readonly maxWatchersPerSection: number;
+  readonly maxStreamsPerStudent: number;
+  readonly maxStreams: number;
+  private readonly resumeWaitMs: number;
+
+  constructor(opts: NoticeHubOptions) {
+    this.engine = opts.engine;
+    this.store = opts.store;
+    this.log = opts.logger.child({ module: 'notices' });
+    this.maxWatchesPerStudent = opts.maxWatchesPerStudent ?? 10;
+    this.maxWatchersPerSection = opts.maxWatchersPerSection ?? 500;
+    this.maxStreamsPerStudent = opts.maxStreamsPerStudent ?? 4;
+    this.maxStreams = opts.maxStreams ?? 20_000;
+    this.resumeWaitMs = opts.resumeWaitMs ?? 5000;
+  }
+
+  get hasStore(): boolean {
+    return this.store !== null;
+  }
+
+  /** Open event streams now. */
+  get openStreams(): number {
+    return this.streamCount;
+  }
+
+  /**
+   * Takes the engine's state (all durable right after its start) and the active watches, then
+   * listens. Watches whose section has room already (an opening announced just before a crash,
+   * before the watch was marked) are told now.
+   */
+  async start(): Promise<void> {
+    for (const ctx of this.engine.dumpState().sections) this.sections.set(sectionKey(ctx.info.courseId, ctx.info.groupId), ctx);
+    this.unsubscribe = this.engine.onTransitions((events) => this.enqueue(events));
+    if (this.store) {
+      const heads = await this.store.sectionHeads();
+      for (const [key, ctx] of this.sections) if (ctx.seq > (heads.get(key) ?? 0)) this.lagging.set(key, ctx.seq);
+      for (const w of await this.store.activeWatches()) this.addWatchRow(w);
+      const notices: Notice[] = [];
+      for (const key of [...this.watches.keys()]) {
+        const ctx = this.sections.get(key);
+        if (ctx && hasRoom(ctx)) notices.push(...this.fireWatches(key, ctx, ctx.seq, Date.now()));
+      }
+      if (notices.length > 0) this.dispatch(notices);
+    }
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+    this.backlog = [];
+    this.listeners.clear();
+    this.streams.clear();
+    this.streamCount = 0;
+  }
+
+  /** Every notice, for integrations (webhooks). Listeners must not block: they run on the engine's durable path. */
+  onNotices(listener: NoticeListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Opens a stream for a student; throws TOO_MANY_STREAMS / UNAVAILABLE when over the caps. */
+  openStream(studentId: number, sink: NoticeSink): () => void {
+    const mine = this.streams.get(studentId);
+    if ((mine?.size ?? 0) >= this.maxStreamsPerStudent) {
+      throw new EngineError('TOO_MANY_STREAMS', `at most ${this.maxStreamsPerStudent} open event streams per student; close one and try again`, undefined, {
+        retryAfterSeconds: 10,
+      });
+    }
+    if (this.streamCount >= this.maxStreams) {
+      throw new EngineError('UNAVAILABLE', 'too many event streams are open; try again shortly', undefined, { retryAfterSeconds: 10 });
+    }
+    const set = mine ?? new Set<NoticeSink>();
+    if (!mine) this.streams.set(studentId, set);
+    set.add(sink);
+    this.streamCount++;
+    let open = true;
+    return () => {
+      if (!open) return;
+      open = false;
+      set.delete(sink);
+      this.streamCount--;
+      if (set.size === 0) this.streams.delete(studentId);
+    };
+  }
+
+  /** The notices a student missed after `lastId` (a Last-Event-ID), from the database. */
+  async resume(studentId: number, lastId: string): Promise<ResumeResult> {
+    const at = parseNoticeId(lastId);
+    if (at === null) throw new EngineError('BAD_REQUEST', 'Last-Event-ID is not a notice id (expected <course>-<group>-<seq>)');
+    if (!this.store) return { reset: 'this engine keeps no notice history; reload your sections' };
+    const store = this.store;
+    const deadline = Date.now() + this.resumeWaitMs;
+    const target = this.lastDurable;
+    let pos: number | null = null;
+    // Full mode: wait (up to resumeWaitMs) until the database holds the client's last id and
+    // everything durable so far; otherwise missed notices could be left out.
+    for (;;) {
+      pos ??= await store.transitionId(at.courseId, at.groupId, at.seq);
+      const caughtUp = pos !== null && (await this.databaseCaughtUp(target));
+      if (caughtUp) break;
+      if (Date.now() >= deadline) {
+        if (pos === null) return { reset: 'the last event id is unknown; reload your sections' };
+        return { reset: 'the notice history is still being written; reload your sections' };
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (pos === null) return { reset: 'the last event id is unknown; reload your sections' };
+    const held = this.engine.studentSections(studentId);
+    const queuedNow = new Map<string, number>();
+    for (const h of held) if (h.status === 'queued' && h.queuePosition !== undefined) queuedNow.set(sectionKey(h.section.info.courseId, h.section.info.groupId), h.queuePosition);
+    const [own, sections, fired] = await Promise.all([
+      this.store.studentTransitionsAfter(studentId, pos, RESUME_LIMIT),
+      this.store.sectionTransitionsAfter(
+        studentId,
+        held.map((h) => ({ courseId: h.section.info.courseId, groupId: h.section.info.groupId })),
+        pos,
+        RESUME_LIMIT,
+      ),
+      this.store.firedWatchesAfter(studentId, pos),
+    ]);
+    if (own.length >= RESUME_LIMIT || sections.length >= RESUME_LIMIT) return { reset: 'too much happened since the last event id; reload your sections' };
+    const names = new Map<string, string>();
+    for (const [k, ctx] of this.sections) names.set(k, ctx.info.name);
+    return { notices: noticesFromRows({ studentId, own, sections, fired, names, queuedNow }) };
+  }
+
+  private async databaseCaughtUp(target: { courseId: number; groupId: number; seq: number } | null): Promise<boolean> {
+    const store = this.store as NoticeStore;
+    if (this.lagging.size > 0) {
+      const heads = await store.sectionHeads([...this.lagging.keys()]);
+      for (const [key, seq] of [...this.lagging]) if ((heads.get(key) ?? 0) >= seq) this.lagging.delete(key);
+      if (this.lagging.size > 0) return false;
+    }
+    return target === null || (await store.transitionId(target.courseId, target.groupId, target.seq)) !== null;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Seat watches
+
+  /** The student's active watches, with their place among the section's watchers. */
+  listWatches(studentId: number): { watch: WatchRow; position: number }[] {
+    const out: { watch: WatchRow; position: number }[] = [];
+    for (const list of this.watches.values()) {
+      const i = list.findIndex((w) => w.studentId === studentId);
+      if (i >= 0) out.push({ watch: list[i] as WatchRow, position: i + 1 });
+    }
+    return out.sort((a, b) => a.watch.id - b.watch.id);
+  }
+
+  /** Starts a watch on a full section; durable when it resolves. */
+  addWatch(studentId: number, courseId: number, groupId: number): Promise<{ watch: WatchRow; position: number }> {
+    const run = async () => {
+      const store = this.requireStore();
+      const view = this.engine.getSection(courseId, groupId);
+      if (view.closed) throw new EngineError('SECTION_CLOSED', 'the section is closed; a watch is for a section that is full');
+      if (this.engine.studentSections(studentId).some((h) => h.section.info.courseId === courseId && h.section.info.groupId === groupId)) {
+        throw new EngineError('ALREADY_IN_SECTION', 'you already hold a place in this section');
+      }
+      const key = sectionKey(courseId, groupId);
+      const list = this.watches.get(key) ?? [];
+      if (list.some((w) => w.studentId === studentId)) throw new EngineError('ALREADY_WATCHING', 'you are already watching this section');
+      if (view.registeredCount < view.capacity || view.queueLength < view.reserveCapacity) {
+        throw new EngineError(
+          'WATCH_NOT_NEEDED',
+          view.registeredCount < view.capacity ? 'the section has a free seat: enroll instead' : 'the section has a free reserve-queue place: enroll instead',
+        );
+      }
+      if ((this.watchesByStudent.get(studentId) ?? 0) >= this.maxWatchesPerStudent) {
+        throw new EngineError('TOO_MANY_WATCHES', `you may watch at most ${this.maxWatchesPerStudent} sections at once; stop one first`);
+      }
+      if (list.length >= this.maxWatchersPerSection) {
+        throw new EngineError('TOO_MANY_WATCHES', `this section already has ${this.maxWatchersPerSection} watchers, the most it takes`);
+      }
+      const row = await store.addWatch(studentId, courseId, groupId);
+      this.addWatchRow(row);
+      const now = this.watches.get(key) ?? [];
+      return { watch: row, position: now.findIndex((w) => w.id === row.id) + 1 };
+    };
+    // One watch change at a time, so the bounds hold under concurrent requests.
+    const p = this.watchChain.then(run, run);
+    this.watchChain = p.catch(() => undefined);
+    return p;
+  }
+
+  removeWatch(studentId: number, courseId: number, groupId: number): Promise<void> {
+    const run = async () => {
+      const store = this.requireStore();
+      const key = sectionKey(courseId, groupId);
+      const list = this.watches.get(key) ?? [];
+      const i = list.findIndex((w) => w.studentId === studentId);
+      if (i < 0) throw new EngineError('NOT_WATCHING', 'you are not watching this section');
+      await store.removeWatch(studentId, courseId, groupId);
+      const now = this.watches.get(key) ?? [];
+      const j = now.findIndex((w) => w.studentId === studentId);
+      if (j >= 0) {
+        now.splice(j, 1);
+        if (now.length === 0) this.watches.delete(key);
+        this.countWatch(studentId, -1);
+      }
+    };
+    const p = this.watchChain.then(run, run);
+    this.watchChain = p.catch(() => undefined);
+    return p;
+  }
+
+  private requireStore(): NoticeStore {
+    if (!this.store) throw new EngineError('NOTICES_UNAVAILABLE', 'seat watches need a database; this engine runs without one');
+    return this.store;
+  }
+
+  private addWatchRow(w: WatchRow): void {
+    const key = sectionKey(w.courseId, w.groupId);
+    const list = this.watches.get(key) ?? [];
+    list.push(w);
+    list.sort((a, b) => a.id - b.id);
+    this.watches.set(key, list);
+    this.countWatch(w.studentId, 1);
+  }
+
+  private countWatch(studentId: number, d: number): void {
+    const n = (this.watchesByStudent.get(studentId) ?? 0) + d;
+    if (n <= 0) this.watchesByStudent.delete(studentId);
+    else this.watchesByStudent.set(studentId, n);
+  }
+
+  /** Tells as many watchers as there are free places, in watch order; their watches end. */
+  private fireWatches(key: string, ctx: SectionContext, seq: number, at: number): Notice[] {
+    const list = this.watches.get(key);
+    if (!list || list.length === 0) return [];
+    const n = Math.min(list.length, freePlaces(ctx));
+    if (n === 0) return [];
+    const told = list.splice(0, n);
+    if (list.length === 0) this.watches.delete(key);
+    for (const w of told) this.countWatch(w.studentId, -1);
+    this.store?.markWatchesFired(told.map((w) => w.id), seq, at).catch((err: unknown) => this.log.error({ err, key }, 'recording fired seat watches failed'));
+    return seatAvailableNotices(ctx, seq, at, told.map((w) => w.studentId));
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * Called by the engine on the request's own path, right after its batch became durable: only
+   * queues the batch, so the reply is not held up; the batches are turned into notices in order
+   * on the next turn of the event loop.
+   */
+  private enqueue(events: DomainEvent[]): void {
+    this.backlog.push(events);
+    if (this.draining) return;
+    this.draining = true;
+    setImmediate(() => {
+      const batches = this.backlog;
+      this.backlog = [];
+      this.draining = false;
+      const out: Notice[] = [];
+      for (const b of batches) {
+        try {
+          this.onDurable(b, out);
+        } catch (err) {
+          this.log.error({ err }, 'deriving notices failed');
+        }
+      }
+      if (out.length > 0) this.dispatch(coalesceQueueMoves(out));
+    });
+  }
+
+  private onDurable(events: DomainEvent[], out: Notice[]): void {
+    let notices: Notice[] | null = null;
+    /** Sections whose room may have opened in this batch: key -> had room before the batch. */
+    let touched: Map<string, boolean> | null = null;
+    let last: SectionEvent | null = null;
+    for (const ev of events) {
+      if (!('courseId' in ev)) continue;
+      const e = ev;
+      last = e;
+      this.lastDurable = { courseId: e.courseId, groupId: e.groupId, seq: e.seq };
+      const key = sectionKey(e.courseId, e.groupId);
+      const before = this.sections.get(key);
+      if (e.type === 'sectionCreated' || !before) {
+        if (e.type === 'sectionCreated') this.sections.set(key, evolveSection(before ?? ({} as SectionContext), e));
+        continue;
+      }
+      if (e.seq !== before.seq + 1) this.log.debug({ key, seq: e.seq, mirror: before.seq }, 'notice mirror skipped a sequence number');
+      const after = evolveSection(before, e);
+      this.sections.set(key, after);
+      const derived = noticesForEvent(before, e, after);
+      if (derived.length > 0) (notices ??= []).push(...derived);
+      if (this.watches.has(key)) {
+        touched ??= new Map();
+        if (!touched.has(key)) touched.set(key, hasRoom(before));
+      }
+    }
+    if (touched && last) {
+      for (const [key, hadRoom] of touched) {
+        const ctx = this.sections.get(key) as SectionContext;
+        if (!hadRoom && hasRoom(ctx)) {
+          const fired = this.fireWatches(key, ctx, ctx.seq, last.cause.at);
+          if (fired.length > 0) (notices ??= []).push(...fired);
+        }
+      }
+    }
+    if (notices) for (const n of notices) out.push(n);
+  }
+
+  private dispatch(notices: Notice[]): void {
+    if (this.streamCount > 0) {
+      for (const n of notices) {
+        const set = this.streams.get(n.studentId);
+        if (!set) continue;
+        for (const sink of [...set]) {
+          try {
+            sink.write(n);
+          } catch (err) {
+            this.log.warn({ err }, 'writing a notice failed');
+          }
+        }
+      }
+    }
+    for (const l of this.listeners) {
+      try {
+        l(notices);
+      } catch (err) {
+        this.log.error({ err }, 'notice listener failed');
+      }
+    }
+  }
+}
+
+/**
+ * Within one turn's notices, only a student's latest `queueMoved` per section is kept: under churn a
+ * long queue moves many times a second, and only the latest place matters (a resumed stream folds
+ * them the same way).
+ */
+export function coalesceQueueMoves(notices: Notice[]): Notice[] {
+  let last: Map<string, number> | null = null;
+  for (let i = 0; i < notices.length; i++) {
+    const n = notices[i] as Notice;
+    if (n.kind === 'queueMoved') (last ??= new Map()).set(`${n.studentId}:${n.courseId}:${n.groupId}`, i);
+  }
+  if (last === null) return notices;
+  const keep = last;
+  return notices.filter((n, i) => n.kind !== 'queueMoved' || keep.get(`${n.studentId}:${n.courseId}:${n.groupId}`) === i);
+}
+
+export function createNoticeHub(opts: NoticeHubOptions): NoticeHub {
+  return new NoticeHub(opts);
+}

@@ -1,0 +1,256 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { Logger } from 'pino';
+import { EngineError } from '../errors.js';
+import type { DeliveryJob, DeliveryQueue, NewDelivery, NoticeStore, WebhookRow } from '../persistence/notice-types.js';
+import { toWire, type Notice } from './notices.js';
+
+/**
+ * Webhooks: the same notices as the students' event streams, POSTed to endpoints staff register.
+ *
+ * Off the request path: the hub hands each durable batch's notices to {@link WebhookService.dispatch},
+ * which only appends them to a buffer; a later tick records one delivery row per (webhook, notice)
+ * and queues the first attempt. The worker POSTs, signs (docs/webhooks.md), records every attempt,
+ * and on failure queues the next one after an exponential backoff, until `maxAttempts`, after which
+ * the delivery is dead-lettered. A job leaves the queue only after its outcome is recorded, so a
+ * crash repeats an attempt instead of losing it (at least once; receivers dedupe on the delivery id).
+ */
+
+export const SIGNATURE_HEADER = 'x-enrollment-signature';
+export const TIMESTAMP_HEADER = 'x-enrollment-timestamp';
+export const DELIVERY_HEADER = 'x-enrollment-delivery';
+export const ATTEMPT_HEADER = 'x-enrollment-attempt';
+
+/** `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`: the scheme of docs/webhooks.md. */
+export function signPayload(secret: string, timestamp: number, body: string): string {
+  return `v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
+}
+
+/** What a receiver does (docs/webhooks.md): recompute, compare in constant time, bound the clock skew. */
+export function verifySignature(secret: string, timestamp: number, body: string, signature: string, nowSeconds: number, toleranceSeconds = 300): boolean {
+  if (!Number.isFinite(timestamp) || Math.abs(nowSeconds - timestamp) > toleranceSeconds) return false;
+  const want = Buffer.from(signPayload(secret, timestamp, body));
+  const got = Buffer.from(signature);
+  return want.length === got.length && timingSafeEqual(want, got);
+}
+
+export interface WebhookServiceOptions {
+  store: NoticeStore;
+  queue: DeliveryQueue;
+  logger: Logger;
+  /** Attempts before a delivery is dead-lettered (default 8). */
+  maxAttempts?: number;
+  /** Pause before the second attempt; doubled for each later one (default 2 s). */
+  baseDelayMs?: number;
+  /** Longest pause between attempts (default 10 min). */
+  maxDelayMs?: number;
+  /** One attempt waits this long for the endpoint's answer (default 5 s). */
+  timeoutMs?: number;
+  /**
+   * RabbitMQ mode: how often deliveries overdue by more than `sweepGraceMs` are queued again (their
+   * job was never published, e.g. the broker was away; default 30 s, grace 60 s). A job merely
+   * late may then run twice, which at-least-once allows.
+   */
+  sweepMs?: number;
+  sweepGraceMs?: number;
+  now?: () => number;
+}
+
+/** A webhook as the API shows it: never its secret. */
+export type PublicWebhook = Omit<WebhookRow, 'secret'>;
+
+export class WebhookService {
+  private readonly store: NoticeStore;
+  private readonly queue: DeliveryQueue;
+  private readonly log: Logger;
+  readonly maxAttempts: number;
+  private readonly baseDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly timeoutMs: number;
+  private readonly now: () => number;
+  private active: WebhookRow[] = [];
+  private buffer: Notice[] = [];
+  private flushing: Promise<void> | null = null;
+  private closed = false;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private readonly sweepMs: number;
+  private readonly sweepGraceMs: number;
+
+  constructor(opts: WebhookServiceOptions) {
+    this.store = opts.store;
+    this.queue = opts.queue;
+    this.log = opts.logger.child({ module: 'webhooks' });
+    this.maxAttempts = opts.maxAttempts ?? 8;
+    this.baseDelayMs = opts.baseDelayMs ?? 2000;
+    this.maxDelayMs = opts.maxDelayMs ?? 600_000;
+    this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.now = opts.now ?? Date.now;
+    this.sweepMs = opts.sweepMs ?? 30_000;
+    this.sweepGraceMs = opts.sweepGraceMs ?? 60_000;
+  }
+
+  get queueKind(): DeliveryQueue['kind'] {
+    return this.queue.kind;
+  }
+
+  async start(): Promise<void> {
+    this.active = (await this.store.listWebhooks()).filter((w) => w.active);
+    await this.queue.start((job) => this.attempt(job));
+    if (this.queue.kind === 'amqp') {
+      this.sweepTimer = setInterval(() => void this.sweep(), this.sweepMs);
+      this.sweepTimer.unref();
+    }
+  }
+
+  /** Queues again deliveries whose attempt is long overdue (their job never reached the broker). */
+  async sweep(): Promise<number> {
+    try {
+      const ids = await this.store.dueDeliveries(this.now() - this.sweepGraceMs, 500);
+      for (const deliveryId of ids) await this.queue.schedule({ deliveryId, attempt: 0 }, 0);
+      if (ids.length > 0) this.log.warn({ deliveries: ids.length }, 'overdue webhook deliveries queued again');
+      return ids.length;
+    } catch (err) {
+      this.log.warn({ err }, 'sweeping overdue webhook deliveries failed');
+      return 0;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    while (this.flushing) await this.flushing;
+    await this.queue.close();
+  }
+
+  /** Pause after attempt `n` failed. */
+  delayAfter(n: number): number {
+    return Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (n - 1));
+  }
+
+  async create(input: { url: string; secret: string; kinds: string[] | null; createdBy: number }): Promise<PublicWebhook> {
+    let u: URL;
+    try {
+      u = new URL(input.url);
+    } catch {
+      throw new EngineError('BAD_REQUEST', 'url is not a valid absolute URL');
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new EngineError('BAD_REQUEST', 'url must be http or https');
+    if (u.username !== '' || u.password !== '') throw new EngineError('BAD_REQUEST', 'url must not carry credentials; the secret signs each delivery');
+    const row = await this.store.createWebhook({ ...input, url: u.toString() });
+    this.active.push(row);
+    return publicOf(row);
+  }
+
+  async list(): Promise<PublicWebhook[]> {
+    return (await this.store.listWebhooks()).map(publicOf);
+  }
+
+  async get(id: number): Promise<PublicWebhook> {
+    const w = await this.store.getWebhook(id);
+    if (!w) throw new EngineError('WEBHOOK_NOT_FOUND', `no webhook ${id}`);
+    return publicOf(w);
+  }
+
+  async deactivate(id: number): Promise<void> {
+    const w = await this.store.getWebhook(id);
+    if (!w) throw new EngineError('WEBHOOK_NOT_FOUND', `no webhook ${id}`);
+    await this.store.deactivateWebhook(id);
+    this.active = this.active.filter((x) => x.id !== id);
+  }
+
+  async deliveries(id: number, limit: number) {
+    await this.get(id);
+    return this.store.listDeliveries(id, limit);
+  }
+
+  /** Takes a batch of notices (called on the engine's durable path: only buffers). */
+  dispatch(notices: Notice[]): void {
+    if (this.active.length === 0 || this.closed) return;
+    for (const n of notices) this.buffer.push(n);
+    this.flushing ??= new Promise<void>((r) => setImmediate(r)).then(() => this.flush());
+  }
+
+  /** Resolves once every notice dispatched so far has its deliveries recorded and queued. */
+  async drain(): Promise<void> {
+    while (this.flushing) await this.flushing;
+  }
+
+  private async flush(): Promise<void> {
+    try {
+      while (this.buffer.length > 0) {
+        const batch = this.buffer.splice(0, 500);
+        const rows: NewDelivery[] = [];
+        for (const n of batch) {
+          const body = JSON.stringify({ type: 'notice', notice: toWire(n) });
+          for (const w of this.active) {
+            if (w.kinds !== null && !w.kinds.includes(n.kind)) continue;
+            rows.push({ webhookId: w.id, noticeKey: `${n.id}:${n.kind}:${n.studentId}`, kind: n.kind, studentId: n.studentId, body });
+          }
+        }
+        try {
+          const ids = await this.store.insertDeliveries(rows);
+          await Promise.all(ids.map((deliveryId) => this.queue.schedule({ deliveryId, attempt: 1 }, 0)));
+        } catch (err) {
+          // Recorded rows stay `pending`; the database queue finds them, RabbitMQ mode does not (see docs).
+          this.log.error({ err, notices: batch.length }, 'recording webhook deliveries failed');
+        }
+      }
+    } finally {
+      this.flushing = null;
+    }
+  }
+
+  /** One attempt of a delivery: POST, record, then retry, dead-letter or done. */
+  private async attempt(job: DeliveryJob): Promise<void> {
+    const d = await this.store.getDelivery(job.deliveryId);
+    if (!d || d.status === 'delivered' || d.status === 'dead') return;
+    const attempt = d.attempts + 1;
+    const t = Math.floor(this.now() / 1000);
+    const t0 = performance.now();
+    let statusCode: number | null = null;
+    let error: string | null = null;
+    try {
+      const res = await fetch(d.url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          [TIMESTAMP_HEADER]: String(t),
+          [SIGNATURE_HEADER]: signPayload(d.secret, t, d.body),
+          [DELIVERY_HEADER]: String(d.id),
+          [ATTEMPT_HEADER]: String(attempt),
+          'user-agent': 'course-enrollment-engine-webhooks/1',
+        },
+        body: d.body,
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+      statusCode = res.status;
+      // The body is not needed; release the socket.
+      await res.body?.cancel().catch(() => undefined);
+      if (res.status < 200 || res.status >= 300) error = `HTTP ${res.status}`;
+    } catch (err) {
+      error = err instanceof Error ? (err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message) : String(err);
+    }
+    const durationMs = Math.round(performance.now() - t0);
+    const next: { deliveryId: number; attempt: number } = { deliveryId: d.id, attempt: attempt + 1 };
+    if (error === null) {
+      await this.store.recordAttempt({ deliveryId: d.id, attempt, statusCode, error, durationMs, status: 'delivered', nextAttemptAt: null });
+    } else if (attempt >= this.maxAttempts) {
+      await this.store.recordAttempt({ deliveryId: d.id, attempt, statusCode, error, durationMs, status: 'dead', nextAttemptAt: null });
+      await this.queue.deadLetter({ deliveryId: d.id, attempt });
+      this.log.warn({ deliveryId: d.id, webhookId: d.webhookId, attempt, error }, 'webhook delivery dead-lettered');
+    } else {
+      const delay = this.delayAfter(attempt);
+      await this.store.recordAttempt({ deliveryId: d.id, attempt, statusCode, error, durationMs, status: 'retrying', nextAttemptAt: this.now() + delay });
+      await this.queue.schedule(next, delay);
+    }
+  }
+}
+
+function publicOf(w: WebhookRow): PublicWebhook {
+  const { secret: _s, ...rest } = w;
+  return rest;
+}
+
+export function createWebhookService(opts: WebhookServiceOptions): WebhookService {
+  return new WebhookService(opts);
+}

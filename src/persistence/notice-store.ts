@@ -1,0 +1,273 @@
+import { EngineError } from '../errors.js';
+import type {
+  AttemptResult,
+  AttemptRow,
+  DeliveryRow,
+  DeliveryStatus,
+  NoticeStore,
+  TransitionRow,
+  WatchRow,
+  WebhookRow,
+} from './notice-types.js';
+import type { SqlClient } from './sql-client.js';
+
+/**
+ * The notices' SQL, shared by both stores (PGlite in embedded mode, PostgreSQL in full mode). Driver
+ * errors become EngineError('UNAVAILABLE') here, except a repeated active watch (ALREADY_WATCHING).
+ */
+
+type Row = Record<string, unknown>;
+
+const iso = (v: unknown): string => (v instanceof Date ? v : new Date(v as string)).toISOString();
+const msOf = (v: unknown): number => (v instanceof Date ? v : new Date(v as string)).getTime();
+const json = (v: unknown): Record<string, unknown> => (typeof v === 'string' ? JSON.parse(v) : v) as Record<string, unknown>;
+
+function watch(r: Row): WatchRow {
+  return {
+    id: Number(r.id),
+    studentId: Number(r.student_id),
+    courseId: Number(r.course_id),
+    groupId: Number(r.group_id),
+    createdAt: iso(r.created_at),
+    firedSeq: r.fired_seq === null || r.fired_seq === undefined ? null : Number(r.fired_seq),
+  };
+}
+
+function transition(r: Row): TransitionRow {
+  return {
+    id: Number(r.id),
+    courseId: Number(r.course_id),
+    groupId: Number(r.group_id),
+    seq: Number(r.seq),
+    type: r.type as string,
+    studentId: r.student_id === null ? null : Number(r.student_id),
+    at: msOf(r.at),
+    payload: json(r.payload),
+  };
+}
+
+function webhook(r: Row): WebhookRow {
+  return {
+    id: Number(r.id),
+    url: r.url as string,
+    secret: r.secret as string,
+    kinds: (r.kinds as string[] | null) ?? null,
+    createdBy: Number(r.created_by),
+    createdAt: iso(r.created_at),
+    active: Boolean(r.active),
+  };
+}
+
+function delivery(r: Row): DeliveryRow {
+  return {
+    id: Number(r.id),
+    webhookId: Number(r.webhook_id),
+    noticeKey: r.notice_key as string,
+    kind: r.kind as string,
+    studentId: Number(r.student_id),
+    body: r.body as string,
+    status: r.status as DeliveryStatus,
+    attempts: Number(r.attempts),
+    nextAttemptAt: iso(r.next_attempt_at),
+    createdAt: iso(r.created_at),
+    finishedAt: r.finished_at === null || r.finished_at === undefined ? null : iso(r.finished_at),
+  };
+}
+
+const SECTION_NOTICE_TYPES = [
+  'studentPromoted',
+  'studentDropped',
+  'capacityChanged',
+  'reserveCapacityChanged',
+  'sexLockChanged',
+  'infoUpdated',
+  'sectionClosed',
+  'sectionReopened',
+];
+
+function unavailable(err: unknown): EngineError {
+  return new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: err instanceof Error ? err.message : String(err) });
+}
+
+/** Wraps every method so a driver error surfaces as the project's own code. */
+function guarded<T extends object>(impl: T): T {
+  const out: Record<string, unknown> = {};
+  for (const [k, fn] of Object.entries(impl)) {
+    out[k] = async (...args: unknown[]) => {
+      try {
+        return await (fn as (...a: unknown[]) => Promise<unknown>)(...args);
+      } catch (err) {
+        if (err instanceof EngineError) throw err;
+        throw unavailable(err);
+      }
+    };
+  }
+  return out as T;
+}
+
+export function createSqlNoticeStore(db: SqlClient): NoticeStore {
+  const store: NoticeStore = {
+    async activeWatches() {
+      const r = await db.query<Row>('SELECT * FROM seat_watches WHERE fired_seq IS NULL ORDER BY id');
+      return r.rows.map(watch);
+    },
+    async addWatch(studentId, courseId, groupId) {
+      try {
+        const r = await db.query<Row>(
+          'INSERT INTO seat_watches (student_id, course_id, group_id) VALUES ($1, $2, $3) RETURNING *',
+          [studentId, courseId, groupId],
+        );
+        return watch(r.rows[0] as Row);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code === '23505') throw new EngineError('ALREADY_WATCHING', 'you are already watching this section');
+        throw err;
+      }
+    },
+    async removeWatch(studentId, courseId, groupId) {
+      const r = await db.query(
+        'DELETE FROM seat_watches WHERE student_id = $1 AND course_id = $2 AND group_id = $3 AND fired_seq IS NULL',
+        [studentId, courseId, groupId],
+      );
+      return r.rowCount > 0;
+    },
+    async markWatchesFired(ids, seq, at) {
+      if (ids.length === 0) return;
+      await db.query('UPDATE seat_watches SET fired_seq = $2, fired_at = $3 WHERE id = ANY($1::bigint[]) AND fired_seq IS NULL', [
+        ids,
+        seq,
+        new Date(at),
+      ]);
+    },
+    async transitionId(courseId, groupId, seq) {
+      const r = await db.query<Row>('SELECT id FROM transitions WHERE stream = $1 AND seq = $2', [`section:${courseId}:${groupId}`, seq]);
+      return r.rows[0] ? Number(r.rows[0].id) : null;
+    },
+    async sectionHeads(keys) {
+      const r = keys
+        ? await db.query<Row>('SELECT stream, seq FROM stream_heads WHERE stream = ANY($1::text[])', [keys.map((k) => `section:${k}`)])
+        : await db.query<Row>("SELECT stream, seq FROM stream_heads WHERE stream LIKE 'section:%'");
+      return new Map(r.rows.map((x) => [(x.stream as string).slice('section:'.length), Number(x.seq)]));
+    },
+    async studentTransitionsAfter(studentId, afterId, limit) {
+      const r = await db.query<Row>(
+        `SELECT id, course_id, group_id, seq, type, student_id, at, payload FROM transitions
+         WHERE student_id = $1 AND id > $2 AND course_id IS NOT NULL ORDER BY id LIMIT $3`,
+        [studentId, afterId, limit],
+      );
+      return r.rows.map(transition);
+    },
+    async sectionTransitionsAfter(studentId, sections, afterId, limit) {
+      if (sections.length === 0) return [];
+      const r = await db.query<Row>(
+        `WITH held AS (SELECT c, g FROM unnest($1::bigint[], $2::bigint[]) AS h(c, g)),
+              since AS (
+                SELECT h.c, h.g, COALESCE((SELECT max(x.seq) FROM transitions x
+                   WHERE x.course_id = h.c AND x.group_id = h.g AND x.student_id = $3
+                     AND x.type IN ('studentEnrolled', 'studentQueued')), 0) AS s
+                FROM held h)
+         SELECT t.id, t.course_id, t.group_id, t.seq, t.type, t.student_id, t.at, t.payload
+         FROM transitions t JOIN since ON t.course_id = since.c AND t.group_id = since.g
+         WHERE t.id > $4 AND t.seq > since.s AND t.student_id IS DISTINCT FROM $3 AND t.type = ANY($5::text[])
+         ORDER BY t.id LIMIT $6`,
+        [sections.map((s) => s.courseId), sections.map((s) => s.groupId), studentId, afterId, SECTION_NOTICE_TYPES, limit],
+      );
+      return r.rows.map(transition);
+    },
+    async firedWatchesAfter(studentId, afterId) {
+      const r = await db.query<Row>(
+        `SELECT w.*, t.id AS transition_id, t.at AS transition_at FROM seat_watches w
+         JOIN transitions t ON t.stream = 'section:' || w.course_id || ':' || w.group_id AND t.seq = w.fired_seq
+         WHERE w.student_id = $1 AND w.fired_seq IS NOT NULL AND t.id > $2 ORDER BY t.id`,
+        [studentId, afterId],
+      );
+      return r.rows.map((x) => ({ ...watch(x), transitionId: Number(x.transition_id), at: msOf(x.transition_at) }));
+    },
+    async createWebhook({ url, secret, kinds, createdBy }) {
+      const r = await db.query<Row>('INSERT INTO webhooks (url, secret, kinds, created_by) VALUES ($1, $2, $3, $4) RETURNING *', [
+        url,
+        secret,
+        kinds,
+        createdBy,
+      ]);
+      return webhook(r.rows[0] as Row);
+    },
+    async listWebhooks() {
+      return (await db.query<Row>('SELECT * FROM webhooks ORDER BY id')).rows.map(webhook);
+    },
+    async getWebhook(id) {
+      const r = await db.query<Row>('SELECT * FROM webhooks WHERE id = $1', [id]);
+      return r.rows[0] ? webhook(r.rows[0]) : null;
+    },
+    async deactivateWebhook(id) {
+      const r = await db.query('UPDATE webhooks SET active = false WHERE id = $1 AND active', [id]);
+      return r.rowCount > 0;
+    },
+    async insertDeliveries(rows) {
+      if (rows.length === 0) return [];
+      const r = await db.query<Row>(
+        `INSERT INTO webhook_deliveries (webhook_id, notice_key, kind, student_id, body)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+         ON CONFLICT (webhook_id, notice_key) DO NOTHING RETURNING id`,
+        [rows.map((x) => x.webhookId), rows.map((x) => x.noticeKey), rows.map((x) => x.kind), rows.map((x) => x.studentId), rows.map((x) => x.body)],
+      );
+      return r.rows.map((x) => Number(x.id));
+    },
+    async getDelivery(id) {
+      const r = await db.query<Row>(
+        'SELECT d.*, w.url, w.secret FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1',
+        [id],
+      );
+      const x = r.rows[0];
+      return x ? { ...delivery(x), url: x.url as string, secret: x.secret as string } : null;
+    },
+    async recordAttempt(a: AttemptResult) {
+      await db.transaction(async (tx) => {
+        const ins = await tx.query(
+          `INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, duration_ms) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (delivery_id, attempt) DO NOTHING`,
+          [a.deliveryId, a.attempt, a.statusCode, a.error, a.durationMs],
+        );
+        if (ins.rowCount === 0) return;
+        await tx.query(
+          `UPDATE webhook_deliveries SET status = $2, attempts = GREATEST(attempts, $3),
+             next_attempt_at = COALESCE($4, next_attempt_at),
+             finished_at = CASE WHEN $2 IN ('delivered', 'dead') THEN now() ELSE NULL END
+           WHERE id = $1`,
+          [a.deliveryId, a.status, a.attempt, a.nextAttemptAt === null ? null : new Date(a.nextAttemptAt)],
+        );
+      });
+    },
+    async dueDeliveries(now, limit) {
+      const r = await db.query<Row>(
+        `SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2`,
+        [new Date(now), limit],
+      );
+      return r.rows.map((x) => Number(x.id));
+    },
+    async listDeliveries(webhookId, limit) {
+      const ds = (await db.query<Row>('SELECT * FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2', [webhookId, limit])).rows.map(
+        delivery,
+      );
+      if (ds.length === 0) return [];
+      const attempts = await db.query<Row>(
+        'SELECT delivery_id, attempt, at, status_code, error, duration_ms FROM webhook_attempts WHERE delivery_id = ANY($1::bigint[]) ORDER BY delivery_id, attempt',
+        [ds.map((d) => d.id)],
+      );
+      const by = new Map<number, AttemptRow[]>();
+      for (const x of attempts.rows) {
+        const list = by.get(Number(x.delivery_id)) ?? [];
+        list.push({
+          attempt: Number(x.attempt),
+          at: iso(x.at),
+          statusCode: x.status_code === null ? null : Number(x.status_code),
+          error: (x.error as string | null) ?? null,
+          durationMs: Number(x.duration_ms),
+        });
+        by.set(Number(x.delivery_id), list);
+      }
+      return ds.map((d) => ({ ...d, attemptLog: by.get(d.id) ?? [] }));
+    },
+  };
+  return guarded(store);
+}

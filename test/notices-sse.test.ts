@@ -1,0 +1,266 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { createDatabaseDeliveryQueue } from '../src/persistence/delivery-queue.js';
+import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
+import { createFullStore, streamNames } from '../src/persistence/full-store.js';
+import type { DomainEvent, Persistence } from '../src/persistence/types.js';
+import { S, STAFF } from './support/http-fixture.js';
+import { deleteQueues } from './support/amqp.js';
+import { openSse, quietLogger, startNoticesWorld, type NoticesWorld } from './support/notices-world.js';
+import { createTestDatabase } from './support/pg.js';
+import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/services.js';
+
+/**
+ * GET /me/events through a real listening server and a real HTTP client, on the embedded store
+ * (PGlite files in a temporary directory, so the engine can be restarted on them).
+ */
+
+/** The embedded store with a switch that makes appends fail, as when storage is lost. */
+function failable(inner: Persistence): Persistence & { failAppends: boolean } {
+  const p = {
+    failAppends: false,
+    get mode() {
+      return inner.mode;
+    },
+    notices: inner.notices,
+    migrate: () => inner.migrate(),
+    load: () => inner.load(),
+    append: (events: DomainEvent[]) => (p.failAppends ? Promise.reject(new Error('injected append failure')) : inner.append(events)),
+    recentTransitions: (c: number, g: number, l: number) => inner.recentTransitions(c, g, l),
+    studentTransitions: (id: number, l: number) => inner.studentTransitions(id, l),
+    fillHistory: (opts: Parameters<Persistence['fillHistory']>[0]) => inner.fillHistory(opts),
+    readiness: () => inner.readiness(),
+    close: () => inner.close(),
+  };
+  return p;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'notices-sse-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+async function openStore(): Promise<Persistence & { failAppends: boolean }> {
+  const store = await createEmbeddedStore({ dataDir: join(dir, 'pglite'), logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1 });
+  await store.migrate();
+  return failable(store);
+}
+
+describe('GET /me/events (SSE, embedded store)', { timeout: 120_000 }, () => {
+  test('promotion, queue moves, staff drops and section changes arrive live; Last-Event-ID resumes, also after a restart', async () => {
+    let store = await openStore();
+    let w: NoticesWorld = await startNoticesWorld({ persistence: store, seed: true });
+    const staff = w.token(STAFF, 'staff');
+    const enroll = async (id: number) => assert.equal((await w.call('PUT', '/student/course', w.token(id), { course_id: 101, group_id: 1 })).status, 204);
+    // Algorithms 101/1: 2 seats, 2 reserve places.
+    await enroll(S.f1);
+    await enroll(S.f2);
+    await enroll(S.alice); // queued 1st
+    await enroll(S.f3); // queued 2nd
+
+    const alice = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.alice)}` });
+    const f3 = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.f3)}` });
+    assert.equal(alice.status, 200);
+    await alice.waitFor((e) => e.some((x) => x.event === 'ready'));
+    await f3.waitFor((e) => e.some((x) => x.event === 'ready'));
+
+    // f1 leaves: alice is promoted (with the section), f3 moves up to place 1.
+    assert.equal((await w.call('DELETE', '/student/course?course_id=101', w.token(S.f1))).status, 204);
+    await alice.waitFor((e) => e.some((x) => x.data?.kind === 'promoted'), 15_000, 'promoted');
+    const promoted = alice.notices().find((n) => n.kind === 'promoted');
+    assert.equal(promoted.course_id, 101);
+    assert.equal(promoted.group_id, 1);
+    assert.equal(promoted.section_name, 'Algorithms');
+    assert.equal(promoted.student_id, S.alice);
+    assert.match(promoted.id, /^101-1-\d+$/);
+    assert.equal(alice.events.find((e) => e.data?.kind === 'promoted')?.id, promoted.id, 'the SSE id is the notice id');
+    await f3.waitFor((e) => e.some((x) => x.data?.kind === 'queueMoved'), 15_000, 'queueMoved');
+    const moved = f3.notices().find((n) => n.kind === 'queueMoved');
+    assert.equal(moved.queue_position, 1);
+    // Nobody is told about someone else's change.
+    assert.ok(alice.notices().every((n) => n.student_id === S.alice));
+    assert.ok(f3.notices().every((n) => n.student_id === S.f3));
+
+    // f3 goes away; meanwhile staff drop f3. Reconnecting with Last-Event-ID brings the missed notice.
+    const f3Last = f3.events.filter((e) => e.id !== undefined).at(-1)!.id!;
+    f3.close();
+    assert.equal((await w.call('DELETE', `/staff/force-std?std_id=${S.f3}&course_id=101&group_id=1`, staff)).status, 204);
+    const f3b = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.f3)}`, 'last-event-id': f3Last });
+    await f3b.waitFor((e) => e.some((x) => x.data?.kind === 'droppedByStaff'), 15_000, 'droppedByStaff after resume');
+    assert.equal(f3b.events.find((e) => e.event === 'ready')?.data.resumed, true);
+    assert.equal(f3b.notices().filter((n) => n.kind === 'queueMoved').length, 0, 'nothing at or before Last-Event-ID is repeated');
+    f3b.close();
+
+    // Staff change and then close the section: its members are told.
+    assert.equal((await w.call('PATCH', '/sections/101/1', staff, { capacity: 5 })).status, 200);
+    assert.equal((await w.call('POST', '/sections/101/1/close', staff)).status, 200);
+    await alice.waitFor((e) => e.some((x) => x.data?.kind === 'sectionClosed'), 15_000, 'sectionClosed');
+    const changed = alice.notices().find((n) => n.kind === 'sectionChanged');
+    assert.deepEqual(changed.change, { capacity: 5 });
+    const liveKinds = alice.notices().map((n) => n.kind);
+    assert.deepEqual(liveKinds, ['promoted', 'sectionChanged', 'sectionClosed']);
+    const liveIds = alice.notices().map((n) => n.id);
+    alice.close();
+
+    // Restart the engine on the same files; resuming from the promotion replays the rest, in order.
+    await w.stop();
+    await store.close();
+    store = await openStore();
+    w = await startNoticesWorld({ persistence: store, seed: false });
+    const again = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.alice)}`, 'last-event-id': promoted.id });
+    await again.waitFor((e) => e.filter((x) => x.event === 'notice').length >= 2, 15_000, 'resumed notices after restart');
+    assert.deepEqual(
+      again.notices().map((n) => [n.kind, n.id]),
+      [
+        ['sectionChanged', liveIds[1]],
+        ['sectionClosed', liveIds[2]],
+      ],
+    );
+    // An id the database never held: the client is told to reload instead of being sent nothing.
+    const unknown = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.alice)}`, 'last-event-id': '101-1-999999' });
+    await unknown.waitFor((e) => e.some((x) => x.event === 'reset'), 20_000, 'reset');
+    unknown.close();
+    again.close();
+    await w.stop();
+    await store.close();
+  });
+
+  test('only acknowledged changes are announced', async () => {
+    const store = await openStore();
+    // A fresh data set under new ids, on the same files.
+    const w = await startNoticesWorld({ persistence: store, seed: false });
+    const staff = w.token(STAFF, 'staff');
+    const course = 701;
+    assert.equal(
+      (
+        await w.call('POST', '/sections', staff, {
+          course_id: course,
+          group_id: 1,
+          name: 'Durability',
+          units: 1,
+          capacity: 3,
+          reserve_capacity: 0,
+        })
+      ).status,
+      201,
+    );
+    assert.equal((await w.call('PUT', '/student/course', w.token(S.bea), { course_id: course, group_id: 1 })).status, 204);
+    const bea = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.bea)}` });
+    await bea.waitFor((e) => e.some((x) => x.event === 'ready'));
+    store.failAppends = true;
+    const refused = await w.call('POST', `/sections/${course}/1/close`, staff);
+    assert.equal(refused.status, 503, JSON.stringify(refused.body));
+    store.failAppends = false;
+    assert.equal((await w.call('POST', `/sections/${course}/1/close`, staff)).status, 200);
+    await bea.waitFor((e) => e.some((x) => x.data?.kind === 'sectionClosed'), 15_000, 'sectionClosed');
+    // Give a wrongly announced notice time to show up too, then count.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(bea.notices().filter((n) => n.kind === 'sectionClosed').length, 1, 'the refused close was not announced');
+    bea.close();
+    await w.stop();
+    await store.close();
+  });
+
+  test('authentication: header or one-use ticket; tokens in URLs, staff and bad ids are refused', async () => {
+    const store = await openStore();
+    const w = await startNoticesWorld({ persistence: store, seed: false, queue: (p) => createDatabaseDeliveryQueue({ store: p.notices!, logger: quietLogger }) });
+    const none = await openSse(`${w.base}/me/events`);
+    assert.equal(none.status, 401);
+    const inUrl = await openSse(`${w.base}/me/events?token=${w.token(S.alice)}`);
+    assert.equal(inUrl.status, 401);
+    assert.match(JSON.parse(inUrl.body).reason, /not accepted in URLs/);
+    const staff = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(STAFF, 'staff')}` });
+    assert.equal(staff.status, 403);
+    const bad = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.alice)}`, 'last-event-id': 'hello' });
+    assert.equal(bad.status, 400);
+    assert.equal(JSON.parse(bad.body).code, 'BAD_REQUEST');
+
+    const t = await w.call('POST', '/me/events-ticket', w.token(S.alice));
+    assert.equal(t.status, 200);
+    const byTicket = await openSse(`${w.base}/me/events?ticket=${encodeURIComponent(t.body.ticket)}`);
+    assert.equal(byTicket.status, 200);
+    await byTicket.waitFor((e) => e.some((x) => x.event === 'ready' && x.data.student_id === S.alice));
+    const reused = await openSse(`${w.base}/me/events?ticket=${encodeURIComponent(t.body.ticket)}`);
+    assert.equal(reused.status, 401, 'a ticket opens one stream only');
+    byTicket.close();
+
+    // Per-student cap.
+    const open = [];
+    for (let i = 0; i < w.hub.maxStreamsPerStudent; i++) open.push(await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.dan)}` }));
+    const over = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.dan)}` });
+    assert.equal(over.status, 429);
+    assert.equal(JSON.parse(over.body).code, 'TOO_MANY_STREAMS');
+    for (const c of open) c.close();
+    const end = Date.now() + 15_000;
+    while (w.hub.openStreams > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(w.hub.openStreams, 0, 'closed streams leave the hub');
+
+    // Documented with the rest of the API.
+    const docs = await w.call('GET', '/docs/json', null);
+    assert.equal(docs.status, 200);
+    for (const path of ['/me/events', '/me/events-ticket', '/me/watches', '/me/watches/{courseId}/{groupId}', '/webhooks', '/webhooks/{id}/deliveries']) {
+      assert.ok(docs.body.paths[path], `${path} is in the OpenAPI document`);
+    }
+    await w.stop();
+    await store.close();
+  });
+});
+
+describe('GET /me/events (SSE, full mode: PostgreSQL + RabbitMQ)', { timeout: 180_000 }, async () => {
+  const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
+  test('live notices, then Last-Event-ID resumption after the engine is restarted on the same stream and database', { skip }, async () => {
+    const db = await createTestDatabase();
+    const prefix = uniqueName('notices_sse');
+    const open = async () => {
+      const s = await createFullStore({ databaseUrl: db.url, rabbitmqUrl: AMQP_URL, prefix, logger: quietLogger, batchMaxEvents: 500, runBatcher: true });
+      await s.migrate();
+      return s;
+    };
+    try {
+      let store = await open();
+      let w = await startNoticesWorld({ persistence: store, seed: true });
+      const staff = w.token(STAFF, 'staff');
+      for (const id of [S.f1, S.f2, S.alice, S.f3]) {
+        assert.equal((await w.call('PUT', '/student/course', w.token(id), { course_id: 101, group_id: 1 })).status, 204);
+      }
+      const f3 = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.f3)}` });
+      await f3.waitFor((e) => e.some((x) => x.event === 'ready'));
+      assert.equal((await w.call('DELETE', '/student/course?course_id=101', w.token(S.f1))).status, 204);
+      await f3.waitFor((e) => e.some((x) => x.data?.kind === 'queueMoved'), 15_000, 'queueMoved');
+      const last = f3.events.filter((e) => e.id !== undefined).at(-1)!.id!;
+      f3.close();
+      // While f3 is away: promoted (f2 leaves), then the section is changed.
+      assert.equal((await w.call('DELETE', '/student/course?course_id=101', w.token(S.f2))).status, 204);
+      assert.equal((await w.call('PATCH', '/sections/101/1', staff, { reserve_capacity: 4 })).status, 200);
+      await w.stop();
+      await store.close();
+
+      store = await open();
+      w = await startNoticesWorld({ persistence: store, seed: false });
+      const again = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.f3)}`, 'last-event-id': last });
+      await again.waitFor((e) => e.filter((x) => x.event === 'notice').length >= 2, 20_000, 'resumed notices');
+      assert.deepEqual(
+        again.notices().map((n) => n.kind),
+        ['promoted', 'sectionChanged'],
+      );
+      assert.deepEqual(again.notices()[1].change, { reserve_capacity: 4 });
+      again.close();
+      // A client that leaves while its resume still waits for the database leaves no stream behind.
+      const gone = http.get(`${w.base}/me/events`, { headers: { authorization: `Bearer ${w.token(S.f3)}`, 'last-event-id': '101-1-999999' } });
+      gone.on('error', () => undefined);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(w.hub.openStreams, 1, 'held while the resume waits');
+      gone.destroy();
+      const end = Date.now() + 30_000;
+      while (w.hub.openStreams > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(w.hub.openStreams, 0);
+      await w.stop();
+      await store.close();
+    } finally {
+      await deleteQueues(Object.values(streamNames(prefix))).catch(() => undefined);
+      await db.drop();
+    }
+  });
+});

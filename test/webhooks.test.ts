@@ -1,0 +1,269 @@
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { execFile } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import amqp from 'amqplib';
+import { createAmqpDeliveryQueue, createDatabaseDeliveryQueue, deliveryQueueNames } from '../src/persistence/delivery-queue.js';
+import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
+import { createFullStore, streamNames } from '../src/persistence/full-store.js';
+import { deleteQueues } from './support/amqp.js';
+import { S, STAFF } from './support/http-fixture.js';
+import { quietLogger, startNoticesWorld, type NoticesWorld } from './support/notices-world.js';
+import { createTestDatabase } from './support/pg.js';
+import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/services.js';
+
+/**
+ * Webhooks to a real local HTTP receiver: full mode (PostgreSQL + RabbitMQ queues with a unique
+ * prefix per run) with retries, backoff and dead-lettering observed, and embedded mode (PGlite,
+ * deliveries queued in the database). The test verifies each signature itself.
+ */
+
+interface Received {
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  at: number;
+}
+
+/** A receiver: `/flaky` fails its first two requests with 500, `/down` always answers 503, `/ok` 204. */
+async function startReceiver(): Promise<{ url: string; got: Received[]; close: () => Promise<void> }> {
+  const got: Received[] = [];
+  let flaky = 0;
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c: string) => (body += c));
+    req.on('end', () => {
+      got.push({ path: req.url ?? '', headers: req.headers, body, at: performance.now() });
+      if (req.url === '/flaky') {
+        flaky++;
+        res.statusCode = flaky <= 2 ? 500 : 200;
+      } else if (req.url === '/down') res.statusCode = 503;
+      else res.statusCode = 204;
+      res.end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    got,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+function verify(secret: string, r: Received): void {
+  const t = r.headers['x-enrollment-timestamp'] as string;
+  const sig = r.headers['x-enrollment-signature'] as string;
+  assert.match(t, /^\d+$/);
+  const want = `v1=${createHmac('sha256', secret).update(`${t}.${r.body}`).digest('hex')}`;
+  assert.equal(sig, want, 'HMAC-SHA256 over "<timestamp>.<body>" with the shared secret');
+  assert.ok(Math.abs(Date.now() / 1000 - Number(t)) < 300, 'timestamp is current');
+}
+
+async function until(pred: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** f1 and f2 take Algorithms' two seats, alice queues, f1 leaves: alice is promoted (one notice). */
+async function promoteAlice(w: NoticesWorld): Promise<void> {
+  for (const id of [S.f1, S.f2, S.alice]) assert.equal((await w.call('PUT', '/student/course', w.token(id), { course_id: 101, group_id: 1 })).status, 204);
+  assert.equal((await w.call('DELETE', '/student/course?course_id=101', w.token(S.f1))).status, 204);
+}
+
+const SECRET_A = 'flaky-endpoint-secret-0123456789';
+const SECRET_B = 'down-endpoint-secret-0123456789';
+
+describe('webhooks, full mode (PostgreSQL + RabbitMQ)', { timeout: 180_000 }, async () => {
+  const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
+  let w: NoticesWorld;
+  let receiver: Awaited<ReturnType<typeof startReceiver>>;
+  let dropDb: () => Promise<void> = async () => undefined;
+  let retryQueues: () => string[] = () => [];
+  let queue: Awaited<ReturnType<typeof createAmqpDeliveryQueue>> | null = null;
+  let notices: NonNullable<Awaited<ReturnType<typeof createFullStore>>['notices']>;
+  const prefix = uniqueName('notices');
+  const names = deliveryQueueNames(prefix);
+
+  before(async () => {
+    if (skip) return;
+    const db = await createTestDatabase();
+    dropDb = db.drop;
+    const store = await createFullStore({ databaseUrl: db.url, rabbitmqUrl: AMQP_URL, prefix, logger: quietLogger, batchMaxEvents: 500, runBatcher: true });
+    await store.migrate();
+    receiver = await startReceiver();
+    w = await startNoticesWorld({
+      persistence: store,
+      seed: true,
+      queue: async () => {
+        const q = await createAmqpDeliveryQueue({ url: AMQP_URL, prefix, logger: quietLogger, reconnectMs: 200 });
+        retryQueues = () => q.retryQueues();
+        queue = q;
+        return q;
+      },
+      // The sweep is called by the test itself (timer far off); grace 0: anything due is overdue.
+      webhooks: { maxAttempts: 3, baseDelayMs: 300, sweepMs: 3_600_000, sweepGraceMs: 0 },
+    });
+    notices = store.notices!;
+    // Stop the world's store with it.
+    const stop = w.stop;
+    w.stop = async () => {
+      await stop();
+      await store.close();
+    };
+  });
+  after(async () => {
+    if (skip) return;
+    await w.stop();
+    await receiver.close();
+    await deleteQueues([...Object.values(streamNames(prefix)), names.work, names.dead, ...retryQueues()]);
+    await dropDb();
+  });
+
+  test('staff register endpoints; bad input is a 4xx with a reason', { skip }, async () => {
+    const staff = w.token(STAFF, 'staff');
+    const bad: [unknown, number][] = [
+      [{ url: 'ftp://example.org/x', secret: SECRET_A }, 400],
+      [{ url: 'not a url at all', secret: SECRET_A }, 400],
+      [{ url: `${receiver.url}/x`, secret: 'short' }, 400],
+      [{ url: `${receiver.url}/x`, secret: SECRET_A, kinds: ['nonsense'] }, 400],
+      [{ url: 'http://user:pw@example.org/x', secret: SECRET_A }, 400],
+    ];
+    for (const [body, status] of bad) {
+      const r = await w.call('POST', '/webhooks', staff, body);
+      assert.equal(r.status, status, JSON.stringify(r.body));
+      assert.ok(typeof r.body.reason === 'string' && r.body.reason.length > 0);
+    }
+    assert.equal((await w.call('POST', '/webhooks', w.token(S.alice), { url: `${receiver.url}/x`, secret: SECRET_A })).status, 403);
+    assert.equal((await w.call('GET', '/webhooks/99999/deliveries', staff)).status, 404);
+    assert.equal((await w.call('GET', '/webhooks', staff)).body.webhooks.length, 0, 'nothing was registered by a refusal');
+  });
+
+  test('deliveries are signed, retried with backoff until they succeed, and dead-lettered after the limit', { skip }, async () => {
+    const staff = w.token(STAFF, 'staff');
+    const a = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/flaky`, secret: SECRET_A, kinds: ['promoted'] });
+    assert.equal(a.status, 201, JSON.stringify(a.body));
+    assert.equal(a.body.secret, undefined, 'the secret is never returned');
+    const b = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/down`, secret: SECRET_B });
+    assert.equal(b.status, 201);
+
+    await promoteAlice(w);
+
+    // Flaky endpoint: 500, 500, 200 -> delivered on the third attempt, after 300 ms and 600 ms pauses.
+    await until(async () => {
+      const r = await w.call('GET', `/webhooks/${a.body.id}/deliveries`, staff);
+      return r.body.deliveries[0]?.status === 'delivered';
+    }, 'the flaky delivery to succeed');
+    const flakyGot = receiver.got.filter((r) => r.path === '/flaky');
+    assert.equal(flakyGot.length, 3);
+    for (const r of flakyGot) verify(SECRET_A, r);
+    assert.equal(new Set(flakyGot.map((r) => r.headers['x-enrollment-delivery'])).size, 1, 'one delivery id across attempts (receivers dedupe on it)');
+    assert.deepEqual(flakyGot.map((r) => r.headers['x-enrollment-attempt']), ['1', '2', '3']);
+    assert.ok(flakyGot[1]!.at - flakyGot[0]!.at >= 300 - 5, 'first pause is at least the base delay');
+    assert.ok(flakyGot[2]!.at - flakyGot[1]!.at >= 600 - 5, 'second pause is at least twice the base delay');
+    const body = JSON.parse(flakyGot[2]!.body);
+    assert.equal(body.type, 'notice');
+    assert.equal(body.notice.kind, 'promoted');
+    assert.equal(body.notice.student_id, S.alice);
+    assert.equal(body.notice.course_id, 101);
+    const listed = (await w.call('GET', `/webhooks/${a.body.id}/deliveries`, staff)).body.deliveries;
+    assert.equal(listed.length, 1);
+    assert.equal(listed[0].attempts, 3);
+    assert.deepEqual(listed[0].attempt_log.map((x: { status_code: number }) => x.status_code), [500, 500, 200]);
+    assert.equal(listed[0].attempt_log[0].error, 'HTTP 500');
+
+    // Always-down endpoint (every kind): three attempts, then dead, and parked in the dead-letter queue.
+    await until(async () => {
+      const r = await w.call('GET', `/webhooks/${b.body.id}/deliveries`, staff);
+      return r.body.deliveries.length > 0 && r.body.deliveries.every((d: { status: string }) => d.status === 'dead');
+    }, 'the down deliveries to be dead-lettered');
+    const dead = (await w.call('GET', `/webhooks/${b.body.id}/deliveries`, staff)).body.deliveries;
+    for (const d of dead) {
+      assert.equal(d.attempts, 3);
+      assert.deepEqual(d.attempt_log.map((x: { status_code: number }) => x.status_code), [503, 503, 503]);
+    }
+    for (const r of receiver.got.filter((x) => x.path === '/down')) verify(SECRET_B, r);
+    const conn = await amqp.connect(AMQP_URL);
+    const ch = await conn.createChannel();
+    const q = await ch.checkQueue(names.dead);
+    assert.equal(q.messageCount, dead.length, 'each dead delivery is in the dead-letter queue');
+    await conn.close();
+    // The promotion also moved nobody else here, so the only notice to alice is `promoted`: one delivery each.
+    assert.ok(dead.some((d: { kind: string }) => d.kind === 'promoted'));
+
+    // A stopped webhook gets nothing more.
+    assert.equal((await w.call('DELETE', `/webhooks/${a.body.id}`, staff)).status, 204);
+    assert.equal((await w.call('DELETE', '/staff/force-std?std_id=1&course_id=101&group_id=1', staff)).status, 204);
+    await until(async () => (await w.call('GET', `/webhooks/${b.body.id}/deliveries`, staff)).body.deliveries.length > dead.length, 'the next notice to b');
+    assert.equal((await w.call('GET', `/webhooks/${a.body.id}/deliveries`, staff)).body.deliveries.length, 1);
+  });
+  test('a delivery whose job never reached the broker is queued again by the sweep', { skip }, async () => {
+    const staff = w.token(STAFF, 'staff');
+    const c = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/ok`, secret: SECRET_A });
+    assert.equal(c.status, 201);
+    // Recorded, but (as when the broker was away at that moment) never published.
+    const [id] = await notices.insertDeliveries([{ webhookId: c.body.id, noticeKey: 'sweep-test', kind: 'promoted', studentId: S.alice, body: '{"type":"notice"}' }]);
+    assert.ok(id !== undefined);
+    assert.ok((await w.webhooks!.sweep()) >= 1);
+    await until(async () => (await w.call('GET', `/webhooks/${c.body.id}/deliveries`, staff)).body.deliveries.some((d: { id: number; status: string }) => d.id === id && d.status === 'delivered'), 'the swept delivery');
+    assert.ok(receiver.got.some((r) => r.path === '/ok' && r.headers['x-enrollment-delivery'] === String(id)));
+  });
+
+  test('the delivery queue reconnects after its broker connection is closed, and deliveries go on', { skip }, async () => {
+    const ctl = promisify(execFile);
+    let pid: string | undefined;
+    try {
+      const { stdout } = await ctl('rabbitmqctl', ['-q', 'list_connections', 'pid', 'client_properties'], { timeout: 30_000 });
+      pid = stdout.split('\n').find((l) => l.includes(`"${names.work}"`))?.split('\t')[0];
+    } catch (err) {
+      if (process.env.CI) throw err;
+      return; // rabbitmqctl not usable here: nothing to observe
+    }
+    assert.ok(pid, 'the delivery queue names its connection');
+    await ctl('rabbitmqctl', ['-q', 'close_connection', pid, 'test: broker connection lost'], { timeout: 30_000 });
+    await until(() => queue!.connected === false, 'the loss to be seen', 15_000);
+    await until(() => queue!.connected, 'the reconnect', 30_000);
+    const staff = w.token(STAFF, 'staff');
+    const hooks = (await w.call('GET', '/webhooks', staff)).body.webhooks as { id: number; url: string; active: boolean }[];
+    const ok = hooks.find((h) => h.url.endsWith('/ok') && h.active)!;
+    const before = (await w.call('GET', `/webhooks/${ok.id}/deliveries`, staff)).body.deliveries.length;
+    // A new notice after the reconnect: staff close Algorithms, whose members are told.
+    assert.equal((await w.call('POST', '/sections/101/1/close', staff)).status, 200);
+    await until(async () => {
+      const ds = (await w.call('GET', `/webhooks/${ok.id}/deliveries`, staff)).body.deliveries as { kind: string; status: string }[];
+      return ds.length > before && ds.filter((d) => d.kind === 'sectionClosed').every((d) => d.status === 'delivered');
+    }, 'deliveries after the reconnect');
+  });
+});
+
+describe('webhooks, embedded mode (deliveries queued in PGlite)', { timeout: 120_000 }, () => {
+  test('a notice is delivered, signed, and listed with its attempt', async () => {
+    const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1 });
+    await store.migrate();
+    const receiver = await startReceiver();
+    const w = await startNoticesWorld({
+      persistence: store,
+      seed: true,
+      queue: (p) => createDatabaseDeliveryQueue({ store: p.notices!, logger: quietLogger, pollMs: 100 }),
+      webhooks: { maxAttempts: 3, baseDelayMs: 100 },
+    });
+    const staff = w.token(STAFF, 'staff');
+    const hook = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/flaky`, secret: SECRET_A });
+    assert.equal(hook.status, 201);
+    await promoteAlice(w);
+    await until(async () => (await w.call('GET', `/webhooks/${hook.body.id}/deliveries`, staff)).body.deliveries[0]?.status === 'delivered', 'delivery');
+    const got = receiver.got.filter((r) => r.path === '/flaky');
+    assert.equal(got.length, 3);
+    for (const r of got) verify(SECRET_A, r);
+    assert.ok(got[2]!.at - got[1]!.at >= 200 - 5, 'backoff doubles');
+    await w.stop();
+    await receiver.close();
+    await store.close();
+  });
+});
