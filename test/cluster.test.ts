@@ -121,7 +121,13 @@ async function checkConverged(env: FaultEnv, nodes: Node[], sent: Sent[]): Promi
       20_000,
       `every instance to show section ${sec.courseId}/${sec.groupId} with the acknowledged students`,
       50,
-    );
+    ).catch(async (err: Error) => {
+      // Say what disagrees: each instance's holders, and how the students outside the acknowledged set were answered.
+      const v = await Promise.all(nodes.map((n) => holdersOn(env, n, sec.courseId, sec.groupId)));
+      const extra = [...new Set(v.flatMap((h) => h ?? []))].filter((x) => !acked.has(x) && !maybe.has(x));
+      const answers = mine.filter((x) => extra.includes(x.student) || (acked.has(x.student) && v.some((h) => !h?.includes(x.student)))).map((x) => `${x.student}:${x.via}:${x.r.status}:${codeOf(x.r)}`);
+      throw new Error(`${err.message}; views ${nodes.map((n, k) => `${n.name}=${JSON.stringify(v[k])}`).join(' ')}; acked ${JSON.stringify([...acked].sort((a, b) => a - b))}; answers of the students in question ${answers.join(' ')}`);
+    });
     agreeMs = Math.max(agreeMs, performance.now() - t0);
     const first = views[0] as number[];
     assert.ok(first.length <= sec.capacity + sec.reserveCapacity, 'not overbooked');

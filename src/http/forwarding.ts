@@ -80,8 +80,11 @@ export function createForwarder(opts: ForwardingOptions) {
       });
       req.setTimeout(30_000, () => req.destroy(new Error('the owner did not answer in time')));
       req.on('error', (err: NodeJS.ErrnoException) => {
-        // Refused, or a kept-alive socket the owner had already closed: the request never reached it.
-        if (err.code === 'ECONNREFUSED' || (req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE'))) reject(new Refused(err.code));
+        // Only a refused connection proves the request never reached the owner. A reset on a
+        // kept-alive socket does not: an owner killed (-9) after reading the request, and perhaps
+        // after publishing its change, resets it too, and a retry would then be answered on the
+        // new owner's state (SAME_COURSE for a change that did happen). It is in doubt (503).
+        if (err.code === 'ECONNREFUSED') reject(new Refused(err.code));
         else reject(err);
       });
       req.end(payload);
