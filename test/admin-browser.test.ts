@@ -317,6 +317,19 @@ describe('admin page in a real browser', { skip: haveChromium ? false : `${CHROM
     await shot('7-actions');
   });
 
+  it('Log out ends the session on the server too: the page\'s token is refused afterwards', async () => {
+    const token = await page.evaluate(() => (globalThis as unknown as { sessionStorage: { getItem(k: string): string | null } }).sessionStorage.getItem('enrollment.admin.token'));
+    assert.ok(token, 'logged in as staff before this test');
+    const before = await fx.app.inject({ method: 'GET', url: '/admin/api/sections', headers: { authorization: `Bearer ${token}` } });
+    assert.equal(before.statusCode, 200);
+    await page.click('#logout');
+    await page.waitForSelector('#login-form', { state: 'visible' });
+    await until('the token to be revoked', async () => {
+      const r = await fx.app.inject({ method: 'GET', url: '/admin/api/sections', headers: { authorization: `Bearer ${token}` } });
+      return r.statusCode === 401 && (JSON.parse(r.body) as { code: string }).code === 'TOKEN_REVOKED';
+    });
+  });
+
   it('gives a student token neither the page data nor its feed', async () => {
     const student = fx.studentToken();
     const statuses = await page.evaluate(async (token) => {

@@ -133,7 +133,13 @@ $('login-form').addEventListener('submit', async (ev) => {
   }
 });
 
-$('logout').addEventListener('click', () => logout(''));
+// The button ends the session on the server too (POST /logout revokes the token on every
+// instance), not only in this tab; the page forgets the token whatever the answer.
+$('logout').addEventListener('click', () => {
+  const token = state.token;
+  logout('');
+  if (token) fetch('/logout', { method: 'POST', headers: { authorization: `Bearer ${token}` } }).catch(() => undefined);
+});
 
 // ---------------------------------------------------------------------------------------------
 // Sections: data, filter, sort
