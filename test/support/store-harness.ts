@@ -153,7 +153,17 @@ interface Backend {
 async function harness(mode: ModeName, now: number, backend: Backend): Promise<StoreHarness> {
   const clock = { now };
   const store = new RecordingPersistence(backend.store);
-  await store.migrate();
+  // A first connection can time out right after a heavy suite (a CI run: pg's 2 s connect timer
+  // fired while the previous store's work held the event loop); retried, as main.ts retries start.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await store.migrate();
+      break;
+    } catch (err) {
+      if (attempt >= 5 || !/connection|terminated|ECONNREFUSED|unreachable/i.test(String((err as Error).message))) throw err;
+      await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
+    }
+  }
   const signer = new TokenService({ secret: SECRET, ttlSeconds: TTL_SECONDS, now: () => clock.now });
   // As main.ts does: storage that is briefly unreachable at start (a loaded machine, a broker that
   // another suite just restarted) is retried a few times before the test fails.
