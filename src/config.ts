@@ -55,6 +55,12 @@ export interface Config {
   batchMaxEvents: number;
   /** How long a group commit may wait for more appends (ms); bigger batches, fewer writes under load. */
   groupCommitLingerMs: number;
+  /**
+   * How long the batcher gathers messages before writing them to PostgreSQL (ms). Every batch costs
+   * about ten statements whatever its size, so under a trickle of single requests (a connection
+   * storm) a longer wait means far fewer statements per enroll; the tables lag the log by that long.
+   */
+  batchLingerMs: number;
   /** Run the batcher inside the server process (full mode). */
   inProcessBatcher: boolean;
   /** listen(2) backlog; the kernel caps it at net.core.somaxconn. */
@@ -213,7 +219,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     amqpPrefix,
     batchMaxEvents: int('BATCH_MAX_EVENTS', 2000, 1, 100_000),
     inProcessBatcher: bool('IN_PROCESS_BATCHER', true),
-    groupCommitLingerMs: int('GROUP_COMMIT_LINGER_MS', mode === 'embedded' ? 5 : 3, 0, 1_000),
+    groupCommitLingerMs: int('GROUP_COMMIT_LINGER_MS', mode === 'embedded' ? 5 : 10, 0, 1_000),
+    batchLingerMs: int('BATCH_LINGER_MS', 100, 0, 10_000),
     listenBacklog: int('LISTEN_BACKLOG', 65_535, 1, 1_000_000),
     http: {
       headersTimeoutMs: int('HTTP_HEADERS_TIMEOUT_MS', 5_000, 100, 600_000),

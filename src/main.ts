@@ -47,6 +47,7 @@ async function createPersistence(config: Config, logger: Logger): Promise<Persis
     prefix: config.amqpPrefix,
     logger,
     batchMaxEvents: config.batchMaxEvents,
+    batchLingerMs: config.batchLingerMs,
     groupCommitLingerMs: config.groupCommitLingerMs,
     runBatcher: config.inProcessBatcher,
     shards: config.cluster.shards,
@@ -253,12 +254,18 @@ async function main(): Promise<void> {
       // leases), so a survivor takes them at its next lease round instead of after expiry; this
       // instance keeps answering meanwhile, forwarding to the new owner.
       if (cluster) {
+        let owned = false;
+        for (let shard = 0; shard < cluster.shards; shard++) owned ||= cluster.routeWrite(shard).self;
         await cluster.handOver().catch((err: unknown) => log.warn({ err }, 'hand-over failed; the leases expire by themselves'));
         // Requests still arriving here are forwarded to the survivor that takes over (if there is one).
         for (let i = 0; i < 30 && config.cluster.forwardWrites && cluster.peers > 0 && !hasOwner(cluster); i++) {
           await new Promise((r) => setTimeout(r, 100));
           await cluster.refreshRoutes().catch(() => undefined);
         }
+        // The peers learn the new owner at their next lease round; until then they still forward
+        // here. Closing now would reset the kept-alive sockets they are about to write on, and a
+        // reset after sending is an outcome in doubt (503). Two rounds later they route elsewhere.
+        if (owned && cluster.peers > 0 && hasOwner(cluster)) await new Promise((r) => setTimeout(r, 2 * Math.max(100, Math.round(config.cluster.leaseTtlMs / 5))));
       }
       metricsServer?.close();
       await app.close();

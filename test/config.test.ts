@@ -71,3 +71,12 @@ test('password-check cap and admin staff ids are read and validated', () => {
   assert.deepEqual(loadConfig({ ADMIN_STAFF_IDS: '1, 42' }).adminStaffIds, [1, 42]);
   assert.throws(() => loadConfig({ ADMIN_STAFF_IDS: '1,bob' }), /ADMIN_STAFF_IDS/);
 });
+
+test('write batching: group commit and batcher lingers have per-mode defaults and are validated', () => {
+  const full = { DATABASE_URL: 'postgres://x@h/db', RABBITMQ_URL: 'amqp://h', JWT_SECRET: 's'.repeat(32) };
+  assert.equal(loadConfig({}).groupCommitLingerMs, 5);
+  assert.equal(loadConfig(full).groupCommitLingerMs, 10);
+  assert.equal(loadConfig(full).batchLingerMs, 100);
+  assert.equal(loadConfig({ ...full, BATCH_LINGER_MS: '0', GROUP_COMMIT_LINGER_MS: '0' }).batchLingerMs, 0);
+  assert.throws(() => loadConfig({ ...full, BATCH_LINGER_MS: 'soon' }), (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('BATCH_LINGER_MS')));
+});

@@ -65,6 +65,7 @@ const batcher = createBatcher({
   deadLetterQueue: names.dead,
   logger,
   maxEvents: config.batchMaxEvents,
+  maxDelayMs: config.batchLingerMs,
 });
 batcher.start();
 logger.info({ stream: names.stream }, 'batcher started');

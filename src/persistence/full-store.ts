@@ -21,6 +21,8 @@ export interface FullStoreOptions {
   prefix: string;
   logger: Logger;
   batchMaxEvents: number;
+  /** How long the in-process batcher gathers messages before a write to PostgreSQL (default 10 ms). */
+  batchLingerMs?: number;
   /** How long a group commit may wait for more appends before publishing (see createGroupCommitter). */
   groupCommitLingerMs?: number;
   /** Also run the batcher in this process. */
@@ -72,6 +74,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         deadLetterQueue: names.dead,
         logger: opts.logger,
         maxEvents: opts.batchMaxEvents,
+        ...(opts.batchLingerMs !== undefined ? { maxDelayMs: opts.batchLingerMs } : {}),
         ...(opts.batcherStallRetryMs !== undefined ? { stallRetryMs: opts.batcherStallRetryMs } : {}),
       })
     : null;
