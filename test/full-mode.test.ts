@@ -85,5 +85,54 @@ describe('full mode: RabbitMQ stream + batcher + PostgreSQL', async () => {
       await db.close();
     }
   });
+  test('the batcher writes at once when quiet, and at most one transaction per BATCH_LINGER_MS under a trickle', { skip }, async () => {
+    const p = uniqueName('enroll_linger');
+    const lingerMs = 2_000;
+    const store = await createFullStore({ databaseUrl: tdb.url, rabbitmqUrl: AMQP_URL, prefix: p, logger, batchMaxEvents: 100, batchLingerMs: lingerMs, runBatcher: true });
+    const db = createPgClient(tdb.url);
+    try {
+      await store.migrate();
+      const engine = createEngine({ persistence: store, logger, enrollmentWindowMs: 3_600_000, now: () => NOW });
+      await engine.start();
+      await engine.importBatch(
+        {
+          departments: [{ id: 1, name: 'Testing' }],
+          staff: [],
+          students: [{ id: 7001, passwordHash: 'x', enrollmentStart: NOW - 60_000, maxUnits: 20, remainingActions: 100, departmentId: 1, entryYear: 2024, gender: 'male' }],
+          sections: [1, 2].map((g) => ({ info: { courseId: 77, groupId: g, forDepartment: 1, name: 'Linger', lecturer: 'x', units: 1, examTime: null, classTime: 0, notes: '' }, capacity: 5, reserveCapacity: 0, sexLock: null })),
+        },
+        { requestId: 'import', actor: 'system' },
+      );
+      const sectionRows = async () => (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM courses WHERE course_id = 77')).rows[0]?.n ?? 0;
+      await waitFor(async () => (await sectionRows()) === 2, 20_000, 'the import in the database');
+      // Quiet for longer than the linger: the next change is written at once, not a linger later.
+      await new Promise((r) => setTimeout(r, lingerMs + 200));
+      await engine.enroll(7001, 77, 1, { requestId: 'first', actor: 'student:7001' });
+      const enrolled = async () => (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM enrolled_courses WHERE student_id = 7001')).rows[0]?.n ?? 0;
+      await waitFor(async () => (await enrolled()) === 1, lingerMs / 2, 'the first change of a quiet batcher well within the linger');
+      // A trickle: ten acknowledged changes, one at a time, all within one linger window.
+      const before = await db.query<{ max: string | null }>('SELECT max(id)::text AS max FROM transitions');
+      for (let i = 0; i < 5; i++) {
+        await engine.changeGroup(7001, 77, 2, { requestId: `move-${i}`, actor: 'student:7001' });
+        await engine.changeGroup(7001, 77, 1, { requestId: `back-${i}`, actor: 'student:7001' });
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const trickle = async () =>
+        (
+          await db.query<{ requests: number; tx: number }>(
+            `SELECT count(DISTINCT request_id)::int AS requests, count(DISTINCT xmin::text)::int AS tx FROM transitions WHERE id > $1::bigint`,
+            [before.rows[0]?.max ?? '0'],
+          )
+        ).rows[0] ?? { requests: 0, tx: 0 };
+      await waitFor(async () => (await trickle()).requests === 10, 20_000, 'the trickle in the database');
+      const t = await trickle();
+      assert.ok(t.tx <= 2, `ten changes a few ms apart went into ${t.tx} transactions (at most 2 expected: one batch start per linger)`);
+      engine.stop();
+    } finally {
+      await store.close();
+      await db.close();
+      await deleteQueues([streamNames(p).stream, streamNames(p).dead]);
+    }
+  });
   // A message the batcher cannot read or apply: test/log-stall.test.ts (it stops there, never skips).
 });

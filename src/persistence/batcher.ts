@@ -32,6 +32,12 @@ export interface BatcherOptions {
   deadLetterQueue: string;
   logger: Logger;
   maxEvents: number;
+  /**
+   * Batches start at most this often (ms, default 10): a message that arrives when the last batch
+   * started longer ago than that is written at once (reads of the tables stay fresh when the load
+   * is light), otherwise it waits for the next start with everything that arrived meanwhile (few,
+   * large transactions under a trickle of single requests).
+   */
   maxDelayMs?: number;
   /** First pause before retrying a message it stopped at; doubles up to 30 s. Default 1000. */
   stallRetryMs?: number;
@@ -91,6 +97,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export function createBatcher(opts: BatcherOptions): Batcher {
   const log = opts.logger.child({ module: 'batcher' });
   const maxDelay = opts.maxDelayMs ?? 10;
+  /** performance.now() when the last batch started (see maxDelayMs). */
+  let lastStart = -Infinity;
   let stopped = false;
   let leaderClient: pg.Client | null = null;
   let conn: ChannelModel | null = null;
@@ -270,6 +278,8 @@ export function createBatcher(opts: BatcherOptions): Batcher {
         // The channel is gone; the next consumer restarts from the database's offset anyway.
       }
       log.debug({ messages: batch.length, events: n, ms: +(performance.now() - t0).toFixed(1) }, 'batch applied');
+      // What arrived meanwhile waits for the next batch start (schedule()), unless it fills a batch.
+      if (buffer.reduce((a, p) => a + (p.events?.length ?? 1), 0) < opts.maxEvents) break;
     }
   }
 
@@ -277,6 +287,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     if (flushing) return;
     const events = buffer.reduce((a, p) => a + (p.events?.length ?? 0), 0);
     const run = () => {
+      lastStart = performance.now();
       flushing = flush()
         .catch(async (err) => {
           // Nothing after the failed message may be applied: drop what is buffered, stop consuming.
@@ -292,10 +303,14 @@ export function createBatcher(opts: BatcherOptions): Batcher {
         });
     };
     if (events >= opts.maxEvents) run();
-    else if (!timer) timer = setTimeout(() => {
-      timer = null;
-      run();
-    }, maxDelay);
+    else if (!timer) {
+      // At most one batch start per maxDelay: a quiet batcher writes the first message at once.
+      const wait = lastStart + maxDelay - performance.now();
+      timer = setTimeout(() => {
+        timer = null;
+        run();
+      }, Math.max(0, wait));
+    }
   }
 
   async function consumeOnce(): Promise<void> {
