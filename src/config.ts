@@ -56,9 +56,10 @@ export interface Config {
   /** How long a group commit may wait for more appends (ms); bigger batches, fewer writes under load. */
   groupCommitLingerMs: number;
   /**
-   * How long the batcher gathers messages before writing them to PostgreSQL (ms). Every batch costs
-   * about ten statements whatever its size, so under a trickle of single requests (a connection
-   * storm) a longer wait means far fewer statements per enroll; the tables lag the log by that long.
+   * The batcher starts at most one PostgreSQL transaction per this many ms (a quiet one writes at
+   * once). Every batch costs about ten statements whatever its size, so under a trickle of single
+   * requests (a connection storm) fewer, larger batches mean far fewer statements per enroll; under
+   * load the tables lag the log by up to this long.
    */
   batchLingerMs: number;
   /** Run the batcher inside the server process (full mode). */
