@@ -101,10 +101,19 @@ export function createForwarder(opts: ForwardingOptions) {
     }
   }
 
+  /** Serves the write here if this instance takes it for the shard; counted until it is answered. */
+  function admit(reply: FastifyReply, shard: number): boolean {
+    const answered = cluster.admitWrite(shard);
+    if (!answered) return false;
+    reply.raw.once('finish', answered);
+    reply.raw.once('close', answered);
+    return true;
+  }
+
   /** The slow path: this instance does not own the shard. */
   async function forward(request: FastifyRequest, reply: FastifyReply, shard: number): Promise<FastifyReply | undefined> {
     let route = cluster.routeWrite(shard);
-    if (route.self) return undefined;
+    if (route.self && admit(reply, shard)) return undefined;
     if (request.headers[FORWARDED_HEADER] !== undefined) {
       // Sent here by an instance whose view of the leases is older: it retries with a fresh one.
       throw new EngineError('NOT_OWNER', 'this instance does not own the shard of this request; nothing was changed');
@@ -113,8 +122,8 @@ export function createForwarder(opts: ForwardingOptions) {
     const until = performance.now() + opts.retryMs;
     let pause = 50;
     for (;;) {
-      if (route.self) return undefined; // this instance took the shard over meanwhile: serve it here
-      if (route.address) {
+      if (route.self && admit(reply, shard)) return undefined; // this instance took the shard over meanwhile: serve it here
+      if (!route.self && route.address) {
         try {
           const r = await send(route.address, request, payload);
           if (!notOwnerReply(r) || performance.now() >= until) {
@@ -150,7 +159,7 @@ export function createForwarder(opts: ForwardingOptions) {
     if (LOCAL_PATHS.has(path)) return done();
     const course = courseOf(request);
     const shard = course === null ? 0 : shardOfCourse(course, cluster.shards);
-    if (cluster.routeWrite(shard).self) return done();
+    if (admit(reply, shard)) return done();
     forward(request, reply, shard).then(
       (sent) => {
         if (sent === undefined) done();

@@ -142,6 +142,17 @@ export interface ClusterMembership {
   readonly peers: number;
   /** Who takes writes for a shard, from the lease table (cached, refreshed every few hundred ms). */
   routeWrite(shard: number): WriteRoute;
+  /**
+   * Lets a write for a shard this instance serves through, counted until the returned function is
+   * called (when it is answered); null when the write must go elsewhere. A shard is given up (to a
+   * newer instance, or at a hand-over) only once its admitted writes are answered.
+   */
+  admitWrite(shard: number): (() => void) | null;
+  /**
+   * Whether this instance may decide a write for the shard now: it holds the lease and its memory
+   * was loaded under it (true also while an admitted write drains before a release).
+   */
+  decides(shard: number): boolean;
   /** Re-reads the lease table now (after a forward was refused). */
   refreshRoutes(): Promise<void>;
   /** Resolves once this instance's read copy has consumed the log up to now (read-your-writes). */
