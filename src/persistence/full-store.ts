@@ -311,7 +311,13 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       return epoch !== null && loadedEpochs.get(shard) === epoch;
     },
     refreshRoutes: () => leases.refresh(),
-    syncReads: (timeoutMs) => readCopy.sync(timeoutMs),
+    async syncReads(timeoutMs) {
+      const until = performance.now() + timeoutMs;
+      // A reload stops the copy and starts it again from the snapshot it loaded: wait for that, so
+      // the marker below is read by the copy that serves the next decision.
+      while (!readCopy.running && !leases.ownsAll() && performance.now() < until) await new Promise((r) => setTimeout(r, 10));
+      return readCopy.sync(Math.max(1, until - performance.now()));
+    },
     follow(listener) {
       followers.add(listener);
     },

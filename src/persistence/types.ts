@@ -115,11 +115,20 @@ export function shardOfCourse(courseId: number, shards: number): number {
   return (h >>> 0) % shards;
 }
 
-/** The shard an event belongs to: its section's, or shard 0 for the registry. */
+/**
+ * The shard of a student's home (docs/scale-out.md, section 4): the owner of this shard serialises
+ * the student's writes when several instances own shards. Same hash as the courses'.
+ */
+export function homeShardOf(studentId: number, shards: number): number {
+  return shardOfCourse(studentId, shards);
+}
+
+/** The shard an event belongs to: its section's (an action used goes with its section command), or shard 0 for the registry. */
 export function shardOfEvent(e: DomainEvent, shards: number): number {
   switch (e.type) {
-    case 'studentCreated':
     case 'actionUsed':
+      return e.forCourse === undefined ? 0 : shardOfCourse(e.forCourse, shards);
+    case 'studentCreated':
     case 'staffCreated':
     case 'departmentCreated':
       return 0;
