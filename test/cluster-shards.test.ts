@@ -242,4 +242,35 @@ describe('several owners (SHARDS=3, three engine processes, real PostgreSQL and 
       assert.deepEqual(units.rows, [], 'no student holds more than 20 units in PostgreSQL');
     }),
   );
+
+  test('graceful restart of each instance in turn with SHARDS=3: its shards and student homes move, the others answer no 5xx', { skip, timeout: 300_000 }, (t) =>
+    withFaultEnv(t, { students: 300, largeSections: true }, async (env) => {
+      const extra = { SHARDS: String(SHARDS), LEASE_TTL_MS: '10000' };
+      const nodes = await startCluster(env, 3, extra);
+      t.after(() => nodes.forEach((n) => n.api.close()));
+      await waitForShares(env, nodes, (_, k) => k === 1, 'each instance to own one shard');
+      const all: Sent[] = [];
+      for (let k = 0; k < nodes.length; k++) {
+        const victim = nodes[k] as Node;
+        const others = nodes.filter((n) => n !== victim);
+        const load = new Load(env, () => others, env.seed.students.filter((_, i) => i % 3 === k));
+        load.start(8);
+        await sleep(800);
+        const stoppedAt = Date.now();
+        await victim.child.stop(20_000);
+        const stopMs = Date.now() - stoppedAt;
+        const moved = await waitForShares(env, others, (_, n) => n >= 1, "the others to hold the victim's shard too");
+        await sleep(1000);
+        await load.stop();
+        log(`graceful restart of ${victim.name}: exit code ${String(victim.child.exitCode)} after ${stopMs} ms; owners then ${describeOwners(moved)}; ${load.sent.length} writes through the others, ${bad(load.sent).length} 5xx/broken`);
+        assert.equal(victim.child.exitCode, 0, 'the instance exited cleanly');
+        assert.deepEqual(bad(load.sent), [], 'no 5xx from the other instances');
+        assert.ok(load.sent.some(is2xx), 'writes were acknowledged meanwhile');
+        all.push(...load.sent);
+        nodes[k] = await startNode(env, victim.name, extra, victim.api.port);
+        await waitForShares(env, nodes, (_, n) => n === 1, 'the restarted instance to take its share back');
+      }
+      await checkConverged(env, nodes, all);
+    }),
+  );
 });
