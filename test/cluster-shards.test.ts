@@ -240,6 +240,18 @@ describe('several owners (SHARDS=3, three engine processes, real PostgreSQL and 
         [students],
       );
       assert.deepEqual(units.rows, [], 'no student holds more than 20 units in PostgreSQL');
+      // A swap within one owner's shard works; across two owners it is refused, nothing changed.
+      const s0 = students[0] as number; // dropped 201; holds 202-205 and one of 207/208
+      const swap = (drop: number, enrollIn: number) =>
+        (nodes[0] as Node).api.request('POST', '/student/swap', env.studentToken(s0), { drop: { course_id: drop, group_id: 1 }, enroll: { course_id: enrollIn, group_id: 1 } }, 20_000);
+      assert.notEqual(owners.get(shardOfCourse(202, SHARDS))?.node, owners.get(shardOfCourse(201, SHARDS))?.node);
+      const across = await swap(202, 201);
+      assert.equal(across.status, 409, JSON.stringify(across.body));
+      assert.equal(codeOf(across), 'SWAP_ACROSS_OWNERS');
+      assert.equal(shardOfCourse(204, SHARDS), shardOfCourse(201, SHARDS), '204 and 201 share a shard');
+      const within = await swap(204, 201);
+      assert.equal(within.status, 200, JSON.stringify(within.body));
+      log(`swap across owners: ${across.status} ${codeOf(across)}; within one owner: ${within.status} ${JSON.stringify(within.body)}`);
     }),
   );
 
