@@ -55,6 +55,11 @@ export const ERROR_STATUS = {
   NO_SEAT: 409,
   /** A swap whose drop and enroll name the same section. */
   SAME_SECTION: 400,
+  /**
+   * Several owners (issue 14): a swap whose two sections belong to shards of different owners;
+   * not supported yet (docs/swap.md, "Two owners"): nothing was changed. Drop and enroll instead.
+   */
+  SWAP_ACROSS_OWNERS: 409,
   // Student notices, seat watches and webhooks (issue 16).
   ALREADY_WATCHING: 409,
   NOT_WATCHING: 404,

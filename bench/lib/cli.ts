@@ -16,8 +16,9 @@ scenarios:
   ceiling   a bare Fastify server, with this harness's generator and with autocannon
   memory    engine RSS and startup time: 1,500 sections / 1,000 students, and 100k sections / 1M enrollments;
             embedded beside full (with --mode full), and embedded's front door: first start, restart, npm start
-  cluster   the rush on 1 and on 3 instances (one database and stream), then kill -9 of the owner
-            of three under load: throughput, latency and the failover gap (full mode)
+  cluster   the rush on 1 instance, on 3 with SHARDS=1 and on 3 with SHARDS=3 (one database and
+            stream), then kill -9 of the first of three under load: throughput, latency and the
+            failover gap (full mode)
   smoke     a tiny seed + steady + ceiling run for CI (non-zero exit if the harness breaks or a 5xx is seen)
   all       seed, rush, steady, ceiling and memory
 

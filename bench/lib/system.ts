@@ -224,6 +224,18 @@ export class System {
     return stdout.trim().split('\n').pop() ?? '';
   }
 
+  /** Full mode, several instances: shard -> the address of its live owner (issue 14's lease table). */
+  async shardOwners(): Promise<Map<number, string>> {
+    const out = new Map<number, string>();
+    if (!this.pool) return out;
+    const r = await this.pool.query<{ shard: number; address: string }>(
+      'SELECT shard, address FROM shard_leases WHERE log_name = $1 AND owner IS NOT NULL AND expires_at > now()',
+      [`${this.prefix}.events`],
+    );
+    for (const row of r.rows) out.set(Number(row.shard), row.address);
+    return out;
+  }
+
   /** Full mode: what PostgreSQL holds now. Embedded: null (the engine holds the data directory). */
   async counts(): Promise<RowCounts | null> {
     if (!this.pool) return null;

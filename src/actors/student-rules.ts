@@ -33,7 +33,12 @@ export interface Department {
 /** Events about students, staff and departments; they share the ordered log with section events. */
 export type RegistryEvent =
   | { type: 'studentCreated'; seq: number; student: StudentRecord; cause: Cause }
-  | { type: 'actionUsed'; seq: number; studentId: number; remainingActions: number; cause: Cause }
+  /**
+   * `forCourse`: the course of the section command the action was used for. The event travels in
+   * that command's message, under the lease of that course's shard (docs/scale-out.md, section 4);
+   * absent in older logs (then it belongs to shard 0). Not `courseId`: that names section events.
+   */
+  | { type: 'actionUsed'; seq: number; studentId: number; remainingActions: number; forCourse?: number; cause: Cause }
   | { type: 'staffCreated'; seq: number; staff: StaffRecord; cause: Cause }
   | { type: 'departmentCreated'; seq: number; department: Department; cause: Cause };
 

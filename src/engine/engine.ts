@@ -397,7 +397,7 @@ export class Engine {
 }
 
 function ownsVia(cluster: ClusterMembership): (courseId: number | null) => boolean {
-  return (courseId) => cluster.routeWrite(courseId === null ? 0 : shardOfCourse(courseId, cluster.shards)).self;
+  return (courseId) => cluster.decides(courseId === null ? 0 : shardOfCourse(courseId, cluster.shards));
 }
 
 export function createEngine(deps: EngineDeps): Engine {

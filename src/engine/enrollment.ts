@@ -83,7 +83,7 @@ export class EnrollmentUseCases {
       if (groupId === undefined) throw new EngineError('NOT_ENROLLED', `you hold no group of course ${courseId}`);
       const cause = this.cause(meta, now);
       const events: DomainEvent[] = this.route(this.host.require(courseId, groupId), { type: 'drop', studentId, reason: 'dropped', cause });
-      events.push(this.directory.useAction(st, cause));
+      events.push(this.directory.useAction(st, cause, courseId));
       await this.tracker.persist(events);
     });
   }
@@ -123,7 +123,7 @@ export class EnrollmentUseCases {
         await this.tracker.discardUndurable();
         throw err;
       }
-      const events: DomainEvent[] = [...taken, ...left, this.directory.useAction(st, cause)];
+      const events: DomainEvent[] = [...taken, ...left, this.directory.useAction(st, cause, courseId)];
       await this.tracker.persist(events);
       return taken[0]?.type === 'studentQueued' ? 'queued' : 'registered';
     });
@@ -151,6 +151,10 @@ export class EnrollmentUseCases {
       if (st.holdings.get(drop.courseId) !== drop.groupId) {
         throw new EngineError('NOT_ENROLLED', `you hold no place in course ${drop.courseId} group ${drop.groupId}`);
       }
+      if (this.owns && this.owns(enroll.courseId) && !this.owns(drop.courseId)) {
+        // One append must hold both halves; with another owner for the dropped section it cannot.
+        throw new EngineError('SWAP_ACROSS_OWNERS', `course ${drop.courseId} and course ${enroll.courseId} are decided by different engine instances; a swap between them is not supported yet, nothing was changed`);
+      }
       const cause = this.cause(meta, now);
       // The target applies rules 2-7 with the dropped course left out of the schedule. The same
       // course check stays on: the dropped course is not in the list, any other held group of the
@@ -173,7 +177,7 @@ export class EnrollmentUseCases {
         await this.tracker.discardUndurable();
         throw err;
       }
-      const events: DomainEvent[] = [...taken, ...left, this.directory.useAction(st, cause)];
+      const events: DomainEvent[] = [...taken, ...left, this.directory.useAction(st, cause, enroll.courseId)];
       await this.tracker.persist(events);
       return taken[0]?.type === 'studentQueued' ? 'queued' : 'registered';
     });

@@ -44,11 +44,14 @@ export class StudentDirectory {
     return st;
   }
 
-  /** Uses one of the student's actions and returns the event that records it. */
-  useAction(st: StudentState, cause: Cause): RegistryEvent {
+  /**
+   * Uses one of the student's actions and returns the event that records it; it names the course of
+   * the command it was used for, so it is published with that section's events under one lease.
+   */
+  useAction(st: StudentState, cause: Cause, courseId: number): RegistryEvent {
     st.record = { ...st.record, remainingActions: st.record.remainingActions - 1 };
     st.seq += 1;
-    return { type: 'actionUsed', seq: st.seq, studentId: st.record.id, remainingActions: st.record.remainingActions, cause };
+    return { type: 'actionUsed', seq: st.seq, studentId: st.record.id, remainingActions: st.record.remainingActions, forCourse: courseId, cause };
   }
 
   /** The infos of the sections a student holds (but `exceptCourse`), read through `infoOf`. */

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { EngineError } from '../errors.js';
-import { shardOfCourse, type ClusterMembership } from '../persistence/types.js';
+import { homeShardOf, shardOfCourse, type ClusterMembership } from '../persistence/types.js';
 import { REQUEST_ID_HEADER } from './request-id.js';
 
 /**
@@ -18,6 +18,11 @@ import { REQUEST_ID_HEADER } from './request-id.js';
 
 /** Marks a request forwarded once; an instance that does not own the shard then refuses it instead of forwarding again. */
 export const FORWARDED_HEADER = 'x-engine-forwarded';
+/**
+ * Marks a student's write sent by the student's home to the section's owner: the owner brings its
+ * read copy up to the log's end before deciding, so it sees the student's previous changes.
+ */
+export const HOME_HEADER = 'x-engine-home';
 
 export interface ForwardingOptions {
   cluster: ClusterMembership;
@@ -52,7 +57,34 @@ function courseOf(request: FastifyRequest): number | null {
   return null;
 }
 
+/**
+ * The student a write acts for (their schedule is what the student-level rules read): the token's
+ * subject on the student routes, `std_id` on a staff force-enroll or force-drop; null otherwise.
+ */
+function studentOf(request: FastifyRequest, path: string): number | null {
+  if (path === '/student/course' || path === '/student/swap') {
+    const p = request.principal;
+    return p !== null && p.role === 'student' ? p.id : null;
+  }
+  if (path === '/staff/force-std') {
+    for (const src of [request.body, request.query] as unknown[]) {
+      if (typeof src !== 'object' || src === null) continue;
+      const raw = (src as Record<string, unknown>).std_id;
+      const n = typeof raw === 'string' ? Number(raw) : raw;
+      if (typeof n === 'number' && Number.isSafeInteger(n)) return n;
+    }
+  }
+  return null;
+}
+
 class Refused extends Error {}
+
+/**
+ * How a write was dealt with: served by this instance (the hook lets it through) or relayed from
+ * another (the reply is sent). A string, not the reply: a Fastify reply is a thenable, and
+ * returning it from an async function would resolve to undefined once sent.
+ */
+type Served = 'here' | 'relayed';
 
 /** Returns the preValidation hook that forwards writes this instance does not own. */
 export function createForwarder(opts: ForwardingOptions) {
@@ -60,12 +92,18 @@ export function createForwarder(opts: ForwardingOptions) {
   const syncTimeoutMs = opts.syncTimeoutMs ?? 2000;
   const cluster = opts.cluster;
 
-  function send(address: string, request: FastifyRequest, payload: Buffer | undefined): Promise<Relayed> {
+  /** Students whose home is here: the tail of each one's chain of writes (they run one at a time). */
+  const studentChains = new Map<number, Promise<void>>();
+  /** Students whose last write was decided by another owner: the read copy is brought up to date before their next one. */
+  const staleStudents = new Set<number>();
+
+  function send(address: string, request: FastifyRequest, payload: Buffer | undefined, home: boolean): Promise<Relayed> {
     const url = new URL(request.url, address);
     const headers: http.OutgoingHttpHeaders = {
       [FORWARDED_HEADER]: '1',
       [REQUEST_ID_HEADER]: request.id,
     };
+    if (home) headers[HOME_HEADER] = '1';
     if (request.headers.authorization) headers.authorization = request.headers.authorization;
     if (payload) {
       headers['content-type'] = 'application/json';
@@ -101,11 +139,23 @@ export function createForwarder(opts: ForwardingOptions) {
     }
   }
 
-  /** The slow path: this instance does not own the shard. */
-  async function forward(request: FastifyRequest, reply: FastifyReply, shard: number): Promise<FastifyReply | undefined> {
+  /** Serves the write here if this instance takes it for the shard; counted until it is answered. */
+  function admit(reply: FastifyReply, shard: number): boolean {
+    const answered = cluster.admitWrite(shard);
+    if (!answered) return false;
+    reply.raw.once('finish', answered);
+    reply.raw.once('close', answered);
+    return true;
+  }
+
+  /**
+   * The slow path: this instance does not own the shard. `home`: sent by the student's home (this
+   * instance) to the section's owner; the request may then carry the first hop's forwarded mark.
+   */
+  async function forward(request: FastifyRequest, reply: FastifyReply, shard: number, home = false): Promise<Served> {
     let route = cluster.routeWrite(shard);
-    if (route.self) return undefined;
-    if (request.headers[FORWARDED_HEADER] !== undefined) {
+    if (route.self && admit(reply, shard)) return 'here';
+    if (!home && request.headers[FORWARDED_HEADER] !== undefined) {
       // Sent here by an instance whose view of the leases is older: it retries with a fresh one.
       throw new EngineError('NOT_OWNER', 'this instance does not own the shard of this request; nothing was changed');
     }
@@ -113,15 +163,16 @@ export function createForwarder(opts: ForwardingOptions) {
     const until = performance.now() + opts.retryMs;
     let pause = 50;
     for (;;) {
-      if (route.self) return undefined; // this instance took the shard over meanwhile: serve it here
-      if (route.address) {
+      if (route.self && admit(reply, shard)) return 'here'; // this instance took the shard over meanwhile: serve it here
+      if (!route.self && route.address) {
         try {
-          const r = await send(route.address, request, payload);
+          const r = await send(route.address, request, payload, home);
           if (!notOwnerReply(r) || performance.now() >= until) {
             if (r.status >= 200 && r.status < 300) await cluster.syncReads(syncTimeoutMs);
             void reply.code(r.status);
             for (const h of ['content-type', 'retry-after'] as const) if (r.headers[h] !== undefined) void reply.header(h, r.headers[h]);
-            return reply.send(r.body);
+            void reply.send(r.body);
+            return 'relayed';
           }
         } catch (err) {
           if (!(err instanceof Refused)) {
@@ -142,6 +193,75 @@ export function createForwarder(opts: ForwardingOptions) {
     }
   }
 
+  /** Reads are brought up to the log's end before a decision that needs the student's whole schedule; refused (nothing changed) if they cannot be. */
+  async function syncBeforeDeciding(): Promise<void> {
+    if (!(await cluster.syncReads(syncTimeoutMs))) {
+      throw new EngineError('UNAVAILABLE', "this instance's copy of the log is behind; nothing was changed, try again", undefined, { retryAfterSeconds: 1 });
+    }
+  }
+
+  /**
+   * Several owners: a student's write runs at the student's home (the owner of the student's home
+   * shard), one at a time per student. The home decides it itself when it also owns the section,
+   * or sends it on to the section's owner (which reads the log to its end first) and, after the
+   * answer, counts its own read copy as stale for that student until it has caught up. So every
+   * decision sees all of the student's earlier changes (docs/scale-out.md, section 4).
+   */
+  async function atHome(request: FastifyRequest, reply: FastifyReply, student: number, sectionShard: number): Promise<Served> {
+    const previous = studentChains.get(student) ?? Promise.resolve();
+    let finished!: () => void;
+    const mine = new Promise<void>((resolve) => (finished = resolve));
+    const tail = previous.then(() => mine);
+    studentChains.set(student, tail);
+    const release = () => {
+      finished();
+      if (studentChains.get(student) === tail) studentChains.delete(student);
+    };
+    await previous;
+    try {
+      if (staleStudents.has(student)) {
+        await syncBeforeDeciding();
+        staleStudents.delete(student);
+      }
+      if (admit(reply, sectionShard)) {
+        reply.raw.once('finish', release);
+        reply.raw.once('close', release);
+        return 'here';
+      }
+      staleStudents.add(student);
+      const served = await forward(request, reply, sectionShard, true);
+      if (served === 'here') {
+        // This instance took the section's shard over meanwhile and serves it itself.
+        reply.raw.once('finish', release);
+        reply.raw.once('close', release);
+        return 'here';
+      }
+      // Relayed: a 2xx was followed by a sync of the read copy (read-your-writes), which is all a
+      // later decision here needs; whatever else came back may hide a change still on its way.
+      if (reply.statusCode >= 200 && reply.statusCode < 300) staleStudents.delete(student);
+      release();
+      return 'relayed';
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  async function routeStudentWrite(request: FastifyRequest, reply: FastifyReply, student: number, sectionShard: number): Promise<Served> {
+    if (request.headers[HOME_HEADER] !== undefined) {
+      // From the student's home: decide here (the section's owner) on a read copy at the log's end.
+      if (!admit(reply, sectionShard)) throw new EngineError('NOT_OWNER', 'this instance does not own the shard of this request; nothing was changed');
+      await syncBeforeDeciding();
+      return 'here';
+    }
+    const homeShard = homeShardOf(student, cluster.shards);
+    if (!admit(reply, homeShard)) {
+      // 'here': this instance became the home meanwhile (and counted the write in).
+      if ((await forward(request, reply, homeShard)) === 'relayed') return 'relayed';
+    }
+    return atHome(request, reply, student, sectionShard);
+  }
+
   // A callback hook: a request this instance serves itself (every request with one instance)
   // costs a lookup, not a promise.
   return function forwardHook(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
@@ -150,10 +270,11 @@ export function createForwarder(opts: ForwardingOptions) {
     if (LOCAL_PATHS.has(path)) return done();
     const course = courseOf(request);
     const shard = course === null ? 0 : shardOfCourse(course, cluster.shards);
-    if (cluster.routeWrite(shard).self) return done();
-    forward(request, reply, shard).then(
-      (sent) => {
-        if (sent === undefined) done();
+    const student = cluster.shards > 1 ? studentOf(request, path) : null;
+    if (student === null && admit(reply, shard)) return done();
+    (student === null ? forward(request, reply, shard) : routeStudentWrite(request, reply, student, shard)).then(
+      (served) => {
+        if (served === 'here') done();
       },
       (err: unknown) => done(err as Error),
     );

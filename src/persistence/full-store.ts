@@ -12,7 +12,7 @@ import { createSqlNoticeStore } from './notice-store.js';
 import { createPgClient } from './pg-client.js';
 import { createReadCopy } from './read-copy.js';
 import { loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
-import { shardOfEvent, type ClusterMembership, type DomainEvent, type LoadedState, type Persistence, type ReadinessReport } from './types.js';
+import { shardOfEvent, type ClusterMembership, type DomainEvent, type LoadedState, type Persistence, type ReadinessReport, type WriteRoute } from './types.js';
 
 export interface FullStoreOptions {
   databaseUrl: string;
@@ -102,7 +102,32 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     onChange: () => {
       for (const l of changeListeners) l();
     },
+    drainShard: async (shard) => {
+      await admittedIdle(shard);
+      await committer.drain();
+      // Nothing more is published for it here; an append decided late is refused (NOT_OWNER).
+      loadedEpochs.delete(shard);
+    },
   });
+  /** Writes let through for each shard this instance serves, until they are answered. */
+  const admitted = new Map<number, number>();
+  /** Set by a hand-over: every shard routes elsewhere from then on. */
+  let handingOver = false;
+  /** Resolves once no admitted write of `shard` (every shard when null) is still unanswered; bounded, for a stuck one. */
+  async function admittedIdle(shard: number | null, timeoutMs = 15_000): Promise<void> {
+    const until = performance.now() + timeoutMs;
+    const busy = () => (shard === null ? admitted.size > 0 : admitted.has(shard));
+    while (busy() && performance.now() < until) await new Promise((r) => setTimeout(r, 5));
+    if (busy()) log.warn({ shard, admitted: Object.fromEntries(admitted) }, 'writes admitted for a shard being given up did not finish in time; going on');
+  }
+  function routeWrite(shard: number): WriteRoute {
+    if (handingOver) return { self: false, address: null };
+    const r = leases.route(shard);
+    // Won but not reloaded yet (fence published, replay running): nobody serves it for a moment;
+    // forwarders wait and retry rather than have it decided on the state before the fence.
+    if (r.self && loadedEpochs.get(shard) !== leases.epochOf(shard)) return { self: false, address: null };
+    return r;
+  }
   /** Shard -> lease epoch under which the state was last loaded; appends need the same epoch. */
   let loadedEpochs = new Map<number, number>();
   let refusalLogged = false;
@@ -271,15 +296,31 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     get peers() {
       return leases.peers;
     },
-    routeWrite(shard) {
-      const r = leases.route(shard);
-      // Won but not reloaded yet (fence published, replay running): nobody serves it for a moment;
-      // forwarders wait and retry rather than have it decided on the state before the fence.
-      if (r.self && loadedEpochs.get(shard) !== leases.epochOf(shard)) return { self: false, address: null };
-      return r;
+    routeWrite,
+    admitWrite(shard) {
+      if (!routeWrite(shard).self) return null;
+      admitted.set(shard, (admitted.get(shard) ?? 0) + 1);
+      let open = true;
+      return () => {
+        if (!open) return;
+        open = false;
+        const n = (admitted.get(shard) ?? 1) - 1;
+        if (n <= 0) admitted.delete(shard);
+        else admitted.set(shard, n);
+      };
+    },
+    decides(shard) {
+      const epoch = leases.epochOf(shard);
+      return epoch !== null && loadedEpochs.get(shard) === epoch;
     },
     refreshRoutes: () => leases.refresh(),
-    syncReads: (timeoutMs) => readCopy.sync(timeoutMs),
+    async syncReads(timeoutMs) {
+      const until = performance.now() + timeoutMs;
+      // A reload stops the copy and starts it again from the snapshot it loaded: wait for that, so
+      // the marker below is read by the copy that serves the next decision.
+      while (!readCopy.running && !leases.ownsAll() && performance.now() < until) await new Promise((r) => setTimeout(r, 10));
+      return readCopy.sync(Math.max(1, until - performance.now()));
+    },
     follow(listener) {
       followers.add(listener);
     },
@@ -288,7 +329,11 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     },
     async handOver() {
       leases.stopAcquiring();
-      // Nothing new is published under these leases from here on; what is on its way settles.
+      // New writes go elsewhere (forwarders wait for the next owner); those admitted already
+      // finish and are answered; then nothing new is published under these leases.
+      handingOver = true;
+      await admittedIdle(null);
+      await committer.drain();
       loadedEpochs = new Map();
       await committer.drain();
       await leases.stop();

@@ -24,8 +24,14 @@ export interface LeaseManagerOptions {
   logger: Logger;
   /** Publishes a fence into the ordered log; resolves once the broker confirmed it. */
   publishFence(f: Fence): Promise<void>;
-  /** Called after a shard was won and its fence published; the store reloads, then marks it loaded. */
+  /** Called after a shard was won and its fence published, or given up; the store reloads, then marks it loaded. */
   onChange(): void;
+  /**
+   * Cooperative rebalancing: called for a surplus shard once it no longer takes new writes (its
+   * route says "elsewhere"), before its lease is released; resolves when the writes already
+   * admitted for it are finished and answered, so none of them is refused or left in doubt.
+   */
+  drainShard?(shard: number): Promise<void>;
 }
 
 interface Owned {
@@ -79,6 +85,9 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
   const margin = Math.max(250, Math.round(ttl * 0.2));
   const renewEveryMs = Math.max(100, Math.round(ttl / 5));
   const held = new Map<number, Owned>();
+  /** A surplus shard being drained before its release (one at a time); still held and renewed. */
+  let releasing: number | null = null;
+  let releasingDone: Promise<void> | null = null;
   const routes = new Map<number, RouteRow>();
   /** Live instances (this one included) at the last read of the table. */
   let liveInstances = 1;
@@ -175,10 +184,13 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
   }
 
   async function tick(): Promise<void> {
+    // The heartbeat lives as long as a lease and is written just before the renewals: a killed
+    // instance stops counting for the fair share when its leases expire, so a survivor already at
+    // its share takes the orphaned shard at once instead of a heartbeat later.
     await opts.db.query(
       `INSERT INTO engine_instances (log_name, instance, address, expires_at) VALUES ($1, $2, $3, now() + $4::interval)
        ON CONFLICT (log_name, instance) DO UPDATE SET expires_at = EXCLUDED.expires_at, address = EXCLUDED.address`,
-      [opts.logName, opts.instanceId, opts.address, `${ttl * 2} milliseconds`],
+      [opts.logName, opts.instanceId, opts.address, interval],
     );
     await Promise.all([...held].map(([shard, o]) => renew(shard, o)));
     const live = await readRoutes();
@@ -189,12 +201,24 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
       if (row.expired && !held.has(shard)) await acquire(shard);
     }
     // Cooperative rebalancing: one surplus shard at a time, only while another instance has room.
-    if (held.size > fair && live > 1) {
+    // It stops taking new writes at once (forwarders wait for its next owner), the writes already
+    // admitted finish and are answered, then the lease is released; the renewals go on meanwhile.
+    if (held.size > fair && live > 1 && releasing === null) {
       const [shard, o] = [...held].pop() as [number, Owned];
-      if (shard !== 0 || held.size > 1) {
-        opts.onChange();
-        await releaseOne(shard, o);
-      }
+      releasing = shard;
+      log.info({ shard, epoch: o.epoch, held: held.size, fair, live }, 'giving a surplus shard up to a newer instance (draining its writes first)');
+      releasingDone = (async () => {
+        try {
+          await opts.drainShard?.(shard);
+          if (held.get(shard) === o) await releaseOne(shard, o);
+        } catch (err) {
+          log.warn({ err, shard }, 'could not release a surplus shard; tried again at a later round');
+        } finally {
+          releasing = null;
+          releasingDone = null;
+          opts.onChange();
+        }
+      })();
     }
   }
 
@@ -236,6 +260,7 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
       return true;
     },
     route(shard) {
+      if (shard === releasing) return { self: false, address: null };
       if (held.has(shard)) return { self: true };
       const r = routes.get(shard);
       return { self: false, address: r && !r.expired && r.owner !== opts.instanceId ? r.address : null };
@@ -272,6 +297,7 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
       stopped = true;
       if (timer) clearTimeout(timer);
       await ticking;
+      await releasingDone;
     },
   };
 }

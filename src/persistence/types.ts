@@ -115,11 +115,20 @@ export function shardOfCourse(courseId: number, shards: number): number {
   return (h >>> 0) % shards;
 }
 
-/** The shard an event belongs to: its section's, or shard 0 for the registry. */
+/**
+ * The shard of a student's home (docs/scale-out.md, section 4): the owner of this shard serialises
+ * the student's writes when several instances own shards. Same hash as the courses'.
+ */
+export function homeShardOf(studentId: number, shards: number): number {
+  return shardOfCourse(studentId, shards);
+}
+
+/** The shard an event belongs to: its section's (an action used goes with its section command), or shard 0 for the registry. */
 export function shardOfEvent(e: DomainEvent, shards: number): number {
   switch (e.type) {
-    case 'studentCreated':
     case 'actionUsed':
+      return e.forCourse === undefined ? 0 : shardOfCourse(e.forCourse, shards);
+    case 'studentCreated':
     case 'staffCreated':
     case 'departmentCreated':
       return 0;
@@ -142,6 +151,17 @@ export interface ClusterMembership {
   readonly peers: number;
   /** Who takes writes for a shard, from the lease table (cached, refreshed every few hundred ms). */
   routeWrite(shard: number): WriteRoute;
+  /**
+   * Lets a write for a shard this instance serves through, counted until the returned function is
+   * called (when it is answered); null when the write must go elsewhere. A shard is given up (to a
+   * newer instance, or at a hand-over) only once its admitted writes are answered.
+   */
+  admitWrite(shard: number): (() => void) | null;
+  /**
+   * Whether this instance may decide a write for the shard now: it holds the lease and its memory
+   * was loaded under it (true also while an admitted write drains before a release).
+   */
+  decides(shard: number): boolean;
   /** Re-reads the lease table now (after a forward was refused). */
   refreshRoutes(): Promise<void>;
   /** Resolves once this instance's read copy has consumed the log up to now (read-your-writes). */

@@ -8,12 +8,17 @@ import net from 'node:net';
  * - `cut()` resets every open connection and refuses new ones (accepted and reset at once, so a
  *   client learns within milliseconds, as when a broker or database host goes away);
  * - `resume()` lets new connections through again (the cut ones stay dead: clients must reconnect);
+ * - `stall()` stops moving bytes either way on every connection (open or new) without closing any,
+ *   as a link that hangs does; `flow()` moves them again (nothing is lost);
  * - `close()` stops listening and resets everything.
  */
 export class TcpProxy {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   private refusing = false;
+  private stalled = false;
+  /** Each open connection's [client, upstream] pair, to stall and restart their pipes. */
+  private readonly pairs = new Set<[net.Socket, net.Socket]>();
   /** Connections accepted and forwarded since start (a reconnect shows up here). */
   accepted = 0;
 
@@ -65,6 +70,24 @@ export class TcpProxy {
     this.refusing = false;
   }
 
+  stall(): void {
+    this.stalled = true;
+    for (const [client, upstream] of this.pairs) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+    }
+  }
+
+  flow(): void {
+    this.stalled = false;
+    for (const [client, upstream] of this.pairs) {
+      client.pipe(upstream);
+      upstream.pipe(client);
+    }
+  }
+
   async close(): Promise<void> {
     this.cut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -83,14 +106,22 @@ export class TcpProxy {
     upstream.on('error', () => undefined);
     this.sockets.add(client);
     this.sockets.add(upstream);
+    const pair: [net.Socket, net.Socket] = [client, upstream];
+    this.pairs.add(pair);
     const drop = () => {
       this.sockets.delete(client);
       this.sockets.delete(upstream);
+      this.pairs.delete(pair);
       client.destroy();
       upstream.destroy();
     };
     client.on('close', drop);
     upstream.on('close', drop);
+    if (this.stalled) {
+      client.pause();
+      upstream.pause();
+      return;
+    }
     client.pipe(upstream);
     upstream.pipe(client);
   }
