@@ -2,14 +2,17 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
 import type { DeliveryJob, DeliveryQueue, NewDelivery, NoticeStore, WebhookRow } from '../persistence/notice-types.js';
-import { toWire, type Notice } from './notices.js';
+import { webhookBody, type Notice } from './notices.js';
 
 /**
  * Webhooks: the same notices as the students' event streams, POSTed to endpoints staff register.
  *
- * Off the request path: the hub hands each durable batch's notices to {@link WebhookService.dispatch},
- * which only appends them to a buffer; a later tick records one delivery row per (webhook, notice)
- * and queues the first attempt. The worker POSTs, signs (docs/webhooks.md), records every attempt,
+ * Deliveries are recorded by the webhook outbox (persistence/webhook-outbox.ts) in the same
+ * transaction that writes their changes to the database, so none is lost in a crash and none is
+ * made for a change that is not in the log. The one exception, `seatAvailable` (watches live in the
+ * notice hub), comes through {@link WebhookService.dispatch}, which only buffers; a later tick
+ * records them. In RabbitMQ mode a feeder hands new delivery rows to the queue (each row claimed by
+ * one instance); in database mode the rows are the queue. The worker POSTs, signs (docs/webhooks.md), records every attempt,
  * and on failure queues the next one after an exponential backoff, until `maxAttempts`, after which
  * the delivery is dead-lettered. A job leaves the queue only after its outcome is recorded, so a
  * crash repeats an attempt instead of losing it (at least once; receivers dedupe on the delivery id).
@@ -52,6 +55,8 @@ export interface WebhookServiceOptions {
    */
   sweepMs?: number;
   sweepGraceMs?: number;
+  /** RabbitMQ mode: how often new delivery rows are looked for and queued (default 250 ms; also woken by {@link WebhookService.wake}). */
+  feedMs?: number;
   now?: () => number;
 }
 
@@ -74,6 +79,10 @@ export class WebhookService {
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly sweepMs: number;
   private readonly sweepGraceMs: number;
+  private readonly feedMs: number;
+  private feedTimer: NodeJS.Timeout | null = null;
+  private feeding: Promise<void> | null = null;
+  private feedAgain = false;
 
   constructor(opts: WebhookServiceOptions) {
     this.store = opts.store;
@@ -86,6 +95,7 @@ export class WebhookService {
     this.now = opts.now ?? Date.now;
     this.sweepMs = opts.sweepMs ?? 30_000;
     this.sweepGraceMs = opts.sweepGraceMs ?? 60_000;
+    this.feedMs = opts.feedMs ?? 250;
   }
 
   get queueKind(): DeliveryQueue['kind'] {
@@ -98,6 +108,48 @@ export class WebhookService {
     if (this.queue.kind === 'amqp') {
       this.sweepTimer = setInterval(() => void this.sweep(), this.sweepMs);
       this.sweepTimer.unref();
+      this.feedTimer = setInterval(() => this.wake(), this.feedMs);
+      this.feedTimer.unref();
+      this.wake();
+    }
+  }
+
+  /**
+   * New deliveries were recorded (by the outbox, maybe in another process): RabbitMQ mode queues
+   * them now instead of at the next feed round; database mode wakes the poller.
+   */
+  wake(): void {
+    if (this.closed) return;
+    if (this.queue.kind !== 'amqp') {
+      // The rows are the queue; scheduling only wakes the poller.
+      this.queue.schedule({ deliveryId: 0, attempt: 1 }, 0).catch(() => undefined);
+      return;
+    }
+    if (this.feeding) {
+      this.feedAgain = true;
+      return;
+    }
+    this.feeding = this.feed().finally(() => {
+      this.feeding = null;
+      if (this.feedAgain) {
+        this.feedAgain = false;
+        this.wake();
+      }
+    });
+  }
+
+  /** RabbitMQ mode: claims new delivery rows (one instance gets each) and queues their first attempt. */
+  private async feed(): Promise<void> {
+    try {
+      for (;;) {
+        const ids = await this.store.claimNewDeliveries(500);
+        if (ids.length === 0) return;
+        // A job lost here (broker away, crash) stays a claimed pending row: the sweep queues it again.
+        await Promise.all(ids.map((deliveryId) => this.queue.schedule({ deliveryId, attempt: 1 }, 0)));
+        if (ids.length < 500 || this.closed) return;
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'queueing new webhook deliveries failed; the sweep queues them later');
     }
   }
 
@@ -117,7 +169,9 @@ export class WebhookService {
   async close(): Promise<void> {
     this.closed = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.feedTimer) clearInterval(this.feedTimer);
     while (this.flushing) await this.flushing;
+    while (this.feeding) await this.feeding;
     await this.queue.close();
   }
 
@@ -162,7 +216,7 @@ export class WebhookService {
     return this.store.listDeliveries(id, limit);
   }
 
-  /** Takes a batch of notices (called on the engine's durable path: only buffers). */
+  /** Takes seat-watch notices from the hub (only buffers; the others come from the outbox). */
   dispatch(notices: Notice[]): void {
     if (this.active.length === 0 || this.closed) return;
     for (const n of notices) this.buffer.push(n);
@@ -180,7 +234,7 @@ export class WebhookService {
         const batch = this.buffer.splice(0, 500);
         const rows: NewDelivery[] = [];
         for (const n of batch) {
-          const body = JSON.stringify({ type: 'notice', notice: toWire(n) });
+          const body = webhookBody(n);
           for (const w of this.active) {
             if (w.kinds !== null && !w.kinds.includes(n.kind)) continue;
             rows.push({ webhookId: w.id, noticeKey: `${n.id}:${n.kind}:${n.studentId}`, kind: n.kind, studentId: n.studentId, body });
@@ -188,10 +242,9 @@ export class WebhookService {
         }
         try {
           const ids = await this.store.insertDeliveries(rows);
-          await Promise.all(ids.map((deliveryId) => this.queue.schedule({ deliveryId, attempt: 1 }, 0)));
+          if (ids.length > 0) this.wake();
         } catch (err) {
-          // Recorded rows stay `pending`; the database queue finds them, RabbitMQ mode does not (see docs).
-          this.log.error({ err, notices: batch.length }, 'recording webhook deliveries failed');
+          this.log.error({ err, notices: batch.length }, 'recording seat-watch webhook deliveries failed');
         }
       }
     } finally {

@@ -238,6 +238,15 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
         );
       });
     },
+    async claimNewDeliveries(limit) {
+      const r = await db.query<Row>(
+        `UPDATE webhook_deliveries SET queued = true
+         WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND NOT queued ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+         RETURNING id`,
+        [limit],
+      );
+      return r.rows.map((x) => Number(x.id)).sort((a, b) => a - b);
+    },
     async dueDeliveries(now, limit) {
       const r = await db.query<Row>(
         `SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2`,

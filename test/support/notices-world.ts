@@ -6,7 +6,9 @@ import { buildApp, type App } from '../../src/http/app.js';
 import { TokenService } from '../../src/http/auth.js';
 import { createNoticeHub, type NoticeHub, type NoticeHubOptions } from '../../src/notices/notice-hub.js';
 import { createWebhookService, type WebhookService, type WebhookServiceOptions } from '../../src/notices/webhooks.js';
+import { deriveWebhookNotices } from '../../src/notices/notices.js';
 import type { DeliveryQueue } from '../../src/persistence/notice-types.js';
+import { createWebhookOutbox, type WebhookOutbox } from '../../src/persistence/webhook-outbox.js';
 import type { Persistence } from '../../src/persistence/types.js';
 import { MINUTE, SECRET, seedData, T0, TTL_SECONDS, WINDOW_MS } from './http-fixture.js';
 
@@ -17,6 +19,15 @@ import { MINUTE, SECRET, seedData, T0, TTL_SECONDS, WINDOW_MS } from './http-fix
  */
 
 export const quietLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+/**
+ * The webhook outbox for a test store (as main.ts makes it); give `wake` to startNoticesWorld, which
+ * points it at the world's webhook service, so recorded deliveries are queued at once.
+ */
+export function createTestOutbox(): { outbox: WebhookOutbox; wake: { fn: (() => void) | null } } {
+  const wake: { fn: (() => void) | null } = { fn: null };
+  return { outbox: createWebhookOutbox({ deriver: deriveWebhookNotices, logger: quietLogger, onRecorded: () => wake.fn?.() }), wake };
+}
 
 export interface NoticesWorld {
   engine: Engine;
@@ -40,6 +51,8 @@ export async function startNoticesWorld(opts: {
   hub?: Partial<NoticeHubOptions>;
   webhooks?: Partial<WebhookServiceOptions>;
   clock?: { now: number };
+  /** From {@link createTestOutbox}: bound to the world's webhook service. */
+  outboxWake?: { fn: (() => void) | null };
 }): Promise<NoticesWorld> {
   const clock = opts.clock ?? { now: T0 + 5 * MINUTE };
   const engine = createEngine({ persistence: opts.persistence, logger: quietLogger, enrollmentWindowMs: WINDOW_MS, now: () => clock.now });
@@ -52,7 +65,8 @@ export async function startNoticesWorld(opts: {
     webhooks = createWebhookService({ store: opts.persistence.notices, queue: await opts.queue(opts.persistence), logger: quietLogger, ...opts.webhooks });
     await webhooks.start();
     const w = webhooks;
-    hub.onNotices((n) => w.dispatch(n));
+    hub.onWatchNotices((n) => w.dispatch(n));
+    if (opts.outboxWake) opts.outboxWake.fn = () => w.wake();
   }
   const app = await buildApp({
     engine,

@@ -1,0 +1,119 @@
+import type { Logger } from 'pino';
+import { evolveSection, initialSectionContext, sectionKey } from '../actors/section-logic.js';
+import type { SectionContext } from '../actors/types.js';
+import type { OutboxDeriver, SectionStep } from './notice-types.js';
+import type { SqlExecutor } from './sql-client.js';
+import { loadSections } from './state-store.js';
+import type { DomainEvent } from './types.js';
+
+/**
+ * The webhook outbox: webhook deliveries derived from the ordered log, recorded in the same
+ * transaction as the events they come from.
+ *
+ * Whoever writes the log to the database (the batcher in full mode, the group commit in embedded
+ * mode) calls {@link WebhookOutbox.stage} inside its transaction with the events new to the
+ * database. The outbox folds them into its own copy of each section (the state *as the database
+ * holds it*, loaded inside a transaction the first time it is needed), asks the notice rules for
+ * the notices (`deriver`), and inserts one `webhook_deliveries` row per notice and matching active
+ * webhook. So a delivery exists exactly when its change is in the database: a crash before COMMIT
+ * loses both and the batch is applied again (with the same deliveries), a crash after it loses
+ * neither. Nothing is recorded for a change that never reached the log, and only the one active
+ * batcher records them (the `(webhook, notice)` key makes a repeat a no-op anyway).
+ *
+ * The copy changes only once the transaction committed ({@link StagedOutbox.commit}); a rolled
+ * back batch leaves it as it was. While no webhook is active, batches that could mean a notice
+ * drop the copy and nothing is derived; it is read again when one is.
+ */
+export interface WebhookOutbox {
+  /** Inside the batch's transaction, after its transitions were inserted and before the tables are changed. */
+  stage(tx: SqlExecutor, fresh: DomainEvent[]): Promise<StagedOutbox | null>;
+}
+
+export interface StagedOutbox {
+  /** Deliveries recorded by the batch. */
+  readonly deliveries: number;
+  /** Call after COMMIT: the batch's sections become the outbox's copy. */
+  commit(): void;
+}
+
+/** Event types after which a webhook may be told something (the others only change the copy). */
+const NOTICE_TYPES = new Set([
+  'studentPromoted',
+  'studentDropped',
+  'studentEnrolled',
+  'sectionClosed',
+  'sectionReopened',
+  'capacityChanged',
+  'reserveCapacityChanged',
+  'sexLockChanged',
+  'infoUpdated',
+]);
+
+export function createWebhookOutbox(opts: { deriver: OutboxDeriver; logger: Logger; onRecorded?: (deliveries: number) => void }): WebhookOutbox {
+  const log = opts.logger.child({ module: 'webhook-outbox' });
+  /** The sections as the database holds them (after the last committed batch), or null when not kept. */
+  let copy: Map<string, SectionContext> | null = null;
+
+  return {
+    async stage(tx, fresh) {
+      const sectionEvents = fresh.filter((e) => 'courseId' in e);
+      if (sectionEvents.length === 0) return null;
+      const mayNotify = sectionEvents.some((e) => NOTICE_TYPES.has(e.type));
+      if (copy === null && !mayNotify) return null;
+      let kinds: Set<string> | null = null;
+      let active = false;
+      if (mayNotify) {
+        const hooks = await tx.query<{ kinds: string[] | null }>('SELECT kinds FROM webhooks WHERE active');
+        active = hooks.rows.length > 0;
+        if (active && hooks.rows.every((h) => h.kinds !== null)) kinds = new Set(hooks.rows.flatMap((h) => h.kinds as string[]));
+        if (!active) {
+          copy = null;
+          return null;
+        }
+        if (copy === null) {
+          const t0 = performance.now();
+          const loaded = await loadSections(tx);
+          copy = new Map(loaded.map((c) => [sectionKey(c.info.courseId, c.info.groupId), c]));
+          log.info({ sections: copy.size, ms: Math.round(performance.now() - t0) }, 'webhook outbox: section copy read from the database');
+        }
+      }
+      const base = copy as Map<string, SectionContext>;
+      const changed = new Map<string, SectionContext>();
+      const steps: SectionStep[] = [];
+      for (const e of sectionEvents) {
+        if (!('courseId' in e)) continue;
+        const key = sectionKey(e.courseId, e.groupId);
+        const before = changed.get(key) ?? base.get(key);
+        if (e.type === 'sectionCreated') {
+          if (!before) changed.set(key, evolveSection(initialSectionContext(e.info, e), e));
+          continue;
+        }
+        if (!before) continue;
+        const after = evolveSection(before, e);
+        changed.set(key, after);
+        if (active) steps.push({ before, event: e, after });
+      }
+      let recorded = 0;
+      const notices = steps.length > 0 ? opts.deriver(steps, kinds) : [];
+      if (notices.length > 0) {
+        const r = await tx.query(
+          `INSERT INTO webhook_deliveries (webhook_id, notice_key, kind, student_id, body)
+           SELECT w.id, n.key, n.kind, n.student, n.body
+           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY AS n(key, kind, student, body, i)
+           JOIN webhooks w ON w.active AND (w.kinds IS NULL OR n.kind = ANY (w.kinds))
+           ORDER BY n.i, w.id
+           ON CONFLICT (webhook_id, notice_key) DO NOTHING`,
+          [notices.map((n) => n.noticeKey), notices.map((n) => n.kind), notices.map((n) => n.studentId), notices.map((n) => n.body)],
+        );
+        recorded = r.rowCount;
+      }
+      return {
+        deliveries: recorded,
+        commit() {
+          if (copy === base) for (const [k, ctx] of changed) base.set(k, ctx);
+          if (recorded > 0) opts.onRecorded?.(recorded);
+        },
+      };
+    },
+  };
+}
