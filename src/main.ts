@@ -123,7 +123,14 @@ async function main(): Promise<void> {
   // Webhook deliveries are recorded with the changes they come from (issue 16): by the group commit
   // (embedded), by the in-process batcher (full; a standalone batcher has its own outbox).
   let wakeWebhooks: (() => void) | null = null;
-  const outbox = createWebhookOutbox({ deriver: deriveWebhookNotices, logger, onRecorded: () => wakeWebhooks?.() });
+  // Embedded mode: this process alone registers webhooks, so the outbox keeps the active ones
+  // (its group commit is on the request's path); full mode reads them in each batch.
+  const outbox = createWebhookOutbox({
+    deriver: deriveWebhookNotices,
+    logger,
+    onRecorded: () => wakeWebhooks?.(),
+    cacheWebhooks: config.mode === 'embedded',
+  });
   const persistence = await createPersistence(config, logger, outbox);
   const cluster = persistence.mode === 'full' ? (persistence as Persistence & ClusterMembership) : null;
   const engine = createEngine({
@@ -180,7 +187,7 @@ async function main(): Promise<void> {
             logger,
           })
         : (await import('./persistence/delivery-queue.js')).createDatabaseDeliveryQueue({ store, logger });
-    webhooks = createWebhookService({ store, queue, logger });
+    webhooks = createWebhookService({ store, queue, logger, onWebhooksChanged: () => outbox.webhooksChanged() });
     await webhooks.start();
     const w = webhooks;
     hub.onWatchNotices((notices) => w.dispatch(notices));

@@ -249,7 +249,8 @@ describe('webhooks, full mode (PostgreSQL + RabbitMQ)', { timeout: 180_000 }, as
 
 describe('webhooks, embedded mode (deliveries queued in PGlite)', { timeout: 120_000 }, () => {
   test('a notice is delivered, signed, and listed with its attempt', async () => {
-    const { outbox, wake } = createTestOutbox();
+    // As main.ts makes it in embedded mode: the active webhooks kept, read again when one is registered.
+    const { outbox, wake } = createTestOutbox({ cacheWebhooks: true });
     const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1, outbox });
     await store.migrate();
     const receiver = await startReceiver();

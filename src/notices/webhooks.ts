@@ -57,6 +57,8 @@ export interface WebhookServiceOptions {
   sweepGraceMs?: number;
   /** RabbitMQ mode: how often new delivery rows are looked for and queued (default 250 ms; also woken by {@link WebhookService.wake}). */
   feedMs?: number;
+  /** Called after a webhook was registered or stopped (the embedded outbox caches the active ones). */
+  onWebhooksChanged?: () => void;
   now?: () => number;
 }
 
@@ -83,6 +85,7 @@ export class WebhookService {
   private feedTimer: NodeJS.Timeout | null = null;
   private feeding: Promise<void> | null = null;
   private feedAgain = false;
+  private readonly onWebhooksChanged: () => void;
 
   constructor(opts: WebhookServiceOptions) {
     this.store = opts.store;
@@ -96,6 +99,7 @@ export class WebhookService {
     this.sweepMs = opts.sweepMs ?? 30_000;
     this.sweepGraceMs = opts.sweepGraceMs ?? 60_000;
     this.feedMs = opts.feedMs ?? 250;
+    this.onWebhooksChanged = opts.onWebhooksChanged ?? (() => undefined);
   }
 
   get queueKind(): DeliveryQueue['kind'] {
@@ -191,6 +195,7 @@ export class WebhookService {
     if (u.username !== '' || u.password !== '') throw new EngineError('BAD_REQUEST', 'url must not carry credentials; the secret signs each delivery');
     const row = await this.store.createWebhook({ ...input, url: u.toString() });
     this.active.push(row);
+    this.onWebhooksChanged();
     return publicOf(row);
   }
 
@@ -209,6 +214,7 @@ export class WebhookService {
     if (!w) throw new EngineError('WEBHOOK_NOT_FOUND', `no webhook ${id}`);
     await this.store.deactivateWebhook(id);
     this.active = this.active.filter((x) => x.id !== id);
+    this.onWebhooksChanged();
   }
 
   async deliveries(id: number, limit: number) {

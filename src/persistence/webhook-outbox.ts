@@ -27,6 +27,8 @@ import type { DomainEvent } from './types.js';
 export interface WebhookOutbox {
   /** Inside the batch's transaction, after its transitions were inserted and before the tables are changed. */
   stage(tx: SqlExecutor, fresh: DomainEvent[]): Promise<StagedOutbox | null>;
+  /** A webhook was registered or stopped (by this process): with `cacheWebhooks`, read them again. */
+  webhooksChanged(): void;
 }
 
 export interface StagedOutbox {
@@ -49,12 +51,26 @@ const NOTICE_TYPES = new Set([
   'infoUpdated',
 ]);
 
-export function createWebhookOutbox(opts: { deriver: OutboxDeriver; logger: Logger; onRecorded?: (deliveries: number) => void }): WebhookOutbox {
+export function createWebhookOutbox(opts: {
+  deriver: OutboxDeriver;
+  logger: Logger;
+  onRecorded?: (deliveries: number) => void;
+  /**
+   * Keep the active webhooks between batches, read again only after {@link WebhookOutbox.webhooksChanged}:
+   * right when this process is the only one that registers webhooks (embedded mode, where the
+   * group commit is on the request's path). Otherwise they are read in every batch that may mean a notice.
+   */
+  cacheWebhooks?: boolean;
+}): WebhookOutbox {
   const log = opts.logger.child({ module: 'webhook-outbox' });
   /** The sections as the database holds them (after the last committed batch), or null when not kept. */
   let copy: Map<string, SectionContext> | null = null;
+  let cached: { kinds: string[] | null }[] | null = null;
 
   return {
+    webhooksChanged() {
+      cached = null;
+    },
     async stage(tx, fresh) {
       const sectionEvents = fresh.filter((e) => 'courseId' in e);
       if (sectionEvents.length === 0) return null;
@@ -63,9 +79,13 @@ export function createWebhookOutbox(opts: { deriver: OutboxDeriver; logger: Logg
       let kinds: Set<string> | null = null;
       let active = false;
       if (mayNotify) {
-        const hooks = await tx.query<{ kinds: string[] | null }>('SELECT kinds FROM webhooks WHERE active');
-        active = hooks.rows.length > 0;
-        if (active && hooks.rows.every((h) => h.kinds !== null)) kinds = new Set(hooks.rows.flatMap((h) => h.kinds as string[]));
+        let hooks = opts.cacheWebhooks ? cached : null;
+        if (hooks === null) {
+          hooks = (await tx.query<{ kinds: string[] | null }>('SELECT kinds FROM webhooks WHERE active')).rows;
+          if (opts.cacheWebhooks) cached = hooks;
+        }
+        active = hooks.length > 0;
+        if (active && hooks.every((h) => h.kinds !== null)) kinds = new Set(hooks.flatMap((h) => h.kinds as string[]));
         if (!active) {
           copy = null;
           return null;
@@ -77,21 +97,36 @@ export function createWebhookOutbox(opts: { deriver: OutboxDeriver; logger: Logg
           log.info({ sections: copy.size, ms: Math.round(performance.now() - t0) }, 'webhook outbox: section copy read from the database');
         }
       }
-      const base = copy as Map<string, SectionContext>;
-      const changed = new Map<string, SectionContext>();
-      const steps: SectionStep[] = [];
-      for (const e of sectionEvents) {
-        if (!('courseId' in e)) continue;
-        const key = sectionKey(e.courseId, e.groupId);
-        const before = changed.get(key) ?? base.get(key);
-        if (e.type === 'sectionCreated') {
-          if (!before) changed.set(key, evolveSection(initialSectionContext(e.info, e), e));
-          continue;
+      let base = copy as Map<string, SectionContext>;
+      let changed = new Map<string, SectionContext>();
+      let steps: SectionStep[] = [];
+      for (let pass = 0; pass < 2; pass++) {
+        let consistent = true;
+        for (const e of sectionEvents) {
+          if (!('courseId' in e)) continue;
+          const key = sectionKey(e.courseId, e.groupId);
+          const before = changed.get(key) ?? base.get(key);
+          if (e.type === 'sectionCreated') {
+            if (!before) changed.set(key, evolveSection(initialSectionContext(e.info, e), e));
+            continue;
+          }
+          if (!before) continue;
+          if (e.seq !== before.seq + 1) consistent = false;
+          const after = evolveSection(before, e);
+          changed.set(key, after);
+          if (active) steps.push({ before, event: e, after });
         }
-        if (!before) continue;
-        const after = evolveSection(before, e);
-        changed.set(key, after);
-        if (active) steps.push({ before, event: e, after });
+        if (consistent || pass === 1) {
+          if (!consistent) log.warn('webhook outbox: the section copy still disagrees with the batch after reading it again');
+          break;
+        }
+        // Another writer wrote batches meanwhile (a batcher that led before): read the copy again,
+        // inside this transaction, where the tables still hold the state before this batch.
+        log.warn('webhook outbox: the section copy is behind the log; reading it again from the database');
+        const loaded = await loadSections(tx);
+        copy = base = new Map(loaded.map((c) => [sectionKey(c.info.courseId, c.info.groupId), c]));
+        changed = new Map();
+        steps = [];
       }
       let recorded = 0;
       const notices = steps.length > 0 ? opts.deriver(steps, kinds) : [];

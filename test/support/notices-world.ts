@@ -24,9 +24,10 @@ export const quietLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' 
  * The webhook outbox for a test store (as main.ts makes it); give `wake` to startNoticesWorld, which
  * points it at the world's webhook service, so recorded deliveries are queued at once.
  */
-export function createTestOutbox(): { outbox: WebhookOutbox; wake: { fn: (() => void) | null } } {
-  const wake: { fn: (() => void) | null } = { fn: null };
-  return { outbox: createWebhookOutbox({ deriver: deriveWebhookNotices, logger: quietLogger, onRecorded: () => wake.fn?.() }), wake };
+export function createTestOutbox(opts: { cacheWebhooks?: boolean } = {}): { outbox: WebhookOutbox; wake: { fn: (() => void) | null; outbox: WebhookOutbox } } {
+  const wake: { fn: (() => void) | null; outbox: WebhookOutbox } = { fn: null, outbox: null as unknown as WebhookOutbox };
+  wake.outbox = createWebhookOutbox({ deriver: deriveWebhookNotices, logger: quietLogger, onRecorded: () => wake.fn?.(), cacheWebhooks: opts.cacheWebhooks ?? false });
+  return { outbox: wake.outbox, wake };
 }
 
 export interface NoticesWorld {
@@ -52,7 +53,7 @@ export async function startNoticesWorld(opts: {
   webhooks?: Partial<WebhookServiceOptions>;
   clock?: { now: number };
   /** From {@link createTestOutbox}: bound to the world's webhook service. */
-  outboxWake?: { fn: (() => void) | null };
+  outboxWake?: { fn: (() => void) | null; outbox: WebhookOutbox };
 }): Promise<NoticesWorld> {
   const clock = opts.clock ?? { now: T0 + 5 * MINUTE };
   const engine = createEngine({ persistence: opts.persistence, logger: quietLogger, enrollmentWindowMs: WINDOW_MS, now: () => clock.now });
@@ -62,7 +63,14 @@ export async function startNoticesWorld(opts: {
   await hub.start();
   let webhooks: WebhookService | null = null;
   if (opts.queue && opts.persistence.notices) {
-    webhooks = createWebhookService({ store: opts.persistence.notices, queue: await opts.queue(opts.persistence), logger: quietLogger, ...opts.webhooks });
+    const outbox = opts.outboxWake?.outbox;
+    webhooks = createWebhookService({
+      store: opts.persistence.notices,
+      queue: await opts.queue(opts.persistence),
+      logger: quietLogger,
+      ...(outbox ? { onWebhooksChanged: () => outbox.webhooksChanged() } : {}),
+      ...opts.webhooks,
+    });
     await webhooks.start();
     const w = webhooks;
     hub.onWatchNotices((n) => w.dispatch(n));
