@@ -190,7 +190,7 @@ async function main(): Promise<void> {
     webhooks = createWebhookService({ store, queue, logger, onWebhooksChanged: () => outbox.webhooksChanged() });
     await webhooks.start();
     const w = webhooks;
-    hub.onWatchNotices((notices) => w.dispatch(notices));
+    hub.onWatchNotices(() => w.wake());
     wakeWebhooks = () => w.wake();
   }
 

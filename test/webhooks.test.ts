@@ -274,4 +274,35 @@ describe('webhooks, embedded mode (deliveries queued in PGlite)', { timeout: 120
     await receiver.close();
     await store.close();
   });
+
+  test('a fired seat watch is delivered: its delivery is recorded with the watch marked fired', async () => {
+    const { outbox, wake } = createTestOutbox({ cacheWebhooks: true });
+    const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1, outbox });
+    await store.migrate();
+    const receiver = await startReceiver();
+    const w = await startNoticesWorld({
+      persistence: store,
+      seed: true,
+      queue: (p) => createDatabaseDeliveryQueue({ store: p.notices!, logger: quietLogger, pollMs: 100 }),
+      outboxWake: wake,
+    });
+    const staff = w.token(STAFF, 'staff');
+    const hook = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/ok`, secret: SECRET_A, kinds: ['seatAvailable'] });
+    assert.equal(hook.status, 201);
+    const tiny = { course_id: 106, group_id: 1 }; // 1 seat, no reserve
+    assert.equal((await w.call('PUT', '/student/course', w.token(S.f1), tiny)).status, 204);
+    assert.equal((await w.call('POST', '/me/watches', w.token(S.alice), tiny)).status, 201);
+    assert.equal((await w.call('DELETE', '/student/course?course_id=106', w.token(S.f1))).status, 204);
+    await until(async () => (await w.call('GET', `/webhooks/${hook.body.id}/deliveries`, staff)).body.deliveries[0]?.status === 'delivered', 'the seatAvailable delivery');
+    const got = receiver.got.filter((r) => r.path === '/ok');
+    assert.equal(got.length, 1);
+    verify(SECRET_A, got[0]!);
+    const n = JSON.parse(got[0]!.body).notice;
+    assert.equal(n.kind, 'seatAvailable');
+    assert.equal(n.student_id, S.alice);
+    assert.equal((await w.call('GET', '/me/watches', w.token(S.alice))).body.watches.length, 0, 'the watch ended');
+    await w.stop();
+    await receiver.close();
+    await store.close();
+  });
 });

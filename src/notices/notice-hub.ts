@@ -14,6 +14,7 @@ import {
   queueMovedFrom,
   queueMovedNotice,
   seatAvailableNotices,
+  webhookBody,
   type Notice,
 } from './notices.js';
 
@@ -174,8 +175,9 @@ export class NoticeHub {
   }
 
   /**
-   * The seat-watch notices (`seatAvailable`), for webhooks: watches live in this hub, so these are
-   * the notices the webhook outbox cannot derive from the log. Listeners must not block.
+   * The seat-watch notices (`seatAvailable`), once the fired watches and their webhook deliveries
+   * are recorded (webhooks wake their sender). Watches live in this hub, so these are the notices
+   * the webhook outbox cannot derive from the log. Listeners must not block.
    */
   onWatchNotices(listener: NoticeListener): () => void {
     this.listeners.add(listener);
@@ -356,8 +358,25 @@ export class NoticeHub {
     const told = list.splice(0, n);
     if (list.length === 0) this.watches.delete(key);
     for (const w of told) this.countWatch(w.studentId, -1);
-    this.store?.markWatchesFired(told.map((w) => w.id), seq, at).catch((err: unknown) => this.log.error({ err, key }, 'recording fired seat watches failed'));
-    return seatAvailableNotices(ctx, seq, at, told.map((w) => w.studentId));
+    const notices = seatAvailableNotices(ctx, seq, at, told.map((w) => w.studentId));
+    // The watches are marked fired with their notices' webhook deliveries, in one transaction: a
+    // crash before it leaves them unmarked, and they are told again at start (see start()).
+    const outbox = notices.map((n) => ({ noticeKey: `${n.id}:${n.kind}:${n.studentId}`, kind: n.kind, studentId: n.studentId, body: webhookBody(n) }));
+    this.store
+      ?.markWatchesFired(told.map((w) => w.id), seq, at, outbox)
+      .then(() => this.tellWatchListeners(notices))
+      .catch((err: unknown) => this.log.error({ err, key }, 'recording fired seat watches failed'));
+    return notices;
+  }
+
+  private tellWatchListeners(notices: Notice[]): void {
+    for (const l of this.listeners) {
+      try {
+        l(notices);
+      } catch (err) {
+        this.log.error({ err }, 'notice listener failed');
+      }
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -506,16 +525,6 @@ export class NoticeHub {
             this.log.warn({ err }, 'writing a notice failed');
           }
         }
-      }
-    }
-    if (this.listeners.size === 0) return;
-    const seats = notices.filter((n) => n.kind === 'seatAvailable');
-    if (seats.length === 0) return;
-    for (const l of this.listeners) {
-      try {
-        l(seats);
-      } catch (err) {
-        this.log.error({ err }, 'notice listener failed');
       }
     }
   }

@@ -1,17 +1,15 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
-import type { DeliveryJob, DeliveryQueue, NewDelivery, NoticeStore, WebhookRow } from '../persistence/notice-types.js';
-import { webhookBody, type Notice } from './notices.js';
+import type { DeliveryJob, DeliveryQueue, NoticeStore, WebhookRow } from '../persistence/notice-types.js';
 
 /**
  * Webhooks: the same notices as the students' event streams, POSTed to endpoints staff register.
  *
  * Deliveries are recorded by the webhook outbox (persistence/webhook-outbox.ts) in the same
  * transaction that writes their changes to the database, so none is lost in a crash and none is
- * made for a change that is not in the log. The one exception, `seatAvailable` (watches live in the
- * notice hub), comes through {@link WebhookService.dispatch}, which only buffers; a later tick
- * records them. In RabbitMQ mode a feeder hands new delivery rows to the queue (each row claimed by
+ * made for a change that is not in the log; `seatAvailable` ones (watches live in the notice hub)
+ * in the transaction that marks the watches fired. In RabbitMQ mode a feeder hands new delivery rows to the queue (each row claimed by
  * one instance); in database mode the rows are the queue. The worker POSTs, signs (docs/webhooks.md), records every attempt,
  * and on failure queues the next one after an exponential backoff, until `maxAttempts`, after which
  * the delivery is dead-lettered. A job leaves the queue only after its outcome is recorded, so a
@@ -74,9 +72,6 @@ export class WebhookService {
   private readonly maxDelayMs: number;
   private readonly timeoutMs: number;
   private readonly now: () => number;
-  private active: WebhookRow[] = [];
-  private buffer: Notice[] = [];
-  private flushing: Promise<void> | null = null;
   private closed = false;
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly sweepMs: number;
@@ -107,7 +102,6 @@ export class WebhookService {
   }
 
   async start(): Promise<void> {
-    this.active = (await this.store.listWebhooks()).filter((w) => w.active);
     await this.queue.start((job) => this.attempt(job));
     if (this.queue.kind === 'amqp') {
       this.sweepTimer = setInterval(() => void this.sweep(), this.sweepMs);
@@ -174,7 +168,6 @@ export class WebhookService {
     this.closed = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.feedTimer) clearInterval(this.feedTimer);
-    while (this.flushing) await this.flushing;
     while (this.feeding) await this.feeding;
     await this.queue.close();
   }
@@ -194,7 +187,6 @@ export class WebhookService {
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new EngineError('BAD_REQUEST', 'url must be http or https');
     if (u.username !== '' || u.password !== '') throw new EngineError('BAD_REQUEST', 'url must not carry credentials; the secret signs each delivery');
     const row = await this.store.createWebhook({ ...input, url: u.toString() });
-    this.active.push(row);
     this.onWebhooksChanged();
     return publicOf(row);
   }
@@ -213,49 +205,12 @@ export class WebhookService {
     const w = await this.store.getWebhook(id);
     if (!w) throw new EngineError('WEBHOOK_NOT_FOUND', `no webhook ${id}`);
     await this.store.deactivateWebhook(id);
-    this.active = this.active.filter((x) => x.id !== id);
     this.onWebhooksChanged();
   }
 
   async deliveries(id: number, limit: number) {
     await this.get(id);
     return this.store.listDeliveries(id, limit);
-  }
-
-  /** Takes seat-watch notices from the hub (only buffers; the others come from the outbox). */
-  dispatch(notices: Notice[]): void {
-    if (this.active.length === 0 || this.closed) return;
-    for (const n of notices) this.buffer.push(n);
-    this.flushing ??= new Promise<void>((r) => setImmediate(r)).then(() => this.flush());
-  }
-
-  /** Resolves once every notice dispatched so far has its deliveries recorded and queued. */
-  async drain(): Promise<void> {
-    while (this.flushing) await this.flushing;
-  }
-
-  private async flush(): Promise<void> {
-    try {
-      while (this.buffer.length > 0) {
-        const batch = this.buffer.splice(0, 500);
-        const rows: NewDelivery[] = [];
-        for (const n of batch) {
-          const body = webhookBody(n);
-          for (const w of this.active) {
-            if (w.kinds !== null && !w.kinds.includes(n.kind)) continue;
-            rows.push({ webhookId: w.id, noticeKey: `${n.id}:${n.kind}:${n.studentId}`, kind: n.kind, studentId: n.studentId, body });
-          }
-        }
-        try {
-          const ids = await this.store.insertDeliveries(rows);
-          if (ids.length > 0) this.wake();
-        } catch (err) {
-          this.log.error({ err, notices: batch.length }, 'recording seat-watch webhook deliveries failed');
-        }
-      }
-    } finally {
-      this.flushing = null;
-    }
   }
 
   /** One attempt of a delivery: POST, record, then retry, dead-letter or done. */

@@ -91,8 +91,11 @@ export interface NoticeStore {
   addWatch(studentId: number, courseId: number, groupId: number): Promise<WatchRow>;
   /** Ends an active watch; false if there was none. */
   removeWatch(studentId: number, courseId: number, groupId: number): Promise<boolean>;
-  /** Marks watches as told about the opening at section sequence `seq`. */
-  markWatchesFired(ids: number[], seq: number, at: number): Promise<void>;
+  /**
+   * Marks watches as told about the opening at section sequence `seq`, and records the webhook
+   * deliveries of their notices in the same transaction; resolves with the deliveries recorded.
+   */
+  markWatchesFired(ids: number[], seq: number, at: number, notices?: OutboxNotice[]): Promise<number>;
 
   /** The log position of a section transition, or null if the database does not hold it (yet). */
   transitionId(courseId: number, groupId: number, seq: number): Promise<number | null>;

@@ -3,6 +3,7 @@ import { evolveSection, initialSectionContext, sectionKey } from '../actors/sect
 import type { SectionContext } from '../actors/types.js';
 import type { OutboxDeriver, SectionStep } from './notice-types.js';
 import type { SqlExecutor } from './sql-client.js';
+import { insertOutboxDeliveries } from './notice-store.js';
 import { loadSections } from './state-store.js';
 import type { DomainEvent } from './types.js';
 
@@ -130,18 +131,7 @@ export function createWebhookOutbox(opts: {
       }
       let recorded = 0;
       const notices = steps.length > 0 ? opts.deriver(steps, kinds) : [];
-      if (notices.length > 0) {
-        const r = await tx.query(
-          `INSERT INTO webhook_deliveries (webhook_id, notice_key, kind, student_id, body)
-           SELECT w.id, n.key, n.kind, n.student, n.body
-           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY AS n(key, kind, student, body, i)
-           JOIN webhooks w ON w.active AND (w.kinds IS NULL OR n.kind = ANY (w.kinds))
-           ORDER BY n.i, w.id
-           ON CONFLICT (webhook_id, notice_key) DO NOTHING`,
-          [notices.map((n) => n.noticeKey), notices.map((n) => n.kind), notices.map((n) => n.studentId), notices.map((n) => n.body)],
-        );
-        recorded = r.rowCount;
-      }
+      if (notices.length > 0) recorded = await insertOutboxDeliveries(tx, notices);
       return {
         deliveries: recorded,
         commit() {

@@ -73,7 +73,7 @@ export async function startNoticesWorld(opts: {
     });
     await webhooks.start();
     const w = webhooks;
-    hub.onWatchNotices((n) => w.dispatch(n));
+    hub.onWatchNotices(() => w.wake());
     if (opts.outboxWake) opts.outboxWake.fn = () => w.wake();
   }
   const app = await buildApp({
