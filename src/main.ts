@@ -11,7 +11,7 @@ import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { listenOptions } from './http/server-options.js';
 import { createNoticeHub } from './notices/notice-hub.js';
-import { deriveWebhookNotices } from './notices/notices.js';
+import { deriveWebhookNotices, eventMayNotify } from './notices/notices.js';
 import { createWebhookService, type WebhookService } from './notices/webhooks.js';
 import { createWebhookOutbox, type WebhookOutbox } from './persistence/webhook-outbox.js';
 import { createLogger, type Logger } from './logger.js';
@@ -127,6 +127,7 @@ async function main(): Promise<void> {
   // (its group commit is on the request's path); full mode reads them in each batch.
   const outbox = createWebhookOutbox({
     deriver: deriveWebhookNotices,
+    mayNotify: eventMayNotify,
     logger,
     onRecorded: () => wakeWebhooks?.(),
     cacheWebhooks: config.mode === 'embedded',

@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
 import { startMetricsServer } from '../metrics/server.js';
 import { createLogger } from '../logger.js';
-import { deriveWebhookNotices } from '../notices/notices.js';
+import { deriveWebhookNotices, eventMayNotify } from '../notices/notices.js';
 import { createBatcher } from '../persistence/batcher.js';
 import { createWebhookOutbox } from '../persistence/webhook-outbox.js';
 import { streamNames } from '../persistence/full-store.js';
@@ -68,7 +68,7 @@ const batcher = createBatcher({
   logger,
   maxEvents: config.batchMaxEvents,
   // Webhook deliveries are recorded with each batch (issue 16); the engines queue and send them.
-  outbox: createWebhookOutbox({ deriver: deriveWebhookNotices, logger }),
+  outbox: createWebhookOutbox({ deriver: deriveWebhookNotices, mayNotify: eventMayNotify, logger }),
 });
 batcher.start();
 logger.info({ stream: names.stream }, 'batcher started');

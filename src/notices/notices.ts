@@ -111,6 +111,29 @@ function base(kind: NoticeKind, studentId: number, c: number, g: number, seq: nu
 const seatMessage = (name: string) =>
   `a place opened in ${name}. This is a notice, not a seat: nothing is held for you, and the place goes to whoever enrolls first`;
 
+/**
+ * Whether a durable section event can mean a notice (before looking at the section): the webhook
+ * outbox reads the active webhooks only for batches that hold one. Follows {@link noticesForEvent}.
+ */
+export function eventMayNotify(e: SectionEvent): boolean {
+  switch (e.type) {
+    case 'studentPromoted':
+    case 'sectionClosed':
+    case 'sectionReopened':
+    case 'capacityChanged':
+    case 'reserveCapacityChanged':
+    case 'sexLockChanged':
+    case 'infoUpdated':
+      return true;
+    case 'studentDropped':
+      return e.reason === 'forceDropped' || e.from === 'queued';
+    case 'studentEnrolled':
+      return e.forced;
+    default:
+      return false;
+  }
+}
+
 /** Notices for the seat watchers told about an opening (in watch order), at the transition `seq`. */
 export function seatAvailableNotices(ctx: SectionContext, seq: number, at: number, watchers: number[]): Notice[] {
   const name = ctx.info.name;

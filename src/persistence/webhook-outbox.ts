@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { evolveSection, initialSectionContext, sectionKey } from '../actors/section-logic.js';
-import type { SectionContext } from '../actors/types.js';
+import type { SectionContext, SectionEvent } from '../actors/types.js';
 import type { OutboxDeriver, SectionStep } from './notice-types.js';
 import type { SqlExecutor } from './sql-client.js';
 import { insertOutboxDeliveries } from './notice-store.js';
@@ -39,21 +39,10 @@ export interface StagedOutbox {
   commit(): void;
 }
 
-/** Event types after which a webhook may be told something (the others only change the copy). */
-const NOTICE_TYPES = new Set([
-  'studentPromoted',
-  'studentDropped',
-  'studentEnrolled',
-  'sectionClosed',
-  'sectionReopened',
-  'capacityChanged',
-  'reserveCapacityChanged',
-  'sexLockChanged',
-  'infoUpdated',
-]);
-
 export function createWebhookOutbox(opts: {
   deriver: OutboxDeriver;
+  /** Whether an event can mean a notice (default: every section event); batches without one derive nothing. */
+  mayNotify?: (e: SectionEvent) => boolean;
   logger: Logger;
   onRecorded?: (deliveries: number) => void;
   /**
@@ -75,7 +64,8 @@ export function createWebhookOutbox(opts: {
     async stage(tx, fresh) {
       const sectionEvents = fresh.filter((e) => 'courseId' in e);
       if (sectionEvents.length === 0) return null;
-      const mayNotify = sectionEvents.some((e) => NOTICE_TYPES.has(e.type));
+      const may = opts.mayNotify ?? (() => true);
+      const mayNotify = sectionEvents.some((e) => 'courseId' in e && may(e));
       if (copy === null && !mayNotify) return null;
       let kinds: Set<string> | null = null;
       let active = false;

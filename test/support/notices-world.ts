@@ -6,7 +6,7 @@ import { buildApp, type App } from '../../src/http/app.js';
 import { TokenService } from '../../src/http/auth.js';
 import { createNoticeHub, type NoticeHub, type NoticeHubOptions } from '../../src/notices/notice-hub.js';
 import { createWebhookService, type WebhookService, type WebhookServiceOptions } from '../../src/notices/webhooks.js';
-import { deriveWebhookNotices } from '../../src/notices/notices.js';
+import { deriveWebhookNotices, eventMayNotify } from '../../src/notices/notices.js';
 import type { DeliveryQueue } from '../../src/persistence/notice-types.js';
 import { createWebhookOutbox, type WebhookOutbox } from '../../src/persistence/webhook-outbox.js';
 import type { Persistence } from '../../src/persistence/types.js';
@@ -26,7 +26,7 @@ export const quietLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' 
  */
 export function createTestOutbox(opts: { cacheWebhooks?: boolean } = {}): { outbox: WebhookOutbox; wake: { fn: (() => void) | null; outbox: WebhookOutbox } } {
   const wake: { fn: (() => void) | null; outbox: WebhookOutbox } = { fn: null, outbox: null as unknown as WebhookOutbox };
-  wake.outbox = createWebhookOutbox({ deriver: deriveWebhookNotices, logger: quietLogger, onRecorded: () => wake.fn?.(), cacheWebhooks: opts.cacheWebhooks ?? false });
+  wake.outbox = createWebhookOutbox({ deriver: deriveWebhookNotices, mayNotify: eventMayNotify, logger: quietLogger, onRecorded: () => wake.fn?.(), cacheWebhooks: opts.cacheWebhooks ?? false });
   return { outbox: wake.outbox, wake };
 }
 
