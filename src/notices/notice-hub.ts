@@ -14,7 +14,7 @@ import {
   queueMovedFrom,
   queueMovedNotice,
   seatAvailableNotices,
-  webhookBody,
+  outboxNotice,
   type Notice,
 } from './notices.js';
 
@@ -361,9 +361,8 @@ export class NoticeHub {
     const notices = seatAvailableNotices(ctx, seq, at, told.map((w) => w.studentId));
     // The watches are marked fired with their notices' webhook deliveries, in one transaction: a
     // crash before it leaves them unmarked, and they are told again at start (see start()).
-    const outbox = notices.map((n) => ({ noticeKey: `${n.id}:${n.kind}:${n.studentId}`, kind: n.kind, studentId: n.studentId, body: webhookBody(n) }));
     this.store
-      ?.markWatchesFired(told.map((w) => w.id), seq, at, outbox)
+      ?.markWatchesFired(told.map((w) => w.id), seq, at, notices.map(outboxNotice))
       .then(() => this.tellWatchListeners(notices))
       .catch((err: unknown) => this.log.error({ err, key }, 'recording fired seat watches failed'));
     return notices;

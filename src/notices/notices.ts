@@ -1,5 +1,5 @@
 import type { SectionContext, SectionEvent } from '../actors/types.js';
-import type { OutboxDeriver, TransitionRow } from '../persistence/notice-types.js';
+import type { OutboxDeriver, OutboxNotice, TransitionRow } from '../persistence/notice-types.js';
 
 /**
  * What a student is told, derived from a section's durable transitions. Pure functions: the live
@@ -295,6 +295,11 @@ export function webhookBody(n: Notice): string {
   return JSON.stringify({ type: 'notice', notice: toWire(n) });
 }
 
+/** A notice as the webhook deliveries record it: its key (with the webhook, unique) and body. */
+export function outboxNotice(n: Notice): OutboxNotice {
+  return { noticeKey: `${n.id}:${n.kind}:${n.studentId}`, kind: n.kind, studentId: n.studentId, body: webhookBody(n) };
+}
+
 /**
  * Within one batch's notices, only a student's latest `queueMoved` per section is kept: under churn
  * a long queue moves many times a second, and only the latest place matters (a resumed stream folds
@@ -321,5 +326,5 @@ export const deriveWebhookNotices: OutboxDeriver = (steps, kinds) => {
   for (const { before, event, after } of steps) {
     for (const n of noticesForEvent(before, event, after)) if (kinds === null || kinds.has(n.kind)) all.push(n);
   }
-  return coalesceQueueMoves(all).map((n) => ({ noticeKey: `${n.id}:${n.kind}:${n.studentId}`, kind: n.kind, studentId: n.studentId, body: webhookBody(n) }));
+  return coalesceQueueMoves(all).map(outboxNotice);
 };

@@ -9,9 +9,9 @@ import type { DeliveryJob, DeliveryQueue, NoticeStore, WebhookRow } from '../per
  * Deliveries are recorded by the webhook outbox (persistence/webhook-outbox.ts) in the same
  * transaction that writes their changes to the database, so none is lost in a crash and none is
  * made for a change that is not in the log; `seatAvailable` ones (watches live in the notice hub)
- * in the transaction that marks the watches fired. In RabbitMQ mode a feeder hands new delivery rows to the queue (each row claimed by
- * one instance); in database mode the rows are the queue. The worker POSTs, signs (docs/webhooks.md), records every attempt,
- * and on failure queues the next one after an exponential backoff, until `maxAttempts`, after which
+ * in the transaction that marks the watches fired. In RabbitMQ mode a feeder hands new delivery
+ * rows to the queue (each row claimed by one instance); in database mode the rows are the queue.
+ * The worker POSTs, signs (docs/webhooks.md), records every attempt, and on failure queues the next one after an exponential backoff, until `maxAttempts`, after which
  * the delivery is dead-lettered. A job leaves the queue only after its outcome is recorded, so a
  * crash repeats an attempt instead of losing it (at least once; receivers dedupe on the delivery id).
  */
