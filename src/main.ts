@@ -11,7 +11,9 @@ import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { listenOptions } from './http/server-options.js';
 import { createNoticeHub } from './notices/notice-hub.js';
+import { deriveWebhookNotices, eventMayNotify } from './notices/notices.js';
 import { createWebhookService, type WebhookService } from './notices/webhooks.js';
+import { createWebhookOutbox, type WebhookOutbox } from './persistence/webhook-outbox.js';
 import { createLogger, type Logger } from './logger.js';
 import { watchEngine } from './metrics/engine-metrics.js';
 import { startMetricsServer } from './metrics/server.js';
@@ -29,7 +31,7 @@ import { loadOrCreateSecret } from './secret-file.js';
  * whose JavaScript alone (loaded, not even started) keeps about 0.8 MB of heap live for the life
  * of the process, and embedded mode never needs pg or amqplib.
  */
-async function createPersistence(config: Config, logger: Logger): Promise<Persistence & Partial<ClusterMembership>> {
+async function createPersistence(config: Config, logger: Logger, outbox: WebhookOutbox): Promise<Persistence & Partial<ClusterMembership>> {
   if (config.mode === 'embedded') {
     const { createEmbeddedStore } = await import('./persistence/embedded-store.js');
     return createEmbeddedStore({
@@ -38,6 +40,7 @@ async function createPersistence(config: Config, logger: Logger): Promise<Persis
       batchMaxEvents: config.batchMaxEvents,
       groupCommitLingerMs: config.groupCommitLingerMs,
       sharedBuffersMb: config.pgliteSharedBuffersMb,
+      outbox,
     });
   }
   const { createFullStore } = await import('./persistence/full-store.js');
@@ -54,6 +57,7 @@ async function createPersistence(config: Config, logger: Logger): Promise<Persis
     leaseTtlMs: config.cluster.leaseTtlMs,
     address: config.cluster.advertiseUrl,
     forwarding: config.cluster.forwardWrites,
+    outbox,
   });
 }
 
@@ -117,7 +121,19 @@ async function main(): Promise<void> {
     process.umask(0o077);
     secureDataDir(dataDir, logger, 'start');
   }
-  const persistence = await createPersistence(config, logger);
+  // Webhook deliveries are recorded with the changes they come from (issue 16): by the group commit
+  // (embedded), by the in-process batcher (full; a standalone batcher has its own outbox).
+  let wakeWebhooks: (() => void) | null = null;
+  // Embedded mode: this process alone registers webhooks, so the outbox keeps the active ones
+  // (its group commit is on the request's path); full mode reads them in each batch.
+  const outbox = createWebhookOutbox({
+    deriver: deriveWebhookNotices,
+    mayNotify: eventMayNotify,
+    logger,
+    onRecorded: () => wakeWebhooks?.(),
+    cacheWebhooks: config.mode === 'embedded',
+  });
+  const persistence = await createPersistence(config, logger, outbox);
   const cluster = persistence.mode === 'full' ? (persistence as Persistence & ClusterMembership) : null;
   const engine = createEngine({
     ...(cluster ? { cluster } : {}),
@@ -173,10 +189,11 @@ async function main(): Promise<void> {
             logger,
           })
         : (await import('./persistence/delivery-queue.js')).createDatabaseDeliveryQueue({ store, logger });
-    webhooks = createWebhookService({ store, queue, logger });
+    webhooks = createWebhookService({ store, queue, logger, onWebhooksChanged: () => outbox.webhooksChanged() });
     await webhooks.start();
     const w = webhooks;
-    hub.onNotices((notices) => w.dispatch(notices));
+    hub.onWatchNotices(() => w.wake());
+    wakeWebhooks = () => w.wake();
   }
 
   const jwtSecret = config.jwtSecret ?? loadOrCreateSecret(dataDir, logger);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { evolveSection, initialSectionContext } from '../src/actors/section-logic.js';
 import type { SectionContext, SectionEvent } from '../src/actors/types.js';
-import { freePlaces, hasRoom, noticesForEvent, noticesFromRows, parseNoticeId } from '../src/notices/notices.js';
+import { eventMayNotify, freePlaces, hasRoom, noticesForEvent, noticesFromRows, parseNoticeId } from '../src/notices/notices.js';
 import type { TransitionRow } from '../src/persistence/notice-types.js';
 
 /** The pure notice rules: which durable transition tells whom what. */
@@ -57,6 +57,32 @@ describe('notice rules', () => {
     const e = { type: 'capacityChanged', capacity: 9, courseId: 5, groupId: 2, seq: 11, cause } as SectionEvent;
     const [n] = noticesForEvent(before, e, evolveSection(before, e));
     assert.deepEqual(n?.change, { capacity: 9 });
+  });
+
+  test('the outbox pre-filter: every event that means a notice passes eventMayNotify, and a plain enroll or seat drop does not', () => {
+    const bodies: Record<string, unknown>[] = [
+      { type: 'studentPromoted', studentId: 7 },
+      { type: 'studentDropped', studentId: 8, from: 'queued', reason: 'dropped' },
+      { type: 'studentDropped', studentId: 1, from: 'registered', reason: 'forceDropped' },
+      { type: 'studentDropped', studentId: 1, from: 'registered', reason: 'dropped' },
+      { type: 'studentEnrolled', studentId: 3, forced: true, movedIn: false },
+      { type: 'studentEnrolled', studentId: 3, forced: false, movedIn: false },
+      { type: 'sectionClosed' },
+      { type: 'sectionReopened' },
+      { type: 'capacityChanged', capacity: 9 },
+      { type: 'reserveCapacityChanged', reserveCapacity: 4 },
+      { type: 'sexLockChanged', sexLock: 'female' },
+    ];
+    for (const body of bodies) {
+      const before = body.type === 'sectionReopened' ? { ...ctx([1, 2], [7, 8, 9]), closed: true } : ctx([1, 2], [7, 8, 9]);
+      const e = { ...body, courseId: 5, groupId: 2, seq: before.seq + 1, cause } as SectionEvent;
+      const notices = noticesForEvent(before, e, evolveSection(before, e));
+      if (notices.length > 0) assert.ok(eventMayNotify(e), `${JSON.stringify(body)} means notices`);
+    }
+    const plain = { type: 'studentEnrolled', studentId: 3, forced: false, movedIn: false, courseId: 5, groupId: 2, seq: 11, cause } as SectionEvent;
+    assert.equal(eventMayNotify(plain), false);
+    const seatDrop = { type: 'studentDropped', studentId: 1, from: 'registered', reason: 'dropped', courseId: 5, groupId: 2, seq: 11, cause } as SectionEvent;
+    assert.equal(eventMayNotify(seatDrop), false);
   });
 
   test('room: a free seat or reserve place in an open section', () => {

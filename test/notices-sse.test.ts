@@ -163,6 +163,58 @@ describe('GET /me/events (SSE, embedded store)', { timeout: 120_000 }, () => {
     await store.close();
   });
 
+  test('queue moves: at most one queueMoved per student and section per window, carrying the latest place; resume gives the current place', async () => {
+    const store = await openStore();
+    // A window far longer than the test: only the first move of the window goes out by itself.
+    const w = await startNoticesWorld({ persistence: store, seed: false, hub: { queueMoveWindowMs: 3_600_000 } });
+    const staff = w.token(STAFF, 'staff');
+    const course = 702;
+    const section = { course_id: course, group_id: 1, name: 'Windows', units: 1, capacity: 1, reserve_capacity: 5 };
+    assert.equal((await w.call('POST', '/sections', staff, section)).status, 201);
+    const enroll = async (id: number) => assert.equal((await w.call('PUT', '/student/course', w.token(id), { course_id: course, group_id: 1 })).status, 204);
+    const drop = async (id: number) => assert.equal((await w.call('DELETE', `/student/course?course_id=${course}`, w.token(id))).status, 204);
+    for (const id of [S.alice, S.f1, S.f2, S.f3, S.f4]) await enroll(id); // alice seated; f1..f4 queued 1..4
+    const f4 = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.f4)}` });
+    await f4.waitFor((e) => e.some((x) => x.event === 'ready'));
+    const moves = () => f4.notices().filter((n) => n.kind === 'queueMoved');
+    const changes = () => f4.notices().filter((n) => n.kind === 'sectionChanged').length;
+
+    await drop(S.alice); // f1 promoted; f4 moves to place 3: the first move of the window, sent at once
+    await f4.waitFor(() => moves().length === 1, 15_000, 'first queueMoved');
+    assert.equal(moves()[0].queue_position, 3);
+    const firstId = moves()[0].id as string;
+
+    await drop(S.f2); // f4 to place 2: held for the window
+    await drop(S.f3); // f4 to place 1: held, replaces the place above
+    // A staff change is told at once, after the drops (notices go out in log order): by then the
+    // drops have been seen and their moves held.
+    assert.equal((await w.call('PATCH', `/sections/${course}/1`, staff, { reserve_capacity: 6 })).status, 200);
+    await f4.waitFor(() => changes() === 1, 15_000, 'sectionChanged');
+    assert.equal(moves().length, 1, 'moves within the window are held');
+    const changedSeq = Number((f4.notices().find((n) => n.kind === 'sectionChanged').id as string).split('-')[2]);
+
+    w.hub.flushQueueMoves(); // what the window's end does
+    await f4.waitFor(() => moves().length === 2, 15_000, 'the held queueMoved');
+    const latest = moves()[1];
+    assert.equal(latest.queue_position, 1, 'only the latest place is sent');
+    assert.equal(latest.id, `${course}-1-${changedSeq - 1}`, 'with the id of the latest transition that moved the student');
+    w.hub.flushQueueMoves();
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(moves().length, 2, 'a move is sent once');
+    f4.close();
+
+    // Resuming from the first move (the client missed the rest) gives the current place.
+    const again = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${w.token(S.f4)}`, 'last-event-id': firstId });
+    await again.waitFor((e) => e.some((x) => x.data?.kind === 'sectionChanged'), 15_000, 'resumed');
+    assert.deepEqual(
+      again.notices().filter((n) => n.kind === 'queueMoved').map((n) => n.queue_position),
+      [1],
+    );
+    again.close();
+    await w.stop();
+    await store.close();
+  });
+
   test('authentication: header or one-use ticket; tokens in URLs, staff and bad ids are refused', async () => {
     const store = await openStore();
     const w = await startNoticesWorld({ persistence: store, seed: false, queue: (p) => createDatabaseDeliveryQueue({ store: p.notices!, logger: quietLogger }) });

@@ -13,7 +13,7 @@ describe('seat watches', { timeout: 120_000 }, () => {
     await store.migrate();
     const w = await startNoticesWorld({ persistence: store, seed: true, hub: { maxWatchesPerStudent: 2, maxWatchersPerSection: 3 } });
     const told: Notice[] = [];
-    w.hub.onNotices((ns) => told.push(...ns.filter((n) => n.kind === 'seatAvailable')));
+    w.hub.onWatchNotices((ns) => told.push(...ns.filter((n) => n.kind === 'seatAvailable')));
     const tiny = { course_id: 106, group_id: 1 }; // 1 seat, no reserve
     assert.equal((await w.call('PUT', '/student/course', w.token(S.f1), tiny)).status, 204);
 

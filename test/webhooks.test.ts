@@ -11,7 +11,7 @@ import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
 import { createFullStore, streamNames } from '../src/persistence/full-store.js';
 import { deleteQueues } from './support/amqp.js';
 import { S, STAFF } from './support/http-fixture.js';
-import { quietLogger, startNoticesWorld, type NoticesWorld } from './support/notices-world.js';
+import { createTestOutbox, quietLogger, startNoticesWorld, type NoticesWorld } from './support/notices-world.js';
 import { createTestDatabase } from './support/pg.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/services.js';
 
@@ -95,7 +95,8 @@ describe('webhooks, full mode (PostgreSQL + RabbitMQ)', { timeout: 180_000 }, as
     if (skip) return;
     const db = await createTestDatabase();
     dropDb = db.drop;
-    const store = await createFullStore({ databaseUrl: db.url, rabbitmqUrl: AMQP_URL, prefix, logger: quietLogger, batchMaxEvents: 500, runBatcher: true });
+    const { outbox, wake } = createTestOutbox();
+    const store = await createFullStore({ databaseUrl: db.url, rabbitmqUrl: AMQP_URL, prefix, logger: quietLogger, batchMaxEvents: 500, runBatcher: true, outbox });
     await store.migrate();
     receiver = await startReceiver();
     w = await startNoticesWorld({
@@ -108,7 +109,9 @@ describe('webhooks, full mode (PostgreSQL + RabbitMQ)', { timeout: 180_000 }, as
         return q;
       },
       // The sweep is called by the test itself (timer far off); grace 0: anything due is overdue.
-      webhooks: { maxAttempts: 3, baseDelayMs: 300, sweepMs: 3_600_000, sweepGraceMs: 0 },
+      // New deliveries are queued when the outbox records them (the periodic feed is far off too).
+      webhooks: { maxAttempts: 3, baseDelayMs: 300, sweepMs: 3_600_000, sweepGraceMs: 0, feedMs: 3_600_000 },
+      outboxWake: wake,
     });
     notices = store.notices!;
     // Stop the world's store with it.
@@ -207,9 +210,11 @@ describe('webhooks, full mode (PostgreSQL + RabbitMQ)', { timeout: 180_000 }, as
     const staff = w.token(STAFF, 'staff');
     const c = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/ok`, secret: SECRET_A });
     assert.equal(c.status, 201);
-    // Recorded, but (as when the broker was away at that moment) never published.
+    // Recorded and claimed for queueing, but (as when the broker was away, or the instance died,
+    // at that moment) never published.
     const [id] = await notices.insertDeliveries([{ webhookId: c.body.id, noticeKey: 'sweep-test', kind: 'promoted', studentId: S.alice, body: '{"type":"notice"}' }]);
     assert.ok(id !== undefined);
+    assert.ok((await notices.claimNewDeliveries(1000)).includes(id));
     assert.ok((await w.webhooks!.sweep()) >= 1);
     await until(async () => (await w.call('GET', `/webhooks/${c.body.id}/deliveries`, staff)).body.deliveries.some((d: { id: number; status: string }) => d.id === id && d.status === 'delivered'), 'the swept delivery');
     assert.ok(receiver.got.some((r) => r.path === '/ok' && r.headers['x-enrollment-delivery'] === String(id)));
@@ -244,7 +249,9 @@ describe('webhooks, full mode (PostgreSQL + RabbitMQ)', { timeout: 180_000 }, as
 
 describe('webhooks, embedded mode (deliveries queued in PGlite)', { timeout: 120_000 }, () => {
   test('a notice is delivered, signed, and listed with its attempt', async () => {
-    const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1 });
+    // As main.ts makes it in embedded mode: the active webhooks kept, read again when one is registered.
+    const { outbox, wake } = createTestOutbox({ cacheWebhooks: true });
+    const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1, outbox });
     await store.migrate();
     const receiver = await startReceiver();
     const w = await startNoticesWorld({
@@ -252,6 +259,7 @@ describe('webhooks, embedded mode (deliveries queued in PGlite)', { timeout: 120
       seed: true,
       queue: (p) => createDatabaseDeliveryQueue({ store: p.notices!, logger: quietLogger, pollMs: 100 }),
       webhooks: { maxAttempts: 3, baseDelayMs: 100 },
+      outboxWake: wake,
     });
     const staff = w.token(STAFF, 'staff');
     const hook = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/flaky`, secret: SECRET_A });
@@ -262,6 +270,37 @@ describe('webhooks, embedded mode (deliveries queued in PGlite)', { timeout: 120
     assert.equal(got.length, 3);
     for (const r of got) verify(SECRET_A, r);
     assert.ok(got[2]!.at - got[1]!.at >= 200 - 5, 'backoff doubles');
+    await w.stop();
+    await receiver.close();
+    await store.close();
+  });
+
+  test('a fired seat watch is delivered: its delivery is recorded with the watch marked fired', async () => {
+    const { outbox, wake } = createTestOutbox({ cacheWebhooks: true });
+    const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1, outbox });
+    await store.migrate();
+    const receiver = await startReceiver();
+    const w = await startNoticesWorld({
+      persistence: store,
+      seed: true,
+      queue: (p) => createDatabaseDeliveryQueue({ store: p.notices!, logger: quietLogger, pollMs: 100 }),
+      outboxWake: wake,
+    });
+    const staff = w.token(STAFF, 'staff');
+    const hook = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/ok`, secret: SECRET_A, kinds: ['seatAvailable'] });
+    assert.equal(hook.status, 201);
+    const tiny = { course_id: 106, group_id: 1 }; // 1 seat, no reserve
+    assert.equal((await w.call('PUT', '/student/course', w.token(S.f1), tiny)).status, 204);
+    assert.equal((await w.call('POST', '/me/watches', w.token(S.alice), tiny)).status, 201);
+    assert.equal((await w.call('DELETE', '/student/course?course_id=106', w.token(S.f1))).status, 204);
+    await until(async () => (await w.call('GET', `/webhooks/${hook.body.id}/deliveries`, staff)).body.deliveries[0]?.status === 'delivered', 'the seatAvailable delivery');
+    const got = receiver.got.filter((r) => r.path === '/ok');
+    assert.equal(got.length, 1);
+    verify(SECRET_A, got[0]!);
+    const n = JSON.parse(got[0]!.body).notice;
+    assert.equal(n.kind, 'seatAvailable');
+    assert.equal(n.student_id, S.alice);
+    assert.equal((await w.call('GET', '/me/watches', w.token(S.alice))).body.watches.length, 0, 'the watch ended');
     await w.stop();
     await receiver.close();
     await store.close();

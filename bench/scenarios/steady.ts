@@ -3,6 +3,7 @@ import {
   cpuDelta,
   formatCpu,
   measureCeiling,
+  profileSummaries,
   stopAndReport,
   ratio,
   variantsOf,
@@ -207,8 +208,11 @@ interface StreamPhase {
  * engine, its data and, as far as possible, the machine's other load at the time.
  */
 async function steadyStreamsAB(opts: BenchOptions, v: ReturnType<typeof variantsOf>[number], spec: SeedSpec, run: string, n: number): Promise<StreamPhase[]> {
-  const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: null, extraEnv: opts.extraEnv });
+  const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: opts.cpuProf ? run : null, extraEnv: opts.extraEnv });
   note(`[${run}] starting: ${sys.label}, ${opts.connections} connections, phases of ${opts.durationS} s without / with ${n} event streams`);
+  /** With --cpu-prof: the first "with" and the last "without" phase, for a profile of each. */
+  let withWindow: { start: number; end: number } | null = null;
+  let withoutWindow: { start: number; end: number } | null = null;
   await sys.start();
   const phases: StreamPhase[] = [];
   try {
@@ -225,8 +229,11 @@ async function steadyStreamsAB(opts: BenchOptions, v: ReturnType<typeof variants
         const withStreams = k % 2 === 1;
         const held = withStreams ? await openEventStreams(target, login.tokens, n) : null;
         const cpu0 = sys.cpuSeconds();
-        const { lastReplyAt: _l, ...load } = await driver.run(`${run} phase ${k + 1} ${withStreams ? 'with' : 'without'} streams`, opts.durationS * 1000);
+        const phaseStart = performance.now();
+        const { lastReplyAt, ...load } = await driver.run(`${run} phase ${k + 1} ${withStreams ? 'with' : 'without'} streams`, opts.durationS * 1000);
         const cpu1 = sys.cpuSeconds();
+        if (withStreams) withWindow ??= { start: phaseStart, end: lastReplyAt };
+        else withoutWindow = { start: phaseStart, end: lastReplyAt };
         phases.push({
           phase: k + 1,
           streams: withStreams,
@@ -251,7 +258,11 @@ async function steadyStreamsAB(opts: BenchOptions, v: ReturnType<typeof variants
       closeAll(conns);
     }
   } finally {
-    await sys.stop();
+    const profiles = await sys.stop();
+    if (opts.cpuProf) {
+      profileSummaries(`${run}, first phase with streams`, profiles, withWindow);
+      profileSummaries(`${run}, last phase without streams`, profiles, withoutWindow);
+    }
   }
   return phases;
 }

@@ -11,7 +11,9 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
 import { startMetricsServer } from '../metrics/server.js';
 import { createLogger } from '../logger.js';
+import { deriveWebhookNotices, eventMayNotify } from '../notices/notices.js';
 import { createBatcher } from '../persistence/batcher.js';
+import { createWebhookOutbox } from '../persistence/webhook-outbox.js';
 import { streamNames } from '../persistence/full-store.js';
 import { skipLogMessage } from '../persistence/log-skip.js';
 import { migrate } from '../persistence/migrations.js';
@@ -66,6 +68,8 @@ const batcher = createBatcher({
   logger,
   maxEvents: config.batchMaxEvents,
   maxDelayMs: config.batchLingerMs,
+  // Webhook deliveries are recorded with each batch (issue 16); the engines queue and send them.
+  outbox: createWebhookOutbox({ deriver: deriveWebhookNotices, mayNotify: eventMayNotify, logger }),
 });
 batcher.start();
 logger.info({ stream: names.stream }, 'batcher started');

@@ -5,7 +5,18 @@ import type { Engine } from '../engine/engine.js';
 import { EngineError } from '../errors.js';
 import type { DomainEvent } from '../persistence/types.js';
 import type { NoticeStore, WatchRow } from '../persistence/notice-types.js';
-import { freePlaces, hasRoom, noticesForEvent, noticesFromRows, parseNoticeId, seatAvailableNotices, type Notice } from './notices.js';
+import {
+  freePlaces,
+  hasRoom,
+  noticesForEvent,
+  noticesFromRows,
+  parseNoticeId,
+  queueMovedFrom,
+  queueMovedNotice,
+  seatAvailableNotices,
+  outboxNotice,
+  type Notice,
+} from './notices.js';
 
 /**
  * The notice hub: turns the engine's durable transition batches into student notices, hands them
@@ -18,12 +29,24 @@ import { freePlaces, hasRoom, noticesForEvent, noticesFromRows, parseNoticeId, s
  * each section's context, folded from the durable events with the same `evolveSection` the actors
  * and the log fold use. Work per event is that fold plus a look-up of the affected students' streams;
  * nothing is written on this path, so an enroll is never slowed by a notice.
+ *
+ * Queue moves are the bulk of the notices under churn (every student behind someone who leaves a
+ * long reserve queue moves), and only the latest place matters. So they are not built per event:
+ * the hub records who moved in each section, and sends each of them at most one `queueMoved` per
+ * section per window (`queueMoveWindowMs`), carrying the place they hold at that moment in the
+ * durable state and the id of the latest transition that moved them. The first moves of a quiet
+ * section go out at once; later ones wait for the end of the section's window. Notices are built
+ * only for students with an open stream: webhooks get theirs from the log (the outbox, see
+ * persistence/webhook-outbox.ts), except `seatAvailable`, which only this hub knows.
  */
 
 /** One open event stream of a student. `write` returns false once the client is gone or too slow. */
 export interface NoticeSink {
   write(n: Notice): boolean;
 }
+
+/** Default for {@link NoticeHubOptions.queueMoveWindowMs}. */
+export const QUEUE_MOVE_WINDOW_MS = 1000;
 
 export interface NoticeHubOptions {
   engine: Engine;
@@ -39,6 +62,18 @@ export interface NoticeHubOptions {
   maxStreams?: number;
   /** How long a resume waits for the database to hold the client's last transition (full mode's batcher lag; default 5 s). */
   resumeWaitMs?: number;
+  /**
+   * At most one `queueMoved` per student and section per this many ms, carrying the latest place
+   * (default {@link QUEUE_MOVE_WINDOW_MS}; 0: coalesced within one event-loop turn only).
+   */
+  queueMoveWindowMs?: number;
+}
+
+/** Students who moved in one section's reserve queue since its last `queueMoved`s went out. */
+interface PendingMoves {
+  students: Set<number>;
+  seq: number;
+  at: number;
 }
 
 export type NoticeListener = (notices: Notice[]) => void;
@@ -76,6 +111,13 @@ export class NoticeHub {
   readonly maxStreamsPerStudent: number;
   readonly maxStreams: number;
   private readonly resumeWaitMs: number;
+  readonly queueMoveWindowMs: number;
+  private readonly moves = new Map<string, PendingMoves>();
+  /** When each section last sent its queue moves (performance.now()), within the window. */
+  private readonly movesSentAt = new Map<string, number>();
+  private movesTimer: NodeJS.Timeout | null = null;
+  /** Whether a notice for this student is of use now: the student has an open stream. */
+  private readonly wants = (studentId: number): boolean => this.streams.has(studentId);
 
   constructor(opts: NoticeHubOptions) {
     this.engine = opts.engine;
@@ -86,6 +128,7 @@ export class NoticeHub {
     this.maxStreamsPerStudent = opts.maxStreamsPerStudent ?? 4;
     this.maxStreams = opts.maxStreams ?? 20_000;
     this.resumeWaitMs = opts.resumeWaitMs ?? 5000;
+    this.queueMoveWindowMs = Math.max(0, opts.queueMoveWindowMs ?? QUEUE_MOVE_WINDOW_MS);
   }
 
   get hasStore(): boolean {
@@ -122,13 +165,21 @@ export class NoticeHub {
     this.unsubscribe?.();
     this.unsubscribe = null;
     this.backlog = [];
+    if (this.movesTimer) clearInterval(this.movesTimer);
+    this.movesTimer = null;
+    this.moves.clear();
+    this.movesSentAt.clear();
     this.listeners.clear();
     this.streams.clear();
     this.streamCount = 0;
   }
 
-  /** Every notice, for integrations (webhooks). Listeners must not block: they run on the engine's durable path. */
-  onNotices(listener: NoticeListener): () => void {
+  /**
+   * The seat-watch notices (`seatAvailable`), once the fired watches and their webhook deliveries
+   * are recorded (webhooks wake their sender). Watches live in this hub, so these are the notices
+   * the webhook outbox cannot derive from the log. Listeners must not block.
+   */
+  onWatchNotices(listener: NoticeListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
@@ -307,8 +358,24 @@ export class NoticeHub {
     const told = list.splice(0, n);
     if (list.length === 0) this.watches.delete(key);
     for (const w of told) this.countWatch(w.studentId, -1);
-    this.store?.markWatchesFired(told.map((w) => w.id), seq, at).catch((err: unknown) => this.log.error({ err, key }, 'recording fired seat watches failed'));
-    return seatAvailableNotices(ctx, seq, at, told.map((w) => w.studentId));
+    const notices = seatAvailableNotices(ctx, seq, at, told.map((w) => w.studentId));
+    // The watches are marked fired with their notices' webhook deliveries, in one transaction: a
+    // crash before it leaves them unmarked, and they are told again at start (see start()).
+    this.store
+      ?.markWatchesFired(told.map((w) => w.id), seq, at, notices.map(outboxNotice))
+      .then(() => this.tellWatchListeners(notices))
+      .catch((err: unknown) => this.log.error({ err, key }, 'recording fired seat watches failed'));
+    return notices;
+  }
+
+  private tellWatchListeners(notices: Notice[]): void {
+    for (const l of this.listeners) {
+      try {
+        l(notices);
+      } catch (err) {
+        this.log.error({ err }, 'notice listener failed');
+      }
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -334,15 +401,16 @@ export class NoticeHub {
           this.log.error({ err }, 'deriving notices failed');
         }
       }
-      if (out.length > 0) this.dispatch(coalesceQueueMoves(out));
+      if (this.moves.size > 0) this.flushMoves(out, performance.now());
+      if (out.length > 0) this.dispatch(out);
     });
   }
 
   private onDurable(events: DomainEvent[], out: Notice[]): void {
-    let notices: Notice[] | null = null;
     /** Sections whose room may have opened in this batch: key -> had room before the batch. */
     let touched: Map<string, boolean> | null = null;
     let last: SectionEvent | null = null;
+    const interested = this.streamCount > 0;
     for (const ev of events) {
       if (!('courseId' in ev)) continue;
       const e = ev;
@@ -357,8 +425,12 @@ export class NoticeHub {
       if (e.seq !== before.seq + 1) this.log.debug({ key, seq: e.seq, mirror: before.seq }, 'notice mirror skipped a sequence number');
       const after = evolveSection(before, e);
       this.sections.set(key, after);
-      const derived = noticesForEvent(before, e, after);
-      if (derived.length > 0) (notices ??= []).push(...derived);
+      if (interested) {
+        const derived = noticesForEvent(before, e, after, { queueMoves: false, wants: this.wants });
+        for (const n of derived) out.push(n);
+        const from = queueMovedFrom(before, e, after);
+        if (from >= 0) this.recordMoves(key, after, from, e);
+      }
       if (this.watches.has(key)) {
         touched ??= new Map();
         if (!touched.has(key)) touched.set(key, hasRoom(before));
@@ -367,13 +439,76 @@ export class NoticeHub {
     if (touched && last) {
       for (const [key, hadRoom] of touched) {
         const ctx = this.sections.get(key) as SectionContext;
-        if (!hadRoom && hasRoom(ctx)) {
-          const fired = this.fireWatches(key, ctx, ctx.seq, last.cause.at);
-          if (fired.length > 0) (notices ??= []).push(...fired);
-        }
+        if (!hadRoom && hasRoom(ctx)) for (const n of this.fireWatches(key, ctx, ctx.seq, last.cause.at)) out.push(n);
       }
     }
-    if (notices) for (const n of notices) out.push(n);
+  }
+
+  /** Notes the students from `from` on in the section's queue as moved (no notice built yet). */
+  private recordMoves(key: string, after: SectionContext, from: number, e: SectionEvent): void {
+    let m = this.moves.get(key);
+    for (let i = from; i < after.queue.length; i++) {
+      const s = after.queue[i] as number;
+      if (!this.wants(s)) continue;
+      if (!m) this.moves.set(key, (m = { students: new Set(), seq: e.seq, at: e.cause.at }));
+      m.students.add(s);
+    }
+    if (m) {
+      m.seq = e.seq;
+      m.at = e.cause.at;
+    }
+  }
+
+  /**
+   * Sends the recorded queue moves of every section whose window has passed: one `queueMoved` per
+   * student still queued, with the place held now (durable state) and the latest move's id.
+   */
+  private flushMoves(out: Notice[], now: number): void {
+    const w = this.queueMoveWindowMs;
+    for (const [key, m] of this.moves) {
+      const sentAt = this.movesSentAt.get(key);
+      if (w > 0 && sentAt !== undefined && now - sentAt < w) continue;
+      this.moves.delete(key);
+      if (w > 0) this.movesSentAt.set(key, now);
+      const ctx = this.sections.get(key);
+      if (!ctx) continue;
+      const q = ctx.queue;
+      for (let i = 0; i < q.length; i++) {
+        const s = q[i] as number;
+        if (m.students.has(s) && this.wants(s)) out.push(queueMovedNotice(ctx, s, i + 1, m.seq, m.at));
+      }
+    }
+    if (w > 0 && this.movesTimer === null && (this.moves.size > 0 || this.movesSentAt.size > 0)) {
+      this.movesTimer = setInterval(() => this.onMovesTimer(), Math.max(10, Math.floor(w / 4)));
+      this.movesTimer.unref();
+    }
+  }
+
+  /**
+   * Sends every recorded queue move now, whatever its section's window (the timer sends them when
+   * the window has passed; tests call this instead of waiting for it).
+   */
+  flushQueueMoves(): void {
+    const out: Notice[] = [];
+    this.movesSentAt.clear();
+    this.flushMoves(out, performance.now());
+    if (out.length > 0) this.dispatch(out);
+  }
+
+  private onMovesTimer(): void {
+    const now = performance.now();
+    const out: Notice[] = [];
+    try {
+      this.flushMoves(out, now);
+    } catch (err) {
+      this.log.error({ err }, 'sending queue moves failed');
+    }
+    for (const [key, t] of this.movesSentAt) if (now - t >= this.queueMoveWindowMs && !this.moves.has(key)) this.movesSentAt.delete(key);
+    if (this.moves.size === 0 && this.movesSentAt.size === 0 && this.movesTimer) {
+      clearInterval(this.movesTimer);
+      this.movesTimer = null;
+    }
+    if (out.length > 0) this.dispatch(out);
   }
 
   private dispatch(notices: Notice[]): void {
@@ -381,7 +516,8 @@ export class NoticeHub {
       for (const n of notices) {
         const set = this.streams.get(n.studentId);
         if (!set) continue;
-        for (const sink of [...set]) {
+        // A sink that closes itself while written to leaves the set; a Set's iteration allows that.
+        for (const sink of set) {
           try {
             sink.write(n);
           } catch (err) {
@@ -390,30 +526,7 @@ export class NoticeHub {
         }
       }
     }
-    for (const l of this.listeners) {
-      try {
-        l(notices);
-      } catch (err) {
-        this.log.error({ err }, 'notice listener failed');
-      }
-    }
   }
-}
-
-/**
- * Within one turn's notices, only a student's latest `queueMoved` per section is kept: under churn a
- * long queue moves many times a second, and only the latest place matters (a resumed stream folds
- * them the same way).
- */
-export function coalesceQueueMoves(notices: Notice[]): Notice[] {
-  let last: Map<string, number> | null = null;
-  for (let i = 0; i < notices.length; i++) {
-    const n = notices[i] as Notice;
-    if (n.kind === 'queueMoved') (last ??= new Map()).set(`${n.studentId}:${n.courseId}:${n.groupId}`, i);
-  }
-  if (last === null) return notices;
-  const keep = last;
-  return notices.filter((n, i) => n.kind !== 'queueMoved' || keep.get(`${n.studentId}:${n.courseId}:${n.groupId}`) === i);
 }
 
 export function createNoticeHub(opts: NoticeHubOptions): NoticeHub {

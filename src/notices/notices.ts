@@ -1,5 +1,5 @@
 import type { SectionContext, SectionEvent } from '../actors/types.js';
-import type { TransitionRow } from '../persistence/notice-types.js';
+import type { OutboxDeriver, OutboxNotice, TransitionRow } from '../persistence/notice-types.js';
 
 /**
  * What a student is told, derived from a section's durable transitions. Pure functions: the live
@@ -111,14 +111,72 @@ function base(kind: NoticeKind, studentId: number, c: number, g: number, seq: nu
 const seatMessage = (name: string) =>
   `a place opened in ${name}. This is a notice, not a seat: nothing is held for you, and the place goes to whoever enrolls first`;
 
+/**
+ * Whether a durable section event can mean a notice (before looking at the section): the webhook
+ * outbox reads the active webhooks only for batches that hold one. Follows {@link noticesForEvent}.
+ */
+export function eventMayNotify(e: SectionEvent): boolean {
+  switch (e.type) {
+    case 'studentPromoted':
+    case 'sectionClosed':
+    case 'sectionReopened':
+    case 'capacityChanged':
+    case 'reserveCapacityChanged':
+    case 'sexLockChanged':
+    case 'infoUpdated':
+      return true;
+    case 'studentDropped':
+      return e.reason === 'forceDropped' || e.from === 'queued';
+    case 'studentEnrolled':
+      return e.forced;
+    default:
+      return false;
+  }
+}
+
 /** Notices for the seat watchers told about an opening (in watch order), at the transition `seq`. */
 export function seatAvailableNotices(ctx: SectionContext, seq: number, at: number, watchers: number[]): Notice[] {
   const name = ctx.info.name;
   return watchers.map((s) => base('seatAvailable', s, ctx.info.courseId, ctx.info.groupId, seq, name, at, seatMessage(name)));
 }
 
-/** Notices one durable section event means, given the section's context before and after it. */
-export function noticesForEvent(before: SectionContext, e: SectionEvent, after: SectionContext): Notice[] {
+/**
+ * The index in `after.queue` from which students moved up in the reserve queue with this event
+ * (everyone at or behind it moved), or -1 if nobody did. The live hub uses it to record who moved
+ * without building a notice per move (it sends them at most once per window; see notice-hub.ts).
+ */
+export function queueMovedFrom(before: SectionContext, e: SectionEvent, after: SectionContext): number {
+  let from = -1;
+  if (e.type === 'studentPromoted') {
+    const was = before.queue.indexOf(e.studentId);
+    from = was < 0 ? 0 : was;
+  } else if (e.type === 'studentDropped' && e.from === 'queued') {
+    from = Math.max(0, before.queue.indexOf(e.studentId));
+  }
+  return from >= 0 && from < after.queue.length ? from : -1;
+}
+
+/** A `queueMoved` notice: the student's place (1-based) after the transition `seq`. */
+export function queueMovedNotice(ctx: SectionContext, studentId: number, position: number, seq: number, at: number): Notice {
+  const name = ctx.info.name;
+  const n = base('queueMoved', studentId, ctx.info.courseId, ctx.info.groupId, seq, name, at, `you moved up to place ${position} in the reserve queue of ${name}`);
+  n.queuePosition = position;
+  return n;
+}
+
+/**
+ * Notices one durable section event means, given the section's context before and after it.
+ * `opts.queueMoves: false` leaves out the `queueMoved` notices (the caller takes them from
+ * {@link queueMovedFrom}); `opts.wants` limits the notices to the students it accepts.
+ */
+export function noticesForEvent(
+  before: SectionContext,
+  e: SectionEvent,
+  after: SectionContext,
+  opts?: { queueMoves?: boolean; wants?: (studentId: number) => boolean },
+): Notice[] {
+  const withMoves = opts?.queueMoves !== false;
+  const wants = opts?.wants;
   const c = e.courseId;
   const g = e.groupId;
   const name = after.info.name;
@@ -126,39 +184,45 @@ export function noticesForEvent(before: SectionContext, e: SectionEvent, after: 
   const mk = (kind: NoticeKind, s: number, message: string) => base(kind, s, c, g, e.seq, name, at, message);
   const queueMoves = (from: number): Notice[] => {
     const out: Notice[] = [];
+    if (!withMoves) return out;
     for (let i = Math.max(0, from); i < after.queue.length; i++) {
       const s = after.queue[i] as number;
+      if (wants && !wants(s)) continue;
       const n = mk('queueMoved', s, `you moved up to place ${i + 1} in the reserve queue of ${name}`);
       n.queuePosition = i + 1;
       out.push(n);
     }
     return out;
   };
+  const members = (): number[] => {
+    const all = [...after.registered, ...after.queue];
+    return wants ? all.filter(wants) : all;
+  };
   switch (e.type) {
     case 'studentPromoted': {
-      const out = [mk('promoted', e.studentId, `you were promoted from the reserve queue and now hold a seat in ${name}`)];
+      const out = !wants || wants(e.studentId) ? [mk('promoted', e.studentId, `you were promoted from the reserve queue and now hold a seat in ${name}`)] : [];
       const was = before.queue.indexOf(e.studentId);
       return out.concat(queueMoves(was < 0 ? 0 : was));
     }
     case 'studentDropped': {
-      const out = e.reason === 'forceDropped' ? [mk('droppedByStaff', e.studentId, `staff removed you from ${name}`)] : [];
+      const out = e.reason === 'forceDropped' && (!wants || wants(e.studentId)) ? [mk('droppedByStaff', e.studentId, `staff removed you from ${name}`)] : [];
       if (e.from === 'queued') return out.concat(queueMoves(Math.max(0, before.queue.indexOf(e.studentId))));
       return out;
     }
     case 'studentEnrolled':
-      return e.forced ? [mk('enrolledByStaff', e.studentId, `staff enrolled you in ${name}`)] : [];
+      return e.forced && (!wants || wants(e.studentId)) ? [mk('enrolledByStaff', e.studentId, `staff enrolled you in ${name}`)] : [];
     case 'sectionClosed':
     case 'sectionReopened': {
       const kind = e.type;
       const msg = kind === 'sectionClosed' ? `${name} was closed by staff` : `${name} was reopened by staff`;
-      return [...after.registered, ...after.queue].map((s) => mk(kind, s, msg));
+      return members().map((s) => mk(kind, s, msg));
     }
     case 'capacityChanged':
     case 'reserveCapacityChanged':
     case 'sexLockChanged':
     case 'infoUpdated': {
       const change = changeOf(e.type, e as unknown as Record<string, unknown>);
-      return [...after.registered, ...after.queue].map((s) => {
+      return members().map((s) => {
         const n = mk('sectionChanged', s, `staff changed ${name}`);
         n.change = change;
         return n;
@@ -225,3 +289,42 @@ export function noticesFromRows(input: {
   out.sort((a, b) => a.order - b.order);
   return out.map((x) => x.n);
 }
+
+/** The body of a webhook delivery of a notice (docs/webhooks.md). */
+export function webhookBody(n: Notice): string {
+  return JSON.stringify({ type: 'notice', notice: toWire(n) });
+}
+
+/** A notice as the webhook deliveries record it: its key (with the webhook, unique) and body. */
+export function outboxNotice(n: Notice): OutboxNotice {
+  return { noticeKey: `${n.id}:${n.kind}:${n.studentId}`, kind: n.kind, studentId: n.studentId, body: webhookBody(n) };
+}
+
+/**
+ * Within one batch's notices, only a student's latest `queueMoved` per section is kept: under churn
+ * a long queue moves many times a second, and only the latest place matters (a resumed stream folds
+ * them the same way).
+ */
+export function coalesceQueueMoves(notices: Notice[]): Notice[] {
+  let last: Map<string, number> | null = null;
+  for (let i = 0; i < notices.length; i++) {
+    const n = notices[i] as Notice;
+    if (n.kind === 'queueMoved') (last ??= new Map()).set(`${n.studentId}:${n.courseId}:${n.groupId}`, i);
+  }
+  if (last === null) return notices;
+  const keep = last;
+  return notices.filter((n, i) => n.kind !== 'queueMoved' || keep.get(`${n.studentId}:${n.courseId}:${n.groupId}`) === i);
+}
+
+/**
+ * The webhook outbox's notice rules (persistence/webhook-outbox.ts): the notices of a durable
+ * batch's section steps, queue moves folded per student and section within the batch, for the
+ * kinds some active webhook takes.
+ */
+export const deriveWebhookNotices: OutboxDeriver = (steps, kinds) => {
+  const all: Notice[] = [];
+  for (const { before, event, after } of steps) {
+    for (const n of noticesForEvent(before, event, after)) if (kinds === null || kinds.has(n.kind)) all.push(n);
+  }
+  return coalesceQueueMoves(all).map(outboxNotice);
+};

@@ -1,16 +1,17 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
-import type { DeliveryJob, DeliveryQueue, NewDelivery, NoticeStore, WebhookRow } from '../persistence/notice-types.js';
-import { toWire, type Notice } from './notices.js';
+import type { DeliveryJob, DeliveryQueue, NoticeStore, WebhookRow } from '../persistence/notice-types.js';
 
 /**
  * Webhooks: the same notices as the students' event streams, POSTed to endpoints staff register.
  *
- * Off the request path: the hub hands each durable batch's notices to {@link WebhookService.dispatch},
- * which only appends them to a buffer; a later tick records one delivery row per (webhook, notice)
- * and queues the first attempt. The worker POSTs, signs (docs/webhooks.md), records every attempt,
- * and on failure queues the next one after an exponential backoff, until `maxAttempts`, after which
+ * Deliveries are recorded by the webhook outbox (persistence/webhook-outbox.ts) in the same
+ * transaction that writes their changes to the database, so none is lost in a crash and none is
+ * made for a change that is not in the log; `seatAvailable` ones (watches live in the notice hub)
+ * in the transaction that marks the watches fired. In RabbitMQ mode a feeder hands new delivery
+ * rows to the queue (each row claimed by one instance); in database mode the rows are the queue.
+ * The worker POSTs, signs (docs/webhooks.md), records every attempt, and on failure queues the next one after an exponential backoff, until `maxAttempts`, after which
  * the delivery is dead-lettered. A job leaves the queue only after its outcome is recorded, so a
  * crash repeats an attempt instead of losing it (at least once; receivers dedupe on the delivery id).
  */
@@ -52,6 +53,10 @@ export interface WebhookServiceOptions {
    */
   sweepMs?: number;
   sweepGraceMs?: number;
+  /** RabbitMQ mode: how often new delivery rows are looked for and queued (default 250 ms; also woken by {@link WebhookService.wake}). */
+  feedMs?: number;
+  /** Called after a webhook was registered or stopped (the embedded outbox caches the active ones). */
+  onWebhooksChanged?: () => void;
   now?: () => number;
 }
 
@@ -67,13 +72,15 @@ export class WebhookService {
   private readonly maxDelayMs: number;
   private readonly timeoutMs: number;
   private readonly now: () => number;
-  private active: WebhookRow[] = [];
-  private buffer: Notice[] = [];
-  private flushing: Promise<void> | null = null;
   private closed = false;
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly sweepMs: number;
   private readonly sweepGraceMs: number;
+  private readonly feedMs: number;
+  private feedTimer: NodeJS.Timeout | null = null;
+  private feeding: Promise<void> | null = null;
+  private feedAgain = false;
+  private readonly onWebhooksChanged: () => void;
 
   constructor(opts: WebhookServiceOptions) {
     this.store = opts.store;
@@ -86,6 +93,8 @@ export class WebhookService {
     this.now = opts.now ?? Date.now;
     this.sweepMs = opts.sweepMs ?? 30_000;
     this.sweepGraceMs = opts.sweepGraceMs ?? 60_000;
+    this.feedMs = opts.feedMs ?? 250;
+    this.onWebhooksChanged = opts.onWebhooksChanged ?? (() => undefined);
   }
 
   get queueKind(): DeliveryQueue['kind'] {
@@ -93,11 +102,52 @@ export class WebhookService {
   }
 
   async start(): Promise<void> {
-    this.active = (await this.store.listWebhooks()).filter((w) => w.active);
     await this.queue.start((job) => this.attempt(job));
     if (this.queue.kind === 'amqp') {
       this.sweepTimer = setInterval(() => void this.sweep(), this.sweepMs);
       this.sweepTimer.unref();
+      this.feedTimer = setInterval(() => this.wake(), this.feedMs);
+      this.feedTimer.unref();
+      this.wake();
+    }
+  }
+
+  /**
+   * New deliveries were recorded (by the outbox, maybe in another process): RabbitMQ mode queues
+   * them now instead of at the next feed round; database mode wakes the poller.
+   */
+  wake(): void {
+    if (this.closed) return;
+    if (this.queue.kind !== 'amqp') {
+      // The rows are the queue; scheduling only wakes the poller.
+      this.queue.schedule({ deliveryId: 0, attempt: 1 }, 0).catch(() => undefined);
+      return;
+    }
+    if (this.feeding) {
+      this.feedAgain = true;
+      return;
+    }
+    this.feeding = this.feed().finally(() => {
+      this.feeding = null;
+      if (this.feedAgain) {
+        this.feedAgain = false;
+        this.wake();
+      }
+    });
+  }
+
+  /** RabbitMQ mode: claims new delivery rows (one instance gets each) and queues their first attempt. */
+  private async feed(): Promise<void> {
+    try {
+      for (;;) {
+        const ids = await this.store.claimNewDeliveries(500);
+        if (ids.length === 0) return;
+        // A job lost here (broker away, crash) stays a claimed pending row: the sweep queues it again.
+        await Promise.all(ids.map((deliveryId) => this.queue.schedule({ deliveryId, attempt: 1 }, 0)));
+        if (ids.length < 500 || this.closed) return;
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'queueing new webhook deliveries failed; the sweep queues them later');
     }
   }
 
@@ -117,7 +167,8 @@ export class WebhookService {
   async close(): Promise<void> {
     this.closed = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    while (this.flushing) await this.flushing;
+    if (this.feedTimer) clearInterval(this.feedTimer);
+    while (this.feeding) await this.feeding;
     await this.queue.close();
   }
 
@@ -136,7 +187,7 @@ export class WebhookService {
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new EngineError('BAD_REQUEST', 'url must be http or https');
     if (u.username !== '' || u.password !== '') throw new EngineError('BAD_REQUEST', 'url must not carry credentials; the secret signs each delivery');
     const row = await this.store.createWebhook({ ...input, url: u.toString() });
-    this.active.push(row);
+    this.onWebhooksChanged();
     return publicOf(row);
   }
 
@@ -154,49 +205,12 @@ export class WebhookService {
     const w = await this.store.getWebhook(id);
     if (!w) throw new EngineError('WEBHOOK_NOT_FOUND', `no webhook ${id}`);
     await this.store.deactivateWebhook(id);
-    this.active = this.active.filter((x) => x.id !== id);
+    this.onWebhooksChanged();
   }
 
   async deliveries(id: number, limit: number) {
     await this.get(id);
     return this.store.listDeliveries(id, limit);
-  }
-
-  /** Takes a batch of notices (called on the engine's durable path: only buffers). */
-  dispatch(notices: Notice[]): void {
-    if (this.active.length === 0 || this.closed) return;
-    for (const n of notices) this.buffer.push(n);
-    this.flushing ??= new Promise<void>((r) => setImmediate(r)).then(() => this.flush());
-  }
-
-  /** Resolves once every notice dispatched so far has its deliveries recorded and queued. */
-  async drain(): Promise<void> {
-    while (this.flushing) await this.flushing;
-  }
-
-  private async flush(): Promise<void> {
-    try {
-      while (this.buffer.length > 0) {
-        const batch = this.buffer.splice(0, 500);
-        const rows: NewDelivery[] = [];
-        for (const n of batch) {
-          const body = JSON.stringify({ type: 'notice', notice: toWire(n) });
-          for (const w of this.active) {
-            if (w.kinds !== null && !w.kinds.includes(n.kind)) continue;
-            rows.push({ webhookId: w.id, noticeKey: `${n.id}:${n.kind}:${n.studentId}`, kind: n.kind, studentId: n.studentId, body });
-          }
-        }
-        try {
-          const ids = await this.store.insertDeliveries(rows);
-          await Promise.all(ids.map((deliveryId) => this.queue.schedule({ deliveryId, attempt: 1 }, 0)));
-        } catch (err) {
-          // Recorded rows stay `pending`; the database queue finds them, RabbitMQ mode does not (see docs).
-          this.log.error({ err, notices: batch.length }, 'recording webhook deliveries failed');
-        }
-      }
-    } finally {
-      this.flushing = null;
-    }
   }
 
   /** One attempt of a delivery: POST, record, then retry, dead-letter or done. */

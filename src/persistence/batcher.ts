@@ -5,6 +5,7 @@ import { createFenceFilter, decodeMessage, offsetOf, streamArguments, type Fence
 import { setLogStall, watchBatcher, type BatcherLagSource } from './metrics.js';
 import type { SqlClient } from './sql-client.js';
 import { applyEvents } from './state-store.js';
+import type { StagedOutbox, WebhookOutbox } from './webhook-outbox.js';
 import type { DomainEvent } from './types.js';
 
 /**
@@ -41,6 +42,8 @@ export interface BatcherOptions {
   maxDelayMs?: number;
   /** First pause before retrying a message it stopped at; doubles up to 30 s. Default 1000. */
   stallRetryMs?: number;
+  /** Records webhook deliveries in each batch's transaction (issue 16). */
+  outbox?: WebhookOutbox;
 }
 
 /** Where the batcher is stopped, and why. */
@@ -162,6 +165,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     const last = (batch[batch.length - 1] as Pending).offset;
     for (let attempt = 0; !stopped; attempt++) {
       try {
+        let staged: StagedOutbox | null = null;
         const n = await opts.db.transaction(async (tx) => {
           const r = await tx.query<{ next_offset: number }>(
             `INSERT INTO log_offsets (log_name, next_offset) VALUES ($1, 0)
@@ -174,7 +178,18 @@ export function createBatcher(opts: BatcherOptions): Batcher {
           let count = 0;
           const events: DomainEvent[] = [];
           for (const p of batch) if (p.offset >= dbNext && p.events) events.push(...p.events);
-          if (events.length > 0) count = await applyEvents(tx, events);
+          const outbox = opts.outbox;
+          if (events.length > 0) {
+            count = await applyEvents(
+              tx,
+              events,
+              outbox
+                ? async (fresh) => {
+                    staged = await outbox.stage(tx, fresh);
+                  }
+                : undefined,
+            );
+          }
           for (const p of batch) {
             if (!p.fence || p.offset < dbNext) continue;
             await tx.query(
@@ -186,6 +201,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
           await tx.query('UPDATE log_offsets SET next_offset = $2, updated_at = now() WHERE log_name = $1', [opts.stream, Math.max(dbNext, last + 1)]);
           return count;
         });
+        (staged as StagedOutbox | null)?.commit();
         appliedOffset = last + 1;
         appliedEvents += n;
         if (stall && appliedOffset > stall.offset) await clearStall();

@@ -6,6 +6,7 @@ import { createPgliteClient } from './pglite-client.js';
 import type { SqlClient } from './sql-client.js';
 import { applyEvents, loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
 import type { LoadedState, Persistence, ReadinessReport } from './types.js';
+import type { StagedOutbox, WebhookOutbox } from './webhook-outbox.js';
 
 /**
  * Embedded mode: PGlite files under the data directory, and the ordered log is in process. Each
@@ -22,12 +23,27 @@ export async function createEmbeddedStore(opts: {
   maxQueuedEvents?: number;
   /** PGlite's shared_buffers in MB (default in pglite-client.ts). */
   sharedBuffersMb?: number;
+  /** Records webhook deliveries in each group commit's transaction (issue 16). */
+  outbox?: WebhookOutbox;
 }): Promise<Persistence> {
   const log = opts.logger.child({ module: 'embedded-store' });
   const db: SqlClient = await createPgliteClient(opts.dataDir, { sharedBuffersMb: opts.sharedBuffersMb });
   const committer = createGroupCommitter(async (events) => {
     const t0 = performance.now();
-    await db.transaction((tx) => applyEvents(tx, events));
+    const outbox = opts.outbox;
+    let staged: StagedOutbox | null = null;
+    await db.transaction((tx) =>
+      applyEvents(
+        tx,
+        events,
+        outbox
+          ? async (fresh) => {
+              staged = await outbox.stage(tx, fresh);
+            }
+          : undefined,
+      ),
+    );
+    (staged as StagedOutbox | null)?.commit();
     log.debug({ events: events.length, ms: +(performance.now() - t0).toFixed(1) }, 'group commit');
   }, opts.batchMaxEvents, { lingerMs: opts.groupCommitLingerMs, maxQueuedEvents: opts.maxQueuedEvents });
 

@@ -12,6 +12,7 @@ import { createSqlNoticeStore } from './notice-store.js';
 import { createPgClient } from './pg-client.js';
 import { createReadCopy } from './read-copy.js';
 import { loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
+import type { WebhookOutbox } from './webhook-outbox.js';
 import { shardOfEvent, type ClusterMembership, type DomainEvent, type LoadedState, type Persistence, type ReadinessReport, type WriteRoute } from './types.js';
 
 export interface FullStoreOptions {
@@ -39,6 +40,8 @@ export interface FullStoreOptions {
   address?: string;
   /** Writes for shards owned elsewhere are forwarded (readiness then does not need ownership). */
   forwarding?: boolean;
+  /** The in-process batcher records webhook deliveries with each batch (issue 16). */
+  outbox?: WebhookOutbox;
 }
 
 export interface FullStore extends Persistence, ClusterMembership {
@@ -76,6 +79,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         maxEvents: opts.batchMaxEvents,
         ...(opts.batchLingerMs !== undefined ? { maxDelayMs: opts.batchLingerMs } : {}),
         ...(opts.batcherStallRetryMs !== undefined ? { stallRetryMs: opts.batcherStallRetryMs } : {}),
+        ...(opts.outbox ? { outbox: opts.outbox } : {}),
       })
     : null;
   const shards = opts.shards ?? 1;

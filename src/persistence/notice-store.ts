@@ -1,5 +1,6 @@
 import { EngineError } from '../errors.js';
 import type {
+  OutboxNotice,
   AttemptResult,
   AttemptRow,
   DeliveryRow,
@@ -9,7 +10,7 @@ import type {
   WatchRow,
   WebhookRow,
 } from './notice-types.js';
-import type { SqlClient } from './sql-client.js';
+import type { SqlClient, SqlExecutor } from './sql-client.js';
 
 /**
  * The notices' SQL, shared by both stores (PGlite in embedded mode, PostgreSQL in full mode). Driver
@@ -131,13 +132,12 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
       );
       return r.rowCount > 0;
     },
-    async markWatchesFired(ids, seq, at) {
-      if (ids.length === 0) return;
-      await db.query('UPDATE seat_watches SET fired_seq = $2, fired_at = $3 WHERE id = ANY($1::bigint[]) AND fired_seq IS NULL', [
-        ids,
-        seq,
-        new Date(at),
-      ]);
+    async markWatchesFired(ids, seq, at, notices = []) {
+      if (ids.length === 0) return 0;
+      return db.transaction(async (tx) => {
+        await tx.query('UPDATE seat_watches SET fired_seq = $2, fired_at = $3 WHERE id = ANY($1::bigint[]) AND fired_seq IS NULL', [ids, seq, new Date(at)]);
+        return insertOutboxDeliveries(tx, notices);
+      });
     },
     async transitionId(courseId, groupId, seq) {
       const r = await db.query<Row>('SELECT id FROM transitions WHERE stream = $1 AND seq = $2', [`section:${courseId}:${groupId}`, seq]);
@@ -238,6 +238,15 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
         );
       });
     },
+    async claimNewDeliveries(limit) {
+      const r = await db.query<Row>(
+        `UPDATE webhook_deliveries SET queued = true
+         WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND NOT queued ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+         RETURNING id`,
+        [limit],
+      );
+      return r.rows.map((x) => Number(x.id)).sort((a, b) => a - b);
+    },
     async dueDeliveries(now, limit) {
       const r = await db.query<Row>(
         `SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2`,
@@ -270,4 +279,23 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
     },
   };
   return guarded(store);
+}
+
+/**
+ * One webhook delivery per notice and matching active webhook (a repeated `(webhook, notice)` is
+ * skipped); returns how many were recorded. Used by the outbox and for fired seat watches, each
+ * inside the transaction that records what the notices come from.
+ */
+export async function insertOutboxDeliveries(tx: SqlExecutor, notices: OutboxNotice[]): Promise<number> {
+  if (notices.length === 0) return 0;
+  const r = await tx.query(
+    `INSERT INTO webhook_deliveries (webhook_id, notice_key, kind, student_id, body)
+     SELECT w.id, n.key, n.kind, n.student, n.body
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY AS n(key, kind, student, body, i)
+     JOIN webhooks w ON w.active AND (w.kinds IS NULL OR n.kind = ANY (w.kinds))
+     ORDER BY n.i, w.id
+     ON CONFLICT (webhook_id, notice_key) DO NOTHING`,
+    [notices.map((n) => n.noticeKey), notices.map((n) => n.kind), notices.map((n) => n.studentId), notices.map((n) => n.body)],
+  );
+  return r.rowCount;
 }

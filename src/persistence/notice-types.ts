@@ -1,3 +1,5 @@
+import type { SectionContext, SectionEvent } from '../actors/types.js';
+
 /**
  * What the student notices, seat watches and webhooks (src/notices) need from storage, with no
  * driver types in it. Both stores implement it on their own database (PGlite or PostgreSQL); the
@@ -89,8 +91,11 @@ export interface NoticeStore {
   addWatch(studentId: number, courseId: number, groupId: number): Promise<WatchRow>;
   /** Ends an active watch; false if there was none. */
   removeWatch(studentId: number, courseId: number, groupId: number): Promise<boolean>;
-  /** Marks watches as told about the opening at section sequence `seq`. */
-  markWatchesFired(ids: number[], seq: number, at: number): Promise<void>;
+  /**
+   * Marks watches as told about the opening at section sequence `seq`, and records the webhook
+   * deliveries of their notices in the same transaction; resolves with the deliveries recorded.
+   */
+  markWatchesFired(ids: number[], seq: number, at: number, notices?: OutboxNotice[]): Promise<number>;
 
   /** The log position of a section transition, or null if the database does not hold it (yet). */
   transitionId(courseId: number, groupId: number, seq: number): Promise<number | null>;
@@ -120,6 +125,11 @@ export interface NoticeStore {
   insertDeliveries(rows: NewDelivery[]): Promise<number[]>;
   getDelivery(id: number): Promise<(DeliveryRow & { url: string; secret: string }) | null>;
   recordAttempt(result: AttemptResult): Promise<void>;
+  /**
+   * Full mode: marks up to `limit` new deliveries (recorded by the outbox, never handed to the
+   * queue) as queued and returns them; concurrent callers (instances) get disjoint sets.
+   */
+  claimNewDeliveries(limit: number): Promise<number[]>;
   /** Deliveries waiting whose next attempt is due at `now` (unix ms), oldest first. */
   dueDeliveries(now: number, limit: number): Promise<number[]>;
   /** A webhook's latest deliveries, newest first, each with its attempts. */
@@ -146,3 +156,27 @@ export interface DeliveryJob {
   /** 1 for the first attempt. */
   attempt: number;
 }
+
+/** One section event with the section's context before and after it, as the outbox folds them. */
+export interface SectionStep {
+  before: SectionContext;
+  event: SectionEvent;
+  after: SectionContext;
+}
+
+/** A notice the webhook outbox records deliveries for (one per matching active webhook). */
+export interface OutboxNotice {
+  /** Unique per notice: `<notice id>:<kind>:<student>`; with the webhook, the delivery's key. */
+  noticeKey: string;
+  kind: string;
+  studentId: number;
+  /** The delivery body (JSON text), sent byte for byte and signed. */
+  body: string;
+}
+
+/**
+ * Turns the section steps of one durable batch, in log order, into webhook notices; only kinds in
+ * `kinds` are needed (null: all). Supplied by src/notices (the notice rules), so persistence holds
+ * no notice rules itself.
+ */
+export type OutboxDeriver = (steps: SectionStep[], kinds: ReadonlySet<string> | null) => OutboxNotice[];

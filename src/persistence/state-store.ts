@@ -63,7 +63,7 @@ function payloadOf(e: DomainEvent): string {
 }
 
 /** Applies a batch in order, idempotently. Returns how many events were new. */
-export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[]): Promise<number> {
+export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh?: (fresh: DomainEvent[]) => Promise<void>): Promise<number> {
   // 1. Record in the log; keep only events not seen before.
   const seen = new Set<string>();
   const events: DomainEvent[] = [];
@@ -117,6 +117,9 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[]): Promis
   const fresh = new Set(inserted.rows.map((r) => `${r.stream}#${Number(r.seq)}`));
   const todo = events.filter((e) => fresh.has(`${streamOf(e)}#${e.seq}`));
   if (todo.length === 0) return 0;
+  // The events new to the database, before the tables are changed (the webhook outbox reads the
+  // state before the batch from them when it starts).
+  if (onFresh) await onFresh(todo);
 
   // 2. Fold into net effects.
   const departments: { id: number; name: string }[] = [];
@@ -329,6 +332,21 @@ export async function loadState(db: SqlExecutor): Promise<LoadedState> {
     gender: r.gender as Sex,
     seq: heads.get(`student:${Number(r.id)}`) ?? 0,
   }));
+  const sections = await loadSections(db, heads);
+  return { departments, staff, students, sections };
+}
+
+/**
+ * Every section's context as the tables hold it (seats and reserve queue in placement order);
+ * `heads` are the streams' last sequence numbers (read when not given).
+ */
+export async function loadSections(db: SqlExecutor, heads?: Map<string, number>): Promise<SectionContext[]> {
+  if (!heads) {
+    heads = new Map();
+    for (const r of (await db.query<{ stream: string; seq: number }>("SELECT stream, seq FROM stream_heads WHERE stream LIKE 'section:%'")).rows) {
+      heads.set(r.stream, Number(r.seq));
+    }
+  }
   const sections = new Map<string, SectionContext>();
   const courseRows = await db.query<Record<string, unknown>>(
     `SELECT course_id, group_id, for_department, name, lecturer, units, capacity, reserve_capacity, exam_time, class_time,
@@ -369,7 +387,7 @@ export async function loadState(db: SqlExecutor): Promise<LoadedState> {
     const id = Number(r.student_id);
     (r.reserved ? ctx.queue : ctx.registered).push(id);
   }
-  return { departments, staff, students, sections: [...sections.values()] };
+  return [...sections.values()];
 }
 
 export async function readTransitions(db: SqlExecutor, courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]> {

@@ -6,7 +6,9 @@ import { buildApp, type App } from '../../src/http/app.js';
 import { TokenService } from '../../src/http/auth.js';
 import { createNoticeHub, type NoticeHub, type NoticeHubOptions } from '../../src/notices/notice-hub.js';
 import { createWebhookService, type WebhookService, type WebhookServiceOptions } from '../../src/notices/webhooks.js';
+import { deriveWebhookNotices, eventMayNotify } from '../../src/notices/notices.js';
 import type { DeliveryQueue } from '../../src/persistence/notice-types.js';
+import { createWebhookOutbox, type WebhookOutbox } from '../../src/persistence/webhook-outbox.js';
 import type { Persistence } from '../../src/persistence/types.js';
 import { MINUTE, SECRET, seedData, T0, TTL_SECONDS, WINDOW_MS } from './http-fixture.js';
 
@@ -17,6 +19,16 @@ import { MINUTE, SECRET, seedData, T0, TTL_SECONDS, WINDOW_MS } from './http-fix
  */
 
 export const quietLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+/**
+ * The webhook outbox for a test store (as main.ts makes it); give `wake` to startNoticesWorld, which
+ * points it at the world's webhook service, so recorded deliveries are queued at once.
+ */
+export function createTestOutbox(opts: { cacheWebhooks?: boolean } = {}): { outbox: WebhookOutbox; wake: { fn: (() => void) | null; outbox: WebhookOutbox } } {
+  const wake: { fn: (() => void) | null; outbox: WebhookOutbox } = { fn: null, outbox: null as unknown as WebhookOutbox };
+  wake.outbox = createWebhookOutbox({ deriver: deriveWebhookNotices, mayNotify: eventMayNotify, logger: quietLogger, onRecorded: () => wake.fn?.(), cacheWebhooks: opts.cacheWebhooks ?? false });
+  return { outbox: wake.outbox, wake };
+}
 
 export interface NoticesWorld {
   engine: Engine;
@@ -40,6 +52,8 @@ export async function startNoticesWorld(opts: {
   hub?: Partial<NoticeHubOptions>;
   webhooks?: Partial<WebhookServiceOptions>;
   clock?: { now: number };
+  /** From {@link createTestOutbox}: bound to the world's webhook service. */
+  outboxWake?: { fn: (() => void) | null; outbox: WebhookOutbox };
 }): Promise<NoticesWorld> {
   const clock = opts.clock ?? { now: T0 + 5 * MINUTE };
   const engine = createEngine({ persistence: opts.persistence, logger: quietLogger, enrollmentWindowMs: WINDOW_MS, now: () => clock.now });
@@ -49,10 +63,18 @@ export async function startNoticesWorld(opts: {
   await hub.start();
   let webhooks: WebhookService | null = null;
   if (opts.queue && opts.persistence.notices) {
-    webhooks = createWebhookService({ store: opts.persistence.notices, queue: await opts.queue(opts.persistence), logger: quietLogger, ...opts.webhooks });
+    const outbox = opts.outboxWake?.outbox;
+    webhooks = createWebhookService({
+      store: opts.persistence.notices,
+      queue: await opts.queue(opts.persistence),
+      logger: quietLogger,
+      ...(outbox ? { onWebhooksChanged: () => outbox.webhooksChanged() } : {}),
+      ...opts.webhooks,
+    });
     await webhooks.start();
     const w = webhooks;
-    hub.onNotices((n) => w.dispatch(n));
+    hub.onWatchNotices(() => w.wake());
+    if (opts.outboxWake) opts.outboxWake.fn = () => w.wake();
   }
   const app = await buildApp({
     engine,

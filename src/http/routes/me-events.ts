@@ -59,6 +59,14 @@ const WatchSchema = Type.Object({
 
 const sse = (event: string, data: unknown, id?: string): string => `${id !== undefined ? `id: ${id}\n` : ''}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 
+/** Each notice's SSE frame, serialised once however many of the student's streams it goes to. */
+const frames = new WeakMap<Notice, string>();
+const frameOf = (n: Notice): string => {
+  let f = frames.get(n);
+  if (f === undefined) frames.set(n, (f = sse('notice', toWire(n), n.id)));
+  return f;
+};
+
 export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async (app, { hub, tokens }) => {
   const studentOnly = tokens.requireRole('student');
   const tickets = createFeedTickets({ ttlMs: TICKET_TTL_MS, max: 50_000, now: tokens.now });
@@ -173,7 +181,7 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
         res.write(chunk);
         return true;
       };
-      const writeNotice = (n: Notice): boolean => write(sse('notice', toWire(n), n.id));
+      const writeNotice = (n: Notice): boolean => write(frameOf(n));
       // Open first: live notices that arrive while the database is read are held, then sent after.
       const close = hub.openStream(p.id, {
         write(n) {
