@@ -115,6 +115,8 @@ describe('npm start / npm stop', () => {
     assert.ok(cmdline.some((a) => a.endsWith('dist/src/main.js')), cmdline.join(' '));
     assert.ok(!cmdline.some((a) => a.includes('tsx')), 'no TypeScript loader');
     assert.ok(readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('MALLOC_ARENA_MAX=2'));
+    // The compiled build carries the ready-made data directory: no initdb on the first start (docs/memory.md).
+    assert.match(start.output(), /new PGlite data directory created from the shipped template/);
 
     const login = await json(base, 'POST', '/login', { user: 40000001, password: 'student-pass', staff: false });
     assert.equal(login.status, 200);

@@ -83,7 +83,8 @@ export async function memoryScenario(opts: BenchOptions, report: ScenarioReport<
   report.notes.push(
     `Engine started as npm start starts it: node ${ENGINE_FLAGS.nodeArgs.join(' ')}, ${Object.entries(ENGINE_FLAGS.env).map(([k, v]) => `${k}=${v}`).join(' ')} (scripts/engine-flags.json). ` +
       'Front door (embedded): first start = empty data directory with the demo data (initdb, migrations, 1,500 sections), peak = VmHWM of the engine, ' +
-      'tree peak = highest summed VmRSS of the engine and its children (npm start: npm, sh, launcher, engine), sampled every 50 ms.',
+      'tree peak = highest summed VmRSS of the engine and its children (npm start: npm, sh, launcher, engine, and an initdb child if one runs), sampled every 50 ms; ' +
+        'npm start is measured on the directory the first start created and on a new, empty one.',
   );
   if (opts.memoryDatasets !== 'both') report.notes.push(`Data sets measured: ${opts.memoryDatasets} only (--datasets).`);
   // Embedded beside full: a full-mode run measures embedded mode too.
@@ -119,6 +120,12 @@ export async function memoryScenario(opts: BenchOptions, report: ScenarioReport<
           targets.push(
             check('npm start: processes left / their RSS', '1 (the engine)', `${fd.npmStart.left.length} / ${fd.npmStart.leftRssMb} MB; tree peak while starting ${fd.npmStart.treePeakMb} MB`,
               fd.npmStart.left.length === 1),
+          );
+        }
+        if (fd.npmFirstStart) {
+          targets.push(
+            check('npm start on an empty data directory: tree peak', '< 300 MB', `${fd.npmFirstStart.treePeakMb} MB; ${fd.npmFirstStart.left.length} process(es) left, ${fd.npmFirstStart.leftRssMb} MB`,
+              fd.npmFirstStart.treePeakMb < 300),
           );
         }
       }
@@ -190,7 +197,8 @@ async function memoryOnce(
     const fd = f.frontDoor;
     note(
       `[${run}] front door: first start peak ${fd.firstStart.peakMb} MB (tree ${fd.firstStart.treePeakMb} MB), ${fd.firstStart.rssMb} MB after; ` +
-        `restart ${fd.restart.rssMb} MB (peak ${fd.restart.peakMb} MB); npm start leaves ${fd.npmStart?.left.length} process(es), ${fd.npmStart?.leftRssMb} MB, tree peak ${fd.npmStart?.treePeakMb} MB`,
+        `restart ${fd.restart.rssMb} MB (peak ${fd.restart.peakMb} MB); npm start leaves ${fd.npmStart?.left.length} process(es), ${fd.npmStart?.leftRssMb} MB, tree peak ${fd.npmStart?.treePeakMb} MB; ` +
+        `npm start on an empty directory: tree peak ${fd.npmFirstStart?.treePeakMb} MB`,
     );
   }
   if (opts.ceiling) {
