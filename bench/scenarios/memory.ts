@@ -82,7 +82,7 @@ export async function memoryScenario(opts: BenchOptions, report: ScenarioReport<
   );
   report.notes.push(
     `Engine started as npm start starts it: node ${ENGINE_FLAGS.nodeArgs.join(' ')}, ${Object.entries(ENGINE_FLAGS.env).map(([k, v]) => `${k}=${v}`).join(' ')} (scripts/engine-flags.json). ` +
-      'Front door (embedded): first start = empty data directory with the demo data (initdb, migrations, 1,500 sections), peak = VmHWM of the engine, ' +
+      'Front door (embedded): first start = empty data directory with the demo data (the shipped empty PGlite directory, migrations, 1,500 sections), peak = VmHWM of the engine, ' +
       'tree peak = highest summed VmRSS of the engine and its children (npm start: npm, sh, launcher, engine, and an initdb child if one runs), sampled every 50 ms; ' +
         'npm start is measured on the directory the first start created and on a new, empty one.',
   );
