@@ -82,8 +82,7 @@ export async function initDataDirInChild(dataDir: string): Promise<void> {
 
 /**
  * Makes sure `dataDir` holds a PGlite data directory: an existing one is left alone; a new one is
- * unpacked from the shipped template (pglite-template.ts: no initdb, a few MB and well under a
- * second) and, when the template cannot be used (made by another PGlite version, damaged, missing,
+ * unpacked from the shipped template (pglite-template.ts: no initdb, no second process) and, when the template cannot be used (made by another PGlite version, damaged, missing,
  * or the directory is not empty), created by initdb in a child process as before. A template that
  * fails leaves nothing behind, so the fallback starts from the same state.
  */
