@@ -32,6 +32,7 @@ USER node
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-# V8 and allocator settings of scripts/engine-flags.json (docs/memory.md).
+# V8 and allocator settings of scripts/engine-flags.json (docs/memory.md); the image runs full mode,
+# so not its `embedded` ones.
 ENV MALLOC_ARENA_MAX=2
 CMD ["node", "--liftoff-only", "dist/src/main.js"]

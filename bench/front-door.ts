@@ -6,10 +6,8 @@
  * first start on an empty data directory (with the demo data), restart, and `npm start`.
  * Default engine: `<flags of scripts/engine-flags.json> dist/src/main.js` (build first). Prints JSON.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { measureFrontDoor } from './lib/front-door.js';
-import { REPO_ROOT } from './lib/procs.js';
+import { EMBEDDED_ENGINE_FLAGS, REPO_ROOT } from './lib/procs.js';
 
 const argv = process.argv.slice(2);
 const value = (flag: string): string | undefined => {
@@ -17,7 +15,8 @@ const value = (flag: string): string | undefined => {
   return i >= 0 ? argv[i + 1] : undefined;
 };
 const root = value('--root') ?? REPO_ROOT;
-const flags = JSON.parse(readFileSync(join(REPO_ROOT, 'scripts/engine-flags.json'), 'utf8')) as { nodeArgs: string[]; env: Record<string, string> };
+// The front door is embedded mode: npm start adds engine-flags.json's `embedded` settings.
+const flags = EMBEDDED_ENGINE_FLAGS;
 const engineArgs = value('--engine')?.split(' ').filter(Boolean) ?? [...flags.nodeArgs, 'dist/src/main.js'];
 const engineEnv: Record<string, string> = value('--engine') ? {} : { ...flags.env };
 argv.forEach((a, i) => {

@@ -22,6 +22,17 @@ import { build, PID_FILE, ROOT, staleReason } from './build.mjs';
 const FLAGS = JSON.parse(readFileSync(join(ROOT, 'scripts', 'engine-flags.json'), 'utf8'));
 const say = (text) => process.stderr.write(`[npm start] ${text}\n`);
 
+/** Whether a .env file (if there is one) gives `name` a non-empty value, as node's --env-file reads it. */
+function envFileSets(file, name) {
+  let text;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return false;
+  }
+  return text.split(/\r?\n/).some((line) => new RegExp(`^\\s*(?:export\\s+)?${name}\\s*=\\s*['"]?[^'"\\s#]`).test(line));
+}
+
 const args = process.argv.slice(2);
 const unknown = args.filter((a) => a !== '--foreground');
 if (unknown.length > 0) {
@@ -43,9 +54,13 @@ if (stale) {
   say(`built in ${Math.round(performance.now() - t0)} ms`);
 }
 
+// Embedded mode (no DATABASE_URL in the environment or in .env) also gets engine-flags.json's
+// `embedded` settings: a small young generation and a fixed malloc threshold (docs/memory.md).
+const embedded = !process.env.DATABASE_URL && !envFileSets(join(ROOT, '.env'), 'DATABASE_URL');
+const nodeArgs = [...FLAGS.nodeArgs, ...(embedded ? FLAGS.embedded.nodeArgs : [])];
 // Variables the user set win over the defaults of engine-flags.json.
-const env = { ...FLAGS.env, ...process.env };
-const engine = spawn(process.execPath, [...FLAGS.nodeArgs, '--env-file-if-exists=.env', join('dist', 'src', 'main.js')], {
+const env = { ...FLAGS.env, ...(embedded ? FLAGS.embedded.env : {}), ...process.env };
+const engine = spawn(process.execPath, [...nodeArgs, '--env-file-if-exists=.env', join('dist', 'src', 'main.js')], {
   cwd: ROOT,
   env,
   // Own session and process group: a terminal's Ctrl-C reaches only this launcher, which passes it

@@ -112,7 +112,7 @@ describe('.env', () => {
   it('every npm entry point that runs node reads .env when present (node --env-file-if-exists)', () => {
     const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
     for (const name of ['start:prod', 'migrate', 'batcher', 'create-staff']) {
-      assert.match(scripts[name] ?? '', /^(MALLOC_ARENA_MAX=\S+ )?node (--[a-z-]+ )*--env-file-if-exists=\.env /, `npm run ${name}`);
+      assert.match(scripts[name] ?? '', /^(MALLOC_[A-Z_]+=\S+ )*node (--[a-z-]+(=\d+)? )*--env-file-if-exists=\.env /, `npm run ${name}`);
     }
     // npm start runs the launcher, which starts the compiled engine with the flag (and no loader).
     assert.equal(scripts['start'], 'node scripts/start.mjs');

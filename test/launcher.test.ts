@@ -111,10 +111,23 @@ describe('npm start / npm stop', () => {
     assert.deepEqual(inSession(pid), [pid], 'processes left in the engine session');
     assert.equal(alive(start.child.pid as number), false, 'npm has exited');
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    assert.ok(cmdline.includes('--liftoff-only'), cmdline.join(' '));
+    // Every V8 flag and allocator setting of scripts/engine-flags.json (docs/memory.md).
+    const all = JSON.parse(readFileSync(join(ROOT, 'scripts', 'engine-flags.json'), 'utf8')) as {
+      nodeArgs: string[];
+      env: Record<string, string>;
+      embedded: { nodeArgs: string[]; env: Record<string, string> };
+    };
+    // No DATABASE_URL here: embedded mode, so the `embedded` settings too.
+    const flags = { nodeArgs: [...all.nodeArgs, ...all.embedded.nodeArgs], env: { ...all.env, ...all.embedded.env } };
+    for (const a of flags.nodeArgs) assert.ok(cmdline.includes(a), `${a} in ${cmdline.join(' ')}`);
     assert.ok(cmdline.some((a) => a.endsWith('dist/src/main.js')), cmdline.join(' '));
     assert.ok(!cmdline.some((a) => a.includes('tsx')), 'no TypeScript loader');
-    assert.ok(readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('MALLOC_ARENA_MAX=2'));
+    const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+    for (const [k, v] of Object.entries(flags.env)) assert.ok(environ.includes(`${k}=${v}`), `${k}=${v} in the engine's environment`);
+    assert.deepEqual(flags.nodeArgs, ['--liftoff-only', '--max-semi-space-size=2']);
+    assert.deepEqual(flags.env, { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' });
+    // The compiled build carries the ready-made data directory: no initdb on the first start (docs/memory.md).
+    assert.match(start.output(), /new PGlite data directory created from the shipped template/);
 
     const login = await json(base, 'POST', '/login', { user: 40000001, password: 'student-pass', staff: false });
     assert.equal(login.status, 200);

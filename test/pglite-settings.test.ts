@@ -34,7 +34,8 @@ describe('PGlite start parameters', () => {
   it('apply to a new data directory (created by the initdb child) and again after reopening it; shared_buffers can be set', { timeout: 180_000 }, async () => {
     const path = join(dir, 'pglite');
     assert.equal(existsSync(join(path, 'PG_VERSION')), false);
-    const first = await createPgliteClient(path);
+    // template: null = no shipped template (test/pglite-template.test.ts covers that path): initdb in the child.
+    const first = await createPgliteClient(path, { template: null });
     try {
       assert.ok(existsSync(join(path, 'PG_VERSION')), 'the directory was initialised');
       for (const [k, v] of Object.entries(PGLITE_SETTINGS)) assert.equal(await show(first, k), v, k);
@@ -52,8 +53,21 @@ describe('PGlite start parameters', () => {
     }
   });
 
+  it('applies to a new data directory created from the shipped template', { timeout: 120_000 }, async () => {
+    const path = join(dir, 'from-template');
+    const origins: string[] = [];
+    const db = await createPgliteClient(path, { onDataDir: (o) => origins.push(o.from) });
+    try {
+      assert.deepEqual(origins, ['template']);
+      for (const [k, v] of Object.entries(PGLITE_SETTINGS)) assert.equal(await show(db, k), v, k);
+    } finally {
+      await db.close();
+    }
+  });
+
   it('a directory that cannot be initialised is a clear error', { timeout: 120_000 }, async () => {
-    // A regular file where the data directory's PG_VERSION parent should be: initdb fails in the child.
+    // A regular file where the data directory's PG_VERSION parent should be: the template refuses a
+    // directory that is not empty, and initdb fails in the child.
     const blocked = join(dir, 'blocked');
     const { writeFileSync, mkdirSync } = await import('node:fs');
     mkdirSync(blocked);

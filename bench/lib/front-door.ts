@@ -34,7 +34,10 @@ export interface NpmStartFigures {
 export interface FrontDoorFigures {
   firstStart: StartFigures;
   restart: StartFigures;
+  /** `npm start` on the data directory the first start created. */
   npmStart: NpmStartFigures | null;
+  /** `npm start` on a new, empty data directory: what a new user's first `npm start` costs (tree peak). */
+  npmFirstStart: NpmStartFigures | null;
 }
 
 const kb = (status: string, field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
@@ -160,7 +163,7 @@ async function measuredStart(root: string, nodeArgs: string[], env: NodeJS.Proce
   }
 }
 
-/** `npm start` in `root` on `dataDir` (already created): its whole tree, and what it leaves running. */
+/** `npm start` in `root` on env.DATA_DIR (existing or empty): its whole tree, and what it leaves running. */
 async function measuredNpmStart(root: string, env: NodeJS.ProcessEnv): Promise<NpmStartFigures> {
   const port = await freePort();
   const t0 = performance.now();
@@ -193,7 +196,8 @@ export async function measureFrontDoor(opts: { root: string; engineArgs: string[
     const firstStart = await measuredStart(opts.root, opts.engineArgs, env);
     const restart = await measuredStart(opts.root, opts.engineArgs, env);
     const npmStart = opts.npmStart ? await measuredNpmStart(opts.root, env) : null;
-    return { firstStart, restart, npmStart };
+    const npmFirstStart = opts.npmStart ? await measuredNpmStart(opts.root, { ...env, DATA_DIR: join(dir, 'data-npm') }) : null;
+    return { firstStart, restart, npmStart, npmFirstStart };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

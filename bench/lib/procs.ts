@@ -13,10 +13,25 @@ export const REPO_ROOT = new URL('../..', import.meta.url).pathname.replace(/\/$
  * How `npm start` (scripts/start.mjs) starts the compiled engine: node arguments (V8 flags) and
  * environment defaults from scripts/engine-flags.json. The harness starts the engine the same way.
  */
-export const ENGINE_FLAGS = JSON.parse(readFileSync(join(REPO_ROOT, 'scripts/engine-flags.json'), 'utf8')) as {
+const ALL_ENGINE_FLAGS = JSON.parse(readFileSync(join(REPO_ROOT, 'scripts/engine-flags.json'), 'utf8')) as {
   nodeArgs: string[];
   env: Record<string, string>;
+  embedded: { nodeArgs: string[]; env: Record<string, string> };
 };
+
+/** Full mode's settings (as npm start gives them when DATABASE_URL is set). */
+export const ENGINE_FLAGS = { nodeArgs: ALL_ENGINE_FLAGS.nodeArgs, env: ALL_ENGINE_FLAGS.env };
+
+/** Embedded mode's settings: the full-mode ones plus engine-flags.json's `embedded` ones. */
+export const EMBEDDED_ENGINE_FLAGS = {
+  nodeArgs: [...ALL_ENGINE_FLAGS.nodeArgs, ...ALL_ENGINE_FLAGS.embedded.nodeArgs],
+  env: { ...ALL_ENGINE_FLAGS.env, ...ALL_ENGINE_FLAGS.embedded.env },
+};
+
+/** How npm start starts the engine in a mode. */
+export function engineFlags(mode: 'full' | 'embedded'): { nodeArgs: string[]; env: Record<string, string> } {
+  return mode === 'embedded' ? EMBEDDED_ENGINE_FLAGS : ENGINE_FLAGS;
+}
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -10,7 +10,7 @@ import pg from 'pg';
 import { migrate } from '../../src/persistence/migrations.js';
 import { createPgClient } from '../../src/persistence/pg-client.js';
 import { isInterrupted, track, type Resource } from './cleanup.js';
-import { Child, ENGINE_FLAGS, entryArgs, freePort, readCpuSeconds, readMachineCpu, readMemory, REPO_ROOT, waitForHttp, type MachineCpu, type MemoryReading, type Runner } from './procs.js';
+import { Child, engineFlags, entryArgs, freePort, readCpuSeconds, readMachineCpu, readMemory, REPO_ROOT, waitForHttp, type MachineCpu, type MemoryReading, type Runner } from './procs.js';
 import { BENCH_PASSWORD, countEnrollments, seedDatabase, WINDOW_MINUTES, type Ledger, type RowCounts, type SeedReport, type SeedSpec } from './seed.js';
 
 /**
@@ -104,8 +104,9 @@ export class System {
       this.port = await freePort();
       if (this.opts.mode === 'full' && this.opts.batcher === 'separate') this.startBatcher();
       // Started as npm start starts it: the V8 flags and environment defaults of scripts/engine-flags.json.
-      this.engine = new Child('engine', [...ENGINE_FLAGS.nodeArgs, ...this.profileArgs('engine'), ...entryArgs(this.opts.runner, 'src/main.ts')], {
-        ...ENGINE_FLAGS.env,
+      const flags = engineFlags(this.opts.mode);
+      this.engine = new Child('engine', [...flags.nodeArgs, ...this.profileArgs('engine'), ...entryArgs(this.opts.runner, 'src/main.ts')], {
+        ...flags.env,
         ...this.engineEnv(),
       });
       this.startupMs = await waitForHttp(this.engine, `${this.baseUrl}/health`, 300_000);

@@ -1,7 +1,7 @@
 import { check, profileSummaries, ratio, variantsOf, type BenchOptions, type ScenarioReport, type TargetCheck } from '../lib/common.js';
 import { closeAll, openConnections } from '../lib/http.js';
 import { measureFrontDoor, type FrontDoorFigures } from '../lib/front-door.js';
-import { ENGINE_FLAGS, readMemory, REPO_ROOT } from '../lib/procs.js';
+import { EMBEDDED_ENGINE_FLAGS, ENGINE_FLAGS, readMemory, REPO_ROOT } from '../lib/procs.js';
 import { spawnSync } from 'node:child_process';
 import { note } from '../lib/progress.js';
 import { Ledger, type SeedSpec } from '../lib/seed.js';
@@ -81,9 +81,11 @@ export async function memoryScenario(opts: BenchOptions, report: ScenarioReport<
       'Startup = spawn to the first /health reply (migrations, loading every row, listening).',
   );
   report.notes.push(
-    `Engine started as npm start starts it: node ${ENGINE_FLAGS.nodeArgs.join(' ')}, ${Object.entries(ENGINE_FLAGS.env).map(([k, v]) => `${k}=${v}`).join(' ')} (scripts/engine-flags.json). ` +
-      'Front door (embedded): first start = empty data directory with the demo data (initdb, migrations, 1,500 sections), peak = VmHWM of the engine, ' +
-      'tree peak = highest summed VmRSS of the engine and its children (npm start: npm, sh, launcher, engine), sampled every 50 ms.',
+    `Engine started as npm start starts it (scripts/engine-flags.json): embedded node ${EMBEDDED_ENGINE_FLAGS.nodeArgs.join(' ')}, ${Object.entries(EMBEDDED_ENGINE_FLAGS.env).map(([k, v]) => `${k}=${v}`).join(' ')}; ` +
+      `full node ${ENGINE_FLAGS.nodeArgs.join(' ')}, ${Object.entries(ENGINE_FLAGS.env).map(([k, v]) => `${k}=${v}`).join(' ')}. ` +
+      'Front door (embedded): first start = empty data directory with the demo data (the shipped empty PGlite directory, migrations, 1,500 sections), peak = VmHWM of the engine, ' +
+      'tree peak = highest summed VmRSS of the engine and its children (npm start: npm, sh, launcher, engine, and an initdb child if one runs), sampled every 50 ms; ' +
+        'npm start is measured on the directory the first start created and on a new, empty one.',
   );
   if (opts.memoryDatasets !== 'both') report.notes.push(`Data sets measured: ${opts.memoryDatasets} only (--datasets).`);
   // Embedded beside full: a full-mode run measures embedded mode too.
@@ -119,6 +121,12 @@ export async function memoryScenario(opts: BenchOptions, report: ScenarioReport<
           targets.push(
             check('npm start: processes left / their RSS', '1 (the engine)', `${fd.npmStart.left.length} / ${fd.npmStart.leftRssMb} MB; tree peak while starting ${fd.npmStart.treePeakMb} MB`,
               fd.npmStart.left.length === 1),
+          );
+        }
+        if (fd.npmFirstStart) {
+          targets.push(
+            check('npm start on an empty data directory: tree peak', '< 300 MB', `${fd.npmFirstStart.treePeakMb} MB; ${fd.npmFirstStart.left.length} process(es) left, ${fd.npmFirstStart.leftRssMb} MB`,
+              fd.npmFirstStart.treePeakMb < 300),
           );
         }
       }
@@ -186,11 +194,12 @@ async function memoryOnce(
     note(`[${run}] front door: first start with the demo data, restart, npm start (compiled build in ./dist)`);
     const built = spawnSync(process.execPath, ['-e', "import('./scripts/build.mjs').then((m) => m.build({ ifStale: true }))"], { cwd: REPO_ROOT, encoding: 'utf8' });
     if (built.status !== 0) throw new Error(`building dist/ failed:\n${built.stdout}${built.stderr}`);
-    f.frontDoor = await measureFrontDoor({ root: REPO_ROOT, engineArgs: [...ENGINE_FLAGS.nodeArgs, 'dist/src/main.js'], engineEnv: { ...ENGINE_FLAGS.env }, npmStart: true });
+    f.frontDoor = await measureFrontDoor({ root: REPO_ROOT, engineArgs: [...EMBEDDED_ENGINE_FLAGS.nodeArgs, 'dist/src/main.js'], engineEnv: { ...EMBEDDED_ENGINE_FLAGS.env }, npmStart: true });
     const fd = f.frontDoor;
     note(
       `[${run}] front door: first start peak ${fd.firstStart.peakMb} MB (tree ${fd.firstStart.treePeakMb} MB), ${fd.firstStart.rssMb} MB after; ` +
-        `restart ${fd.restart.rssMb} MB (peak ${fd.restart.peakMb} MB); npm start leaves ${fd.npmStart?.left.length} process(es), ${fd.npmStart?.leftRssMb} MB, tree peak ${fd.npmStart?.treePeakMb} MB`,
+        `restart ${fd.restart.rssMb} MB (peak ${fd.restart.peakMb} MB); npm start leaves ${fd.npmStart?.left.length} process(es), ${fd.npmStart?.leftRssMb} MB, tree peak ${fd.npmStart?.treePeakMb} MB; ` +
+        `npm start on an empty directory: tree peak ${fd.npmFirstStart?.treePeakMb} MB`,
     );
   }
   if (opts.ceiling) {

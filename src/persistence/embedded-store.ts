@@ -27,7 +27,13 @@ export async function createEmbeddedStore(opts: {
   outbox?: WebhookOutbox;
 }): Promise<Persistence> {
   const log = opts.logger.child({ module: 'embedded-store' });
-  const db: SqlClient = await createPgliteClient(opts.dataDir, { sharedBuffersMb: opts.sharedBuffersMb });
+  const db: SqlClient = await createPgliteClient(opts.dataDir, {
+    sharedBuffersMb: opts.sharedBuffersMb,
+    onDataDir: (origin) => {
+      if (origin.from === 'template') log.info({ dataDir: opts.dataDir, pglite: origin.pglite }, 'new PGlite data directory created from the shipped template');
+      else if (origin.from === 'initdb') log.warn({ dataDir: opts.dataDir, reason: origin.reason }, 'the shipped PGlite template was not usable; the data directory was created by initdb instead');
+    },
+  });
   const committer = createGroupCommitter(async (events) => {
     const t0 = performance.now();
     const outbox = opts.outbox;

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
+import { createDataDirFromTemplate, SHIPPED_TEMPLATE, type TemplatePaths } from './pglite-template.js';
 import type { SqlClient, SqlExecutor } from './sql-client.js';
 
 /**
@@ -24,7 +25,20 @@ export const PGLITE_SETTINGS: Readonly<Record<string, string>> = {
 export interface PgliteOptions {
   /** Overrides `shared_buffers` (MB); PGLITE_SHARED_BUFFERS_MB, to measure or to trade memory for a larger data set. */
   sharedBuffersMb?: number;
+  /**
+   * The ready-made empty data directory a new directory is created from (default: the one shipped
+   * beside pglite-template.ts); null always runs initdb (in a child). Tests point it elsewhere.
+   */
+  template?: TemplatePaths | null;
+  /** Told how the data directory came to be, once, before PGlite opens it (the store logs it). */
+  onDataDir?: (origin: DataDirOrigin) => void;
 }
+
+/** How {@link prepareDataDir} found or made the data directory. */
+export type DataDirOrigin =
+  | { from: 'existing' }
+  | { from: 'template'; pglite: string; pgVersion: string }
+  | { from: 'initdb'; reason: string };
 
 const startParams = (opts: PgliteOptions = {}): string[] => [
   ...PGlite.defaultStartParams,
@@ -43,7 +57,7 @@ const startParams = (opts: PgliteOptions = {}): string[] => [
  * loader flags (`--import tsx` when running from source) and `--liftoff-only` when set.
  * Its peak (about 670 MB with `--liftoff-only`, measured) is the child's alone and ends with it.
  */
-async function initDataDirInChild(dataDir: string): Promise<void> {
+export async function initDataDirInChild(dataDir: string): Promise<void> {
   const self = fileURLToPath(import.meta.url);
   const script = join(self, '..', `pglite-initdb${self.endsWith('.ts') ? '.ts' : '.js'}`);
   const loaderArgs: string[] = [];
@@ -66,6 +80,28 @@ async function initDataDirInChild(dataDir: string): Promise<void> {
   if (code !== 0) throw new Error(`creating the PGlite data directory ${dataDir} failed (exit ${code}): ${stderr.trim()}`);
 }
 
+/**
+ * Makes sure `dataDir` holds a PGlite data directory: an existing one is left alone; a new one is
+ * unpacked from the shipped template (pglite-template.ts: no initdb, no second process) and, when the template cannot be used (made by another PGlite version, damaged, missing,
+ * or the directory is not empty), created by initdb in a child process as before. A template that
+ * fails leaves nothing behind, so the fallback starts from the same state.
+ */
+export async function prepareDataDir(dataDir: string, template: TemplatePaths | null = SHIPPED_TEMPLATE): Promise<DataDirOrigin> {
+  if (existsSync(join(dataDir, 'PG_VERSION'))) return { from: 'existing' };
+  let reason = 'no template';
+  if (template) {
+    try {
+      const m = await createDataDirFromTemplate(dataDir, template);
+      return { from: 'template', pglite: m.pglite, pgVersion: m.pgVersion };
+    } catch (err) {
+      reason = (err as Error).message;
+    }
+  }
+  mkdirSync(dataDir, { recursive: true });
+  await initDataDirInChild(dataDir);
+  return { from: 'initdb', reason };
+}
+
 /** Creates (initdb) and closes a PGlite data directory in this process; what the child runs. */
 export async function initDataDir(dataDir: string): Promise<void> {
   mkdirSync(dataDir, { recursive: true });
@@ -76,12 +112,13 @@ export async function initDataDir(dataDir: string): Promise<void> {
 /**
  * PGlite (PostgreSQL compiled to WebAssembly, in this process) behind the SqlClient interface.
  * `dataDir` null keeps everything in memory (tests); otherwise files survive restarts, and a new
- * directory is created by a child process first (see {@link initDataDirInChild}).
+ * directory is created first, from the shipped template or by initdb in a child (see
+ * {@link prepareDataDir}).
  */
 export async function createPgliteClient(dataDir: string | null, opts: PgliteOptions = {}): Promise<SqlClient> {
   if (dataDir) {
-    mkdirSync(dataDir, { recursive: true });
-    if (!existsSync(join(dataDir, 'PG_VERSION'))) await initDataDirInChild(dataDir);
+    const origin = await prepareDataDir(dataDir, opts.template === undefined ? SHIPPED_TEMPLATE : opts.template);
+    opts.onDataDir?.(origin);
   }
   const db = dataDir ? await PGlite.create(dataDir, { startParams: startParams(opts) }) : await PGlite.create({ startParams: startParams(opts) });
   const wrap = (q: Pick<PGlite, 'query'>): SqlExecutor => ({
