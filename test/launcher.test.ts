@@ -124,7 +124,7 @@ describe('npm start / npm stop', () => {
     assert.ok(!cmdline.some((a) => a.includes('tsx')), 'no TypeScript loader');
     const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
     for (const [k, v] of Object.entries(flags.env)) assert.ok(environ.includes(`${k}=${v}`), `${k}=${v} in the engine's environment`);
-    assert.deepEqual(flags.nodeArgs, ['--liftoff-only', '--max-semi-space-size=2']);
+    assert.deepEqual(flags.nodeArgs, ['--liftoff-only', '--max-semi-space-size=4']);
     assert.deepEqual(flags.env, { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' });
     // The compiled build carries the ready-made data directory: no initdb on the first start (docs/memory.md).
     assert.match(start.output(), /new PGlite data directory created from the shipped template/);
