@@ -19,19 +19,8 @@ import { join } from 'node:path';
 import process from 'node:process';
 import { performance } from 'node:perf_hooks';
 import { build, PID_FILE, ROOT, staleReason } from './build.mjs';
-const FLAGS = JSON.parse(readFileSync(join(ROOT, 'scripts', 'engine-flags.json'), 'utf8'));
+import { engineStart } from './engine-args.mjs';
 const say = (text) => process.stderr.write(`[npm start] ${text}\n`);
-
-/** Whether a .env file (if there is one) gives `name` a non-empty value, as node's --env-file reads it. */
-function envFileSets(file, name) {
-  let text;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    return false;
-  }
-  return text.split(/\r?\n/).some((line) => new RegExp(`^\\s*(?:export\\s+)?${name}\\s*=\\s*['"]?[^'"\\s#]`).test(line));
-}
 
 const args = process.argv.slice(2);
 const unknown = args.filter((a) => a !== '--foreground');
@@ -54,12 +43,15 @@ if (stale) {
   say(`built in ${Math.round(performance.now() - t0)} ms`);
 }
 
-// Embedded mode (no DATABASE_URL in the environment or in .env) also gets engine-flags.json's
-// `embedded` settings: a small young generation and a fixed malloc threshold (docs/memory.md).
-const embedded = !process.env.DATABASE_URL && !envFileSets(join(ROOT, '.env'), 'DATABASE_URL');
-const nodeArgs = [...FLAGS.nodeArgs, ...(embedded ? FLAGS.embedded.nodeArgs : [])];
-// Variables the user set win over the defaults of engine-flags.json.
-const env = { ...FLAGS.env, ...(embedded ? FLAGS.embedded.env : {}), ...process.env };
+// Embedded mode (no DATABASE_URL in the environment or .env) also gets engine-flags.json's `embedded`
+// settings: a small young generation and a fixed malloc threshold (docs/memory.md).
+let envText = '';
+try {
+  envText = readFileSync(join(ROOT, '.env'), 'utf8');
+} catch {
+  // no .env
+}
+const { nodeArgs, env } = engineStart(process.env, envText);
 const engine = spawn(process.execPath, [...nodeArgs, '--env-file-if-exists=.env', join('dist', 'src', 'main.js')], {
   cwd: ROOT,
   env,

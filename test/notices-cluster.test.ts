@@ -6,7 +6,8 @@ import { describe, test } from 'node:test';
 import { deliveryQueueNames } from '../src/persistence/delivery-queue.js';
 import { streamNames } from '../src/persistence/full-store.js';
 import { deleteQueues } from './support/amqp.js';
-import { Api, type Child, FIRST_STUDENT, type FaultEnv, freePort, sleep, waitFor, withFaultEnv } from './support/fault-harness.js';
+import { startNode } from './support/cluster-harness.js';
+import { FIRST_STUDENT, sleep, waitFor, withFaultEnv } from './support/fault-harness.js';
 import { openSse } from './support/notices-world.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
 
@@ -19,27 +20,6 @@ import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
  */
 
 const SECRET = 'cluster-webhook-secret-0123456789';
-
-interface Node {
-  name: string;
-  api: Api;
-  child: Child;
-}
-
-async function startNode(env: FaultEnv, name: string, port?: number): Promise<Node> {
-  const api = new Api(port ?? (await freePort()));
-  const child = env.spawn(name, 'src/main.ts', { PORT: String(api.port), LEASE_TTL_MS: '10000' });
-  await waitFor(
-    async () => {
-      if (!child.alive) throw new Error(`${name} exited:\n${child.output()}`);
-      return (await api.request('GET', '/ready', null, undefined, 1000)).status === 200;
-    },
-    60_000,
-    `${name} to be ready`,
-    50,
-  );
-  return { name, api, child };
-}
 
 describe('notices with two instances (PostgreSQL, RabbitMQ, real processes)', { timeout: 240_000 }, async () => {
   const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
@@ -68,8 +48,8 @@ describe('notices with two instances (PostgreSQL, RabbitMQ, real processes)', { 
       });
 
       env.startBatcher();
-      const a = await startNode(env, 'engine-a', env.api.port); // takes the lease: owner of every section
-      const b = await startNode(env, 'engine-b');
+      const a = await startNode(env, 'engine-a', { LEASE_TTL_MS: '10000' }, env.api.port); // takes the lease: owner of every section
+      const b = await startNode(env, 'engine-b', { LEASE_TTL_MS: '10000' });
       t.after(() => [a, b].forEach((n) => n.api.close()));
       const lease = await env.db.query<{ address: string }>('SELECT address FROM shard_leases WHERE log_name = $1 AND shard = 0', [streamNames(env.prefix).stream]);
       assert.ok(lease.rows[0]?.address.endsWith(`:${a.api.port}`), 'engine-a owns the sections; engine-b forwards writes and follows the log');

@@ -4,8 +4,7 @@ import type { Logger } from 'pino';
 import { createFenceFilter, decodeMessage, offsetOf, streamArguments, type Fence, type FenceFilter } from './amqp-log.js';
 import { setLogStall, watchBatcher, type BatcherLagSource } from './metrics.js';
 import type { SqlClient } from './sql-client.js';
-import { applyEvents } from './state-store.js';
-import type { StagedOutbox, WebhookOutbox } from './webhook-outbox.js';
+import { applyEventsWithOutbox, type StagedOutbox, type WebhookOutbox } from './webhook-outbox.js';
 import type { DomainEvent } from './types.js';
 
 /**
@@ -178,18 +177,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
           let count = 0;
           const events: DomainEvent[] = [];
           for (const p of batch) if (p.offset >= dbNext && p.events) events.push(...p.events);
-          const outbox = opts.outbox;
-          if (events.length > 0) {
-            count = await applyEvents(
-              tx,
-              events,
-              outbox
-                ? async (fresh) => {
-                    staged = await outbox.stage(tx, fresh);
-                  }
-                : undefined,
-            );
-          }
+          if (events.length > 0) ({ count, staged } = await applyEventsWithOutbox(tx, events, opts.outbox));
           for (const p of batch) {
             if (!p.fence || p.offset < dbNext) continue;
             await tx.query(

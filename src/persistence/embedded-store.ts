@@ -4,9 +4,9 @@ import { migrate } from './migrations.js';
 import { createSqlNoticeStore } from './notice-store.js';
 import { createPgliteClient } from './pglite-client.js';
 import type { SqlClient } from './sql-client.js';
-import { applyEvents, loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
+import { loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
 import type { LoadedState, Persistence, ReadinessReport } from './types.js';
-import type { StagedOutbox, WebhookOutbox } from './webhook-outbox.js';
+import { applyEventsWithOutbox, type WebhookOutbox } from './webhook-outbox.js';
 
 /**
  * Embedded mode: PGlite files under the data directory, and the ordered log is in process. Each
@@ -36,20 +36,8 @@ export async function createEmbeddedStore(opts: {
   });
   const committer = createGroupCommitter(async (events) => {
     const t0 = performance.now();
-    const outbox = opts.outbox;
-    let staged: StagedOutbox | null = null;
-    await db.transaction((tx) =>
-      applyEvents(
-        tx,
-        events,
-        outbox
-          ? async (fresh) => {
-              staged = await outbox.stage(tx, fresh);
-            }
-          : undefined,
-      ),
-    );
-    (staged as StagedOutbox | null)?.commit();
+    const { staged } = await db.transaction((tx) => applyEventsWithOutbox(tx, events, opts.outbox));
+    staged?.commit();
     log.debug({ events: events.length, ms: +(performance.now() - t0).toFixed(1) }, 'group commit');
   }, opts.batchMaxEvents, { lingerMs: opts.groupCommitLingerMs, maxQueuedEvents: opts.maxQueuedEvents });
 

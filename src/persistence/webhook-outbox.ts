@@ -4,7 +4,7 @@ import type { SectionContext, SectionEvent } from '../actors/types.js';
 import type { OutboxDeriver, SectionStep } from './notice-types.js';
 import type { SqlExecutor } from './sql-client.js';
 import { insertOutboxDeliveries } from './notice-store.js';
-import { loadSections } from './state-store.js';
+import { applyEvents, loadSections } from './state-store.js';
 import type { DomainEvent } from './types.js';
 
 /**
@@ -37,6 +37,28 @@ export interface StagedOutbox {
   readonly deliveries: number;
   /** Call after COMMIT: the batch's sections become the outbox's copy. */
   commit(): void;
+}
+
+/**
+ * {@link applyEvents} with the outbox's deliveries for the new events staged in the same
+ * transaction (nothing staged without an outbox). The caller calls `staged.commit()` after COMMIT.
+ */
+export async function applyEventsWithOutbox(
+  tx: SqlExecutor,
+  events: DomainEvent[],
+  outbox: WebhookOutbox | undefined,
+): Promise<{ count: number; staged: StagedOutbox | null }> {
+  let staged: StagedOutbox | null = null;
+  const count = await applyEvents(
+    tx,
+    events,
+    outbox
+      ? async (fresh) => {
+          staged = await outbox.stage(tx, fresh);
+        }
+      : undefined,
+  );
+  return { count, staged };
 }
 
 export function createWebhookOutbox(opts: {
