@@ -160,13 +160,17 @@ describe('machine graph derived from the section machine', () => {
     assert.deepEqual(graph.states.filter((s) => s.choice).map((s) => s.path), ['openOrClosed', 'open.countingSeats']);
     assert.ok(labels.some((l) => l.includes('refuse(SECTION_CLOSED)')));
     assert.ok(graph.transitions.every((t) => !/handle|replay/.test(t.label)), 'no generic handler, no replay');
-    // Only drops and staff changes mean the same in every state; enroll is decided by each state.
+    // Only staff changes (and refusing a drop of a place nobody holds) mean the same in every state;
+    // enroll and a real drop are decided by each state.
     assert.deepEqual(
       [...new Set(graph.transitions.filter((t) => t.source === graph.root && t.kind === 'event').map((t) => t.event))].sort(),
       ['changeSettings', 'drop', 'forceEnroll'],
     );
     for (const state of ['section.closed', 'section.open', 'section.open.seatsAvailable', 'section.open.reserveOnly', 'section.open.full']) {
       assert.ok(graph.transitions.some((t) => t.source === state && t.event === 'enroll'), `${state} decides an enroll itself`);
+    }
+    for (const state of ['section.closed', 'section.open', 'section.open.seatsAvailable']) {
+      assert.ok(graph.transitions.some((t) => t.source === state && t.event === 'drop' && t.label.includes('releasePlace')), `${state} takes a drop itself`);
     }
   });
 
