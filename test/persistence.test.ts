@@ -6,7 +6,7 @@ import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
 import { migrate } from '../src/persistence/migrations.js';
 import { createPgClient } from '../src/persistence/pg-client.js';
 import { applyEvents, loadState } from '../src/persistence/state-store.js';
-import { streamOf, type Persistence } from '../src/persistence/types.js';
+import { streamOf, type DomainEvent, type Persistence } from '../src/persistence/types.js';
 import { MemoryPersistence, replayLog } from './support/memory-persistence.js';
 import { createTestDatabase } from './support/pg.js';
 import { NOW, normalize, scenario } from './support/scenario.js';
@@ -72,9 +72,17 @@ describe('state store on PostgreSQL', async () => {
 
       // The transition log holds every event once, in log order, each row with its own payload
       // (secrets left out) beside its own columns.
-      const rows = await db.query<{ stream: string; seq: number; type: string; student_id: number | null; payload: Record<string, unknown> }>(
-        'SELECT stream, seq, type, student_id, payload FROM transitions ORDER BY id',
-      );
+      const rows = await db.query<{
+        stream: string;
+        seq: number;
+        type: string;
+        student_id: number | null;
+        course_id: number | null;
+        request_id: string;
+        actor: string;
+        at: Date;
+        payload: Record<string, unknown>;
+      }>('SELECT stream, seq, type, student_id, course_id, request_id, actor, at, payload FROM transitions ORDER BY id');
       assert.equal(rows.rows.length, mem.log.length);
       for (const [k, e] of mem.log.entries()) {
         const row = rows.rows[k];
@@ -85,7 +93,21 @@ describe('state store on PostgreSQL', async () => {
         const own = e.type === 'studentCreated' ? { ...e, student: withoutHash } : e.type === 'staffCreated' ? { ...e, staff: withoutHash } : e;
         assert.deepEqual(row.payload, JSON.parse(JSON.stringify(own)), where);
         if ('studentId' in e) assert.equal(Number(row.student_id), e.studentId, where);
+        assert.equal(row.course_id === null ? null : Number(row.course_id), 'courseId' in e ? e.courseId : null, where);
+        assert.deepEqual([row.request_id, row.actor, row.at.getTime()], [e.cause.requestId, e.cause.actor, e.cause.at], where);
       }
+
+      // Text that needs escaping, and a time with milliseconds, come back exactly.
+      const odd = { ...(mem.log.find((e) => e.type === 'studentEnrolled') as DomainEvent), seq: 1_000_000 };
+      odd.cause = { requestId: 'q"u\\o\u00e9\n\u2028é', actor: "student:'1' \"x\"", at: Date.UTC(2026, 11, 3, 8, 0, 0, 123) };
+      assert.equal(await db.transaction((tx) => applyEvents(tx, [odd])), 1);
+      const back = await db.query<{ request_id: string; actor: string; at: Date; payload: Record<string, unknown> }>(
+        'SELECT request_id, actor, at, payload FROM transitions WHERE seq = 1000000',
+      );
+      assert.deepEqual(
+        [back.rows[0]?.request_id, back.rows[0]?.actor, back.rows[0]?.at.getTime(), back.rows[0]?.payload],
+        [odd.cause.requestId, odd.cause.actor, odd.cause.at, JSON.parse(JSON.stringify(odd))],
+      );
     } finally {
       await db.close();
       await tdb.drop();
