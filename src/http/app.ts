@@ -17,7 +17,7 @@ import { createThrottle, DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from './
 import { installErrorHandlers } from './error-handler.js';
 import { createForwarder } from './forwarding.js';
 import { registerOpenApi } from './openapi.js';
-import { installSecurityHeaders } from './security-headers.js';
+import { securityHeaders } from './security-headers.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { genReqId, REQUEST_ID_HEADER } from './request-id.js';
 import { authRoutes } from './routes/auth.js';
@@ -135,12 +135,14 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   app.setValidatorCompiler(validatorCompiler);
   app.decorateRequest('principal', null);
   app.decorateRequest('tokenSession', null);
-  // A callback hook, not an async one: no promise per request for a header.
+  // One callback hook for what every reply carries (no promise, no second hook per request): the
+  // security headers, worked out once, and the request id.
+  const headers = securityHeaders();
   app.addHook('onRequest', (request, reply, done) => {
+    void reply.headers(headers);
     void reply.header(REQUEST_ID_HEADER, request.id);
     done();
   });
-  installSecurityHeaders(app);
   installRequestMetrics(app);
   installJsonParsing(app);
   installErrorHandlers(app);

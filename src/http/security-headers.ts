@@ -1,5 +1,4 @@
 import helmet from 'helmet';
-import type { FastifyInstance } from 'fastify';
 
 /**
  * Security headers on every reply (helmet's set: `X-Content-Type-Options: nosniff`,
@@ -34,18 +33,17 @@ export const DOCS_CSP =
   "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
   "font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
 
-/** Installs the headers on every route of `app` (call before registering routes). */
-export function installSecurityHeaders(app: FastifyInstance): void {
+/**
+ * The headers every reply carries, worked out once (helmet run against a recorder). The app adds
+ * them in its one per-request `onRequest` hook, together with the request id.
+ */
+export function securityHeaders(): Readonly<Record<string, string>> {
   const apply = helmet({
     contentSecurityPolicy: { useDefaults: false, directives: API_DIRECTIVES },
     // No includeSubDomains: the engine cannot know what else runs under its parent domain.
     strictTransportSecurity: { maxAge: 15_552_000, includeSubDomains: false },
   });
-  const headers = recordHeaders(apply);
-  app.addHook('onRequest', (_request, reply, done) => {
-    void reply.headers(headers);
-    done();
-  });
+  return recordHeaders(apply);
 }
 
 /** The headers a request-independent middleware sets, captured once from a stand-in response. */

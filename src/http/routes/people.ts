@@ -67,7 +67,7 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
   const staffOnly = tokens.requireRole('staff');
   /** Creating staff accounts is for admins only: any staff member could otherwise mint more staff. */
   const adminOnly = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    await staffOnly(request, reply);
+    staffOnly(request, reply);
     const p = principalOf(request);
     if (!accounts.adminStaffIds.has(p.id)) throw new EngineError('ADMIN_REQUIRED', 'only admin staff may create staff accounts');
   };
