@@ -1,4 +1,3 @@
-import { appendFileSync } from 'node:fs';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
@@ -190,7 +189,6 @@ export class Child {
   ) {
     this.proc = spawn(process.execPath, args, { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (chunk: Buffer) => {
-      if (process.env.BENCH_TEE) appendFileSync(`${process.env.BENCH_TEE}.${name.replace(/[^a-z0-9]/gi, '_')}`, chunk);
       for (const line of chunk.toString('utf8').split('\n')) {
         if (line.trim() === '') continue;
         this.tail.push(line);
