@@ -25,7 +25,7 @@ import type {
  * context. Neither choice is ever a resting state. A drop is handled where it happens: a closed
  * section stays closed, an open one counts its seats again, and one with seats to spare and no
  * queue stays as it is (the common case, one XState microstep instead of three: 13 against 29 µs
- * per drop, bench/xs-micro.ts).
+ * per drop, bench/section-sends.ts).
  *
  * Outputs are the machine's own: each accepted change is recorded as a numbered past-tense event
  * (applied to the context with `evolveSection`, the same function the log fold uses) and emitted;
