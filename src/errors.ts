@@ -72,6 +72,15 @@ export const ERROR_STATUS = {
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
+/**
+ * The project's one error type: a stable code, its status, the reason the client reads.
+ *
+ * A refusal (a status below 500: a rule said no, a token is missing, a section is full) is an
+ * answer, not a fault: it is never logged with a stack, so none is captured for it. Capturing one
+ * cost about 9 µs per error against under 1 µs without (`new EngineError` 12 frames deep), and a
+ * registration rush answers most of its requests with SECTION_FULL. Server-side failures (5xx)
+ * keep their stack for the logs.
+ */
 export class EngineError extends Error {
   readonly code: ErrorCode;
   readonly statusCode: number;
@@ -81,7 +90,14 @@ export class EngineError extends Error {
   readonly retryAfterSeconds: number | undefined;
 
   constructor(code: ErrorCode, reason: string, details?: Record<string, unknown>, opts?: { retryAfterSeconds?: number }) {
-    super(reason);
+    const refusal = ERROR_STATUS[code] < 500;
+    const limit = Error.stackTraceLimit;
+    if (refusal) Error.stackTraceLimit = 0;
+    try {
+      super(reason);
+    } finally {
+      if (refusal) Error.stackTraceLimit = limit;
+    }
     this.name = 'EngineError';
     this.code = code;
     this.statusCode = ERROR_STATUS[code];

@@ -251,4 +251,21 @@ describe('TokenService: verified tokens are remembered, within bounds', () => {
     assert.throws(() => tokens.verify(t5), (e: unknown) => (e as { code?: string }).code === 'TOKEN_EXPIRED');
     assert.equal(tokens.rememberedTokens, 2);
   });
+
+  it('remembers a token it issues exactly as verifying it would (login and refresh), and still refuses it once revoked', () => {
+    const clock = { now: Date.UTC(2026, 0, 12, 8, 0, 0, 437) };
+    const signer = new TokenService({ secret: SECRET, ttlSeconds: 600, now: () => clock.now });
+    const login = signer.issue({ id: 42, role: 'student' });
+    assert.equal(signer.rememberedTokens, 1, 'issued tokens are remembered at once');
+    clock.now += 1_500;
+    const refreshed = signer.issue({ id: 7, role: 'staff' }, { sid: 'a-session', authTime: Math.floor(clock.now / 1000) - 30, authTimeMs: 123 });
+    for (const token of [login, refreshed]) {
+      // A service that never saw the token verifies it from scratch: the remembered answer is the same.
+      const fresh = new TokenService({ secret: SECRET, ttlSeconds: 600, now: () => clock.now });
+      assert.deepEqual(signer.verifyToken(token), fresh.verifyToken(token));
+    }
+    const session = signer.verifyToken(login).session;
+    signer.revocations.revoke({ sid: session.sid, until: signer.sessionEnd(session) });
+    assert.throws(() => signer.verify(login), (e: unknown) => (e as { code?: string }).code === 'TOKEN_REVOKED');
+  });
 });

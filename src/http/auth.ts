@@ -125,6 +125,11 @@ export function principalOf(request: FastifyRequest): Principal {
   return request.principal;
 }
 
+/** The login time in ms if it lies within the login's second; otherwise (or without it) that second's end. */
+function withinSecond(authTimeMs: number | undefined, authTime: number): number {
+  return authTimeMs !== undefined && Math.floor(authTimeMs / 1000) === authTime ? authTimeMs : authTime * 1000 + 999;
+}
+
 export interface TokenServiceOptions {
   secret: string;
   ttlSeconds: number;
@@ -177,13 +182,23 @@ export class TokenService {
     const authTimeMs = session ? (session.authTimeMs ?? authTime * 1000 + 999) : nowMs;
     const exp = Math.min(iat + this.ttl, authTime + this.maxSession);
     if (exp <= iat) throw new EngineError('SESSION_EXPIRED', 'the session has reached its maximum age; log in again');
-    return jwt.sign({ role: p.role, iat, exp, sid, auth_time: authTime, auth_time_ms: authTimeMs }, this.key, {
+    const jti = randomUUID();
+    const token = jwt.sign({ role: p.role, iat, exp, sid, auth_time: authTime, auth_time_ms: authTimeMs }, this.key, {
       algorithm: 'HS256',
       subject: String(p.id),
-      jwtid: randomUUID(),
+      jwtid: jti,
       issuer: TOKEN_ISSUER,
       audience: TOKEN_AUDIENCE,
     });
+    // Signed here a moment ago: remembered as verifying it would find it (the same principal and
+    // session), so the student's first request does not pay for decoding it and checking our own
+    // HMAC (a login storm's thousands of first requests). Revocation and expiry are still checked
+    // on every use; another instance verifies it the usual way.
+    this.remember(token, {
+      principal: { id: p.id, role: p.role },
+      session: { jti, sid, authTime, authTimeMs: withinSecond(authTimeMs, authTime), subject: `${p.role}:${p.id}`, exp },
+    });
+    return token;
   }
 
   /** Unix seconds at which a session can last no longer (its login plus the session maximum age). */
@@ -226,13 +241,17 @@ export class TokenService {
     }
     const found = this.verifySlow(token, nowSeconds);
     if (this.revocations.isRevoked(found.session)) throw new EngineError('TOKEN_REVOKED', 'the token has been revoked; log in again');
+    this.remember(token, found);
+    return found;
+  }
+
+  private remember(token: string, found: VerifiedToken): void {
     if (this.verified.size >= this.rememberMax) {
       // Oldest first (Map keeps insertion order): a bounded cache, not an LRU; misses only cost a verify.
       const oldest = this.verified.keys().next();
       if (oldest.done !== true) this.verified.delete(oldest.value);
     }
     this.verified.set(token, found);
-    return found;
   }
 
   private verifySlow(token: string, nowSeconds: number): VerifiedToken {
@@ -261,9 +280,7 @@ export class TokenService {
     // A token claiming a longer life than its session allows was not made by this service's rules.
     if (claims.exp > authTime + this.maxSession) throw new EngineError('SESSION_EXPIRED', 'the session has reached its maximum age; log in again');
     const authTimeMsClaim: unknown = claims['auth_time_ms'];
-    // Within the login's second; a token without the claim counts as logged in at the second's end.
-    const authTimeMs =
-      typeof authTimeMsClaim === 'number' && Math.floor(authTimeMsClaim / 1000) === authTime ? authTimeMsClaim : authTime * 1000 + 999;
+    const authTimeMs = withinSecond(typeof authTimeMsClaim === 'number' ? authTimeMsClaim : undefined, authTime);
     return {
       principal: { id: Number(claims.sub), role },
       session: { jti: claims.jti, sid, authTime, authTimeMs, subject: `${role}:${claims.sub}`, exp: claims.exp },
