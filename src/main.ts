@@ -274,6 +274,10 @@ async function main(): Promise<void> {
         let owned = false;
         for (let shard = 0; shard < cluster.shards; shard++) owned ||= cluster.routeWrite(shard).self;
         await cluster.handOver().catch((err: unknown) => log.warn({ err }, 'hand-over failed; the leases expire by themselves'));
+        // The peer count and routes are those of the last lease round (seconds ago with a long
+        // lease): read them now, or an instance started a moment before its peers registered
+        // believes it is alone and closes at once, resetting the writes they forward to it.
+        await cluster.refreshRoutes().catch(() => undefined);
         // Requests still arriving here are forwarded to the survivor that takes over (if there is one).
         for (let i = 0; i < 30 && config.cluster.forwardWrites && cluster.peers > 0 && !hasOwner(cluster); i++) {
           await new Promise((r) => setTimeout(r, 100));

@@ -125,7 +125,12 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     if (busy()) log.warn({ shard, admitted: Object.fromEntries(admitted) }, 'writes admitted for a shard being given up did not finish in time; going on');
   }
   function routeWrite(shard: number): WriteRoute {
-    if (handingOver) return { self: false, address: null };
+    if (handingOver) {
+      // Never here again; once another instance holds the shard, writes that still arrive here
+      // are forwarded to it (and the shutdown knows the hand-over is complete).
+      const r = leases.route(shard);
+      return r.self ? { self: false, address: null } : r;
+    }
     const r = leases.route(shard);
     // Won but not reloaded yet (fence published, replay running): nobody serves it for a moment;
     // forwarders wait and retry rather than have it decided on the state before the fence.
