@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { pino } from 'pino';
+import { initialSectionContext } from '../src/actors/section-logic.js';
+import { SectionHost } from '../src/engine/section-host.js';
 import { createFixture, makeSection, makeStudent, meta, studentMeta } from './support/engine-fixture.js';
 
 test('idle section actors are passivated to their persisted snapshot and restored from it on the next command, unchanged', async () => {
@@ -42,4 +45,17 @@ test('a section actor that throws is restored from its last good state and the r
   await e.enroll(2, 10, 1, studentMeta(2));
   assert.deepEqual(e.sectionMembers(10, 1).registered, [1, 2]);
   e.stop();
+});
+
+test('reading a stored section context builds no snapshot and no actor, and is what the machine starts from', () => {
+  const host = new SectionHost(pino({ level: 'silent' }), 60_000);
+  const stored = { ...initialSectionContext(makeSection(10, 1).info, { capacity: 2, reserveCapacity: 1, sexLock: null, closed: true }), seq: 7 };
+  const key = host.add(stored);
+  const internal = host as unknown as { sections: Map<string, { parked: unknown; actor: unknown }> };
+  assert.equal(host.context(key), stored, 'the stored context itself');
+  assert.equal(internal.sections.get(key)?.parked, null, 'no snapshot was made to read it');
+  assert.equal(host.activeActors, 0);
+  // The machine, asked for its snapshot, holds the same context (and finds its state: closed).
+  assert.deepEqual(host.read(key), { context: stored, state: 'closed' });
+  assert.equal(host.context(key), host.snapshot(key).context);
 });

@@ -114,8 +114,17 @@ export class SectionHost {
     return { context: s.context, state: sectionStateName(s as SectionSnapshot) };
   }
 
+  /**
+   * The section's context. A section still in its stored form is not turned into a snapshot for
+   * this: the machine's context is its input (no state assigns on entry), so the stored context is
+   * what a snapshot would hold. Reading every section at start (the notice hub does) then costs
+   * nothing, where making 1,500 initial snapshots allocated about 110 MB (storm bench).
+   */
   context(key: string): SectionContext {
-    return this.snapshot(key).context;
+    const h = this.hosted(key);
+    if (h.actor) return h.actor.getSnapshot().context;
+    if (h.parked === null && h.stored !== null) return h.stored;
+    return this.park(h).context;
   }
 
   /**
