@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './support/fault-harness.js';
+import { json } from './support/http-json.js';
 
 /**
  * The front door: `npm start` (scripts/start.mjs) builds dist/ when stale, starts the compiled
@@ -80,16 +81,6 @@ async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms 
     if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-async function json(base: string, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: unknown }> {
-  const r = await fetch(`${base}${path}`, {
-    method,
-    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : null };
 }
 
 describe('npm start / npm stop', () => {

@@ -1,7 +1,4 @@
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import { deliveryQueueNames } from '../src/persistence/delivery-queue.js';
 import { streamNames } from '../src/persistence/full-store.js';
@@ -10,6 +7,7 @@ import { startNode } from './support/cluster-harness.js';
 import { FIRST_STUDENT, sleep, waitFor, withFaultEnv } from './support/fault-harness.js';
 import { openSse } from './support/notices-world.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
+import { signedNotice, startWebhookReceiver } from './support/webhook-receiver.js';
 
 /**
  * Notices with several instances (issue 16, docs/scale-out.md): two engine processes and a separate
@@ -26,24 +24,17 @@ describe('notices with two instances (PostgreSQL, RabbitMQ, real processes)', { 
 
   test("a student's stream on the instance that does not own the section gets the notices; each webhook notice is delivered once", { skip }, (t) =>
     withFaultEnv(t, { students: 10 }, async (env) => {
-      const got: { delivery: string; key: string }[] = [];
-      const server = http.createServer((req, res) => {
-        let body = '';
-        req.setEncoding('utf8');
-        req.on('data', (c: string) => (body += c));
-        req.on('end', () => {
-          const ts = String(req.headers['x-enrollment-timestamp']);
-          const ok = req.headers['x-enrollment-signature'] === `v1=${createHmac('sha256', SECRET).update(`${ts}.${body}`).digest('hex')}`;
-          const n = (JSON.parse(body) as { notice: { kind: string; student_id: number; queue_position?: number } }).notice;
-          got.push({ delivery: String(req.headers['x-enrollment-delivery']), key: `${ok ? '' : 'BAD '}${n.kind} ${n.student_id}${n.queue_position ? ` ${n.queue_position}` : ''}` });
-          res.statusCode = 204;
-          res.end();
+      const receiver = await startWebhookReceiver();
+      const url = `${receiver.url}/hook`;
+      /** Each delivery with its notice in short ("BAD ..." when its signature is wrong). */
+      const got = () =>
+        receiver.got.map((r) => {
+          const d = signedNotice(SECRET, r);
+          const n = d?.notice ?? (JSON.parse(r.body) as { notice: { kind: string; student_id: number; queue_position?: number } }).notice;
+          return { delivery: String(r.headers['x-enrollment-delivery']), key: `${d ? '' : 'BAD '}${n.kind} ${n.student_id}${n.queue_position ? ` ${n.queue_position}` : ''}` };
         });
-      });
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
       t.after(async () => {
-        await new Promise<void>((r) => server.close(() => r()));
+        await receiver.close();
         await deleteQueues([deliveryQueueNames(env.prefix).work, deliveryQueueNames(env.prefix).dead]);
       });
 
@@ -81,7 +72,7 @@ describe('notices with two instances (PostgreSQL, RabbitMQ, real processes)', { 
       assert.equal(s3Stream.notices().find((n) => n.kind === 'queueMoved').queue_position, 1);
 
       const expected = ['promoted ' + s2, `queueMoved ${s3} 1`, `queueMoved ${s4} 2`].sort();
-      await waitFor(async () => new Set(got.map((g) => g.delivery)).size >= expected.length, 30_000, `${expected.length} deliveries (got ${JSON.stringify(got)})`);
+      await waitFor(async () => new Set(got().map((g) => g.delivery)).size >= expected.length, 30_000, `${expected.length} deliveries (got ${JSON.stringify(got())})`);
       await waitFor(
         async () => (await env.db.query<{ n: number }>("SELECT count(*)::int AS n FROM webhook_deliveries WHERE status <> 'delivered'")).rows[0]?.n === 0,
         30_000,
@@ -89,7 +80,7 @@ describe('notices with two instances (PostgreSQL, RabbitMQ, real processes)', { 
       );
       // Both instances feed and consume the delivery queue: give a second sending time to show up.
       await sleep(1000);
-      assert.deepEqual(got.map((g) => g.key).sort(), expected, 'each notice delivered once, signed, by one of the two instances');
+      assert.deepEqual(got().map((g) => g.key).sort(), expected, 'each notice delivered once, signed, by one of the two instances');
       assert.equal((await env.db.query<{ n: number }>('SELECT count(*)::int AS n FROM webhook_deliveries')).rows[0]?.n, expected.length);
     }),
   );

@@ -18,6 +18,7 @@ import {
   type TemplatePaths,
 } from '../src/persistence/pglite-template.js';
 import { freePort } from './support/fault-harness.js';
+import { json } from './support/http-json.js';
 
 /**
  * Issue 17: a new embedded data directory is unpacked from the shipped, initdb'd template instead
@@ -60,16 +61,6 @@ async function startEngine(dataDir: string, port: number): Promise<{ output: () 
       clearTimeout(timer);
     },
   };
-}
-
-async function json(base: string, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: unknown }> {
-  const r = await fetch(`${base}${path}`, {
-    method,
-    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : null };
 }
 
 const manifest = (): TemplateManifest => JSON.parse(readFileSync(SHIPPED_TEMPLATE.manifest, 'utf8')) as TemplateManifest;

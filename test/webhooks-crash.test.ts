@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import { deliveryQueueNames } from '../src/persistence/delivery-queue.js';
 import { deleteQueues } from './support/amqp.js';
 import { FIRST_STUDENT, msg, waitFor, withFaultEnv } from './support/fault-harness.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
+import { signedNotice, startWebhookReceiver, type Received, type SignedNotice } from './support/webhook-receiver.js';
 
 /**
  * Webhook deliveries are at least once across kill -9 (issue 16): the engine and the batcher are
@@ -19,34 +17,16 @@ import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
 
 const SECRET = 'crash-test-webhook-secret-0123456789';
 
-interface Got {
-  delivery: string;
-  notice: { kind: string; student_id: number; queue_position?: number; course_id: number };
-}
-
-async function startReceiver(): Promise<{ url: string; got: Got[]; bad: string[]; close: () => Promise<void> }> {
-  const got: Got[] = [];
+/** The signed deliveries, and the bodies of any that are not signed with the secret. */
+function deliveries(got: Received[]): { signed: SignedNotice[]; bad: string[] } {
+  const signed: SignedNotice[] = [];
   const bad: string[] = [];
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (c: string) => (body += c));
-    req.on('end', () => {
-      const t = String(req.headers['x-enrollment-timestamp']);
-      const want = `v1=${createHmac('sha256', SECRET).update(`${t}.${body}`).digest('hex')}`;
-      if (req.headers['x-enrollment-signature'] !== want) bad.push(body);
-      else got.push({ delivery: String(req.headers['x-enrollment-delivery']), notice: (JSON.parse(body) as { notice: Got['notice'] }).notice });
-      res.statusCode = 204;
-      res.end();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
-    got,
-    bad,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
+  for (const r of got) {
+    const n = signedNotice(SECRET, r);
+    if (n) signed.push(n);
+    else bad.push(r.body);
+  }
+  return { signed, bad };
 }
 
 describe('webhooks across kill -9 (engine and batcher processes, PostgreSQL, RabbitMQ)', { timeout: 240_000 }, async () => {
@@ -54,7 +34,7 @@ describe('webhooks across kill -9 (engine and batcher processes, PostgreSQL, Rab
 
   test('changes acknowledged just before a kill -9 are delivered after the restart, each notice, nothing else', { skip }, (t) =>
     withFaultEnv(t, { students: 10 }, async (env) => {
-      const receiver = await startReceiver();
+      const receiver = await startWebhookReceiver();
       const queues = deliveryQueueNames(env.prefix);
       t.after(async () => {
         await receiver.close();
@@ -65,7 +45,7 @@ describe('webhooks across kill -9 (engine and batcher processes, PostgreSQL, Rab
       await batcher.waitForLog(msg('batcher is the active consumer'), 30_000);
       const api = env.api;
       const staff = env.staffToken;
-      const hook = await api.request('POST', '/webhooks', staff, { url: receiver.url, secret: SECRET });
+      const hook = await api.request('POST', '/webhooks', staff, { url: `${receiver.url}/hook`, secret: SECRET });
       assert.equal(hook.status, 201, JSON.stringify(hook.body));
       const course = 901;
       const created = await api.request('POST', '/sections', staff, { course_id: course, group_id: 1, name: 'Crash', units: 1, capacity: 2, reserve_capacity: 3 });
@@ -102,11 +82,11 @@ describe('webhooks across kill -9 (engine and batcher processes, PostgreSQL, Rab
         `sectionClosed ${s4}`,
       ].sort();
       const distinct = () => {
-        const by = new Map<string, Got>();
-        for (const g of receiver.got) by.set(g.delivery, g);
+        const by = new Map<string, SignedNotice>();
+        for (const g of deliveries(receiver.got).signed) by.set(g.delivery, g);
         return [...by.values()];
       };
-      const describeGot = (g: Got) => [g.notice.kind, g.notice.student_id, g.notice.queue_position].filter((x) => x !== undefined).join(' ');
+      const describeGot = (g: SignedNotice) => [g.notice.kind, g.notice.student_id, g.notice.queue_position].filter((x) => x !== undefined).join(' ');
       await waitFor(async () => distinct().length >= expected.length, 60_000, `${expected.length} deliveries (got: ${distinct().map(describeGot).join(', ')})`);
       await waitFor(
         async () => {
@@ -116,9 +96,9 @@ describe('webhooks across kill -9 (engine and batcher processes, PostgreSQL, Rab
         30_000,
         'every delivery recorded as delivered',
       );
-      assert.deepEqual(receiver.bad, [], 'every delivery is signed with the secret');
+      assert.deepEqual(deliveries(receiver.got).bad, [], 'every delivery is signed with the secret');
       assert.deepEqual(distinct().map(describeGot).sort(), expected, 'one delivery per notice of the acknowledged changes, and none other');
-      assert.ok(receiver.got.every((g) => g.notice.course_id === course));
+      assert.ok(deliveries(receiver.got).signed.every((g) => g.notice.course_id === course));
       const rows = await env.db.query<{ n: number }>('SELECT count(*)::int AS n FROM webhook_deliveries');
       assert.equal(rows.rows[0]?.n, expected.length, 'recorded once each');
     }),

@@ -1,7 +1,4 @@
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -14,6 +11,7 @@ import { S, STAFF } from './support/http-fixture.js';
 import { createTestOutbox, quietLogger, startNoticesWorld, type NoticesWorld } from './support/notices-world.js';
 import { createTestDatabase } from './support/pg.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/services.js';
+import { expectedSignature, startWebhookReceiver, type Received } from './support/webhook-receiver.js';
 
 /**
  * Webhooks to a real local HTTP receiver: full mode (PostgreSQL + RabbitMQ queues with a unique
@@ -21,45 +19,20 @@ import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/se
  * deliveries queued in the database). The test verifies each signature itself.
  */
 
-interface Received {
-  path: string;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-  at: number;
-}
-
 /** A receiver: `/flaky` fails its first two requests with 500, `/down` always answers 503, `/ok` 204. */
-async function startReceiver(): Promise<{ url: string; got: Received[]; close: () => Promise<void> }> {
-  const got: Received[] = [];
+function startReceiver() {
   let flaky = 0;
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (c: string) => (body += c));
-    req.on('end', () => {
-      got.push({ path: req.url ?? '', headers: req.headers, body, at: performance.now() });
-      if (req.url === '/flaky') {
-        flaky++;
-        res.statusCode = flaky <= 2 ? 500 : 200;
-      } else if (req.url === '/down') res.statusCode = 503;
-      else res.statusCode = 204;
-      res.end();
-    });
+  return startWebhookReceiver((path) => {
+    if (path === '/flaky') return ++flaky <= 2 ? 500 : 200;
+    return path === '/down' ? 503 : 204;
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    got,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
 }
 
 function verify(secret: string, r: Received): void {
   const t = r.headers['x-enrollment-timestamp'] as string;
   const sig = r.headers['x-enrollment-signature'] as string;
   assert.match(t, /^\d+$/);
-  const want = `v1=${createHmac('sha256', secret).update(`${t}.${r.body}`).digest('hex')}`;
-  assert.equal(sig, want, 'HMAC-SHA256 over "<timestamp>.<body>" with the shared secret');
+  assert.equal(sig, expectedSignature(secret, r), 'HMAC-SHA256 over "<timestamp>.<body>" with the shared secret');
   assert.ok(Math.abs(Date.now() / 1000 - Number(t)) < 300, 'timestamp is current');
 }
 
@@ -247,20 +220,33 @@ describe('webhooks, full mode (PostgreSQL + RabbitMQ)', { timeout: 180_000 }, as
   });
 });
 
+/**
+ * An embedded store, a receiver and a seeded world over them, as main.ts wires embedded mode: the
+ * active webhooks kept by the outbox, read again when one is registered; deliveries queued in PGlite.
+ */
+async function startEmbedded(webhooks?: { maxAttempts: number; baseDelayMs: number }) {
+  const { outbox, wake } = createTestOutbox({ cacheWebhooks: true });
+  const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1, outbox });
+  await store.migrate();
+  const receiver = await startReceiver();
+  const w = await startNoticesWorld({
+    persistence: store,
+    seed: true,
+    queue: (p) => createDatabaseDeliveryQueue({ store: p.notices!, logger: quietLogger, pollMs: 100 }),
+    ...(webhooks ? { webhooks } : {}),
+    outboxWake: wake,
+  });
+  const stop = async () => {
+    await w.stop();
+    await receiver.close();
+    await store.close();
+  };
+  return { w, receiver, stop };
+}
+
 describe('webhooks, embedded mode (deliveries queued in PGlite)', { timeout: 120_000 }, () => {
   test('a notice is delivered, signed, and listed with its attempt', async () => {
-    // As main.ts makes it in embedded mode: the active webhooks kept, read again when one is registered.
-    const { outbox, wake } = createTestOutbox({ cacheWebhooks: true });
-    const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1, outbox });
-    await store.migrate();
-    const receiver = await startReceiver();
-    const w = await startNoticesWorld({
-      persistence: store,
-      seed: true,
-      queue: (p) => createDatabaseDeliveryQueue({ store: p.notices!, logger: quietLogger, pollMs: 100 }),
-      webhooks: { maxAttempts: 3, baseDelayMs: 100 },
-      outboxWake: wake,
-    });
+    const { w, receiver, stop } = await startEmbedded({ maxAttempts: 3, baseDelayMs: 100 });
     const staff = w.token(STAFF, 'staff');
     const hook = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/flaky`, secret: SECRET_A });
     assert.equal(hook.status, 201);
@@ -270,22 +256,11 @@ describe('webhooks, embedded mode (deliveries queued in PGlite)', { timeout: 120
     assert.equal(got.length, 3);
     for (const r of got) verify(SECRET_A, r);
     assert.ok(got[2]!.at - got[1]!.at >= 200 - 5, 'backoff doubles');
-    await w.stop();
-    await receiver.close();
-    await store.close();
+    await stop();
   });
 
   test('a fired seat watch is delivered: its delivery is recorded with the watch marked fired', async () => {
-    const { outbox, wake } = createTestOutbox({ cacheWebhooks: true });
-    const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1, outbox });
-    await store.migrate();
-    const receiver = await startReceiver();
-    const w = await startNoticesWorld({
-      persistence: store,
-      seed: true,
-      queue: (p) => createDatabaseDeliveryQueue({ store: p.notices!, logger: quietLogger, pollMs: 100 }),
-      outboxWake: wake,
-    });
+    const { w, receiver, stop } = await startEmbedded();
     const staff = w.token(STAFF, 'staff');
     const hook = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/ok`, secret: SECRET_A, kinds: ['seatAvailable'] });
     assert.equal(hook.status, 201);
@@ -301,8 +276,6 @@ describe('webhooks, embedded mode (deliveries queued in PGlite)', { timeout: 120
     assert.equal(n.kind, 'seatAvailable');
     assert.equal(n.student_id, S.alice);
     assert.equal((await w.call('GET', '/me/watches', w.token(S.alice))).body.watches.length, 0, 'the watch ended');
-    await w.stop();
-    await receiver.close();
-    await store.close();
+    await stop();
   });
 });
