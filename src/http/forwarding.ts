@@ -207,7 +207,7 @@ export function createForwarder(opts: ForwardingOptions) {
    * answer, counts its own read copy as stale for that student until it has caught up. So every
    * decision sees all of the student's earlier changes (docs/scale-out.md, section 4).
    */
-  async function atHome(request: FastifyRequest, reply: FastifyReply, student: number, sectionShard: number): Promise<Served> {
+  async function atHome(request: FastifyRequest, reply: FastifyReply, student: number, sectionShard: number, homeShard: number): Promise<Served> {
     const previous = studentChains.get(student) ?? Promise.resolve();
     let finished!: () => void;
     const mine = new Promise<void>((resolve) => (finished = resolve));
@@ -223,7 +223,11 @@ export function createForwarder(opts: ForwardingOptions) {
         await syncBeforeDeciding();
         staleStudents.delete(student);
       }
-      if (admit(reply, sectionShard)) {
+      // The section in the home's own shard: the write was admitted for that shard already, so it is
+      // decided here even if the shard began to drain meanwhile (a drain waits for exactly these
+      // writes; sending it on would wait for a next owner that only comes after the drain: the
+      // write held its shard's hand-over up until the forward gave up, 503s on every instance).
+      if (sectionShard === homeShard || admit(reply, sectionShard)) {
         reply.raw.once('finish', release);
         reply.raw.once('close', release);
         return 'here';
@@ -259,7 +263,7 @@ export function createForwarder(opts: ForwardingOptions) {
       // 'here': this instance became the home meanwhile (and counted the write in).
       if ((await forward(request, reply, homeShard)) === 'relayed') return 'relayed';
     }
-    return atHome(request, reply, student, sectionShard);
+    return atHome(request, reply, student, sectionShard, homeShard);
   }
 
   // A callback hook: a request this instance serves itself (every request with one instance)
