@@ -55,6 +55,7 @@ export interface Config {
   batchMaxEvents: number;
   /** How long a group commit may wait for more appends (ms); bigger batches, fewer writes under load. */
   groupCommitLingerMs: number;
+  groupCommitQuietMs: number;
   /**
    * The batcher starts at most one PostgreSQL transaction per this many ms (a quiet one writes at
    * once). Every batch costs about ten statements whatever its size, so under a trickle of single
@@ -221,6 +222,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     batchMaxEvents: int('BATCH_MAX_EVENTS', 2000, 1, 100_000),
     inProcessBatcher: bool('IN_PROCESS_BATCHER', true),
     groupCommitLingerMs: int('GROUP_COMMIT_LINGER_MS', mode === 'embedded' ? 5 : 10, 0, 1_000),
+    groupCommitQuietMs: int('GROUP_COMMIT_QUIET_MS', mode === 'embedded' ? 0 : 1, 0, 1_000),
     batchLingerMs: int('BATCH_LINGER_MS', 100, 0, 10_000),
     listenBacklog: int('LISTEN_BACKLOG', 65_535, 1, 1_000_000),
     http: {

@@ -39,6 +39,7 @@ async function createPersistence(config: Config, logger: Logger, outbox: Webhook
       logger,
       batchMaxEvents: config.batchMaxEvents,
       groupCommitLingerMs: config.groupCommitLingerMs,
+      groupCommitQuietMs: config.groupCommitQuietMs,
       sharedBuffersMb: config.pgliteSharedBuffersMb,
       outbox,
     });
@@ -52,6 +53,7 @@ async function createPersistence(config: Config, logger: Logger, outbox: Webhook
     batchMaxEvents: config.batchMaxEvents,
     batchLingerMs: config.batchLingerMs,
     groupCommitLingerMs: config.groupCommitLingerMs,
+    groupCommitQuietMs: config.groupCommitQuietMs,
     runBatcher: config.inProcessBatcher,
     shards: config.cluster.shards,
     leaseTtlMs: config.cluster.leaseTtlMs,

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { createGroupCommitter } from '../src/persistence/group-commit.js';
 import type { DomainEvent } from '../src/persistence/types.js';
 
-/** Group commit: batching by lingering, order, and a full batch going out at once. */
+/** Group commit: batching by lingering, the quiet flush, order, and a full batch going out at once. */
 
 const ev = (n: number) => ({ seq: n }) as unknown as DomainEvent;
 const nextMacrotask = () => new Promise<void>((r) => setTimeout(r, 1));
@@ -50,6 +50,23 @@ describe('group commit', () => {
     const done = [gc.append([ev(1)]), gc.append([ev(2)]), gc.append([ev(3)])];
     await Promise.all(done);
     assert.deepEqual(batches, [[1, 2, 3]]);
+  });
+
+  it('a lingering batch goes out once appends stop coming (quiet), not at the end of the linger', { timeout: 10_000 }, async () => {
+    const { batches, write } = recorder();
+    const gc = createGroupCommitter(write, 100, { lingerMs: 60_000, quietMs: 200 });
+    const done: Promise<void>[] = [];
+    // A stream of appends, each well inside the quiet time of the one before: they share one batch.
+    for (let i = 1; i <= 5; i++) {
+      done.push(gc.append([ev(i)]));
+      await nextMacrotask();
+    }
+    const stoppedAt = performance.now();
+    await Promise.all(done);
+    const waited = performance.now() - stoppedAt;
+    assert.deepEqual(batches, [[1, 2, 3, 4, 5]]);
+    // Written after the quiet time, not after the minute of lingering (the test's timeout).
+    assert.ok(waited >= 150, `written ${Math.round(waited)} ms after the last append`);
   });
 
   it('after a failed write every pending append fails, and later ones until reset', async () => {

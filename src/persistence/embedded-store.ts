@@ -19,6 +19,8 @@ export async function createEmbeddedStore(opts: {
   batchMaxEvents: number;
   /** How long a group commit may wait for more appends (see createGroupCommitter). */
   groupCommitLingerMs?: number;
+  /** A lingering group commit is written once no append came for this long (see createGroupCommitter). */
+  groupCommitQuietMs?: number;
   /** Bound of events waiting for a group commit; beyond it appends are shed (OVERLOADED). */
   maxQueuedEvents?: number;
   /** PGlite's shared_buffers in MB (default in pglite-client.ts). */
@@ -39,7 +41,11 @@ export async function createEmbeddedStore(opts: {
     const { staged } = await db.transaction((tx) => applyEventsWithOutbox(tx, events, opts.outbox));
     staged?.commit();
     log.debug({ events: events.length, ms: +(performance.now() - t0).toFixed(1) }, 'group commit');
-  }, opts.batchMaxEvents, { lingerMs: opts.groupCommitLingerMs, maxQueuedEvents: opts.maxQueuedEvents });
+  }, opts.batchMaxEvents, {
+    lingerMs: opts.groupCommitLingerMs,
+    quietMs: opts.groupCommitQuietMs,
+    maxQueuedEvents: opts.maxQueuedEvents,
+  });
 
   return {
     mode: 'embedded',

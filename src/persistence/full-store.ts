@@ -26,6 +26,8 @@ export interface FullStoreOptions {
   batchLingerMs?: number;
   /** How long a group commit may wait for more appends before publishing (see createGroupCommitter). */
   groupCommitLingerMs?: number;
+  /** A lingering group commit goes out once no append came for this long (see createGroupCommitter). */
+  groupCommitQuietMs?: number;
   /** Also run the batcher in this process. */
   runBatcher: boolean;
   /** First pause before the batcher retries a message it stopped at (tests shorten it). */
@@ -178,6 +180,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     opts.batchMaxEvents,
     {
       lingerMs: opts.groupCommitLingerMs,
+      quietMs: opts.groupCommitQuietMs,
       maxQueuedEvents: opts.maxQueuedEvents,
     },
   );

@@ -22,6 +22,13 @@ interface Pending {
  * runs on the event loop itself, nothing else arrives while it runs. Measured on the storm bench
  * (7,000 enrolls), embedded mode: 6,670 transactions without lingering, 510 with 5 ms.
  *
+ * A lingering batch also goes out once no append came for `quietMs`: under a storm appends keep
+ * coming and the batch fills, while a few busy keep-alive clients (all of them waiting in this very
+ * batch, none able to send more) are not held for the rest of the linger. Full mode, `steady`
+ * bench, 64 connections: 5,400-5,800 req/s with the 10 ms linger alone, 9,200 with a 1 ms quiet;
+ * the storm unchanged within its noise. Not in embedded mode, where a write blocks the event loop
+ * and a storm looks quiet right after it.
+ *
  * After a failed write, every pending and later append fails until `reset()` — decisions made on
  * top of an undurable change must never become durable themselves. The owner resets once it has
  * reloaded its state from storage.
@@ -47,9 +54,12 @@ export const DEFAULT_MAX_QUEUED_EVENTS = 50_000;
 export function createGroupCommitter(
   write: (events: DomainEvent[]) => Promise<void>,
   maxEvents: number,
-  opts: { lingerMs?: number; maxQueuedEvents?: number } = {},
+  opts: { lingerMs?: number; quietMs?: number; maxQueuedEvents?: number } = {},
 ): GroupCommitter {
   const lingerMs = opts.lingerMs ?? 0;
+  const quietMs = opts.quietMs ?? 0;
+  /** performance.now() of the latest append: a lingering batch goes out once appends stop coming. */
+  let lastAppendAt = 0;
   const maxQueuedEvents = opts.maxQueuedEvents ?? DEFAULT_MAX_QUEUED_EVENTS;
   let queue: Pending[] = [];
   let queuedEvents = 0;
@@ -92,7 +102,9 @@ export function createGroupCommitter(
     for (;;) {
       const first = queue[0];
       if (!first) return;
-      const wait = first.at + lingerMs - performance.now();
+      const now = performance.now();
+      let wait = first.at + lingerMs - now;
+      if (quietMs > 0) wait = Math.min(wait, lastAppendAt + quietMs - now);
       if (wait <= 0) return;
       let n = 0;
       for (const p of queue) if ((n += p.events.length) >= maxEvents) return;
@@ -110,7 +122,9 @@ export function createGroupCommitter(
       }
       queuedEvents += events.length;
       return new Promise<void>((resolve, reject) => {
-        queue.push({ events, at: performance.now(), resolve, reject });
+        const at = performance.now();
+        lastAppendAt = at;
+        queue.push({ events, at, resolve, reject });
         if (!running) running = run();
       });
     },
