@@ -2,68 +2,80 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import Fastify from 'fastify';
 import { EngineError } from '../src/errors.js';
-import { createForwarder } from '../src/http/forwarding.js';
+import { createForwarder, HOME_HEADER } from '../src/http/forwarding.js';
 import type { ClusterMembership, WriteRoute } from '../src/persistence/types.js';
 import { homeShardOf, shardOfCourse } from '../src/persistence/types.js';
 
 /**
- * The forwarder against a membership of its own making (the project's ClusterMembership interface):
- * what a shard being drained for a hand-over lets through. The cluster tests show the same with real
- * processes; here the moment the drain begins is chosen exactly.
+ * The forwarder against memberships of the test's own making (the project's ClusterMembership
+ * interface, as its TSDoc states it), over real HTTP between two instances: what shards being
+ * drained for a hand-over let through, and that the marks instances send each other cannot be set
+ * by a client. The cluster tests show the same with real processes; here the moment a drain begins
+ * is chosen exactly.
  */
 
 const SHARDS = 2;
+const SECRET = 'forwarding-test-secret';
 
-/** One instance holding every shard; `drain(shard)` starts giving one up: no new writes, admitted ones counted. */
-function createMembership() {
+/**
+ * One instance's view of the cluster: it owns `own` shards; the others are `peer`'s. `drain(shard)`
+ * starts giving one up: no new writes, except those a draining home holds; admitted ones counted.
+ */
+function createMembership(own: Set<number>, peer: () => string) {
   const draining = new Set<number>();
   const admitted = new Map<number, number>();
+  /** Shards of every admission, in order (a request routed to its home shows here). */
+  const admissions: number[] = [];
   const membership: ClusterMembership = {
     shards: SHARDS,
     instanceId: 'test',
     peers: 1,
-    routeWrite: (shard): WriteRoute => (draining.has(shard) ? { self: false, address: null } : { self: true }),
-    admitWrite(shard) {
-      if (draining.has(shard)) return null;
+    routeWrite: (shard): WriteRoute => (!own.has(shard) ? { self: false, address: peer() } : draining.has(shard) ? { self: false, address: null } : { self: true }),
+    admitWrite(shard, opts) {
+      if (!own.has(shard)) return null;
+      if (draining.has(shard) && !opts?.forDrainingHome) return null;
       admitted.set(shard, (admitted.get(shard) ?? 0) + 1);
+      admissions.push(shard);
       let open = true;
       return () => {
         if (open) admitted.set(shard, (admitted.get(shard) ?? 1) - 1);
         open = false;
       };
     },
-    decides: () => true,
+    decides: (shard) => own.has(shard),
     refreshRoutes: () => Promise.resolve(),
     syncReads: () => Promise.resolve(true),
     follow: () => undefined,
     onGained: () => undefined,
     handOver: () => Promise.resolve(),
   };
-  return { membership, draining, admitted };
+  return { membership, draining, admitted, admissions };
 }
 
-/** A student and a course whose shards are both `shard`. */
-function pick(shard: number): { student: number; course: number } {
-  let student = 1;
-  while (homeShardOf(student, SHARDS) !== shard) student += 1;
+/** A student whose home is `home` and a course in shard `section`. */
+function pick(home: number, section: number, from = 1): { student: number; course: number } {
+  let student = from;
+  while (homeShardOf(student, SHARDS) !== home) student += 1;
   let course = 100;
-  while (shardOfCourse(course, SHARDS) !== shard) course += 1;
+  while (shardOfCourse(course, SHARDS) !== section) course += 1;
   return { student, course };
 }
 
-async function createInstance() {
-  const { membership, draining, admitted } = createMembership();
+async function createInstance(t: { after: (fn: () => Promise<void>) => void }, own: number[], peer: () => string = () => 'http://127.0.0.1:9') {
+  const m = createMembership(new Set(own), peer);
   const app = Fastify();
+  t.after(() => app.close());
   app.decorateRequest('principal', null);
   app.addHook('onRequest', (request, _reply, done) => {
-    request.principal = { id: Number(request.headers['x-student']), role: 'student' };
+    // The student's identity travels in Authorization, which a forward passes on as it came.
+    request.principal = { id: Number(String(request.headers.authorization).replace('Student ', '')), role: 'student' };
     done();
   });
   app.setErrorHandler((err: Error, _request, reply) => {
     const code = err instanceof EngineError ? err.code : 'INTERNAL';
     void reply.code(err instanceof EngineError ? err.statusCode : 500).send({ code });
   });
-  app.addHook('preValidation', createForwarder({ cluster: membership, retryMs: 300 }));
+  app.addHook('preValidation', createForwarder({ cluster: m.membership, retryMs: 300, secret: SECRET }));
   /** Requests the handler holds until `open()`. */
   let gate!: () => void;
   let gated = new Promise<void>((r) => (gate = r));
@@ -73,14 +85,14 @@ async function createInstance() {
     decided.push(request.body.n);
     return { ok: request.body.n };
   });
-  await app.ready();
-  const put = (student: number, course: number, n: number) =>
-    app.inject({ method: 'PUT', url: '/student/course', headers: { 'x-student': String(student) }, payload: { course_id: course, n } });
+  const address = await app.listen({ port: 0, host: '127.0.0.1' });
+  const put = (student: number, course: number, n: number, headers: Record<string, string> = {}) =>
+    app.inject({ method: 'PUT', url: '/student/course', headers: { authorization: `Student ${student}`, ...headers }, payload: { course_id: course, n } });
   return {
     app,
+    address,
     put,
-    draining,
-    admitted,
+    ...m,
     decided,
     open() {
       gate();
@@ -89,15 +101,17 @@ async function createInstance() {
   };
 }
 
-describe('forwarding while a shard drains for a hand-over', () => {
-  test("a student's write admitted before the drain, for a section of the home's own shard, is decided here, not sent after a next owner", async () => {
-    const i = await createInstance();
+const tick = () => new Promise((r) => setTimeout(r, 30));
+
+describe('forwarding while shards drain for a hand-over', () => {
+  test("a student's write admitted before the drain, for a section of the home's own shard, is decided here, not sent after a next owner", async (t) => {
+    const i = await createInstance(t, [0, 1]);
     const shard = 1;
-    const { student, course } = pick(shard);
+    const { student, course } = pick(shard, shard);
     // The student's first write is being decided; the second waits behind it (one at a time per student).
     const first = i.put(student, course, 1);
     const second = i.put(student, course, 2);
-    await new Promise((r) => setTimeout(r, 20));
+    await tick();
     assert.ok((i.admitted.get(shard) ?? 0) >= 2, 'both writes were admitted for the home shard');
     // The shard starts to drain: nothing new is let through, the two admitted writes are awaited.
     i.draining.add(shard);
@@ -112,6 +126,56 @@ describe('forwarding while a shard drains for a hand-over', () => {
     // (this test has no other instance) it is refused after the retry window, having changed nothing.
     assert.equal(r3.statusCode, 503);
     assert.equal((r3.json() as { code: string }).code, 'UNAVAILABLE');
-    await i.app.close();
+  });
+
+  test('two instances draining at once, each holding a home write for a section the other drains: both are decided, neither waits for the other', async (t) => {
+    const instances: Awaited<ReturnType<typeof createInstance>>[] = [];
+    const a = await createInstance(t, [0], () => instances[1]?.address as string);
+    const b = await createInstance(t, [1], () => instances[0]?.address as string);
+    instances.push(a, b);
+    // Student s (home shard 0, on A) enrolls in a section of shard 1 (B); student u the other way round.
+    const s = pick(0, 1);
+    const u = pick(1, 0);
+    // Each student's first write is held at the section's owner; the second waits at home behind it.
+    const s1 = a.put(s.student, s.course, 1);
+    const t1 = b.put(u.student, u.course, 3);
+    await tick();
+    const s2 = a.put(s.student, s.course, 2);
+    const t2 = b.put(u.student, u.course, 4);
+    await tick();
+    // Both instances start to drain their shard: each still has to answer its home's second write,
+    // which needs the other's draining shard.
+    a.draining.add(0);
+    b.draining.add(1);
+    a.open();
+    b.open();
+    const replies = await Promise.all([s1, s2, t1, t2]);
+    assert.deepEqual(
+      replies.map((r) => r.statusCode),
+      [200, 200, 200, 200],
+      `every admitted write answered 2xx (${replies.map((r) => r.body).join(' ')})`,
+    );
+    assert.deepEqual(b.decided.slice().sort(), [1, 2], "B decided both of s's writes");
+    assert.deepEqual(a.decided.slice().sort(), [3, 4], "A decided both of u's writes");
+    assert.equal(a.admitted.get(0), 0);
+    assert.equal(b.admitted.get(1), 0);
+    // A write arriving at a draining home afterwards is not admitted: the drains end.
+    const late = await a.put(s.student, s.course, 5);
+    assert.equal(late.statusCode, 503);
+  });
+
+  test("a client's own home mark is ignored: the write goes to the student's home first", async (t) => {
+    const instances: Awaited<ReturnType<typeof createInstance>>[] = [];
+    const a = await createInstance(t, [0], () => instances[1]?.address as string);
+    const b = await createInstance(t, [1], () => instances[0]?.address as string);
+    instances.push(a, b);
+    a.open();
+    b.open();
+    // Student s's home is A (shard 0); the section is B's. Sent straight to B, marked as if from the home.
+    const s = pick(0, 1);
+    const r = await b.put(s.student, s.course, 1, { [HOME_HEADER]: '1' });
+    assert.equal(r.statusCode, 200);
+    assert.deepEqual(a.admissions, [0], "the write went through the student's home (A admitted it for shard 0)");
+    assert.deepEqual(b.decided, [1], 'and was decided by the section owner, sent on by the home with a real mark');
   });
 });

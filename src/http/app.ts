@@ -167,7 +167,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     },
     throttle: createThrottle(coordination.limits, { ...DEFAULT_THROTTLE_POLICY, ...deps.throttle }),
   };
-  if (deps.cluster) app.addHook('preValidation', createForwarder({ cluster: deps.cluster, retryMs: deps.forwardRetryMs ?? 8000 }));
+  if (deps.cluster) app.addHook('preValidation', createForwarder({ cluster: deps.cluster, retryMs: deps.forwardRetryMs ?? 8000, secret: deps.jwtSecret }));
   await app.register(healthRoutes, ctx);
   await app.register(authRoutes, ctx);
   await app.register(studentRoutes, ctx);

@@ -1,3 +1,4 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { EngineError } from '../errors.js';
@@ -23,6 +24,12 @@ export const FORWARDED_HEADER = 'x-engine-forwarded';
  * read copy up to the log's end before deciding, so it sees the student's previous changes.
  */
 export const HOME_HEADER = 'x-engine-home';
+/**
+ * Marks a write sent on by a home that holds it while that home's shard drains: the section's
+ * owner takes it even if its own shard is draining too (both drains would otherwise wait on each
+ * other's writes until the forwards gave up).
+ */
+export const DRAINING_HOME_HEADER = 'x-engine-home-draining';
 
 export interface ForwardingOptions {
   cluster: ClusterMembership;
@@ -30,6 +37,12 @@ export interface ForwardingOptions {
   retryMs: number;
   /** Longest wait for the read copy after a forwarded write (ms). */
   syncTimeoutMs?: number;
+  /**
+   * Shared by every instance (JWT_SECRET): the marks that change how an instance decides a write
+   * (`x-engine-home`, `x-engine-home-draining`) carry an HMAC made with it, so a client cannot set
+   * them itself (a forged home mark would skip the one-write-at-a-time order of its student).
+   */
+  secret: string;
 }
 
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -91,19 +104,36 @@ export function createForwarder(opts: ForwardingOptions) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
   const syncTimeoutMs = opts.syncTimeoutMs ?? 2000;
   const cluster = opts.cluster;
+  const markKey = createHmac('sha256', opts.secret).update('engine-forwarding-marks').digest();
+
+  /** The value of a mark: an HMAC over the mark's name, the method, the URL and the request id sent with it. */
+  function markFor(name: string, method: string, url: string, requestId: string): string {
+    return createHmac('sha256', markKey).update(`${name}\n${method}\n${url}\n${requestId}`).digest('base64url');
+  }
+
+  /** Whether the request carries the mark, made by an instance (a client's own value is ignored). */
+  function marked(request: FastifyRequest, name: string): boolean {
+    const v = request.headers[name];
+    const id = request.headers[REQUEST_ID_HEADER];
+    if (typeof v !== 'string' || typeof id !== 'string') return false;
+    const want = Buffer.from(markFor(name, request.method, request.url, id));
+    const got = Buffer.from(v);
+    return got.length === want.length && timingSafeEqual(got, want);
+  }
 
   /** Students whose home is here: the tail of each one's chain of writes (they run one at a time). */
   const studentChains = new Map<number, Promise<void>>();
   /** Students whose last write was decided by another owner: the read copy is brought up to date before their next one. */
   const staleStudents = new Set<number>();
 
-  function send(address: string, request: FastifyRequest, payload: Buffer | undefined, home: boolean): Promise<Relayed> {
+  function send(address: string, request: FastifyRequest, payload: Buffer | undefined, home: boolean, homeDraining: boolean): Promise<Relayed> {
     const url = new URL(request.url, address);
     const headers: http.OutgoingHttpHeaders = {
       [FORWARDED_HEADER]: '1',
       [REQUEST_ID_HEADER]: request.id,
     };
-    if (home) headers[HOME_HEADER] = '1';
+    if (home) headers[HOME_HEADER] = markFor(HOME_HEADER, request.method, request.url, request.id);
+    if (home && homeDraining) headers[DRAINING_HOME_HEADER] = markFor(DRAINING_HOME_HEADER, request.method, request.url, request.id);
     if (request.headers.authorization) headers.authorization = request.headers.authorization;
     if (payload) {
       headers['content-type'] = 'application/json';
@@ -140,8 +170,8 @@ export function createForwarder(opts: ForwardingOptions) {
   }
 
   /** Serves the write here if this instance takes it for the shard; counted until it is answered. */
-  function admit(reply: FastifyReply, shard: number): boolean {
-    const answered = cluster.admitWrite(shard);
+  function admit(reply: FastifyReply, shard: number, forDrainingHome = false): boolean {
+    const answered = cluster.admitWrite(shard, forDrainingHome ? { forDrainingHome } : undefined);
     if (!answered) return false;
     reply.raw.once('finish', answered);
     reply.raw.once('close', answered);
@@ -151,8 +181,9 @@ export function createForwarder(opts: ForwardingOptions) {
   /**
    * The slow path: this instance does not own the shard. `home`: sent by the student's home (this
    * instance) to the section's owner; the request may then carry the first hop's forwarded mark.
+   * `homeShard`: the home's shard, whose admission this write holds (marked when it drains).
    */
-  async function forward(request: FastifyRequest, reply: FastifyReply, shard: number, home = false): Promise<Served> {
+  async function forward(request: FastifyRequest, reply: FastifyReply, shard: number, home = false, homeShard: number | null = null): Promise<Served> {
     let route = cluster.routeWrite(shard);
     if (route.self && admit(reply, shard)) return 'here';
     if (!home && request.headers[FORWARDED_HEADER] !== undefined) {
@@ -166,7 +197,8 @@ export function createForwarder(opts: ForwardingOptions) {
       if (route.self && admit(reply, shard)) return 'here'; // this instance took the shard over meanwhile: serve it here
       if (!route.self && route.address) {
         try {
-          const r = await send(route.address, request, payload, home);
+          const homeDraining = homeShard !== null && !cluster.routeWrite(homeShard).self;
+          const r = await send(route.address, request, payload, home, homeDraining);
           if (!notOwnerReply(r) || performance.now() >= until) {
             if (r.status >= 200 && r.status < 300) await cluster.syncReads(syncTimeoutMs);
             void reply.code(r.status);
@@ -233,7 +265,7 @@ export function createForwarder(opts: ForwardingOptions) {
         return 'here';
       }
       staleStudents.add(student);
-      const served = await forward(request, reply, sectionShard, true);
+      const served = await forward(request, reply, sectionShard, true, homeShard);
       if (served === 'here') {
         // This instance took the section's shard over meanwhile and serves it itself.
         reply.raw.once('finish', release);
@@ -252,9 +284,11 @@ export function createForwarder(opts: ForwardingOptions) {
   }
 
   async function routeStudentWrite(request: FastifyRequest, reply: FastifyReply, student: number, sectionShard: number): Promise<Served> {
-    if (request.headers[HOME_HEADER] !== undefined) {
+    if (marked(request, HOME_HEADER)) {
       // From the student's home: decide here (the section's owner) on a read copy at the log's end.
-      if (!admit(reply, sectionShard)) throw new EngineError('NOT_OWNER', 'this instance does not own the shard of this request; nothing was changed');
+      if (!admit(reply, sectionShard, marked(request, DRAINING_HOME_HEADER))) {
+        throw new EngineError('NOT_OWNER', 'this instance does not own the shard of this request; nothing was changed');
+      }
       await syncBeforeDeciding();
       return 'here';
     }

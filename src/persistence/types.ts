@@ -155,8 +155,11 @@ export interface ClusterMembership {
    * Lets a write for a shard this instance serves through, counted until the returned function is
    * called (when it is answered); null when the write must go elsewhere. A shard is given up (to a
    * newer instance, or at a hand-over) only once its admitted writes are answered.
+   * `forDrainingHome`: a student's write its home holds while the home's own shard drains; taken
+   * while this shard drains too (until that drain has seen its writes finished), so two drains
+   * never wait on each other's writes. Finite: a draining home admits nothing new.
    */
-  admitWrite(shard: number): (() => void) | null;
+  admitWrite(shard: number, opts?: { forDrainingHome?: boolean }): (() => void) | null;
   /**
    * Whether this instance may decide a write for the shard now: it holds the lease and its memory
    * was loaded under it (true also while an admitted write drains before a release).
