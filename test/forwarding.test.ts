@@ -101,7 +101,16 @@ async function createInstance(t: { after: (fn: () => Promise<void>) => void }, o
   };
 }
 
-const tick = () => new Promise((r) => setTimeout(r, 30));
+/** Waits until `ok()` holds (the requests sent have reached the point the test needs). */
+async function until(ok: () => boolean, what: string): Promise<void> {
+  const end = performance.now() + 5000;
+  while (!ok()) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const count = (xs: number[], x: number) => xs.filter((y) => y === x).length;
 
 describe('forwarding while shards drain for a hand-over', () => {
   test("a student's write admitted before the drain, for a section of the home's own shard, is decided here, not sent after a next owner", async (t) => {
@@ -111,8 +120,7 @@ describe('forwarding while shards drain for a hand-over', () => {
     // The student's first write is being decided; the second waits behind it (one at a time per student).
     const first = i.put(student, course, 1);
     const second = i.put(student, course, 2);
-    await tick();
-    assert.ok((i.admitted.get(shard) ?? 0) >= 2, 'both writes were admitted for the home shard');
+    await until(() => (i.admitted.get(shard) ?? 0) >= 2, 'both writes to be admitted for the home shard');
     // The shard starts to drain: nothing new is let through, the two admitted writes are awaited.
     i.draining.add(shard);
     const third = i.put(student, course, 3);
@@ -139,10 +147,11 @@ describe('forwarding while shards drain for a hand-over', () => {
     // Each student's first write is held at the section's owner; the second waits at home behind it.
     const s1 = a.put(s.student, s.course, 1);
     const t1 = b.put(u.student, u.course, 3);
-    await tick();
+    // Each first write admitted at its home and at the section's owner.
+    await until(() => count(a.admissions, 0) >= 2 && count(b.admissions, 1) >= 2, 'the first writes to reach the section owners');
     const s2 = a.put(s.student, s.course, 2);
     const t2 = b.put(u.student, u.course, 4);
-    await tick();
+    await until(() => count(a.admissions, 0) >= 3 && count(b.admissions, 1) >= 3, 'the second writes to be admitted at their homes');
     // Both instances start to drain their shard: each still has to answer its home's second write,
     // which needs the other's draining shard.
     a.draining.add(0);

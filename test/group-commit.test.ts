@@ -64,7 +64,9 @@ describe('group commit', () => {
     const stoppedAt = performance.now();
     await Promise.all(done);
     const waited = performance.now() - stoppedAt;
-    assert.deepEqual(batches, [[1, 2, 3, 4, 5]]);
+    // One batch (unless the machine stalled longer than the quiet time between two appends), in order.
+    assert.deepEqual(batches.flat(), [1, 2, 3, 4, 5]);
+    assert.ok(batches.length <= 2, `expected one batch, got ${JSON.stringify(batches)}`);
     // Written after the quiet time, not after the minute of lingering (the test's timeout).
     assert.ok(waited >= 150, `written ${Math.round(waited)} ms after the last append`);
   });
