@@ -49,7 +49,7 @@ function createMembership(own: Set<number>, peer: () => string) {
     onGained: () => undefined,
     handOver: () => Promise.resolve(),
   };
-  return { membership, draining, admitted, admissions };
+  return { membership, own, draining, admitted, admissions };
 }
 
 /** A student whose home is `home` and a course in shard `section`. */
@@ -61,10 +61,15 @@ function pick(home: number, section: number, from = 1): { student: number; cours
   return { student, course };
 }
 
-async function createInstance(t: { after: (fn: () => Promise<void>) => void }, own: number[], peer: () => string = () => 'http://127.0.0.1:9') {
+async function createInstance(t: { after: (fn: () => Promise<void>) => void }, own: number[], peer: () => string = () => 'http://127.0.0.1:9', retryMs = 300) {
   const m = createMembership(new Set(own), peer);
   const app = Fastify();
   t.after(() => app.close());
+  let received = 0;
+  app.addHook('onRequest', (_request, _reply, done) => {
+    received += 1;
+    done();
+  });
   app.decorateRequest('principal', null);
   app.addHook('onRequest', (request, _reply, done) => {
     // The student's identity travels in Authorization, which a forward passes on as it came.
@@ -75,7 +80,7 @@ async function createInstance(t: { after: (fn: () => Promise<void>) => void }, o
     const code = err instanceof EngineError ? err.code : 'INTERNAL';
     void reply.code(err instanceof EngineError ? err.statusCode : 500).send({ code });
   });
-  app.addHook('preValidation', createForwarder({ cluster: m.membership, retryMs: 300, secret: SECRET }));
+  app.addHook('preValidation', createForwarder({ cluster: m.membership, retryMs, secret: SECRET }));
   /** Requests the handler holds until `open()`. */
   let gate!: () => void;
   let gated = new Promise<void>((r) => (gate = r));
@@ -94,6 +99,7 @@ async function createInstance(t: { after: (fn: () => Promise<void>) => void }, o
     put,
     ...m,
     decided,
+    received: () => received,
     open() {
       gate();
       gated = Promise.resolve();
@@ -186,5 +192,45 @@ describe('forwarding while shards drain for a hand-over', () => {
     assert.equal(r.statusCode, 200);
     assert.deepEqual(a.admissions, [0], "the write went through the student's home (A admitted it for shard 0)");
     assert.deepEqual(b.decided, [1], 'and was decided by the section owner, sent on by the home with a real mark');
+  });
+
+  test('writes reaching an instance that gave its shards up go to the new owner; refused connections and NOT_OWNER are retried until it serves, and its reply is relayed', async (t) => {
+    // A has handed its shards over; the new owner B is not reachable at first, then reachable but
+    // still loading (NOT_OWNER), then serving.
+    const instances: Awaited<ReturnType<typeof createInstance>>[] = [];
+    let bReachable = false;
+    const a = await createInstance(t, [], () => (bReachable ? (instances[1]?.address as string) : 'http://127.0.0.1:9'), 5000);
+    const b = await createInstance(t, [], () => instances[0]?.address as string);
+    instances.push(a, b);
+    a.open();
+    b.open();
+    const s = pick(0, 1);
+    const reply = a.put(s.student, s.course, 1);
+    await new Promise((r) => setTimeout(r, 80));
+    bReachable = true;
+    await until(() => b.received() >= 1, 'a forward to reach B');
+    // B refused it (NOT_OWNER: it does not serve the shards yet); now it does.
+    b.own.add(0);
+    b.own.add(1);
+    const r = await reply;
+    assert.equal(r.statusCode, 200, r.body);
+    assert.deepEqual(r.json(), { ok: 1 }, "B's answer, relayed unchanged");
+    assert.deepEqual(b.decided, [1], 'decided once, by the new owner');
+    assert.deepEqual(a.decided, [], 'not by the instance that gave the shards up');
+    assert.ok(b.received() >= 2, `the refused forward was retried (B received ${b.received()})`);
+  });
+
+  test('a forward that is still refused when the retry window ends is answered 503 with nothing changed', async (t) => {
+    const instances: Awaited<ReturnType<typeof createInstance>>[] = [];
+    const a = await createInstance(t, [], () => instances[1]?.address as string);
+    const b = await createInstance(t, [], () => instances[0]?.address as string);
+    instances.push(a, b);
+    a.open();
+    b.open();
+    const s = pick(1, 0);
+    const r = await a.put(s.student, s.course, 1);
+    assert.equal(r.statusCode, 503);
+    assert.equal((r.json() as { code: string }).code, 'NOT_OWNER');
+    assert.deepEqual([...a.decided, ...b.decided], [], 'nothing decided anywhere');
   });
 });
