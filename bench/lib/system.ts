@@ -198,7 +198,7 @@ export class System {
       }),
     );
     // The engine creates the stream and the batcher the dead-letter queue; both go at the end.
-    this.resources.push(track(`AMQP queues ${this.prefix}.*`, () => deleteQueues([`${this.prefix}.events`, `${this.prefix}.dead`])));
+    this.resources.push(track(`AMQP queues ${this.prefix}.*`, () => deleteQueues([`${this.prefix}.events`, `${this.prefix}.dead`, `${this.prefix}.webhooks`, `${this.prefix}.webhooks.dead`])));
     const db = createPgClient(this.dbUrl, { max: 2 });
     try {
       await migrate(db);

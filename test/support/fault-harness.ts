@@ -6,6 +6,7 @@ import { hashPassword } from '../../src/password.js';
 import { encodeClassTime } from '../../src/actors/class-time.js';
 import { sectionKey } from '../../src/actors/section-logic.js';
 import { TokenService } from '../../src/http/auth.js';
+import { deliveryQueueNames } from '../../src/persistence/delivery-queue.js';
 import { streamNames } from '../../src/persistence/full-store.js';
 import { migrate } from '../../src/persistence/migrations.js';
 import { createPgClient } from '../../src/persistence/pg-client.js';
@@ -506,7 +507,9 @@ export class FaultEnv {
     await this.dbProxy?.close();
     await this.db.close().catch(() => undefined);
     const n = streamNames(this.prefix);
-    await deleteQueues([n.stream, n.dead]).catch((err: unknown) => console.error('could not delete the test queues', err));
+    // The engines' webhook delivery queues too (retry queues appear only once a delivery is retried).
+    const w = deliveryQueueNames(this.prefix);
+    await deleteQueues([n.stream, n.dead, w.work, w.dead]).catch((err: unknown) => console.error('could not delete the test queues', err));
     await this.dropDb().catch((err: unknown) => console.error('could not drop the test database', err));
   }
 }
