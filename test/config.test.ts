@@ -77,6 +77,11 @@ test('write batching: group commit and batcher lingers have per-mode defaults an
   assert.equal(loadConfig({}).groupCommitLingerMs, 5);
   assert.equal(loadConfig(full).groupCommitLingerMs, 10);
   assert.equal(loadConfig(full).batchLingerMs, 100);
+  // The quiet flush: on in full mode; off in embedded mode, whose writes block the event loop.
+  assert.equal(loadConfig(full).groupCommitQuietMs, 1);
+  assert.equal(loadConfig({}).groupCommitQuietMs, 0);
+  assert.equal(loadConfig({ ...full, GROUP_COMMIT_QUIET_MS: '3' }).groupCommitQuietMs, 3);
+  assert.throws(() => loadConfig({ ...full, GROUP_COMMIT_QUIET_MS: '-1' }), (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('GROUP_COMMIT_QUIET_MS')));
   assert.equal(loadConfig({ ...full, BATCH_LINGER_MS: '0', GROUP_COMMIT_LINGER_MS: '0' }).batchLingerMs, 0);
   assert.throws(() => loadConfig({ ...full, BATCH_LINGER_MS: 'soon' }), (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('BATCH_LINGER_MS')));
 });

@@ -121,6 +121,33 @@ describe('leases and fences (real PostgreSQL and RabbitMQ)', async () => {
     await c.stop();
   });
 
+  test('while shards drain for a hand-over nothing new is admitted, except a write a draining home holds, until the drain has seen its writes answered', { skip, timeout: 60_000 }, async () => {
+    const p = uniqueName('admit');
+    const store = await createFullStore({ databaseUrl: tdb.url, rabbitmqUrl: AMQP_URL, prefix: p, logger, batchMaxEvents: 100, runBatcher: false, shards: 2, forwarding: true });
+    try {
+      await store.load();
+      assert.ok(store.decides(0) && store.decides(1), 'alone, this instance owns and decides both shards');
+      const held = store.admitWrite(0);
+      assert.ok(held, 'a write admitted before the hand-over');
+      const handing = store.handOver();
+      await sleep(50);
+      assert.equal(store.admitWrite(0), null, 'no new write once the hand-over began');
+      assert.equal(store.admitWrite(1), null);
+      const fromHome = store.admitWrite(0, { forDrainingHome: true });
+      assert.ok(fromHome, 'a write a draining home holds is still taken while the drain waits for a write of that shard');
+      assert.equal(store.admitWrite(1, { forDrainingHome: true }), null, 'not for a shard with nothing left to drain');
+      held();
+      fromHome();
+      assert.equal(store.admitWrite(0, { forDrainingHome: true }), null, 'once every admitted write of the shard is answered, nothing more gets in');
+      await handing;
+      assert.ok(!store.decides(0) && !store.decides(1), 'the shards were given up');
+    } finally {
+      await store.close();
+      const n = streamNames(p);
+      await deleteQueues([n.stream, n.dead]);
+    }
+  });
+
   test('replay and batcher ignore a deposed owner\'s messages after a newer fence, also after a restart', { skip, timeout: 60_000 }, async () => {
     const log = new AmqpLog({ url: AMQP_URL, stream, logger });
     await log.connect();

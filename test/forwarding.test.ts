@@ -18,8 +18,9 @@ const SHARDS = 2;
 const SECRET = 'forwarding-test-secret';
 
 /**
- * One instance's view of the cluster: it owns `own` shards; the others are `peer`'s. `drain(shard)`
- * starts giving one up: no new writes, except those a draining home holds; admitted ones counted.
+ * One instance's view of the cluster: it owns `own` shards; the others are `peer`'s. Adding a shard
+ * to `draining` starts giving it up: no new writes, except those a draining home holds while the
+ * shard still has an admitted write outstanding (ClusterMembership.admitWrite); admitted ones counted.
  */
 function createMembership(own: Set<number>, peer: () => string) {
   const draining = new Set<number>();
@@ -33,7 +34,8 @@ function createMembership(own: Set<number>, peer: () => string) {
     routeWrite: (shard): WriteRoute => (!own.has(shard) ? { self: false, address: peer() } : draining.has(shard) ? { self: false, address: null } : { self: true }),
     admitWrite(shard, opts) {
       if (!own.has(shard)) return null;
-      if (draining.has(shard) && !opts?.forDrainingHome) return null;
+      // Draining: only a write a draining home holds, while the drain still waits for one of this shard.
+      if (draining.has(shard) && !(opts?.forDrainingHome && (admitted.get(shard) ?? 0) > 0)) return null;
       admitted.set(shard, (admitted.get(shard) ?? 0) + 1);
       admissions.push(shard);
       let open = true;

@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { hashPassword } from '../../src/password.js';
 import amqp from 'amqplib';
 import pg from 'pg';
+import { deliveryQueueNames } from '../../src/persistence/delivery-queue.js';
 import { migrate } from '../../src/persistence/migrations.js';
 import { createPgClient } from '../../src/persistence/pg-client.js';
 import { isInterrupted, track, type Resource } from './cleanup.js';
@@ -197,8 +198,10 @@ export class System {
         }
       }),
     );
-    // The engine creates the stream and the batcher the dead-letter queue; both go at the end.
-    this.resources.push(track(`AMQP queues ${this.prefix}.*`, () => deleteQueues([`${this.prefix}.events`, `${this.prefix}.dead`, `${this.prefix}.webhooks`, `${this.prefix}.webhooks.dead`])));
+    // The engine creates the stream and its webhook delivery queues, the batcher the dead-letter
+    // queue; all go at the end.
+    const webhooks = deliveryQueueNames(this.prefix);
+    this.resources.push(track(`AMQP queues ${this.prefix}.*`, () => deleteQueues([`${this.prefix}.events`, `${this.prefix}.dead`, webhooks.work, webhooks.dead])));
     const db = createPgClient(this.dbUrl, { max: 2 });
     try {
       await migrate(db);

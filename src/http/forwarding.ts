@@ -169,6 +169,11 @@ export function createForwarder(opts: ForwardingOptions) {
     }
   }
 
+  /** Whether the home's shard, whose admission a student's write holds, is being given up (it routes elsewhere now). */
+  function homeDrains(homeShard: number): boolean {
+    return !cluster.routeWrite(homeShard).self;
+  }
+
   /** Serves the write here if this instance takes it for the shard; counted until it is answered. */
   function admit(reply: FastifyReply, shard: number, forDrainingHome = false): boolean {
     const answered = cluster.admitWrite(shard, forDrainingHome ? { forDrainingHome } : undefined);
@@ -197,8 +202,7 @@ export function createForwarder(opts: ForwardingOptions) {
       if (route.self && admit(reply, shard)) return 'here'; // this instance took the shard over meanwhile: serve it here
       if (!route.self && route.address) {
         try {
-          const homeDraining = homeShard !== null && !cluster.routeWrite(homeShard).self;
-          const r = await send(route.address, request, payload, home, homeDraining);
+          const r = await send(route.address, request, payload, home, homeShard !== null && homeDrains(homeShard));
           if (!notOwnerReply(r) || performance.now() >= until) {
             if (r.status >= 200 && r.status < 300) await cluster.syncReads(syncTimeoutMs);
             void reply.code(r.status);
@@ -255,11 +259,10 @@ export function createForwarder(opts: ForwardingOptions) {
         await syncBeforeDeciding();
         staleStudents.delete(student);
       }
-      // The section in the home's own shard: the write was admitted for that shard already, so it is
-      // decided here even if the shard began to drain meanwhile (a drain waits for exactly these
-      // writes; sending it on would wait for a next owner that only comes after the drain: the
-      // write held its shard's hand-over up until the forward gave up, 503s on every instance).
-      if (sectionShard === homeShard || admit(reply, sectionShard)) {
+      // While the home's shard drains, this write (admitted before) is one the drain waits for: a
+      // section this instance still decides takes it, also in a shard that drains too (the home's
+      // own one, where sending it on would wait for a next owner that only comes after the drain).
+      if (admit(reply, sectionShard, homeDrains(homeShard))) {
         reply.raw.once('finish', release);
         reply.raw.once('close', release);
         return 'here';

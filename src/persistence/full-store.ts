@@ -109,33 +109,27 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       for (const l of changeListeners) l();
     },
     drainShard: async (shard) => {
-      await admittedIdle(shard, () => closedShards.add(shard));
-      try {
-        await committer.drain();
-        // Nothing more is published for it here; an append decided late is refused (NOT_OWNER).
-        loadedEpochs.delete(shard);
-      } finally {
-        closedShards.delete(shard);
-      }
+      await admittedIdle(shard);
+      await committer.drain();
+      // Nothing more is published for it here; an append decided late is refused (NOT_OWNER).
+      loadedEpochs.delete(shard);
     },
   });
   /** Writes let through for each shard this instance serves, until they are answered. */
   const admitted = new Map<number, number>();
   /** Set by a hand-over: every shard routes elsewhere from then on. */
   let handingOver = false;
-  /** Shards (every one: `closedAll`) whose drain saw its admitted writes answered: nothing more is admitted for them. */
-  const closedShards = new Set<number>();
-  let closedAll = false;
-  /**
-   * Resolves once no admitted write of `shard` (every shard when null) is still unanswered; bounded,
-   * for a stuck one. `close` runs in the same turn as the last check, so nothing slips in between.
-   */
-  async function admittedIdle(shard: number | null, close: () => void, timeoutMs = 15_000): Promise<void> {
+  /** This instance decides writes of the shard: it holds the lease and loaded its state under it. */
+  function decides(shard: number): boolean {
+    const epoch = leases.epochOf(shard);
+    return epoch !== null && loadedEpochs.get(shard) === epoch;
+  }
+  /** Resolves once no admitted write of `shard` (every shard when null) is still unanswered; bounded, for a stuck one. */
+  async function admittedIdle(shard: number | null, timeoutMs = 15_000): Promise<void> {
     const until = performance.now() + timeoutMs;
     const busy = () => (shard === null ? admitted.size > 0 : admitted.has(shard));
     while (busy() && performance.now() < until) await new Promise((r) => setTimeout(r, 5));
     if (busy()) log.warn({ shard, admitted: Object.fromEntries(admitted) }, 'writes admitted for a shard being given up did not finish in time; going on');
-    close();
   }
   function routeWrite(shard: number): WriteRoute {
     if (handingOver) {
@@ -147,7 +141,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     const r = leases.route(shard);
     // Won but not reloaded yet (fence published, replay running): nobody serves it for a moment;
     // forwarders wait and retry rather than have it decided on the state before the fence.
-    if (r.self && loadedEpochs.get(shard) !== leases.epochOf(shard)) return { self: false, address: null };
+    if (r.self && !decides(shard)) return { self: false, address: null };
     return r;
   }
   /** Shard -> lease epoch under which the state was last loaded; appends need the same epoch. */
@@ -323,10 +317,9 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     admitWrite(shard, opts) {
       if (!routeWrite(shard).self) {
         // Draining (or not ours at all): only a write a draining home already holds is still taken,
-        // while this instance decides the shard and its drain has not closed it.
-        if (!opts?.forDrainingHome || closedAll || closedShards.has(shard)) return null;
-        const epoch = leases.epochOf(shard);
-        if (epoch === null || loadedEpochs.get(shard) !== epoch || !leases.canWrite(shard)) return null;
+        // and only while the shard's drain still waits for an admitted write (it then waits for
+        // this one too; once none is left, nothing more gets in and the drain ends).
+        if (!opts?.forDrainingHome || !admitted.has(shard) || !decides(shard) || !leases.canWrite(shard)) return null;
       }
       admitted.set(shard, (admitted.get(shard) ?? 0) + 1);
       let open = true;
@@ -338,10 +331,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         else admitted.set(shard, n);
       };
     },
-    decides(shard) {
-      const epoch = leases.epochOf(shard);
-      return epoch !== null && loadedEpochs.get(shard) === epoch;
-    },
+    decides,
     refreshRoutes: () => leases.refresh(),
     async syncReads(timeoutMs) {
       const until = performance.now() + timeoutMs;
@@ -361,9 +351,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       // New writes go elsewhere (forwarders wait for the next owner); those admitted already
       // finish and are answered; then nothing new is published under these leases.
       handingOver = true;
-      await admittedIdle(null, () => {
-        closedAll = true;
-      });
+      await admittedIdle(null);
       await committer.drain();
       loadedEpochs = new Map();
       await committer.drain();

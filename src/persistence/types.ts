@@ -156,8 +156,8 @@ export interface ClusterMembership {
    * called (when it is answered); null when the write must go elsewhere. A shard is given up (to a
    * newer instance, or at a hand-over) only once its admitted writes are answered.
    * `forDrainingHome`: a student's write its home holds while the home's own shard drains; taken
-   * while this shard drains too (until that drain has seen its writes finished), so two drains
-   * never wait on each other's writes. Finite: a draining home admits nothing new.
+   * while this shard drains too, as long as that drain still waits for an admitted write, so two
+   * drains never wait on each other's writes (nor a home's drain on a write for its own shard).
    */
   admitWrite(shard: number, opts?: { forDrainingHome?: boolean }): (() => void) | null;
   /**
