@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import Fastify from 'fastify';
 import { EngineError } from '../src/errors.js';
-import { createForwarder, HOME_HEADER } from '../src/http/forwarding.js';
+import { createForwarder, HOME_HEADER, MARK_MAX_AGE_MS } from '../src/http/forwarding.js';
+import { REQUEST_ID_HEADER } from '../src/http/request-id.js';
 import type { ClusterMembership, WriteRoute } from '../src/persistence/types.js';
 import { homeShardOf, shardOfCourse } from '../src/persistence/types.js';
 
@@ -63,7 +64,17 @@ function pick(home: number, section: number, from = 1): { student: number; cours
   return { student, course };
 }
 
-async function createInstance(t: { after: (fn: () => Promise<void>) => void }, own: number[], peer: () => string = () => 'http://127.0.0.1:9', retryMs = 300) {
+/** Headers of a request that arrived carrying a home mark. */
+type Marked = Record<string, string>;
+
+async function createInstance(
+  t: { after: (fn: () => Promise<void>) => void },
+  own: number[],
+  peer: () => string = () => 'http://127.0.0.1:9',
+  retryMs = 300,
+  /** Sees each request carrying a home mark before the forwarder does; true: answered NOT_OWNER there (its mark never checked). */
+  onMarked: (headers: Marked) => boolean = () => false,
+) {
   const m = createMembership(new Set(own), peer);
   const app = Fastify();
   t.after(() => app.close());
@@ -73,6 +84,13 @@ async function createInstance(t: { after: (fn: () => Promise<void>) => void }, o
     done();
   });
   app.decorateRequest('principal', null);
+  app.addHook('onRequest', (request, reply, done) => {
+    if (request.headers[HOME_HEADER] !== undefined && onMarked({ ...(request.headers as Marked) })) {
+      void reply.code(503).send({ code: 'NOT_OWNER' });
+      return;
+    }
+    done();
+  });
   app.addHook('onRequest', (request, _reply, done) => {
     // The student's identity travels in Authorization, which a forward passes on as it came.
     request.principal = { id: Number(String(request.headers.authorization).replace('Student ', '')), role: 'student' };
@@ -234,5 +252,44 @@ describe('forwarding while shards drain for a hand-over', () => {
     assert.equal(r.statusCode, 503);
     assert.equal((r.json() as { code: string }).code, 'NOT_OWNER');
     assert.deepEqual([...a.decided, ...b.decided], [], 'nothing decided anywhere');
+  });
+
+  test('a home mark is taken once and only while it is fresh: a forwarded request captured and sent again is a client write, routed through the home', async (t) => {
+    const instances: Awaited<ReturnType<typeof createInstance>>[] = [];
+    /** Marked requests B received; the first is refused before its mark is checked, so it stays unused. */
+    const captured: Marked[] = [];
+    const a = await createInstance(t, [0], () => instances[1]?.address as string, 2000);
+    const b = await createInstance(t, [1], () => instances[0]?.address as string, 300, (h) => captured.push(h) === 1);
+    instances.push(a, b);
+    a.open();
+    b.open();
+    const s = pick(0, 1);
+    const first = await a.put(s.student, s.course, 1);
+    assert.equal(first.statusCode, 200, first.body);
+    assert.equal(captured.length, 2, 'the home retried its refused forward');
+    assert.notEqual(captured[0]?.[HOME_HEADER], captured[1]?.[HOME_HEADER], 'each send carries a mark of its own');
+    assert.deepEqual(a.admissions, [0]);
+    assert.deepEqual(b.decided, [1]);
+    const again = (h: Marked | undefined, n: number) =>
+      b.put(s.student, s.course, n, { [HOME_HEADER]: h?.[HOME_HEADER] as string, [REQUEST_ID_HEADER]: h?.[REQUEST_ID_HEADER] as string });
+
+    // The mark B took: sent again, it is ignored and the write goes to the student's home first.
+    const replayed = await again(captured[1], 2);
+    assert.equal(replayed.statusCode, 200, replayed.body);
+    assert.deepEqual(a.admissions, [0, 0], 'the replayed write went through the home');
+
+    // The unused mark, past its window (B's clock 1 s beyond it): ignored the same way.
+    const realNow = Date.now;
+    t.mock.method(Date, 'now', () => realNow() + MARK_MAX_AGE_MS + 1000);
+    const stale = await again(captured[0], 3);
+    t.mock.restoreAll();
+    assert.equal(stale.statusCode, 200, stale.body);
+    assert.deepEqual(a.admissions, [0, 0, 0], 'the stale mark was ignored: the write went through the home');
+
+    // The control: the same unused mark, fresh, is a home's mark, decided at B without the home.
+    const fresh = await again(captured[0], 4);
+    assert.equal(fresh.statusCode, 200, fresh.body);
+    assert.deepEqual(a.admissions, [0, 0, 0], 'a fresh unused mark is taken: the home was not asked');
+    assert.deepEqual(b.decided, [1, 2, 3, 4]);
   });
 });

@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { EngineError } from '../errors.js';
@@ -44,6 +44,13 @@ export interface ForwardingOptions {
    */
   secret: string;
 }
+
+/**
+ * How long a mark is good for, either side of its sender's clock (ms). A mark is checked when its
+ * request arrives, moments after it was made; the window only has to cover the instances' clock
+ * skew. Within it, each mark is taken once (a captured forwarded request sent again is a client's).
+ */
+export const MARK_MAX_AGE_MS = 30_000;
 
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 /** Writes that change no shard: token issue and refresh, and the admin feed's one-use ticket. */
@@ -106,19 +113,48 @@ export function createForwarder(opts: ForwardingOptions) {
   const cluster = opts.cluster;
   const markKey = createHmac('sha256', opts.secret).update('engine-forwarding-marks').digest();
 
-  /** The value of a mark: an HMAC over the mark's name, the method, the URL and the request id sent with it. */
-  function markFor(name: string, method: string, url: string, requestId: string): string {
-    return createHmac('sha256', markKey).update(`${name}\n${method}\n${url}\n${requestId}`).digest('base64url');
+  /**
+   * The value of a mark: `<ms>.<nonce>.<HMAC>`, the HMAC over the mark's name, the method, the URL,
+   * the request id sent with it, the time and the nonce. Time and nonce let a receiver take each
+   * mark once: a forwarded request captured on the network and sent again is not a home's write.
+   */
+  function markFor(name: string, method: string, url: string, requestId: string, stamp: string): string {
+    return `${stamp}.${markMac(name, method, url, requestId, stamp)}`;
   }
 
-  /** Whether the request carries the mark, made by an instance (a client's own value is ignored). */
+  function markMac(name: string, method: string, url: string, requestId: string, stamp: string): string {
+    return createHmac('sha256', markKey).update(`${name}\n${method}\n${url}\n${requestId}\n${stamp}`).digest('base64url');
+  }
+
+  /** Marks already taken, with when they may be forgotten (a mark older than the window is refused by its time). */
+  const takenMarks = new Map<string, number>();
+
+  function take(key: string, now: number): boolean {
+    // Received in time order, so the oldest are first: forget those past the window.
+    for (const [k, forgetAt] of takenMarks) {
+      if (forgetAt > now) break;
+      takenMarks.delete(k);
+    }
+    if (takenMarks.has(key)) return false;
+    takenMarks.set(key, now + 2 * MARK_MAX_AGE_MS);
+    return true;
+  }
+
+  /** Whether the request carries the mark, made by an instance for this request and not seen before (a client's own value, or a replay, is ignored). */
   function marked(request: FastifyRequest, name: string): boolean {
     const v = request.headers[name];
     const id = request.headers[REQUEST_ID_HEADER];
     if (typeof v !== 'string' || typeof id !== 'string') return false;
-    const want = Buffer.from(markFor(name, request.method, request.url, id));
-    const got = Buffer.from(v);
-    return got.length === want.length && timingSafeEqual(got, want);
+    const dot = v.lastIndexOf('.');
+    if (dot <= 0) return false;
+    const stamp = v.slice(0, dot);
+    const sentAt = Number(stamp.slice(0, stamp.indexOf('.')));
+    const now = Date.now();
+    if (!Number.isSafeInteger(sentAt) || Math.abs(now - sentAt) > MARK_MAX_AGE_MS) return false;
+    const want = Buffer.from(markMac(name, request.method, request.url, id, stamp));
+    const got = Buffer.from(v.slice(dot + 1));
+    if (got.length !== want.length || !timingSafeEqual(got, want)) return false;
+    return take(`${name}\n${stamp}`, now);
   }
 
   /** Students whose home is here: the tail of each one's chain of writes (they run one at a time). */
@@ -132,8 +168,10 @@ export function createForwarder(opts: ForwardingOptions) {
       [FORWARDED_HEADER]: '1',
       [REQUEST_ID_HEADER]: request.id,
     };
-    if (home) headers[HOME_HEADER] = markFor(HOME_HEADER, request.method, request.url, request.id);
-    if (home && homeDraining) headers[DRAINING_HOME_HEADER] = markFor(DRAINING_HOME_HEADER, request.method, request.url, request.id);
+    // A new stamp per send: a retry (after a refused connection or NOT_OWNER) is a new mark.
+    const stamp = `${Date.now()}.${randomBytes(12).toString('base64url')}`;
+    if (home) headers[HOME_HEADER] = markFor(HOME_HEADER, request.method, request.url, request.id, stamp);
+    if (home && homeDraining) headers[DRAINING_HOME_HEADER] = markFor(DRAINING_HOME_HEADER, request.method, request.url, request.id, stamp);
     if (request.headers.authorization) headers.authorization = request.headers.authorization;
     if (payload) {
       headers['content-type'] = 'application/json';
