@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
-import { getInitialSnapshot } from 'xstate';
 import { sectionKey } from '../actors/section-logic.js';
 import {
   createSectionActor,
   persistSection,
+  restingSnapshotOf,
   sectionMachine,
   sectionStateName,
   type PersistedSection,
@@ -208,7 +208,7 @@ export class SectionHost {
   /** The parked snapshot, made from the stored context by the machine itself the first time. */
   private park(h: Hosted): PersistedSection {
     if (h.parked === null) {
-      const initial = getInitialSnapshot(sectionMachine, h.stored as SectionContext);
+      const initial = restingSnapshotOf(h.stored as SectionContext);
       h.parked = sectionMachine.getPersistedSnapshot(initial) as PersistedSection;
       h.stored = null;
     }
