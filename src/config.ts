@@ -13,6 +13,8 @@ export interface Config {
   sessionMaxSeconds: number;
   /** Password checks (bcrypt) running at once at most; a login over the cap is answered 503 at once. */
   maxConcurrentPasswordChecks: number;
+  /** Longest a login waits for a password-check slot before 503 LOGIN_BUSY (ms; 0: never waits). */
+  loginQueueMs: number;
   /** Staff ids that may create staff accounts (the demo staff member is added in demo mode). */
   adminStaffIds: number[];
   databaseUrl: string | null;
@@ -198,6 +200,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     tokenTtlSeconds: int('TOKEN_TTL_MINUTES', 60, 1, 60 * 24) * 60,
     sessionMaxSeconds: int('SESSION_MAX_HOURS', 12, 1, 24 * 7) * 3600,
     maxConcurrentPasswordChecks: int('MAX_CONCURRENT_PASSWORD_CHECKS', 3, 1, 1000),
+    loginQueueMs: int('LOGIN_QUEUE_MS', 5000, 0, 60_000),
     adminStaffIds,
     databaseUrl,
     rabbitmqUrl,

@@ -209,6 +209,7 @@ async function main(): Promise<void> {
     tokenTtlSeconds: config.tokenTtlSeconds,
     sessionMaxSeconds: config.sessionMaxSeconds,
     maxConcurrentPasswordChecks: config.maxConcurrentPasswordChecks,
+    loginQueueMs: config.loginQueueMs,
     // In demo mode the demo staff member is the admin, so the demo can show staff creation.
     adminStaffIds: demoLive ? [...config.adminStaffIds, DEMO_STAFF_ID] : config.adminStaffIds,
     refusedPasswords: demoLive ? [] : DEMO_PASSWORDS,

@@ -67,6 +67,10 @@ test('password-check cap and admin staff ids are read and validated', () => {
   assert.equal(loadConfig({}).maxConcurrentPasswordChecks, 3);
   assert.equal(loadConfig({ MAX_CONCURRENT_PASSWORD_CHECKS: '2' }).maxConcurrentPasswordChecks, 2);
   assert.throws(() => loadConfig({ MAX_CONCURRENT_PASSWORD_CHECKS: '0' }), /MAX_CONCURRENT_PASSWORD_CHECKS/);
+  assert.equal(loadConfig({}).loginQueueMs, 5000);
+  assert.equal(loadConfig({ LOGIN_QUEUE_MS: '0' }).loginQueueMs, 0);
+  assert.throws(() => loadConfig({ LOGIN_QUEUE_MS: '-1' }), /LOGIN_QUEUE_MS/);
+  assert.throws(() => loadConfig({ LOGIN_QUEUE_MS: '60001' }), /LOGIN_QUEUE_MS/);
   assert.deepEqual(loadConfig({}).adminStaffIds, []);
   assert.deepEqual(loadConfig({ ADMIN_STAFF_IDS: '1, 42' }).adminStaffIds, [1, 42]);
   assert.throws(() => loadConfig({ ADMIN_STAFF_IDS: '1,bob' }), /ADMIN_STAFF_IDS/);

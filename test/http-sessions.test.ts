@@ -4,7 +4,7 @@ import { afterEach, describe, it } from 'node:test';
 import jwt from 'jsonwebtoken';
 import { hashPassword } from '../src/password.js';
 import { createMemoryRevocations, TOKEN_AUDIENCE, TOKEN_ISSUER, TokenService } from '../src/http/auth.js';
-import { createPasswordGate } from '../src/http/password-gate.js';
+import { createPasswordGate, MAX_WAITING } from '../src/http/password-gate.js';
 import { createHttpFixture, expectError, expectStatus, MINUTE, PASSWORD, S, SECRET, type HttpFixture } from './support/http-fixture.js';
 
 /** Issue 11: sessions that end, tokens that name themselves, revocation before the cache, a cap on bcrypt. */
@@ -132,39 +132,123 @@ describe('revocation is checked before the verified-token cache', () => {
   });
 });
 
-describe('password checks are capped; logins over the cap get 503 with Retry-After at once', () => {
-  it('the gate refuses without running the check while full, and frees its slot when a check ends', async () => {
-    const gate = createPasswordGate(2);
+describe('password checks are capped; logins over the cap wait their turn for a bounded time', () => {
+  /** A check the test ends (true) when it likes; `ran` counts the checks started. */
+  function checks() {
     const releases: (() => void)[] = [];
-    let ran = 0;
-    const slow = () => new Promise<boolean>((resolve) => {
-      ran += 1;
-      releases.push(() => resolve(true));
-    });
-    const p1 = gate.run(slow);
-    const p2 = gate.run(slow);
+    const state = { ran: 0, running: 0, most: 0 };
+    const check = () =>
+      new Promise<boolean>((resolve) => {
+        state.ran += 1;
+        state.running += 1;
+        state.most = Math.max(state.most, state.running);
+        releases.push(() => {
+          state.running -= 1;
+          resolve(true);
+        });
+      });
+    /** Ends the oldest unfinished check and lets the gate start the next. */
+    const finishOne = async () => {
+      releases.shift()?.();
+      await new Promise((r) => setImmediate(r));
+    };
+    return { state, check, finishOne, releases };
+  }
+  const isBusy = (e: unknown) => (e as { code?: string }).code === 'LOGIN_BUSY';
+
+  it('at most `max` checks run at once; the others wait and start in arrival order as slots free', async () => {
+    const gate = createPasswordGate({ max: 2, maxWaitMs: 5000 });
+    const c = checks();
+    const order: number[] = [];
+    const all = [0, 1, 2, 3, 4].map((i) => gate.run(() => (order.push(i), c.check())));
     assert.equal(gate.active, 2);
-    await assert.rejects(gate.run(slow), (e: unknown) => (e as { code?: string; retryAfterSeconds?: number }).code === 'LOGIN_BUSY');
-    assert.equal(ran, 2, 'a refused check never runs');
-    releases[0]?.();
+    assert.equal(gate.waiting, 3);
+    while (c.releases.length > 0) await c.finishOne();
+    assert.deepEqual(await Promise.all(all), [true, true, true, true, true]);
+    assert.deepEqual(order, [0, 1, 2, 3, 4], 'first come, first checked');
+    assert.equal(c.state.most, 2, 'never more than the cap at once');
+    assert.equal(gate.active + gate.waiting, 0);
+  });
+
+  it('a login arriving while the queue is full is refused at once, unchecked, with Retry-After', async () => {
+    const gate = createPasswordGate({ max: 1, maxWaitMs: 5000 });
+    const c = checks();
+    const held = gate.run(c.check);
+    const queued = Array.from({ length: MAX_WAITING }, () => gate.run(c.check));
+    assert.equal(gate.waiting, MAX_WAITING);
+    await assert.rejects(gate.run(c.check), (e: unknown) => isBusy(e) && (e as { retryAfterSeconds?: number }).retryAfterSeconds === 5);
+    assert.equal(gate.waiting, MAX_WAITING, 'the refused login was not queued');
+    assert.equal(c.state.ran, 1, 'nor checked');
+    while (c.releases.length > 0) await c.finishOne();
+    await Promise.all([held, ...queued]);
+    assert.equal(c.state.ran, MAX_WAITING + 1);
+  });
+
+  it('a login still waiting at its deadline is refused then, its check never run', async () => {
+    const gate = createPasswordGate({ max: 1, maxWaitMs: 40 });
+    const c = checks();
+    const held = gate.run(c.check);
+    const late = gate.run(c.check);
+    await assert.rejects(late, isBusy);
+    assert.equal(gate.waiting, 0);
+    await c.finishOne();
+    await held;
+    assert.equal(c.state.ran, 1, 'the refused login was never checked');
+  });
+
+  it('a waiting login whose client left is not checked; the next one gets the slot', async () => {
+    const gate = createPasswordGate({ max: 1, maxWaitMs: 5000 });
+    const c = checks();
+    const held = gate.run(c.check);
+    let left = false;
+    const gone = assert.rejects(gate.run(c.check, () => left), isBusy);
+    const next = gate.run(c.check);
+    left = true;
+    await c.finishOne();
+    await gone;
+    assert.equal(c.state.ran, 2, 'the check of the login whose client left was skipped');
+    await c.finishOne();
+    assert.deepEqual(await Promise.all([held, next]), [true, true]);
+  });
+
+  it('with no queue (maxWaitMs 0) a login over the cap is refused at once without running the check; a slot freed is used again', async () => {
+    const gate = createPasswordGate({ max: 2, maxWaitMs: 0 });
+    const c = checks();
+    const p1 = gate.run(c.check);
+    const p2 = gate.run(c.check);
+    assert.equal(gate.active, 2);
+    await assert.rejects(gate.run(c.check), (e: unknown) => isBusy(e) && (e as { retryAfterSeconds?: number }).retryAfterSeconds === 1);
+    assert.equal(c.state.ran, 2, 'a refused check never runs');
+    await c.finishOne();
     await p1;
     assert.equal(gate.active, 1);
-    const p3 = gate.run(slow);
-    assert.equal(ran, 3);
-    releases[1]?.();
-    releases[2]?.();
+    const p3 = gate.run(c.check);
+    assert.equal(c.state.ran, 3);
+    await c.finishOne();
+    await c.finishOne();
     await Promise.all([p2, p3]);
     assert.equal(gate.active, 0);
   });
 
-  it('over HTTP: with a cap of 1, concurrent logins beyond it are answered 503 LOGIN_BUSY with Retry-After before the admitted one finishes', async () => {
-    const f = (fx = await createHttpFixture({ app: { maxConcurrentPasswordChecks: 1 } }));
-    // A slow hash (cost 12), so the admitted check is surely still running when the others arrive.
-    const id = 700;
+  /** A student with a slow hash (cost 12), so a check is surely still running when the next login arrives. */
+  async function slowStudent(f: HttpFixture, id: number): Promise<void> {
     await f.engine.createStudent(
       { id, passwordHash: await hashPassword('slow-password', 12), enrollmentStart: 0, maxUnits: 20, remainingActions: 1, departmentId: null, entryYear: null, gender: 'male' },
       { requestId: 't', actor: 'system' },
     );
+  }
+
+  it('over HTTP, with the default queue: concurrent logins beyond a cap of 1 all get their token, in turn', async () => {
+    const f = (fx = await createHttpFixture({ app: { maxConcurrentPasswordChecks: 1 } }));
+    await slowStudent(f, 701);
+    const replies = await Promise.all([0, 1, 2, 3].map(() => f.request('POST', '/login', { body: { user: 701, password: 'slow-password' } })));
+    for (const r of replies) expectStatus(r, 200);
+  });
+
+  it('over HTTP, with LOGIN_QUEUE_MS 0: concurrent logins beyond a cap of 1 are answered 503 LOGIN_BUSY with Retry-After before the admitted one finishes', async () => {
+    const f = (fx = await createHttpFixture({ app: { maxConcurrentPasswordChecks: 1, loginQueueMs: 0 } }));
+    const id = 700;
+    await slowStudent(f, id);
     const order: number[] = [];
     const replies = await Promise.all(
       [0, 1, 2, 3].map(async () => {
@@ -187,3 +271,4 @@ describe('password checks are capped; logins over the cap get 503 with Retry-Aft
     expectStatus(await f.request('POST', '/login', { body: { user: S.alice, password: PASSWORD } }), 200);
   });
 });
+

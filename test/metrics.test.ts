@@ -4,7 +4,10 @@ import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { watchEngine } from '../src/metrics/engine-metrics.js';
+import { renderMetrics } from '../src/metrics/registry.js';
 import { startMetricsServer } from '../src/metrics/server.js';
+import { createPasswordGate } from '../src/http/password-gate.js';
+import { watchPasswordGate } from '../src/http/request-metrics.js';
 import { createGroupCommitter } from '../src/persistence/group-commit.js';
 import { createLogger } from '../src/logger.js';
 import { createHttpFixture, expectError, expectStatus, PASSWORD, S, type HttpFixture } from './support/http-fixture.js';
@@ -94,6 +97,24 @@ describe('/metrics', () => {
     assert.match(text, /enrollment_coordination_connected\{store="memory"\} 1/);
     assert.match(text, /nodejs_eventloop_lag_p99_seconds \d/);
     assert.match(text, /# TYPE nodejs_gc_duration_seconds histogram/);
+  });
+
+  it('counts the logins waiting for a password-check slot and the checks running', async () => {
+    const gate = createPasswordGate({ max: 1, maxWaitMs: 5000 });
+    watchPasswordGate(gate);
+    const releases: (() => void)[] = [];
+    const check = () => new Promise<boolean>((resolve) => releases.push(() => resolve(true)));
+    const logins = [gate.run(check), gate.run(check), gate.run(check)];
+    const text = (await renderMetrics()).body;
+    // Other apps of this file are watched too; none has a login in flight now.
+    assert.match(text, /enrollment_login_queue 2\n/);
+    assert.match(text, /enrollment_password_checks_active 1\n/);
+    while (releases.length > 0) {
+      releases.shift()?.();
+      await new Promise((r) => setImmediate(r));
+    }
+    await Promise.all(logins);
+    assert.match((await renderMetrics()).body, /enrollment_login_queue 0\n/);
   });
 
   it('is served without a token on the separate Prometheus listener, and nothing else is', async () => {

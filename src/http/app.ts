@@ -23,7 +23,7 @@ import { genReqId, REQUEST_ID_HEADER } from './request-id.js';
 import { authRoutes } from './routes/auth.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
-import { installRequestMetrics } from './request-metrics.js';
+import { installRequestMetrics, watchPasswordGate } from './request-metrics.js';
 import { meEventsRoutes } from './routes/me-events.js';
 import { peopleRoutes } from './routes/people.js';
 import { sectionRoutes } from './routes/sections.js';
@@ -57,8 +57,10 @@ export interface AppDeps {
   coordination?: Coordination;
   /** Login throttling and per-student write limit (default {@link DEFAULT_THROTTLE_POLICY}: writes unlimited). */
   throttle?: Partial<ThrottlePolicy>;
-  /** Password checks at once at most; logins over it get 503 LOGIN_BUSY (default 3). */
+  /** Password checks at once at most; logins over it wait for a slot (default 3). */
   maxConcurrentPasswordChecks?: number;
+  /** Longest a login waits for a password-check slot (ms) before 503 LOGIN_BUSY; 0: never waits (default 5000). */
+  loginQueueMs?: number;
   /** Staff ids with the admin role: the only ones who may create staff (default none). */
   adminStaffIds?: readonly number[];
   /** Shortest password a new account may have (default 10). */
@@ -75,6 +77,8 @@ export interface AppDeps {
 
 /** Login checks at once by default: one fewer than libuv's four pool threads, so file and DNS work still get one. */
 export const DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS = 3;
+/** A login waits this long at most for a password-check slot: the registration-day login burst is served, not refused. */
+export const DEFAULT_LOGIN_QUEUE_MS = 5_000;
 export const DEFAULT_MIN_PASSWORD_LENGTH = 10;
 
 /** The app as built: Fastify with the TypeBox type provider. */
@@ -149,6 +153,11 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await registerOpenApi(app, API_VERSION);
 
   const coordination = deps.coordination ?? createMemoryCoordination({ now: deps.now });
+  const passwordGate = createPasswordGate({
+    max: deps.maxConcurrentPasswordChecks ?? DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS,
+    maxWaitMs: deps.loginQueueMs ?? DEFAULT_LOGIN_QUEUE_MS,
+  });
+  watchPasswordGate(passwordGate);
   const ctx: RouteContext = {
     engine: deps.engine,
     tokens: new TokenService({
@@ -159,7 +168,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       revocations: deps.revocations ?? coordination.revocations,
     }),
     readiness: deps.readiness,
-    passwordGate: createPasswordGate(deps.maxConcurrentPasswordChecks ?? DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS),
+    passwordGate,
     accounts: {
       adminStaffIds: new Set(deps.adminStaffIds ?? []),
       minPasswordLength: deps.minPasswordLength ?? DEFAULT_MIN_PASSWORD_LENGTH,

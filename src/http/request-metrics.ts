@@ -1,4 +1,4 @@
-import { Counter, Histogram } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import { registry } from '../metrics/registry.js';
 
@@ -25,6 +25,42 @@ const enrollOutcomes = new Counter({
   labelNames: ['code'] as const,
   registers: [registry],
 });
+
+/** The password gates of the live apps (tests build several; weak, so a closed app is forgotten). */
+const gates = new Set<WeakRef<{ readonly waiting: number; readonly active: number }>>();
+
+function sumGates(read: (g: { readonly waiting: number; readonly active: number }) => number): number {
+  let total = 0;
+  for (const ref of gates) {
+    const g = ref.deref();
+    if (g === undefined) gates.delete(ref);
+    else total += read(g);
+  }
+  return total;
+}
+
+new Gauge({
+  name: 'enrollment_login_queue',
+  help: 'Logins waiting for a password-check slot (a login that would wait longer than LOGIN_QUEUE_MS gets 503 LOGIN_BUSY)',
+  registers: [registry],
+  collect() {
+    this.set(sumGates((g) => g.waiting));
+  },
+});
+
+new Gauge({
+  name: 'enrollment_password_checks_active',
+  help: 'Password checks (bcrypt) running now, at most MAX_CONCURRENT_PASSWORD_CHECKS',
+  registers: [registry],
+  collect() {
+    this.set(sumGates((g) => g.active));
+  },
+});
+
+/** Shows a password gate's queue and running checks in the login gauges. */
+export function watchPasswordGate(g: { readonly waiting: number; readonly active: number }): void {
+  gates.add(new WeakRef(g));
+}
 
 type Child = ReturnType<typeof requestDuration.labels>;
 const children = new Map<string, Map<string, Map<number, Child>>>();

@@ -47,15 +47,17 @@ const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, 
       // Throttled before any bcrypt work (429 LOGIN_THROTTLED, Retry-After).
       await throttle.beforeLogin(account, request.ip);
       const record = id <= MAX_ID ? (staff ? engine.getStaff(id) : engine.getStudent(id)) : undefined;
-      // Over the cap the login is refused before any bcrypt work (503 LOGIN_BUSY, Retry-After).
-      const ok = await passwordGate.run(() => checkPassword(password, record?.passwordHash));
+      // Over the cap the login waits for a slot, or is refused before any bcrypt work when the wait
+      // would be too long (503 LOGIN_BUSY, Retry-After); one whose client left meanwhile is not checked.
+      const gone = () => request.socket.destroyed;
+      const ok = await passwordGate.run(() => checkPassword(password, record?.passwordHash), gone);
       if (ok) {
         await throttle.loginSucceeded(account);
         return { token: tokens.issue({ id, role: staff ? 'staff' : 'student' }) };
       }
       await throttle.loginFailed(account, request.ip);
       const other = id <= MAX_ID ? (staff ? engine.getStudent(id) : engine.getStaff(id)) : undefined;
-      const otherOk = await passwordGate.run(() => checkPassword(password, other?.passwordHash));
+      const otherOk = await passwordGate.run(() => checkPassword(password, other?.passwordHash), gone);
       if (otherOk) {
         throw new EngineError(
           'WRONG_ROLE',
