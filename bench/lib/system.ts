@@ -158,9 +158,9 @@ export class System {
     env.HOST = this.host;
     env.PORT = String(this.port);
     env.DEMO_DATA = 'false';
-    // The login phase logs every benchmark user in at once over all connections (cost-4 hashes) and
-    // needs every token: the engine's own password-check cap and login queue take them, as they
-    // would a registration day's logins (no override; before the queue, the cap refused most).
+    // No override of the password-check cap: the login phase logs every benchmark user in at once
+    // (cost-4 hashes), and the engine's own cap and login queue take them as they would a
+    // registration day's logins (before the queue, the default cap refused most of them).
     env.ENROLLMENT_WINDOW_MINUTES = String(WINDOW_MINUTES);
     if (this.opts.mode === 'full') env.IN_PROCESS_BATCHER = this.opts.batcher === 'in-process' ? 'true' : 'false';
     else env.DATA_DIR = this.dataDir as string;
