@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
-import { registry } from '../metrics/registry.js';
+import { registry, sumWeak } from '../metrics/registry.js';
 
 /**
  * Request metrics, kept cheap on the hot path: one `onResponse` callback hook per request that
@@ -29,22 +29,12 @@ const enrollOutcomes = new Counter({
 /** The password gates of the live apps (tests build several; weak, so a closed app is forgotten). */
 const gates = new Set<WeakRef<{ readonly waiting: number; readonly active: number }>>();
 
-function sumGates(read: (g: { readonly waiting: number; readonly active: number }) => number): number {
-  let total = 0;
-  for (const ref of gates) {
-    const g = ref.deref();
-    if (g === undefined) gates.delete(ref);
-    else total += read(g);
-  }
-  return total;
-}
-
 new Gauge({
   name: 'enrollment_login_queue',
   help: 'Logins waiting for a password-check slot (a login that would wait longer than LOGIN_QUEUE_MS gets 503 LOGIN_BUSY)',
   registers: [registry],
   collect() {
-    this.set(sumGates((g) => g.waiting));
+    this.set(sumWeak(gates, (g) => g.waiting));
   },
 });
 
@@ -53,7 +43,7 @@ new Gauge({
   help: 'Password checks (bcrypt) running now, at most MAX_CONCURRENT_PASSWORD_CHECKS',
   registers: [registry],
   collect() {
-    this.set(sumGates((g) => g.active));
+    this.set(sumWeak(gates, (g) => g.active));
   },
 });
 

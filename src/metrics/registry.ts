@@ -12,6 +12,20 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 export const registry = new Registry();
 collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 20 });
 
+/**
+ * Sums a gauge's reading over the live objects it watches. They are held weakly, so an object
+ * nobody else holds any more (a closed store, app or gate; tests make many) is forgotten.
+ */
+export function sumWeak<T extends object>(refs: Set<WeakRef<T>>, read: (t: T) => number): number {
+  let total = 0;
+  for (const r of refs) {
+    const t = r.deref();
+    if (t === undefined) refs.delete(r);
+    else total += read(t);
+  }
+  return total;
+}
+
 /** What `/metrics` answers: the text format and its content type. */
 export async function renderMetrics(): Promise<{ contentType: string; body: string }> {
   return { contentType: registry.contentType, body: await registry.metrics() };

@@ -1,5 +1,5 @@
 import { Gauge, Histogram } from 'prom-client';
-import { registry } from '../metrics/registry.js';
+import { registry, sumWeak } from '../metrics/registry.js';
 
 /**
  * Persistence metrics, in the process's one registry (src/metrics/registry.ts, scraped at
@@ -23,16 +23,6 @@ export interface BatcherLagSource {
   readonly lagEvents: number;
   /** Seconds since the oldest of them arrived (0 when none). */
   readonly lagSeconds: number;
-}
-
-function sumWeak<T extends object>(refs: Set<WeakRef<T>>, read: (t: T) => number): number {
-  let total = 0;
-  for (const r of refs) {
-    const t = r.deref();
-    if (t === undefined) refs.delete(r);
-    else total += read(t);
-  }
-  return total;
 }
 
 function sum(read: (b: BatcherLagSource) => number): number {
