@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -167,6 +167,34 @@ export class System {
     return { ...env, ...this.opts.extraEnv };
   }
 
+  /** The queues a full-mode run makes: the engine's stream and webhook delivery queues, the batcher's dead-letter queue. */
+  private queueNames(): string[] {
+    const webhooks = deliveryQueueNames(this.prefix);
+    return [`${this.prefix}.events`, `${this.prefix}.dead`, webhooks.work, webhooks.dead];
+  }
+
+  /**
+   * What a stopped run left behind on the shared services or the disk (none, normally): its
+   * database, any of its queues (asked for by name: AMQP cannot list them), its data directory.
+   */
+  async leftovers(): Promise<string[]> {
+    const left: string[] = [];
+    if (this.opts.mode === 'full') {
+      const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+      await c.connect();
+      try {
+        const r = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [this.prefix]);
+        if (r.rowCount) left.push(`database ${this.prefix}`);
+      } finally {
+        await c.end();
+      }
+      left.push(...(await existingQueues(this.queueNames())).map((q) => `queue ${q}`));
+    } else if (this.dataDir && existsSync(this.dataDir)) {
+      left.push(`directory ${this.dataDir}`);
+    }
+    return left;
+  }
+
   private startBatcher(): void {
     this.batcherChild = new Child('batcher', [...this.profileArgs('batcher'), ...entryArgs(this.opts.runner, 'src/cli/batcher.ts')], {
       ...this.baseEnv(),
@@ -199,8 +227,8 @@ export class System {
     );
     // The engine creates the stream and its webhook delivery queues, the batcher the dead-letter
     // queue; all go at the end.
-    const webhooks = deliveryQueueNames(this.prefix);
-    this.resources.push(track(`AMQP queues ${this.prefix}.*`, () => deleteQueues([`${this.prefix}.events`, `${this.prefix}.dead`, webhooks.work, webhooks.dead])));
+    const queues = this.queueNames();
+    this.resources.push(track(`AMQP queues ${this.prefix}.*`, () => deleteQueues(queues)));
     const db = createPgClient(this.dbUrl, { max: 2 });
     try {
       await migrate(db);
@@ -336,6 +364,23 @@ export interface CatchUp {
   byConstruction: boolean;
   counts: RowCounts | null;
   expectedRows: number;
+}
+
+/** Those of `names` that exist on the broker (a passive declare of each, on a channel of its own). */
+export async function existingQueues(names: string[]): Promise<string[]> {
+  const c = await amqp.connect(AMQP_URL);
+  const found: string[] = [];
+  try {
+    for (const n of names) {
+      const ch = await c.createChannel();
+      ch.on('error', () => undefined);
+      if (await ch.checkQueue(n).then(() => true, () => false)) found.push(n);
+      await ch.close().catch(() => undefined);
+    }
+  } finally {
+    await c.close().catch(() => undefined);
+  }
+  return found;
 }
 
 export async function deleteQueues(names: string[]): Promise<void> {

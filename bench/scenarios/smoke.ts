@@ -114,6 +114,8 @@ export async function smokeScenario(opts: BenchOptions, report: ScenarioReport<u
       await sys.stop({ readEmbeddedCounts: true });
       if (errors.length > 0) note(`[${run}] the engine logged ${errors.length} error line(s):\n  ${errors.slice(-5).join('\n  ')}`);
     }
+    const left = await sys.leftovers();
+    report.checks.push({ name: `${run}: left no database, queue or data directory behind`, ok: left.length === 0, detail: left.join(', ') || 'nothing left' });
     if (o.ceiling && seedCeiling && steadyCeiling) {
       seed.ceiling = await measureCeiling(o.runner, seedStudents, seedCeiling);
       seed.ratioToCeiling = ratio(seed.load.reqPerSec, seed.ceiling.reqPerSec);
