@@ -3,7 +3,7 @@ import { closeAll, openConnections } from '../lib/http.js';
 import { note } from '../lib/progress.js';
 import { Ledger } from '../lib/seed.js';
 import { round } from '../lib/stats.js';
-import { System } from '../lib/system.js';
+import { STEADY_ENV, System } from '../lib/system.js';
 import { loginAll, runSeedLoad, seedPlan, SteadyDriver } from '../lib/workloads.js';
 import { ceilingScenario, type CeilingScenarioFigures } from './ceiling.js';
 import { harnessChecks, PER_STUDENT, printSeedRun, seedSpec, seedTargets, type SeedFigures } from './seed.js';
@@ -38,7 +38,7 @@ export async function smokeScenario(opts: BenchOptions, report: ScenarioReport<u
   );
   for (const v of variantsOf(o)) {
     const run = `smoke-${v.mode}-${o.stamp}`;
-    const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: o.runner, cpuProfile: null, extraEnv: o.extraEnv });
+    const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: o.runner, cpuProfile: null, extraEnv: { ...STEADY_ENV, ...o.extraEnv } });
     note(`[${run}] starting: ${sys.label}`);
     await sys.start();
     let seed: SeedFigures;

@@ -19,7 +19,7 @@ import type { MemoryReading } from '../lib/procs.js';
 import { note } from '../lib/progress.js';
 import { Ledger, type SeedSpec } from '../lib/seed.js';
 import { fmt, medianDeep, round } from '../lib/stats.js';
-import { System, type CatchUp } from '../lib/system.js';
+import { STEADY_ENV, System, type CatchUp } from '../lib/system.js';
 import { loginAll, SteadyDriver, type SteadyMix } from '../lib/workloads.js';
 import { cpuCheck, harnessChecks, seedSpec } from './seed.js';
 
@@ -56,7 +56,7 @@ export async function steadyOnce(
   run: string,
   report: ScenarioReport<unknown>,
 ): Promise<SteadyFigures> {
-  const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: opts.cpuProf ? run : null, extraEnv: opts.extraEnv });
+  const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: opts.cpuProf ? run : null, extraEnv: { ...STEADY_ENV, ...opts.extraEnv } });
   note(`[${run}] starting: ${sys.label}, ${opts.connections} connections, ${opts.durationS} s (+${opts.warmupS} s warm-up)`);
   await sys.start();
   let f: SteadyFigures;
@@ -208,7 +208,7 @@ interface StreamPhase {
  * engine, its data and, as far as possible, the machine's other load at the time.
  */
 async function steadyStreamsAB(opts: BenchOptions, v: ReturnType<typeof variantsOf>[number], spec: SeedSpec, run: string, n: number): Promise<StreamPhase[]> {
-  const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: opts.cpuProf ? run : null, extraEnv: opts.extraEnv });
+  const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: opts.cpuProf ? run : null, extraEnv: { ...STEADY_ENV, ...opts.extraEnv } });
   note(`[${run}] starting: ${sys.label}, ${opts.connections} connections, phases of ${opts.durationS} s without / with ${n} event streams`);
   /** With --cpu-prof: the first "with" and the last "without" phase, for a profile of each. */
   let withWindow: { start: number; end: number } | null = null;
