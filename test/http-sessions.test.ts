@@ -194,6 +194,11 @@ describe('password checks are capped; logins over the cap wait their turn for a 
     await c.finishOne();
     await held;
     assert.equal(c.state.ran, 1, 'the refused login was never checked');
+    // The slot is free for the next login at once.
+    const again = gate.run(c.check);
+    assert.equal(gate.active, 1);
+    await c.finishOne();
+    assert.equal(await again, true);
   });
 
   it('a waiting login whose client left is not checked; the next one gets the slot', async () => {

@@ -42,6 +42,8 @@ interface Waiter {
   refuse: (err: EngineError) => void;
   abandoned: (() => boolean) | undefined;
   timer: NodeJS.Timeout;
+  /** Refused at its deadline; left in the queue and skipped (removing it would cost a search). */
+  expired: boolean;
 }
 
 /** Logins waiting at most; more are refused at once (each holds a socket and its request, a few kB). */
@@ -57,10 +59,14 @@ export function createPasswordGate(opts: PasswordGateOptions): PasswordGate {
   if (!Number.isInteger(maxWaitMs) || maxWaitMs < 0) throw new Error('the login queue wait must be a whole number of milliseconds, 0 or more');
   let active = 0;
   const queue: Waiter[] = [];
+  /** Waiters in the queue not yet refused at their deadline. */
+  let waiting = 0;
 
   function next(): void {
     while (active < max && queue.length > 0) {
       const w = queue.shift() as Waiter;
+      if (w.expired) continue;
+      waiting -= 1;
       clearTimeout(w.timer);
       if (w.abandoned?.()) {
         w.refuse(busy(1, 'the client left before its turn'));
@@ -85,26 +91,27 @@ export function createPasswordGate(opts: PasswordGateOptions): PasswordGate {
       return active;
     },
     get waiting() {
-      return queue.length;
+      return waiting;
     },
     max,
     run(check, abandoned) {
-      if (active < max && queue.length === 0) return runNow(check);
+      if (active < max && waiting === 0) return runNow(check);
       if (maxWaitMs === 0) return Promise.reject(busy(1, 'every password-check slot is taken'));
-      if (queue.length >= MAX_WAITING) return Promise.reject(busy(Math.max(1, Math.ceil(maxWaitMs / 1000)), `${MAX_WAITING} logins are waiting already`));
+      if (waiting >= MAX_WAITING) return Promise.reject(busy(Math.max(1, Math.ceil(maxWaitMs / 1000)), `${MAX_WAITING} logins are waiting already`));
       return new Promise((resolve, reject) => {
         const w: Waiter = {
           start: () => runNow(check).then(resolve, reject),
           refuse: reject,
           abandoned,
+          expired: false,
           timer: setTimeout(() => {
-            const i = queue.indexOf(w);
-            if (i < 0) return;
-            queue.splice(i, 1);
+            w.expired = true;
+            waiting -= 1;
             reject(busy(1, `no password-check slot came free within ${maxWaitMs} ms`));
           }, maxWaitMs),
         };
         queue.push(w);
+        waiting += 1;
       });
     },
   };
