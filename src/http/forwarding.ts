@@ -126,17 +126,18 @@ export function createForwarder(opts: ForwardingOptions) {
     return createHmac('sha256', markKey).update(`${name}\n${method}\n${url}\n${requestId}\n${stamp}`).digest('base64url');
   }
 
-  /** Marks already taken, with when they may be forgotten (a mark older than the window is refused by its time). */
+  /** Marks already taken, with when they may be forgotten: once their own time is out of the window, which then refuses them. */
   const takenMarks = new Map<string, number>();
 
-  function take(key: string, now: number): boolean {
-    // Received in time order, so the oldest are first: forget those past the window.
+  function take(key: string, sentAt: number, now: number): boolean {
+    // Roughly in time order (senders' clocks differ a little): forget from the oldest while they
+    // are due; one due later only delays the rest, it never makes a mark forgotten too early.
     for (const [k, forgetAt] of takenMarks) {
       if (forgetAt > now) break;
       takenMarks.delete(k);
     }
     if (takenMarks.has(key)) return false;
-    takenMarks.set(key, now + 2 * MARK_MAX_AGE_MS);
+    takenMarks.set(key, sentAt + MARK_MAX_AGE_MS + 1);
     return true;
   }
 
@@ -154,7 +155,7 @@ export function createForwarder(opts: ForwardingOptions) {
     const want = Buffer.from(markMac(name, request.method, request.url, id, stamp));
     const got = Buffer.from(v.slice(dot + 1));
     if (got.length !== want.length || !timingSafeEqual(got, want)) return false;
-    return take(`${name}\n${stamp}`, now);
+    return take(`${name}\n${stamp}`, sentAt, now);
   }
 
   /** Students whose home is here: the tail of each one's chain of writes (they run one at a time). */
