@@ -5,6 +5,7 @@ import jwt from 'jsonwebtoken';
 import { hashPassword } from '../src/password.js';
 import { createMemoryRevocations, TOKEN_AUDIENCE, TOKEN_ISSUER, TokenService } from '../src/http/auth.js';
 import { createPasswordGate, MAX_WAITING } from '../src/http/password-gate.js';
+import { renderMetrics } from '../src/metrics/registry.js';
 import { createHttpFixture, expectError, expectStatus, MINUTE, PASSWORD, S, SECRET, type HttpFixture } from './support/http-fixture.js';
 
 /** Issue 11: sessions that end, tokens that name themselves, revocation before the cache, a cap on bcrypt. */
@@ -201,6 +202,22 @@ describe('password checks are capped; logins over the cap wait their turn for a 
     assert.equal(await again, true);
   });
 
+  it('while the checks are stuck, logins refused at their deadline are dropped from the queue and a live one behind them is still served', async () => {
+    const gate = createPasswordGate({ max: 1, maxWaitMs: 200 });
+    const c = checks();
+    const held = gate.run(c.check);
+    const late = Array.from({ length: 300 }, () => assert.rejects(gate.run(c.check), isBusy));
+    await new Promise((r) => setTimeout(r, 100));
+    // Still waiting when the 300 before it are refused and dropped (they outnumber the live ones).
+    const live = gate.run(c.check);
+    await Promise.all(late);
+    assert.equal(gate.waiting, 1);
+    await c.finishOne();
+    assert.equal(c.state.ran, 2, 'the live login ran, none of the refused ones');
+    await c.finishOne();
+    assert.deepEqual(await Promise.all([held, live]), [true, true]);
+  });
+
   it('a waiting login whose client left is not checked; the next one gets the slot', async () => {
     const gate = createPasswordGate({ max: 1, maxWaitMs: 5000 });
     const c = checks();
@@ -248,6 +265,38 @@ describe('password checks are capped; logins over the cap wait their turn for a 
     await slowStudent(f, 701);
     const replies = await Promise.all([0, 1, 2, 3].map(() => f.request('POST', '/login', { body: { user: 701, password: 'slow-password' } })));
     for (const r of replies) expectStatus(r, 200);
+  });
+
+  it('over HTTP: a login whose client disconnects while it waits is never checked', async () => {
+    // One failed login throttles an account, so a check of the departed login's wrong password
+    // would show as 429 on that account's next, correct, login.
+    const f = (fx = await createHttpFixture({ app: { maxConcurrentPasswordChecks: 1, throttle: { loginFailuresPerUser: 1 } } }));
+    await slowStudent(f, 702);
+    await f.engine.createStudent(
+      { id: 703, passwordHash: await hashPassword('right-password', 4), enrollmentStart: 0, maxUnits: 20, remainingActions: 1, departmentId: null, entryYear: null, gender: 'male' },
+      { requestId: 't', actor: 'system' },
+    );
+    const address = await f.app.listen({ port: 0, host: '127.0.0.1' });
+    const gauge = async (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec((await renderMetrics()).body)?.[1]);
+    const until = async (ok: () => Promise<boolean>, what: string) => {
+      const end = performance.now() + 5000;
+      while (!(await ok())) {
+        if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+    const login = (user: number, password: string, signal?: AbortSignal) =>
+      fetch(`${address}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password }), signal });
+    const first = login(702, 'slow-password');
+    await until(async () => (await gauge('enrollment_password_checks_active')) === 1, 'the first check to run');
+    const departing = new AbortController();
+    const gone = login(703, 'wrong-password', departing.signal).catch(() => 'aborted');
+    await until(async () => (await gauge('enrollment_login_queue')) === 1, 'the second login to wait');
+    departing.abort();
+    assert.equal(await gone, 'aborted');
+    assert.equal((await first).status, 200);
+    await until(async () => (await gauge('enrollment_login_queue')) === 0 && (await gauge('enrollment_password_checks_active')) === 0, 'the gate to empty');
+    expectStatus(await f.request('POST', '/login', { body: { user: 703, password: 'right-password' } }), 200);
   });
 
   it('over HTTP, with LOGIN_QUEUE_MS 0: concurrent logins beyond a cap of 1 are answered 503 LOGIN_BUSY with Retry-After before the admitted one finishes', async () => {

@@ -364,7 +364,6 @@ export interface CatchUp {
   expectedRows: number;
 }
 
-/** Those of `names` that exist on the broker (a passive declare of each, on a channel of its own). */
 /**
  * `steady` keeps each of its students writing several times a second on purpose, far past the
  * per-student write limit a real student meets (30 in 10 s by default); its runs turn the limit
@@ -372,6 +371,7 @@ export interface CatchUp {
  */
 export const STEADY_ENV: Readonly<Record<string, string>> = { STUDENT_WRITE_LIMIT: '0' };
 
+/** Those of `names` that exist on the broker (a passive declare of each, on a channel of its own). */
 export async function existingQueues(names: string[]): Promise<string[]> {
   const c = await amqp.connect(AMQP_URL);
   const found: string[] = [];

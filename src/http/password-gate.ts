@@ -42,7 +42,7 @@ interface Waiter {
   refuse: (err: EngineError) => void;
   abandoned: (() => boolean) | undefined;
   timer: NodeJS.Timeout;
-  /** Refused at its deadline; left in the queue and skipped (removing it would cost a search). */
+  /** Refused at its deadline; left in the queue and skipped (removing each would cost a search). */
   expired: boolean;
 }
 
@@ -58,7 +58,7 @@ export function createPasswordGate(opts: PasswordGateOptions): PasswordGate {
   if (!Number.isInteger(max) || max < 1) throw new Error('the password-check cap must be a whole number of 1 or more');
   if (!Number.isInteger(maxWaitMs) || maxWaitMs < 0) throw new Error('the login queue wait must be a whole number of milliseconds, 0 or more');
   let active = 0;
-  const queue: Waiter[] = [];
+  let queue: Waiter[] = [];
   /** Waiters in the queue not yet refused at their deadline. */
   let waiting = 0;
 
@@ -107,6 +107,9 @@ export function createPasswordGate(opts: PasswordGateOptions): PasswordGate {
           timer: setTimeout(() => {
             w.expired = true;
             waiting -= 1;
+            // While no slot frees (checks stuck), refused waiters would pile up here: drop them
+            // once they outnumber the live ones, so the queue stays within twice MAX_WAITING.
+            if (queue.length > 2 * waiting + 64) queue = queue.filter((x) => !x.expired);
             reject(busy(1, `no password-check slot came free within ${maxWaitMs} ms`));
           }, maxWaitMs),
         };

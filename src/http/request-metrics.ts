@@ -31,7 +31,7 @@ const gates = new Set<WeakRef<{ readonly waiting: number; readonly active: numbe
 
 new Gauge({
   name: 'enrollment_login_queue',
-  help: 'Logins waiting for a password-check slot (a login that would wait longer than LOGIN_QUEUE_MS gets 503 LOGIN_BUSY)',
+  help: 'Logins waiting for a password-check slot (one still waiting after LOGIN_QUEUE_MS gets 503 LOGIN_BUSY)',
   registers: [registry],
   collect() {
     this.set(sumWeak(gates, (g) => g.waiting));

@@ -47,8 +47,9 @@ const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, 
       // Throttled before any bcrypt work (429 LOGIN_THROTTLED, Retry-After).
       await throttle.beforeLogin(account, request.ip);
       const record = id <= MAX_ID ? (staff ? engine.getStaff(id) : engine.getStudent(id)) : undefined;
-      // Over the cap the login waits for a slot, or is refused before any bcrypt work when the wait
-      // would be too long (503 LOGIN_BUSY, Retry-After); one whose client left meanwhile is not checked.
+      // Over the cap the login waits for a slot; refused before any bcrypt work when none comes free
+      // within LOGIN_QUEUE_MS or the queue is full (503 LOGIN_BUSY, Retry-After); one whose client
+      // left meanwhile is not checked.
       const gone = () => request.socket.destroyed;
       const ok = await passwordGate.run(() => checkPassword(password, record?.passwordHash), gone);
       if (ok) {
