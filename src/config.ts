@@ -47,6 +47,11 @@ export interface Config {
   dataDir: string;
   /** PGlite's buffer pool (MB); its WebAssembly memory never shrinks, so it is kept small (docs/memory.md). */
   pgliteSharedBuffersMb: number;
+  /**
+   * Where PGlite runs in embedded mode: the engine's event loop (default), or a worker thread of its
+   * own, faster under load for 17-37 MB more memory (see pglite-thread.ts and docs/operations.md).
+   */
+  pgliteThread: 'worker' | 'main';
   /** Load the demo data set into an empty store at start. */
   demoData: boolean;
   /** DEMO_DATA=true was set explicitly: the only way demo credentials may be live on a non-loopback address. */
@@ -138,6 +143,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push(`${name} must be true or false (got "${raw}")`);
     return def;
   };
+  const oneOf = <T extends string>(name: string, values: readonly T[], def: T): T => {
+    const raw = str(name);
+    if (raw === null) return def;
+    const v = values.find((x) => x === raw.toLowerCase());
+    if (v === undefined) problems.push(`${name} must be one of ${values.join(', ')} (got "${raw}")`);
+    return v ?? def;
+  };
   const url = (name: string, protocols: string[]): string | null => {
     const raw = str(name);
     if (raw === null) return null;
@@ -219,6 +231,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logRequests: bool('LOG_REQUESTS', false),
     dataDir: str('DATA_DIR') ?? './data',
     pgliteSharedBuffersMb: int('PGLITE_SHARED_BUFFERS_MB', 16, 1, 4096),
+    pgliteThread: oneOf('PGLITE_THREAD', ['main', 'worker'] as const, 'main'),
     demoData,
     demoDataExplicit,
     amqpPrefix,

@@ -41,6 +41,7 @@ async function createPersistence(config: Config, logger: Logger, outbox: Webhook
       groupCommitLingerMs: config.groupCommitLingerMs,
       groupCommitQuietMs: config.groupCommitQuietMs,
       sharedBuffersMb: config.pgliteSharedBuffersMb,
+      thread: config.pgliteThread,
       outbox,
     });
   }

@@ -18,7 +18,7 @@ import {
 import { namespacedWorld, type NamespacedWorld, STRIDE } from './support/namespaced-world.js';
 import type { ReferenceModel } from './support/reference-model.js';
 import { normalize } from './support/scenario.js';
-import { embeddedMode, fullMode, memoryMode, type StoreHarness } from './support/store-harness.js';
+import { embeddedMode, embeddedWorkerMode, fullMode, memoryMode, type StoreHarness } from './support/store-harness.js';
 
 /**
  * Issue 4: bursts of concurrent requests through the REST API (`app.inject` in Promise.all, students
@@ -319,7 +319,7 @@ async function checkBySearch(h: StoreHarness, b: Burst): Promise<number[]> {
 // -------------------------------------------------------------------------------------------------
 // The suite, once per store
 
-const MODES = [memoryMode, embeddedMode, fullMode];
+const MODES = [memoryMode, embeddedMode, embeddedWorkerMode, fullMode];
 // Services are probed before anything else runs (a busy event loop would time the probe out). An
 // unreachable service under CI=true is an error, which fails that store's suite (and only it).
 const SKIPS = await Promise.all(MODES.map((m) => m.skip().catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))))));

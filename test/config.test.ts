@@ -89,3 +89,13 @@ test('write batching: group commit and batcher lingers have per-mode defaults an
   assert.equal(loadConfig({ ...full, BATCH_LINGER_MS: '0', GROUP_COMMIT_LINGER_MS: '0' }).batchLingerMs, 0);
   assert.throws(() => loadConfig({ ...full, BATCH_LINGER_MS: 'soon' }), (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('BATCH_LINGER_MS')));
 });
+
+test('PGLITE_THREAD: PGlite on the engine thread unless a worker thread is asked for; anything else is refused', () => {
+  assert.equal(loadConfig({}).pgliteThread, 'main');
+  assert.equal(loadConfig({ PGLITE_THREAD: 'worker' }).pgliteThread, 'worker');
+  assert.equal(loadConfig({ PGLITE_THREAD: 'Main' }).pgliteThread, 'main');
+  assert.throws(
+    () => loadConfig({ PGLITE_THREAD: 'threads' }),
+    (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('PGLITE_THREAD must be one of main, worker')),
+  );
+});

@@ -13,10 +13,11 @@ import { NOW, normalize, scenario } from './support/scenario.js';
 import { PG_ADMIN_URL, requireService } from './support/services.js';
 
 const logger = pino({ level: 'silent' });
-describe('embedded store (PGlite)', () => {
+for (const thread of ['main', 'worker'] as const)
+describe(`embedded store (PGlite, PGLITE_THREAD=${thread})`, () => {
   let store: Persistence;
   before(async () => {
-    store = await createEmbeddedStore({ dataDir: null, logger, batchMaxEvents: 50 });
+    store = await createEmbeddedStore({ dataDir: null, logger, batchMaxEvents: 50, thread });
     await store.migrate();
   });
   after(() => store.close());

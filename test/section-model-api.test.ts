@@ -426,7 +426,7 @@ async function databaseEqualsActors(h: StoreHarness, where: string): Promise<voi
 // -------------------------------------------------------------------------------------------------
 // The suite, once per store
 
-const PROPERTY_RUNS: Record<ModeFactory['name'], number> = { memory: 30, embedded: 30, full: 15 };
+const PROPERTY_RUNS: Record<ModeFactory['name'], number> = { memory: 30, embedded: 30, 'embedded-worker': 15, full: 15 };
 
 const MODES = [embeddedMode, fullMode];
 // Services are probed before anything else runs (a busy event loop would time the probe out). An

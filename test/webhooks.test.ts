@@ -224,9 +224,9 @@ describe('webhooks, full mode (PostgreSQL + RabbitMQ)', { timeout: 180_000 }, as
  * An embedded store, a receiver and a seeded world over them, as main.ts wires embedded mode: the
  * active webhooks kept by the outbox, read again when one is registered; deliveries queued in PGlite.
  */
-async function startEmbedded(webhooks?: { maxAttempts: number; baseDelayMs: number }) {
+async function startEmbedded(thread: 'main' | 'worker', webhooks?: { maxAttempts: number; baseDelayMs: number }) {
   const { outbox, wake } = createTestOutbox({ cacheWebhooks: true });
-  const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1, outbox });
+  const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1, outbox, thread });
   await store.migrate();
   const receiver = await startReceiver();
   const w = await startNoticesWorld({
@@ -244,9 +244,12 @@ async function startEmbedded(webhooks?: { maxAttempts: number; baseDelayMs: numb
   return { w, receiver, stop };
 }
 
-describe('webhooks, embedded mode (deliveries queued in PGlite)', { timeout: 120_000 }, () => {
+// PGlite on the engine's thread, and on its own worker thread, where the outbox's step of a group
+// commit runs back on the engine's thread inside the worker's transaction (pglite-thread.ts).
+for (const thread of ['main', 'worker'] as const)
+describe(`webhooks, embedded mode (deliveries queued in PGlite, PGLITE_THREAD=${thread})`, { timeout: 120_000 }, () => {
   test('a notice is delivered, signed, and listed with its attempt', async () => {
-    const { w, receiver, stop } = await startEmbedded({ maxAttempts: 3, baseDelayMs: 100 });
+    const { w, receiver, stop } = await startEmbedded(thread, { maxAttempts: 3, baseDelayMs: 100 });
     const staff = w.token(STAFF, 'staff');
     const hook = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/flaky`, secret: SECRET_A });
     assert.equal(hook.status, 201);
@@ -260,7 +263,7 @@ describe('webhooks, embedded mode (deliveries queued in PGlite)', { timeout: 120
   });
 
   test('a fired seat watch is delivered: its delivery is recorded with the watch marked fired', async () => {
-    const { w, receiver, stop } = await startEmbedded();
+    const { w, receiver, stop } = await startEmbedded(thread);
     const staff = w.token(STAFF, 'staff');
     const hook = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/ok`, secret: SECRET_A, kinds: ['seatAvailable'] });
     assert.equal(hook.status, 201);

@@ -173,10 +173,13 @@ export class System {
 
   /**
    * What a stopped run left behind on the shared services or the disk (none, normally): its
-   * database, any of its queues (asked for by name: AMQP cannot list them), its data directory.
+   * database, its queues (asked for by name, since AMQP cannot list queues, and where `rabbitmqctl`
+   * can list the local broker's queues, every queue named with the run's prefix too, so one the
+   * harness does not know of is seen), its data directory.
    */
-  async leftovers(): Promise<string[]> {
+  async leftovers(): Promise<{ left: string[]; queuesListed: boolean }> {
     const left: string[] = [];
+    let queuesListed = false;
     if (this.opts.mode === 'full') {
       const c = new pg.Client({ connectionString: PG_ADMIN_URL });
       await c.connect();
@@ -186,11 +189,15 @@ export class System {
       } finally {
         await c.end();
       }
-      left.push(...(await existingQueues(this.queueNames())).map((q) => `queue ${q}`));
+      const queues = new Set(await existingQueues(this.queueNames()));
+      const listed = await listedQueues();
+      queuesListed = listed !== null;
+      for (const q of listed ?? []) if (q.startsWith(`${this.prefix}.`) || q === this.prefix) queues.add(q);
+      left.push(...[...queues].map((q) => `queue ${q}`));
     } else if (this.dataDir && existsSync(this.dataDir)) {
       left.push(`directory ${this.dataDir}`);
     }
-    return left;
+    return { left, queuesListed };
   }
 
   private startBatcher(): void {
@@ -386,6 +393,19 @@ export async function existingQueues(names: string[]): Promise<string[]> {
     await c.close().catch(() => undefined);
   }
   return found;
+}
+
+/**
+ * Every queue of the local broker, as `rabbitmqctl list_queues` gives them; null where the tool is
+ * missing or cannot reach the broker (a remote broker, another user's Erlang cookie).
+ */
+export async function listedQueues(): Promise<string[] | null> {
+  try {
+    const { stdout } = await execFileP('rabbitmqctl', ['list_queues', 'name', '--quiet', '--no-table-headers'], { timeout: 30_000 });
+    return stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  } catch {
+    return null;
+  }
 }
 
 export async function deleteQueues(names: string[]): Promise<void> {

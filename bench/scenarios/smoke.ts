@@ -114,8 +114,9 @@ export async function smokeScenario(opts: BenchOptions, report: ScenarioReport<u
       await sys.stop({ readEmbeddedCounts: true });
       if (errors.length > 0) note(`[${run}] the engine logged ${errors.length} error line(s):\n  ${errors.slice(-5).join('\n  ')}`);
     }
-    const left = await sys.leftovers();
-    report.checks.push({ name: `${run}: left no database, queue or data directory behind`, ok: left.length === 0, detail: left.join(', ') || 'nothing left' });
+    const { left, queuesListed } = await sys.leftovers();
+    const how = o.mode === 'full' ? (queuesListed ? ' (queues: by name and every queue with the run prefix rabbitmqctl lists)' : ' (queues: by name; rabbitmqctl could not list them)') : '';
+    report.checks.push({ name: `${run}: left no database, queue or data directory behind`, ok: left.length === 0, detail: (left.join(', ') || 'nothing left') + how });
     if (o.ceiling && seedCeiling && steadyCeiling) {
       seed.ceiling = await measureCeiling(o.runner, seedStudents, seedCeiling);
       seed.ratioToCeiling = ratio(seed.load.reqPerSec, seed.ceiling.reqPerSec);

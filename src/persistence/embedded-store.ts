@@ -2,11 +2,12 @@ import type { Logger } from 'pino';
 import { createGroupCommitter } from './group-commit.js';
 import { migrate } from './migrations.js';
 import { createSqlNoticeStore } from './notice-store.js';
-import { createPgliteClient } from './pglite-client.js';
+import { createPgliteClient, type PgliteOptions } from './pglite-client.js';
+import { createPgliteThreadClient, type PgliteThreadClient } from './pglite-thread.js';
 import type { SqlClient } from './sql-client.js';
 import { loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
 import type { LoadedState, Persistence, ReadinessReport } from './types.js';
-import { applyEventsWithOutbox, type WebhookOutbox } from './webhook-outbox.js';
+import { applyEventsWithOutbox, type StagedOutbox, type WebhookOutbox } from './webhook-outbox.js';
 
 /**
  * Embedded mode: PGlite files under the data directory, and the ordered log is in process. Each
@@ -27,19 +28,41 @@ export async function createEmbeddedStore(opts: {
   sharedBuffersMb?: number;
   /** Records webhook deliveries in each group commit's transaction (issue 16). */
   outbox?: WebhookOutbox;
+  /**
+   * Where PGlite runs: on the engine's thread (default), or on a worker thread of its own
+   * (`PGLITE_THREAD=worker`), so the database's work does not block the event loop: faster under a
+   * storm, for a second V8 isolate's memory. See pglite-thread.ts.
+   */
+  thread?: 'worker' | 'main';
 }): Promise<Persistence> {
   const log = opts.logger.child({ module: 'embedded-store' });
-  const db: SqlClient = await createPgliteClient(opts.dataDir, {
+  const dbOpts: PgliteOptions = {
     sharedBuffersMb: opts.sharedBuffersMb,
     onDataDir: (origin) => {
       if (origin.from === 'template') log.info({ dataDir: opts.dataDir, pglite: origin.pglite }, 'new PGlite data directory created from the shipped template');
       else if (origin.from === 'initdb') log.warn({ dataDir: opts.dataDir, reason: origin.reason }, 'the shipped PGlite template was not usable; the data directory was created by initdb instead');
     },
-  });
+  };
+  const threaded: PgliteThreadClient | null = opts.thread !== 'worker' ? null : await createPgliteThreadClient(opts.dataDir, dbOpts);
+  const db: SqlClient = threaded ?? (await createPgliteClient(opts.dataDir, dbOpts));
+  const outbox = opts.outbox;
   const committer = createGroupCommitter(async (events) => {
     const t0 = performance.now();
-    const { staged } = await db.transaction((tx) => applyEventsWithOutbox(tx, events, opts.outbox));
-    staged?.commit();
+    let staged: StagedOutbox | null = null;
+    if (threaded) {
+      // On the worker: the whole transaction in one message (the outbox's step comes back here).
+      await threaded.applyEvents(
+        events,
+        outbox
+          ? async (tx, fresh) => {
+              staged = await outbox.stage(tx, fresh);
+            }
+          : undefined,
+      );
+    } else {
+      ({ staged } = await db.transaction((tx) => applyEventsWithOutbox(tx, events, outbox)));
+    }
+    (staged as StagedOutbox | null)?.commit();
     log.debug({ events: events.length, ms: +(performance.now() - t0).toFixed(1) }, 'group commit');
   }, opts.batchMaxEvents, {
     lingerMs: opts.groupCommitLingerMs,

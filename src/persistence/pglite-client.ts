@@ -49,6 +49,24 @@ const startParams = (opts: PgliteOptions = {}): string[] => [
 ];
 
 /**
+ * This process's module loader flags (`--import tsx` when running from source), so a child process
+ * or worker thread can load this folder's sibling modules the same way; with `liftoff`, also the
+ * WebAssembly compiler setting (a process-wide V8 flag, so only for a child: a worker thread shares
+ * it anyway and may not be given V8 flags).
+ */
+export function loaderExecArgv(liftoff: boolean): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < process.execArgv.length; i++) {
+    const a = process.execArgv[i] as string;
+    if (/^--(import|require|loader|experimental-loader)=/.test(a)) out.push(a);
+    else if (/^--(import|require|loader|experimental-loader)$/.test(a) || a === '-r') out.push(a, process.execArgv[++i] as string);
+    // The same WebAssembly compiler setting (see docs/memory.md): faster and smaller for initdb too.
+    else if (liftoff && a === '--liftoff-only') out.push(a);
+  }
+  return out;
+}
+
+/**
  * Creates a new PGlite data directory in a short-lived child process. PGlite's initdb runs a
  * second PostgreSQL instance and the separate initdb WebAssembly program and copies the new
  * directory between them: several hundred MB that a long-running process would keep (WebAssembly
@@ -60,15 +78,7 @@ const startParams = (opts: PgliteOptions = {}): string[] => [
 export async function initDataDirInChild(dataDir: string): Promise<void> {
   const self = fileURLToPath(import.meta.url);
   const script = join(self, '..', `pglite-initdb${self.endsWith('.ts') ? '.ts' : '.js'}`);
-  const loaderArgs: string[] = [];
-  for (let i = 0; i < process.execArgv.length; i++) {
-    const a = process.execArgv[i] as string;
-    if (/^--(import|require|loader|experimental-loader)=/.test(a)) loaderArgs.push(a);
-    else if (/^--(import|require|loader|experimental-loader)$/.test(a) || a === '-r') loaderArgs.push(a, process.execArgv[++i] as string);
-    // The same WebAssembly compiler setting (see docs/memory.md): faster and smaller for initdb too.
-    else if (a === '--liftoff-only') loaderArgs.push(a);
-  }
-  const child = spawn(process.execPath, [...loaderArgs, script, dataDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...loaderExecArgv(true), script, dataDir], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => {
     if (stderr.length < 8000) stderr += d.toString('utf8');

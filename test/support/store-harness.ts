@@ -31,6 +31,7 @@ import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './services.j
  *
  * - memory: MemoryPersistence (the project's in-memory log), as the other engine tests use;
  * - embedded: createEmbeddedStore over an in-memory PGlite (the default mode's real store);
+ * - embedded-worker: the same with PGlite on its own worker thread (PGLITE_THREAD=worker);
  * - full: createFullStore over a throw-away PostgreSQL database and a unique RabbitMQ stream,
  *   batcher in process. Skipped locally when a service is unreachable; fails under CI=true.
  *
@@ -39,7 +40,7 @@ import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './services.j
  * call order), so tests can see which request's transitions the log recorded first.
  */
 
-export type ModeName = 'memory' | 'embedded' | 'full';
+export type ModeName = 'memory' | 'embedded' | 'embedded-worker' | 'full';
 
 export const silentLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 
@@ -256,6 +257,19 @@ export const embeddedMode: ModeFactory = {
       // The embedded store's load() is loadState over its PGlite, after the pending commits.
       databaseState: () => store.load(),
       cleanup: async () => undefined,
+    });
+  },
+};
+
+export const embeddedWorkerMode: ModeFactory = {
+  name: 'embedded-worker',
+  skip: async () => false,
+  async open({ now }) {
+    const store = await createEmbeddedStore({ dataDir: null, logger: silentLogger, batchMaxEvents: 500, thread: 'worker' });
+    return harness('embedded-worker', now, {
+      store,
+      databaseState: () => store.load(),
+      cleanup: () => store.close(),
     });
   },
 };
