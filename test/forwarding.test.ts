@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { describe, test } from 'node:test';
 import Fastify from 'fastify';
 import { EngineError } from '../src/errors.js';
@@ -291,5 +292,43 @@ describe('forwarding while shards drain for a hand-over', () => {
     assert.equal(fresh.statusCode, 200, fresh.body);
     assert.deepEqual(a.admissions, [0, 0, 0], 'a fresh unused mark is taken: the home was not asked');
     assert.deepEqual(b.decided, [1, 2, 3, 4]);
+  });
+
+  test('a mark stamped ahead of the receiver is remembered until its own window ends, to the millisecond', async (t) => {
+    const instances: Awaited<ReturnType<typeof createInstance>>[] = [];
+    const a = await createInstance(t, [0], () => instances[1]?.address as string, 2000);
+    const b = await createInstance(t, [1], () => instances[0]?.address as string);
+    instances.push(a, b);
+    a.open();
+    b.open();
+    const s = pick(0, 1);
+    // A mark as an instance whose clock runs 30 s ahead of B's makes it (the format of
+    // forwarding.ts's markFor, with the key both derive from the shared secret): at the edge of B's window.
+    // B's clock is held still while it takes the mark, so the edge below is exact.
+    const takenAt = Date.now();
+    const sentAt = takenAt + MARK_MAX_AGE_MS;
+    const stamp = `${sentAt}.test-nonce`;
+    const requestId = 'req-ahead';
+    const key = createHmac('sha256', SECRET).update('engine-forwarding-marks').digest();
+    const mac = createHmac('sha256', key).update(`${HOME_HEADER}\nPUT\n/student/course\n${requestId}\n${stamp}`).digest('base64url');
+    const send = (n: number) => b.put(s.student, s.course, n, { [HOME_HEADER]: `${stamp}.${mac}`, [REQUEST_ID_HEADER]: requestId });
+
+    // Taken once: decided at B, the home not asked.
+    t.mock.method(Date, 'now', () => takenAt);
+    const taken = await send(1);
+    assert.equal(taken.statusCode, 200, taken.body);
+    assert.deepEqual(a.admissions, [], 'a valid unused mark is taken without the home');
+    // At the last millisecond its own time is inside B's window (exactly 60 s after B took it): still
+    // remembered (a memory of 60 s from taking, as before 7643687, forgot it at this very millisecond).
+    t.mock.method(Date, 'now', () => sentAt + MARK_MAX_AGE_MS);
+    const atEdge = await send(2);
+    // One millisecond later the window itself refuses it.
+    t.mock.method(Date, 'now', () => sentAt + MARK_MAX_AGE_MS + 1);
+    const past = await send(3);
+    t.mock.restoreAll();
+    assert.equal(atEdge.statusCode, 200, atEdge.body);
+    assert.equal(past.statusCode, 200, past.body);
+    assert.deepEqual(a.admissions, [0, 0], 'both replays were client writes, routed through the home');
+    assert.deepEqual(b.decided, [1, 2, 3]);
   });
 });
