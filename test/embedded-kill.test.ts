@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './support/fault-harness.js';
+
+/**
+ * "A 2xx means durable, even under kill -9", in embedded mode, with PGlite on the engine's thread
+ * (the default) and on its own worker thread (PGLITE_THREAD=worker): staff changes are sent in a
+ * burst, the engine is killed (SIGKILL) as soon as half of them have been answered 204 while the
+ * rest are still in flight, and the restarted engine must hold every answered change.
+ */
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const children = new Set<ChildProcess>();
+const dirs: string[] = [];
+
+after(() => {
+  for (const c of children) c.kill('SIGKILL');
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+interface Engine {
+  child: ChildProcess;
+  base: string;
+  exited: Promise<void>;
+}
+
+async function startEngine(dataDir: string, thread: string): Promise<Engine> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env['PATH'] ?? '',
+      HOME: process.env['HOME'] ?? '',
+      DATA_DIR: dataDir,
+      PORT: String(port),
+      DEMO_DATA: 'true',
+      PGLITE_THREAD: thread,
+      LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let output = '';
+  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      children.delete(child);
+      resolve();
+    }),
+  );
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 900; i++) {
+    if (await fetch(`${base}/ready`).then((r) => r.ok, () => false)) return { child, base, exited };
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`the engine did not become ready:\n${output}`);
+}
+
+async function staffToken(base: string): Promise<string> {
+  const r = await fetch(`${base}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 1, password: 'staff-pass', staff: true }) });
+  assert.equal(r.status, 200);
+  return ((await r.json()) as { token: string }).token;
+}
+
+async function capacities(base: string, token: string): Promise<Map<string, number>> {
+  const r = await fetch(`${base}/sections`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(r.status, 200);
+  const body = (await r.json()) as { sections: { course_id: number; group_id: number; capacity: number }[] };
+  return new Map(body.sections.map((s) => [`${s.course_id}/${s.group_id}`, s.capacity]));
+}
+
+for (const thread of ['main', 'worker'] as const) {
+  describe(`embedded mode, PGLITE_THREAD=${thread}`, () => {
+    test('every change answered 2xx before a kill -9 is there after the restart', { timeout: 180_000 }, async () => {
+      const dataDir = mkdtempSync(join(tmpdir(), `enroll-kill-${thread}-`));
+      dirs.push(dataDir);
+      const first = await startEngine(dataDir, thread);
+      const token = await staffToken(first.base);
+      const before = await capacities(first.base, token);
+      const sections = [...before.keys()].slice(0, 400);
+      assert.equal(sections.length, 400, 'the demo data has enough sections');
+      const wanted = new Map(sections.map((k, i) => [k, (before.get(k) ?? 0) + 1000 + i]));
+      const acknowledged: string[] = [];
+      let killed = false;
+      const sends = sections.map(async (k) => {
+        const [course_id, group_id] = k.split('/').map(Number);
+        try {
+          const r = await fetch(`${first.base}/staff/capacity`, {
+            method: 'PATCH',
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ course_id, group_id, capacity: wanted.get(k) }),
+          });
+          if (r.status === 204 && !killed) {
+            acknowledged.push(k);
+            if (acknowledged.length === sections.length / 2) {
+              killed = true;
+              first.child.kill('SIGKILL');
+            }
+          }
+        } catch {
+          // In flight when the engine died: no answer, no promise made.
+        }
+      });
+      await Promise.all(sends);
+      await first.exited;
+      assert.ok(killed, `half of the changes were answered before the kill (${acknowledged.length})`);
+
+      const second = await startEngine(dataDir, thread);
+      const after = await capacities(second.base, await staffToken(second.base));
+      const lost = acknowledged.filter((k) => after.get(k) !== wanted.get(k));
+      assert.deepEqual(lost, [], 'acknowledged changes missing after the restart');
+      // Every section either has its new capacity or its old one: nothing half-applied.
+      for (const k of sections) assert.ok([before.get(k), wanted.get(k)].includes(after.get(k)), `${k}: ${after.get(k)}`);
+      second.child.kill('SIGTERM');
+      await second.exited;
+    });
+  });
+}
