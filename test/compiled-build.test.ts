@@ -24,33 +24,47 @@ after(() => {
 });
 
 
+/**
+ * `npm run start:prod` in its own process group on `dataDir`, with `env` added; resolves once
+ * `path` answers 2xx (fails with the engine's output if it exits first or never does).
+ */
+async function startProd(env: Record<string, string>, path: string): Promise<{ base: string; stop: () => Promise<void> }> {
+  const port = await freePort();
+  const c = spawn('npm', ['run', 'start:prod'], {
+    cwd: ROOT,
+    env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '', DATA_DIR: dataDir, PORT: String(port), DEMO_DATA: 'false', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  child = c;
+  let output = '';
+  c.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+  c.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number>((resolve) => c.once('exit', (code) => resolve(code ?? -1)));
+  const stop = async (): Promise<void> => {
+    // npm runs node under a shell: stop the whole process group. The test times out if the
+    // engine (its database thread included) does not end on SIGTERM.
+    if (c.pid) process.kill(-c.pid, 'SIGTERM');
+    await exited;
+    child = null;
+  };
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 600; i++) {
+    if (await fetch(`${base}${path}`).then((r) => r.ok, () => false)) return { base, stop };
+    const done = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 200))]);
+    if (done !== null) assert.fail(`the compiled engine (${JSON.stringify(env)}) exited with ${done}:\n${output}`);
+  }
+  await stop();
+  return assert.fail(`the compiled engine (${JSON.stringify(env)}) never answered ${path}:\n${output}`);
+}
+
 describe('the compiled build', () => {
   it('npm run build, then npm run start:prod serves the API, the docs and the admin page', { timeout: 180_000 }, async () => {
     const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8' });
     assert.equal(build.status, 0, `npm run build failed:\n${build.stdout}\n${build.stderr}`);
 
-    const port = await freePort();
-    child = spawn('npm', ['run', 'start:prod'], {
-      cwd: ROOT,
-      env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '', DATA_DIR: dataDir, PORT: String(port), DEMO_DATA: 'false', LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
-    let output = '';
-    child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-    const exited = new Promise<number>((resolve) => child?.once('exit', (code) => resolve(code ?? -1)));
+    const { base, stop } = await startProd({}, '/health');
     try {
-      const base = `http://127.0.0.1:${port}`;
-      let up = false;
-      for (let i = 0; i < 600 && !up; i++) {
-        up = await fetch(`${base}/health`).then((r) => r.ok, () => false);
-        if (!up) {
-          const done = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 200))]);
-          if (done !== null) assert.fail(`the compiled engine exited with ${done}:\n${output}`);
-        }
-      }
-      assert.ok(up, `the compiled engine never answered /health:\n${output}`);
       const admin = await fetch(`${base}/admin`);
       assert.equal(admin.status, 200, 'the admin page (static files copied by the build)');
       assert.match(await admin.text(), /<html/i);
@@ -58,40 +72,12 @@ describe('the compiled build', () => {
       const front = (await (await fetch(`${base}/`)).json()) as { docs: string; admin: string };
       assert.deepEqual([front.docs, front.admin], ['/docs', '/admin']);
     } finally {
-      // npm runs node under a shell: stop the whole process group.
-      if (child.pid) process.kill(-child.pid, 'SIGTERM');
-      await exited;
-      child = null;
+      await stop();
     }
 
-    // The compiled worker thread (PGLITE_THREAD=worker) starts from dist/ too, on the same data.
-    const port2 = await freePort();
-    child = spawn('npm', ['run', 'start:prod'], {
-      cwd: ROOT,
-      env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '', DATA_DIR: dataDir, PORT: String(port2), DEMO_DATA: 'false', LOG_LEVEL: 'warn', PGLITE_THREAD: 'worker' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
-    let output2 = '';
-    child.stdout?.on('data', (d: Buffer) => (output2 += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (output2 += d.toString()));
-    const exited2 = new Promise<number>((resolve) => child?.once('exit', (code) => resolve(code ?? -1)));
-    try {
-      const base = `http://127.0.0.1:${port2}`;
-      let ready = false;
-      for (let i = 0; i < 600 && !ready; i++) {
-        ready = await fetch(`${base}/ready`).then((r) => r.ok, () => false);
-        if (!ready) {
-          const done = await Promise.race([exited2, new Promise<null>((r) => setTimeout(() => r(null), 200))]);
-          if (done !== null) assert.fail(`the compiled engine with PGLITE_THREAD=worker exited with ${done}:\n${output2}`);
-        }
-      }
-      assert.ok(ready, `the compiled engine with PGLITE_THREAD=worker never became ready (its database answers /ready):\n${output2}`);
-    } finally {
-      if (child.pid) process.kill(-child.pid, 'SIGTERM');
-      // A SIGTERM ends the engine, its database thread included (the test times out otherwise).
-      await exited2;
-      child = null;
-    }
+    // The compiled worker thread (PGLITE_THREAD=worker, a file of its own in dist/) starts too, on
+    // the same data: /ready answers only when its database does.
+    const worker = await startProd({ PGLITE_THREAD: 'worker' }, '/ready');
+    await worker.stop();
   });
 });

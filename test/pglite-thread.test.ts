@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { EngineError } from '../src/errors.js';
 import { migrate } from '../src/persistence/migrations.js';
 import { createPgliteThreadClient, type PgliteThreadClient } from '../src/persistence/pglite-thread.js';
 import { loadState } from '../src/persistence/state-store.js';
@@ -114,6 +117,7 @@ describe('a group commit in one message (applyEvents on the worker)', () => {
   after(() => db.close());
 
   test('the stage step runs here, inside the transaction, with the fresh events; its failure rolls back the batch', async () => {
+    const outboxFailure = new EngineError('UNAVAILABLE', 'the outbox failed');
     await assert.rejects(
       db.applyEvents([created], async (tx, fresh) => {
         assert.deepEqual(
@@ -123,9 +127,9 @@ describe('a group commit in one message (applyEvents on the worker)', () => {
         // It sees the transaction's own insert (the transitions row) before the tables change.
         const n = (await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM transitions')).rows[0]!.n;
         assert.equal(n, 1);
-        throw new Error('the outbox failed');
+        throw outboxFailure;
       }),
-      /the outbox failed/,
+      (err: unknown) => err === outboxFailure, // the step's own error, as in process, not a copy
     );
     assert.equal((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM transitions')).rows[0]!.n, 0, 'rolled back');
 
@@ -168,4 +172,21 @@ test('a worker thread that dies fails the call in flight and every later one (no
     /embedded database thread (failed|stopped)/,
   );
   await db.close();
+});
+
+test('a call in flight keeps the process alive until it is answered; an idle client does not keep it alive (as PGlite in process)', () => {
+  // A script that awaits a slow statement and then does not close the client: it must print the
+  // answer (the pending call held the process) and then exit by itself (the idle worker did not).
+  const client = new URL('../src/persistence/pglite-thread.ts', import.meta.url).href;
+  const script = `const { createPgliteThreadClient } = await import(${JSON.stringify(client)});
+    const db = await createPgliteThreadClient(null);
+    db.query("SELECT 'answered' AS a FROM pg_sleep(0.5)").then((r) => console.log(r.rows[0].a));`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: fileURLToPath(new URL('..', import.meta.url)),
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  assert.equal(r.signal, null, `the process did not exit by itself: ${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), 'answered');
 });

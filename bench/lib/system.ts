@@ -173,9 +173,9 @@ export class System {
 
   /**
    * What a stopped run left behind on the shared services or the disk (none, normally): its
-   * database, its queues (asked for by name, since AMQP cannot list queues, and where `rabbitmqctl`
-   * can list the local broker's queues, every queue named with the run's prefix too, so one the
-   * harness does not know of is seen), its data directory.
+   * database, its queues (every queue named with the run's prefix, where `rabbitmqctl` can list the
+   * local broker's queues, so one the harness does not know of is seen; otherwise those it knows,
+   * asked for by name, since AMQP cannot list queues), its data directory.
    */
   async leftovers(): Promise<{ left: string[]; queuesListed: boolean }> {
     const left: string[] = [];
@@ -189,11 +189,11 @@ export class System {
       } finally {
         await c.end();
       }
-      const queues = new Set(await existingQueues(this.queueNames()));
+      // Every queue of a run is named `<prefix>.…` (queueNames() too): listed, any of them is seen.
       const listed = await listedQueues();
       queuesListed = listed !== null;
-      for (const q of listed ?? []) if (q.startsWith(`${this.prefix}.`) || q === this.prefix) queues.add(q);
-      left.push(...[...queues].map((q) => `queue ${q}`));
+      const queues = listed ? listed.filter((q) => q.startsWith(`${this.prefix}.`)) : await existingQueues(this.queueNames());
+      left.push(...queues.map((q) => `queue ${q}`));
     } else if (this.dataDir && existsSync(this.dataDir)) {
       left.push(`directory ${this.dataDir}`);
     }

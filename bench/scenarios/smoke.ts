@@ -115,7 +115,7 @@ export async function smokeScenario(opts: BenchOptions, report: ScenarioReport<u
       if (errors.length > 0) note(`[${run}] the engine logged ${errors.length} error line(s):\n  ${errors.slice(-5).join('\n  ')}`);
     }
     const { left, queuesListed } = await sys.leftovers();
-    const how = o.mode === 'full' ? (queuesListed ? ' (queues: by name and every queue with the run prefix rabbitmqctl lists)' : ' (queues: by name; rabbitmqctl could not list them)') : '';
+    const how = o.mode === 'full' ? (queuesListed ? ' (queues: every one with the run prefix, as rabbitmqctl lists them)' : ' (queues: by name; rabbitmqctl could not list them)') : '';
     report.checks.push({ name: `${run}: left no database, queue or data directory behind`, ok: left.length === 0, detail: (left.join(', ') || 'nothing left') + how });
     if (o.ceiling && seedCeiling && steadyCeiling) {
       seed.ceiling = await measureCeiling(o.runner, seedStudents, seedCeiling);

@@ -166,19 +166,27 @@ export async function createPgliteThreadClient(dataDir: string | null, opts: Pgl
     query: base.query,
     async applyEvents(events, stage) {
       const id = nextId++;
+      /** The stage step's own failure: the batch fails with it, as it would in process (not a copy). */
+      const stageFailure: { failed: boolean; err?: unknown } = { failed: false };
       const onStage = stage
         ? (fresh: DomainEvent[]) => {
             stage(executor(id), fresh).then(
               () => worker.postMessage({ id: 0, op: 'staged', tx: id } satisfies WorkerRequest),
               (err: unknown) => {
-                const e = err instanceof Error ? err : new Error(String(err));
-                worker.postMessage({ id: 0, op: 'staged', tx: id, error: { name: e.name, message: e.message, props: {} } } satisfies WorkerRequest);
+                stageFailure.failed = true;
+                stageFailure.err = err;
+                // The worker only needs to know to roll back.
+                worker.postMessage({ id: 0, op: 'staged', tx: id, error: { name: 'Error', message: 'the stage step failed', props: {} } } satisfies WorkerRequest);
               },
             );
           }
         : undefined;
-      const r = await call({ op: 'apply', events, stage: stage !== undefined }, id, onStage);
-      return r.rowCount ?? 0;
+      try {
+        const r = await call({ op: 'apply', events, stage: stage !== undefined }, id, onStage);
+        return r.rowCount ?? 0;
+      } catch (err) {
+        throw stageFailure.failed ? stageFailure.err : err;
+      }
     },
     async transaction(fn) {
       // The transaction is known by its begin's id.

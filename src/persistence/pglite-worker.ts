@@ -75,7 +75,7 @@ async function main(): Promise<void> {
       case 'staged': {
         const w = staging.get(m.tx);
         staging.delete(m.tx);
-        if (m.error) w?.reject(Object.assign(new Error(m.error.message), m.error.props));
+        if (m.error) w?.reject(new Error(m.error.message));
         else w?.resolve();
         return null;
       }
