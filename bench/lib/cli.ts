@@ -35,6 +35,9 @@ options:
   --students N, --sections N  override the scenario's data set size
   --seed N                  PRNG seed for the sections drawn (default 1)
   --no-ceiling              skip the bare Fastify comparison
+  --floor                   storm (full mode): also the floor server, bare Fastify plus what SPEC's
+                            durability asks of every enroll (token check, broker-confirmed group
+                            commit, batched PostgreSQL writes), under the same storm
   --datasets small|large|both
                             memory: 1,500 sections, 100k sections / 1M enrollments, or both
                             (default: small; large seeds 1M rows, minutes in embedded mode)
@@ -70,6 +73,7 @@ export function parseArgs(argv: string[], stamp: string): { scenario: Scenario; 
     sections: null,
     seed: 1,
     ceiling: true,
+    floor: false,
     memoryDatasets: 'both',
     extraEnv: {},
     freshConnections: false,
@@ -136,6 +140,9 @@ export function parseArgs(argv: string[], stamp: string): { scenario: Scenario; 
         break;
       case '--no-ceiling':
         opts.ceiling = false;
+        break;
+      case '--floor':
+        opts.floor = true;
         break;
       case '--datasets': {
         const d = value(flag);

@@ -25,6 +25,11 @@ export interface BenchOptions {
   seed: number;
   ceiling: boolean;
   /**
+   * storm: also give the same storm to the floor server (bench/floor-server.mjs: bare Fastify plus
+   * the least SPEC's durability rule asks of every enroll), after the bare server.
+   */
+  floor: boolean;
+  /**
    * memory: which data sets to measure. `small` (1,500 sections, about 20 s a run) skips the
    * 100k-section set (about 50 s a run, mostly seeding a million rows); each set is measured the
    * same way whichever are chosen.

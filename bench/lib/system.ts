@@ -4,6 +4,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { loadConfig } from '../../src/config.js';
 import { hashPassword } from '../../src/password.js';
 import amqp from 'amqplib';
 import pg from 'pg';
@@ -454,6 +455,79 @@ export async function startCeiling(runner: Runner): Promise<{ child: Child; port
     return { child, port, startupMs };
   } catch (err) {
     await child.stop();
+    throw err;
+  }
+}
+
+/** A floor server as it runs: the child, its port, and the undo of its database and queue. */
+export interface Floor {
+  child: Child;
+  port: number;
+  /** Rows the floor's consumer has written to its database so far. */
+  rows(): Promise<number>;
+  /** Stops the server, then drops its database and deletes its queue (also if the server did not). */
+  stop(): Promise<void>;
+}
+
+/**
+ * The floor (bench/floor-server.mjs, plain node whatever runs the engine) as a child, on a database and a stream queue of its own
+ * (`bench_floor_<pid>_<random>`, dropped and deleted afterwards, also when the run is interrupted);
+ * it checks tokens signed with `jwtSecret` and listens with the engine's default backlog.
+ */
+export async function startFloor(jwtSecret: string): Promise<Floor> {
+  if (isInterrupted()) throw new Error('interrupted');
+  const name = `bench_floor_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const queue = `${name}.floor`;
+  const undo = track(`floor database and queue ${name}`, async () => {
+    const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await c.connect();
+    try {
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    } finally {
+      await c.end();
+    }
+    await deleteQueues([queue]);
+  });
+  const dbUrl = new URL(PG_ADMIN_URL);
+  dbUrl.pathname = `/${name}`;
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    LISTEN_BACKLOG: String(loadConfig({}).listenBacklog),
+    JWT_SECRET: jwtSecret,
+    FLOOR_AMQP_URL: AMQP_URL,
+    FLOOR_QUEUE: queue,
+    FLOOR_DATABASE_URL: dbUrl.toString(),
+  };
+  delete env.NODE_OPTIONS;
+  const child = new Child('floor', [join(REPO_ROOT, 'bench/floor-server.mjs')], env);
+  const stop = async () => {
+    await child.stop().catch(() => undefined);
+    await undo.release();
+  };
+  const rows = async () => {
+    const c = new pg.Client({ connectionString: dbUrl.toString() });
+    await c.connect();
+    try {
+      return Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM floor_enrollments')).rows[0]?.n ?? 0);
+    } finally {
+      await c.end();
+    }
+  };
+  try {
+    await waitForHttp(child, `http://127.0.0.1:${port}/health`, 60_000);
+    return { child, port, rows, stop };
+  } catch (err) {
+    await stop();
     throw err;
   }
 }

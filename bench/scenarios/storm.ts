@@ -11,12 +11,12 @@ import {
   type VariantReport,
 } from '../lib/common.js';
 import type { Job } from '../lib/load.js';
-import { readCpuSeconds, type MemoryReading } from '../lib/procs.js';
+import { readCpuSeconds, readMachineCpu, type MemoryReading } from '../lib/procs.js';
 import { note } from '../lib/progress.js';
 import { BENCH_PASSWORD, Ledger, studentId, WINDOW_MINUTES, type RowCounts, type SectionRef, type SeedSpec } from '../lib/seed.js';
 import { fmt, medianDeep, round } from '../lib/stats.js';
 import { connectionLimits, runStorm, type StormResult } from '../lib/storm.js';
-import { startCeiling, System, type CatchUp } from '../lib/system.js';
+import { startCeiling, startFloor, System, type CatchUp } from '../lib/system.js';
 import { enrollRequest, seedPlan, type Target } from '../lib/workloads.js';
 import { buildRequest } from '../lib/http.js';
 import { harnessChecks, PER_STUDENT, seedSpec } from './seed.js';
@@ -44,6 +44,12 @@ export interface StormFigures {
   ceiling: { load: StormResult; cpuUsPerRequest: number } | null;
   /** Engine wall time over the bare server's under the same storm (target: at most 1.5). */
   wallRatioToCeiling: number | null;
+  /** `--floor`: the floor server under the same storm, and who used the machine's CPUs meanwhile. */
+  floor: { load: StormResult; cpu: ReturnType<typeof cpuDelta> } | null;
+  /** The floor's wall time over the bare server's: what the contract alone costs on this machine. */
+  floorRatioToCeiling: number | null;
+  /** The engine's wall time over the floor's: what the engine costs beyond the contract. */
+  wallRatioToFloor: number | null;
 }
 
 /** Client i's jobs: login (token kept) or the seed plan's enrolls. */
@@ -126,6 +132,9 @@ export async function stormOnce(opts: BenchOptions, v: ReturnType<typeof variant
       cpuDuringLoad: cpu,
       ceiling: null,
       wallRatioToCeiling: null,
+      floor: null,
+      floorRatioToCeiling: null,
+      wallRatioToFloor: null,
     };
   } finally {
     await stopAndReport(sys, run, opts, report, window);
@@ -149,7 +158,37 @@ export async function stormOnce(opts: BenchOptions, v: ReturnType<typeof variant
       await child.stop();
     }
   }
+  // The floor last, on a database and stream queue of its own, checking the engine's tokens.
+  if (opts.floor && v.mode === 'full') {
+    const floor = await startFloor(sys.jwtSecret);
+    try {
+      const target = { host: '127.0.0.1', port: floor.port };
+      const jobs = enrollJobs(target, tokens, plan, null);
+      const before = { engine: readCpuSeconds(floor.child.pid), batcher: NaN, machine: readMachineCpu() };
+      const gen0 = process.cpuUsage();
+      const { lastReplyAt: _l, ...load } = await runStorm({ label: `${run} floor`, host: target.host, port: floor.port, clients: spec.students, next: cursorOver(jobs), total: spec.students * PER_STUDENT });
+      const after = { engine: readCpuSeconds(floor.child.pid), batcher: NaN, machine: readMachineCpu() };
+      // Its writes are checked too: every acknowledged (student, course) pair becomes one row.
+      const pairs = new Set(plan.flatMap((sections, i) => sections.map((s) => `${i}:${s.courseId}`))).size;
+      const caughtUp = await waitUntil(async () => (await floor.rows()) === pairs, 10_000);
+      report.checks.push({ name: `${run}: floor wrote every acknowledged change`, ok: load.ok === spec.students * PER_STUDENT && caughtUp, detail: `${load.ok} answered 204, ${await floor.rows()} of ${pairs} rows` });
+      figures.floor = { load, cpu: cpuDelta(before, after, process.cpuUsage(gen0), load.requests) };
+      figures.wallRatioToFloor = ratio(figures.load.wallMs, load.wallMs);
+      if (figures.ceiling) figures.floorRatioToCeiling = ratio(load.wallMs, figures.ceiling.load.wallMs);
+    } finally {
+      await floor.stop();
+    }
+  }
   return figures;
+}
+
+async function waitUntil(ok: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (await ok()) return true;
+    if (performance.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 export function stormTargets(m: StormFigures, fullSize: boolean): TargetCheck[] {
@@ -170,6 +209,18 @@ export function stormTargets(m: StormFigures, fullSize: boolean): TargetCheck[] 
       `${fmt(m.cpuDuringLoad.engineCpuUsPerRequest)} µs` + (m.cpuDuringLoad.batcherCpuUsPerRequest !== null ? ` (+ batcher ${fmt(m.cpuDuringLoad.batcherCpuUsPerRequest)} µs)` : '') + (m.ceiling ? `; bare Fastify ${fmt(m.ceiling.cpuUsPerRequest)} µs` : ''),
       null,
     ),
+    ...(m.floor
+      ? [
+          check(
+            'floor (bare Fastify + the durability contract) vs bare Fastify, and engine vs floor (no target)',
+            '-',
+            `floor ${fmt(m.floor.load.wallMs)} ms` +
+              (m.ceiling ? ` = ${m.floorRatioToCeiling}x bare Fastify` : '') +
+              `; engine = ${m.wallRatioToFloor}x floor; floor CPU ${fmt(m.floor.cpu.engineCpuUsPerRequest)} µs per request`,
+            null,
+          ),
+        ]
+      : []),
   ];
 }
 
@@ -216,6 +267,12 @@ export function printStormRun(run: string, f: StormFigures): void {
       `[${run}] somaxconn ${f.limits.somaxconn}, engine ulimit -n ${f.limits.nofile}`,
       line('engine', f.load),
       f.ceiling ? line('bare Fastify', f.ceiling.load) + `; wall ratio ${f.wallRatioToCeiling}` : '  (no ceiling)',
+      ...(f.floor
+        ? [
+            line('floor', f.floor.load) + `; engine / floor ${f.wallRatioToFloor}` + (f.floorRatioToCeiling !== null ? `; floor / bare Fastify ${f.floorRatioToCeiling}` : ''),
+            formatCpu(f.floor.cpu, null).replace(/engine/g, 'floor'),
+          ]
+        : []),
       `  2xx ${f.load.ok}; rejections: ${rej}; other errors: ${other}; login storm ${fmt(f.login.wallMs)} ms, > 1 s: ${f.login.slowerThan1s}, overflows ${f.login.kernel.TcpExtListenOverflows}`,
       `  database: ${f.catchUp.byConstruction ? 'caught up by construction (embedded)' : f.catchUp.caughtUp ? `caught up ${fmt(f.catchUp.ms, 1)} ms after the last reply` : 'NOT caught up'}` +
         (f.outcome ? `; ${f.outcome.registered} registered + ${f.outcome.queued} queued rows` : '') + `; engine RSS after load ${f.memoryMb.engineAfterLoad?.rssMb} MB`,
