@@ -101,13 +101,46 @@ export function schemaErrorFormatter(errors: { message?: string }[]): Error {
   return new Error(errors.map((e) => e.message ?? 'invalid').join('; '));
 }
 
+/** An unpaired UTF-16 surrogate: not valid Unicode, so not valid UTF-8 for PostgreSQL. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * The path of the first string (member names included) that PostgreSQL cannot store, or null:
+ * one holding a NUL character (text columns refuse it) or an unpaired surrogate (json and jsonb
+ * refuse it). Such text passes every schema, and found first in the database it failed the whole
+ * group commit it was written in (503 for every request in that batch): it is refused here, as
+ * the 400 it is, before anything is decided.
+ */
+export function unstorableTextPath(value: unknown, path = ''): string | null {
+  if (typeof value === 'string') return value.includes('\u0000') || LONE_SURROGATE.test(value) ? path : null;
+  if (typeof value !== 'object' || value === null) return null;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const p = unstorableTextPath(value[i], `${path}/${i}`);
+      if (p !== null) return p;
+    }
+    return null;
+  }
+  for (const key of Object.keys(value)) {
+    if (unstorableTextPath(key) !== null) return `${path}/${key}`;
+    const p = unstorableTextPath((value as Record<string, unknown>)[key], `${path}/${key}`);
+    if (p !== null) return p;
+  }
+  return null;
+}
+
 /** Fastify's validator compiler for every route: strict bodies, strictly converted query strings and params. */
 export const validatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema, httpPart }) => {
   const check = TypeCompiler.Compile(schema);
   const convert = httpPart === 'querystring' || httpPart === 'params' || httpPart === 'headers';
   return (input: unknown) => {
     const value = convert ? convertFlatObject(schema, input) : input;
-    if (check.Check(value)) return { value };
+    if (check.Check(value)) {
+      const bad = unstorableTextPath(value);
+      if (bad === null) return { value };
+      const field = bad === '' ? (PART_NAMES[httpPart ?? 'body'] ?? 'the request') : bad.slice(1).replace(/\//g, '.');
+      return { error: [{ message: `${field} must not contain NUL characters or unpaired surrogates`, instancePath: bad }] as never };
+    }
     // One problem per field: the first TypeBox reports (a missing field's "required" comes before
     // its type error, which says nothing more).
     const error: { message: string; instancePath: string }[] = [];
