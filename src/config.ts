@@ -81,6 +81,7 @@ export interface Config {
     keepAliveTimeoutMs: number;
     idleTimeoutMs: number;
     maxRequestsPerSocket: number;
+    maxPipelinedRequests: number;
   };
   /** Requests one student may have waiting or running at once; past it: 503 OVERLOADED + Retry-After. */
   studentMailboxLimit: number;
@@ -247,6 +248,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       keepAliveTimeoutMs: int('HTTP_KEEP_ALIVE_TIMEOUT_MS', 5_000, 100, 600_000),
       idleTimeoutMs: int('HTTP_IDLE_TIMEOUT_MS', 60_000, 1_000, 3_600_000),
       maxRequestsPerSocket: int('HTTP_MAX_REQUESTS_PER_SOCKET', 0, 0, 1_000_000_000),
+      maxPipelinedRequests: int('HTTP_MAX_PIPELINED_REQUESTS', 8, 0, 1_000_000),
     },
     studentMailboxLimit: int('STUDENT_MAILBOX_LIMIT', 16, 1, 10_000),
     cluster: {

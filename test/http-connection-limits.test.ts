@@ -72,6 +72,34 @@ function trickle(port: number, head: string, trickleBytes: string, everyMs: numb
   });
 }
 
+/** Writes `request` `times` over in one write, reads until the server closes (or 5 s pass). */
+function pipeline(port: number, request: string, times: number): Promise<RawOutcome> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    let received = '';
+    const expected = times;
+    const finish = (closedByServer: boolean) => {
+      clearTimeout(giveUp);
+      s.destroy();
+      resolve({ received, closedByServer, sent: request.length * times });
+    };
+    const giveUp = setTimeout(() => finish(false), 5_000);
+    s.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? finish(true) : reject(err)));
+    s.on('data', (d) => {
+      received += d.toString('latin1');
+      // Every answer in: done (the server keeps the connection, as keep-alive does).
+      if (statusLines(received).length === expected && received.endsWith('}')) finish(false);
+    });
+    s.on('close', () => finish(true));
+    s.on('connect', () => s.write(request.repeat(times)));
+  });
+}
+
+function statusLines(received: string): string[] {
+  // Not anchored: an answer follows the previous body on the same line.
+  return received.match(/HTTP\/1\.1 \d{3} /g) ?? [];
+}
+
 describe('HTTP connection limits: configuration', () => {
   it('defaults suit a rush: headers 5 s, whole request 10 s, idle keep-alive 5 s, backlog up to somaxconn', () => {
     const c = loadConfig({});
@@ -88,16 +116,17 @@ describe('HTTP connection limits: configuration', () => {
       HTTP_KEEP_ALIVE_TIMEOUT_MS: '3000',
       HTTP_IDLE_TIMEOUT_MS: '20000',
       HTTP_MAX_REQUESTS_PER_SOCKET: '100',
+      HTTP_MAX_PIPELINED_REQUESTS: '4',
     });
     assert.equal(c.listenBacklog, 2048);
-    assert.deepEqual(c.http, { headersTimeoutMs: 2000, requestTimeoutMs: 4000, keepAliveTimeoutMs: 3000, idleTimeoutMs: 20000, maxRequestsPerSocket: 100 });
+    assert.deepEqual(c.http, { headersTimeoutMs: 2000, requestTimeoutMs: 4000, keepAliveTimeoutMs: 3000, idleTimeoutMs: 20000, maxRequestsPerSocket: 100, maxPipelinedRequests: 4 });
     assert.throws(() => loadConfig({ HTTP_HEADERS_TIMEOUT_MS: '9000', HTTP_REQUEST_TIMEOUT_MS: '4000' }), /HTTP_HEADERS_TIMEOUT_MS must not be larger/);
     assert.throws(() => loadConfig({ HTTP_REQUEST_TIMEOUT_MS: '0' }), /HTTP_REQUEST_TIMEOUT_MS must be a whole number/);
   });
 });
 
 describe('HTTP connection limits: a real listening server', () => {
-  const limits: HttpLimits = { headersTimeoutMs: 800, requestTimeoutMs: 1500, keepAliveTimeoutMs: 1000, idleTimeoutMs: 60_000, maxRequestsPerSocket: 0 };
+  const limits: HttpLimits = { headersTimeoutMs: 800, requestTimeoutMs: 1500, keepAliveTimeoutMs: 1000, idleTimeoutMs: 60_000, maxRequestsPerSocket: 0, maxPipelinedRequests: 8 };
   let fx: HttpFixture;
   let port: number;
 
@@ -135,6 +164,22 @@ describe('HTTP connection limits: a real listening server', () => {
     assert.ok(out.closedByServer, 'the idle keep-alive connection was never closed');
     assert.match(out.received, /^HTTP\/1\.1 200 /);
     assert.match(out.received, /keep-alive: timeout=1\b/i);
+  });
+
+  it('answers a few pipelined requests in order, as before', async () => {
+    const out = await pipeline(port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n', limits.maxPipelinedRequests);
+    assert.equal(statusLines(out.received).length, limits.maxPipelinedRequests, out.received.slice(0, 300));
+    assert.ok(statusLines(out.received).every((l) => l.startsWith('HTTP/1.1 200 ')));
+  });
+
+  it('closes a connection that pipelines more requests than the bound, and serves no more of them', async () => {
+    // 200 requests in one write: before the bound each was served and its answer held for the client.
+    const out = await pipeline(port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n', 200);
+    assert.ok(out.closedByServer, 'the connection stayed open');
+    const answered = statusLines(out.received).length;
+    assert.ok(answered <= limits.maxPipelinedRequests, `${answered} of 200 pipelined requests were answered`);
+    // Everyone else is served as before.
+    assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
   });
 
   it('serves a request that arrives at network speed as before', async () => {

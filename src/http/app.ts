@@ -31,7 +31,7 @@ import { staffRoutes } from './routes/staff.js';
 import { studentRoutes } from './routes/student.js';
 import { swapRoutes } from './routes/swap.js';
 import { webhookRoutes } from './routes/webhooks.js';
-import { DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
+import { admitPipelined, DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
 import { schemaErrorFormatter, validatorCompiler } from './validation.js';
 
 /** What the HTTP layer needs from the process that wires it up; nothing here knows about storage drivers. */
@@ -142,7 +142,13 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   // One callback hook for what every reply carries (no promise, no second hook per request): the
   // security headers, worked out once, and the request id.
   const headers = securityHeaders();
+  // And the pipelining bound first of all: a request over it is not served (its connection is closed).
+  const maxPipelined = (deps.limits ?? DEFAULT_HTTP_LIMITS).maxPipelinedRequests;
   app.addHook('onRequest', (request, reply, done) => {
+    if (!admitPipelined(request.raw, reply.raw, maxPipelined)) {
+      reply.hijack();
+      return;
+    }
     void reply.headers(headers);
     void reply.header(REQUEST_ID_HEADER, request.id);
     done();

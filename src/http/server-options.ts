@@ -1,4 +1,5 @@
-import type { ServerOptions } from 'node:http';
+import type { IncomingMessage, ServerOptions, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 
 /**
  * Connection limits for a registration rush. Node's HTTP server, as Fastify sets it up, waits
@@ -18,6 +19,11 @@ export interface HttpLimits {
   idleTimeoutMs: number;
   /** Requests served on one keep-alive connection before it is closed (0: no limit). */
   maxRequestsPerSocket: number;
+  /**
+   * Requests one connection may have waiting for their answers at once (HTTP/1.1 pipelining); a
+   * connection that sends more is closed (0: no limit). See {@link boundPipelining}.
+   */
+  maxPipelinedRequests: number;
 }
 
 /** The defaults, documented in README.md and .env.example. */
@@ -27,6 +33,7 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   keepAliveTimeoutMs: 5_000,
   idleTimeoutMs: 60_000,
   maxRequestsPerSocket: 0,
+  maxPipelinedRequests: 8,
 };
 
 /**
@@ -36,6 +43,33 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
  */
 export function checkIntervalMs(limits: HttpLimits): number {
   return Math.max(100, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 2)));
+}
+
+const kWaiting = Symbol('requestsWaitingForAnswers');
+
+/**
+ * Bounds HTTP/1.1 pipelining; called first thing for every request (the app's onRequest hook).
+ * Node parses every request a client has sent in one read and hands each to the app at once; their
+ * answers wait in memory, in order, until the client reads the ones before. A client that wrote
+ * hundreds of requests on each of its connections and never read (no token needed: `GET
+ * /docs/json` answers 106 KB) made the engine hold gigabytes and stall everyone else. A connection
+ * with more than `max` requests unanswered is closed, and this returns false for the request: it
+ * must not be served (nor any other read from that connection). Browsers do not pipeline, and a
+ * client that does rarely has more than a few requests out at a time.
+ */
+export function admitPipelined(req: IncomingMessage, res: ServerResponse, max: number): boolean {
+  if (max <= 0) return true;
+  const socket = req.socket as Socket & { [kWaiting]?: number };
+  const waiting = (socket[kWaiting] ?? 0) + 1;
+  if (waiting > max || socket.destroyed) {
+    socket.destroy();
+    return false;
+  }
+  socket[kWaiting] = waiting;
+  res.once('finish', () => {
+    socket[kWaiting] = (socket[kWaiting] ?? 1) - 1;
+  });
+  return true;
 }
 
 /** The Fastify (and through `http`, Node `http.Server`) options that carry {@link HttpLimits}. */
