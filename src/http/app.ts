@@ -14,7 +14,7 @@ import { createPasswordGate } from './password-gate.js';
 import { createMemoryCoordination } from '../coordination/memory.js';
 import type { Coordination } from '../coordination/types.js';
 import { createThrottle, DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from './throttle.js';
-import { installErrorHandlers } from './error-handler.js';
+import { createClientErrorHandler, createFrameworkErrorHandler, installErrorHandlers } from './error-handler.js';
 import { createForwarder } from './forwarding.js';
 import { registerOpenApi } from './openapi.js';
 import { securityHeaders } from './security-headers.js';
@@ -125,8 +125,15 @@ function installJsonParsing(app: App): void {
  */
 export async function buildApp(deps: AppDeps): Promise<App> {
   const loggerInstance: FastifyBaseLogger = deps.logger;
+  const headers = securityHeaders();
   const app = Fastify({
     loggerInstance,
+    // Refusals Fastify or Node would answer in their own shape get the one error shape too.
+    frameworkErrors: createFrameworkErrorHandler(headers),
+    clientErrorHandler: createClientErrorHandler(headers),
+    // A request that arrives on an open connection while the server closes is served, with
+    // Connection: close (Fastify's default answered it 503 in its own shape); close waits for it.
+    return503OnClosing: false,
     genReqId,
     childLoggerFactory: lazyChildLoggerFactory,
     logController: new LogController({ disableRequestLogging: !deps.logRequests }),
@@ -141,7 +148,6 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   app.decorateRequest('tokenSession', null);
   // One callback hook for what every reply carries (no promise, no second hook per request): the
   // security headers, worked out once, and the request id.
-  const headers = securityHeaders();
   // And the pipelining bound first of all: a request over it is not served (its connection is closed).
   const maxPipelined = (deps.limits ?? DEFAULT_HTTP_LIMITS).maxPipelinedRequests;
   app.addHook('onRequest', (request, reply, done) => {

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { isEngineError } from '../errors.js';
 import { REQUEST_ID_HEADER } from './request-id.js';
@@ -48,6 +49,7 @@ const CLIENT_ERROR_CODES: Record<number, string> = {
   406: 'NOT_ACCEPTABLE',
   411: 'LENGTH_REQUIRED',
   413: 'PAYLOAD_TOO_LARGE',
+  408: 'REQUEST_TIMEOUT',
   414: 'URI_TOO_LONG',
   415: 'UNSUPPORTED_MEDIA_TYPE',
   431: 'HEADERS_TOO_LARGE',
@@ -96,4 +98,58 @@ export function installErrorHandlers(app: FastifyInstance): void {
     const body: ErrorBodyT = { reason: `no route ${request.method} ${url}`, code: 'NOT_FOUND' };
     void reply.header(REQUEST_ID_HEADER, request.id).code(404).send(body);
   });
+}
+
+/**
+ * Fastify's `frameworkErrors`: a URL it cannot decode (`GET /%`), a path parameter over its length
+ * limit. Fastify answered these itself, in its own shape (`{"error", "message", "statusCode"}`) and
+ * without the security headers; they get the one shape and the headers every other reply has.
+ */
+export function createFrameworkErrorHandler(
+  headers: Readonly<Record<string, string>>,
+): (err: { code?: string; statusCode?: number; message?: string }, request: FastifyRequest, reply: FastifyReply) => void {
+  return (err, request, reply) => {
+    const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 400;
+    const reason =
+      err.code === 'FST_ERR_BAD_URL'
+        ? 'the URL is not valid: a percent sign must start an escape such as %20'
+        : err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? 'a part of the path is too long'
+          : 'the request cannot be routed';
+    const body: ErrorBodyT = { reason, code: CLIENT_ERROR_CODES[status] ?? 'BAD_REQUEST' };
+    request.log.debug({ code: err.code }, 'request refused before routing');
+    void reply.headers(headers).header(REQUEST_ID_HEADER, request.id).code(status).send(body);
+  };
+}
+
+/** The raw answers to requests Node could not parse, by status, in the one error shape. */
+function rawClientError(status: 400 | 408 | 431, reason: string, headers: Readonly<Record<string, string>>): string {
+  const body = JSON.stringify({ reason, code: CLIENT_ERROR_CODES[status] });
+  const text = status === 400 ? 'Bad Request' : status === 408 ? 'Request Timeout' : 'Request Header Fields Too Large';
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return (
+    `HTTP/1.1 ${status} ${text}\r\n${lines}Content-Type: application/json; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  );
+}
+
+/**
+ * Fastify's `clientErrorHandler`, for what Node's parser refuses before there is a request (a
+ * malformed request line or header, a request or its headers arriving too slowly, headers over the
+ * size limit): as Fastify's own handler does, one raw answer and the connection closed, but in the
+ * one error shape and with the security headers.
+ */
+export function createClientErrorHandler(headers: Readonly<Record<string, string>>): (err: NodeJS.ErrnoException, socket: Duplex) => void {
+  const answers = {
+    400: rawClientError(400, 'the request could not be parsed as HTTP/1.1', headers),
+    408: rawClientError(408, 'the request did not arrive in time', headers),
+    431: rawClientError(431, 'the request headers are too large', headers),
+  };
+  return (err, socket) => {
+    // A reset connection is gone already (as in Fastify's handler): nothing to answer.
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    if (socket.writable) socket.write(answers[status]);
+    socket.destroy(err);
+  };
 }
