@@ -99,6 +99,19 @@ for (const store of STORES) {
       assert.equal(back.status, 200, JSON.stringify(back.body));
     });
 
+    it('counts failures per id whatever the staff flag: a locked student\'s password cannot be tried, or confirmed, as staff', async () => {
+      const { fx } = await setup();
+      for (let i = 0; i < 3; i++) assert.equal((await login(fx, S.alice, 'wrong-password', { address: `10.5.0.${i}` })).status, 401);
+      // The right password with staff: true was answered 401 WRONG_ROLE (the password confirmed) from the staff flag's own budget.
+      const asStaff = await login(fx, S.alice, PASSWORD, { staff: true, address: '10.6.0.1' });
+      assert.equal(asStaff.status, 429, JSON.stringify(asStaff.body));
+      assert.equal(asStaff.body.code, 'LOGIN_THROTTLED');
+      // And failures sent with staff: true lock the id for student logins too.
+      const { fx: fx2 } = await setup();
+      for (let i = 0; i < 3; i++) assert.equal((await login(fx2, S.bea, 'wrong-password', { staff: true, address: `10.7.0.${i}` })).status, 401);
+      assert.equal((await login(fx2, S.bea, PASSWORD, { address: '10.8.0.1' })).status, 429);
+    });
+
     it('never counts successful logins, and a success clears the account\'s failures', async () => {
       const { fx } = await setup();
       for (let i = 0; i < 20; i++) assert.equal((await login(fx, S.alice, PASSWORD)).status, 200);

@@ -43,7 +43,10 @@ const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, 
       const { user, password } = request.body;
       const staff = request.body.staff ?? false;
       const id = Number(user);
-      const account = `${staff ? 'staff' : 'student'}:${id}`;
+      // One failure budget per id, whatever the staff flag: every attempt checks the password against
+      // both accounts with that id (the WRONG_ROLE answer below), so a budget per flag let a locked
+      // student's password be tried again, and confirmed, with staff: true.
+      const account = `id:${id}`;
       // Throttled before any bcrypt work (429 LOGIN_THROTTLED, Retry-After).
       await throttle.beforeLogin(account, request.ip);
       const record = id <= MAX_ID ? (staff ? engine.getStaff(id) : engine.getStudent(id)) : undefined;
