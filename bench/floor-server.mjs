@@ -39,8 +39,8 @@ const publisher = await conn.createConfirmChannel();
 await publisher.assertQueue(queueName, { durable: true, arguments: { 'x-queue-type': 'stream' } });
 
 // Group commit, as src/persistence/group-commit.ts does it in full mode.
-const LINGER_MS = 10;
-const QUIET_MS = 1;
+const LINGER_MS = Number(env.FLOOR_LINGER_MS ?? 10);
+const QUIET_MS = Number(env.FLOOR_QUIET_MS ?? 1);
 let queue = [];
 let lastAppendAt = 0;
 let running = false;
@@ -52,7 +52,7 @@ async function run() {
   while (queue.length > 0) {
     for (;;) {
       const now = performance.now();
-      const wait = Math.min(queue[0].at + LINGER_MS - now, lastAppendAt + QUIET_MS - now);
+      const wait = LINGER_MS <= 0 ? 0 : Math.min(queue[0].at + LINGER_MS - now, QUIET_MS > 0 ? lastAppendAt + QUIET_MS - now : Infinity);
       if (wait <= 0) break;
       await sleep(Math.max(1, Math.ceil(wait)));
     }
