@@ -13,7 +13,7 @@ describe('clear error messages', () => {
   });
   after(async () => fx.close());
 
-  const reason = async (method: string, url: string, opts: { token?: string | null; body?: unknown } = {}, status = 400, code = 'BAD_REQUEST') => {
+  const reason = async (method: string, url: string, opts: { token?: string | null; body?: unknown; rawBody?: string; headers?: Record<string, string> } = {}, status = 400, code = 'BAD_REQUEST') => {
     const r = await fx.request(method, url, opts);
     expectError(r, status, code);
     return r.body.reason as string;
@@ -65,6 +65,23 @@ describe('clear error messages', () => {
     const path = await reason('GET', '/sections/abc/1', { token: fx.staffToken() });
     assert.match(path, /must be a number$/);
     assert.equal(await reason('POST', '/students/abc/revoke-tokens', { token: fx.staffToken() }), 'id must be a number');
+  });
+
+  it('a number of the wrong kind or size where a number may also be written as text, or be null, says which', async () => {
+    assert.equal(await reason('POST', '/login', { body: { user: 99_999_999_999, password: 'x' } }), 'user must be at most 2147483647');
+    assert.equal(await reason('POST', '/login', { body: { user: 1.5, password: 'x' } }), 'user must be a whole number');
+    const section = { course_id: 901, group_id: 1, name: 'x', units: 3, capacity: 2, reserve_capacity: 2 };
+    assert.equal(await reason('POST', '/sections', { token: fx.staffToken(), body: { ...section, exam_time: -1 } }), 'exam_time must be at least 0');
+  });
+
+  it('a body that is not JSON says why; JSON with a prototype-poisoning member says that', async () => {
+    const raw = (rawBody: string) => reason('PUT', '/student/course', { token: fx.studentToken(), rawBody, headers: { 'content-type': 'application/json' } });
+    assert.match(await raw('{"course_id":1,'), /^the request body is not valid JSON \(.+\)$/);
+    assert.equal(await raw('{"course_id":1,"group_id":1,"__proto__":{"x":1}}'), 'the request body may not contain a __proto__ or constructor.prototype member');
+    assert.equal(
+      await raw('{"course_id":1,"group_id":1,"constructor":{"prototype":{"x":1}}}'),
+      'the request body may not contain a __proto__ or constructor.prototype member',
+    );
   });
 
   it('a body that is not an object says so', async () => {

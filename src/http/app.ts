@@ -97,6 +97,21 @@ type BodyDone = (err: Error | null, body?: unknown) => void;
  * decoding with encoding/json would not have required the header). Any other content type is a
  * 415. Prototype-poisoning keys are refused, as with Fastify's default parser.
  */
+/**
+ * Why a body was refused, said precisely (Fastify's parser says "Body is not valid JSON" for both):
+ * JSON that parses but carries a prototype-poisoning member, or where JSON itself fails.
+ */
+function jsonRefusal(body: string): Error {
+  let reason: string;
+  try {
+    JSON.parse(body);
+    reason = 'the request body may not contain a __proto__ or constructor.prototype member';
+  } catch (err) {
+    reason = `the request body is not valid JSON (${err instanceof Error ? err.message : String(err)})`;
+  }
+  return Object.assign(new Error(reason), { statusCode: 400 });
+}
+
 function installJsonParsing(app: App): void {
   const parseJson = app.getDefaultJsonParser('error', 'error');
   const parse = (request: FastifyRequest, body: string, done: BodyDone): void => {
@@ -104,7 +119,7 @@ function installJsonParsing(app: App): void {
       done(null, undefined);
       return;
     }
-    parseJson(request, body, done);
+    parseJson(request, body, (err, value) => (err ? done(jsonRefusal(body), undefined) : done(null, value)));
   };
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) =>

@@ -20,6 +20,10 @@ const MAX_ERRORS = 5;
 const INTEGER = /^-?\d{1,16}$/;
 const NUMBER = /^-?\d{1,16}(\.\d{1,16})?$/;
 
+function unionMembers(schema: TSchema): TSchema[] {
+  return schema[Kind] === 'Union' && Array.isArray(schema.anyOf) ? (schema.anyOf as TSchema[]).flatMap(unionMembers) : [schema];
+}
+
 function typesOf(schema: TSchema): string[] {
   if (schema[Kind] === 'Union' && Array.isArray(schema.anyOf)) return (schema.anyOf as TSchema[]).flatMap(typesOf);
   return typeof schema.type === 'string' ? [schema.type] : [];
@@ -65,8 +69,19 @@ export function describeProblem(e: ValueError, httpPart: string): string {
       return typeof e.value === 'number' ? `${field} must be a whole number` : `${field} must be a number`;
     case ValueErrorType.Number:
       return `${field} must be a number`;
-    case ValueErrorType.Union:
-      return typesOf(e.schema).some((t) => t === 'integer' || t === 'number') ? `${field} must be a number` : `${field} has the wrong type`;
+    case ValueErrorType.Union: {
+      const numeric = unionMembers(e.schema).find((m) => m.type === 'integer' || m.type === 'number');
+      if (!numeric) return `${field} has the wrong type`;
+      // A number of the wrong kind or size: say which, as the plain integer's errors do.
+      if (typeof e.value === 'number') {
+        const min = numeric.minimum as number | undefined;
+        const max = numeric.maximum as number | undefined;
+        if (numeric.type === 'integer' && !Number.isInteger(e.value)) return `${field} must be a whole number`;
+        if (min !== undefined && e.value < min) return `${field} must be at least ${String(min)}`;
+        if (max !== undefined && e.value > max) return `${field} must be at most ${String(max)}`;
+      }
+      return `${field} must be a number`;
+    }
     case ValueErrorType.IntegerMinimum:
     case ValueErrorType.NumberMinimum:
       return `${field} must be at least ${String(limit('minimum'))}`;
