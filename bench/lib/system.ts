@@ -210,27 +210,8 @@ export class System {
 
   private async prepareFull(passwordHash: string): Promise<void> {
     const name = this.prefix;
-    const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
-    await admin.connect();
-    try {
-      await admin.query(`CREATE DATABASE ${name}`);
-    } finally {
-      await admin.end();
-    }
-    const u = new URL(PG_ADMIN_URL);
-    u.pathname = `/${name}`;
-    this.dbUrl = u.toString();
-    this.resources.push(
-      track(`database ${name}`, async () => {
-        const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-        await c.connect();
-        try {
-          await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-        } finally {
-          await c.end();
-        }
-      }),
-    );
+    this.dbUrl = await createDatabase(name);
+    this.resources.push(track(`database ${name}`, () => dropDatabase(name)));
     // The engine creates the stream and its webhook delivery queues, the batcher the dead-letter
     // queue; all go at the end.
     const queues = this.queueNames();
@@ -424,6 +405,29 @@ export async function deleteQueues(names: string[]): Promise<void> {
   }
 }
 
+/** One statement on the admin database (`BENCH_PG_URL`), on a connection of its own. */
+async function adminQuery(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Creates a database of the run's own on the shared PostgreSQL; returns its URL. */
+async function createDatabase(name: string): Promise<string> {
+  await adminQuery(`CREATE DATABASE ${name}`);
+  const u = new URL(PG_ADMIN_URL);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+function dropDatabase(name: string): Promise<void> {
+  return adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+}
+
 let ceilingScript: string | null = null;
 
 /**
@@ -477,26 +481,12 @@ export interface Floor {
 export async function startFloor(jwtSecret: string): Promise<Floor> {
   if (isInterrupted()) throw new Error('interrupted');
   const name = `bench_floor_${process.pid}_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
+  const dbUrl = await createDatabase(name);
   const queue = `${name}.floor`;
   const undo = track(`floor database and queue ${name}`, async () => {
-    const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-    await c.connect();
-    try {
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    } finally {
-      await c.end();
-    }
+    await dropDatabase(name);
     await deleteQueues([queue]);
   });
-  const dbUrl = new URL(PG_ADMIN_URL);
-  dbUrl.pathname = `/${name}`;
   const port = await freePort();
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -506,7 +496,7 @@ export async function startFloor(jwtSecret: string): Promise<Floor> {
     JWT_SECRET: jwtSecret,
     FLOOR_AMQP_URL: AMQP_URL,
     FLOOR_QUEUE: queue,
-    FLOOR_DATABASE_URL: dbUrl.toString(),
+    FLOOR_DATABASE_URL: dbUrl,
   };
   delete env.NODE_OPTIONS;
   const child = new Child('floor', [join(REPO_ROOT, 'bench/floor-server.mjs')], env);
@@ -515,7 +505,7 @@ export async function startFloor(jwtSecret: string): Promise<Floor> {
     await undo.release();
   };
   const rows = async () => {
-    const c = new pg.Client({ connectionString: dbUrl.toString() });
+    const c = new pg.Client({ connectionString: dbUrl });
     await c.connect();
     try {
       return Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM floor_enrollments')).rows[0]?.n ?? 0);
