@@ -91,13 +91,6 @@ const API_VERSION = '0.1.0';
 type BodyDone = (err: Error | null, body?: unknown) => void;
 
 /**
- * JSON parsing that is lenient where old clients may differ and strict elsewhere: an empty body
- * with a JSON content type is "no body" (a client that sets the header on every request, DELETE
- * included, still works), and a body with no content type at all is read as JSON (a Go server
- * decoding with encoding/json would not have required the header). Any other content type is a
- * 415. Prototype-poisoning keys are refused, as with Fastify's default parser.
- */
-/**
  * Why a body was refused, said precisely (Fastify's parser says "Body is not valid JSON" for both):
  * JSON that parses but carries a prototype-poisoning member, or where JSON itself fails.
  */
@@ -112,6 +105,13 @@ function jsonRefusal(body: string): Error {
   return Object.assign(new Error(reason), { statusCode: 400 });
 }
 
+/**
+ * JSON parsing that is lenient where old clients may differ and strict elsewhere: an empty body
+ * with a JSON content type is "no body" (a client that sets the header on every request, DELETE
+ * included, still works), and a body with no content type at all is read as JSON (a Go server
+ * decoding with encoding/json would not have required the header). Any other content type is a
+ * 415. Prototype-poisoning keys are refused, as with Fastify's default parser.
+ */
 function installJsonParsing(app: App): void {
   const parseJson = app.getDefaultJsonParser('error', 'error');
   const parse = (request: FastifyRequest, body: string, done: BodyDone): void => {

@@ -21,7 +21,7 @@ export interface HttpLimits {
   maxRequestsPerSocket: number;
   /**
    * Requests one connection may have waiting for their answers at once (HTTP/1.1 pipelining); a
-   * connection that sends more is closed (0: no limit). See {@link boundPipelining}.
+   * connection that sends more is closed (0: no limit). See {@link admitPipelined}.
    */
   maxPipelinedRequests: number;
 }
