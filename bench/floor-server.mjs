@@ -41,6 +41,8 @@ await publisher.assertQueue(queueName, { durable: true, arguments: { 'x-queue-ty
 // Group commit, as src/persistence/group-commit.ts does it in full mode.
 const LINGER_MS = Number(env.FLOOR_LINGER_MS ?? 10);
 const QUIET_MS = Number(env.FLOOR_QUIET_MS ?? 1);
+const IN_FLIGHT = Math.max(1, Number(env.FLOOR_IN_FLIGHT ?? 1));
+const inFlight = new Set();
 let queue = [];
 let lastAppendAt = 0;
 let running = false;
@@ -58,12 +60,15 @@ async function run() {
     }
     const batch = queue;
     queue = [];
-    try {
-      await publish(Buffer.from(JSON.stringify(batch.map((p) => p.change))));
-      for (const p of batch) p.resolve();
-    } catch (err) {
-      for (const p of batch) p.reject(err);
-    }
+    const written = publish(Buffer.from(JSON.stringify(batch.map((p) => p.change)))).then(
+      () => batch.forEach((p) => p.resolve()),
+      (err) => batch.forEach((p) => p.reject(err)),
+    );
+    // The engine's policy waits for each batch's confirm before the next (IN_FLIGHT 1); more in
+    // flight is what FLOOR_IN_FLIGHT tries.
+    inFlight.add(written);
+    void written.finally(() => inFlight.delete(written));
+    while (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight);
   }
   running = false;
 }
