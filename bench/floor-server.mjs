@@ -12,7 +12,8 @@
  * Plain JavaScript, run with plain node whatever runs the engine (no TypeScript loader measured).
  *
  * Environment: PORT, HOST, LISTEN_BACKLOG, JWT_SECRET, FLOOR_AMQP_URL, FLOOR_QUEUE (created as a
- * stream, deleted on SIGTERM), FLOOR_DATABASE_URL (a database of its own; the table is made here).
+ * stream, deleted on SIGTERM), FLOOR_DATABASE_URL (a database of its own; the table is made here);
+ * to try other group-commit policies: FLOOR_LINGER_MS (10), FLOOR_QUIET_MS (1), FLOOR_IN_FLIGHT (1).
  */
 import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
