@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import { afterEach, beforeEach, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { DEMO_STUDENT_ID, generateDemoData } from '../src/demo/demo-data.js';
 import { createEngine } from '../src/engine/engine.js';
-import { C, createHttpFixture, expectError, expectStatus, MINUTE, S, seedData, T0, type HttpFixture } from './support/http-fixture.js';
+import { C, createHttpFixture, expectError, expectStatus, MINUTE, S, T0, type HttpFixture } from './support/http-fixture.js';
 import { MemoryPersistence } from './support/memory-persistence.js';
 import { normalize } from './support/scenario.js';
-import { embeddedMode, fullMode, type ModeFactory, type StoreHarness } from './support/store-harness.js';
+import { embeddedMode, fullMode, seededStore, type ModeFactory } from './support/store-harness.js';
 
 /**
  * Issue 16 item 4, the registrar's reads behind the admin page: totals, a student's timetable and
@@ -259,18 +259,10 @@ describe('admin registrar reads', () => {
 const NOW = T0 + 5 * MINUTE;
 for (const mode of [embeddedMode, fullMode] as ModeFactory[]) {
   describe(`registrar reads over the ${mode.name} store`, async () => {
-    const skip = await mode.skip();
-    let h: StoreHarness;
-    before(async () => {
-      if (skip) return;
-      h = await mode.open({ now: NOW });
-      await h.engine.importBatch(seedData(), { requestId: 'seed', actor: 'system' });
-    });
-    after(async () => {
-      if (!skip) await h.close();
-    });
+    const { skip, harness } = await seededStore(mode, NOW);
 
     it('history and fill come from the transitions table, the same as the in-memory log gives', { skip, timeout: 120_000 }, async () => {
+      const h = harness();
       const put = async (id: number, [course_id, group_id]: Sec) =>
         expectStatus(await h.request('PUT', '/student/course', { token: h.token(id, 'student'), body: { course_id, group_id } }), 204);
       await put(S.f1, C.algo1);

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../src/config.js';
-import { DEFAULT_HTTP_LIMITS, listenOptions, type HttpLimits } from '../src/http/server-options.js';
+import { admitPipelined, DEFAULT_HTTP_LIMITS, listenOptions, type HttpLimits } from '../src/http/server-options.js';
 import { createHttpFixture, type HttpFixture } from './support/http-fixture.js';
 
 /**
@@ -100,6 +102,28 @@ function statusLines(received: string): string[] {
   return received.match(/HTTP\/1\.1 \d{3} /g) ?? [];
 }
 
+describe('admitPipelined', () => {
+  const fake = () => {
+    const socket = { destroyed: false, destroy() { this.destroyed = true; } };
+    return { req: { socket } as unknown as IncomingMessage, socket };
+  };
+  it('admits up to max unanswered requests per connection, closes it on the next, and 0 means no limit', () => {
+    const { req, socket } = fake();
+    const responses = [new EventEmitter(), new EventEmitter(), new EventEmitter()];
+    assert.equal(admitPipelined(req, responses[0] as ServerResponse, 2), true);
+    assert.equal(admitPipelined(req, responses[1] as ServerResponse, 2), true);
+    responses[0]!.emit('finish');
+    assert.equal(admitPipelined(req, responses[2] as ServerResponse, 2), true, 'an answered request no longer counts');
+    assert.equal(socket.destroyed, false);
+    assert.equal(admitPipelined(req, new EventEmitter() as ServerResponse, 2), false);
+    assert.equal(socket.destroyed, true);
+    assert.equal(admitPipelined(req, new EventEmitter() as ServerResponse, 2), false, 'nothing more from a closed connection');
+    const other = fake();
+    for (let i = 0; i < 100; i++) assert.equal(admitPipelined(other.req, new EventEmitter() as ServerResponse, 0), true);
+    assert.equal(other.socket.destroyed, false);
+  });
+});
+
 describe('HTTP connection limits: configuration', () => {
   it('defaults suit a rush: headers 5 s, whole request 10 s, idle keep-alive 5 s, backlog up to somaxconn', () => {
     const c = loadConfig({});
@@ -170,6 +194,21 @@ describe('HTTP connection limits: a real listening server', () => {
     const out = await pipeline(port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n', limits.maxPipelinedRequests);
     assert.equal(statusLines(out.received).length, limits.maxPipelinedRequests, out.received.slice(0, 300));
     assert.ok(statusLines(out.received).every((l) => l.startsWith('HTTP/1.1 200 ')));
+  });
+
+  it('counts only unanswered requests: a keep-alive client that reads each answer is never cut off', async () => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    let received = '';
+    s.on('data', (d) => (received += d.toString('latin1')));
+    const n = limits.maxPipelinedRequests * 3;
+    for (let i = 1; i <= n; i++) {
+      s.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+      while (statusLines(received).length < i && !s.destroyed) await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(statusLines(received).length, n);
+    assert.ok(!s.destroyed, 'the connection was closed');
+    s.destroy();
   });
 
   it('closes a connection that pipelines more requests than the bound, and serves no more of them', async () => {

@@ -101,6 +101,11 @@ describe('refusals below the routes have the one error shape', () => {
     }
   });
 
+  it('a path parameter over the router\'s length limit: 414 URI_TOO_LONG', async () => {
+    const [a] = answers(await exchange(port, `GET /sections/${'1'.repeat(120)}/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`));
+    expectRefusal(a, 414, 'URI_TOO_LONG');
+  });
+
   it('a request Node cannot parse: 400 BAD_REQUEST, and the connection closed', async () => {
     const [a] = answers(await exchange(port, 'HELLO THERE\r\n\r\n'));
     expectRefusal(a, 400, 'BAD_REQUEST');

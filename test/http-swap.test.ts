@@ -4,7 +4,7 @@ import type { DomainEvent } from '../src/persistence/types.js';
 import { assertStateInvariants } from './support/engine-fixture.js';
 import { C, createHttpFixture, expectError, expectStatus, MINUTE, PW_HASH, S, seedData, T0, type HttpFixture } from './support/http-fixture.js';
 import { normalize } from './support/scenario.js';
-import { embeddedMode, fullMode, type ModeFactory, type StoreHarness } from './support/store-harness.js';
+import { embeddedMode, fullMode, seededStore, type ModeFactory } from './support/store-harness.js';
 
 /**
  * Issue 16 item 3: POST /student/swap, "drop A only if B succeeds". The enroll is decided first with
@@ -265,18 +265,10 @@ const NOW = T0 + 5 * MINUTE;
 
 for (const mode of [embeddedMode, fullMode] as ModeFactory[]) {
   describe(`POST /student/swap is durable as one change (${mode.name} store)`, async () => {
-    const skip = await mode.skip();
-    let h: StoreHarness;
-    before(async () => {
-      if (skip) return;
-      h = await mode.open({ now: NOW });
-      await h.engine.importBatch(seedData(), { requestId: 'seed', actor: 'system' });
-    });
-    after(async () => {
-      if (!skip) await h.close();
-    });
+    const { skip, harness } = await seededStore(mode, NOW);
 
     it('one append holds both halves and the action; a restart finds the swap whole', { skip, timeout: 120_000 }, async () => {
+      const h = harness();
       const tok = (id: number) => h.token(id, 'student');
       const put = async (id: number, [course_id, group_id]: Sec) =>
         expectStatus(await h.request('PUT', '/student/course', { token: tok(id), body: { course_id, group_id } }), 204);

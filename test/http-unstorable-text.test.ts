@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { unstorableTextPath } from '../src/http/validation.js';
 import type { LoadedState } from '../src/persistence/types.js';
-import { C, expectError, expectStatus, MINUTE, S, seedData, STAFF, T0 } from './support/http-fixture.js';
+import { C, expectError, expectStatus, MINUTE, S, STAFF, T0 } from './support/http-fixture.js';
 import { normalize } from './support/scenario.js';
-import { embeddedMode, fullMode, type ModeFactory, type StoreHarness } from './support/store-harness.js';
+import { embeddedMode, fullMode, seededStore, type ModeFactory } from './support/store-harness.js';
 
 /**
  * Text PostgreSQL cannot store (a NUL character, an unpaired UTF-16 surrogate) passes every
@@ -31,18 +31,10 @@ const NEW_SECTION = { course_id: 901, group_id: 1, units: 3, capacity: 2, reserv
 
 for (const mode of [embeddedMode, fullMode] as ModeFactory[]) {
   describe(`text a database cannot store is a 400 (${mode.name} store)`, async () => {
-    const skip = await mode.skip();
-    let h: StoreHarness;
-    before(async () => {
-      if (skip) return;
-      h = await mode.open({ now: NOW });
-      await h.engine.importBatch(seedData(), { requestId: 'seed', actor: 'system' });
-    });
-    after(async () => {
-      if (!skip) await h.close();
-    });
+    const { skip, harness } = await seededStore(mode, NOW);
 
     it('refuses it with the field named, changes nothing, and fails no one else', { skip, timeout: 120_000 }, async () => {
+      const h = harness();
       const staff = h.token(STAFF, 'staff');
       const before = h.engine.dumpState();
       const cases: { method: string; url: string; body: Record<string, unknown>; field: string }[] = [

@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { isEngineError } from '../errors.js';
@@ -103,21 +104,13 @@ export function installErrorHandlers(app: FastifyInstance): void {
 /**
  * Fastify's `frameworkErrors`: a URL it cannot decode (`GET /%`), a path parameter over its length
  * limit. Fastify answered these itself, in its own shape (`{"error", "message", "statusCode"}`) and
- * without the security headers; they get the one shape and the headers every other reply has.
+ * without the security headers; they go through {@link toErrorReply} like every other error and
+ * get the headers every other reply has.
  */
-export function createFrameworkErrorHandler(
-  headers: Readonly<Record<string, string>>,
-): (err: { code?: string; statusCode?: number; message?: string }, request: FastifyRequest, reply: FastifyReply) => void {
+export function createFrameworkErrorHandler(headers: Readonly<Record<string, string>>): (err: Error, request: FastifyRequest, reply: FastifyReply) => void {
   return (err, request, reply) => {
-    const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 400;
-    const reason =
-      err.code === 'FST_ERR_BAD_URL'
-        ? 'the URL is not valid: a percent sign must start an escape such as %20'
-        : err.code === 'FST_ERR_MAX_PARAM_LENGTH'
-          ? 'a part of the path is too long'
-          : 'the request cannot be routed';
-    const body: ErrorBodyT = { reason, code: CLIENT_ERROR_CODES[status] ?? 'BAD_REQUEST' };
-    request.log.debug({ code: err.code }, 'request refused before routing');
+    const { status, body } = toErrorReply(err);
+    request.log.debug({ err, code: body.code }, 'request refused before routing');
     void reply.headers(headers).header(REQUEST_ID_HEADER, request.id).code(status).send(body);
   };
 }
@@ -125,7 +118,7 @@ export function createFrameworkErrorHandler(
 /** The raw answers to requests Node could not parse, by status, in the one error shape. */
 function rawClientError(status: 400 | 408 | 431, reason: string, headers: Readonly<Record<string, string>>): string {
   const body = JSON.stringify({ reason, code: CLIENT_ERROR_CODES[status] });
-  const text = status === 400 ? 'Bad Request' : status === 408 ? 'Request Timeout' : 'Request Header Fields Too Large';
+  const text = STATUS_CODES[status] ?? '';
   const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
   return (
     `HTTP/1.1 ${status} ${text}\r\n${lines}Content-Type: application/json; charset=utf-8\r\n` +

@@ -25,8 +25,7 @@ function unionMembers(schema: TSchema): TSchema[] {
 }
 
 function typesOf(schema: TSchema): string[] {
-  if (schema[Kind] === 'Union' && Array.isArray(schema.anyOf)) return (schema.anyOf as TSchema[]).flatMap(typesOf);
-  return typeof schema.type === 'string' ? [schema.type] : [];
+  return unionMembers(schema).flatMap((m) => (typeof m.type === 'string' ? [m.type] : []));
 }
 
 /** Converts one flat string value to the type the property's schema asks for, when it is unambiguous. */

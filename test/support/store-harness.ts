@@ -1,3 +1,4 @@
+import { after, before } from 'node:test';
 import { pino } from 'pino';
 import { createEngine, type Engine } from '../../src/engine/engine.js';
 import { buildApp, type App } from '../../src/http/app.js';
@@ -18,7 +19,7 @@ import type {
   TransitionRecord,
 } from '../../src/persistence/types.js';
 import { deleteQueues } from './amqp.js';
-import { type Reply, type RequestOptions, SECRET, TTL_SECONDS, WINDOW_MS } from './http-fixture.js';
+import { type Reply, type RequestOptions, SECRET, seedData, TTL_SECONDS, WINDOW_MS } from './http-fixture.js';
 import { MemoryPersistence } from './memory-persistence.js';
 import { createTestDatabase } from './pg.js';
 import { normalize } from './scenario.js';
@@ -119,6 +120,31 @@ export interface ModeFactory {
   /** A skip reason when the mode's services are unreachable (locally); throws under CI. */
   skip(): Promise<string | false>;
   open(opts: { now: number; memory?: () => MemoryPersistence }): Promise<StoreHarness>;
+}
+
+/**
+ * For a suite run once per store: call inside its `describe`. Opens `mode` with the HTTP
+ * fixture's seed data before the suite's tests and closes it after them; `skip` is the mode's skip
+ * reason (pass it to each test), `harness()` the open store.
+ */
+export async function seededStore(mode: ModeFactory, now: number): Promise<{ skip: string | false; harness: () => StoreHarness }> {
+  const skip = await mode.skip();
+  let h: StoreHarness | null = null;
+  before(async () => {
+    if (skip) return;
+    h = await mode.open({ now });
+    await h.engine.importBatch(seedData(), { requestId: 'seed', actor: 'system' });
+  });
+  after(async () => {
+    await h?.close();
+  });
+  return {
+    skip,
+    harness: () => {
+      if (!h) throw new Error(`the ${mode.name} store is not open`);
+      return h;
+    },
+  };
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
