@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { describe, test } from 'node:test';
 import Fastify from 'fastify';
@@ -75,6 +76,8 @@ async function createInstance(
   retryMs = 300,
   /** Sees each request carrying a home mark before the forwarder does; true: answered NOT_OWNER there (its mark never checked). */
   onMarked: (headers: Marked) => boolean = () => false,
+  /** Runs just before the forwarder sees each request. */
+  beforeForward: () => void = () => undefined,
 ) {
   const m = createMembership(new Set(own), peer);
   const app = Fastify();
@@ -100,6 +103,10 @@ async function createInstance(
   app.setErrorHandler((err: Error, _request, reply) => {
     const code = err instanceof EngineError ? err.code : 'INTERNAL';
     void reply.code(err instanceof EngineError ? err.statusCode : 500).send({ code });
+  });
+  app.addHook('preValidation', (_request, _reply, done) => {
+    beforeForward();
+    done();
   });
   app.addHook('preValidation', createForwarder({ cluster: m.membership, retryMs, secret: SECRET }));
   /** Requests the handler holds until `open()`. */
@@ -330,5 +337,44 @@ describe('forwarding while shards drain for a hand-over', () => {
     assert.equal(past.statusCode, 200, past.body);
     assert.deepEqual(a.admissions, [0, 0], 'both replays were client writes, routed through the home');
     assert.deepEqual(b.decided, [1, 2, 3]);
+  });
+});
+
+describe('forwarding over pooled connections', () => {
+  test("a forward is never written on a pooled connection the owner is closing for idleness, even when this instance's event loop is busy at that moment", async (t) => {
+    // The owner in a process of its own (its keep-alive timer must fire while this one is busy),
+    // with a short keep-alive timeout: Node announces 2 s and closes an idle connection after 3 s.
+    const owner = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const http = require('node:http');
+         const s = http.createServer((req, res) => { req.resume(); req.on('end', () => { res.setHeader('content-type', 'application/json'); res.end('{"ok":true}'); }); });
+         s.keepAliveTimeout = 2000;
+         s.listen(0, '127.0.0.1', () => process.stdout.write('port ' + s.address().port + ';'));`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    t.after(() => owner.kill());
+    let out = '';
+    owner.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    await until(() => /port \d+/.test(out), 'the owner to listen');
+    const ownerAddress = `http://127.0.0.1:${/port (\d+)/.exec(out)?.[1]}`;
+    // Busy across the moment the owner closes the connection, just before the second forward is
+    // written: its close arrives while nothing here reads it (as under a rush).
+    let busy = false;
+    const a = await createInstance(t, [], () => ownerAddress, 300, () => false, () => {
+      const until = performance.now() + 400;
+      while (busy && performance.now() < until);
+    });
+    a.open();
+    const s = pick(0, 1);
+    const first = await a.put(s.student, s.course, 1);
+    assert.equal(first.statusCode, 200, first.body);
+    await new Promise((r) => setTimeout(r, 2_900));
+    busy = true;
+    const second = await a.put(s.student, s.course, 2);
+    assert.equal(second.statusCode, 200, `the second forward: ${second.body}`);
+    assert.deepEqual(second.json(), { ok: true });
   });
 });

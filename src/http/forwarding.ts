@@ -106,9 +106,19 @@ class Refused extends Error {}
  */
 type Served = 'here' | 'relayed';
 
+/**
+ * How long a pooled connection to an owner may sit idle before this instance closes it (ms). An
+ * owner closes an idle connection after its keep-alive timeout; a forward written on it at that
+ * moment is cut off ("socket hang up") with its outcome unknown, a 503 for the student. The pool
+ * must therefore let go first, and by a margin a busy event loop cannot eat. Node 20's Agent only
+ * heeds the owner's `Keep-Alive: timeout` hint (less a second) when it has an idle timeout of its
+ * own, so this one also switches that on: the shorter of the two applies.
+ */
+export const FORWARD_IDLE_MS = 2_000;
+
 /** Returns the preValidation hook that forwards writes this instance does not own. */
 export function createForwarder(opts: ForwardingOptions) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 256, timeout: FORWARD_IDLE_MS });
   const syncTimeoutMs = opts.syncTimeoutMs ?? 2000;
   const cluster = opts.cluster;
   const markKey = createHmac('sha256', opts.secret).update('engine-forwarding-marks').digest();
