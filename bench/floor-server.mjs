@@ -6,8 +6,12 @@
  * through a group commit (the engine's full-mode policy: one batch in flight, 10 ms linger, 1 ms
  * quiet) and answered 204 only once the broker confirmed it; a consumer in the same process writes
  * the confirmed changes to PostgreSQL in batches (at most one transaction per 100 ms, one
- * set-based INSERT each), as the engine's in-process batcher does. No rules, no actors, no
- * transition log, no read model: what is left when those are taken away.
+ * set-based statement each), as the engine's in-process batcher does. No rules, no actors, no
+ * transition log: what is left when those are taken away. For `seed` and `steady` it also serves
+ * a drop (`DELETE /student/course?course_id=`, the same durable path; 404 when the student does not
+ * hold the course) and a student's list (`GET /student/course`, from memory, as the engine's read
+ * model answers it). One rule is kept, one group per course (409), so that a client's record of
+ * its 204s can be checked against the table.
  *
  * Plain JavaScript, run with plain node whatever runs the engine (no TypeScript loader measured).
  *
@@ -35,7 +39,9 @@ await db.query(`CREATE TABLE IF NOT EXISTS floor_enrollments (
   student_id bigint NOT NULL, course_id bigint NOT NULL, group_id bigint NOT NULL, at timestamptz NOT NULL,
   PRIMARY KEY (student_id, course_id))`);
 
-const conn = await amqp.connect(env.FLOOR_AMQP_URL);
+// noDelay, as the engine connects: without it Nagle holds a publish's last frame until the
+// broker's delayed ACK, about 40 ms per group commit.
+const conn = await amqp.connect(env.FLOOR_AMQP_URL, { noDelay: true });
 const publisher = await conn.createConfirmChannel();
 await publisher.assertQueue(queueName, { durable: true, arguments: { 'x-queue-type': 'stream' } });
 
@@ -94,11 +100,20 @@ async function write() {
   while (received.length > 0) {
     const msgs = received;
     received = [];
-    const rows = msgs.flatMap((m) => JSON.parse(m.content.toString('utf8')));
+    // In log order, the last change of each (student, course) wins: one statement, its enrolls
+    // upserted and its drops deleted (no pair is in both).
+    const last = new Map();
+    for (const m of msgs) for (const r of JSON.parse(m.content.toString('utf8'))) last.set(`${r.s}:${r.c}`, r);
+    const rows = [...last.values()];
+    const put = rows.filter((r) => r.g !== null);
+    const gone = rows.filter((r) => r.g === null);
     await db.query(
-      `INSERT INTO floor_enrollments SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[])
-       ON CONFLICT (student_id, course_id) DO NOTHING`,
-      [rows.map((r) => r.s), rows.map((r) => r.c), rows.map((r) => r.g), rows.map((r) => new Date(r.at))],
+      `WITH gone AS (
+         DELETE FROM floor_enrollments f USING unnest($5::bigint[], $6::bigint[]) AS d(s, c)
+         WHERE f.student_id = d.s AND f.course_id = d.c)
+       INSERT INTO floor_enrollments SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[])
+       ON CONFLICT (student_id, course_id) DO UPDATE SET group_id = EXCLUDED.group_id, at = EXCLUDED.at`,
+      [put.map((r) => r.s), put.map((r) => r.c), put.map((r) => r.g), put.map((r) => new Date(r.at)), gone.map((r) => r.s), gone.map((r) => r.c)],
     );
     consumer.ack(msgs[msgs.length - 1], true);
     await sleep(100);
@@ -132,6 +147,10 @@ function subject(request) {
   return sub;
 }
 
+/** Each student's confirmed holdings, course -> group (what a list answers and a drop checks). */
+const held = new Map();
+const holdingsOf = (s) => held.get(s) ?? held.set(s, new Map()).get(s);
+
 const app = Fastify({ logger: false });
 app.get('/health', async () => ({ ok: true }));
 app.put('/student/course', async (request, reply) => {
@@ -139,8 +158,40 @@ app.put('/student/course', async (request, reply) => {
   if (s === null) return reply.code(401).send({ error: 'unauthenticated' });
   const b = request.body;
   if (!b || !Number.isSafeInteger(b.course_id) || !Number.isSafeInteger(b.group_id)) return reply.code(400).send({ error: 'bad request' });
-  await append({ s, c: b.course_id, g: b.group_id, at: Date.now() });
+  // One group per course, the one rule kept: without it a client's own record of its holdings
+  // (and the harness's check of the rows) could not match the table's one row per course.
+  const mine = holdingsOf(s);
+  if (mine.has(b.course_id)) return reply.code(409).send({ code: 'SAME_COURSE', reason: 'already holds a group of this course' });
+  mine.set(b.course_id, b.group_id);
+  try {
+    await append({ s, c: b.course_id, g: b.group_id, at: Date.now() });
+  } catch (err) {
+    mine.delete(b.course_id);
+    throw err;
+  }
   reply.code(204).send();
+});
+app.delete('/student/course', async (request, reply) => {
+  const s = subject(request);
+  if (s === null) return reply.code(401).send({ error: 'unauthenticated' });
+  const c = Number(request.query.course_id);
+  if (!Number.isSafeInteger(c)) return reply.code(400).send({ error: 'bad request' });
+  const mine = holdingsOf(s);
+  const g = mine.get(c);
+  if (g === undefined) return reply.code(404).send({ code: 'NOT_ENROLLED', reason: 'does not hold this course' });
+  mine.delete(c);
+  try {
+    await append({ s, c, g: null, at: Date.now() });
+  } catch (err) {
+    mine.set(c, g);
+    throw err;
+  }
+  reply.code(204).send();
+});
+app.get('/student/course', async (request, reply) => {
+  const s = subject(request);
+  if (s === null) return reply.code(401).send({ error: 'unauthenticated' });
+  return reply.send([...holdingsOf(s)].map(([course_id, group_id]) => ({ course_id, group_id })));
 });
 await app.listen({ host: env.HOST ?? '127.0.0.1', port: Number(env.PORT ?? 0), backlog: Number(env.LISTEN_BACKLOG ?? 511) });
 const stop = async () => {

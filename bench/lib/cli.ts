@@ -35,9 +35,10 @@ options:
   --students N, --sections N  override the scenario's data set size
   --seed N                  PRNG seed for the sections drawn (default 1)
   --no-ceiling              skip the bare Fastify comparison
-  --floor                   storm (full mode): also the floor server, bare Fastify plus what SPEC's
-                            durability asks of every enroll (token check, broker-confirmed group
-                            commit, batched PostgreSQL writes), under the same storm
+  --floor                   storm, seed, steady (full mode): also the floor server, bare Fastify
+                            plus what SPEC's durability asks of every write (token check,
+                            broker-confirmed group commit, batched PostgreSQL writes), under the
+                            same load
   --datasets small|large|both
                             memory: 1,500 sections, 100k sections / 1M enrollments, or both
                             (default: small; large seeds 1M rows, minutes in embedded mode)

@@ -5,7 +5,8 @@ import { note } from './progress.js';
 import { formatProfile, summarizeProfile, type ProfileSummary } from './profile.js';
 import { readCpuSeconds, readMemory, type Runner } from './procs.js';
 import { round } from './stats.js';
-import { startCeiling, type BatcherPlacement, type CpuSnapshot, type Mode, type Profiles, type System } from './system.js';
+import { Ledger } from './seed.js';
+import { startCeiling, startFloor, type BatcherPlacement, type CpuSnapshot, type Mode, type Profiles, type System } from './system.js';
 import type { Target } from './workloads.js';
 
 export interface BenchOptions {
@@ -25,8 +26,9 @@ export interface BenchOptions {
   seed: number;
   ceiling: boolean;
   /**
-   * storm: also give the same storm to the floor server (bench/floor-server.mjs: bare Fastify plus
-   * the least SPEC's durability rule asks of every enroll), after the bare server.
+   * storm, seed, steady (full mode): also give the same load to the floor server
+   * (bench/floor-server.mjs: bare Fastify plus the least SPEC's durability rule asks of every
+   * write), after the bare server.
    */
   floor: boolean;
   /**
@@ -153,6 +155,59 @@ export async function measureCeiling(
     }
   } finally {
     await child.stop();
+  }
+}
+
+/** The floor's figures in a keep-alive scenario, and whether its database holds what it acknowledged. */
+export interface FloorFigures extends CeilingFigures {
+  /** Replies per second by operation (enroll, drop, list), where the load tells them apart. */
+  perOpReqPerSec: Record<string, number>;
+  /** Its database holds exactly what it answered 204, and no request failed. */
+  wrote: { ok: boolean; detail: string };
+}
+
+/** Like CeilingWork, with the ledger the load keeps of the server's 204 replies (null: the ceiling, which keeps nothing). */
+export type FloorWork = (target: Target, conns: HttpConnection[], ledger: Ledger | null) => Promise<LoadResult>;
+
+/**
+ * Runs `work` against the floor (bench/floor-server.mjs: bare Fastify plus what SPEC's durability
+ * rule costs) with `connections` open connections, after the engine has stopped, and checks that
+ * its database came to hold exactly the changes it answered 204 (within 10 s).
+ */
+export async function measureFloor(jwtSecret: string, connections: number, work: FloorWork): Promise<FloorFigures> {
+  const floor = await startFloor(jwtSecret);
+  try {
+    const target = { host: '127.0.0.1', port: floor.port };
+    const conns = await openConnections(target.host, target.port, connections);
+    try {
+      const ledger = new Ledger({ rows: 0, checksum: '0' });
+      const cpu0 = readCpuSeconds(floor.child.pid);
+      const r = await work(target, conns, ledger);
+      const cpu = readCpuSeconds(floor.child.pid) - cpu0;
+      const deadline = performance.now() + 10_000;
+      let held = await floor.counts();
+      while (!ledger.matches(held) && performance.now() < deadline) {
+        await new Promise((res) => setTimeout(res, 50));
+        held = await floor.counts();
+      }
+      return {
+        cpuUsPerRequest: r.requests > 0 ? round((cpu * 1e6) / r.requests, 0) : 0,
+        reqPerSec: r.reqPerSec,
+        wallMs: r.wallMs,
+        latencyMs: r.latencyMs,
+        connections,
+        rssMb: readMemory(floor.child.pid)?.rssMb ?? null,
+        perOpReqPerSec: Object.fromEntries(Object.entries(r.perOp ?? {}).map(([op, o]) => [op, o.reqPerSec])),
+        wrote: {
+          ok: ledger.matches(held) && Object.keys(r.errors).length === 0,
+          detail: `${ledger.rows} rows acknowledged, ${held.rows} in its database; errors ${JSON.stringify(r.errors)}`,
+        },
+      };
+    } finally {
+      closeAll(conns);
+    }
+  } finally {
+    await floor.stop();
   }
 }
 

@@ -467,8 +467,8 @@ export async function startCeiling(runner: Runner): Promise<{ child: Child; port
 export interface Floor {
   child: Child;
   port: number;
-  /** Rows the floor's consumer has written to its database so far. */
-  rows(): Promise<number>;
+  /** What the floor's consumer has written to its database so far, counted as the engine's rows are (all registered). */
+  counts(): Promise<RowCounts>;
   /** Stops the server, then drops its database and deletes its queue (also if the server did not). */
   stop(): Promise<void>;
 }
@@ -504,18 +504,22 @@ export async function startFloor(jwtSecret: string): Promise<Floor> {
     await child.stop().catch(() => undefined);
     await undo.release();
   };
-  const rows = async () => {
+  const counts = async (): Promise<RowCounts> => {
     const c = new pg.Client({ connectionString: dbUrl });
     await c.connect();
     try {
-      return Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM floor_enrollments')).rows[0]?.n ?? 0);
+      const r = await c.query<{ n: string; checksum: string }>(
+        'SELECT count(*) AS n, COALESCE(sum(student_id::numeric * 100003 + course_id * 31 + group_id), 0)::text AS checksum FROM floor_enrollments',
+      );
+      const n = Number(r.rows[0]?.n ?? 0);
+      return { rows: n, registered: n, queued: 0, checksum: r.rows[0]?.checksum ?? '0' };
     } finally {
       await c.end();
     }
   };
   try {
     await waitForHttp(child, `http://127.0.0.1:${port}/health`, 60_000);
-    return { child, port, rows, stop };
+    return { child, port, counts, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -3,12 +3,14 @@ import {
   cpuDelta,
   formatCpu,
   measureCeiling,
+  measureFloor,
   stopAndReport,
   ratio,
   variantsOf,
   type BenchOptions,
   type CeilingFigures,
-  type CeilingWork,
+  type FloorFigures,
+  type FloorWork,
   type HarnessCheck,
   type ScenarioReport,
   type TargetCheck,
@@ -64,6 +66,12 @@ export interface SeedFigures {
   cpuDuringLoad: ReturnType<typeof cpuDelta>;
   ceiling: CeilingFigures | null;
   ratioToCeiling: number | null;
+  /** `--floor` (full mode): the floor under the same load, after the ceiling. */
+  floor: FloorFigures | null;
+  /** The floor's req/s over the bare server's: the most the contract leaves any server on this machine. */
+  floorRatioToCeiling: number | null;
+  /** The engine's req/s over the floor's. */
+  ratioToFloor: number | null;
 }
 
 export async function seedOnce(opts: BenchOptions, v: { mode: Mode; batcher: BatcherPlacement }, spec: SeedSpec, run: string, report: ScenarioReport) {
@@ -79,7 +87,7 @@ export async function seedOnce(opts: BenchOptions, v: { mode: Mode; batcher: Bat
   await sys.start();
   let window: { start: number; end: number } | null = null;
   let figures: SeedFigures;
-  let ceilingWork: CeilingWork | null = null;
+  let work: FloorWork | null = null;
   let ledger: Ledger;
   try {
     const engineAfterStart = sys.memory().engine;
@@ -111,9 +119,12 @@ export async function seedOnce(opts: BenchOptions, v: { mode: Mode; batcher: Bat
         cpuDuringLoad: cpu,
         ceiling: null,
         ratioToCeiling: null,
+        floor: null,
+        floorRatioToCeiling: null,
+        ratioToFloor: null,
       };
       const tokens = login.tokens;
-      ceilingWork = (t, cs) => runSeedLoad({ label: `${run} ceiling`, target: t, conns: cs, tokens, plan, ledger: null, fresh: opts.freshConnections });
+      work = (t, cs, acknowledged) => runSeedLoad({ label: `${run} ${acknowledged ? 'floor' : 'ceiling'}`, target: t, conns: cs, tokens, plan, ledger: acknowledged, fresh: opts.freshConnections });
     } finally {
       closeAll(conns);
     }
@@ -121,9 +132,16 @@ export async function seedOnce(opts: BenchOptions, v: { mode: Mode; batcher: Bat
     await stopAndReport(sys, run, opts, report, window);
   }
   // The ceiling runs once the engine has exited, so the two never share the machine.
-  if (opts.ceiling && ceilingWork) {
-    figures.ceiling = await measureCeiling(opts.runner, spec.students, ceilingWork);
+  if (opts.ceiling && work) {
+    const w = work;
+    figures.ceiling = await measureCeiling(opts.runner, spec.students, (t, cs) => w(t, cs, null));
     figures.ratioToCeiling = ratio(figures.load.reqPerSec, figures.ceiling.reqPerSec);
+  }
+  if (opts.floor && v.mode === 'full' && work) {
+    figures.floor = await measureFloor(sys.jwtSecret, spec.students, work);
+    figures.ratioToFloor = ratio(figures.load.reqPerSec, figures.floor.reqPerSec);
+    if (figures.ceiling) figures.floorRatioToCeiling = ratio(figures.floor.reqPerSec, figures.ceiling.reqPerSec);
+    report.checks.push({ name: `${run}: floor wrote every acknowledged change`, ok: figures.floor.wrote.ok, detail: figures.floor.wrote.detail });
   }
   if (sys.finalCounts) {
     figures.outcome = sys.finalCounts;
@@ -204,6 +222,7 @@ export function printSeedRun(run: string, f: SeedFigures): void {
     [
       `[${run}] ${fmt(f.requests)} enrolls in ${fmt(f.load.wallMs, 1)} ms = ${fmt(f.load.reqPerSec)} req/s` +
         (f.ceiling ? ` (ceiling ${fmt(f.ceiling.reqPerSec)} req/s, ratio ${f.ratioToCeiling})` : ''),
+      ...(f.floor ? [`  floor ${fmt(f.floor.reqPerSec)} req/s (${fmt(f.floor.cpuUsPerRequest)} µs CPU per request; floor / ceiling ${f.floorRatioToCeiling ?? '-'}, engine / floor ${f.ratioToFloor})`] : []),
       `  latency ms: p50 ${l.p50}  p90 ${l.p90}  p99 ${l.p99}  max ${l.max};  2xx ${f.load.ok}; rejections: ${rej}; errors: ${err}`,
       `  database: ${f.catchUp.byConstruction ? 'caught up by construction (embedded)' : f.catchUp.caughtUp ? `caught up ${fmt(f.catchUp.ms, 1)} ms after the last reply` : 'NOT caught up'}` +
         (f.outcome ? `; ${f.outcome.registered} registered + ${f.outcome.queued} queued rows` : ''),

@@ -75,6 +75,9 @@ export async function smokeScenario(opts: BenchOptions, report: ScenarioReport<u
           cpuDuringLoad: seedCpu,
           ceiling: null,
           ratioToCeiling: null,
+          floor: null,
+          floorRatioToCeiling: null,
+          ratioToFloor: null,
         };
         seedCeiling = (t, cs) => runSeedLoad({ label: `${run} seed ceiling`, target: t, conns: cs, tokens: seedTokens, plan, ledger: null });
 
@@ -101,6 +104,9 @@ export async function smokeScenario(opts: BenchOptions, report: ScenarioReport<u
           cpuDuringLoad: steadyCpu,
           ceiling: null,
           ratioToCeiling: null,
+          floor: null,
+          floorRatioToCeiling: null,
+          ratioToFloor: null,
         };
         steadyCeiling = async (t, cs) => {
           const d = new SteadyDriver({ target: t, conns: cs, tokens: steadyTokens, spec, mix: MIX, seed: o.seed, maxHeld: 8, ledger: null, firstStudent: seedStudents });

@@ -3,13 +3,15 @@ import {
   cpuDelta,
   formatCpu,
   measureCeiling,
+  measureFloor,
   profileSummaries,
   stopAndReport,
   ratio,
   variantsOf,
   type BenchOptions,
   type CeilingFigures,
-  type CeilingWork,
+  type FloorFigures,
+  type FloorWork,
   type ScenarioReport,
 } from '../lib/common.js';
 import { openEventStreams } from '../lib/event-streams.js';
@@ -47,6 +49,12 @@ export interface SteadyFigures {
   cpuDuringLoad: ReturnType<typeof cpuDelta>;
   ceiling: CeilingFigures | null;
   ratioToCeiling: number | null;
+  /** `--floor` (full mode): the floor under the same load, after the ceiling. */
+  floor: FloorFigures | null;
+  /** The floor's req/s over the bare server's. */
+  floorRatioToCeiling: number | null;
+  /** The engine's req/s over the floor's. */
+  ratioToFloor: number | null;
 }
 
 export async function steadyOnce(
@@ -62,7 +70,7 @@ export async function steadyOnce(
   let f: SteadyFigures;
   let ledger: Ledger;
   let window: { start: number; end: number } | null = null;
-  let ceilingWork: CeilingWork | null = null;
+  let work: FloorWork | null = null;
   try {
     const target = { host: sys.host, port: sys.port };
     const conns = await openConnections(target.host, target.port, opts.connections);
@@ -93,12 +101,16 @@ export async function steadyOnce(
         cpuDuringLoad: cpu,
         ceiling: null,
         ratioToCeiling: null,
+        floor: null,
+        floorRatioToCeiling: null,
+        ratioToFloor: null,
       };
       const tokens = login.tokens;
-      ceilingWork = async (t, cs) => {
-        const d = new SteadyDriver({ target: t, conns: cs, tokens, spec, mix: MIX, seed: opts.seed, maxHeld: MAX_HELD, ledger: null });
-        if (opts.warmupS > 0) await d.run(`${run} ceiling warm-up`, opts.warmupS * 1000);
-        return d.run(`${run} ceiling`, opts.durationS * 1000);
+      work = async (t, cs, acknowledged) => {
+        const who = acknowledged ? 'floor' : 'ceiling';
+        const d = new SteadyDriver({ target: t, conns: cs, tokens, spec, mix: MIX, seed: opts.seed, maxHeld: MAX_HELD, ledger: acknowledged });
+        if (opts.warmupS > 0) await d.run(`${run} ${who} warm-up`, opts.warmupS * 1000);
+        return d.run(`${run} ${who}`, opts.durationS * 1000);
       };
     } finally {
       closeAll(conns);
@@ -107,9 +119,16 @@ export async function steadyOnce(
     await stopAndReport(sys, run, opts, report, window);
   }
   // The ceiling runs once the engine has exited, so the two never share the machine.
-  if (opts.ceiling && ceilingWork) {
-    f.ceiling = await measureCeiling(opts.runner, f.connections, ceilingWork);
+  if (opts.ceiling && work) {
+    const w = work;
+    f.ceiling = await measureCeiling(opts.runner, f.connections, (t, cs) => w(t, cs, null));
     f.ratioToCeiling = ratio(f.load.reqPerSec, f.ceiling.reqPerSec);
+  }
+  if (opts.floor && v.mode === 'full' && work) {
+    f.floor = await measureFloor(sys.jwtSecret, f.connections, work);
+    f.ratioToFloor = ratio(f.load.reqPerSec, f.floor.reqPerSec);
+    if (f.ceiling) f.floorRatioToCeiling = ratio(f.floor.reqPerSec, f.ceiling.reqPerSec);
+    report.checks.push({ name: `${run}: floor wrote every acknowledged change`, ok: f.floor.wrote.ok, detail: f.floor.wrote.detail });
   }
   if (sys.finalCounts) {
     report.checks.push({
@@ -279,6 +298,13 @@ export function printSteady(run: string, f: SteadyFigures): void {
       `[${run}] ${fmt(f.load.requests)} requests in ${fmt(f.load.wallMs)} ms = ${fmt(f.load.reqPerSec)} req/s at ${f.connections} connections` +
         (f.ceiling ? ` (ceiling ${fmt(f.ceiling.reqPerSec)} req/s, ratio ${f.ratioToCeiling})` : ''),
       `  latency ms: p50 ${l.p50}  p90 ${l.p90}  p99 ${l.p99}  max ${l.max}; ${ops}`,
+      ...(f.floor
+        ? [
+            `  floor ${fmt(f.floor.reqPerSec)} req/s, enroll + drop ${fmt((f.floor.perOpReqPerSec.enroll ?? 0) + (f.floor.perOpReqPerSec.drop ?? 0))}/s` +
+              (f.ceiling ? ` (${fmt(((f.floor.perOpReqPerSec.enroll ?? 0) + (f.floor.perOpReqPerSec.drop ?? 0)) / f.ceiling.reqPerSec, 3)} of the ceiling)` : '') +
+              `, p99 ${f.floor.latencyMs.p99} ms, ${fmt(f.floor.cpuUsPerRequest)} µs CPU per request; floor / ceiling ${f.floorRatioToCeiling ?? '-'}, engine / floor ${f.ratioToFloor}`,
+          ]
+        : []),
       `  rejections: ${rej}; errors: ${err}; database: ` +
         (f.catchUp.byConstruction ? 'caught up by construction (embedded)' : f.catchUp.caughtUp ? `caught up ${fmt(f.catchUp.ms, 1)} ms after the last reply` : 'NOT caught up'),
       `  engine RSS ${f.memoryMb.engineAfterLoad?.rssMb} MB` + (f.memoryMb.batcherAfterLoad ? `, batcher ${f.memoryMb.batcherAfterLoad.rssMb} MB` : ''),
