@@ -62,6 +62,13 @@ export class Engine {
   private readonly tracker: DurabilityTracker;
   private readonly useCases: EnrollmentUseCases;
   private readonly passivateAfterMs: number;
+  /**
+   * Each section's view, by the context it was made from. A context is replaced, never changed,
+   * on every event, and the machine's resting state follows from it, so an unchanged section's
+   * view is made once: listing 1,500 sections, as every student's catalog page does on
+   * registration day, then reads no snapshot (and the HTTP layer can keep each view's JSON).
+   */
+  private readonly views = new WeakMap<SectionContext, SectionView>();
   private passivationTimer: NodeJS.Timeout | null = null;
   private started = false;
 
@@ -218,12 +225,21 @@ export class Engine {
     return out;
   }
 
+  /**
+   * Every section's view (frozen: shared by every caller until the section changes), in the host's
+   * order; the same object for a section as long as it has not changed.
+   */
   listSections(filter: { department?: number } = {}): SectionView[] {
     const out: SectionView[] = [];
     for (const key of this.host.keys()) {
-      const read = this.host.read(key);
-      if (filter.department !== undefined && read.context.info.forDepartment !== filter.department) continue;
-      out.push(sectionView(read));
+      const context = this.host.context(key);
+      if (filter.department !== undefined && context.info.forDepartment !== filter.department) continue;
+      let view = this.views.get(context);
+      if (view === undefined) {
+        view = Object.freeze(sectionView(this.host.read(key)));
+        this.views.set(context, view);
+      }
+      out.push(view);
     }
     return out;
   }

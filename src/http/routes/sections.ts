@@ -5,7 +5,8 @@ import type { Engine, SectionPatch } from '../../engine/engine.js';
 import { EngineError, isEngineError } from '../../errors.js';
 import { requestMeta } from '../auth.js';
 import type { RouteContext } from '../context.js';
-import { bySection, toCourseData, toTransition } from '../course-data.js';
+import { toCourseData, toTransition } from '../course-data.js';
+import { createCourseListRenderer, JSON_TYPE } from '../course-list.js';
 import {
   bearer,
   ClassSlot,
@@ -103,6 +104,7 @@ const SectionPatchBody = Type.Object(
 export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
   const anyUser = tokens.requireRole('any');
   const staffOnly = tokens.requireRole('staff');
+  const sectionList = createCourseListRenderer();
 
   app.get(
     '/sections',
@@ -119,16 +121,20 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
         response: { 200: Type.Object({ sections: Type.Array(CourseData) }), ...errorResponses },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const q = request.query.q?.trim().toLowerCase() ?? '';
-      const sections = engine.listSections({ department: request.query.department }).filter(
-        (s) =>
-          q === '' ||
-          s.info.name.toLowerCase().includes(q) ||
-          s.info.lecturer.toLowerCase().includes(q) ||
-          String(s.info.courseId).includes(q),
-      );
-      return { sections: sections.sort(bySection).map(toCourseData) };
+      const department = request.query.department;
+      const all = engine.listSections({ department });
+      const body =
+        q === ''
+          ? sectionList.render('sections', all, department === undefined ? 'all' : String(department))
+          : sectionList.render(
+              'sections',
+              all.filter((s) => s.info.name.toLowerCase().includes(q) || s.info.lecturer.toLowerCase().includes(q) || String(s.info.courseId).includes(q)),
+              null,
+            );
+      // Already the schema's JSON (see course-list.ts): sent as it is, not serialised again.
+      return reply.type(JSON_TYPE).send(body as never);
     },
   );
 

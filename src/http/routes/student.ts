@@ -4,7 +4,8 @@ import { markGoCompatible } from '../error-handler.js';
 import { principalOf, requestMeta } from '../auth.js';
 import { isEngineError } from '../../errors.js';
 import { countEnrollOutcome } from '../request-metrics.js';
-import { bySection, toCourseData, toHeldCourse } from '../course-data.js';
+import { bySection, toHeldCourse } from '../course-data.js';
+import { createCourseListRenderer, JSON_TYPE } from '../course-list.js';
 import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } from '../schemas.js';
 
 /**
@@ -14,6 +15,7 @@ import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } fro
 export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, throttle }) => {
   markGoCompatible(app);
   app.addHook('onRequest', tokens.requireRole('student'));
+  const courseList = createCourseListRenderer();
   // The per-student write limit: counted before the body is validated, as a click is, and in
   // preValidation so that it runs after the app-level forwarder: a write forwarded to its shard's
   // owner is counted once, by the instance that decides it, not by both.
@@ -122,9 +124,11 @@ export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
         response: { 200: Type.Object({ courses: Type.Array(CourseData) }), ...errorResponses },
       },
     },
-    async (request) => {
-      const sections = engine.listSections({ department: request.query.department }).sort(bySection);
-      return { courses: sections.map(toCourseData) };
+    async (request, reply) => {
+      const department = request.query.department;
+      const body = courseList.render('courses', engine.listSections({ department }), department === undefined ? 'all' : String(department));
+      // Already the schema's JSON (see course-list.ts): sent as it is, not serialised again.
+      return reply.type(JSON_TYPE).send(body as never);
     },
   );
 };
