@@ -248,6 +248,9 @@ async function main(): Promise<void> {
   );
 
   if (tty) {
+    // The log writes asynchronously; the banner must not overtake the ready line above (nor be
+    // lost behind it when the terminal goes away at once).
+    await new Promise<void>((resolve) => logger.flush(() => resolve()));
     process.stdout.write(
       formatBanner({
         base,
