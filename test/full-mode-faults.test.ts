@@ -387,6 +387,42 @@ describe('full mode under faults (engine and batcher as child processes, real Po
       log(`d) ${load.summary()}`);
     }),
   );
+
+  test('e) database outage longer than the lease: writes are refused meanwhile, and served again by themselves once it is back (no restart)', { skip, timeout: TEST_TIMEOUT }, (t) =>
+    withFaultEnv(t, { proxyDatabase: true }, async (env) => {
+      const proxy = env.dbProxy as NonNullable<FaultEnv['dbProxy']>;
+      env.startBatcher();
+      // The default lease (2.5 s): the outage outlasts it, so the engine stops acknowledging, its
+      // reload from storage fails, and it must try again by itself once the database is back
+      // (no write reaches it to ask: a shard it holds but has not reloaded is not served).
+      await env.startEngine();
+      const load = new LoadDriver(env);
+      load.start();
+      await sleep(2000);
+
+      load.phase = 'database cut';
+      proxy.cut();
+      const cutAt = performance.now();
+      await sleep(6000);
+      load.phase = 'database back';
+      proxy.resume();
+      const resumedAt = performance.now();
+      const backMs = await firstAcknowledged(load, 'database back', resumedAt, 30_000);
+      await sleep(1500);
+      await load.stop();
+
+      const during = load.records.filter((r) => r.phase === 'database cut');
+      const after = load.records.filter((r) => r.phase === 'database back');
+      log(
+        `e) database cut ${fmtMs(resumedAt - cutAt)}: ${during.length} writes (${during.filter(applied).length} acknowledged, ${during.filter(unavailable).length} answered 503); ` +
+          `after it came back: writes acknowledged again ${fmtMs(backMs)} later, ${after.filter(applied).length} of ${after.length} acknowledged`,
+      );
+      assert.ok(during.filter(unavailable).length > 0, 'writes were refused once the lease could not be renewed');
+      assert.ok(after.filter(applied).length > 20, 'the engine serves writes again without a restart');
+      const v = await verifyAll(env, load);
+      log(`e) ${load.summary()}; ${v.report.inDoubt} in doubt; database caught up ${fmtMs(v.dbCatchUpMs)} after the load stopped`);
+    }),
+  );
 });
 
 /**

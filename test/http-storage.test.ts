@@ -127,4 +127,17 @@ describe('storage still down after a failed write', () => {
     assert.equal(r.body.registered_count, 1);
     expectStatus(await fx.request('GET', '/health'), 200); // liveness does not depend on storage
   });
+
+  it('a failed reload is tried again by itself, without waiting for a write to ask', async () => {
+    fx.persistence.failNext = 1;
+    fx.persistence.failLoads = 3;
+    expectError(await enroll(S.alice, C.physics), 503, 'UNAVAILABLE');
+    expectError(await enroll(S.alice, C.physics), 503, 'UNAVAILABLE'); // its reload fails
+    // No request from here on: the engine keeps trying until storage answers.
+    const until = performance.now() + 5000;
+    while (!fx.logs.some((l) => l.includes('state reloaded from storage')) && performance.now() < until) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(fx.persistence.failLoads, 0, 'every failing load was tried');
+    assert.ok(fx.logs.some((l) => l.includes('state reloaded from storage')), 'reloaded with no write asking for it');
+    expectStatus(await enroll(S.alice, C.physics), 204);
+  });
 });

@@ -16,6 +16,10 @@ import type { StudentDirectory } from './student-directory.js';
  * from storage, which also brings in anything whose outcome was in doubt.
  */
 
+/** First and longest wait before a failed reload is tried again (ms). */
+const RELOAD_RETRY_MIN_MS = 250;
+const RELOAD_RETRY_MAX_MS = 2_000;
+
 interface SectionLedger {
   /** Last durable snapshot; null while the section's creation is not durable. */
   durable: SectionSnapshot | null;
@@ -42,6 +46,10 @@ export class DurabilityTracker {
   private reloadAgain = false;
   /** Appends not yet settled; a reload waits for them so it never reads the log while one races in. */
   private readonly inflight = new Set<Promise<void>>();
+  /** The next try of a reload that failed (storage away): it must not wait for a write to ask. */
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryDelayMs = RELOAD_RETRY_MIN_MS;
+  private stopped = false;
 
   constructor(
     private readonly persistence: Persistence,
@@ -106,12 +114,15 @@ export class DurabilityTracker {
           this.hooks.rebuild(state);
           this.reset();
           this.needsReload = false;
+          this.retryDelayMs = RELOAD_RETRY_MIN_MS;
           this.log.warn('state reloaded from storage after a failed write');
         } finally {
           this.reloading = null;
           if (this.reloadAgain) {
             this.reloadAgain = false;
             this.requestReload();
+          } else if (this.needsReload) {
+            this.retryLater();
           }
         }
       })();
@@ -136,7 +147,32 @@ export class DurabilityTracker {
       return;
     }
     this.needsReload = true;
-    this.ready().catch((err: unknown) => this.log.warn({ err }, 'reload after a change of ownership failed; retried at the next write'));
+    this.ready().catch((err: unknown) => this.log.warn({ err }, 'reload after a change of ownership failed; trying again shortly'));
+  }
+
+  /**
+   * Tries a failed reload again by itself, backing off to every 2 s. Writes wait for the
+   * reload, and with several instances a shard whose reload failed is not served at all: no write
+   * reaches this instance to ask again, so without this an outage of the database longer than a
+   * lease round left the instance refusing every write until it was restarted.
+   */
+  private retryLater(): void {
+    if (this.stopped || this.retryTimer !== null) return;
+    const delay = this.retryDelayMs;
+    this.retryDelayMs = Math.min(RELOAD_RETRY_MAX_MS, delay * 2);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.stopped || !this.needsReload) return;
+      this.ready().catch((err: unknown) => this.log.warn({ err, nextTryInMs: this.retryDelayMs }, 'reload from storage failed; trying again'));
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  /** No more reloads (the engine is stopping). */
+  stop(): void {
+    this.stopped = true;
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
   }
 
   /** Marks memory suspect (e.g. a step half done) and rolls back to durable state before answering. */

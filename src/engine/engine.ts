@@ -120,6 +120,7 @@ export class Engine {
 
   stop(): void {
     this.started = false;
+    this.tracker.stop();
     if (this.passivationTimer) clearInterval(this.passivationTimer);
     this.host.clear();
     this.listeners.clear();
