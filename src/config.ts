@@ -63,6 +63,8 @@ export interface Config {
   /** How long a group commit may wait for more appends (ms); bigger batches, fewer writes under load. */
   groupCommitLingerMs: number;
   groupCommitQuietMs: number;
+  /** Full mode: longest wait for the broker's confirm of a group commit before it is answered 503 and the connection made again (ms). */
+  brokerConfirmTimeoutMs: number;
   /**
    * The batcher starts at most one PostgreSQL transaction per this many ms (a quiet one writes at
    * once). Every batch costs about ten statements whatever its size, so under a trickle of single
@@ -240,6 +242,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     inProcessBatcher: bool('IN_PROCESS_BATCHER', true),
     groupCommitLingerMs: int('GROUP_COMMIT_LINGER_MS', mode === 'embedded' ? 5 : 10, 0, 1_000),
     groupCommitQuietMs: int('GROUP_COMMIT_QUIET_MS', mode === 'embedded' ? 0 : 1, 0, 1_000),
+    brokerConfirmTimeoutMs: int('BROKER_CONFIRM_TIMEOUT_MS', 5_000, 100, 600_000),
     batchLingerMs: int('BATCH_LINGER_MS', 100, 0, 10_000),
     listenBacklog: int('LISTEN_BACKLOG', 65_535, 1, 1_000_000),
     http: {

@@ -55,6 +55,7 @@ async function createPersistence(config: Config, logger: Logger, outbox: Webhook
     batchLingerMs: config.batchLingerMs,
     groupCommitLingerMs: config.groupCommitLingerMs,
     groupCommitQuietMs: config.groupCommitQuietMs,
+    brokerConfirmTimeoutMs: config.brokerConfirmTimeoutMs,
     runBatcher: config.inProcessBatcher,
     shards: config.cluster.shards,
     leaseTtlMs: config.cluster.leaseTtlMs,

@@ -423,6 +423,45 @@ describe('full mode under faults (engine and batcher as child processes, real Po
       log(`e) ${load.summary()}; ${v.report.inDoubt} in doubt; database caught up ${fmtMs(v.dbCatchUpMs)} after the load stopped`);
     }),
   );
+
+  test('f) broker link stalls (open, no bytes): writes answer 503 within the confirm timeout instead of hanging, /ready says so, and writes succeed again once it flows', { skip, timeout: TEST_TIMEOUT }, (t) =>
+    withFaultEnv(t, { proxyBroker: true }, async (env) => {
+      const proxy = env.brokerProxy as NonNullable<FaultEnv['brokerProxy']>;
+      env.startBatcher();
+      await env.startEngine({ BROKER_CONFIRM_TIMEOUT_MS: '1500' });
+      const load = new LoadDriver(env);
+      load.start();
+      await sleep(2000);
+
+      load.phase = 'broker stalled';
+      proxy.stall();
+      const stalledAt = performance.now();
+      await sleep(5000);
+      const ready = await env.api.request('GET', '/ready', null, undefined, 5000);
+      await sleep(5000);
+      load.phase = 'broker flows';
+      proxy.flow();
+      const flowsAt = performance.now();
+      const backMs = await firstAcknowledged(load, 'broker flows', flowsAt, 30_000);
+      await sleep(1500);
+      await load.stop();
+
+      // Every write sent while the link hung, whenever it was answered.
+      const during = load.records.filter((r) => r.start >= stalledAt && r.start < flowsAt);
+      const refused = during.filter(unavailable);
+      const slowest = Math.max(...during.map((r) => r.ms));
+      log(
+        `f) broker stalled ${fmtMs(flowsAt - stalledAt)}: ${during.length} writes, ${refused.length} answered 503 (slowest answer ${fmtMs(slowest)}), e.g. "${refused[0]?.reason ?? ''}"; ` +
+          `/ready ${ready.status}; writes acknowledged again ${fmtMs(backMs)} after it flowed`,
+      );
+      assert.ok(refused.length > 0, 'writes were refused while the broker did not answer');
+      // At worst the confirm timeout (1.5 s), then a new connection's attempt (3 s), never the stall (10 s).
+      assert.ok(slowest < 7500, `no write waited for the stalled broker (slowest ${Math.round(slowest)} ms; confirm timeout 1.5 s)`);
+      assert.equal(ready.status, 503, '/ready reports the broker away');
+      const v = await verifyAll(env, load);
+      log(`f) ${load.summary()}; ${v.report.inDoubt} in doubt; database caught up ${fmtMs(v.dbCatchUpMs)} after the load stopped`);
+    }),
+  );
 });
 
 /**

@@ -76,8 +76,28 @@ export interface AmqpLogOptions {
   url: string;
   stream: string;
   logger: Logger;
+  /**
+   * Longest wait for the broker's confirm of a publish (ms; default 5000). A broker that stops
+   * answering without closing the connection (a stalled network path, a broker that blocks
+   * publishers) would otherwise hold every write for as long as it lasts: past this, the write is
+   * answered 503 (outcome unknown) and the connection is given up and made again.
+   */
+  confirmTimeoutMs?: number;
   /** Stream retention; must comfortably exceed how far the batcher can fall behind. */
   maxLengthBytes?: number;
+}
+
+/** Seconds between AMQP heartbeats when the URL names none: a silent broker is found out within about three. */
+export const DEFAULT_HEARTBEAT_S = 5;
+
+/**
+ * The broker URL with a heartbeat unless it sets one. RabbitMQ's own default is 60 s, so a broker
+ * path that stalls without closing went unnoticed for two minutes (and `/ready` said all was well).
+ */
+export function withHeartbeat(url: string, seconds = DEFAULT_HEARTBEAT_S): string {
+  const u = new URL(url);
+  if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', String(seconds));
+  return u.toString();
 }
 
 export function streamArguments(maxLengthBytes: number): Record<string, unknown> {
@@ -171,7 +191,7 @@ export class AmqpLog {
   private async open(): Promise<void> {
     // noDelay: without it Nagle holds a publish's last frame until the broker's delayed ACK (~40 ms per
     // confirm round once messages exceed one segment); measured 45 ms -> 0.55 ms per round.
-    const conn = await amqp.connect(this.opts.url, { timeout: 3000, noDelay: true });
+    const conn = await amqp.connect(withHeartbeat(this.opts.url), { timeout: 3000, noDelay: true });
     conn.on('error', (err: Error) => this.log.warn({ err }, 'broker connection error'));
     conn.on('close', () => this.lost(conn));
     try {
@@ -219,21 +239,49 @@ export class AmqpLog {
       this.scheduleReconnect();
       return Promise.reject(new EngineError('UNAVAILABLE', 'the message broker is unreachable; nothing was changed'));
     }
+    const conn = this.conn;
     const t0 = performance.now();
     return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const timeoutMs = this.opts.confirmTimeoutMs ?? 5000;
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        this.failedSince ??= Date.now();
+        reject(new EngineError('UNAVAILABLE', `the broker did not confirm the change within ${timeoutMs} ms; its outcome is unknown, check before retrying`));
+        if (conn !== null) this.giveUp(conn, `no confirm from the broker within ${timeoutMs} ms`);
+      }, timeoutMs);
       try {
         ch.publish('', this.opts.stream, encodeMessage(m), { persistent: true, contentType: 'application/json' }, (err) => {
           publishConfirmSeconds.observe((performance.now() - t0) / 1000);
+          clearTimeout(timer);
+          if (settled) return;
+          settled = true;
           if (err) {
             this.failedSince ??= Date.now();
             reject(new EngineError('UNAVAILABLE', 'the broker did not confirm the change', { cause: String(err) }));
           } else resolve();
         });
       } catch (err) {
+        clearTimeout(timer);
+        settled = true;
         this.failedSince ??= Date.now();
         reject(new EngineError('UNAVAILABLE', 'the change could not be published', { cause: (err as Error).message }));
       }
     });
+  }
+
+  /**
+   * Stops using a connection that no longer answers (it may never close by itself): later writes
+   * fail at once instead of queueing behind it, and a new connection is made. Its socket is
+   * destroyed, so whatever it still holds is released now rather than at the heartbeat's verdict.
+   */
+  private giveUp(conn: ChannelModel, reason: string): void {
+    if (this.conn !== conn) return;
+    this.log.warn({ reason }, 'giving up the broker connection; reconnecting');
+    // amqplib keeps the socket as `connection.stream` (not in its typings).
+    (conn.connection as unknown as { stream?: { destroy(): void } }).stream?.destroy();
+    this.lost(conn);
   }
 
   /**

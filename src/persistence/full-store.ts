@@ -28,6 +28,8 @@ export interface FullStoreOptions {
   groupCommitLingerMs?: number;
   /** A lingering group commit goes out once no append came for this long (see createGroupCommitter). */
   groupCommitQuietMs?: number;
+  /** Longest wait for a publish's confirm before the write is answered 503 and the connection made again (see AmqpLogOptions). */
+  brokerConfirmTimeoutMs?: number;
   /** Also run the batcher in this process. */
   runBatcher: boolean;
   /** First pause before the batcher retries a message it stopped at (tests shorten it). */
@@ -69,7 +71,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
   const log = opts.logger.child({ module: 'full-store' });
   const names = streamNames(opts.prefix);
   const db = createPgClient(opts.databaseUrl);
-  const amqpLog = new AmqpLog({ url: opts.rabbitmqUrl, stream: names.stream, logger: opts.logger });
+  const amqpLog = new AmqpLog({ url: opts.rabbitmqUrl, stream: names.stream, logger: opts.logger, confirmTimeoutMs: opts.brokerConfirmTimeoutMs });
   const batcher = opts.runBatcher
     ? createBatcher({
         db,
