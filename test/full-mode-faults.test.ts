@@ -403,7 +403,9 @@ describe('full mode under faults (engine and batcher as child processes, real Po
       load.phase = 'database cut';
       proxy.cut();
       const cutAt = performance.now();
-      await sleep(6000);
+      await sleep(4000);
+      const ready = await env.api.request('GET', '/ready', null, undefined, 5000);
+      await sleep(2000);
       load.phase = 'database back';
       proxy.resume();
       const resumedAt = performance.now();
@@ -414,10 +416,11 @@ describe('full mode under faults (engine and batcher as child processes, real Po
       const during = load.records.filter((r) => r.phase === 'database cut');
       const after = load.records.filter((r) => r.phase === 'database back');
       log(
-        `e) database cut ${fmtMs(resumedAt - cutAt)}: ${during.length} writes (${during.filter(applied).length} acknowledged, ${during.filter(unavailable).length} answered 503); ` +
+        `e) database cut ${fmtMs(resumedAt - cutAt)}: /ready ${ready.status}; ${during.length} writes (${during.filter(applied).length} acknowledged, ${during.filter(unavailable).length} answered 503); ` +
           `after it came back: writes acknowledged again ${fmtMs(backMs)} later, ${after.filter(applied).length} of ${after.length} acknowledged`,
       );
       assert.ok(during.filter(unavailable).length > 0, 'writes were refused once the lease could not be renewed');
+      assert.equal(ready.status, 503, `/ready says no write can succeed: ${JSON.stringify(ready.body)}`);
       assert.ok(after.filter(applied).length > 20, 'the engine serves writes again without a restart');
       const v = await verifyAll(env, load);
       log(`e) ${load.summary()}; ${v.report.inDoubt} in doubt; database caught up ${fmtMs(v.dbCatchUpMs)} after the load stopped`);

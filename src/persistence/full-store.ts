@@ -381,7 +381,13 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       }
       checks.broker = amqpLog.connected ? { ok: true } : { ok: false, detail: 'not connected' };
       const ownsAll = loadedEpochs.size === shards && [...loadedEpochs.keys()].every((k) => leases.canWrite(k));
-      const someOwner = [...Array(shards).keys()].every((k) => leases.canWrite(k) || leases.ownerOf(k) !== null);
+      // Each shard is served here (lease current, state loaded under it) or held by another
+      // instance. The lease table naming this instance is not enough: with its lease run out (the
+      // database away) or its reload failing, this instance serves nothing, and no one else may.
+      const someOwner = [...Array(shards).keys()].every((k) => {
+        const owner = leases.ownerOf(k);
+        return (leases.canWrite(k) && decides(k)) || (owner !== null && owner !== instanceId);
+      });
       const owner = ownsAll || (forwarding && someOwner);
       checks.owner = ownsAll
         ? { ok: true }
