@@ -278,7 +278,12 @@ async function main(): Promise<void> {
       // Several instances: hand the shards over first (stop taking writes, drain, release the
       // leases), so a survivor takes them at its next lease round instead of after expiry; this
       // instance keeps answering meanwhile, forwarding to the new owner.
-      if (cluster) {
+      // Alone (no live peer at a fresh read of the lease table): nobody to hand the shards to.
+      // Handing over would make every write arriving meanwhile wait for a takeover that never
+      // comes (8 s, then 503); instead this instance serves until its server has closed, and the
+      // store's close releases the leases.
+      if (cluster) await cluster.refreshRoutes().catch(() => undefined);
+      if (cluster && cluster.peers > 0) {
         let owned = false;
         for (let shard = 0; shard < cluster.shards; shard++) owned ||= cluster.routeWrite(shard).self;
         await cluster.handOver().catch((err: unknown) => log.warn({ err }, 'hand-over failed; the leases expire by themselves'));
@@ -311,8 +316,21 @@ async function main(): Promise<void> {
       process.exit(1);
     }
   };
-  process.once('SIGINT', () => void shutdown('SIGINT'));
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  /**
+   * A shutdown that cannot finish (a broker or database that stopped answering holds a close) ends
+   * here: everything acknowledged is durable already, and an orchestrator waiting for the exit
+   * should not wait for ever.
+   */
+  const SHUTDOWN_DEADLINE_MS = 30_000;
+  const shutdownWithDeadline = (signal: string) => {
+    setTimeout(() => {
+      log.error({ signal, ms: SHUTDOWN_DEADLINE_MS }, 'shutdown did not finish in time; exiting');
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS).unref();
+    void shutdown(signal);
+  };
+  process.once('SIGINT', () => shutdownWithDeadline('SIGINT'));
+  process.once('SIGTERM', () => shutdownWithDeadline('SIGTERM'));
 }
 
 main().catch((err: unknown) => {

@@ -465,6 +465,37 @@ describe('full mode under faults (engine and batcher as child processes, real Po
       log(`f) ${load.summary()}; ${v.report.inDoubt} in doubt; database caught up ${fmtMs(v.dbCatchUpMs)} after the load stopped`);
     }),
   );
+
+  test('g) SIGTERM of a lone instance under load: writes in flight are answered, none waits for a takeover, it exits promptly, nothing acknowledged is lost', { skip, timeout: TEST_TIMEOUT }, (t) =>
+    withFaultEnv(t, {}, async (env) => {
+      env.startBatcher();
+      const { child } = await env.startEngine();
+      const load = new LoadDriver(env);
+      load.start();
+      await sleep(2000);
+
+      load.phase = 'stopping';
+      const at = performance.now();
+      child.proc.kill('SIGTERM');
+      await child.exited;
+      const exitMs = performance.now() - at;
+      await sleep(300);
+      await load.stop();
+      const answered = load.records.filter((r) => r.phase === 'stopping' && r.status > 0);
+      const refused = answered.filter(unavailable);
+      log(
+        `g) SIGTERM: exited ${fmtMs(exitMs)} later with code ${String(child.exitCode)}; ${answered.length} requests answered meanwhile ` +
+          `(${answered.filter(applied).length} acknowledged, ${refused.length} answered 503${refused[0] ? `, e.g. "${refused[0].reason}"` : ''}, slowest ${fmtMs(Math.max(0, ...answered.map((r) => r.ms)))})`,
+      );
+      assert.equal(child.exitCode, 0, 'a clean exit');
+      assert.ok(exitMs < 10_000, `exited within 10 s (${Math.round(exitMs)} ms)`);
+      assert.deepEqual(refused.map((r) => r.reason), [], 'no write waited for a takeover that could not come');
+
+      await env.startEngine();
+      const v = await verifyAll(env, load);
+      log(`g) ${load.summary()}; ${v.report.inDoubt} in doubt; database caught up ${fmtMs(v.dbCatchUpMs)} after the load stopped`);
+    }),
+  );
 });
 
 /**
