@@ -100,6 +100,33 @@ async function firstAcknowledged(load: LoadDriver, phase: string, since: number,
   return Math.min(...done().map((r) => r.start + r.ms)) - since;
 }
 
+/**
+ * Runs the load for 2 s, then `fault` for `holdMs` (asking /ready `readyAtMs` into it), then
+ * `restore`, and waits until a write sent after that is acknowledged; the load stops 1.5 s later.
+ * Phases `name` and `${name} over` mark the records.
+ */
+async function underFault(
+  env: FaultEnv,
+  load: LoadDriver,
+  o: { name: string; fault: () => void; restore: () => void; holdMs: number; readyAtMs: number },
+): Promise<{ from: number; to: number; ready: Awaited<ReturnType<FaultEnv['api']['request']>>; backMs: number }> {
+  load.start();
+  await sleep(2000);
+  load.phase = o.name;
+  o.fault();
+  const from = performance.now();
+  await sleep(o.readyAtMs);
+  const ready = await env.api.request('GET', '/ready', null, undefined, 5000);
+  await sleep(o.holdMs - o.readyAtMs);
+  load.phase = `${o.name} over`;
+  o.restore();
+  const to = performance.now();
+  const backMs = await firstAcknowledged(load, `${o.name} over`, to, 30_000);
+  await sleep(1500);
+  await load.stop();
+  return { from, to, ready, backMs };
+}
+
 describe('full mode under faults (engine and batcher as child processes, real PostgreSQL and RabbitMQ)', { concurrency: false }, async () => {
   after(() => {
     // Diagnostic only (the timer does not keep the process alive): if something else does, say what.
@@ -397,24 +424,16 @@ describe('full mode under faults (engine and batcher as child processes, real Po
       // (no write reaches it to ask: a shard it holds but has not reloaded is not served).
       await env.startEngine();
       const load = new LoadDriver(env);
-      load.start();
-      await sleep(2000);
-
-      load.phase = 'database cut';
-      proxy.cut();
-      const cutAt = performance.now();
-      await sleep(4000);
-      const ready = await env.api.request('GET', '/ready', null, undefined, 5000);
-      await sleep(2000);
-      load.phase = 'database back';
-      proxy.resume();
-      const resumedAt = performance.now();
-      const backMs = await firstAcknowledged(load, 'database back', resumedAt, 30_000);
-      await sleep(1500);
-      await load.stop();
+      const { from: cutAt, to: resumedAt, ready, backMs } = await underFault(env, load, {
+        name: 'database cut',
+        fault: () => proxy.cut(),
+        restore: () => proxy.resume(),
+        holdMs: 6000,
+        readyAtMs: 4000,
+      });
 
       const during = load.records.filter((r) => r.phase === 'database cut');
-      const after = load.records.filter((r) => r.phase === 'database back');
+      const after = load.records.filter((r) => r.phase === 'database cut over');
       log(
         `e) database cut ${fmtMs(resumedAt - cutAt)}: /ready ${ready.status}; ${during.length} writes (${during.filter(applied).length} acknowledged, ${during.filter(unavailable).length} answered 503); ` +
           `after it came back: writes acknowledged again ${fmtMs(backMs)} later, ${after.filter(applied).length} of ${after.length} acknowledged`,
@@ -433,21 +452,13 @@ describe('full mode under faults (engine and batcher as child processes, real Po
       env.startBatcher();
       await env.startEngine({ BROKER_CONFIRM_TIMEOUT_MS: '1500' });
       const load = new LoadDriver(env);
-      load.start();
-      await sleep(2000);
-
-      load.phase = 'broker stalled';
-      proxy.stall();
-      const stalledAt = performance.now();
-      await sleep(5000);
-      const ready = await env.api.request('GET', '/ready', null, undefined, 5000);
-      await sleep(5000);
-      load.phase = 'broker flows';
-      proxy.flow();
-      const flowsAt = performance.now();
-      const backMs = await firstAcknowledged(load, 'broker flows', flowsAt, 30_000);
-      await sleep(1500);
-      await load.stop();
+      const { from: stalledAt, to: flowsAt, ready, backMs } = await underFault(env, load, {
+        name: 'broker stalled',
+        fault: () => proxy.stall(),
+        restore: () => proxy.flow(),
+        holdMs: 10_000,
+        readyAtMs: 5000,
+      });
 
       // Every write sent while the link hung, whenever it was answered.
       const during = load.records.filter((r) => r.start >= stalledAt && r.start < flowsAt);

@@ -141,21 +141,25 @@ export async function measureCeiling(
     try {
       const cpu0 = readCpuSeconds(child.pid);
       const r = await work(target, conns);
-      const cpu = readCpuSeconds(child.pid) - cpu0;
-      return {
-        cpuUsPerRequest: r.requests > 0 ? round((cpu * 1e6) / r.requests, 0) : 0,
-        reqPerSec: r.reqPerSec,
-        wallMs: r.wallMs,
-        latencyMs: r.latencyMs,
-        connections,
-        rssMb: readMemory(child.pid)?.rssMb ?? null,
-      };
+      return serverFigures(r, readCpuSeconds(child.pid) - cpu0, connections, child.pid);
     } finally {
       closeAll(conns);
     }
   } finally {
     await child.stop();
   }
+}
+
+/** A comparison server's figures from its load and the CPU seconds it used meanwhile. */
+function serverFigures(r: LoadResult, cpuSec: number, connections: number, pid: number): CeilingFigures {
+  return {
+    cpuUsPerRequest: r.requests > 0 ? round((cpuSec * 1e6) / r.requests, 0) : 0,
+    reqPerSec: r.reqPerSec,
+    wallMs: r.wallMs,
+    latencyMs: r.latencyMs,
+    connections,
+    rssMb: readMemory(pid)?.rssMb ?? null,
+  };
 }
 
 /** The floor's figures in a keep-alive scenario, and whether its database holds what it acknowledged. */
@@ -191,12 +195,7 @@ export async function measureFloor(jwtSecret: string, connections: number, work:
         held = await floor.counts();
       }
       return {
-        cpuUsPerRequest: r.requests > 0 ? round((cpu * 1e6) / r.requests, 0) : 0,
-        reqPerSec: r.reqPerSec,
-        wallMs: r.wallMs,
-        latencyMs: r.latencyMs,
-        connections,
-        rssMb: readMemory(floor.child.pid)?.rssMb ?? null,
+        ...serverFigures(r, cpu, connections, floor.child.pid),
         perOpReqPerSec: Object.fromEntries(Object.entries(r.perOp ?? {}).map(([op, o]) => [op, o.reqPerSec])),
         wrote: {
           ok: ledger.matches(held) && Object.keys(r.errors).length === 0,
