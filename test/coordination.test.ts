@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
 import { createMemoryCoordination } from '../src/coordination/memory.js';
 import { createRedisCoordination } from '../src/coordination/redis.js';
 import type { Coordination } from '../src/coordination/types.js';
@@ -61,8 +62,27 @@ async function login(fx: HttpFixture, user: number, password: string, opts: { st
 }
 
 const closers: (() => Promise<void>)[] = [];
+/** Every key prefix this run used on the shared Redis: their keys are deleted at the end. */
+const prefixes: string[] = [];
+function keyPrefix(): string {
+  const p = `${uniqueName('t15')}:`;
+  prefixes.push(p);
+  return p;
+}
 after(async () => {
   for (const c of closers.reverse()) await c().catch(() => undefined);
+  if (redisSkip) return;
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    for (const p of prefixes) {
+      const keys: string[] = [];
+      for await (const batch of redis.scanStream({ match: `${p}*`, count: 1000 }) as AsyncIterable<string[]>) keys.push(...batch);
+      if (keys.length > 0) await redis.del(...keys);
+    }
+  } finally {
+    redis.disconnect();
+  }
 });
 
 const STORES: { name: string; make: Maker; skip: string | false }[] = [
@@ -73,7 +93,7 @@ const STORES: { name: string; make: Maker; skip: string | false }[] = [
 for (const store of STORES) {
   describe(`login throttling, write limit and revocation (${store.name})`, { skip: store.skip }, () => {
     const setup = async () => {
-      const r = await appOn(store.make, `${uniqueName('t15')}:`);
+      const r = await appOn(store.make, keyPrefix());
       closers.push(async () => {
         await r.fx.close();
         await r.store.close();
@@ -183,7 +203,7 @@ for (const store of STORES) {
 
 describe('several instances sharing Redis', { skip: redisSkip }, () => {
   it('a token revoked on one instance gets 401 on the other within 1 s; failed logins count on both', async () => {
-    const prefix = `${uniqueName('t15')}:`;
+    const prefix = keyPrefix();
     const start = Date.now();
     const a = await appOn(redisMaker(REDIS_URL), prefix, start);
     const b = await appOn(redisMaker(REDIS_URL), prefix, start);
@@ -227,7 +247,7 @@ describe('several instances sharing Redis', { skip: redisSkip }, () => {
   });
 
   it('keys carry the prefix and a TTL', async () => {
-    const prefix = `${uniqueName('t15')}:`;
+    const prefix = keyPrefix();
     const r = await appOn(redisMaker(REDIS_URL), prefix);
     closers.push(async () => {
       await r.fx.close();
@@ -255,7 +275,7 @@ describe('several instances sharing Redis', { skip: redisSkip }, () => {
 describe('while Redis is down', { skip: redisSkip }, () => {
   it('with Redis unreachable from the start: logins, writes and logout work (limits fail open, revocation local), never a 5xx, and it is logged', async () => {
     const port = await freePort();
-    const r = await appOn(redisMaker(`redis://127.0.0.1:${port}`), `${uniqueName('t15')}:`);
+    const r = await appOn(redisMaker(`redis://127.0.0.1:${port}`), keyPrefix());
     closers.push(async () => {
       await r.fx.close();
       await r.store.close();
@@ -278,7 +298,7 @@ describe('while Redis is down', { skip: redisSkip }, () => {
   it('Redis that comes up after the engine started is used once it answers (ioredis keeps reconnecting)', async () => {
     const proxy = await TcpProxy.start('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
     proxy.cut();
-    const r = await appOn(redisMaker(proxy.rewrite(REDIS_URL)), `${uniqueName('t15')}:`);
+    const r = await appOn(redisMaker(proxy.rewrite(REDIS_URL)), keyPrefix());
     closers.push(async () => {
       await r.fx.close();
       await r.store.close();
@@ -310,7 +330,7 @@ describe('while Redis is down', { skip: redisSkip }, () => {
 
   it('when the link to Redis is cut: no 5xx, a logout holds here at once and reaches the other instance once Redis is back', async () => {
     const proxy = await TcpProxy.start('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
-    const prefix = `${uniqueName('t15')}:`;
+    const prefix = keyPrefix();
     const start = Date.now();
     const a = await appOn(redisMaker(proxy.rewrite(REDIS_URL)), prefix, start);
     const b = await appOn(redisMaker(REDIS_URL), prefix, start);
