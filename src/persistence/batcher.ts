@@ -1,7 +1,7 @@
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { createFenceFilter, decodeMessage, offsetOf, streamArguments, type Fence, type FenceFilter } from './amqp-log.js';
+import { createFenceFilter, decodeMessage, offsetOf, streamArguments, withHeartbeat, type Fence, type FenceFilter } from './amqp-log.js';
 import { setLogStall, watchBatcher, type BatcherLagSource } from './metrics.js';
 import type { SqlClient } from './sql-client.js';
 import { applyEventsWithOutbox, type StagedOutbox, type WebhookOutbox } from './webhook-outbox.js';
@@ -318,7 +318,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
   }
 
   async function consumeOnce(): Promise<void> {
-    conn = await amqp.connect(opts.amqpUrl, { timeout: 3000, noDelay: true });
+    conn = await amqp.connect(withHeartbeat(opts.amqpUrl), { timeout: 3000, noDelay: true });
     conn.on('error', (err: Error) => log.warn({ err }, 'broker connection error'));
     const c = await conn.createChannel();
     ch = c;

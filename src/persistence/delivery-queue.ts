@@ -1,6 +1,7 @@
 import amqp, { type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
+import { withHeartbeat } from './amqp-log.js';
 import type { DeliveryJob, DeliveryQueue, NoticeStore } from './notice-types.js';
 
 /**
@@ -85,7 +86,7 @@ export async function createAmqpDeliveryQueue(opts: {
   /** Connects, declares the queues, and consumes again if started; on loss, tries again with a growing pause. */
   const connect = async (): Promise<void> => {
     // Named, so an operator (or a test) can tell this connection from the event log's.
-    const c = await amqp.connect(opts.url, { timeout: 3000, clientProperties: { connection_name: names.work } });
+    const c = await amqp.connect(withHeartbeat(opts.url), { timeout: 3000, clientProperties: { connection_name: names.work } });
     try {
       const ch = await c.createConfirmChannel();
       await ch.assertQueue(names.work, { durable: true });
