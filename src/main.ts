@@ -1,4 +1,5 @@
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ConfigError, isLoopbackHost, loadConfig, type Config } from './config.js';
 import { formatBanner } from './banner.js';
 import { DEMO_STAFF_ID, DEMO_STAFF_PASSWORD, DEMO_STUDENT_ID, DEMO_STUDENT_PASSWORD } from './demo/demo-data.js';
@@ -31,7 +32,12 @@ import { loadOrCreateSecret } from './secret-file.js';
  * whose JavaScript alone (loaded, not even started) keeps about 0.8 MB of heap live for the life
  * of the process, and embedded mode never needs pg or amqplib.
  */
-async function createPersistence(config: Config, logger: Logger, outbox: WebhookOutbox): Promise<Persistence & Partial<ClusterMembership>> {
+async function createPersistence(
+  config: Config,
+  logger: Logger,
+  outbox: WebhookOutbox,
+  webhooksRecorded: () => void,
+): Promise<Persistence & Partial<ClusterMembership>> {
   if (config.mode === 'embedded') {
     const { createEmbeddedStore } = await import('./persistence/embedded-store.js');
     return createEmbeddedStore({
@@ -46,6 +52,7 @@ async function createPersistence(config: Config, logger: Logger, outbox: Webhook
     });
   }
   const { createFullStore } = await import('./persistence/full-store.js');
+  const { batcherThreadFactory } = await import('./persistence/batcher-thread.js');
   return createFullStore({
     databaseUrl: config.databaseUrl as string,
     rabbitmqUrl: config.rabbitmqUrl as string,
@@ -57,6 +64,17 @@ async function createPersistence(config: Config, logger: Logger, outbox: Webhook
     groupCommitQuietMs: config.groupCommitQuietMs,
     brokerConfirmTimeoutMs: config.brokerConfirmTimeoutMs,
     runBatcher: config.inProcessBatcher,
+    // On its own thread the batcher has its own pool, broker connection and webhook outbox
+    // (src/cli/batcher-worker.ts); on this thread it shares the store's pool and this outbox.
+    ...(config.batcherThread === 'worker'
+      ? {
+          batcherFactory: batcherThreadFactory({
+            entry: join(dirname(fileURLToPath(import.meta.url)), 'cli', 'batcher-worker'),
+            logLevel: config.logLevel,
+            onRecorded: webhooksRecorded,
+          }),
+        }
+      : {}),
     shards: config.cluster.shards,
     leaseTtlMs: config.cluster.leaseTtlMs,
     address: config.cluster.advertiseUrl,
@@ -137,7 +155,7 @@ async function main(): Promise<void> {
     onRecorded: () => wakeWebhooks?.(),
     cacheWebhooks: config.mode === 'embedded',
   });
-  const persistence = await createPersistence(config, logger, outbox);
+  const persistence = await createPersistence(config, logger, outbox, () => wakeWebhooks?.());
   const cluster = persistence.mode === 'full' ? (persistence as Persistence & ClusterMembership) : null;
   const engine = createEngine({
     ...(cluster ? { cluster } : {}),

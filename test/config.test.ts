@@ -90,6 +90,15 @@ test('write batching: group commit and batcher lingers have per-mode defaults an
   assert.throws(() => loadConfig({ ...full, BATCH_LINGER_MS: 'soon' }), (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('BATCH_LINGER_MS')));
 });
 
+test('BATCHER_THREAD: the in-process batcher on a worker thread unless the main thread is asked for; anything else is refused', () => {
+  assert.equal(loadConfig({}).batcherThread, 'worker');
+  assert.equal(loadConfig({ BATCHER_THREAD: 'main' }).batcherThread, 'main');
+  assert.throws(
+    () => loadConfig({ BATCHER_THREAD: 'process' }),
+    (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('BATCHER_THREAD must be one of main, worker')),
+  );
+});
+
 test('PGLITE_THREAD: PGlite on the engine thread unless a worker thread is asked for; anything else is refused', () => {
   assert.equal(loadConfig({}).pgliteThread, 'main');
   assert.equal(loadConfig({ PGLITE_THREAD: 'worker' }).pgliteThread, 'worker');

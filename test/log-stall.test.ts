@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import amqp from 'amqplib';
 import { pino } from 'pino';
 import { createEngine, type Engine } from '../src/engine/engine.js';
+import { batcherThreadFactory } from '../src/persistence/batcher-thread.js';
 import { createFullStore, streamNames, type FullStore } from '../src/persistence/full-store.js';
 import { persistenceRegistry } from '../src/persistence/metrics.js';
 import { createPgClient } from '../src/persistence/pg-client.js';
@@ -54,14 +56,26 @@ async function metricValue(name: string, stream: string, reader: string): Promis
   return m?.values.find((v) => v.labels.stream === stream && v.labels.reader === reader)?.value;
 }
 
-for (const kind of ['unappliable', 'unreadable'] as const) {
-  describe(`an ${kind} message mid-stream stops the batcher until an operator skips it`, async () => {
+/** The batcher on a worker thread (BATCHER_THREAD=worker, the default): what the server shows of it is mirrored. */
+const onWorker = batcherThreadFactory({ entry: join(import.meta.dirname, '..', 'src', 'cli', 'batcher-worker'), logLevel: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+for (const [kind, thread] of [['unappliable', 'main'], ['unreadable', 'main'], ['unappliable', 'worker'], ['unreadable', 'worker']] as const) {
+  describe(`an ${kind} message mid-stream stops the batcher (on the ${thread} thread) until an operator skips it`, async () => {
     const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
     let tdb: Awaited<ReturnType<typeof createTestDatabase>>;
     const prefix = uniqueName('enroll_stall');
     const names = streamNames(prefix);
     const open = (runBatcher: boolean): Promise<FullStore> =>
-      createFullStore({ databaseUrl: tdb.url, rabbitmqUrl: AMQP_URL, prefix, logger, batchMaxEvents: 100, runBatcher, batcherStallRetryMs: 100 });
+      createFullStore({
+        databaseUrl: tdb.url,
+        rabbitmqUrl: AMQP_URL,
+        prefix,
+        logger,
+        batchMaxEvents: 100,
+        runBatcher,
+        batcherStallRetryMs: 100,
+        ...(thread === 'worker' ? { batcherFactory: onWorker } : {}),
+      });
 
     before(async () => {
       if (skip) return;

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import amqp from 'amqplib';
 import { createAmqpDeliveryQueue, createDatabaseDeliveryQueue, deliveryQueueNames } from '../src/persistence/delivery-queue.js';
 import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
+import { batcherThreadFactory } from '../src/persistence/batcher-thread.js';
 import { createFullStore, streamNames } from '../src/persistence/full-store.js';
 import { deleteQueues } from './support/amqp.js';
 import { S, STAFF } from './support/http-fixture.js';
@@ -53,7 +55,10 @@ async function promoteAlice(w: NoticesWorld): Promise<void> {
 const SECRET_A = 'flaky-endpoint-secret-0123456789';
 const SECRET_B = 'down-endpoint-secret-0123456789';
 
-describe('webhooks, full mode (PostgreSQL + RabbitMQ)', { timeout: 180_000 }, async () => {
+// The batcher on the server's thread, and on its own worker thread (BATCHER_THREAD, default worker),
+// where deliveries are recorded by the worker's outbox and the sender is woken across threads.
+for (const batcherThread of ['main', 'worker'] as const) {
+describe(`webhooks, full mode (PostgreSQL + RabbitMQ, BATCHER_THREAD=${batcherThread})`, { timeout: 180_000 }, async () => {
   const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
   let w: NoticesWorld;
   let receiver: Awaited<ReturnType<typeof startReceiver>>;
@@ -69,7 +74,17 @@ describe('webhooks, full mode (PostgreSQL + RabbitMQ)', { timeout: 180_000 }, as
     const db = await createTestDatabase();
     dropDb = db.drop;
     const { outbox, wake } = createTestOutbox();
-    const store = await createFullStore({ databaseUrl: db.url, rabbitmqUrl: AMQP_URL, prefix, logger: quietLogger, batchMaxEvents: 500, runBatcher: true, outbox });
+    const onWorker =
+      batcherThread === 'worker'
+        ? {
+            batcherFactory: batcherThreadFactory({
+              entry: join(import.meta.dirname, '..', 'src', 'cli', 'batcher-worker'),
+              logLevel: 'silent',
+              onRecorded: () => wake.fn?.(),
+            }),
+          }
+        : {};
+    const store = await createFullStore({ databaseUrl: db.url, rabbitmqUrl: AMQP_URL, prefix, logger: quietLogger, batchMaxEvents: 500, runBatcher: true, outbox, ...onWorker });
     await store.migrate();
     receiver = await startReceiver();
     w = await startNoticesWorld({
@@ -219,6 +234,7 @@ describe('webhooks, full mode (PostgreSQL + RabbitMQ)', { timeout: 180_000 }, as
     }, 'deliveries after the reconnect');
   });
 });
+}
 
 /**
  * An embedded store, a receiver and a seeded world over them, as main.ts wires embedded mode: the

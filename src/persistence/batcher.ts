@@ -61,6 +61,8 @@ export interface Batcher {
   readonly appliedEvents: number;
   /** The message it is stopped at, or null. */
   readonly stall: BatcherStall | null;
+  /** Messages received and not yet applied (what the lag gauges show). */
+  readonly lag: BatcherLagSource;
 }
 
 /** Thrown inside a flush when a message can be neither read nor applied: the batcher stops there. */
@@ -456,5 +458,6 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     get stall() {
       return stall;
     },
+    lag,
   };
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
 import { AmqpLog, createFenceFilter, notOwner, UnreadableMessageError, type LogMessage } from './amqp-log.js';
-import { createBatcher, type Batcher } from './batcher.js';
+import { createBatcher, type Batcher, type BatcherOptions } from './batcher.js';
 import { createStateFolder } from './fold.js';
 import { createGroupCommitter } from './group-commit.js';
 import { createLeaseManager } from './leases.js';
@@ -32,6 +32,8 @@ export interface FullStoreOptions {
   brokerConfirmTimeoutMs?: number;
   /** Also run the batcher in this process. */
   runBatcher: boolean;
+  /** How that batcher is made (default: on this thread, `createBatcher`); main.ts puts it on a worker thread. */
+  batcherFactory?: (o: BatcherOptions) => Batcher;
   /** First pause before the batcher retries a message it stopped at (tests shorten it). */
   batcherStallRetryMs?: number;
   /** Bound of events waiting for a broker confirm round; beyond it appends are shed (OVERLOADED). */
@@ -73,7 +75,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
   const db = createPgClient(opts.databaseUrl);
   const amqpLog = new AmqpLog({ url: opts.rabbitmqUrl, stream: names.stream, logger: opts.logger, confirmTimeoutMs: opts.brokerConfirmTimeoutMs });
   const batcher = opts.runBatcher
-    ? createBatcher({
+    ? (opts.batcherFactory ?? createBatcher)({
         db,
         databaseUrl: opts.databaseUrl,
         amqpUrl: opts.rabbitmqUrl,
