@@ -81,6 +81,12 @@ export interface Config {
   batcherThread: 'worker' | 'main';
   /** listen(2) backlog; the kernel caps it at net.core.somaxconn. */
   listenBacklog: number;
+  /**
+   * On SIGTERM, how long open connections are given to leave by themselves (each answer meanwhile
+   * says `Connection: close`, `/ready` says 503) before the server closes (src/http/drain.ts).
+   * SIGINT (Ctrl-C at a terminal) does not wait.
+   */
+  shutdownDrainMs: number;
   /** Header, body and idle time limits of the HTTP server (see src/http/server-options.ts). */
   http: {
     headersTimeoutMs: number;
@@ -246,6 +252,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     batchMaxEvents: int('BATCH_MAX_EVENTS', 2000, 1, 100_000),
     inProcessBatcher: bool('IN_PROCESS_BATCHER', true),
     batcherThread: oneOf('BATCHER_THREAD', ['main', 'worker'] as const, 'worker'),
+    shutdownDrainMs: int('SHUTDOWN_DRAIN_MS', 5_000, 0, 25_000),
     groupCommitLingerMs: int('GROUP_COMMIT_LINGER_MS', mode === 'embedded' ? 5 : 10, 0, 1_000),
     groupCommitQuietMs: int('GROUP_COMMIT_QUIET_MS', mode === 'embedded' ? 0 : 1, 0, 1_000),
     brokerConfirmTimeoutMs: int('BROKER_CONFIRM_TIMEOUT_MS', 5_000, 100, 600_000),

@@ -10,6 +10,7 @@ import { createMemoryCoordination } from './coordination/memory.js';
 import type { Coordination } from './coordination/types.js';
 import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
+import { createDrain } from './http/drain.js';
 import { listenOptions } from './http/server-options.js';
 import { createNoticeHub } from './notices/notice-hub.js';
 import { deriveWebhookNotices, eventMayNotify } from './notices/notices.js';
@@ -222,7 +223,9 @@ async function main(): Promise<void> {
   const coordination = await createCoordination(config, logger);
   // Never fails: an unreachable Redis is logged and its features degrade as documented (coordination/redis.ts).
   await coordination.start();
+  const drain = createDrain();
   const app = await buildApp({
+    drain,
     engine,
     logger,
     jwtSecret,
@@ -292,6 +295,10 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
+    // From here every answer says Connection: close and /ready 503, so clients and load balancers
+    // move on while the requests in flight are answered (src/http/drain.ts). Ctrl-C does not wait.
+    drain.begin();
+    const drainUntil = performance.now() + (signal === 'SIGTERM' ? config.shutdownDrainMs : 0);
     try {
       // Several instances: hand the shards over first (stop taking writes, drain, release the
       // leases), so a survivor takes them at its next lease round instead of after expiry; this
@@ -320,7 +327,7 @@ async function main(): Promise<void> {
         if (owned && cluster.peers > 0 && hasOwner(cluster)) await new Promise((r) => setTimeout(r, 2 * Math.max(100, Math.round(config.cluster.leaseTtlMs / 5))));
       }
       metricsServer?.close();
-      await app.close();
+      await drain.close(app, { deadline: drainUntil });
       await coordination.close();
       await webhooks?.close();
       hub.stop();

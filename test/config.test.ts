@@ -90,6 +90,12 @@ test('write batching: group commit and batcher lingers have per-mode defaults an
   assert.throws(() => loadConfig({ ...full, BATCH_LINGER_MS: 'soon' }), (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('BATCH_LINGER_MS')));
 });
 
+test('SHUTDOWN_DRAIN_MS: 5 s unless set; 0 closes at once; out of range is refused', () => {
+  assert.equal(loadConfig({}).shutdownDrainMs, 5000);
+  assert.equal(loadConfig({ SHUTDOWN_DRAIN_MS: '0' }).shutdownDrainMs, 0);
+  assert.throws(() => loadConfig({ SHUTDOWN_DRAIN_MS: '60000' }), (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('SHUTDOWN_DRAIN_MS')));
+});
+
 test('BATCHER_THREAD: the in-process batcher on a worker thread unless the main thread is asked for; anything else is refused', () => {
   assert.equal(loadConfig({}).batcherThread, 'worker');
   assert.equal(loadConfig({ BATCHER_THREAD: 'main' }).batcherThread, 'main');

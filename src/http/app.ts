@@ -15,6 +15,7 @@ import { createMemoryCoordination } from '../coordination/memory.js';
 import type { Coordination } from '../coordination/types.js';
 import { createThrottle, DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from './throttle.js';
 import { createClientErrorHandler, createFrameworkErrorHandler, installErrorHandlers } from './error-handler.js';
+import type { Drain } from './drain.js';
 import { createForwarder } from './forwarding.js';
 import { registerOpenApi } from './openapi.js';
 import { securityHeaders } from './security-headers.js';
@@ -71,6 +72,11 @@ export interface AppDeps {
   cluster?: ClusterMembership;
   /** How long a forwarded write keeps retrying while the owner changes (ms, default 8000). */
   forwardRetryMs?: number;
+  /**
+   * The graceful shutdown's state (src/http/drain.ts): while it is on, every response says
+   * `Connection: close` and `/ready` says 503. Default: none (never draining).
+   */
+  drain?: Drain;
   /** Student notices and seat watches (`/me/events`, `/me/watches`) and webhooks (`/webhooks`), when wired (issue 16). */
   notices?: { hub: NoticeHub; webhooks: WebhookService | null };
 }
@@ -165,6 +171,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   // security headers, worked out once, and the request id.
   // And the pipelining bound first of all: a request over it is not served (its connection is closed).
   const maxPipelined = (deps.limits ?? DEFAULT_HTTP_LIMITS).maxPipelinedRequests;
+  const drain = deps.drain;
   app.addHook('onRequest', (request, reply, done) => {
     if (!admitPipelined(request.raw, reply.raw, maxPipelined)) {
       reply.hijack();
@@ -172,6 +179,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     }
     void reply.headers(headers);
     void reply.header(REQUEST_ID_HEADER, request.id);
+    if (drain?.active) void reply.header('connection', 'close');
     done();
   });
   installRequestMetrics(app);
@@ -194,7 +202,13 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       maxSessionSeconds: deps.sessionMaxSeconds,
       revocations: deps.revocations ?? coordination.revocations,
     }),
-    readiness: deps.readiness,
+    readiness: drain
+      ? async () => {
+          const report = await deps.readiness();
+          if (!drain.active) return report;
+          return { ready: false, checks: { ...report.checks, shutdown: { ok: false, detail: 'shutting down: finishing the requests in flight' } } };
+        }
+      : deps.readiness,
     passwordGate,
     accounts: {
       adminStaffIds: new Set(deps.adminStaffIds ?? []),

@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { describe, test } from 'node:test';
+import { createDrain, type Drain } from '../src/http/drain.js';
+import { createHttpFixture, type HttpFixture } from './support/http-fixture.js';
+
+/**
+ * The graceful shutdown (src/http/drain.ts) over real sockets: what a client on a kept-alive or a
+ * just-opened connection gets while the server closes. Each case also runs against a plain
+ * `app.close()`, which shows what the drain is for (the case would fail with it).
+ */
+
+interface Raw {
+  socket: Socket;
+  /** Everything received so far. */
+  text(): string;
+  /** Resolves when the server ended or reset the connection (the error code, if any). */
+  closed: Promise<string | null>;
+}
+
+async function open(port: number): Promise<Raw> {
+  const socket = connect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  let received = '';
+  socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+  const closed = new Promise<string | null>((resolve) => {
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    socket.once('close', () => resolve(null));
+  });
+  return { socket, text: () => received, closed };
+}
+
+const GET_HEALTH = 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n';
+
+async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const responses = (text: string): string[] => text.split('HTTP/1.1 ').slice(1);
+
+async function listening(drain: Drain): Promise<{ fx: HttpFixture; port: number }> {
+  const fx = await createHttpFixture({ app: { drain } });
+  await fx.app.listen({ host: '127.0.0.1', port: 0 });
+  const address = fx.app.server.address();
+  assert.ok(address && typeof address === 'object');
+  return { fx, port: address.port };
+}
+
+/** How each case closes: through the drain, or Fastify's close as before it. */
+const closers = {
+  drain: (fx: HttpFixture, drain: Drain, deadlineMs: number) => drain.close(fx.app, { deadline: performance.now() + deadlineMs }),
+  plain: (fx: HttpFixture) => fx.app.close(),
+};
+
+describe('graceful shutdown of the HTTP server', () => {
+  test('once it begins: every answer says Connection: close, and /ready says 503 with the reason', async () => {
+    const drain = createDrain();
+    const { fx } = await listening(drain);
+    try {
+      const before = await fx.request('GET', '/ready');
+      assert.equal(before.status, 200);
+      assert.notEqual(before.headers.connection, 'close');
+      drain.begin();
+      const ready = await fx.request('GET', '/ready');
+      assert.equal(ready.status, 503);
+      assert.equal(ready.body.checks.shutdown.ok, false);
+      assert.match(ready.body.checks.shutdown.detail, /shutting down/);
+      const health = await fx.request('GET', '/health');
+      assert.equal(health.status, 200);
+      assert.equal(health.headers.connection, 'close');
+    } finally {
+      await fx.close();
+    }
+  });
+
+  for (const how of ['drain', 'plain'] as const) {
+    const outcome = how === 'drain' ? 'is answered, then the connection is closed' : 'is not answered: the idle connection was closed under the client (why the drain exists)';
+    test(`${how}: a request sent on a kept-alive connection during the shutdown ${outcome}`, async () => {
+      const drain = createDrain();
+      const { fx, port } = await listening(drain);
+      const c = await open(port);
+      try {
+        c.socket.write(GET_HEALTH);
+        await until(() => responses(c.text()).length === 1, 'the first answer');
+        assert.doesNotMatch(c.text(), /connection: close/i, 'kept alive before the shutdown');
+        drain.begin();
+        const closing = how === 'drain' ? closers.drain(fx, drain, 2000) : closers.plain(fx);
+        // The client, unaware, writes its next request on the connection it kept.
+        await new Promise((r) => setTimeout(r, 100));
+        c.socket.write(GET_HEALTH);
+        const err = await c.closed;
+        await closing;
+        const answers = responses(c.text());
+        if (how === 'plain') {
+          // Before the drain: the idle connection was closed under the client, its request unanswered.
+          assert.equal(answers.length, 1, 'plain close: the second request is not answered');
+          return;
+        }
+        assert.equal(err, null, 'no reset');
+        assert.equal(answers.length, 2, `both requests answered: ${c.text()}`);
+        assert.match(answers[1] as string, /^200 /);
+        assert.match(answers[1] as string, /connection: close/i);
+      } finally {
+        c.socket.destroy();
+        fx.engine.stop();
+      }
+    });
+
+  }
+
+  test('a connection accepted just before the close has its request answered; a new one is refused', async () => {
+    const drain = createDrain();
+    const { fx, port } = await listening(drain);
+    const c = await open(port);
+    try {
+      // No drain period at all (Ctrl-C): the server closes at once.
+      const closing = drain.close(fx.app, { deadline: 0 });
+      await new Promise((r) => setTimeout(r, 50));
+      c.socket.write(GET_HEALTH);
+      const err = await c.closed;
+      await closing;
+      const answers = responses(c.text());
+      assert.equal(err, null, 'no reset');
+      assert.equal(answers.length, 1, `answered: ${c.text()}`);
+      assert.match(answers[0] as string, /^200 /);
+      // Nobody new gets in: the listener is closed (refused, nothing sent: safe to retry elsewhere).
+      await assert.rejects(open(port), (e: NodeJS.ErrnoException) => e.code === 'ECONNREFUSED');
+    } finally {
+      c.socket.destroy();
+      fx.engine.stop();
+    }
+  });
+
+  test('the drain ends as soon as no connection is open, without waiting for its deadline', async () => {
+    const drain = createDrain();
+    const { fx, port } = await listening(drain);
+    const c = await open(port);
+    try {
+      c.socket.write(GET_HEALTH);
+      await until(() => responses(c.text()).length === 1, 'the first answer');
+      drain.begin();
+      const t0 = performance.now();
+      const closing = drain.close(fx.app, { deadline: t0 + 20_000 });
+      await new Promise((r) => setTimeout(r, 100));
+      c.socket.write(GET_HEALTH);
+      await c.closed;
+      await closing;
+      const ms = performance.now() - t0;
+      assert.ok(ms < 5000, `closed ${Math.round(ms)} ms after it began, once its one connection left (deadline 20 s)`);
+      assert.equal(fx.app.server.listening, false);
+    } finally {
+      c.socket.destroy();
+      fx.engine.stop();
+    }
+  });
+});
