@@ -50,6 +50,27 @@ async function listening(drain: Drain): Promise<{ fx: HttpFixture; port: number 
   return { fx, port: address.port };
 }
 
+/** A listening app with one raw connection open to it; both gone afterwards. */
+async function withConnection(fn: (fx: HttpFixture, drain: Drain, c: Raw, port: number) => Promise<void>): Promise<void> {
+  const drain = createDrain();
+  const { fx, port } = await listening(drain);
+  const c = await open(port);
+  try {
+    await fn(fx, drain, c, port);
+  } finally {
+    c.socket.destroy();
+    if (fx.app.server.listening) await fx.app.close();
+    fx.engine.stop();
+  }
+}
+
+/** Sends a request on a kept-alive connection and waits for its (kept-alive) answer. */
+async function keptAlive(c: Raw): Promise<void> {
+  c.socket.write(GET_HEALTH);
+  await until(() => responses(c.text()).length === 1, 'the first answer');
+  assert.doesNotMatch(c.text(), /connection: close/i, 'kept alive before the shutdown');
+}
+
 /** How each case closes: through the drain, or Fastify's close as before it. */
 const closers = {
   drain: (fx: HttpFixture, drain: Drain, deadlineMs: number) => drain.close(fx.app, { deadline: performance.now() + deadlineMs }),
@@ -79,14 +100,9 @@ describe('graceful shutdown of the HTTP server', () => {
 
   for (const how of ['drain', 'plain'] as const) {
     const outcome = how === 'drain' ? 'is answered, then the connection is closed' : 'is not answered: the idle connection was closed under the client (why the drain exists)';
-    test(`${how}: a request sent on a kept-alive connection during the shutdown ${outcome}`, async () => {
-      const drain = createDrain();
-      const { fx, port } = await listening(drain);
-      const c = await open(port);
-      try {
-        c.socket.write(GET_HEALTH);
-        await until(() => responses(c.text()).length === 1, 'the first answer');
-        assert.doesNotMatch(c.text(), /connection: close/i, 'kept alive before the shutdown');
+    test(`${how}: a request sent on a kept-alive connection during the shutdown ${outcome}`, () =>
+      withConnection(async (fx, drain, c) => {
+        await keptAlive(c);
         drain.begin();
         const closing = how === 'drain' ? closers.drain(fx, drain, 2000) : closers.plain(fx);
         // The client, unaware, writes its next request on the connection it kept.
@@ -104,19 +120,12 @@ describe('graceful shutdown of the HTTP server', () => {
         assert.equal(answers.length, 2, `both requests answered: ${c.text()}`);
         assert.match(answers[1] as string, /^200 /);
         assert.match(answers[1] as string, /connection: close/i);
-      } finally {
-        c.socket.destroy();
-        fx.engine.stop();
-      }
-    });
-
+      }),
+    );
   }
 
-  test('a connection accepted just before the close has its request answered; a new one is refused', async () => {
-    const drain = createDrain();
-    const { fx, port } = await listening(drain);
-    const c = await open(port);
-    try {
+  test('a connection accepted just before the close has its request answered; a new one is refused', () =>
+    withConnection(async (fx, drain, c, port) => {
       // No drain period at all (Ctrl-C): the server closes at once.
       const closing = drain.close(fx.app, { deadline: 0 });
       await new Promise((r) => setTimeout(r, 50));
@@ -129,19 +138,12 @@ describe('graceful shutdown of the HTTP server', () => {
       assert.match(answers[0] as string, /^200 /);
       // Nobody new gets in: the listener is closed (refused, nothing sent: safe to retry elsewhere).
       await assert.rejects(open(port), (e: NodeJS.ErrnoException) => e.code === 'ECONNREFUSED');
-    } finally {
-      c.socket.destroy();
-      fx.engine.stop();
-    }
-  });
+    }),
+  );
 
-  test('the drain ends as soon as no connection is open, without waiting for its deadline', async () => {
-    const drain = createDrain();
-    const { fx, port } = await listening(drain);
-    const c = await open(port);
-    try {
-      c.socket.write(GET_HEALTH);
-      await until(() => responses(c.text()).length === 1, 'the first answer');
+  test('the drain ends as soon as no connection is open, without waiting for its deadline', () =>
+    withConnection(async (fx, drain, c) => {
+      await keptAlive(c);
       drain.begin();
       const t0 = performance.now();
       const closing = drain.close(fx.app, { deadline: t0 + 20_000 });
@@ -152,9 +154,6 @@ describe('graceful shutdown of the HTTP server', () => {
       const ms = performance.now() - t0;
       assert.ok(ms < 5000, `closed ${Math.round(ms)} ms after it began, once its one connection left (deadline 20 s)`);
       assert.equal(fx.app.server.listening, false);
-    } finally {
-      c.socket.destroy();
-      fx.engine.stop();
-    }
-  });
+    }),
+  );
 });
