@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { createEngine } from '../src/engine/engine.js';
+import { batcherThreadFactory } from '../src/persistence/batcher-thread.js';
 import { createFullStore, streamNames, type FullStore } from '../src/persistence/full-store.js';
 import { createPgClient } from '../src/persistence/pg-client.js';
 import { loadState } from '../src/persistence/state-store.js';
@@ -134,5 +136,42 @@ describe('full mode: RabbitMQ stream + batcher + PostgreSQL', async () => {
       await deleteQueues([streamNames(p).stream, streamNames(p).dead]);
     }
   });
+
+  // The batcher on the server's thread and on its own worker thread (BATCHER_THREAD, default worker).
+  for (const thread of ['main', 'worker'] as const) {
+    test(`a clean stop applies what the batcher received first: the tables hold every acknowledged change at once (batcher on the ${thread} thread)`, { skip }, async () => {
+      const p = uniqueName('enroll_stopflush');
+      const own = await createTestDatabase();
+      // A long linger: after the first change the batcher holds what arrives for 30 s, so only a
+      // stop that applies it first leaves the tables current.
+      const store = await createFullStore({
+        databaseUrl: own.url,
+        rabbitmqUrl: AMQP_URL,
+        prefix: p,
+        logger,
+        batchMaxEvents: 100,
+        batchLingerMs: 30_000,
+        runBatcher: true,
+        ...(thread === 'worker' ? { batcherFactory: batcherThreadFactory({ entry: join(import.meta.dirname, '..', 'src', 'cli', 'batcher-worker'), logLevel: 'silent' }) } : {}),
+      });
+      const db = createPgClient(own.url);
+      try {
+        await store.migrate();
+        const engine = createEngine({ persistence: store, logger, enrollmentWindowMs: 3_600_000, now: () => NOW });
+        await engine.start();
+        await scenario(engine);
+        const live = normalize(engine.dumpState());
+        engine.stop();
+        await store.close();
+        // Right after the stop, with no engine or batcher running: the database is the state.
+        assert.deepEqual(normalize(await loadState(db)), live);
+      } finally {
+        await store.close().catch(() => undefined);
+        await db.close();
+        await own.drop();
+        await deleteQueues([streamNames(p).stream, streamNames(p).dead]);
+      }
+    });
+  }
   // A message the batcher cannot read or apply: test/log-stall.test.ts (it stops there, never skips).
 });

@@ -43,6 +43,8 @@ export interface BatcherOptions {
   stallRetryMs?: number;
   /** Records webhook deliveries in each batch's transaction (issue 16). */
   outbox?: WebhookOutbox;
+  /** On stop, how long it may keep applying what arrived before it stops (ms, default 3000). */
+  stopFlushMs?: number;
 }
 
 /** Where the batcher is stopped, and why. */
@@ -96,7 +98,13 @@ function isTransient(err: unknown): boolean {
   return TRANSIENT_CLASSES.includes(code.slice(0, 2)) || code === '40001' || code === '40P01';
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number, unref = false) =>
+  new Promise((r) => {
+    const t = setTimeout(r, ms);
+    if (unref) t.unref();
+  });
+/** settle(): the stream counts as caught up once nothing arrived for this long. */
+const SETTLE_QUIET_MS = 150;
 
 export function createBatcher(opts: BatcherOptions): Batcher {
   const log = opts.logger.child({ module: 'batcher' });
@@ -121,6 +129,10 @@ export function createBatcher(opts: BatcherOptions): Batcher {
   let halted = false;
   let stallRetries = 0;
   const stallRetryMs = opts.stallRetryMs ?? 1000;
+  /** performance.now() when the last stream message arrived (settle() waits for a quiet moment). */
+  let lastArrivalAt = 0;
+  /** Another batcher holds the lead (its advisory lock): this one waits in standby. */
+  let standby = false;
 
   /** The fence epochs the database has recorded, so a deposed owner's later messages stay ignored across restarts. */
   async function readFences(): Promise<FenceFilter> {
@@ -140,6 +152,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
         c.on('error', () => undefined);
         await c.connect();
         const r = await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [`batcher:${opts.stream}`]);
+        standby = !r.rows[0]?.ok;
         if (r.rows[0]?.ok) {
           leaderClient = c;
           c.on('end', () => {
@@ -289,33 +302,60 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     }
   }
 
+  /** Starts a flush of what is buffered now (the batch start schedule() waits for). */
+  function startFlush(): void {
+    if (timer) {
+      clearTimeout(timer);
+      timer = null;
+    }
+    lastStart = performance.now();
+    flushing = flush()
+      .catch(async (err) => {
+        // Nothing after the failed message may be applied: drop what is buffered, stop consuming.
+        halted = true;
+        buffer = [];
+        void ch?.close().catch(() => undefined);
+        if (err instanceof StallError) await recordStall({ offset: err.offset, reason: err.reason });
+        else log.error({ err }, 'batch failed; restarting the consumer from the database offset');
+      })
+      .finally(() => {
+        flushing = null;
+        if (buffer.length > 0) schedule();
+      });
+  }
+
   function schedule(): void {
     if (flushing) return;
     const events = buffer.reduce((a, p) => a + (p.events?.length ?? 0), 0);
-    const run = () => {
-      lastStart = performance.now();
-      flushing = flush()
-        .catch(async (err) => {
-          // Nothing after the failed message may be applied: drop what is buffered, stop consuming.
-          halted = true;
-          buffer = [];
-          void ch?.close().catch(() => undefined);
-          if (err instanceof StallError) await recordStall({ offset: err.offset, reason: err.reason });
-          else log.error({ err }, 'batch failed; restarting the consumer from the database offset');
-        })
-        .finally(() => {
-          flushing = null;
-          if (buffer.length > 0) schedule();
-        });
-    };
-    if (events >= opts.maxEvents) run();
+    if (events >= opts.maxEvents) startFlush();
     else if (!timer) {
       // At most one batch start per maxDelay: a quiet batcher writes the first message at once.
       const wait = lastStart + maxDelay - performance.now();
       timer = setTimeout(() => {
         timer = null;
-        run();
+        startFlush();
       }, Math.max(0, wait));
+    }
+  }
+
+  /**
+   * Before a stop: applies what has arrived, and what keeps arriving until the stream has been quiet
+   * for a moment, so that a cleanly stopped engine leaves the tables as current as the stream (an
+   * operator's dump after stopping every engine holds every acknowledged change). Bounded: with the
+   * database away the stop goes on, and the next batcher applies the rest from the stream.
+   */
+  async function settle(ms: number): Promise<void> {
+    const started = performance.now();
+    const end = started + ms;
+    // Not started, stopped at a message, or another batcher holds the lead: nothing of ours to apply.
+    while (loop !== null && !halted && !standby && performance.now() < end) {
+      // Still connecting (a stop right after the start): wait for the consumer, within the bound.
+      if (leaderClient !== null && ch !== null) {
+        // Quiet since the stop began too: a change confirmed just before may still be on its way.
+        if (buffer.length === 0 && !flushing && performance.now() - Math.max(lastArrivalAt, started) >= SETTLE_QUIET_MS) return;
+        if (buffer.length > 0 && !flushing) startFlush();
+      }
+      await sleep(10);
     }
   }
 
@@ -371,7 +411,8 @@ export function createBatcher(opts: BatcherOptions): Batcher {
         } catch (err) {
           error = `unreadable message: ${(err as Error).message}`;
         }
-        buffer.push({ msg, offset, events, at: performance.now(), ...(error ? { error } : {}), ...(fence ? { fence } : {}) });
+        lastArrivalAt = performance.now();
+        buffer.push({ msg, offset, events, at: lastArrivalAt, ...(error ? { error } : {}), ...(fence ? { fence } : {}) });
         schedule();
       },
       { noAck: false, arguments: { 'x-stream-offset': start } },
@@ -438,12 +479,17 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       loop ??= run();
     },
     async stop() {
+      await settle(opts.stopFlushMs ?? 3000);
       unwatch();
       stopped = true;
       wake?.();
-      // consumeOnce() sees the wake-up, waits for the batch in flight and closes its connection.
-      await loop?.catch(() => undefined);
-      if (leaderClient) await leaderClient.end().catch(() => undefined);
+      // consumeOnce() sees the wake-up, waits for the batch in flight and closes its connection;
+      // bounded, since a database or broker that stopped answering would hold either for ever
+      // (everything unapplied is in the stream: the next batcher applies it).
+      const bound = (p: Promise<unknown> | null | undefined, ms: number) =>
+        Promise.race([(p ?? Promise.resolve()).catch(() => undefined), sleep(ms, true)]);
+      await bound(loop, 5000);
+      if (leaderClient) await bound(leaderClient.end(), 1000);
       leaderClient = null;
     },
     get appliedOffset() {

@@ -287,7 +287,8 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       }
       if (loadedEpochs.size === 0 && !refusalLogged) {
         refusalLogged = true;
-        log.error(
+        // With forwarding this is how a second instance works (info); without, writes are refused (error).
+        (forwarding ? log.info.bind(log) : log.error.bind(log))(
           { stream: names.stream, owner: leases.ownerOf(0) },
           forwarding
             ? `another engine owns the stream ${names.stream}: writes are forwarded to it, reads come from the read copy`
