@@ -30,10 +30,15 @@ function createMembership(own: Set<number>, peer: () => string) {
   const admitted = new Map<number, number>();
   /** Shards of every admission, in order (a request routed to its home shows here). */
   const admissions: number[] = [];
+  /** The lease table out of reach (the database away). */
+  const storage = { unreachable: false };
   const membership: ClusterMembership = {
     shards: SHARDS,
     instanceId: 'test',
     peers: 1,
+    get storageUnreachable() {
+      return storage.unreachable;
+    },
     routeWrite: (shard): WriteRoute => (!own.has(shard) ? { self: false, address: peer() } : draining.has(shard) ? { self: false, address: null } : { self: true }),
     admitWrite(shard, opts) {
       if (!own.has(shard)) return null;
@@ -54,7 +59,7 @@ function createMembership(own: Set<number>, peer: () => string) {
     onGained: () => undefined,
     handOver: () => Promise.resolve(),
   };
-  return { membership, own, draining, admitted, admissions };
+  return { membership, own, draining, admitted, admissions, storage };
 }
 
 /** A student whose home is `home` and a course in shard `section`. */
@@ -102,7 +107,7 @@ async function createInstance(
   });
   app.setErrorHandler((err: Error, _request, reply) => {
     const code = err instanceof EngineError ? err.code : 'INTERNAL';
-    void reply.code(err instanceof EngineError ? err.statusCode : 500).send({ code });
+    void reply.code(err instanceof EngineError ? err.statusCode : 500).send({ code, reason: err.message });
   });
   app.addHook('preValidation', (_request, _reply, done) => {
     beforeForward();
@@ -260,6 +265,22 @@ describe('forwarding while shards drain for a hand-over', () => {
     assert.equal(r.statusCode, 503);
     assert.equal((r.json() as { code: string }).code, 'NOT_OWNER');
     assert.deepEqual([...a.decided, ...b.decided], [], 'nothing decided anywhere');
+  });
+
+  test('with the lease table out of reach, a write for a shard nobody owns is refused at once, not after the retry window', async (t) => {
+    // A retry window far longer than the test's timeout: waiting for a takeover would fail the test.
+    const a = await createInstance(t, [0, 1], undefined, 60_000);
+    a.open();
+    a.draining.add(0);
+    a.draining.add(1);
+    a.storage.unreachable = true;
+    const s = pick(0, 0);
+    const r = await a.put(s.student, s.course, 1);
+    assert.equal(r.statusCode, 503);
+    const body = r.json() as { code: string; reason: string };
+    assert.equal(body.code, 'UNAVAILABLE');
+    assert.match(body.reason, /database is unreachable/);
+    assert.deepEqual(a.decided, [], 'nothing decided');
   });
 
   test('a home mark is taken once and only while it is fresh: a forwarded request captured and sent again is a client write, routed through the home', async (t) => {

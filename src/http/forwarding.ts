@@ -266,6 +266,13 @@ export function createForwarder(opts: ForwardingOptions) {
           }
         }
       }
+      if (!route.self && route.address === null && cluster.storageUnreachable) {
+        // Nobody can take the shard over while the lease table is out of reach: waiting for a
+        // takeover would only hold the client for the whole retry time (8 s) to say the same.
+        throw new EngineError('UNAVAILABLE', 'the database is unreachable, so no instance can take writes for this section now; nothing was changed, try again', undefined, {
+          retryAfterSeconds: 2,
+        });
+      }
       if (performance.now() >= until) {
         throw new EngineError('UNAVAILABLE', 'no instance owns this section right now (takeover in progress); nothing was changed, try again', undefined, {
           retryAfterSeconds: 1,

@@ -148,7 +148,10 @@ export function offsetOf(msg: ConsumeMessage): number {
 
 /** The refusal of a write by an engine that does not own the shard's lease (nothing was published). */
 export function notOwner(): EngineError {
-  return new EngineError('NOT_OWNER', 'another engine instance owns the event stream; this one serves reads only; nothing was changed');
+  return new EngineError(
+    'NOT_OWNER',
+    'this instance does not hold the write lease for this section (another instance owns it, or the lease lapsed while the database was unreachable); nothing was changed',
+  );
 }
 
 export class AmqpLog {

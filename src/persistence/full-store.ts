@@ -318,6 +318,9 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     get peers() {
       return leases.peers;
     },
+    get storageUnreachable() {
+      return leases.roundFailing;
+    },
     routeWrite,
     admitWrite(shard, opts) {
       if (!routeWrite(shard).self) {

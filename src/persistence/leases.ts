@@ -74,6 +74,8 @@ export interface LeaseManager {
   raise(shard: number, minEpoch: number): Promise<void>;
   // (the caller holds the state up to the old fence already: nothing else publishes for the shard)
   stop(): Promise<void>;
+  /** The last lease round failed (the database could not be reached): no lease can change hands now. */
+  readonly roundFailing: boolean;
   readonly renewEveryMs: number;
   /** Live instances other than this one, at the last lease round. */
   readonly peers: number;
@@ -94,6 +96,7 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
   let acquiring = true;
   let stopped = false;
   let timer: NodeJS.Timeout | null = null;
+  let roundFailing = false;
   let ticking: Promise<void> | null = null;
   const interval = `${ttl} milliseconds`;
 
@@ -226,7 +229,13 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     if (stopped) return;
     timer = setTimeout(() => {
       ticking = tick()
-        .catch((err: unknown) => log.warn({ err }, 'lease round failed (database unreachable?); leases are not renewed meanwhile'))
+        .then(() => {
+          roundFailing = false;
+        })
+        .catch((err: unknown) => {
+          roundFailing = true;
+          log.warn({ err }, 'lease round failed (database unreachable?); leases are not renewed meanwhile');
+        })
         .finally(() => {
           ticking = null;
           schedule();
@@ -236,6 +245,9 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
   }
 
   return {
+    get roundFailing() {
+      return roundFailing;
+    },
     renewEveryMs,
     get peers() {
       return Math.max(0, liveInstances - 1);

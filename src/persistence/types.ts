@@ -167,6 +167,11 @@ export interface ClusterMembership {
   decides(shard: number): boolean;
   /** Re-reads the lease table now (after a forward was refused). */
   refreshRoutes(): Promise<void>;
+  /**
+   * The lease table cannot be reached (the database is away): a shard with no owner now gets none
+   * until it is back, so a write for it is refused at once instead of waiting for a takeover.
+   */
+  readonly storageUnreachable: boolean;
   /** Resolves once this instance's read copy has consumed the log up to now (read-your-writes). */
   syncReads(timeoutMs: number): Promise<boolean>;
   /** Events of other instances (and of this one after a rollback), as the read copy receives them. */
