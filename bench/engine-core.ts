@@ -9,40 +9,12 @@
 import { pino } from 'pino';
 import { Engine, type NewSection } from '../src/engine/engine.js';
 import type { StudentRecord } from '../src/actors/student-rules.js';
-import { EMPTY_STATE } from '../src/persistence/fold.js';
+import { createScratchPersistence } from '../src/persistence/scratch-store.js';
 import { createSeededRandom } from '../src/seeded-random.js';
-import type { DomainEvent, FillPoint, LoadedState, Persistence, ReadinessReport, StudentTransitionRecord, TransitionRecord } from '../src/persistence/types.js';
 
 const MINUTE = 60_000;
 const NOW = Date.UTC(2026, 0, 12, 8, 0, 0);
 const FIRST_STUDENT = 40_000_001;
-
-/** Appends succeed at once: the engine's own cost is what is measured. */
-class InstantPersistence implements Persistence {
-  readonly mode = 'embedded' as const;
-  appended = 0;
-  async migrate(): Promise<void> {}
-  async load(): Promise<LoadedState> {
-    return structuredClone(EMPTY_STATE);
-  }
-  async append(events: DomainEvent[]): Promise<void> {
-    this.appended += events.length;
-    await Promise.resolve();
-  }
-  async recentTransitions(): Promise<TransitionRecord[]> {
-    return [];
-  }
-  async studentTransitions(): Promise<StudentTransitionRecord[]> {
-    return [];
-  }
-  async fillHistory(): Promise<FillPoint[]> {
-    return [];
-  }
-  async readiness(): Promise<ReadinessReport> {
-    return { ready: true, checks: {} } as unknown as ReadinessReport;
-  }
-  async close(): Promise<void> {}
-}
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -51,7 +23,8 @@ function arg(name: string, fallback: number): number {
 
 async function main(): Promise<void> {
   const rounds = arg('rounds', 8);
-  const persistence = new InstantPersistence();
+  // Appends succeed at once: the engine's own cost is what is measured.
+  const persistence = createScratchPersistence();
   const engine = new Engine({ persistence, logger: pino({ level: 'silent' }), enrollmentWindowMs: 7 * 24 * 60 * MINUTE, now: () => NOW });
   await engine.start();
   const sections: NewSection[] = [];

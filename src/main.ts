@@ -21,6 +21,11 @@ import { watchEngine } from './metrics/engine-metrics.js';
 import { startMetricsServer } from './metrics/server.js';
 import type { ClusterMembership, Persistence } from './persistence/types.js';
 import { hashPassword } from './password.js';
+import { createScratchPersistence } from './persistence/scratch-store.js';
+import { warmUpRequestPath } from './http/warm-up.js';
+import { encodeClassTime } from './actors/class-time.js';
+import { resetRequestMetrics } from './http/request-metrics.js';
+import { randomBytes } from 'node:crypto';
 import { loadOrCreateSecret } from './secret-file.js';
 
 /**
@@ -117,6 +122,88 @@ async function bootstrapStaff(engine: ReturnType<typeof createEngine>, b: { id: 
   const passwordHash = await hashPassword(b.password, 10);
   await engine.createStaff({ id: b.id, passwordHash, departmentId: null }, { requestId: 'bootstrap', actor: 'system' });
   log.info({ staff: b.id }, 'first staff member created from BOOTSTRAP_STAFF_ID (add it to ADMIN_STAFF_IDS to let it create staff)');
+}
+
+/**
+ * Runs the students' request path hot before the real server listens (src/http/warm-up.ts): a
+ * throw-away engine over a store that keeps nothing, its own app on a loopback port, its own
+ * students and sections. Nothing of it reaches the real engine, store, logs or metrics; what it
+ * leaves is compiled code. A failure is logged and the start goes on.
+ */
+async function warmUp(config: Config, logger: Logger): Promise<void> {
+  const log = logger.child({ module: 'warm-up' });
+  const quiet = logger.child({ module: 'warm-up' }, { level: 'silent' });
+  const engine = createEngine({
+    persistence: createScratchPersistence(),
+    logger: quiet,
+    enrollmentWindowMs: config.enrollmentWindowMinutes * 60_000,
+    studentMailboxLimit: config.studentMailboxLimit,
+  });
+  try {
+    await engine.start();
+    const now = Date.now();
+    const sections = [];
+    for (let c = 1; c <= 40; c++) {
+      for (let g = 1; g <= 2; g++) {
+        sections.push({
+          info: {
+            courseId: 9_000_000 + c,
+            groupId: g,
+            forDepartment: null,
+            name: `warm-up ${c}`,
+            lecturer: 'warm-up',
+            units: 1 + (c % 3),
+            examTime: c % 2 === 0 ? now + c * 86_400_000 : null,
+            classTime: encodeClassTime({ days: 1 << (c % 5), startMinute: 480 + (c % 8) * 60, endMinute: 530 + (c % 8) * 60 }),
+            notes: '',
+          },
+          capacity: 1_000_000,
+          reserveCapacity: 10,
+          sexLock: null,
+        });
+      }
+    }
+    const students = [];
+    for (let i = 1; i <= 1_000; i++) {
+      students.push({
+        id: 9_000_000 + i,
+        passwordHash: '',
+        enrollmentStart: now - 60_000,
+        maxUnits: 1_000,
+        remainingActions: 1_000_000,
+        departmentId: null,
+        entryYear: null,
+        gender: 'male' as const,
+      });
+    }
+    await engine.importBatch({ sections, students, staff: [], departments: [] }, { requestId: 'warm-up', actor: 'system' });
+    const jwtSecret = randomBytes(32).toString('hex');
+    const app = await buildApp({
+      engine,
+      logger: quiet,
+      jwtSecret,
+      tokenTtlSeconds: 3600,
+      readiness: async () => ({ ready: true, checks: {} }),
+      limits: config.http,
+      coordination: createMemoryCoordination(),
+    });
+    const r = await warmUpRequestPath({
+      app,
+      jwtSecret,
+      studentIds: students.map((s) => s.id),
+      sections: sections.map((s) => ({ courseId: s.info.courseId, groupId: s.info.groupId })),
+      clients: 64,
+      requests: config.warmUpRequests,
+      maxMs: 10_000,
+    });
+    log.info({ requests: r.requests, unexpected: r.unexpected, ms: Math.round(r.ms) }, 'request path warmed up');
+  } catch (err) {
+    log.warn({ err }, 'warm-up failed; starting without it');
+  } finally {
+    engine.stop();
+    // Its requests are not the real server's.
+    resetRequestMetrics();
+  }
 }
 
 async function main(): Promise<void> {
@@ -223,6 +310,7 @@ async function main(): Promise<void> {
   const coordination = await createCoordination(config, logger);
   // Never fails: an unreachable Redis is logged and its features degrade as documented (coordination/redis.ts).
   await coordination.start();
+  if (config.warmUpRequests > 0) await warmUp(config, logger);
   const drain = createDrain();
   const app = await buildApp({
     drain,

@@ -90,6 +90,15 @@ test('write batching: group commit and batcher lingers have per-mode defaults an
   assert.throws(() => loadConfig({ ...full, BATCH_LINGER_MS: 'soon' }), (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('BATCH_LINGER_MS')));
 });
 
+test('WARMUP_REQUESTS: 3,000 in full mode, none in embedded mode unless set; 0 turns it off; out of range is refused', () => {
+  const full = { DATABASE_URL: 'postgres://x@h/db', RABBITMQ_URL: 'amqp://h', JWT_SECRET: 's'.repeat(32) };
+  assert.equal(loadConfig(full).warmUpRequests, 3000);
+  assert.equal(loadConfig({}).warmUpRequests, 0);
+  assert.equal(loadConfig({ WARMUP_REQUESTS: '500' }).warmUpRequests, 500);
+  assert.equal(loadConfig({ ...full, WARMUP_REQUESTS: '0' }).warmUpRequests, 0);
+  assert.throws(() => loadConfig({ WARMUP_REQUESTS: '-1' }), (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('WARMUP_REQUESTS')));
+});
+
 test('SHUTDOWN_DRAIN_MS: 5 s unless set; 0 closes at once; out of range is refused', () => {
   assert.equal(loadConfig({}).shutdownDrainMs, 5000);
   assert.equal(loadConfig({ SHUTDOWN_DRAIN_MS: '0' }).shutdownDrainMs, 0);

@@ -73,6 +73,17 @@ export function countEnrollOutcome(code: string): void {
   c.inc();
 }
 
+/**
+ * Forgets every request observed so far (and the cached children with them): the start-up warm-up
+ * (src/http/warm-up.ts) runs its requests through the same code, and they are not the server's.
+ */
+export function resetRequestMetrics(): void {
+  requestDuration.reset();
+  enrollOutcomes.reset();
+  children.clear();
+  outcomeChildren.clear();
+}
+
 /** Observes every response's duration in `http_request_duration_seconds`. */
 export function installRequestMetrics(app: FastifyInstance): void {
   app.addHook('onResponse', (request, reply, done) => {

@@ -448,6 +448,8 @@ export class FaultEnv {
       ENROLLMENT_WINDOW_MINUTES: '100000',
       // The load picks students at random and may write for one faster than a person clicks.
       STUDENT_WRITE_LIMIT: '0',
+      // Every restart here would pay about a second for it; test/warm-up.test.ts turns it on.
+      WARMUP_REQUESTS: '0',
       ...extra,
     };
   }

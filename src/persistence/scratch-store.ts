@@ -1,0 +1,43 @@
+import { EMPTY_STATE } from './fold.js';
+import type { FillPoint, LoadedState, Persistence, ReadinessReport, StudentTransitionRecord, TransitionRecord } from './types.js';
+
+/**
+ * A store that keeps nothing: every append is acknowledged at once and forgotten. Never a
+ * deployment's store (an acknowledged change here is not durable); it backs the throw-away engine
+ * of the start-up warm-up (src/warm-up.ts), which runs the request path before the real one
+ * listens, and measurements of the engine's own cost (bench/engine-core.ts).
+ */
+export interface ScratchPersistence extends Persistence {
+  /** Events acknowledged so far (and dropped). */
+  readonly appended: number;
+}
+
+export function createScratchPersistence(): ScratchPersistence {
+  let appended = 0;
+  return {
+    mode: 'embedded',
+    get appended() {
+      return appended;
+    },
+    async migrate(): Promise<void> {},
+    async load(): Promise<LoadedState> {
+      return structuredClone(EMPTY_STATE);
+    },
+    async append(events): Promise<void> {
+      appended += events.length;
+    },
+    async recentTransitions(): Promise<TransitionRecord[]> {
+      return [];
+    },
+    async studentTransitions(): Promise<StudentTransitionRecord[]> {
+      return [];
+    },
+    async fillHistory(): Promise<FillPoint[]> {
+      return [];
+    },
+    async readiness(): Promise<ReadinessReport> {
+      return { ready: true, checks: { scratch: { ok: true, detail: 'keeps nothing' } } };
+    },
+    async close(): Promise<void> {},
+  };
+}
