@@ -134,11 +134,14 @@ async function warmUp(config: Config, logger: Logger): Promise<void> {
   const log = logger.child({ module: 'warm-up' });
   const quiet = logger.child({ module: 'warm-up' }, { level: 'silent' });
   const engine = createEngine({
-    persistence: createScratchPersistence(),
+    persistence: createScratchPersistence({
+      groupCommit: { maxEvents: config.batchMaxEvents, lingerMs: config.groupCommitLingerMs, quietMs: config.groupCommitQuietMs },
+    }),
     logger: quiet,
     enrollmentWindowMs: config.enrollmentWindowMinutes * 60_000,
     studentMailboxLimit: config.studentMailboxLimit,
   });
+  let hub: ReturnType<typeof createNoticeHub> | null = null;
   try {
     await engine.start();
     const now = Date.now();
@@ -178,6 +181,8 @@ async function warmUp(config: Config, logger: Logger): Promise<void> {
     }
     await engine.importBatch({ sections, students, staff: [], departments: [] }, { requestId: 'warm-up', actor: 'system' });
     const jwtSecret = randomBytes(32).toString('hex');
+    hub = createNoticeHub({ engine, store: null, logger: quiet, resumeWaitMs: 0 });
+    await hub.start();
     const app = await buildApp({
       engine,
       logger: quiet,
@@ -185,7 +190,10 @@ async function warmUp(config: Config, logger: Logger): Promise<void> {
       tokenTtlSeconds: 3600,
       readiness: async () => ({ ready: true, checks: {} }),
       limits: config.http,
+      // The real limits (each warm-up student writes a few times) on a store of its own.
       coordination: createMemoryCoordination(),
+      throttle: config.throttle,
+      notices: { hub, webhooks: null },
     });
     const r = await warmUpRequestPath({
       app,
@@ -200,6 +208,7 @@ async function warmUp(config: Config, logger: Logger): Promise<void> {
   } catch (err) {
     log.warn({ err }, 'warm-up failed; starting without it');
   } finally {
+    hub?.stop();
     engine.stop();
     // Its requests are not the real server's.
     resetRequestMetrics();

@@ -1,4 +1,5 @@
 import { EMPTY_STATE } from './fold.js';
+import { createGroupCommitter } from './group-commit.js';
 import type { FillPoint, LoadedState, Persistence, ReadinessReport, StudentTransitionRecord, TransitionRecord } from './types.js';
 
 /**
@@ -12,8 +13,23 @@ export interface ScratchPersistence extends Persistence {
   readonly appended: number;
 }
 
-export function createScratchPersistence(): ScratchPersistence {
+/**
+ * `groupCommit`: appends go through a group commit with these settings (as the real stores'
+ * do, so the warm-up runs that code too) whose write keeps nothing; without it they are
+ * acknowledged on the next microtask.
+ */
+export function createScratchPersistence(opts: { groupCommit?: { maxEvents: number; lingerMs: number; quietMs: number } } = {}): ScratchPersistence {
   let appended = 0;
+  const gc = opts.groupCommit;
+  const committer = gc
+    ? createGroupCommitter(
+        async (events) => {
+          appended += events.length;
+        },
+        gc.maxEvents,
+        { lingerMs: gc.lingerMs, quietMs: gc.quietMs },
+      )
+    : null;
   return {
     mode: 'embedded',
     get appended() {
@@ -24,6 +40,7 @@ export function createScratchPersistence(): ScratchPersistence {
       return structuredClone(EMPTY_STATE);
     },
     async append(events): Promise<void> {
+      if (committer) return committer.append(events);
       appended += events.length;
     },
     async recentTransitions(): Promise<TransitionRecord[]> {
