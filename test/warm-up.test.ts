@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import Fastify from 'fastify';
 import { pino } from 'pino';
 import { createEngine } from '../src/engine/engine.js';
 import { buildApp } from '../src/http/app.js';
@@ -64,6 +65,22 @@ test('the warm-up client sends the requests asked for through the path: enrolls 
     await app.close();
     engine.stop();
   }
+});
+
+test('a warm-up whose requests are never answered gives up on them and ends soon after its time is up', { timeout: 30_000 }, async () => {
+  const app = Fastify();
+  const hang = () => new Promise<never>(() => {});
+  app.put('/student/course', hang);
+  app.get('/student/course', hang);
+  app.delete('/student/course', hang);
+  const t0 = performance.now();
+  const r = await warmUpRequestPath({ app, jwtSecret: SECRET, studentIds: [1, 2], sections: [{ courseId: 1, groupId: 1 }], clients: 2, requests: 100, maxMs: 500 });
+  const ms = performance.now() - t0;
+  // Each client's first request is given up after 5 s; the deadline stops the rest.
+  assert.equal(r.requests, 2);
+  assert.deepEqual(r.unexpected, { 0: 2 });
+  assert.ok(ms < 15_000, `ended after ${Math.round(ms)} ms`);
+  assert.equal(app.server.listening, false);
 });
 
 describe('full mode start with the warm-up on', { concurrency: false }, async () => {

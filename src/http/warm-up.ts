@@ -38,9 +38,17 @@ export interface WarmUpResult {
   ms: number;
 }
 
+/** A request of the warm-up that takes longer than this is given up (its socket destroyed). */
+const EXCHANGE_TIMEOUT_MS = 5_000;
+
 /** One HTTP/1.1 exchange on a socket; resolves with the status once the whole answer is read. */
 function exchange(socket: net.Socket, raw: string): Promise<number> {
   return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      done();
+      socket.destroy();
+      reject(new Error('no answer in time'));
+    }, EXCHANGE_TIMEOUT_MS);
     let buf: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
@@ -57,6 +65,7 @@ function exchange(socket: net.Socket, raw: string): Promise<number> {
       reject(new Error('connection closed before the answer'));
     };
     const done = () => {
+      clearTimeout(timer);
       socket.off('data', onData);
       socket.off('error', onEnd);
       socket.off('close', onEnd);
@@ -70,11 +79,13 @@ function exchange(socket: net.Socket, raw: string): Promise<number> {
 
 function connect(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host: '127.0.0.1', port, noDelay: true }, () => {
+    const s = net.connect({ host: '127.0.0.1', port, noDelay: true, timeout: EXCHANGE_TIMEOUT_MS }, () => {
       s.off('error', reject);
+      s.setTimeout(0);
       resolve(s);
     });
     s.once('error', reject);
+    s.once('timeout', () => s.destroy(new Error('no connection in time')));
   });
 }
 
@@ -107,6 +118,7 @@ export async function warmUpRequestPath(opts: WarmUpOptions): Promise<WarmUpResu
     const fresh = i % 2 === 0;
     const conn: { kept: net.Socket | null } = { kept: null };
     const send = async (method: string, path: string, body: object | null): Promise<void> => {
+      if (sent >= opts.requests || performance.now() >= deadline) return;
       sent += 1;
       try {
         let status: number;
@@ -132,13 +144,13 @@ export async function warmUpRequestPath(opts: WarmUpOptions): Promise<WarmUpResu
     for (let round = 0; sent < opts.requests && performance.now() < deadline; round++) {
       token = tokens.issue({ id: opts.studentIds[(i + round * opts.clients) % opts.studentIds.length] as number, role: 'student' });
       const held: { courseId: number; groupId: number }[] = [];
-      for (let k = 0; k < 3 && sent < opts.requests; k++) {
+      for (let k = 0; k < 3; k++) {
         const s = opts.sections[(i * 7 + round * 3 + k) % opts.sections.length] as { courseId: number; groupId: number };
         await send('PUT', '/student/course', { course_id: s.courseId, group_id: s.groupId });
         held.push(s);
       }
-      if (sent < opts.requests) await send('GET', '/student/course', null);
-      for (const s of held) if (sent < opts.requests) await send('DELETE', `/student/course?course_id=${s.courseId}`, null);
+      await send('GET', '/student/course', null);
+      for (const s of held) await send('DELETE', `/student/course?course_id=${s.courseId}`, null);
     }
     conn.kept?.destroy();
   });
