@@ -83,6 +83,7 @@ describe('the batcher on a worker thread', async () => {
       assert.equal((await store.readiness()).ready, true);
       await waitFor('the lag gauge to read 0', async () => (await gauge('enrollment_batcher_lag_messages')) === 0);
       assert.equal(await gauge('enrollment_batcher_lag_seconds'), 0);
+      assert.equal(await gauge('enrollment_batcher_leader'), 1);
     } finally {
       engine.stop();
       await store.close();
@@ -90,5 +91,31 @@ describe('the batcher on a worker thread', async () => {
     }
     // Stopped: the thread is gone (close resolved only once it exited) and no longer counted.
     assert.equal(store.batcher?.isLeader, false);
+    assert.equal(await gauge('enrollment_batcher_leader'), 0);
+  });
+
+  test('on the server thread too, the leader gauge reads 1 while the batcher leads, 0 while another leads, and 0 once it stopped', { skip, timeout: 60_000 }, async () => {
+    const logger = pino({ level: 'silent' });
+    const open = () =>
+      createFullStore({ databaseUrl: tdb.url, rabbitmqUrl: AMQP_URL, prefix: `${prefix}_main`, logger, batchMaxEvents: 100, runBatcher: true });
+    const a = await open();
+    let b: Awaited<ReturnType<typeof open>> | null = null;
+    try {
+      await a.migrate();
+      await a.load();
+      await waitFor('the first batcher to lead', async () => a.batcher?.isLeader === true && (await gauge('enrollment_batcher_leader')) === 1);
+      // A second one in standby (the advisory lock is taken) adds nothing.
+      b = await open();
+      await b.load();
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(b.batcher?.isLeader, false);
+      assert.equal(await gauge('enrollment_batcher_leader'), 1);
+    } finally {
+      await b?.close();
+      await a.close();
+      const n = streamNames(`${prefix}_main`);
+      await deleteQueues([n.stream, n.dead]);
+    }
+    assert.equal(await gauge('enrollment_batcher_leader'), 0);
   });
 });

@@ -136,6 +136,9 @@ export function createBatcherThread(opts: BatcherThreadOptions): Batcher {
     get lagSeconds() {
       return state.oldestAt === null ? 0 : Math.max(0, Date.now() - state.oldestAt) / 1000;
     },
+    get leader() {
+      return state.isLeader;
+    },
   };
   const unwatch = watchBatcher(lag);
 

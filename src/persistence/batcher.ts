@@ -471,6 +471,9 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       const oldest = inFlight[0] ?? buffer[0];
       return oldest === undefined ? 0 : (performance.now() - oldest.at) / 1000;
     },
+    get leader() {
+      return leaderClient !== null && !stopped;
+    },
   };
   const unwatch = watchBatcher(lag);
 

@@ -23,6 +23,12 @@ export interface BatcherLagSource {
   readonly lagEvents: number;
   /** Seconds since the oldest of them arrived (0 when none). */
   readonly lagSeconds: number;
+  /**
+   * Holds the stream's lead (its advisory lock) and applies the stream. The lag above counts only
+   * what a batcher received, so it reads 0 on one that is not the leader, including while the
+   * database is away; this is what says nobody writes the tables.
+   */
+  readonly leader: boolean;
 }
 
 function sum(read: (b: BatcherLagSource) => number): number {
@@ -77,6 +83,15 @@ new Gauge({
     let worst = 0;
     for (const b of batchers) worst = Math.max(worst, b.lagSeconds);
     this.set(worst);
+  },
+});
+
+new Gauge({
+  name: 'enrollment_batcher_leader',
+  help: 'Batchers in this process that hold the lead and apply the stream to PostgreSQL (a deployment has one; 0 across all processes means nothing writes the tables, e.g. while the database is away)',
+  registers: [registry],
+  collect() {
+    this.set(sum((b) => (b.leader ? 1 : 0)));
   },
 });
 
