@@ -388,6 +388,17 @@ async function main(): Promise<void> {
   if (process.send) process.send({ type: 'engine-ready', pid: process.pid, url: base }, () => process.disconnect?.());
 
   let stopping = false;
+  /**
+   * A shutdown step that storage it waits on may never answer (a stalled database or broker):
+   * after `ms` the shutdown goes on without it. Everything acknowledged is durable already.
+   */
+  const within = async (what: string, ms: number, step: () => Promise<unknown>): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), ms)));
+    const outcome = await Promise.race([step().then(() => 'done' as const, (err: unknown) => void log.warn({ err }, `${what} failed; going on`)), late]);
+    clearTimeout(timer);
+    if (outcome === 'late') log.warn({ ms }, `${what} did not finish in time; going on (storage not answering?)`);
+  };
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -404,19 +415,19 @@ async function main(): Promise<void> {
       // Handing over would make every write arriving meanwhile wait for a takeover that never
       // comes (8 s, then 503); instead this instance serves until its server has closed, and the
       // store's close releases the leases.
-      if (cluster) await cluster.refreshRoutes().catch(() => undefined);
+      if (cluster) await within('reading the lease table', 2000, () => cluster.refreshRoutes());
       if (cluster && cluster.peers > 0) {
         let owned = false;
         for (let shard = 0; shard < cluster.shards; shard++) owned ||= cluster.routeWrite(shard).self;
-        await cluster.handOver().catch((err: unknown) => log.warn({ err }, 'hand-over failed; the leases expire by themselves'));
+        await within('the hand-over (the leases expire by themselves)', 10_000, () => cluster.handOver());
         // The peer count and routes are those of the last lease round (seconds ago with a long
         // lease): read them now, or an instance started a moment before its peers registered
         // believes it is alone and closes at once, resetting the writes they forward to it.
-        await cluster.refreshRoutes().catch(() => undefined);
+        await within('reading the lease table', 2000, () => cluster.refreshRoutes());
         // Requests still arriving here are forwarded to the survivor that takes over (if there is one).
         for (let i = 0; i < 30 && config.cluster.forwardWrites && cluster.peers > 0 && !hasOwner(cluster); i++) {
           await new Promise((r) => setTimeout(r, 100));
-          await cluster.refreshRoutes().catch(() => undefined);
+          await within('reading the lease table', 2000, () => cluster.refreshRoutes());
         }
         // The peers learn the new owner at their next lease round; until then they still forward
         // here. Closing now would reset the kept-alive sockets they are about to write on, and a
@@ -426,7 +437,8 @@ async function main(): Promise<void> {
       metricsServer?.close();
       await drain.close(app, { deadline: drainUntil });
       await coordination.close();
-      await webhooks?.close();
+      const sender = webhooks;
+      if (sender) await within('stopping the webhook sender', 2000, () => sender.close());
       hub.stop();
       engine.stop();
       await persistence.close();

@@ -61,7 +61,8 @@ port.on('message', (c: BatcherWorkerCommand) => {
   void (async () => {
     try {
       await batcher.stop();
-      await db.close();
+      // A database that stopped answering holds pool.end() for ever; the stream keeps what is unapplied.
+      await Promise.race([db.close(), new Promise((r) => setTimeout(r, 1000).unref())]);
     } catch (err) {
       logger.warn({ err }, 'batcher thread: stopping failed');
     }

@@ -491,7 +491,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       // (everything unapplied is in the stream: the next batcher applies it).
       const bound = (p: Promise<unknown> | null | undefined, ms: number) =>
         Promise.race([(p ?? Promise.resolve()).catch(() => undefined), sleep(ms, true)]);
-      await bound(loop, 5000);
+      await bound(loop, 3000);
       if (leaderClient) await bound(leaderClient.end(), 1000);
       leaderClient = null;
     },

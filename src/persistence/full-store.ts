@@ -414,15 +414,30 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       return { ready: amqpLog.connected && owner && !stalled && replayStall === null, checks };
     },
     async close() {
+      // Everything acknowledged is in the stream already: a database or broker that stopped
+      // answering must not hold the exit (an orchestrator kills the process at its own deadline,
+      // and until then this instance neither serves nor hands over). Each step is bounded; what
+      // it leaves undone the next engine or batcher does (a lease expires, the stream is applied).
+      const bounded = async (what: string, ms: number, step: () => Promise<unknown>): Promise<void> => {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), ms)));
+        const done = step().then(
+          () => 'done' as const,
+          (err: unknown) => void log.warn({ err }, `${what} failed on close; going on`),
+        );
+        const outcome = await Promise.race([done, late]);
+        clearTimeout(timer);
+        if (outcome === 'late') log.warn({ ms }, `${what} did not finish on close in time; going on (storage not answering?)`);
+      };
       await committer.drain();
-      await leases.stop();
+      await bounded('stopping the lease rounds', 2000, () => leases.stop());
       // Whatever is still held is given back, so a successor need not wait for it to expire.
-      if (leasesStarted) await leases.release().catch((err: unknown) => log.warn({ err }, 'could not release the leases; they expire by themselves'));
-      await readCopy.stop();
+      if (leasesStarted) await bounded('releasing the leases (they expire by themselves)', 2000, () => leases.release());
+      await bounded('stopping the read copy', 2000, () => readCopy.stop());
       await batcher?.stop();
-      await amqpLog.close();
-      await leaseDb.close().catch(() => undefined);
-      await db.close();
+      await bounded('closing the broker connection', 2000, () => amqpLog.close());
+      await bounded('closing the lease database pool', 1000, () => leaseDb.close());
+      await bounded('closing the database pool', 1000, () => db.close());
     },
   };
 }
