@@ -4,19 +4,20 @@ import { msg, waitFor, withFaultEnv } from './support/fault-harness.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
 
 /**
- * SIGTERM while PostgreSQL has stopped answering (its connections open, no bytes: a stalled disk,
- * a paused VM, a partition). What was acknowledged is in the broker's stream already, so the
+ * SIGTERM while PostgreSQL or RabbitMQ has stopped answering (connections open, no bytes: a
+ * stalled disk, a paused VM, a partition). What was acknowledged is in the broker's stream already, so the
  * engine must not hold its exit for the database: an orchestrator waiting for it would kill it
  * anyway, and until then the instance neither serves nor hands over. It exits 0 within a bounded
- * time, and a new engine, once the database answers again, brings the tables level with every
+ * time, and a new engine, once storage answers again, brings the tables level with every
  * acknowledged change.
  */
-describe('SIGTERM while the database is stalled', { concurrency: false }, async () => {
+describe('SIGTERM while storage is stalled', { concurrency: false }, async () => {
   const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
 
-  test('the engine exits 0 within 20 s (drain off), and a successor applies every acknowledged change once the database answers', { skip, timeout: 120_000 }, (t) =>
-    withFaultEnv(t, { proxyDatabase: true, students: 10 }, async (env) => {
-      const proxy = env.dbProxy;
+  for (const stalled of ['database', 'broker'] as const) {
+  test(`${stalled} stalled: the engine exits 0 within 20 s (drain off), and a successor applies every acknowledged change once it answers`, { skip, timeout: 120_000 }, (t) =>
+    withFaultEnv(t, { proxyDatabase: stalled === 'database', proxyBroker: stalled === 'broker', students: 10 }, async (env) => {
+      const proxy = stalled === 'database' ? env.dbProxy : env.brokerProxy;
       assert.ok(proxy);
       const { child } = await env.startEngine({ LOG_LEVEL: 'info', IN_PROCESS_BATCHER: 'true', SHUTDOWN_DRAIN_MS: '0' });
       const student = env.seed.students[0] as number;
@@ -32,7 +33,7 @@ describe('SIGTERM while the database is stalled', { concurrency: false }, async 
       child.proc.kill('SIGTERM');
       const code = await Promise.race([child.exited, new Promise<'still running'>((r) => setTimeout(() => r('still running'), 40_000))]);
       const ms = performance.now() - t0;
-      console.log(`[shutdown] database stalled: exit ${String(code)} after ${Math.round(ms)} ms`);
+      console.log(`[shutdown] ${stalled} stalled: exit ${String(code)} after ${Math.round(ms)} ms`);
       assert.equal(code, 0, `exit code (after ${Math.round(ms)} ms):\n${child.output()}`);
       assert.ok(ms < 20_000, `exited after ${Math.round(ms)} ms`);
 
@@ -49,4 +50,5 @@ describe('SIGTERM while the database is stalled', { concurrency: false }, async 
       );
     }),
   );
+  }
 });
