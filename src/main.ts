@@ -234,6 +234,10 @@ async function main(): Promise<void> {
   const tty = process.stdout.isTTY === true;
   if (tty) process.stdout.write(`\n  Course-enrollment engine starting (${config.mode} mode): opening the store and loading sections...\n\n`);
 
+  // First of all, before this instance loads anything or takes a lease: while it warms up, no peer
+  // routes writes to it and nothing waits for it.
+  if (config.warmUpRequests > 0) await warmUp(config, logger);
+
   const dataDir = resolve(config.dataDir);
   if (config.mode === 'embedded') {
     // New directories (and files of anything honouring the umask) private from the start.
@@ -319,7 +323,6 @@ async function main(): Promise<void> {
   const coordination = await createCoordination(config, logger);
   // Never fails: an unreachable Redis is logged and its features degrade as documented (coordination/redis.ts).
   await coordination.start();
-  if (config.warmUpRequests > 0) await warmUp(config, logger);
   const drain = createDrain();
   const app = await buildApp({
     drain,
