@@ -171,7 +171,7 @@ async function warmUp(config: Config, logger: Logger): Promise<void> {
       students.push({
         id: 9_000_000 + i,
         passwordHash: '',
-        enrollmentStart: now - 60_000,
+        enrollmentStart: now - 1_000,
         maxUnits: 1_000,
         remainingActions: 1_000_000,
         departmentId: null,
