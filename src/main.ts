@@ -204,7 +204,7 @@ async function warmUp(config: Config, logger: Logger): Promise<void> {
       requests: config.warmUpRequests,
       maxMs: 10_000,
     });
-    log.info({ requests: r.requests, unexpected: r.unexpected, ms: Math.round(r.ms) }, 'request path warmed up');
+    log.info({ requests: r.requests, accepted: r.accepted, unexpected: r.unexpected, ms: Math.round(r.ms) }, 'request path warmed up');
   } catch (err) {
     log.warn({ err }, 'warm-up failed; starting without it');
   } finally {

@@ -33,6 +33,8 @@ export interface WarmUpOptions {
 
 export interface WarmUpResult {
   requests: number;
+  /** Answered 2xx: the path ran to the end (decided, made durable, answered), not only refusals. */
+  accepted: number;
   /** Answers that should not happen (401, 5xx; 0: no answer), by status. */
   unexpected: Record<string, number>;
   ms: number;
@@ -108,6 +110,7 @@ export async function warmUpRequestPath(opts: WarmUpOptions): Promise<WarmUpResu
   const port = typeof address === 'object' && address !== null ? address.port : 0;
   const tokens = new TokenService({ secret: opts.jwtSecret, ttlSeconds: 3600 });
   let sent = 0;
+  let accepted = 0;
   const unexpected: Record<string, number> = {};
   const count = (status: number) => void (unexpected[status] = (unexpected[status] ?? 0) + 1);
   const deadline = t0 + opts.maxMs;
@@ -135,6 +138,7 @@ export async function warmUpRequestPath(opts: WarmUpOptions): Promise<WarmUpResu
         }
         // A refusal (400 on the Go routes, 409) is part of the path; a 401 or 5xx is not.
         if (status >= 500 || status === 401) count(status);
+        else if (status < 300) accepted += 1;
       } catch {
         count(0);
         conn.kept?.destroy();
@@ -156,5 +160,5 @@ export async function warmUpRequestPath(opts: WarmUpOptions): Promise<WarmUpResu
   });
   await Promise.all(clients);
   await app.close();
-  return { requests: sent, unexpected, ms: performance.now() - t0 };
+  return { requests: sent, accepted, unexpected, ms: performance.now() - t0 };
 }
