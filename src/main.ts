@@ -2,6 +2,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, isLoopbackHost, loadConfig, type Config } from './config.js';
 import { formatBanner } from './banner.js';
+import { boundedStep } from './bounded-step.js';
 import { DEMO_STAFF_ID, DEMO_STAFF_PASSWORD, DEMO_STUDENT_ID, DEMO_STUDENT_PASSWORD } from './demo/demo-data.js';
 import { DEMO_PASSWORDS, demoCredentialsLive, demoExposure } from './demo/demo-exposure.js';
 import { loadDemoData } from './demo/load-demo.js';
@@ -391,17 +392,7 @@ async function main(): Promise<void> {
   if (process.send) process.send({ type: 'engine-ready', pid: process.pid, url: base }, () => process.disconnect?.());
 
   let stopping = false;
-  /**
-   * A shutdown step that storage it waits on may never answer (a stalled database or broker):
-   * after `ms` the shutdown goes on without it. Everything acknowledged is durable already.
-   */
-  const within = async (what: string, ms: number, step: () => Promise<unknown>): Promise<void> => {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), ms)));
-    const outcome = await Promise.race([step().then(() => 'done' as const, (err: unknown) => void log.warn({ err }, `${what} failed; going on`)), late]);
-    clearTimeout(timer);
-    if (outcome === 'late') log.warn({ ms }, `${what} did not finish in time; going on (storage not answering?)`);
-  };
+  const within = (what: string, ms: number, step: () => Promise<unknown>) => boundedStep(log, what, ms, step);
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;

@@ -10,6 +10,7 @@ import type { SqlClient } from '../src/persistence/sql-client.js';
 import { shardOfCourse, type DomainEvent } from '../src/persistence/types.js';
 import { deleteQueues } from './support/amqp.js';
 import { createTestDatabase } from './support/pg.js';
+import { TcpProxy } from './support/tcp-proxy.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/services.js';
 
 /**
@@ -19,6 +20,13 @@ import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/se
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+async function waitUntil(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
 
 function department(id: number): DomainEvent {
   return { type: 'departmentCreated', seq: 1, department: { id, name: `D${id}` }, cause: { requestId: `r${id}`, actor: 'system', at: 0 } };
@@ -119,6 +127,35 @@ describe('leases and fences (real PostgreSQL and RabbitMQ)', async () => {
     while (!c.canWrite(0)) await sleep(20);
     assert.ok(performance.now() - releasedAt < 1000, 'taken within a lease round of the release');
     await c.stop();
+  });
+
+  test('a lease round that cannot reach the database marks the manager as failing, and the next one that can clears it', { skip, timeout: 60_000 }, async () => {
+    const u = new URL(tdb.url);
+    const proxy = await TcpProxy.start(u.hostname, Number(u.port || 5432));
+    const viaProxy = createPgClient(proxy.rewrite(tdb.url), { max: 2, connectionTimeoutMillis: 500, queryTimeoutMillis: 500 });
+    const m = createLeaseManager({
+      db: viaProxy,
+      logName: `${stream}.round-failing-test`,
+      shards: 1,
+      instanceId: 'r',
+      address: 'http://r',
+      ttlMs: 1000,
+      logger,
+      publishFence: async () => undefined,
+      onChange: () => undefined,
+    });
+    try {
+      await m.start();
+      assert.equal(m.roundFailing, false);
+      proxy.cut();
+      await waitUntil(() => m.roundFailing, 10_000, 'a failed round');
+      proxy.resume();
+      await waitUntil(() => !m.roundFailing, 10_000, 'a round that reached the database again');
+    } finally {
+      await m.stop();
+      await viaProxy.close().catch(() => undefined);
+      await proxy.close();
+    }
   });
 
   test('while shards drain for a hand-over nothing new is admitted, except a write a draining home holds, until the drain has seen its writes answered', { skip, timeout: 60_000 }, async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { msg, waitFor, withFaultEnv } from './support/fault-harness.js';
+import { msg, withFaultEnv } from './support/fault-harness.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
 
 /**
@@ -40,14 +40,7 @@ describe('SIGTERM while storage is stalled', { concurrency: false }, async () =>
       proxy.flow();
       const next = await env.startEngine({ LOG_LEVEL: 'info', IN_PROCESS_BATCHER: 'true' });
       await next.child.waitForLog(msg('batcher is the active consumer'), 30_000);
-      await waitFor(
-        async () => {
-          const q = await env.db.query<{ n: number }>('SELECT count(*)::int AS n FROM enrolled_courses WHERE student_id = $1 AND course_id = $2', [student, section.courseId]);
-          return Number(q.rows[0]?.n) === 1;
-        },
-        20_000,
-        'the acknowledged enroll to reach PostgreSQL',
-      );
+      await env.waitForEnrollmentRow(student, section.courseId, 20_000);
     }),
   );
   }

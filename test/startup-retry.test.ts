@@ -45,14 +45,7 @@ describe('start-up while storage is unavailable', { concurrency: false }, async 
         assert.ok(section);
         const r = await env.api.request('PUT', '/student/course', env.studentToken(student), { course_id: section.courseId, group_id: section.groupId });
         assert.equal(r.status, 204, JSON.stringify(r.body));
-        await waitFor(
-          async () => {
-            const rows = await env.db.query<{ n: number }>('SELECT count(*)::int AS n FROM enrolled_courses WHERE student_id = $1 AND course_id = $2', [student, section.courseId]);
-            return Number(rows.rows[0]?.n) === 1;
-          },
-          15_000,
-          'the enrollment to reach PostgreSQL',
-        );
+        await env.waitForEnrollmentRow(student, section.courseId, 15_000);
       }),
     );
   }

@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { createEngine } from '../src/engine/engine.js';
 import { buildApp } from '../src/http/app.js';
 import { warmUpRequestPath } from '../src/http/warm-up.js';
-import { msg, waitFor, withFaultEnv } from './support/fault-harness.js';
+import { msg, withFaultEnv } from './support/fault-harness.js';
 import { MemoryPersistence } from './support/memory-persistence.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
 
@@ -114,14 +114,7 @@ describe('full mode start with the warm-up on', { concurrency: false }, async ()
       const text1 = String((await env.api.request('GET', '/metrics', env.staffToken)).body);
       assert.match(text1, /enrollment_enroll_outcomes_total\{code="OK"\} 1\n/);
       assert.match(text1, /http_request_duration_seconds_count\{method="PUT",route="\/student\/course",status="204"\} 1\n/);
-      await waitFor(
-        async () => {
-          const q = await env.db.query<{ n: number }>('SELECT count(*)::int AS n FROM enrolled_courses WHERE student_id = $1', [student]);
-          return Number(q.rows[0]?.n) === 1;
-        },
-        15_000,
-        'the real enroll to reach PostgreSQL',
-      );
+      await env.waitForEnrollmentRow(student, section.courseId, 15_000);
 
       // Nothing of the throw-away engine's students, sections or changes is stored.
       const seeded = new Set([...env.seed.students]);

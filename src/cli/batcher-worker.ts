@@ -4,6 +4,7 @@
  * driven by the server's thread instead of signals, and reporting what the server shows of it.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { boundedStep } from '../bounded-step.js';
 import { createLogger } from '../logger.js';
 import { deriveWebhookNotices, eventMayNotify } from '../notices/notices.js';
 import { createBatcher } from '../persistence/batcher.js';
@@ -62,7 +63,7 @@ port.on('message', (c: BatcherWorkerCommand) => {
     try {
       await batcher.stop();
       // A database that stopped answering holds pool.end() for ever; the stream keeps what is unapplied.
-      await Promise.race([db.close(), new Promise((r) => setTimeout(r, 1000).unref())]);
+      await boundedStep(logger, 'closing the batcher thread\'s database pool', 1000, () => db.close());
     } catch (err) {
       logger.warn({ err }, 'batcher thread: stopping failed');
     }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import { boundedStep } from '../bounded-step.js';
 import { EngineError } from '../errors.js';
 import { AmqpLog, createFenceFilter, notOwner, UnreadableMessageError, type LogMessage } from './amqp-log.js';
 import { createBatcher, type Batcher, type BatcherOptions } from './batcher.js';
@@ -418,17 +419,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       // answering must not hold the exit (an orchestrator kills the process at its own deadline,
       // and until then this instance neither serves nor hands over). Each step is bounded; what
       // it leaves undone the next engine or batcher does (a lease expires, the stream is applied).
-      const bounded = async (what: string, ms: number, step: () => Promise<unknown>): Promise<void> => {
-        let timer: NodeJS.Timeout | undefined;
-        const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), ms)));
-        const done = step().then(
-          () => 'done' as const,
-          (err: unknown) => void log.warn({ err }, `${what} failed on close; going on`),
-        );
-        const outcome = await Promise.race([done, late]);
-        clearTimeout(timer);
-        if (outcome === 'late') log.warn({ ms }, `${what} did not finish on close in time; going on (storage not answering?)`);
-      };
+      const bounded = (what: string, ms: number, step: () => Promise<unknown>) => boundedStep(log, what, ms, step);
       await committer.drain();
       await bounded('stopping the lease rounds', 2000, () => leases.stop());
       // Whatever is still held is given back, so a successor need not wait for it to expire.

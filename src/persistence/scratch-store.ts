@@ -5,8 +5,8 @@ import type { FillPoint, LoadedState, Persistence, ReadinessReport, StudentTrans
 /**
  * A store that keeps nothing: every append is acknowledged at once and forgotten. Never a
  * deployment's store (an acknowledged change here is not durable); it backs the throw-away engine
- * of the start-up warm-up (src/warm-up.ts), which runs the request path before the real one
- * listens, and measurements of the engine's own cost (bench/engine-core.ts).
+ * of the start-up warm-up (src/main.ts, src/http/warm-up.ts), which runs the request path before
+ * the real engine starts, and measurements of the engine's own cost (bench/engine-core.ts).
  */
 export interface ScratchPersistence extends Persistence {
   /** Events acknowledged so far (and dropped). */

@@ -493,6 +493,18 @@ export class FaultEnv {
     return Number(r.rows[0]?.n ?? 0);
   }
 
+  /** Waits until PostgreSQL's tables hold the student's place in the course (the batcher applied it). */
+  async waitForEnrollmentRow(studentId: number, courseId: number, timeoutMs: number): Promise<void> {
+    await waitFor(
+      async () => {
+        const q = await this.db.query<{ n: number }>('SELECT count(*)::int AS n FROM enrolled_courses WHERE student_id = $1 AND course_id = $2', [studentId, courseId]);
+        return Number(q.rows[0]?.n) === 1;
+      },
+      timeoutMs,
+      `student ${studentId}'s place in course ${courseId} to reach PostgreSQL`,
+    );
+  }
+
   /** Recent output of every process this environment started (for failure reports). */
   outputs(): string {
     return this.spawned.map((c) => `--- ${c.name} (pid ${String(c.proc.pid)}, ${c.alive ? 'running' : `exited ${String(c.exitCode)}`}) ---\n${c.output(30)}`).join('\n');
