@@ -7,41 +7,24 @@ import type { FillPoint, LoadedState, Persistence, ReadinessReport, StudentTrans
  * deployment's store (an acknowledged change here is not durable); it backs the throw-away engine
  * of the start-up warm-up (src/main.ts, src/http/warm-up.ts), which runs the request path before
  * the real engine starts, and measurements of the engine's own cost (bench/engine-core.ts).
- */
-export interface ScratchPersistence extends Persistence {
-  /** Events acknowledged so far (and dropped). */
-  readonly appended: number;
-}
-
-/**
+ *
  * `groupCommit`: appends go through a group commit with these settings (as the real stores'
  * do, so the warm-up runs that code too) whose write keeps nothing; without it they are
  * acknowledged on the next microtask.
  */
-export function createScratchPersistence(opts: { groupCommit?: { maxEvents: number; lingerMs: number; quietMs: number } } = {}): ScratchPersistence {
-  let appended = 0;
+export function createScratchPersistence(opts: { groupCommit?: { maxEvents: number; lingerMs: number; quietMs: number } } = {}): Persistence {
   const gc = opts.groupCommit;
   const committer = gc
-    ? createGroupCommitter(
-        async (events) => {
-          appended += events.length;
-        },
-        gc.maxEvents,
-        { lingerMs: gc.lingerMs, quietMs: gc.quietMs },
-      )
+    ? createGroupCommitter(async () => {}, gc.maxEvents, { lingerMs: gc.lingerMs, quietMs: gc.quietMs })
     : null;
   return {
     mode: 'embedded',
-    get appended() {
-      return appended;
-    },
     async migrate(): Promise<void> {},
     async load(): Promise<LoadedState> {
       return structuredClone(EMPTY_STATE);
     },
     async append(events): Promise<void> {
       if (committer) return committer.append(events);
-      appended += events.length;
     },
     async recentTransitions(): Promise<TransitionRecord[]> {
       return [];
