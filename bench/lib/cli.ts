@@ -44,6 +44,10 @@ options:
                             (default: small; large seeds 1M rows, minutes in embedded mode)
   --event-streams N         steady: measure each run twice, without and with N open student event
                             streams (GET /me/events, one per student, read continuously)
+  --warm-rounds N           storm: first N unmeasured storms (enrolls, then drops of them) on the
+                            same engine, so the figure is that of an engine that has served one
+  --trace-compile           storm: run the engine with V8's --trace-opt and report the TurboFan
+                            compile time (on V8's helper threads) during the load
   --fresh-connections       seed, rush: every request on a new TCP connection (Connection: close),
                             error bodies not read, as in storm
   --cpu-prof                profile the engine (and batcher) children; top-15 self time printed
@@ -156,6 +160,12 @@ export function parseArgs(argv: string[], stamp: string): { scenario: Scenario; 
         break;
       case '--fresh-connections':
         opts.freshConnections = true;
+        break;
+      case '--warm-rounds':
+        opts.warmRounds = int(flag, 0);
+        break;
+      case '--trace-compile':
+        opts.traceCompile = true;
         break;
       case '--cpu-prof':
         opts.cpuProf = true;

@@ -44,6 +44,13 @@ export interface BenchOptions {
   stamp: string;
   /** steady: also measure each run while this many student event streams (GET /me/events) are open (issue 16). */
   eventStreams?: number;
+  /**
+   * storm: unmeasured storms (enrolls, then drops of them) given to the same engine before the
+   * measured one, so the figure is that of an engine that has served a storm already.
+   */
+  warmRounds?: number;
+  /** storm: the engine runs with V8's --trace-opt; TurboFan's compile time during the load is reported. */
+  traceCompile?: boolean;
 }
 
 export type MemoryDatasets = 'small' | 'large' | 'both';

@@ -172,8 +172,24 @@ export function entryArgs(runner: Runner, source: string): string[] {
   return [built];
 }
 
+/** TurboFan work seen in a child's V8 trace (`--trace-opt --trace-deopt`) over a window. */
+export interface CompileFigures {
+  /** Sum of the three phases V8 reports per job (prepare, execute on a helper thread, finalize). */
+  ms: number;
+  jobs: number;
+  /** Deoptimisations (optimised code thrown away). */
+  bailouts: number;
+}
+
+const COMPILED = /^\[completed compiling .* took ([\d.]+), ([\d.]+), ([\d.]+) ms\]/;
+const V8_TRACE = /^\[(marking|compiling|completed|bailout|deoptimiz|optimizing|found optimized|not marking)/;
+
 export class Child {
   readonly proc: ChildProcess;
+  /** With `recordCompiles`: when each TurboFan job completed (performance.now()) and its ms, and each bailout. */
+  private compiles: { at: number; ms: number }[] = [];
+  private bailouts: number[] = [];
+  private partial = '';
   readonly startedAt = performance.now();
   private tail: string[] = [];
   readonly exited: Promise<number | null>;
@@ -186,6 +202,7 @@ export class Child {
     readonly name: string,
     args: string[],
     env: NodeJS.ProcessEnv,
+    opts: { recordCompiles?: boolean } = {},
   ) {
     this.proc = spawn(process.execPath, args, { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (chunk: Buffer) => {
@@ -195,7 +212,21 @@ export class Child {
         if (this.tail.length > 200) this.tail.shift();
       }
     };
-    this.proc.stdout?.on('data', keep);
+    // V8's trace goes to stdout, a line possibly split over two chunks; it is counted, not kept.
+    const record = (chunk: Buffer) => {
+      const at = performance.now();
+      const lines = (this.partial + chunk.toString('utf8')).split('\n');
+      this.partial = lines.pop() ?? '';
+      const rest: string[] = [];
+      for (const line of lines) {
+        const m = COMPILED.exec(line);
+        if (m) this.compiles.push({ at, ms: Number(m[1]) + Number(m[2]) + Number(m[3]) });
+        else if (line.startsWith('[bailout')) this.bailouts.push(at);
+        else if (!V8_TRACE.test(line)) rest.push(line);
+      }
+      if (rest.length > 0) keep(Buffer.from(rest.join('\n')));
+    };
+    this.proc.stdout?.on('data', opts.recordCompiles ? record : keep);
     this.proc.stderr?.on('data', keep);
     this.exited = new Promise((resolve) => {
       this.proc.once('exit', (code, signal) => {
@@ -223,6 +254,16 @@ export class Child {
   /** The child's last output lines (its logs at LOG_LEVEL=warn: warnings and errors). */
   output(): string[] {
     return [...this.tail];
+  }
+
+  /** TurboFan jobs completed and bailouts between two performance.now() times (needs `recordCompiles`). */
+  compileBetween(start: number, end: number): CompileFigures {
+    const jobs = this.compiles.filter((c) => c.at >= start && c.at <= end);
+    return {
+      ms: Math.round(jobs.reduce((a, c) => a + c.ms, 0)),
+      jobs: jobs.length,
+      bailouts: this.bailouts.filter((t) => t >= start && t <= end).length,
+    };
   }
 
   /** Lines that look like error logs (pino level >= 50) or uncaught errors. */

@@ -56,6 +56,8 @@ export interface SystemOptions {
   cpuProfile: string | null;
   /** Extra engine environment (--env KEY=VALUE). */
   extraEnv: Record<string, string>;
+  /** Start the engine with V8's --trace-opt --trace-deopt and keep its compile records (see {@link Child.compileBetween}). */
+  traceCompile?: boolean;
 }
 
 export interface Profiles {
@@ -107,10 +109,13 @@ export class System {
       if (this.opts.mode === 'full' && this.opts.batcher === 'separate') this.startBatcher();
       // Started as npm start starts it: the V8 flags and environment defaults of scripts/engine-flags.json.
       const flags = engineFlags(this.opts.mode);
-      this.engine = new Child('engine', [...flags.nodeArgs, ...this.profileArgs('engine'), ...entryArgs(this.opts.runner, 'src/main.ts')], {
-        ...flags.env,
-        ...this.engineEnv(),
-      });
+      const trace = this.opts.traceCompile ? ['--trace-opt', '--trace-deopt'] : [];
+      this.engine = new Child(
+        'engine',
+        [...flags.nodeArgs, ...trace, ...this.profileArgs('engine'), ...entryArgs(this.opts.runner, 'src/main.ts')],
+        { ...flags.env, ...this.engineEnv() },
+        { recordCompiles: this.opts.traceCompile === true },
+      );
       this.startupMs = await waitForHttp(this.engine, `${this.baseUrl}/health`, 300_000);
     } catch (err) {
       await this.stop().catch(() => undefined);

@@ -11,7 +11,7 @@ import {
   type VariantReport,
 } from '../lib/common.js';
 import type { Job } from '../lib/load.js';
-import { readCpuSeconds, readMachineCpu, type MemoryReading } from '../lib/procs.js';
+import { readCpuSeconds, readMachineCpu, type CompileFigures, type MemoryReading } from '../lib/procs.js';
 import { note } from '../lib/progress.js';
 import { BENCH_PASSWORD, Ledger, studentId, WINDOW_MINUTES, type RowCounts, type SectionRef, type SeedSpec } from '../lib/seed.js';
 import { fmt, medianDeep, round } from '../lib/stats.js';
@@ -50,6 +50,10 @@ export interface StormFigures {
   floorRatioToCeiling: number | null;
   /** The engine's wall time over the floor's: what the engine costs beyond the contract. */
   wallRatioToFloor: number | null;
+  /** `--warm-rounds`: the unmeasured storms the engine served first (enrolls, then drops of them). */
+  warmRounds: { enrollMs: number; dropMs: number }[];
+  /** `--trace-compile`: TurboFan compile time in the engine process during the load. */
+  compileDuringLoad: CompileFigures | null;
 }
 
 /** Client i's jobs: login (token kept) or the seed plan's enrolls. */
@@ -76,6 +80,29 @@ function cursorOver(jobs: Job[][]): (client: number) => Job | null {
   };
 }
 
+/**
+ * Storms the engine serves before the measured one (`--warm-rounds`): each student enrolls in 7
+ * other random sections (another seed), then drops them, so the measured storm finds the same
+ * tables and actors as without the rounds, on an engine whose code paths have run under a storm.
+ */
+async function warmRounds(rounds: number, target: Target, tokens: string[], spec: SeedSpec, seed: number, run: string): Promise<StormFigures['warmRounds']> {
+  const done: StormFigures['warmRounds'] = [];
+  const host = `${target.host}:${target.port}`;
+  for (let r = 0; r < rounds; r++) {
+    const plan = seedPlan(spec, PER_STUDENT, seed + 1000 + r);
+    const t0 = performance.now();
+    await runStorm({ label: `${run} warm ${r + 1} enroll`, host: target.host, port: target.port, clients: spec.students, next: cursorOver(enrollJobs(target, tokens, plan, null)), total: spec.students * PER_STUDENT });
+    const t1 = performance.now();
+    const drops: Job[][] = plan.map((sections, i) =>
+      sections.map((s) => ({ op: 'drop', raw: buildRequest({ method: 'DELETE', path: `/student/course?course_id=${s.courseId}`, host, token: tokens[i]! }) })),
+    );
+    await runStorm({ label: `${run} warm ${r + 1} drop`, host: target.host, port: target.port, clients: spec.students, next: cursorOver(drops), total: spec.students * PER_STUDENT });
+    done.push({ enrollMs: Math.round(t1 - t0), dropMs: Math.round(performance.now() - t1) });
+    note(`[${run}] warm round ${r + 1}: enroll storm ${fmt(t1 - t0)} ms, drop storm ${fmt(performance.now() - t1)} ms (not measured)`);
+  }
+  return done;
+}
+
 async function stormLogin(label: string, target: Target, students: number): Promise<{ tokens: string[]; result: StormResult }> {
   const tokens = new Array<string>(students).fill('');
   const host = `${target.host}:${target.port}`;
@@ -96,7 +123,15 @@ async function stormLogin(label: string, target: Target, students: number): Prom
 }
 
 export async function stormOnce(opts: BenchOptions, v: ReturnType<typeof variantsOf>[number], spec: SeedSpec, run: string, report: ScenarioReport): Promise<StormFigures> {
-  const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: opts.cpuProf ? run : null, extraEnv: opts.extraEnv });
+  const sys = new System({
+    mode: v.mode,
+    batcher: v.batcher,
+    spec,
+    runner: opts.runner,
+    cpuProfile: opts.cpuProf ? run : null,
+    extraEnv: opts.extraEnv,
+    traceCompile: opts.traceCompile === true,
+  });
   note(`[${run}] starting: ${sys.label}, ${fmt(spec.students)} students, ${fmt(spec.sections)} sections, a new connection per request`);
   await sys.start();
   let window: { start: number; end: number } | null = null;
@@ -109,7 +144,10 @@ export async function stormOnce(opts: BenchOptions, v: ReturnType<typeof variant
     const limits = connectionLimits(sys.engine!.pid);
     const login = await stormLogin(`${run} login`, target, spec.students);
     tokens = login.tokens;
+    // Read before any warm round: their drops undo their enrolls (no section fills), so the
+    // tables end where they started, possibly a batch after the measured storm has begun.
     ledger = new Ledger((await sys.counts()) ?? { rows: 0, checksum: '0' });
+    const warm = await warmRounds(opts.warmRounds ?? 0, target, tokens, spec, opts.seed, run);
     const jobs = enrollJobs(target, tokens, plan, ledger);
     const cpu0 = sys.cpuSeconds();
     const gen0 = process.cpuUsage();
@@ -135,6 +173,8 @@ export async function stormOnce(opts: BenchOptions, v: ReturnType<typeof variant
       floor: null,
       floorRatioToCeiling: null,
       wallRatioToFloor: null,
+      warmRounds: warm,
+      compileDuringLoad: opts.traceCompile ? sys.engine!.compileBetween(start, lastReplyAt) : null,
     };
   } finally {
     await stopAndReport(sys, run, opts, report, window);
@@ -277,6 +317,10 @@ export function printStormRun(run: string, f: StormFigures): void {
       `  database: ${f.catchUp.byConstruction ? 'caught up by construction (embedded)' : f.catchUp.caughtUp ? `caught up ${fmt(f.catchUp.ms, 1)} ms after the last reply` : 'NOT caught up'}` +
         (f.outcome ? `; ${f.outcome.registered} registered + ${f.outcome.queued} queued rows` : '') + `; engine RSS after load ${f.memoryMb.engineAfterLoad?.rssMb} MB`,
       formatCpu(f.cpuDuringLoad, f.ceiling ? { cpuUsPerRequest: f.ceiling.cpuUsPerRequest } as never : null),
+      ...(f.warmRounds.length > 0 ? [`  measured after ${f.warmRounds.length} unmeasured storm(s) on the same engine: ${f.warmRounds.map((w) => `${fmt(w.enrollMs)} ms + ${fmt(w.dropMs)} ms drops`).join('; ')}`] : []),
+      ...(f.compileDuringLoad
+        ? [`  TurboFan during the load (engine process, --trace-opt): ${fmt(f.compileDuringLoad.ms)} ms of compile in ${f.compileDuringLoad.jobs} jobs, ${f.compileDuringLoad.bailouts} bailouts`]
+        : []),
     ].join('\n'),
   );
 }
