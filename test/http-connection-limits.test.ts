@@ -7,7 +7,7 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../src/config.js';
 import { admitPipelined, DEFAULT_HTTP_LIMITS, listenOptions, type HttpLimits } from '../src/http/server-options.js';
-import { createHttpFixture, type HttpFixture } from './support/http-fixture.js';
+import { createHttpFixture, S, type HttpFixture } from './support/http-fixture.js';
 
 /**
  * The HTTP server's connection limits, checked on a real listening socket with raw TCP clients:
@@ -104,23 +104,65 @@ function statusLines(received: string): string[] {
 
 describe('admitPipelined', () => {
   const fake = () => {
-    const socket = { destroyed: false, destroy() { this.destroyed = true; } };
+    const socket = {
+      destroyed: false,
+      paused: false,
+      ended: false,
+      pause() {
+        this.paused = true;
+      },
+      end() {
+        this.ended = true;
+      },
+    };
     return { req: { socket } as unknown as IncomingMessage, socket };
   };
-  it('admits up to max unanswered requests per connection, closes it on the next, and 0 means no limit', () => {
+  /** Admits one request; records when it runs or is refused. */
+  const admit = (req: IncomingMessage, max: number, log: string[], name: string) => {
+    const res = new EventEmitter();
+    admitPipelined(req, res as ServerResponse, max, () => log.push(`run ${name}`), () => log.push(`refuse ${name}`));
+    return res;
+  };
+
+  it('runs a connection\'s requests one after another, in the order they arrived', () => {
+    const { req } = fake();
+    const log: string[] = [];
+    const a = admit(req, 8, log, 'a');
+    const b = admit(req, 8, log, 'b');
+    admit(req, 8, log, 'c');
+    assert.deepEqual(log, ['run a'], 'b and c wait for a');
+    a.emit('finish');
+    assert.deepEqual(log, ['run a', 'run b']);
+    b.emit('close');
+    assert.deepEqual(log, ['run a', 'run b', 'run c']);
+  });
+
+  it('over the bound: refuses that request and those waiting, answers the running one, then closes', () => {
     const { req, socket } = fake();
-    const responses = [new EventEmitter(), new EventEmitter(), new EventEmitter()];
-    assert.equal(admitPipelined(req, responses[0] as ServerResponse, 2), true);
-    assert.equal(admitPipelined(req, responses[1] as ServerResponse, 2), true);
-    responses[0]!.emit('finish');
-    assert.equal(admitPipelined(req, responses[2] as ServerResponse, 2), true, 'an answered request no longer counts');
-    assert.equal(socket.destroyed, false);
-    assert.equal(admitPipelined(req, new EventEmitter() as ServerResponse, 2), false);
-    assert.equal(socket.destroyed, true);
-    assert.equal(admitPipelined(req, new EventEmitter() as ServerResponse, 2), false, 'nothing more from a closed connection');
+    const log: string[] = [];
+    const a = admit(req, 2, log, 'a');
+    admit(req, 2, log, 'b');
+    admit(req, 2, log, 'c');
+    assert.deepEqual(log, ['run a', 'refuse c']);
+    assert.equal(socket.paused, true, 'no more of its requests is read');
+    assert.equal(socket.ended, false, 'the running request is still answered');
+    a.emit('finish');
+    assert.deepEqual(log, ['run a', 'refuse c', 'refuse b']);
+    assert.equal(socket.ended, true);
+    admit(req, 2, log, 'd');
+    assert.deepEqual(log.at(-1), 'refuse d', 'nothing more from a refused connection');
+  });
+
+  it('counts only unanswered requests, and 0 means no bound', () => {
+    const { req } = fake();
+    const log: string[] = [];
+    for (let i = 0; i < 5; i++) admit(req, 2, log, String(i)).emit('finish');
+    assert.deepEqual(log, ['run 0', 'run 1', 'run 2', 'run 3', 'run 4']);
     const other = fake();
-    for (let i = 0; i < 100; i++) assert.equal(admitPipelined(other.req, new EventEmitter() as ServerResponse, 0), true);
-    assert.equal(other.socket.destroyed, false);
+    const many: string[] = [];
+    for (let i = 0; i < 100; i++) admit(other.req, 0, many, String(i));
+    assert.deepEqual(many, ['run 0']);
+    assert.equal(other.socket.paused, false);
   });
 });
 
@@ -219,6 +261,40 @@ describe('HTTP connection limits: a real listening server', () => {
     assert.ok(answered <= limits.maxPipelinedRequests, `${answered} of 200 pipelined requests were answered`);
     // Everyone else is served as before.
     assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
+  });
+
+  it('runs pipelined requests in the order sent, bodies or not (enroll, list, drop, list)', async () => {
+    const token = fx.token(S.alice);
+    const body = JSON.stringify({ course_id: 101, group_id: 2 });
+    const auth = `Host: x\r\nAuthorization: Bearer ${token}\r\n`;
+    const requests =
+      `PUT /student/course HTTP/1.1\r\n${auth}Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
+      `GET /student/course HTTP/1.1\r\n${auth}\r\n` +
+      `DELETE /student/course?course_id=101 HTTP/1.1\r\n${auth}\r\n` +
+      `GET /student/course HTTP/1.1\r\n${auth}Connection: close\r\n\r\n`;
+    const out = await pipeline(port, requests, 1);
+    const lines = statusLines(out.received);
+    // Before: the GETs and the DELETE (no body to read) ran before the PUT: [], 400 NOT_ENROLLED, [], and the enroll stayed.
+    assert.deepEqual(lines, ['HTTP/1.1 204 ', 'HTTP/1.1 200 ', 'HTTP/1.1 204 ', 'HTTP/1.1 200 '], out.received.slice(0, 400));
+    // The first list (between the first 200 and the second 204) holds the course; the last is empty.
+    const firstList = out.received.slice(out.received.indexOf('HTTP/1.1 200 '), out.received.lastIndexOf('HTTP/1.1 204 '));
+    assert.match(firstList, /"course_id":101/);
+    assert.ok(out.received.endsWith('{"data":[]}'), out.received.slice(-200));
+    assert.equal(fx.engine.studentSections(S.alice).length, 0);
+  });
+
+  it('over the pipelining bound, a write already running is answered; one not answered was not done', async () => {
+    const token = fx.token(S.alice);
+    const body = JSON.stringify({ course_id: 102, group_id: 1 });
+    const put = `PUT /student/course HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    // The enroll, then one more request than the bound allows.
+    const out = await pipeline(port, put + 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(limits.maxPipelinedRequests), 1);
+    assert.ok(out.closedByServer, 'the connection stayed open');
+    const held = fx.engine.studentSections(S.alice).some((h) => h.section.info.courseId === 102);
+    // Before: the connection was destroyed at once and the enroll was done without its answer.
+    assert.equal(statusLines(out.received)[0], 'HTTP/1.1 204 ', `enroll held: ${held}; received ${JSON.stringify(out.received.slice(0, 200))}`);
+    assert.ok(held);
+    assert.ok(statusLines(out.received).length <= limits.maxPipelinedRequests);
   });
 
   it('serves a request that arrives at network speed as before', async () => {

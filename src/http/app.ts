@@ -169,18 +169,23 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   app.decorateRequest('tokenSession', null);
   // One callback hook for what every reply carries (no promise, no second hook per request): the
   // security headers, worked out once, and the request id.
-  // And the pipelining bound first of all: a request over it is not served (its connection is closed).
+  // And pipelining first of all: a connection's requests run one after another, in the order sent,
+  // and a request over the bound is not served (its connection is closed).
   const maxPipelined = (deps.limits ?? DEFAULT_HTTP_LIMITS).maxPipelinedRequests;
   const drain = deps.drain;
   app.addHook('onRequest', (request, reply, done) => {
-    if (!admitPipelined(request.raw, reply.raw, maxPipelined)) {
-      reply.hijack();
-      return;
-    }
-    void reply.headers(headers);
-    void reply.header(REQUEST_ID_HEADER, request.id);
-    if (drain?.active) void reply.header('connection', 'close');
-    done();
+    admitPipelined(
+      request.raw,
+      reply.raw,
+      maxPipelined,
+      () => {
+        void reply.headers(headers);
+        void reply.header(REQUEST_ID_HEADER, request.id);
+        if (drain?.active) void reply.header('connection', 'close');
+        done();
+      },
+      () => void reply.hijack(),
+    );
   });
   installRequestMetrics(app);
   installJsonParsing(app);

@@ -45,31 +45,65 @@ export function checkIntervalMs(limits: HttpLimits): number {
   return Math.max(100, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 2)));
 }
 
-const kWaiting = Symbol('requestsWaitingForAnswers');
+const kPipeline = Symbol('pipelinedRequests');
+
+interface PipelineState {
+  /** Requests admitted on this connection and not answered yet (the first of them is running). */
+  waiting: number;
+  /** The admitted requests after the running one, in arrival order, each waiting for its turn. */
+  queue: (() => void)[];
+  /** Over the bound: nothing more of this connection is served; it closes once the running request is answered. */
+  refused: boolean;
+}
 
 /**
- * Bounds HTTP/1.1 pipelining; called first thing for every request (the app's onRequest hook).
- * Node parses every request a client has sent in one read and hands each to the app at once; their
- * answers wait in memory, in order, until the client reads the ones before. A client that wrote
- * hundreds of requests on each of its connections and never read (no token needed: `GET
- * /docs/json` answers 106 KB) made the engine hold gigabytes and stall everyone else. A connection
- * with more than `max` requests unanswered is closed, and this returns false for the request: it
- * must not be served (nor any other read from that connection). Browsers do not pipeline, and a
- * client that does rarely has more than a few requests out at a time.
+ * Orders and bounds HTTP/1.1 pipelining; called first thing for every request (the app's onRequest
+ * hook), with `run` to serve it and `refuse` to drop it unserved.
+ *
+ * Order: Node parses every request a client has sent in one read and hands each to the app at
+ * once, so a request without a body (a `GET`, a `DELETE`) reached the engine before an earlier
+ * `PUT` whose body was still being read: a pipelined enroll, list, drop ran as list, drop, enroll.
+ * Each request now waits until the one before it on the same connection has been answered (the
+ * answers go out in that order anyway), so a connection's requests run in the order they were sent.
+ *
+ * Bound: a client that wrote hundreds of requests on each of its connections and never read (no
+ * token needed: `GET /docs/json` answers 106 KB) made the engine hold gigabytes and stall everyone
+ * else. A connection with more than `max` requests unanswered (0: no bound) stops being read; the
+ * request over the bound and those still waiting their turn are not served (nothing of them is
+ * done), the one running is answered, and then the connection is closed. (Before, the connection
+ * was destroyed at once, and a write already running was done without its answer reaching the
+ * client.) Browsers do not pipeline, and a client that does rarely has more than a few requests out.
  */
-export function admitPipelined(req: IncomingMessage, res: ServerResponse, max: number): boolean {
-  if (max <= 0) return true;
-  const socket = req.socket as Socket & { [kWaiting]?: number };
-  const waiting = (socket[kWaiting] ?? 0) + 1;
-  if (waiting > max || socket.destroyed) {
-    socket.destroy();
-    return false;
+export function admitPipelined(req: IncomingMessage, res: ServerResponse, max: number, run: () => void, refuse: () => void): void {
+  const socket = req.socket as Socket & { [kPipeline]?: PipelineState };
+  const st = (socket[kPipeline] ??= { waiting: 0, queue: [], refused: false });
+  if (st.refused || socket.destroyed) {
+    refuse();
+    return;
   }
-  socket[kWaiting] = waiting;
-  res.once('finish', () => {
-    socket[kWaiting] = (socket[kWaiting] ?? 1) - 1;
-  });
-  return true;
+  if (max > 0 && st.waiting >= max) {
+    st.refused = true;
+    socket.pause();
+    refuse();
+    return;
+  }
+  st.waiting += 1;
+  let settled = false;
+  const settle = () => {
+    if (settled) return;
+    settled = true;
+    st.waiting -= 1;
+    if (st.refused) {
+      for (const waiting of st.queue.splice(0)) waiting();
+      socket.end();
+      return;
+    }
+    st.queue.shift()?.();
+  };
+  res.once('finish', settle);
+  res.once('close', settle);
+  if (st.waiting === 1) run();
+  else st.queue.push(() => (st.refused || socket.destroyed ? refuse() : run()));
 }
 
 /** The Fastify (and through `http`, Node `http.Server`) options that carry {@link HttpLimits}. */
