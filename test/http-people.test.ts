@@ -65,7 +65,7 @@ describe('POST /students', () => {
   });
 
   it('refuses ambiguous or invalid times, unknown departments, over-long passwords, and duplicates', async () => {
-    for (const t of ['2025-09-01T07:30:00', '2025-09-01', 'next monday', '2025-13-45T99:00:00Z', -5, 1.5]) {
+    for (const t of ['2025-09-01T07:30:00', '2025-09-01', 'next monday', '2025-13-45T99:00:00Z', '2026-02-30T12:00:00Z', '2025-04-31T08:00:00Z', '2025-02-29T08:00:00Z', -5, 1.5]) {
       expectError(await create({ ...body, enrollment_start_time: t }), 400, 'BAD_REQUEST');
     }
     expectError(await create({ ...body, department_id: 99 }), 400, 'BAD_REQUEST');

@@ -38,10 +38,21 @@ function checkNewPassword(password: string, policy: AccountPolicy): void {
   }
 }
 
+/**
+ * The date part names a day that exists: `Date.parse` takes 2026-02-30 and moves it to 2 March, and
+ * a registrar's typo would then open a window on another day without a word.
+ */
+function isCalendarDay(iso: string): boolean {
+  const year = Number(iso.slice(0, 4));
+  const month = Number(iso.slice(5, 7));
+  const day = Number(iso.slice(8, 10));
+  return month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
+}
+
 /** Unix seconds, or an ISO 8601 date-time with an explicit zone (a zone-less time would be ambiguous). */
 export function parseInstant(value: number | string, field: string): number {
   if (typeof value === 'number') return value * 1000;
-  const ms = ISO_WITH_ZONE.test(value) ? Date.parse(value) : NaN;
+  const ms = ISO_WITH_ZONE.test(value) && isCalendarDay(value) ? Date.parse(value) : NaN;
   if (!Number.isFinite(ms) || ms < 0 || ms > MAX_UNIX_SECONDS * 1000) {
     throw new EngineError('BAD_REQUEST', `${field} must be unix seconds or an ISO 8601 date-time with a zone, e.g. 2025-09-01T08:00:00Z`);
   }
