@@ -131,10 +131,20 @@ describe('admitPipelined', () => {
     const b = admit(req, 8, log, 'b');
     admit(req, 8, log, 'c');
     assert.deepEqual(log, ['run a'], 'b and c wait for a');
-    a.emit('finish');
+    a.emit('close');
     assert.deepEqual(log, ['run a', 'run b']);
     b.emit('close');
     assert.deepEqual(log, ['run a', 'run b', 'run c']);
+  });
+
+  it('does not serve a waiting request once its connection is gone', () => {
+    const { req, socket } = fake();
+    const log: string[] = [];
+    const a = admit(req, 8, log, 'a');
+    admit(req, 8, log, 'b');
+    (socket as { destroyed: boolean }).destroyed = true;
+    a.emit('close');
+    assert.deepEqual(log, ['run a', 'refuse b']);
   });
 
   it('over the bound: refuses that request and those waiting, answers the running one, then closes', () => {
@@ -146,7 +156,7 @@ describe('admitPipelined', () => {
     assert.deepEqual(log, ['run a', 'refuse c']);
     assert.equal(socket.paused, true, 'no more of its requests is read');
     assert.equal(socket.ended, false, 'the running request is still answered');
-    a.emit('finish');
+    a.emit('close');
     assert.deepEqual(log, ['run a', 'refuse c', 'refuse b']);
     assert.equal(socket.ended, true);
     admit(req, 2, log, 'd');
@@ -156,7 +166,7 @@ describe('admitPipelined', () => {
   it('counts only unanswered requests, and 0 means no bound', () => {
     const { req } = fake();
     const log: string[] = [];
-    for (let i = 0; i < 5; i++) admit(req, 2, log, String(i)).emit('finish');
+    for (let i = 0; i < 5; i++) admit(req, 2, log, String(i)).emit('close');
     assert.deepEqual(log, ['run 0', 'run 1', 'run 2', 'run 3', 'run 4']);
     const other = fake();
     const many: string[] = [];

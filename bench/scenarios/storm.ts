@@ -123,15 +123,8 @@ async function stormLogin(label: string, target: Target, students: number): Prom
 }
 
 export async function stormOnce(opts: BenchOptions, v: ReturnType<typeof variantsOf>[number], spec: SeedSpec, run: string, report: ScenarioReport): Promise<StormFigures> {
-  const sys = new System({
-    mode: v.mode,
-    batcher: v.batcher,
-    spec,
-    runner: opts.runner,
-    cpuProfile: opts.cpuProf ? run : null,
-    extraEnv: opts.extraEnv,
-    traceCompile: opts.traceCompile === true,
-  });
+  const traceCompile = opts.traceCompile === true;
+  const sys = new System({ mode: v.mode, batcher: v.batcher, spec, runner: opts.runner, cpuProfile: opts.cpuProf ? run : null, extraEnv: opts.extraEnv, traceCompile });
   note(`[${run}] starting: ${sys.label}, ${fmt(spec.students)} students, ${fmt(spec.sections)} sections, a new connection per request`);
   await sys.start();
   let window: { start: number; end: number } | null = null;

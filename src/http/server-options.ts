@@ -50,8 +50,8 @@ const kPipeline = Symbol('pipelinedRequests');
 interface PipelineState {
   /** Requests admitted on this connection and not answered yet (the first of them is running). */
   waiting: number;
-  /** The admitted requests after the running one, in arrival order, each waiting for its turn. */
-  queue: (() => void)[];
+  /** The admitted requests after the running one, in arrival order, each waiting for its turn (made when one has to wait). */
+  queue: (() => void)[] | null;
   /** Over the bound: nothing more of this connection is served; it closes once the running request is answered. */
   refused: boolean;
 }
@@ -76,7 +76,7 @@ interface PipelineState {
  */
 export function admitPipelined(req: IncomingMessage, res: ServerResponse, max: number, run: () => void, refuse: () => void): void {
   const socket = req.socket as Socket & { [kPipeline]?: PipelineState };
-  const st = (socket[kPipeline] ??= { waiting: 0, queue: [], refused: false });
+  const st = (socket[kPipeline] ??= { waiting: 0, queue: null, refused: false });
   if (st.refused || socket.destroyed) {
     refuse();
     return;
@@ -88,22 +88,18 @@ export function admitPipelined(req: IncomingMessage, res: ServerResponse, max: n
     return;
   }
   st.waiting += 1;
-  let settled = false;
-  const settle = () => {
-    if (settled) return;
-    settled = true;
+  // A response emits 'close' once it is answered or its connection is gone, whichever comes first.
+  res.once('close', () => {
     st.waiting -= 1;
     if (st.refused) {
-      for (const waiting of st.queue.splice(0)) waiting();
+      for (const waiting of st.queue?.splice(0) ?? []) waiting();
       socket.end();
       return;
     }
-    st.queue.shift()?.();
-  };
-  res.once('finish', settle);
-  res.once('close', settle);
+    st.queue?.shift()?.();
+  });
   if (st.waiting === 1) run();
-  else st.queue.push(() => (st.refused || socket.destroyed ? refuse() : run()));
+  else (st.queue ??= []).push(() => (st.refused || socket.destroyed ? refuse() : run()));
 }
 
 /** The Fastify (and through `http`, Node `http.Server`) options that carry {@link HttpLimits}. */
