@@ -68,6 +68,16 @@ export const ERROR_STATUS = {
   WEBHOOK_NOT_FOUND: 404,
   TOO_MANY_STREAMS: 429,
   NOTICES_UNAVAILABLE: 503,
+  // HTTP-level refusals, sent by the HTTP layer before a route runs (src/http/error-handler.ts):
+  // the method, media type, size or timing of the request itself is wrong.
+  METHOD_NOT_ALLOWED: 405,
+  NOT_ACCEPTABLE: 406,
+  REQUEST_TIMEOUT: 408,
+  LENGTH_REQUIRED: 411,
+  PAYLOAD_TOO_LARGE: 413,
+  URI_TOO_LONG: 414,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  HEADERS_TOO_LARGE: 431,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -27,3 +27,13 @@ describe('EngineError', () => {
     assert.match(new Error('x').stack ?? '', /\n\s+at /);
   });
 });
+
+describe('the codes the HTTP layer sends', () => {
+  it('are all listed in src/errors.ts with the status they are sent with', async () => {
+    const { CLIENT_ERROR_CODES } = await import('../src/http/error-handler.js');
+    for (const [status, code] of Object.entries(CLIENT_ERROR_CODES)) {
+      assert.ok(code in ERROR_STATUS, `${code} is missing from ERROR_STATUS`);
+      assert.equal(ERROR_STATUS[code], Number(status), code);
+    }
+  });
+});

@@ -1,7 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
-import { isEngineError } from '../errors.js';
+import { isEngineError, type ErrorCode } from '../errors.js';
 import { REQUEST_ID_HEADER } from './request-id.js';
 import type { ErrorBodyT } from './schemas.js';
 
@@ -43,7 +43,8 @@ export function goStatus(status: number, code: string): number {
   return status;
 }
 
-const CLIENT_ERROR_CODES: Record<number, string> = {
+/** The code for a 4xx that Fastify or Node's parser raised, by status; every one is listed in src/errors.ts. */
+export const CLIENT_ERROR_CODES: Readonly<Record<number, ErrorCode>> = {
   400: 'BAD_REQUEST',
   404: 'NOT_FOUND',
   405: 'METHOD_NOT_ALLOWED',
