@@ -101,7 +101,10 @@ function hasOwner(cluster: ClusterMembership): boolean {
 
 /** Redis when configured (several instances agree), else in-process; ioredis is loaded only when used. */
 async function createCoordination(config: Config, logger: Logger): Promise<Coordination> {
-  if (config.redisUrl === null) return createMemoryCoordination();
+  if (config.redisUrl === null) {
+    // One instance: in embedded mode its data directory also keeps revocations across restarts.
+    return createMemoryCoordination(config.mode === 'embedded' ? { dataDir: resolve(config.dataDir), logger } : { logger });
+  }
   const { createRedisCoordination } = await import('./coordination/redis.js');
   return createRedisCoordination({ url: config.redisUrl, prefix: config.redisPrefix, logger });
 }
@@ -322,7 +325,8 @@ async function main(): Promise<void> {
 
   const jwtSecret = config.jwtSecret ?? loadOrCreateSecret(dataDir, logger);
   const coordination = await createCoordination(config, logger);
-  // Never fails: an unreachable Redis is logged and its features degrade as documented (coordination/redis.ts).
+  // An unreachable Redis never fails start (its features degrade as documented, coordination/redis.ts);
+  // an embedded data directory whose revocation journal cannot be written does.
   await coordination.start();
   const drain = createDrain();
   const app = await buildApp({

@@ -124,3 +124,43 @@ for (const thread of ['main', 'worker'] as const) {
     });
   });
 }
+
+async function login(base: string, user: number, password: string, staff: boolean): Promise<string> {
+  const r = await fetch(`${base}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password, staff }) });
+  assert.equal(r.status, 200);
+  return ((await r.json()) as { token: string }).token;
+}
+
+async function statusWith(base: string, token: string): Promise<number> {
+  const r = await fetch(`${base}/student/courses`, { headers: { authorization: `Bearer ${token}` } });
+  await r.body?.cancel();
+  return r.status;
+}
+
+describe('embedded mode: revocations', () => {
+  test('a logout and a staff revocation answered 204 still hold after a kill -9 and restart; a new login works', { timeout: 180_000 }, async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'enroll-kill-revocations-'));
+    dirs.push(dataDir);
+    const first = await startEngine(dataDir, 'main');
+    const loggedOut = await login(first.base, 40000001, 'student-pass', false);
+    const revoked = await login(first.base, 40000002, 'student-pass', false);
+    const kept = await login(first.base, 40000003, 'student-pass', false);
+    const staff = await staffToken(first.base);
+    const out = await fetch(`${first.base}/logout`, { method: 'POST', headers: { authorization: `Bearer ${loggedOut}` } });
+    assert.equal(out.status, 204);
+    const rv = await fetch(`${first.base}/students/40000002/revoke-tokens`, { method: 'POST', headers: { authorization: `Bearer ${staff}` } });
+    assert.equal(rv.status, 204);
+    assert.equal(await statusWith(first.base, loggedOut), 401);
+    assert.equal(await statusWith(first.base, revoked), 401);
+    first.child.kill('SIGKILL');
+    await first.exited;
+
+    const second = await startEngine(dataDir, 'main');
+    assert.equal(await statusWith(second.base, loggedOut), 401, 'the logged-out token works again after the restart');
+    assert.equal(await statusWith(second.base, revoked), 401, 'the revoked token works again after the restart');
+    assert.equal(await statusWith(second.base, kept), 200, 'a token nobody revoked still works');
+    assert.equal(await statusWith(second.base, await login(second.base, 40000002, 'student-pass', false)), 200, 'a new login works');
+    second.child.kill('SIGTERM');
+    await second.exited;
+  });
+});

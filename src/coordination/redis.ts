@@ -259,6 +259,8 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
             degrade('revocations', err, 'the revocation holds on this instance now and is shared when redis is back');
           });
         }
+        // Answered once it holds here: while Redis is away it is shared when Redis is back (above).
+        return Promise.resolve();
       },
     },
     async start() {

@@ -56,9 +56,12 @@ export interface TokenRevocations {
   /**
    * Revokes one token (`jti`), one session (`sid`), or every session of `subject` that logged in
    * at or before `at` (unix ms, default now), until `until` (unix seconds: the latest expiry of
-   * what is revoked); after that the entry is forgotten.
+   * what is revoked); after that the entry is forgotten. The revocation holds on this instance at
+   * once (`isRevoked` sees it before this returns); the promise settles when it is as durable as
+   * the store makes it (on disk for one instance with a data directory), so the caller answers
+   * only then. It rejects with an EngineError when it could not be recorded.
    */
-  revoke(entry: { jti?: string; sid?: string; subject?: string; at?: number; until: number }): void;
+  revoke(entry: { jti?: string; sid?: string; subject?: string; at?: number; until: number }): Promise<void>;
 }
 
 /** The coordination store: rate limits and revocations, with a lifecycle. */
@@ -69,7 +72,10 @@ export interface Coordination {
   readonly revocations: TokenRevocations;
   /** Whether the shared store answers now (always true in memory); for `/ready` details and metrics. */
   readonly connected: boolean;
-  /** Connects and loads the revocations already recorded; never fails (an absent store is degraded, logged). */
+  /**
+   * Connects and loads the revocations already recorded. An absent Redis never fails it (degraded,
+   * logged); a data directory whose revocation journal cannot be read or written does.
+   */
   start(): Promise<void>;
   close(): Promise<void>;
 }

@@ -79,6 +79,7 @@ export function createMemoryRevocations(now: () => number = Date.now): TokenRevo
     isRevoked: (t) => mirror.isRevoked(t),
     revoke(e) {
       for (const entry of revocationEntries(e, now())) mirror.apply(entry);
+      return Promise.resolve();
     },
   };
 }

@@ -114,7 +114,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
       const session = request.tokenSession;
       if (session === null) throw new EngineError('UNAUTHENTICATED', 'a bearer token is required');
       // The session too: tokens refreshed earlier in it end with it. Kept until the session could end.
-      tokens.revocations.revoke({ jti: session.jti, sid: session.sid, until: tokens.sessionEnd(session) });
+      await tokens.revocations.revoke({ jti: session.jti, sid: session.sid, until: tokens.sessionEnd(session) });
       return reply.code(204).send(null);
     },
   );
@@ -134,7 +134,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
     async (request, reply) => {
       const id = request.params.id;
       if (!engine.getStudent(id)) throw new EngineError('STUDENT_NOT_FOUND', `no student ${id}`);
-      tokens.revocations.revoke({ subject: `student:${id}`, at: tokens.now(), until: tokens.latestSessionEnd() });
+      await tokens.revocations.revoke({ subject: `student:${id}`, at: tokens.now(), until: tokens.latestSessionEnd() });
       request.log.info({ student: id, by: principalOf(request).id }, 'every token of a student revoked');
       return reply.code(204).send(null);
     },
