@@ -77,6 +77,54 @@ export function readCpuSeconds(pid: number): number {
 }
 
 /**
+ * Where a process's threads spent their time (Linux `/proc/<pid>/task/<tid>/schedstat`: time on
+ * a core and time runnable but waiting for one, in ns): the event loop's thread apart from the
+ * others (V8's compiler and GC helpers, libuv's pool, worker threads). Whether a slow storm is the
+ * event loop's own work or the event loop waiting for a core others hold; null off Linux.
+ */
+export interface ThreadTimes {
+  /** The main (event loop) thread: seconds on a core, seconds runnable but not running. */
+  mainRunS: number;
+  mainWaitS: number;
+  /** Every other thread: seconds on a core, seconds runnable but not running. */
+  othersRunS: number;
+  othersWaitS: number;
+}
+
+export function readThreadTimes(pid: number): ThreadTimes | null {
+  try {
+    const t: ThreadTimes = { mainRunS: 0, mainWaitS: 0, othersRunS: 0, othersWaitS: 0 };
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      let fields: string[];
+      try {
+        fields = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ');
+      } catch {
+        continue; // the thread ended meanwhile
+      }
+      const run = Number(fields[0]) / 1e9;
+      const wait = Number(fields[1]) / 1e9;
+      if (Number(tid) === pid) {
+        t.mainRunS += run;
+        t.mainWaitS += wait;
+      } else {
+        t.othersRunS += run;
+        t.othersWaitS += wait;
+      }
+    }
+    return t;
+  } catch {
+    return null;
+  }
+}
+
+/** What the threads did between two readings (threads that ended meanwhile are not counted). */
+export function threadTimesDelta(a: ThreadTimes | null, b: ThreadTimes | null): ThreadTimes | null {
+  if (a === null || b === null) return null;
+  const r = (x: number) => Math.round(x * 100) / 100;
+  return { mainRunS: r(b.mainRunS - a.mainRunS), mainWaitS: r(b.mainWaitS - a.mainWaitS), othersRunS: r(b.othersRunS - a.othersRunS), othersWaitS: r(b.othersWaitS - a.othersWaitS) };
+}
+
+/**
  * How the project's entry points are started: `tsx` runs the sources, `dist` the build in ./dist
  * (`npm run build`), `build` compiles the working tree into a temporary directory first, as the
  * Dockerfile's build stage does (tsc, then the non-TypeScript assets copied beside the output),

@@ -11,7 +11,7 @@ import {
   type VariantReport,
 } from '../lib/common.js';
 import type { Job } from '../lib/load.js';
-import { readCpuSeconds, readMachineCpu, type CompileFigures, type MemoryReading } from '../lib/procs.js';
+import { readCpuSeconds, readMachineCpu, readThreadTimes, threadTimesDelta, type CompileFigures, type MemoryReading, type ThreadTimes } from '../lib/procs.js';
 import { note } from '../lib/progress.js';
 import { BENCH_PASSWORD, Ledger, studentId, WINDOW_MINUTES, type RowCounts, type SectionRef, type SeedSpec } from '../lib/seed.js';
 import { fmt, medianDeep, round } from '../lib/stats.js';
@@ -54,6 +54,8 @@ export interface StormFigures {
   warmRounds: { enrollMs: number; dropMs: number }[];
   /** `--trace-compile`: TurboFan compile time in the engine process during the load. */
   compileDuringLoad: CompileFigures | null;
+  /** The engine's threads during the load: the event loop's time on a core and waiting for one, and the others'. */
+  threadsDuringLoad: ThreadTimes | null;
 }
 
 /** Client i's jobs: login (token kept) or the seed plan's enrolls. */
@@ -143,10 +145,12 @@ export async function stormOnce(opts: BenchOptions, v: ReturnType<typeof variant
     const warm = await warmRounds(opts.warmRounds ?? 0, target, tokens, spec, opts.seed, run);
     const jobs = enrollJobs(target, tokens, plan, ledger);
     const cpu0 = sys.cpuSeconds();
+    const threads0 = readThreadTimes(sys.engine!.pid);
     const gen0 = process.cpuUsage();
     const start = performance.now();
     const { lastReplyAt, ...load } = await runStorm({ label: `${run} enroll`, host: target.host, port: target.port, clients: spec.students, next: cursorOver(jobs), total: spec.students * PER_STUDENT });
     window = { start, end: lastReplyAt };
+    const threadsDuringLoad = threadTimesDelta(threads0, readThreadTimes(sys.engine!.pid));
     const cpu = cpuDelta(cpu0, sys.cpuSeconds(), process.cpuUsage(gen0), load.requests);
     const { counts, ...catchUp } = await sys.catchUp(ledger, lastReplyAt);
     figures = {
@@ -168,6 +172,7 @@ export async function stormOnce(opts: BenchOptions, v: ReturnType<typeof variant
       wallRatioToFloor: null,
       warmRounds: warm,
       compileDuringLoad: opts.traceCompile ? sys.engine!.compileBetween(start, lastReplyAt) : null,
+      threadsDuringLoad,
     };
   } finally {
     await stopAndReport(sys, run, opts, report, window);
@@ -311,6 +316,12 @@ export function printStormRun(run: string, f: StormFigures): void {
         (f.outcome ? `; ${f.outcome.registered} registered + ${f.outcome.queued} queued rows` : '') + `; engine RSS after load ${f.memoryMb.engineAfterLoad?.rssMb} MB`,
       formatCpu(f.cpuDuringLoad, f.ceiling ? { cpuUsPerRequest: f.ceiling.cpuUsPerRequest } as never : null),
       ...(f.warmRounds.length > 0 ? [`  measured after ${f.warmRounds.length} unmeasured storm(s) on the same engine: ${f.warmRounds.map((w) => `${fmt(w.enrollMs)} ms + ${fmt(w.dropMs)} ms drops`).join('; ')}`] : []),
+      ...(f.threadsDuringLoad
+        ? [
+            `  engine threads during the load: event loop on a core ${f.threadsDuringLoad.mainRunS} s, waiting for one ${f.threadsDuringLoad.mainWaitS} s; ` +
+              `other threads (V8 compiler and GC, libuv pool, batcher worker) on a core ${f.threadsDuringLoad.othersRunS} s`,
+          ]
+        : []),
       ...(f.compileDuringLoad
         ? [`  TurboFan during the load (engine process, --trace-opt): ${fmt(f.compileDuringLoad.ms)} ms of compile in ${f.compileDuringLoad.jobs} jobs, ${f.compileDuringLoad.bailouts} bailouts`]
         : []),
