@@ -168,6 +168,18 @@ for (const store of STORES) {
       assert.notEqual((await fx.request('DELETE', '/student/course?course_id=999999', { token: alice })).status, 429);
     });
 
+    it('HEAD and OPTIONS are reads: they never use up the write allowance, nor are they refused once it is used up', async () => {
+      const { fx } = await setup();
+      const token = fx.studentToken(S.bea);
+      for (let i = 0; i < 10; i++) {
+        for (const path of ['/student/courses', '/student/course']) assert.notEqual((await fx.request('HEAD', path, { token })).status, 429);
+      }
+      assert.notEqual((await fx.request('DELETE', '/student/course?course_id=999999', { token })).status, 429, 'the reads used up the write allowance');
+      for (let i = 0; i < 5; i++) await fx.request('DELETE', '/student/course?course_id=999999', { token });
+      expectError(await fx.request('PUT', '/student/course', { token, body: { course_id: 101, group_id: 1 } }), 429, 'RATE_LIMITED');
+      assert.equal((await fx.request('HEAD', '/student/courses', { token })).status, 200, 'a HEAD refused once the writes are used up');
+    });
+
     it('POST /logout revokes the presented token (and its session); another login still works', async () => {
       const { fx } = await setup();
       const a = (await login(fx, S.alice, PASSWORD)).body.token as string;

@@ -12,6 +12,9 @@ import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } fro
  * The Go service's student routes, unchanged in path, body, status and field names. The student
  * is always the token's subject: a student can only ever act on their own schedule.
  */
+/** Methods that change nothing: never counted against the write limit (HEAD is a GET without its body). */
+const READ_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS']);
+
 export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, throttle }) => {
   markGoCompatible(app);
   app.addHook('onRequest', tokens.requireRole('student'));
@@ -21,7 +24,7 @@ export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
   // owner is counted once, by the instance that decides it, not by both.
   if (throttle.policy.studentWriteLimit > 0) {
     app.addHook('preValidation', async (request) => {
-      if (request.method !== 'GET' && request.principal !== null) await throttle.studentWrite(request.principal.id);
+      if (!READ_METHODS.has(request.method) && request.principal !== null) await throttle.studentWrite(request.principal.id);
     });
   }
 
