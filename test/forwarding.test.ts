@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { describe, test } from 'node:test';
 import Fastify from 'fastify';
+import pino from 'pino';
 import { EngineError } from '../src/errors.js';
 import { createForwarder, HOME_HEADER, MARK_MAX_AGE_MS } from '../src/http/forwarding.js';
 import { REQUEST_ID_HEADER } from '../src/http/request-id.js';
@@ -83,9 +84,15 @@ async function createInstance(
   onMarked: (headers: Marked) => boolean = () => false,
   /** Runs just before the forwarder sees each request. */
   beforeForward: () => void = () => undefined,
+  /** `syncOk: false`: this instance's read copy cannot catch up (syncReads answers false); `logs` receives the log lines. */
+  extra: { syncOk?: boolean; logs?: Record<string, unknown>[] } = {},
 ) {
   const m = createMembership(new Set(own), peer);
-  const app = Fastify();
+  if (extra.syncOk === false) m.membership.syncReads = () => Promise.resolve(false);
+  const logs = extra.logs;
+  const app = Fastify({
+    loggerInstance: pino({ level: logs ? 'info' : 'silent' }, { write: (line: string) => void logs?.push(JSON.parse(line) as Record<string, unknown>) }),
+  });
   t.after(() => app.close());
   let received = 0;
   app.addHook('onRequest', (_request, _reply, done) => {
@@ -251,6 +258,19 @@ describe('forwarding while shards drain for a hand-over', () => {
     assert.deepEqual(b.decided, [1], 'decided once, by the new owner');
     assert.deepEqual(a.decided, [], 'not by the instance that gave the shards up');
     assert.ok(b.received() >= 2, `the refused forward was retried (B received ${b.received()})`);
+  });
+
+  test("a relayed 2xx whose change this instance's read copy cannot catch up with is still answered (it is durable), and says so in the log", async (t) => {
+    const owner = await createInstance(t, [0, 1]);
+    owner.open();
+    const logs: Record<string, unknown>[] = [];
+    const forwarder = await createInstance(t, [], () => owner.address, 300, () => false, () => undefined, { syncOk: false, logs });
+    const { student, course } = pick(0, 1);
+    const r = await forwarder.put(student, course, 7);
+    assert.equal(r.statusCode, 200, r.body);
+    assert.deepEqual(owner.decided, [7]);
+    const warned = logs.find((l) => l['level'] === 40 && /read copy/.test(String(l['msg'])));
+    assert.ok(warned, `no warning logged: ${JSON.stringify(logs.map((l) => l['msg']))}`);
   });
 
   test('a forward that is still refused when the retry window ends is answered 503 with nothing changed', async (t) => {

@@ -253,7 +253,11 @@ export function createForwarder(opts: ForwardingOptions) {
         try {
           const r = await send(route.address, request, payload, home, homeShard !== null && homeDrains(homeShard));
           if (!notOwnerReply(r) || performance.now() >= until) {
-            if (r.status >= 200 && r.status < 300) await cluster.syncReads(syncTimeoutMs);
+            const syncFrom = performance.now();
+            if (r.status >= 200 && r.status < 300 && !(await cluster.syncReads(syncTimeoutMs))) {
+              // Durable at the owner, so still a 2xx; but this instance's next read may not show it yet.
+              request.log.warn({ owner: route.address, waitedMs: Math.round(performance.now() - syncFrom) }, "a relayed change is durable, but this instance's read copy has not caught up with it (broker unreachable or slow)");
+            }
             void reply.code(r.status);
             for (const h of ['content-type', 'retry-after'] as const) if (r.headers[h] !== undefined) void reply.header(h, r.headers[h]);
             void reply.send(r.body);

@@ -347,6 +347,8 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       // A reload stops the copy and starts it again from the snapshot it loaded: wait for that, so
       // the marker below is read by the copy that serves the next decision.
       while (!readCopy.running && !leases.ownsAll() && performance.now() < until) await new Promise((r) => setTimeout(r, 10));
+      // No copy running: only an instance that owns every shard (and so made every change itself) is current.
+      if (!readCopy.running) return leases.ownsAll();
       return readCopy.sync(Math.max(1, until - performance.now()));
     },
     follow(listener) {
