@@ -273,6 +273,18 @@ describe('forwarding while shards drain for a hand-over', () => {
     assert.ok(warned, `no warning logged: ${JSON.stringify(logs.map((l) => l['msg']))}`);
   });
 
+  test('token revocations (logout, staff revoking a student) are served where they arrive, never forwarded: they must hold there at once', async (t) => {
+    // Owns nothing, and the peer refuses connections: anything forwarded would end in 503 after the retry window.
+    const i = await createInstance(t, [], () => 'http://127.0.0.1:9', 200);
+    for (const url of ['/logout', '/students/40000001/revoke-tokens']) {
+      const r = await i.app.inject({ method: 'POST', url, headers: { authorization: 'Student 1' } });
+      assert.equal(r.statusCode, 404, `${url} was forwarded: ${r.statusCode} ${r.body}`);
+    }
+    assert.deepEqual(i.admissions, []);
+    const write = await i.app.inject({ method: 'POST', url: '/students/40000001/enroll', headers: { authorization: 'Student 1' } });
+    assert.equal(write.statusCode, 503, 'other writes are still forwarded');
+  });
+
   test('a forward that is still refused when the retry window ends is answered 503 with nothing changed', async (t) => {
     const instances: Awaited<ReturnType<typeof createInstance>>[] = [];
     const a = await createInstance(t, [], () => instances[1]?.address as string);

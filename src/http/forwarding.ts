@@ -53,8 +53,14 @@ export interface ForwardingOptions {
 export const MARK_MAX_AGE_MS = 30_000;
 
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
-/** Writes that change no shard: token issue and refresh, and the admin feed's one-use ticket. */
-const LOCAL_PATHS = new Set(['/login', '/refresh', '/admin/feed-ticket']);
+/**
+ * Writes that change no shard, served where they arrive: token issue, refresh and revocation (a
+ * revocation must hold on the instance that answered it at once, whether or not Redis carries it
+ * to the others; forwarded, it held only at the owner until Redis came back), and the admin feed's
+ * one-use ticket.
+ */
+const LOCAL_PATHS = new Set(['/login', '/refresh', '/logout', '/admin/feed-ticket']);
+const LOCAL_PATH_PATTERNS = [/^\/students\/\d+\/revoke-tokens$/];
 
 interface Relayed {
   status: number;
@@ -368,7 +374,7 @@ export function createForwarder(opts: ForwardingOptions) {
   return function forwardHook(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     if (!WRITE_METHODS.has(request.method)) return done();
     const path = request.url.split('?', 1)[0] as string;
-    if (LOCAL_PATHS.has(path)) return done();
+    if (LOCAL_PATHS.has(path) || LOCAL_PATH_PATTERNS.some((p) => p.test(path))) return done();
     const course = courseOf(request);
     const shard = course === null ? 0 : shardOfCourse(course, cluster.shards);
     const student = cluster.shards > 1 ? studentOf(request, path) : null;
