@@ -105,6 +105,12 @@ export interface Config {
   };
   /** Requests one student may have waiting or running at once; past it: 503 OVERLOADED + Retry-After. */
   studentMailboxLimit: number;
+  /**
+   * Nice value (0-19) given to the process's threads other than the event loop's (compiler, GC
+   * helpers, libuv pool, batcher worker), so under load they yield the core to the requests;
+   * 0 leaves them as they are. Linux only (src/thread-priority.ts).
+   */
+  backgroundNice: number;
   /** Several instances (full mode, docs/scale-out.md): shards, lease, forwarding. */
   cluster: {
     shards: number;
@@ -260,6 +266,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     inProcessBatcher: bool('IN_PROCESS_BATCHER', true),
     batcherThread: oneOf('BATCHER_THREAD', ['main', 'worker'] as const, 'worker'),
     shutdownDrainMs: int('SHUTDOWN_DRAIN_MS', 5_000, 0, 25_000),
+    backgroundNice: int('BACKGROUND_THREAD_NICE', 10, 0, 19),
     warmUpRequests: int('WARMUP_REQUESTS', mode === 'embedded' ? 0 : 3_000, 0, 100_000),
     groupCommitLingerMs: int('GROUP_COMMIT_LINGER_MS', mode === 'embedded' ? 5 : 10, 0, 1_000),
     groupCommitQuietMs: int('GROUP_COMMIT_QUIET_MS', mode === 'embedded' ? 0 : 1, 0, 1_000),

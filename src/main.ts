@@ -8,6 +8,7 @@ import { DEMO_PASSWORDS, demoCredentialsLive, demoExposure } from './demo/demo-e
 import { loadDemoData } from './demo/load-demo.js';
 import { secureDataDir } from './data-dir.js';
 import { createMemoryCoordination } from './coordination/memory.js';
+import { createThreadPriority } from './thread-priority.js';
 import type { Coordination } from './coordination/types.js';
 import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
@@ -350,6 +351,8 @@ async function main(): Promise<void> {
     notices: { hub, webhooks },
   });
   await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
+  // Every thread the engine starts with exists by now (V8's helpers, libuv's pool, the batcher's worker).
+  const priority = createThreadPriority({ nice: config.backgroundNice, logger });
   watchEngine(engine, coordination);
   const metricsServer = config.metrics.port > 0 ? await startMetricsServer({ ...config.metrics, logger }) : null;
   if (exposure === 'warn') {
@@ -433,6 +436,7 @@ async function main(): Promise<void> {
         if (owned && cluster.peers > 0 && hasOwner(cluster)) await new Promise((r) => setTimeout(r, 2 * Math.max(100, Math.round(config.cluster.leaseTtlMs / 5))));
       }
       metricsServer?.close();
+      priority.stop();
       await drain.close(app, { deadline: drainUntil });
       await coordination.close();
       const sender = webhooks;
