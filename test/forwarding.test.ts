@@ -234,6 +234,18 @@ describe('forwarding while shards drain for a hand-over', () => {
     assert.deepEqual(b.decided, [1], 'and was decided by the section owner, sent on by the home with a real mark');
   });
 
+  test("a client's own x-engine-forwarded header is ignored: the non-owner forwards its write instead of refusing it with a 5xx", async (t) => {
+    const instances: Awaited<ReturnType<typeof createInstance>>[] = [];
+    const a = await createInstance(t, [0, 1], () => instances[1]?.address as string);
+    const b = await createInstance(t, [], () => instances[0]?.address as string);
+    instances.push(a, b);
+    a.open();
+    const s = pick(0, 1);
+    const r = await b.put(s.student, s.course, 5, { 'x-engine-forwarded': '1' });
+    assert.equal(r.statusCode, 200, r.body);
+    assert.deepEqual(a.decided, [5], 'decided by the owner');
+  });
+
   test('writes reaching an instance that gave its shards up go to the new owner; refused connections and NOT_OWNER are retried until it serves, and its reply is relayed', async (t) => {
     // A has handed its shards over; the new owner B is not reachable at first, then reachable but
     // still loading (NOT_OWNER), then serving.

@@ -181,12 +181,12 @@ export function createForwarder(opts: ForwardingOptions) {
 
   function send(address: string, request: FastifyRequest, payload: Buffer | undefined, home: boolean, homeDraining: boolean): Promise<Relayed> {
     const url = new URL(request.url, address);
-    const headers: http.OutgoingHttpHeaders = {
-      [FORWARDED_HEADER]: '1',
-      [REQUEST_ID_HEADER]: request.id,
-    };
     // A new stamp per send: a retry (after a refused connection or NOT_OWNER) is a new mark.
     const stamp = `${Date.now()}.${randomBytes(12).toString('base64url')}`;
+    const headers: http.OutgoingHttpHeaders = {
+      [FORWARDED_HEADER]: markFor(FORWARDED_HEADER, request.method, request.url, request.id, stamp),
+      [REQUEST_ID_HEADER]: request.id,
+    };
     if (home) headers[HOME_HEADER] = markFor(HOME_HEADER, request.method, request.url, request.id, stamp);
     if (home && homeDraining) headers[DRAINING_HOME_HEADER] = markFor(DRAINING_HOME_HEADER, request.method, request.url, request.id, stamp);
     if (request.headers.authorization) headers.authorization = request.headers.authorization;
@@ -246,8 +246,9 @@ export function createForwarder(opts: ForwardingOptions) {
   async function forward(request: FastifyRequest, reply: FastifyReply, shard: number, home = false, homeShard: number | null = null): Promise<Served> {
     let route = cluster.routeWrite(shard);
     if (route.self && admit(reply, shard)) return 'here';
-    if (!home && request.headers[FORWARDED_HEADER] !== undefined) {
+    if (!home && request.headers[FORWARDED_HEADER] !== undefined && marked(request, FORWARDED_HEADER)) {
       // Sent here by an instance whose view of the leases is older: it retries with a fresh one.
+      // (Signed: a client's own header is ignored, its write forwarded like any other, not refused.)
       throw new EngineError('NOT_OWNER', 'this instance does not own the shard of this request; nothing was changed');
     }
     const payload = request.body === undefined ? undefined : Buffer.from(JSON.stringify(request.body));
