@@ -129,6 +129,42 @@ describe('leases and fences (real PostgreSQL and RabbitMQ)', async () => {
     await c.stop();
   });
 
+  test("heartbeat rows of instances dead for over an hour are swept at a manager's start; recent ones and other logs' stay", { skip, timeout: 60_000 }, async () => {
+    const logName = `${stream}.sweep-test`;
+    await db.query(
+      `INSERT INTO engine_instances (log_name, instance, address, expires_at) VALUES
+         ($1, 'dead-long-ago', 'http://x', now() - interval '2 hours'),
+         ($1, 'dead-recently', 'http://y', now() - interval '5 minutes'),
+         ($2, 'other-log', 'http://z', now() - interval '2 hours')`,
+      [logName, `${logName}.other`],
+    );
+    const m = createLeaseManager({
+      db,
+      logName,
+      shards: 1,
+      instanceId: 'sweeper',
+      address: 'http://sweeper',
+      ttlMs: 1000,
+      logger,
+      publishFence: async () => undefined,
+      onChange: () => undefined,
+    });
+    await m.start();
+    try {
+      const rows = await db.query<{ log_name: string; instance: string }>(
+        'SELECT log_name, instance FROM engine_instances WHERE log_name IN ($1, $2) ORDER BY instance',
+        [logName, `${logName}.other`],
+      );
+      assert.deepEqual(
+        rows.rows.map((r) => r.instance),
+        ['dead-recently', 'other-log', 'sweeper'],
+      );
+    } finally {
+      await m.release();
+      await m.stop();
+    }
+  });
+
   test('a lease round that cannot reach the database marks the manager as failing, and the next one that can clears it', { skip, timeout: 60_000 }, async () => {
     const u = new URL(tdb.url);
     const proxy = await TcpProxy.start(u.hostname, Number(u.port || 5432));

@@ -81,6 +81,10 @@ export interface LeaseManager {
   readonly peers: number;
 }
 
+/** How long a dead instance's heartbeat row is kept (for whoever looks into the table after an incident). */
+const DEAD_INSTANCE_KEPT = '1 hour';
+const INSTANCE_SWEEP_EVERY_MS = 10 * 60_000;
+
 export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
   const log = opts.logger.child({ module: 'leases' });
   const ttl = opts.ttlMs;
@@ -186,7 +190,16 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     log.info({ shard, epoch: o.epoch }, 'released the lease of a shard');
   }
 
+  /** performance.now() of the last sweep of long-dead instances' heartbeat rows (0: never). */
+  let sweptAt = 0;
+
   async function tick(): Promise<void> {
+    // Every start is a new instance id: without a sweep, each restart would leave a heartbeat row
+    // behind for good (they count for nothing once expired, but the table would only grow).
+    if (sweptAt === 0 || performance.now() - sweptAt > INSTANCE_SWEEP_EVERY_MS) {
+      sweptAt = performance.now();
+      await opts.db.query(`DELETE FROM engine_instances WHERE log_name = $1 AND expires_at < now() - $2::interval`, [opts.logName, DEAD_INSTANCE_KEPT]);
+    }
     // The heartbeat lives as long as a lease and is written just before the renewals: a killed
     // instance stops counting for the fair share when its leases expire, so a survivor already at
     // its share takes the orphaned shard at once instead of a heartbeat later.
