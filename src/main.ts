@@ -21,7 +21,7 @@ import { createWebhookOutbox, type WebhookOutbox } from './persistence/webhook-o
 import { createLogger, type Logger } from './logger.js';
 import { watchEngine } from './metrics/engine-metrics.js';
 import { startMetricsServer } from './metrics/server.js';
-import type { ClusterMembership, Persistence } from './persistence/types.js';
+import { NO_STORAGE_REQUIREMENTS, type ClusterMembership, type Persistence, type StorageRequirements } from './persistence/types.js';
 import { hashPassword } from './password.js';
 import { createScratchPersistence } from './persistence/scratch-store.js';
 import { warmUpRequestPath } from './http/warm-up.js';
@@ -115,13 +115,23 @@ async function createCoordination(config: Config, logger: Logger): Promise<Coord
  * created through the engine's normal event path when no staff member has that id, and left alone
  * otherwise (the variable never resets a password). The password is hashed here and never logged.
  */
-async function bootstrapStaff(engine: ReturnType<typeof createEngine>, b: { id: number; password: string }, log: Logger): Promise<void> {
+async function bootstrapStaff(
+  engine: ReturnType<typeof createEngine>,
+  b: { id: number; password: string },
+  log: Logger,
+  requirements: StorageRequirements,
+): Promise<void> {
   if (engine.getStaff(b.id)) {
     log.info({ staff: b.id }, 'BOOTSTRAP_STAFF_ID exists already; nothing changed (BOOTSTRAP_STAFF_PASSWORD can be unset)');
     return;
   }
   if (DEMO_PASSWORDS.includes(b.password)) {
     log.error({ staff: b.id }, 'BOOTSTRAP_STAFF_PASSWORD is a public demo password; no staff member created');
+    return;
+  }
+  if (requirements.staffDepartment) {
+    // The Go service's schema: a staff row needs a department, which this variable cannot say.
+    log.error({ staff: b.id }, 'this database requires a department for every staff member; create the first one with `npm run create-staff` (--department), not BOOTSTRAP_STAFF_ID; no staff member created');
     return;
   }
   const passwordHash = await hashPassword(b.password, 10);
@@ -284,7 +294,9 @@ async function main(): Promise<void> {
   }
   let demo: Awaited<ReturnType<typeof loadDemoData>> | null = null;
   if (config.demoData && engine.isEmpty()) demo = await loadDemoData(engine, logger);
-  if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, log);
+  // Read after the migrations: the Go service's schema has NOT NULLs the engine's own does not.
+  const storageRequirements = (await persistence.requirements?.()) ?? NO_STORAGE_REQUIREMENTS;
+  if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, log, storageRequirements);
   // PGlite creates its files 0666 whatever the umask: narrow what it made while opening (and loading).
   if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'store opened');
 
@@ -344,6 +356,7 @@ async function main(): Promise<void> {
     refusedPasswords: demoLive ? [] : DEMO_PASSWORDS,
     logRequests: config.logRequests,
     readiness: () => persistence.readiness(),
+    storageRequirements,
     limits: config.http,
     ...(cluster && config.cluster.forwardWrites ? { cluster, forwardRetryMs: config.cluster.forwardRetryMs } : {}),
     coordination,

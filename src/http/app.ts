@@ -3,7 +3,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
-import type { ClusterMembership, ReadinessReport } from '../persistence/types.js';
+import { NO_STORAGE_REQUIREMENTS, type ClusterMembership, type ReadinessReport, type StorageRequirements } from '../persistence/types.js';
 import { registrarRoutes } from './admin/registrar.js';
 import type { NoticeHub } from '../notices/notice-hub.js';
 import type { WebhookService } from '../notices/webhooks.js';
@@ -44,6 +44,8 @@ export interface AppDeps {
   tokenTtlSeconds: number;
   /** Readiness of the persistence layer, for `GET /ready`. */
   readiness: () => Promise<ReadinessReport>;
+  /** What the database's schema requires beyond the API's rules (none unless the Go schema's NOT NULLs are there). */
+  storageRequirements?: StorageRequirements;
   /** Clock in unix milliseconds for token times; injectable so tests can expire tokens. */
   now?: () => number;
   /** Log every request and response (two lines per request: off by default for the rush). */
@@ -221,6 +223,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       refusedPasswords: new Set(deps.refusedPasswords ?? []),
     },
     throttle: createThrottle(coordination.limits, { ...DEFAULT_THROTTLE_POLICY, ...deps.throttle }),
+    requirements: deps.storageRequirements ?? NO_STORAGE_REQUIREMENTS,
   };
   if (deps.cluster) app.addHook('preValidation', createForwarder({ cluster: deps.cluster, retryMs: deps.forwardRetryMs ?? 8000, secret: deps.jwtSecret }));
   await app.register(healthRoutes, ctx);

@@ -1,5 +1,5 @@
 import type { Engine } from '../engine/engine.js';
-import type { ReadinessReport } from '../persistence/types.js';
+import type { ReadinessReport, StorageRequirements } from '../persistence/types.js';
 import type { TokenService } from './auth.js';
 import type { PasswordGate } from './password-gate.js';
 import type { Throttle } from './throttle.js';
@@ -18,6 +18,8 @@ export interface RouteContext {
   accounts: AccountPolicy;
   /** Login throttling and the per-student write limit (shared through Redis when configured). */
   throttle: Throttle;
+  /** Fields the database insists on that the API otherwise leaves optional (the Go schema's NOT NULL columns). */
+  requirements: StorageRequirements;
 }
 
 /** Who may create staff accounts and which new passwords are refused. */

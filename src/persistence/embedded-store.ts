@@ -5,7 +5,7 @@ import { createSqlNoticeStore } from './notice-store.js';
 import { createPgliteClient, type PgliteOptions } from './pglite-client.js';
 import { createPgliteThreadClient, type PgliteThreadClient } from './pglite-thread.js';
 import type { SqlClient } from './sql-client.js';
-import { loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
+import { loadState, readFillHistory, readRequirements, readStudentTransitions, readTransitions } from './state-store.js';
 import type { LoadedState, Persistence, ReadinessReport } from './types.js';
 import { applyEventsWithOutbox, type StagedOutbox, type WebhookOutbox } from './webhook-outbox.js';
 
@@ -77,6 +77,7 @@ export async function createEmbeddedStore(opts: {
       const applied = await migrate(db);
       if (applied.length > 0) log.info({ applied }, 'migrations applied');
     },
+    requirements: () => readRequirements(db),
     async load(): Promise<LoadedState> {
       await committer.drain();
       const state = await loadState(db);

@@ -12,7 +12,7 @@ import { migrate } from './migrations.js';
 import { createSqlNoticeStore } from './notice-store.js';
 import { createPgClient } from './pg-client.js';
 import { createReadCopy } from './read-copy.js';
-import { loadState, readFillHistory, readStudentTransitions, readTransitions } from './state-store.js';
+import { loadState, readFillHistory, readRequirements, readStudentTransitions, readTransitions } from './state-store.js';
 import type { WebhookOutbox } from './webhook-outbox.js';
 import { shardOfEvent, type ClusterMembership, type DomainEvent, type LoadedState, type Persistence, type ReadinessReport, type WriteRoute } from './types.js';
 
@@ -206,6 +206,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       const applied = await migrate(db);
       if (applied.length > 0) log.info({ applied }, 'migrations applied');
     },
+    requirements: () => readRequirements(db),
     async load(): Promise<LoadedState> {
       const t0 = performance.now();
       await committer.drain();

@@ -7,6 +7,7 @@ import {
   type FillPoint,
   type LoadedState,
   type LoadedStudent,
+  type StorageRequirements,
   type StudentTransitionRecord,
   type TransitionRecord,
 } from './types.js';
@@ -46,6 +47,7 @@ function toDate(ms: number | null): Date | null {
 }
 
 function columnValue(field: string, value: unknown): unknown {
+  if (field === 'classTime') return value ?? 0;
   return field === 'examTime' ? toDate(value as number | null) : value;
 }
 
@@ -233,7 +235,8 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
         sections.map((s) => s.capacity),
         sections.map((s) => s.reserveCapacity),
         sections.map((s) => toDate(s.info.examTime)),
-        sections.map((s) => s.info.classTime),
+        // The Go schema's class_time is NOT NULL; 0 (no weekday) is how it says "no class time".
+        sections.map((s) => s.info.classTime ?? 0),
         sections.map((s) => s.sexLock),
         sections.map((s) => s.info.notes),
         sections.map((s) => s.closed),
@@ -311,6 +314,22 @@ function num(v: unknown): number | null {
 }
 
 /** Reads the whole state the engine hosts: every section with its seats and queue in order. */
+/** Reads which of the API's optional fields this database's schema declares NOT NULL (the Go service's does). */
+export async function readRequirements(db: SqlExecutor): Promise<StorageRequirements> {
+  const r = await db.query<{ table_name: string; column_name: string }>(
+    `SELECT table_name, column_name FROM information_schema.columns
+     WHERE table_schema = current_schema() AND is_nullable = 'NO'
+       AND table_name IN ('courses', 'students', 'staff') AND column_name IN ('for_department', 'department_id', 'entry_year')`,
+  );
+  const has = (t: string, c: string) => r.rows.some((x) => x.table_name === t && x.column_name === c);
+  return {
+    sectionDepartment: has('courses', 'for_department'),
+    studentDepartment: has('students', 'department_id'),
+    studentEntryYear: has('students', 'entry_year'),
+    staffDepartment: has('staff', 'department_id'),
+  };
+}
+
 export async function loadState(db: SqlExecutor): Promise<LoadedState> {
   const heads = new Map<string, number>();
   for (const r of (await db.query<{ stream: string; seq: number }>('SELECT stream, seq FROM stream_heads')).rows) {
@@ -368,7 +387,8 @@ export async function loadSections(db: SqlExecutor, heads?: Map<string, number>)
       lecturer: (r.lecturer as string) ?? '',
       units: Number(r.units),
       examTime: ms(r.exam_time),
-      classTime: num(r.class_time),
+      // 0 is no valid slot (no weekday): the Go schema's "no class time".
+      classTime: r.class_time === null || Number(r.class_time) === 0 ? null : num(r.class_time),
       notes: (r.notes as string) ?? '',
     };
     const key = sectionKey(info.courseId, info.groupId);

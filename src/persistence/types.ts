@@ -72,8 +72,30 @@ export interface ReadinessReport {
   checks: Record<string, { ok: boolean; detail?: string }>;
 }
 
+/**
+ * Fields the database insists on (NOT NULL) that the API leaves optional: the Go service's own
+ * database.sql declares them NOT NULL, the engine's schema does not. On such a database a record
+ * without them could never be written, and the batcher would stop at its event for good after the
+ * change had been acknowledged; so the API refuses it up front (400) instead.
+ */
+export interface StorageRequirements {
+  sectionDepartment: boolean;
+  studentDepartment: boolean;
+  studentEntryYear: boolean;
+  staffDepartment: boolean;
+}
+
+export const NO_STORAGE_REQUIREMENTS: StorageRequirements = Object.freeze({
+  sectionDepartment: false,
+  studentDepartment: false,
+  studentEntryYear: false,
+  staffDepartment: false,
+});
+
 export interface Persistence {
   readonly mode: 'embedded' | 'full';
+  /** What the database's schema requires beyond the API's own rules (read after `migrate`). */
+  requirements?(): Promise<StorageRequirements>;
   /** Creates or upgrades the schema (idempotent). */
   migrate(): Promise<void>;
   /** Reads the acknowledged state: everything whose append ever resolved, nothing else. */

@@ -5,7 +5,7 @@ import { EngineError } from '../../errors.js';
 import { principalOf, requestMeta } from '../auth.js';
 import type { AccountPolicy, RouteContext } from '../context.js';
 import { bearer, errorResponses, Id, Sex } from '../schemas.js';
-import { assertDepartment } from './sections.js';
+import { assertDepartment, assertRequired } from './sections.js';
 
 /**
  * Students, staff, departments and the caller's own profile. Staff add people while the engine
@@ -73,7 +73,7 @@ const Me = Type.Object({
 });
 
 /** Registers /students, /staff, /departments and /me. */
-export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, accounts }) => {
+export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, accounts, requirements }) => {
   const anyUser = tokens.requireRole('any');
   const staffOnly = tokens.requireRole('staff');
   /** Creating staff accounts is for admins only: any staff member could otherwise mint more staff. */
@@ -116,6 +116,8 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
       const enrollmentStart = parseInstant(b.enrollment_start_time, 'enrollment_start_time');
       // Cheap refusals first, before spending a bcrypt hash on them.
       if (engine.getStudent(b.id)) throw new EngineError('ALREADY_EXISTS', `student ${b.id} already exists`);
+      assertRequired(requirements.studentDepartment, b.department_id, 'department_id');
+      assertRequired(requirements.studentEntryYear, b.entry_year, 'entry_year');
       assertDepartment(engine, b.department_id, 'department_id');
       const passwordHash = await hashPassword(b.password, BCRYPT_COST);
       await engine.createStudent(
@@ -154,6 +156,7 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
       const b = request.body;
       checkNewPassword(b.password, accounts);
       if (engine.getStaff(b.id)) throw new EngineError('ALREADY_EXISTS', `staff ${b.id} already exists`);
+      assertRequired(requirements.staffDepartment, b.department_id, 'department_id');
       assertDepartment(engine, b.department_id, 'department_id');
       const passwordHash = await hashPassword(b.password, BCRYPT_COST);
       await engine.createStaff({ id: b.id, passwordHash, departmentId: b.department_id ?? null }, requestMeta(request));

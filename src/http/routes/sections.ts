@@ -53,6 +53,16 @@ export function resolveClassTime(packed: number | null | undefined, slot: Slot |
   return packed;
 }
 
+/**
+ * A field the database declares NOT NULL (the Go service's schema) must be given: without it the
+ * record could never be written, and the change would be acknowledged and then stop the batcher.
+ */
+export function assertRequired(required: boolean, value: unknown, field: string): void {
+  if (required && (value === undefined || value === null)) {
+    throw new EngineError('BAD_REQUEST', `${field} is required: this database (the Go service's schema) does not allow it to be empty`);
+  }
+}
+
 /** Sections and students reference departments; an unknown one could never be written to the database. */
 export function assertDepartment(engine: Engine, id: number | null | undefined, field: string): void {
   if (id === undefined || id === null) return;
@@ -101,7 +111,7 @@ const SectionPatchBody = Type.Object(
 );
 
 /** Registers the /sections routes; see the module comment for who may call what. */
-export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, requirements }) => {
   const anyUser = tokens.requireRole('any');
   const staffOnly = tokens.requireRole('staff');
   const sectionList = createCourseListRenderer();
@@ -187,6 +197,7 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
     async (request, reply) => {
       const b = request.body;
       const classTime = resolveClassTime(b.class_time, b.class_slot) ?? null;
+      assertRequired(requirements.sectionDepartment, b.for_department, 'for_department');
       assertDepartment(engine, b.for_department, 'for_department');
       const info: SectionInfo = {
         courseId: b.course_id,
@@ -234,6 +245,7 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
       const b = request.body;
       const classTime = resolveClassTime(b.class_time, b.class_slot);
       engine.getSection(courseId, groupId); // an unknown section is a 404 before any other complaint
+      if (b.for_department === null) assertRequired(requirements.sectionDepartment, null, 'for_department');
       assertDepartment(engine, b.for_department, 'for_department');
       const info: NonNullable<SectionPatch['info']> = {};
       if (b.name !== undefined) info.name = b.name;

@@ -1,0 +1,110 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { SectionEvent } from '../src/actors/types.js';
+import { migrate } from '../src/persistence/migrations.js';
+import { createPgClient } from '../src/persistence/pg-client.js';
+import { applyEvents, loadState, readRequirements } from '../src/persistence/state-store.js';
+import { createHttpFixture, expectError, expectStatus } from './support/http-fixture.js';
+import { createTestDatabase } from './support/pg.js';
+import { PG_ADMIN_URL, requireService } from './support/services.js';
+
+/**
+ * A database made by the Go service itself: its database.sql declares for_department, class_time,
+ * department_id and entry_year NOT NULL (and department ids SMALLSERIAL, with foreign keys). The API
+ * leaves them optional; a record without them could never be written, and the batcher would stop at
+ * its event for good after the change was acknowledged. Found by a black-box probe on such a database.
+ */
+const GO_DATABASE_SQL = `
+CREATE TYPE sex AS ENUM ('male', 'female');
+CREATE TABLE staff ( id INTEGER PRIMARY KEY NOT NULL, password TEXT NOT NULL, department_id SMALLSERIAL NOT NULL);
+CREATE TABLE students ( id INTEGER PRIMARY KEY NOT NULL, password TEXT NOT NULL, enrollment_start_time TIMESTAMPTZ NOT NULL,
+  max_units SMALLINT NOT NULL, remaining_actions SMALLINT NOT NULL, department_id SMALLSERIAL NOT NULL, entry_year SMALLINT NOT NULL, gender sex NOT NULL);
+CREATE TABLE departments ( id SMALLSERIAL PRIMARY KEY NOT NULL, name TEXT NOT NULL);
+CREATE TABLE courses ( course_id INTEGER NOT NULL, group_id INTEGER NOT NULL, for_department SMALLSERIAL NOT NULL, name TEXT NOT NULL,
+  lecturer TEXT NOT NULL, units SMALLINT NOT NULL, capacity INTEGER NOT NULL, reserve_capacity INTEGER NOT NULL, exam_time TIMESTAMPTZ,
+  class_time INTEGER NOT NULL, sex_lock sex, notes TEXT NOT NULL, PRIMARY KEY (course_id, group_id));
+CREATE TABLE enrolled_courses ( id SERIAL PRIMARY KEY NOT NULL, course_id INTEGER NOT NULL, group_id INTEGER NOT NULL, student_id INTEGER NOT NULL, reserved BOOLEAN NOT NULL DEFAULT FALSE);
+ALTER TABLE staff ADD CONSTRAINT staff_department_id_department_id FOREIGN KEY (department_id) REFERENCES departments (id);
+ALTER TABLE students ADD CONSTRAINT students_department_id_department_id FOREIGN KEY (department_id) REFERENCES departments (id);
+ALTER TABLE courses ADD CONSTRAINT courses_for_department_department_id FOREIGN KEY (for_department) REFERENCES departments (id);
+ALTER TABLE enrolled_courses ADD CONSTRAINT enrolled_courses_course_id_courses_course_id FOREIGN KEY (course_id, group_id) REFERENCES courses (course_id, group_id);
+ALTER TABLE enrolled_courses ADD CONSTRAINT enrolled_courses_student_id_users_id FOREIGN KEY (student_id) REFERENCES students (id);
+INSERT INTO departments (id, name) VALUES (1, 'Computer Engineering');
+`;
+
+const cause = { requestId: 'go-constraints', actor: 'staff:1', at: Date.parse('2026-12-04T12:00:00Z') };
+
+function sectionCreated(courseId: number, classTime: number | null): SectionEvent {
+  return {
+    type: 'sectionCreated',
+    courseId,
+    groupId: 1,
+    seq: 1,
+    cause,
+    info: { courseId, groupId: 1, forDepartment: 1, name: 'No class time', lecturer: '', units: 3, examTime: null, classTime, notes: '' },
+    capacity: 5,
+    reserveCapacity: 1,
+    sexLock: null,
+    closed: false,
+  };
+}
+
+describe("the Go service's own database (its NOT NULL columns)", async () => {
+  const skip = await requireService('PostgreSQL', PG_ADMIN_URL);
+
+  test('the engine reads which optional fields it requires, and writes a section without class time as 0 (read back as none)', { skip }, async () => {
+    const tdb = await createTestDatabase();
+    const db = createPgClient(tdb.url);
+    try {
+      await db.query(GO_DATABASE_SQL);
+      await migrate(db);
+      assert.deepEqual(await readRequirements(db), { sectionDepartment: true, studentDepartment: true, studentEntryYear: true, staffDepartment: true });
+      await db.transaction((tx) => applyEvents(tx, [sectionCreated(301, null)]));
+      const row = await db.query<{ class_time: number }>('SELECT class_time FROM courses WHERE course_id = 301');
+      assert.equal(Number(row.rows[0]?.class_time), 0);
+      const state = await loadState(db);
+      const s = state.sections.find((x) => x.info.courseId === 301);
+      assert.equal(s?.info.classTime, null, 'no class time, as it was created');
+    } finally {
+      await db.close();
+      await tdb.drop();
+    }
+  });
+
+  test("the engine's own schema requires none of them", { skip }, async () => {
+    const tdb = await createTestDatabase();
+    const db = createPgClient(tdb.url);
+    try {
+      await migrate(db);
+      assert.deepEqual(await readRequirements(db), { sectionDepartment: false, studentDepartment: false, studentEntryYear: false, staffDepartment: false });
+    } finally {
+      await db.close();
+      await tdb.drop();
+    }
+  });
+
+  test('the API refuses, with 400 and the field named, a section, student or staff member the database could not store; with the field it is created', async () => {
+    const fx = await createHttpFixture({
+      app: { storageRequirements: { sectionDepartment: true, studentDepartment: true, studentEntryYear: true, staffDepartment: true } },
+    });
+    try {
+      const staff = fx.staffToken();
+      const section = { course_id: 401, group_id: 1, name: 'Compilers', units: 3, capacity: 5, reserve_capacity: 1 };
+      const noDept = await fx.request('POST', '/sections', { token: staff, body: section });
+      expectError(noDept, 400, 'BAD_REQUEST');
+      assert.match(String((noDept.body as { reason: string }).reason), /for_department is required/);
+      expectStatus(await fx.request('POST', '/sections', { token: staff, body: { ...section, for_department: 1 } }), 201);
+      expectError(await fx.request('PATCH', '/sections/401/1', { token: staff, body: { for_department: null } }), 400, 'BAD_REQUEST');
+
+      const student = { id: 700, password: 'correct horse', enrollment_start_time: '2025-09-01T07:30:00Z', max_units: 12, remaining_actions: 2, gender: 'female' };
+      expectError(await fx.request('POST', '/students', { token: staff, body: student }), 400, 'BAD_REQUEST');
+      expectError(await fx.request('POST', '/students', { token: staff, body: { ...student, department_id: 1 } }), 400, 'BAD_REQUEST');
+      expectStatus(await fx.request('POST', '/students', { token: staff, body: { ...student, department_id: 1, entry_year: 2025 } }), 201);
+
+      expectError(await fx.request('POST', '/staff', { token: staff, body: { id: 960, password: 's3cret-staff-pw' } }), 400, 'BAD_REQUEST');
+      expectStatus(await fx.request('POST', '/staff', { token: staff, body: { id: 960, password: 's3cret-staff-pw', department_id: 1 } }), 201);
+    } finally {
+      await fx.close();
+    }
+  });
+});
