@@ -100,6 +100,9 @@ describe("the Go service's own database (its NOT NULL columns)", async () => {
       expectError(await fx.request('POST', '/students', { token: staff, body: student }), 400, 'BAD_REQUEST');
       expectError(await fx.request('POST', '/students', { token: staff, body: { ...student, department_id: 1 } }), 400, 'BAD_REQUEST');
       expectStatus(await fx.request('POST', '/students', { token: staff, body: { ...student, department_id: 1, entry_year: 2025 } }), 201);
+      // The Go service's data holds solar hijri years (1400): a new student of the same kind is accepted.
+      expectStatus(await fx.request('POST', '/students', { token: staff, body: { ...student, id: 701, department_id: 1, entry_year: 1403 } }), 201);
+      expectError(await fx.request('POST', '/students', { token: staff, body: { ...student, id: 702, department_id: 1, entry_year: 99 } }), 400, 'BAD_REQUEST');
 
       expectError(await fx.request('POST', '/staff', { token: staff, body: { id: 960, password: 's3cret-staff-pw' } }), 400, 'BAD_REQUEST');
       expectStatus(await fx.request('POST', '/staff', { token: staff, body: { id: 960, password: 's3cret-staff-pw', department_id: 1 } }), 201);

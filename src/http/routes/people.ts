@@ -102,7 +102,16 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
             max_units: Type.Integer({ minimum: 0, maximum: 1000 }),
             remaining_actions: Type.Integer({ minimum: 0, maximum: 32_767, description: 'SMALLINT in the Go schema' }),
             department_id: Type.Optional(Type.Union([Id(), Type.Null()])),
-            entry_year: Type.Optional(Type.Union([Type.Integer({ minimum: 1900, maximum: 2999 }), Type.Null()])),
+            entry_year: Type.Optional(
+              Type.Union([
+                Type.Integer({
+                  minimum: 1000,
+                  maximum: 9999,
+                  description: 'Year of entry in the university\'s own calendar (the Go service\'s data holds solar hijri years such as 1400); SMALLINT',
+                }),
+                Type.Null(),
+              ]),
+            ),
             gender: Sex,
           },
           { additionalProperties: false },
