@@ -90,7 +90,7 @@ function malformedBodies(r: BodyRoute): { name: string; rawBody?: string; body?:
     { name: 'JSON number', body: 42 },
     { name: 'extra junk member', body: { ...r.valid, junk: 'x' } },
     { name: 'prototype pollution', rawBody: `{"__proto__": {"admin": true}, ${JSON.stringify(r.valid).slice(1)}` },
-    { name: 'plain-text body', rawBody: JSON.stringify(r.valid), headers: { 'content-type': 'text/plain' } },
+    { name: 'a form body', rawBody: 'course_id=1', headers: { 'content-type': 'text/plain' } },
   ];
   for (const f of r.required) {
     const body: Record<string, unknown> = { ...r.valid };

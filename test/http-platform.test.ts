@@ -160,6 +160,17 @@ describe('unexpected errors', () => {
     });
     expectStatus(utf8, 204);
   });
+
+  it("a JSON body sent as text/plain (a browser's fetch with a string body) is read as JSON, as the Go service did", async () => {
+    const r = await fx.request('PUT', '/student/course', {
+      token: fx.studentToken(),
+      rawBody: JSON.stringify({ course_id: 108, group_id: 1 }),
+      headers: { 'content-type': 'text/plain;charset=UTF-8' },
+    });
+    expectStatus(r, 204);
+    const bad = await fx.request('PUT', '/student/course', { token: fx.studentToken(), rawBody: 'course_id=1', headers: { 'content-type': 'text/plain' } });
+    expectError(bad, 400, 'BAD_REQUEST');
+  });
 });
 
 describe('request loggers', () => {

@@ -117,8 +117,9 @@ function jsonRefusal(body: string): Error {
  * JSON parsing that is lenient where old clients may differ and strict elsewhere: an empty body
  * with a JSON content type is "no body" (a client that sets the header on every request, DELETE
  * included, still works), and a body with no content type at all is read as JSON (a Go server
- * decoding with encoding/json would not have required the header). Any other content type is a
- * 415. Prototype-poisoning keys are refused, as with Fastify's default parser.
+ * decoding with encoding/json would not have required the header), and so is one sent as
+ * `text/plain` (what a browser's `fetch` with a string body and no header sends; the Go service
+ * read it as JSON too). Any other content type is a 415. Prototype-poisoning keys are refused, as with Fastify's default parser.
  */
 function installJsonParsing(app: App): void {
   const parseJson = app.getDefaultJsonParser('error', 'error');
@@ -129,8 +130,8 @@ function installJsonParsing(app: App): void {
     }
     parseJson(request, body, (err, value) => (err ? done(jsonRefusal(body), undefined) : done(null, value)));
   };
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) =>
+  app.removeContentTypeParser(['application/json', 'text/plain']);
+  app.addContentTypeParser(['application/json', 'text/plain'], { parseAs: 'string' }, (request, body, done) =>
     parse(request, body as string, done),
   );
   app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
