@@ -60,6 +60,9 @@ export class DurabilityTracker {
   ) {}
 
   /** True while a reload is due or running: the hot path skips `ready()` otherwise. */
+  /** Why the pending reload is needed: said in its log line (a takeover is routine, a failed write is not). */
+  private reloadReason: 'failed write' | 'ownership' = 'failed write';
+
   get reloadPending(): boolean {
     return this.needsReload || this.reloading !== null;
   }
@@ -115,7 +118,8 @@ export class DurabilityTracker {
           this.reset();
           this.needsReload = false;
           this.retryDelayMs = RELOAD_RETRY_MIN_MS;
-          this.log.warn('state reloaded from storage after a failed write');
+          if (this.reloadReason === 'failed write') this.log.warn('state reloaded from storage after a failed write');
+          else this.log.info('state reloaded from storage after a change of shard ownership');
         } finally {
           this.reloading = null;
           if (this.reloadAgain) {
@@ -146,6 +150,8 @@ export class DurabilityTracker {
       this.reloadAgain = true;
       return;
     }
+    // A failed write still waiting for its reload stays the reason given.
+    if (!this.needsReload) this.reloadReason = 'ownership';
     this.needsReload = true;
     this.ready().catch((err: unknown) => this.log.warn({ err }, 'reload after a change of ownership failed; trying again shortly'));
   }
@@ -264,6 +270,7 @@ export class DurabilityTracker {
    */
   private rollback(): void {
     this.needsReload = true;
+    this.reloadReason = 'failed write';
     let touched = false;
     for (const [key, ledger] of this.sections) {
       if (ledger.pending.length === 0) continue;
