@@ -281,9 +281,12 @@ async function main(): Promise<void> {
     studentMailboxLimit: config.studentMailboxLimit,
   });
   // Storage may still be starting (compose, a broker restart): keep trying instead of exiting.
+  // Read after the migrations: the Go service's own schema has NOT NULLs the engine's does not.
+  let storageRequirements: StorageRequirements = NO_STORAGE_REQUIREMENTS;
   for (let attempt = 1; ; attempt++) {
     try {
       await persistence.migrate();
+      storageRequirements = (await persistence.requirements?.()) ?? NO_STORAGE_REQUIREMENTS;
       await engine.start();
       break;
     } catch (err) {
@@ -294,8 +297,6 @@ async function main(): Promise<void> {
   }
   let demo: Awaited<ReturnType<typeof loadDemoData>> | null = null;
   if (config.demoData && engine.isEmpty()) demo = await loadDemoData(engine, logger);
-  // Read after the migrations: the Go service's schema has NOT NULLs the engine's own does not.
-  const storageRequirements = (await persistence.requirements?.()) ?? NO_STORAGE_REQUIREMENTS;
   if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, log, storageRequirements);
   // PGlite creates its files 0666 whatever the umask: narrow what it made while opening (and loading).
   if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'store opened');
