@@ -111,8 +111,12 @@ for (const [kind, thread] of [['unappliable', 'main'], ['unreadable', 'main'], [
 
         const stall = await waitFor('the batcher to stop', async () => store.batcher?.stall ?? null);
         await waitFor('the change before the poison to land', async () => (await closedOf(db, 20)) === true);
-        const row = (await db.query<{ stream_offset: number; reason: string }>('SELECT stream_offset, reason FROM log_stalls WHERE log_name = $1', [names.stream])).rows[0];
-        assert.equal(Number(row?.stream_offset), stall.offset);
+        // The batcher knows it stopped a moment before its row is committed: wait for the row.
+        const row = await waitFor(
+          'the stall to be recorded in log_stalls',
+          async () => (await db.query<{ stream_offset: number; reason: string }>('SELECT stream_offset, reason FROM log_stalls WHERE log_name = $1', [names.stream])).rows[0],
+        );
+        assert.equal(Number(row.stream_offset), stall.offset);
         // Several retries later, it is still stopped, and nothing behind the poison is in the database.
         const retriesFrom = Date.now();
         await waitFor('a few retries', async () => Date.now() - retriesFrom > 1500);
