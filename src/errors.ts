@@ -30,6 +30,11 @@ export const ERROR_STATUS = {
   CAPACITY_BELOW_REGISTERED: 409,
   RESERVE_BELOW_QUEUED: 409,
   SEX_LOCK_CONFLICT: 409,
+  /**
+   * A staff edit of a section's units, exam time or class time would put a member over their units
+   * limit or into an exam or class clash (SPEC section 4's invariants); `force: true` applies it anyway.
+   */
+  MEMBER_RULES_CONFLICT: 409,
   UNAVAILABLE: 503,
   /** Another engine instance owns the event stream: this one serves reads only. */
   NOT_OWNER: 503,

@@ -4,6 +4,7 @@ import { encodeClassTime } from '../src/actors/class-time.js';
 import type { StudentRecord } from '../src/actors/student-rules.js';
 import type { Sex } from '../src/actors/types.js';
 import type { Engine } from '../src/engine/engine.js';
+import type { EngineError } from '../src/errors.js';
 import {
   assertStateInvariants,
   createFixture,
@@ -616,6 +617,49 @@ describe('section settings (staff)', () => {
     assert.equal(await enroll(fx.engine, 4, 10, 1), 'SECTION_FULL');
     await fx.engine.updateSection(10, 1, { reserveCapacity: 3 }, meta());
     assert.equal(await enroll(fx.engine, 4, 10, 1), 'queued');
+  });
+
+  test('a reserve capacity below the queue is allowed when the same patch grows capacity enough to promote the rest', async () => {
+    const fx = await world();
+    await addSection(fx.engine, 10, 1, { capacity: 1, reserveCapacity: 3 });
+    for (const s of [1, 2, 3, 4]) await enroll(fx.engine, s, 10, 1);
+    await assertNothingChanges(fx, async () => {
+      // Growth by one promotes 2, leaving 3 and 4 queued: a reserve of 1 is still too small.
+      assert.equal(await outcome(fx.engine.updateSection(10, 1, { capacity: 2, reserveCapacity: 1 }, meta())), 'RESERVE_BELOW_QUEUED');
+    });
+    const logLength = fx.persistence.log.length;
+    assert.equal(await outcome(fx.engine.updateSection(10, 1, { capacity: 3, reserveCapacity: 1 }, meta())), 'ok');
+    assert.deepEqual(members(fx.engine, 10, 1), { registered: [1, 2, 3], queue: [4] });
+    const s = fx.engine.getSection(10, 1);
+    assert.deepEqual([s.capacity, s.reserveCapacity], [3, 1]);
+    // In the log the promotions come before the smaller reserve: no event leaves the queue over it.
+    const types = fx.persistence.log.slice(logLength).map((e) => e.type);
+    assert.deepEqual(types, ['capacityChanged', 'studentPromoted', 'studentPromoted', 'reserveCapacityChanged']);
+  });
+
+  test('new units, exam or class time that would break a member\'s rules are refused unless forced', async () => {
+    const fx = await world([makeStudent(1, { maxUnits: 6 }), makeStudent(2, { maxUnits: 20 })]);
+    await addSection(fx.engine, 10, 1, { capacity: 1, reserveCapacity: 1, info: { units: 3, examTime: EXAM_A, classTime: slot(MON, 600, 700) } });
+    await addSection(fx.engine, 20, 1, { info: { units: 3, examTime: EXAM_B, classTime: slot(TUE, 600, 700) } });
+    assert.equal(await enroll(fx.engine, 1, 10, 1), 'registered');
+    assert.equal(await enroll(fx.engine, 1, 20, 1), 'registered');
+    assert.equal(await enroll(fx.engine, 2, 10, 1), 'queued'); // a queued member counts too
+    assert.equal(await enroll(fx.engine, 2, 20, 1), 'registered');
+    await assertNothingChanges(fx, async () => {
+      const units = fx.engine.updateSection(20, 1, { info: { units: 4 }, capacity: 50 }, meta());
+      await assert.rejects(units, (err: EngineError) => err.code === 'MEMBER_RULES_CONFLICT' && /student 1\b/.test(err.message) && /7 units/.test(err.message));
+      assert.equal(await outcome(fx.engine.updateSection(20, 1, { info: { examTime: EXAM_A } }, meta())), 'MEMBER_RULES_CONFLICT');
+      assert.equal(await outcome(fx.engine.updateSection(20, 1, { info: { classTime: slot(MON | TUE, 650, 750) } }, meta())), 'MEMBER_RULES_CONFLICT');
+      // Student 2, queued in 10-1, has room for 4 units but not for the clash.
+      assert.equal(await outcome(fx.engine.updateSection(10, 1, { info: { classTime: slot(TUE, 650, 750) } }, meta())), 'MEMBER_RULES_CONFLICT');
+    });
+    // What breaks nobody's rules is applied: touching times, another day, fewer units.
+    assert.equal(await outcome(fx.engine.updateSection(20, 1, { info: { classTime: slot(TUE | MON, 700, 800), units: 2 } }, meta())), 'ok');
+    // Staff force: applied as asked.
+    assert.equal(await outcome(fx.engine.updateSection(20, 1, { info: { units: 5 }, force: true }, meta())), 'ok');
+    assert.equal(fx.engine.getSection(20, 1).info.units, 5);
+    // A member already over the limit (forced) does not block a change that does not make it worse for anyone else.
+    assert.equal(await outcome(fx.engine.updateSection(20, 1, { info: { examTime: EXAM_B + 3_600_000 } }, meta())), 'ok');
   });
 
   test('a sex lock that would exclude a registered or queued member is refused, with the rest of the patch', async () => {

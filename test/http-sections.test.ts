@@ -203,6 +203,26 @@ describe('PATCH /sections/:courseId/:groupId', () => {
     assert.equal(physics.capacity, 30);
   });
 
+  it('refuses units that would put a member over their limit unless forced (409 MEMBER_RULES_CONFLICT)', async () => {
+    expectStatus(await enroll(S.dan, C.physics), 204); // dan may hold 4 units; physics has 3
+    const r = await patch({ units: 5, name: 'Physics II' }, '/sections/108/1');
+    expectError(r, 409, 'MEMBER_RULES_CONFLICT');
+    assert.match(r.body.reason, /student 4\b.*UNITS_EXCEEDED.*force/);
+    assert.deepEqual([(await get('/sections/108/1')).body.units, (await get('/sections/108/1')).body.name], [3, 'Physics']);
+    const forced = await patch({ units: 5, force: true }, '/sections/108/1');
+    expectStatus(forced, 200);
+    assert.equal(forced.body.units, 5);
+    expectError(await patch({ force: 'yes' }, '/sections/108/1'), 400, 'BAD_REQUEST');
+  });
+
+  it('accepts a smaller reserve capacity that the same patch\'s capacity growth makes room for', async () => {
+    for (const s of [S.f1, S.f2, S.alice, S.f3]) expectStatus(await enroll(s, C.algo1), 204); // 2 registered, 2 queued
+    expectError(await patch({ capacity: 3, reserve_capacity: 0 }), 409, 'RESERVE_BELOW_QUEUED');
+    const r = await patch({ capacity: 3, reserve_capacity: 1 });
+    expectStatus(r, 200);
+    assert.deepEqual([r.body.capacity, r.body.reserve_capacity, r.body.registered_count], [3, 1, 3]);
+  });
+
   it('answers an unknown section with 404 and an empty patch with 400', async () => {
     expectError(await patch({ name: 'x' }, '/sections/999/1'), 404, 'SECTION_NOT_FOUND');
     expectError(await patch({}), 400, 'BAD_REQUEST');

@@ -247,6 +247,7 @@ describe('section machine, model-based (SPEC 7)', () => {
       'changeSettings.reserveCapacity:RESERVE_BELOW_QUEUED',
       'changeSettings.sexLock',
       'changeSettings.sexLock:SEX_LOCK_CONFLICT',
+      'changeSettings.info:MEMBER_RULES_CONFLICT',
       'close',
       'reopen',
     ]) {

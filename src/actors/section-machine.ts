@@ -90,6 +90,12 @@ function reasonFor(code: SectionRefusalCode, ctx: SectionContext, cmd: SectionCo
       const id = lockedOut(ctx, cmd);
       return `student ${id} in this section is not ${change.sexLock}; the lock would exclude them`;
     }
+    case 'MEMBER_RULES_CONFLICT': {
+      const broken = memberBrokenBy(ctx, cmd);
+      return broken === undefined
+        ? code
+        : `the change would break the schedule of student ${broken.studentId} in this section (${broken.code}: ${broken.detail}); send "force": true to apply it anyway`;
+    }
     case 'BAD_REQUEST':
       return isWholeNumber(change.capacity) ? 'reserve capacity must be a whole number >= 0' : 'capacity must be a whole number >= 0';
     default:
@@ -106,7 +112,37 @@ function lockedOut(ctx: SectionContext, cmd: SectionCommand): number | undefined
   return [...ctx.registered, ...ctx.queue].find((id) => sexes[id] !== lock);
 }
 
+/**
+ * The first member whose rules 4-6 (units, exam and class clashes with the rest of their schedule)
+ * held before a change of this section's units, exam or class time and would not after it. A member
+ * already over a limit (staff forced them in) is not counted against the change.
+ */
+function memberBrokenBy(ctx: SectionContext, cmd: SectionCommand): { studentId: number; code: string; detail: string } | undefined {
+  if (cmd.type !== 'changeSettings' || cmd.memberSchedules === undefined || cmd.change.info === undefined) return undefined;
+  const after = { ...ctx.info, ...cmd.change.info };
+  for (const id of [...ctx.registered, ...ctx.queue]) {
+    const schedule = cmd.memberSchedules[id];
+    if (schedule === undefined) continue;
+    const v = checkScheduleRules(after, schedule);
+    if (v === null || checkScheduleRules(ctx.info, schedule) !== null) continue;
+    let units = 0;
+    for (const s of schedule.held) units += s.units;
+    const detail =
+      v.code === 'UNITS_EXCEEDED'
+        ? `${units + after.units} units held against a limit of ${schedule.maxUnits}`
+        : v.reason.replace(/^the /, 'its ').replace(' clashes with ', ' would clash with ');
+    return { studentId: id, code: v.code, detail };
+  }
+  return undefined;
+}
+
 const hasFreeSeat = (ctx: SectionContext): boolean => ctx.registered.length < ctx.capacity;
+
+/** The queue's length once a change to `capacity` (if any) has promoted into the seats it frees. */
+function queueAfterGrowth(ctx: SectionContext, capacity: number | undefined): number {
+  const freeSeats = Math.max(0, (capacity ?? ctx.capacity) - ctx.registered.length);
+  return Math.max(0, ctx.queue.length - freeSeats);
+}
 const queueHasRoom = (ctx: SectionContext): boolean => ctx.queue.length < ctx.reserveCapacity;
 
 /** SPEC rules 3 to 6 and "not already here": the student may take a seat or queue place if one is left. */
@@ -158,11 +194,13 @@ export const sectionMachine = setup({
       event.type === 'changeSettings' && !(isWholeNumber(event.change.capacity) && isWholeNumber(event.change.reserveCapacity)),
     capacityBelowRegistered: ({ context, event }) =>
       event.type === 'changeSettings' && event.change.capacity !== undefined && event.change.capacity < context.registered.length,
+    /** Against the queue as it will be: a capacity growth in the same change promotes from it first. */
     reserveBelowQueued: ({ context, event }) =>
       event.type === 'changeSettings' &&
       event.change.reserveCapacity !== undefined &&
-      event.change.reserveCapacity < context.queue.length,
+      event.change.reserveCapacity < queueAfterGrowth(context, event.change.capacity),
     lockExcludesMember: ({ context, event }) => lockedOut(context, event) !== undefined,
+    infoBreaksMemberRules: ({ context, event }) => memberBrokenBy(context, event) !== undefined,
   },
   actions: {
     /** Emits the refusal of the command; nothing changes. */
@@ -211,17 +249,25 @@ export const sectionMachine = setup({
       else r.push({ type: 'studentEnrolled', studentId: e.studentId, forced: true, movedIn: false });
       commit(enqueue, r);
     }),
-    /** Records each setting that changes, in a fixed order; unchanged ones record nothing. */
+    /**
+     * Records each setting that changes, in a fixed order; unchanged ones record nothing. A reserve
+     * capacity that only the same change's growth makes room for (its promotions shorten the queue)
+     * is recorded after them, so no event leaves the queue longer than its reserve capacity.
+     */
     applySettings: enqueueActions(({ context, event, enqueue }) => {
       const e = event as Command<'changeSettings'>;
       const c = e.change;
       const r = new Recorder(context, e.cause);
-      if (c.reserveCapacity !== undefined && c.reserveCapacity !== context.reserveCapacity) {
-        r.push({ type: 'reserveCapacityChanged', reserveCapacity: c.reserveCapacity });
-      }
+      const reserveChanges = c.reserveCapacity !== undefined && c.reserveCapacity !== context.reserveCapacity;
+      const reserveAfterPromotions = reserveChanges && (c.reserveCapacity as number) < context.queue.length;
+      if (reserveChanges && !reserveAfterPromotions) r.push({ type: 'reserveCapacityChanged', reserveCapacity: c.reserveCapacity as number });
       if (c.sexLock !== undefined && c.sexLock !== context.sexLock) r.push({ type: 'sexLockChanged', sexLock: c.sexLock });
       if (c.info !== undefined && Object.keys(c.info).length > 0) r.push({ type: 'infoUpdated', info: c.info });
       if (c.capacity !== undefined && c.capacity !== context.capacity) r.push({ type: 'capacityChanged', capacity: c.capacity });
+      if (reserveAfterPromotions) {
+        while (hasFreeSeat(r.ctx) && r.ctx.queue.length > 0) r.push({ type: 'studentPromoted', studentId: r.ctx.queue[0] as number });
+        r.push({ type: 'reserveCapacityChanged', reserveCapacity: c.reserveCapacity as number });
+      }
       commit(enqueue, r);
     }),
     markClosed: enqueueActions(({ context, event, enqueue }) => {
@@ -252,6 +298,7 @@ export const sectionMachine = setup({
       { guard: 'capacityBelowRegistered', actions: { type: 'refuse', params: { code: 'CAPACITY_BELOW_REGISTERED' } } },
       { guard: 'reserveBelowQueued', actions: { type: 'refuse', params: { code: 'RESERVE_BELOW_QUEUED' } } },
       { guard: 'lockExcludesMember', actions: { type: 'refuse', params: { code: 'SEX_LOCK_CONFLICT' } } },
+      { guard: 'infoBreaksMemberRules', actions: { type: 'refuse', params: { code: 'MEMBER_RULES_CONFLICT' } } },
       { target: '.openOrClosed', actions: ['applySettings', 'promoteQueueHead'] },
     ],
   },

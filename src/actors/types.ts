@@ -88,6 +88,12 @@ export type SectionCommand =
       change: SettingsChange;
       /** The sex of every member, for a new sex lock (a lock may not exclude a member). */
       memberSexes?: Record<number, Sex>;
+      /**
+       * Each member's schedule without this section, for a change of units, exam or class time:
+       * the change may not break a member's rules 4-6 that held before it. Absent: not checked
+       * (staff forced the change, or it touches none of these).
+       */
+      memberSchedules?: Record<number, StudentSchedule>;
       cause: Cause;
     }
   | { type: 'close'; cause: Cause }
@@ -135,6 +141,7 @@ export type SectionRefusalCode =
   | 'CAPACITY_BELOW_REGISTERED'
   | 'RESERVE_BELOW_QUEUED'
   | 'SEX_LOCK_CONFLICT'
+  | 'MEMBER_RULES_CONFLICT'
   | 'BAD_REQUEST';
 
 /**

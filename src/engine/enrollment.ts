@@ -1,6 +1,6 @@
 import { initialSectionContext, sectionKey } from '../actors/section-logic.js';
 import { checkActionsLeft, checkWindow, type Department, type RuleViolation, type StaffRecord, type StudentRecord } from '../actors/student-rules.js';
-import type { Cause, Membership, SectionCommand, SectionContext, SectionEvent, SectionInfo, SettingsChange, Sex } from '../actors/types.js';
+import type { Cause, Membership, SectionCommand, SectionContext, SectionEvent, SectionInfo, SettingsChange, Sex, StudentSchedule } from '../actors/types.js';
 import { EngineError, isEngineError } from '../errors.js';
 import type { DomainEvent } from '../persistence/types.js';
 import type { DurabilityTracker } from './durability-tracker.js';
@@ -242,7 +242,19 @@ export class EnrollmentUseCases {
         if (sex !== undefined) memberSexes[id] = sex;
       }
     }
-    await this.tracker.persist(this.route(key, { type: 'changeSettings', change, memberSexes, cause: this.cause(meta) }));
+    // A new units value, exam or class time may not break a member's rules 4-6 unless staff force it:
+    // the section checks it against each member's schedule without this section.
+    let memberSchedules: Record<number, StudentSchedule> | undefined;
+    const info = patch.info;
+    if (!patch.force && info && (info.units !== undefined || info.examTime !== undefined || info.classTime !== undefined)) {
+      memberSchedules = {};
+      const ctx = this.host.context(key);
+      for (const id of [...ctx.registered, ...ctx.queue]) {
+        const st = this.directory.get(id);
+        if (st !== undefined) memberSchedules[id] = { maxUnits: st.record.maxUnits, held: this.directory.heldInfos(st, this.infoOf, courseId), checkSameCourse: false };
+      }
+    }
+    await this.tracker.persist(this.route(key, { type: 'changeSettings', change, memberSexes, memberSchedules, cause: this.cause(meta) }));
     return sectionView(this.host.read(key));
   }
 

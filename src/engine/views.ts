@@ -74,6 +74,12 @@ export interface SectionPatch {
   reserveCapacity?: number;
   sexLock?: Sex | null;
   info?: Partial<Omit<SectionInfo, 'courseId' | 'groupId'>>;
+  /**
+   * Staff force: apply a change of units, exam or class time even where it puts a member over
+   * their units limit or into a clash (SPEC section 4: "unless forced by staff"). Without it such a
+   * change is refused (MEMBER_RULES_CONFLICT).
+   */
+  force?: boolean;
 }
 
 export function sectionView(r: SectionRead): SectionView {

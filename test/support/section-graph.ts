@@ -58,6 +58,7 @@ export type Intent =
   | 'reserve:-1'
   | `lock:${Sex}`
   | 'lock:none'
+  | 'info:overUnits'
   | 'close'
   | 'reopen';
 
@@ -125,6 +126,14 @@ export function resolveIntent(ctx: SectionContext, label: Intent): LabeledComman
       // A lock that would exclude a member is offered too: the section refuses it (SEX_LOCK_CONFLICT).
       return withLabel({ type: 'changeSettings', change: { sexLock: lock }, memberSexes, cause });
     }
+    case 'info': {
+      // New units over every member's limit (their schedules hold nothing else): refused with
+      // MEMBER_RULES_CONFLICT. Offered only with members, so the section's units never change.
+      const members = [...ctx.registered, ...ctx.queue];
+      if (members.length === 0) return null;
+      const memberSchedules = Object.fromEntries(members.map((id) => [id, { ...schedule, checkSameCourse: false }]));
+      return withLabel({ type: 'changeSettings', change: { info: { units: schedule.maxUnits + 1 } }, memberSchedules, cause });
+    }
     case 'close':
       return ctx.closed ? null : withLabel({ type: 'close', cause });
     case 'reopen':
@@ -158,6 +167,7 @@ export const ALL_INTENTS: readonly Intent[] = [
   'lock:male',
   'lock:female',
   'lock:none',
+  'info:overUnits',
   'close',
   'reopen',
 ];

@@ -106,6 +106,13 @@ const SectionPatchBody = Type.Object(
     class_time: Type.Optional(sectionFields.class_time),
     class_slot: Type.Optional(sectionFields.class_slot),
     for_department: Type.Optional(sectionFields.for_department),
+    force: Type.Optional(
+      Type.Boolean({
+        description:
+          'Apply a change of units, exam time or class time even where it puts a member over their units limit or into an ' +
+          'exam or class clash (refused with MEMBER_RULES_CONFLICT without it). Default false.',
+      }),
+    ),
   },
   { additionalProperties: false, minProperties: 1 },
 );
@@ -232,8 +239,9 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
         tags: ['sections'],
         summary: 'Edit a section: capacity, reserve capacity, sex lock and descriptive fields',
         description:
-          'Refusals (capacity below the registered count, reserve capacity below the queue, a sex lock that would ' +
-          'exclude a member) are checked before anything changes.',
+          'Refusals (capacity below the registered count, reserve capacity below the queue as the same change leaves it, ' +
+          'a sex lock that would exclude a member, new units, exam or class time that would break a member\'s units limit ' +
+          'or clash with their other sections unless `force` is true) are checked before anything changes.',
         security: bearer,
         params: SectionParams,
         body: SectionPatchBody,
@@ -260,6 +268,7 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
       if (b.capacity !== undefined) patch.capacity = b.capacity;
       if (b.reserve_capacity !== undefined) patch.reserveCapacity = b.reserve_capacity;
       if (b.sex_lock !== undefined) patch.sexLock = b.sex_lock;
+      if (b.force === true) patch.force = true;
       return toCourseData(await engine.updateSection(courseId, groupId, patch, requestMeta(request)));
     },
   );
