@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { ERROR_STATUS } from '../src/errors.js';
 import { goStatus } from '../src/http/error-handler.js';
-import { C, createHttpFixture, expectError, expectStatus, S, type HttpFixture } from './support/http-fixture.js';
+import { C, createHttpFixture, expectError, expectStatus, PASSWORD, S, type HttpFixture } from './support/http-fixture.js';
 
 /**
  * Issue 13, item 4: on the Go service's routes (SPEC section 5 table) every refusal is answered as
@@ -94,5 +94,26 @@ describe('goStatus', () => {
     assert.equal(goStatus(401, 'TOKEN_EXPIRED'), 401);
     assert.equal(goStatus(403, 'FORBIDDEN'), 401);
     for (const code of ['SEX_LOCK', 'SECTION_FULL', 'SECTION_NOT_FOUND'] as const) assert.equal(goStatus(ERROR_STATUS[code], code), 400);
+  });
+});
+
+describe('Go routes: members the Go service did not know are ignored, as its JSON decoder ignored them', () => {
+  it('login, enroll, change group, force enroll and capacity accept a body with one more member', async () => {
+    const login = await fx.request('POST', '/login', { body: { user: S.alice, password: PASSWORD, staff: false, remember_me: true } });
+    expectStatus(login, 200);
+    const token = login.body.token as string;
+    expectStatus(await fx.request('PUT', '/student/course', { token, body: { course_id: C.algo2[0], group_id: C.algo2[1], std_id: S.bea } }), 204);
+    expectStatus(await fx.request('PATCH', '/student/course', { token, body: { course_id: C.algo1[0], group_id: C.algo1[1], reason: 'x' } }), 204);
+    // Only alice moved: the extra std_id named nobody.
+    assert.deepEqual(
+      (await held(S.alice)).data.map((d: { course: { course_id: number; group_id: number } }) => [d.course.course_id, d.course.group_id]),
+      [[...C.algo1]],
+    );
+    assert.deepEqual((await held(S.bea)).data, []);
+    const staff = fx.staffToken();
+    expectStatus(await fx.request('PUT', '/staff/force-std', { token: staff, body: { std_id: S.bea, course_id: C.tiny[0], group_id: C.tiny[1], reserved: false } }), 204);
+    expectStatus(await fx.request('PATCH', '/staff/capacity', { token: staff, body: { course_id: C.tiny[0], group_id: C.tiny[1], capacity: 4, note: 'x' } }), 204);
+    // A wrong type in a known member is still refused.
+    expectError(await fx.request('PUT', '/student/course', { token, body: { course_id: '101', group_id: 1, extra: 1 } }), 400, 'BAD_REQUEST');
   });
 });

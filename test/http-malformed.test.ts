@@ -27,23 +27,25 @@ interface BodyRoute {
   required: string[];
   /** Integer fields that may not be null. */
   ints: string[];
+  /** A Go service route: a member it does not know is ignored, as its decoder did (test/http-go-status.test.ts). */
+  go?: boolean;
 }
 
 const BODY_ROUTES: BodyRoute[] = [
   {
-    method: 'PUT', url: '/student/course', role: 'student',
+    method: 'PUT', url: '/student/course', role: 'student', go: true,
     valid: { course_id: 101, group_id: 1 }, required: ['course_id', 'group_id'], ints: ['course_id', 'group_id'],
   },
   {
-    method: 'PATCH', url: '/student/course', role: 'student',
+    method: 'PATCH', url: '/student/course', role: 'student', go: true,
     valid: { course_id: 101, group_id: 2 }, required: ['course_id', 'group_id'], ints: ['course_id', 'group_id'],
   },
   {
-    method: 'PUT', url: '/staff/force-std', role: 'staff',
+    method: 'PUT', url: '/staff/force-std', role: 'staff', go: true,
     valid: { std_id: 2, course_id: 108, group_id: 1 }, required: ['std_id', 'course_id', 'group_id'], ints: ['std_id', 'course_id', 'group_id'],
   },
   {
-    method: 'PATCH', url: '/staff/capacity', role: 'staff',
+    method: 'PATCH', url: '/staff/capacity', role: 'staff', go: true,
     valid: { course_id: 108, group_id: 1, capacity: 40 }, required: ['course_id', 'group_id', 'capacity'], ints: ['course_id', 'group_id', 'capacity'],
   },
   {
@@ -67,7 +69,7 @@ const BODY_ROUTES: BodyRoute[] = [
     valid: { id: 960, password: 'pw-long-enough' }, required: ['id', 'password'], ints: ['id'],
   },
   {
-    method: 'POST', url: '/login', role: 'none',
+    method: 'POST', url: '/login', role: 'none', go: true,
     valid: { user: S.alice, password: PASSWORD }, required: ['user', 'password'], ints: [],
   },
 ];
@@ -88,7 +90,7 @@ function malformedBodies(r: BodyRoute): { name: string; rawBody?: string; body?:
     { name: 'JSON array', body: [r.valid] },
     { name: 'JSON string', body: 'course' },
     { name: 'JSON number', body: 42 },
-    { name: 'extra junk member', body: { ...r.valid, junk: 'x' } },
+    ...(r.go ? [] : [{ name: 'extra junk member', body: { ...r.valid, junk: 'x' } }]),
     { name: 'prototype pollution', rawBody: `{"__proto__": {"admin": true}, ${JSON.stringify(r.valid).slice(1)}` },
     { name: 'a form body', rawBody: 'course_id=1', headers: { 'content-type': 'text/plain' } },
   ];

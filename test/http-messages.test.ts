@@ -53,7 +53,11 @@ describe('clear error messages', () => {
     assert.equal(await reason('POST', '/login', { body: {} }), 'user is required; password is required');
     assert.equal(
       await reason('PUT', '/student/course', { token: fx.studentToken(), body: { course_id: 1.5, group_id: -1, extra: 1 } }),
-      'extra is not a known field; course_id must be a whole number; group_id must be at least 0',
+      'course_id must be a whole number; group_id must be at least 0',
+    );
+    assert.equal(
+      await reason('POST', '/sections', { token: fx.staffToken(), body: { course_id: 1.5, group_id: 1, name: 'x', units: 3, capacity: 1, reserve_capacity: 0, extra: 1 } }),
+      'extra is not a known field; course_id must be a whole number',
     );
     assert.equal(await reason('POST', '/login', { body: { user: 1, password: 2, staff: 'yes' } }), 'password must be a string; staff must be true or false');
   });

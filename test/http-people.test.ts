@@ -126,11 +126,11 @@ describe('GET /me', () => {
     assert.ok(!r.raw.includes('$2'));
   });
 
-  it('describes staff, and answers 404 for a token whose user is gone', async () => {
+  it('describes staff, and answers 401 for a token whose user is gone', async () => {
     const r = await fx.request('GET', '/me', { token: fx.staffToken(STAFF) });
     assert.deepEqual(r.body, { id: STAFF, role: 'staff', department_id: 1 });
-    expectError(await fx.request('GET', '/me', { token: fx.staffToken(4242) }), 404, 'NOT_FOUND');
-    expectError(await fx.request('GET', '/me', { token: fx.studentToken(4242) }), 404, 'STUDENT_NOT_FOUND');
+    expectError(await fx.request('GET', '/me', { token: fx.staffToken(4242) }), 401, 'UNAUTHENTICATED');
+    expectError(await fx.request('GET', '/me', { token: fx.studentToken(4242) }), 401, 'UNAUTHENTICATED');
   });
 });
 

@@ -80,11 +80,30 @@ describe('OpenAPI document and UI', () => {
 
 describe('unknown routes', () => {
   it('answer 404 {reason, code: NOT_FOUND} as JSON', async () => {
-    for (const [method, url] of [['GET', '/nope'], ['POST', '/student/course'], ['GET', '/sections/1/2/3/4'], ['PUT', '/login']] as const) {
+    for (const [method, url] of [['GET', '/nope'], ['GET', '/sections/1/2/3/4'], ['DELETE', '/nope/student/course']] as const) {
       const r = await fx.request(method, url, { token: fx.studentToken() });
       expectError(r, 404, 'NOT_FOUND');
       assert.match(String(r.headers['content-type']), /application\/json/);
     }
+  });
+
+  it('answer a known path asked with another method 405 METHOD_NOT_ALLOWED, with Allow, and change nothing', async () => {
+    const cases: [string, string, string][] = [
+      ['POST', '/student/course', 'GET, HEAD, PUT, PATCH, DELETE'],
+      ['PUT', '/login', 'POST'],
+      ['GET', '/login', 'POST'],
+      ['PUT', '/staff/capacity', 'PATCH'],
+      ['POST', '/student/course/?x=1', 'GET, HEAD, PUT, PATCH, DELETE'],
+      ['DELETE', '/sections/101/1', 'GET, HEAD, PATCH'],
+    ];
+    for (const [method, url, allow] of cases) {
+      const r = await fx.request(method, url, { token: fx.studentToken(), body: { course_id: 101, group_id: 1 } });
+      expectError(r, 405, 'METHOD_NOT_ALLOWED');
+      assert.equal(r.headers.allow, allow, `${method} ${url}`);
+      assert.match(r.body.reason, new RegExp(`^${method} is not allowed on `));
+    }
+    // Nothing was enrolled by the POST.
+    assert.deepEqual((await fx.request('GET', '/student/course', { token: fx.studentToken() })).body.data, []);
   });
 });
 

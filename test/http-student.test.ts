@@ -93,10 +93,10 @@ describe('PUT /student/course (enroll)', () => {
     expectError(await enroll(S.alice, [101, 99]), 400, 'SECTION_NOT_FOUND');
   });
 
-  it('answers a token for a student who does not exist with 400 STUDENT_NOT_FOUND', async () => {
+  it('answers a token for a student who does not exist (any more) with 401 UNAUTHENTICATED', async () => {
     const r = await fx.request('PUT', '/student/course', { token: fx.studentToken(4242), body: { course_id: 101, group_id: 1 } });
-    expectError(r, 400, 'STUDENT_NOT_FOUND');
-    expectError(await fx.request('GET', '/student/course', { token: fx.studentToken(4242) }), 400, 'STUDENT_NOT_FOUND');
+    expectError(r, 401, 'UNAUTHENTICATED');
+    expectError(await fx.request('GET', '/student/course', { token: fx.studentToken(4242) }), 401, 'UNAUTHENTICATED');
   });
 });
 

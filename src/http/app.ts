@@ -147,6 +147,9 @@ function installJsonParsing(app: App): void {
  * Builds the whole HTTP layer and returns it ready (plugins loaded, routes compiled) but not
  * listening, so the caller decides where it listens and tests drive it with `inject`.
  */
+/** The router's options; the 405 answer's own route table (installErrorHandlers) matches paths as the router does. */
+const ROUTER_OPTIONS = { ignoreTrailingSlash: true } as const;
+
 export async function buildApp(deps: AppDeps): Promise<App> {
   const loggerInstance: FastifyBaseLogger = deps.logger;
   const headers = securityHeaders();
@@ -162,7 +165,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     childLoggerFactory: lazyChildLoggerFactory,
     logController: new LogController({ disableRequestLogging: !deps.logRequests }),
     bodyLimit: BODY_LIMIT,
-    routerOptions: { ignoreTrailingSlash: true },
+    routerOptions: ROUTER_OPTIONS,
     schemaErrorFormatter,
     ...fastifyServerOptions(deps.limits ?? DEFAULT_HTTP_LIMITS),
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -192,7 +195,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   });
   installRequestMetrics(app);
   installJsonParsing(app);
-  installErrorHandlers(app);
+  installErrorHandlers(app, ROUTER_OPTIONS);
   await registerOpenApi(app, API_VERSION);
 
   const coordination = deps.coordination ?? createMemoryCoordination({ now: deps.now });
@@ -209,6 +212,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       now: deps.now,
       maxSessionSeconds: deps.sessionMaxSeconds,
       revocations: deps.revocations ?? coordination.revocations,
+      principalExists: (p) => (p.role === 'staff' ? deps.engine.getStaff(p.id) : deps.engine.getStudent(p.id)) !== undefined,
     }),
     readiness: drain
       ? async () => {

@@ -142,6 +142,12 @@ export interface TokenServiceOptions {
   now?: () => number;
   /** Verified tokens remembered at most (default 20,000); the oldest is forgotten first. */
   rememberMax?: number;
+  /**
+   * Whether the token's user is still there (a row deleted from the database, seen after a
+   * restart): a token of a user who is gone is 401, as for any other token that no longer
+   * authenticates anyone, not a 404 or 400 from the route. Default: every user is.
+   */
+  principalExists?: (p: Principal) => boolean;
 }
 
 /**
@@ -157,6 +163,7 @@ export class TokenService {
   private readonly verified = new Map<string, VerifiedToken>();
   private readonly rememberMax: number;
   private readonly maxSession: number;
+  private readonly principalExists: ((p: Principal) => boolean) | undefined;
   readonly revocations: TokenRevocations;
 
   constructor(opts: TokenServiceOptions) {
@@ -167,6 +174,7 @@ export class TokenService {
     this.rememberMax = opts.rememberMax ?? DEFAULT_REMEMBER_MAX;
     this.maxSession = opts.maxSessionSeconds ?? DEFAULT_MAX_SESSION_SECONDS;
     this.revocations = opts.revocations ?? createMemoryRevocations(this.now);
+    this.principalExists = opts.principalExists;
   }
 
   /**
@@ -309,6 +317,9 @@ export class TokenService {
             ? 'students cannot use the admin page or staff routes; this route is for staff'
             : 'this route is for students; staff use the staff routes (/staff/..., /sections)',
         );
+      }
+      if (this.principalExists !== undefined && !this.principalExists(p)) {
+        throw new EngineError('UNAUTHENTICATED', 'the token belongs to a user that no longer exists; log in again');
       }
       request.principal = p;
       request.tokenSession = session;

@@ -1,6 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import FindMyWay, { type HTTPMethod } from 'find-my-way';
 import { isEngineError, type ErrorCode } from '../errors.js';
 import { REQUEST_ID_HEADER } from './request-id.js';
 import type { ErrorBodyT } from './schemas.js';
@@ -79,8 +80,31 @@ export function toErrorReply(err: unknown): { status: number; body: ErrorBodyT }
   return { status: 500, body: { reason: 'internal error', code: 'INTERNAL' } };
 }
 
-/** Installs the error and not-found handlers on the root instance, so every route and plugin shares them. */
-export function installErrorHandlers(app: FastifyInstance): void {
+/** Methods a 405's `Allow` may name, in the order it names them. */
+const ALLOW_ORDER: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+/**
+ * Installs the error and not-found handlers on the root instance, so every route and plugin shares
+ * them. Call before any route is added: a path served under other methods than the one asked is
+ * answered 405 with `Allow` (as HTTP says, and as the Go service's router did), not 404, so a
+ * client that sent POST where PUT was meant is told so; the routes are recorded as they are added.
+ */
+export function installErrorHandlers(app: FastifyInstance, routerOptions: { ignoreTrailingSlash?: boolean } = {}): void {
+  const known = FindMyWay({ ignoreTrailingSlash: routerOptions.ignoreTrailingSlash ?? false });
+  const noop = (): void => undefined;
+  app.addHook('onRoute', (route) => {
+    for (const method of Array.isArray(route.method) ? route.method : [route.method]) {
+      const m = method.toUpperCase() as HTTPMethod;
+      if (!ALLOW_ORDER.includes(m) || known.hasRoute(m, route.url)) continue;
+      known.on(m, route.url, noop);
+    }
+  });
+  const allowedMethods = (url: string): HTTPMethod[] => {
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    return ALLOW_ORDER.filter((m) => known.find(m, path) !== null);
+  };
+
   app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const own = toErrorReply(err);
     const body = own.body;
@@ -97,6 +121,12 @@ export function installErrorHandlers(app: FastifyInstance): void {
 
   app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) => {
     const url = request.url.length > 200 ? `${request.url.slice(0, 200)}...` : request.url;
+    const allowed = allowedMethods(request.url);
+    if (allowed.length > 0) {
+      const body: ErrorBodyT = { reason: `${request.method} is not allowed on ${url}; allowed: ${allowed.join(', ')}`, code: 'METHOD_NOT_ALLOWED' };
+      void reply.header(REQUEST_ID_HEADER, request.id).header('allow', allowed.join(', ')).code(405).send(body);
+      return;
+    }
     const body: ErrorBodyT = { reason: `no route ${request.method} ${url}`, code: 'NOT_FOUND' };
     void reply.header(REQUEST_ID_HEADER, request.id).code(404).send(body);
   });

@@ -1,4 +1,4 @@
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Type, type ObjectOptions, type Static, type TProperties, type TSchema } from '@sinclair/typebox';
 
 /**
  * TypeBox schemas shared by the routes. They do three jobs at once: validate requests (so a
@@ -13,6 +13,15 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 
 /** Largest id the Go schema's `integer` columns hold; larger ids could never be written. */
 export const MAX_ID = 2_147_483_647;
+
+/**
+ * A JSON body of one of the Go service's routes (SPEC section 5 table). Members it does not declare
+ * are ignored, as the Go service's `encoding/json` ignored them, so a client that sends one more
+ * member than needed keeps working unchanged. The project's own routes declare their bodies with
+ * `additionalProperties: false` instead: there a misspelt optional field is refused, not dropped.
+ */
+export const GoBody = <T extends TProperties>(properties: T, options: ObjectOptions = {}) =>
+  Type.Object(properties, { ...options, additionalProperties: true });
 
 /** A database id: a non-negative 32-bit integer. */
 export const Id = (description?: string) =>

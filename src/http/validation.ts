@@ -8,7 +8,8 @@ import { ValueErrorType, type ValueError } from '@sinclair/typebox/errors';
  * API needs two different policies that one Ajv instance cannot have at once:
  *
  * - JSON bodies are checked exactly as sent: `"course_id": "12"` is a 400 (the Go service's JSON
- *   decoding refused it too) and unknown members are refused rather than silently dropped.
+ *   decoding refused it too); unknown members are refused rather than silently dropped, except on
+ *   the Go service's own routes, whose bodies ignore them as its decoder did (`GoBody`).
  * - Query strings and path params always arrive as strings, so integer and boolean fields are
  *   converted first, but strictly: only plain decimal digits become integers. (TypeBox's own
  *   `Value.Convert` would turn "12.5" into 12 and "true" into 1.)

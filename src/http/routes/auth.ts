@@ -3,7 +3,7 @@ import { EngineError } from '../../errors.js';
 import { checkPassword, principalOf } from '../auth.js';
 import type { RouteContext } from '../context.js';
 import { markGoCompatible } from '../error-handler.js';
-import { bearer, errorResponses, Id, MAX_ID, NoContent, Token } from '../schemas.js';
+import { bearer, errorResponses, GoBody, Id, MAX_ID, NoContent, Token } from '../schemas.js';
 
 /**
  * `POST /login` and `POST /refresh`, as the Go service had them, plus `POST /logout` and staff's
@@ -26,7 +26,7 @@ const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, 
       schema: {
         tags: ['auth'],
         summary: 'Exchange an id and password for a token',
-        body: Type.Object(
+        body: GoBody(
           {
             user: Type.Union([Id(), Type.String({ pattern: '^[0-9]{1,10}$' })], {
               description: 'Student or staff id, as a number or a numeric string',
@@ -34,7 +34,6 @@ const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, 
             password: Type.String({ maxLength: 1024 }),
             staff: Type.Optional(Type.Boolean({ description: 'Log in as staff (default false)' })),
           },
-          { additionalProperties: false },
         ),
         response: { 200: Token, ...errorResponses },
       },

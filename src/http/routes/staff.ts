@@ -4,7 +4,7 @@ import { requestMeta } from '../auth.js';
 import type { RouteContext } from '../context.js';
 import { markGoCompatible } from '../error-handler.js';
 import { bySection, toHeldCourse } from '../course-data.js';
-import { bearer, errorResponses, Id, NoContent, SectionStudents, StudentCourses } from '../schemas.js';
+import { bearer, errorResponses, GoBody, Id, NoContent, SectionStudents, StudentCourses } from '../schemas.js';
 
 /** `GET /staff/course-students` and `GET /sections/:c/:g/students` share this reply. */
 export function sectionStudents(engine: Engine, courseId: number, groupId: number) {
@@ -27,10 +27,7 @@ export const staffRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
         tags: ['staff'],
         summary: 'Force-enroll a student (skips student rules; a full section grows by one seat)',
         security: bearer,
-        body: Type.Object(
-          { std_id: Id('Student id'), course_id: Id(), group_id: Id() },
-          { additionalProperties: false },
-        ),
+        body: GoBody({ std_id: Id('Student id'), course_id: Id(), group_id: Id() }),
         response: { 204: NoContent, ...errorResponses },
       },
     },
@@ -99,10 +96,7 @@ export const staffRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
         tags: ['staff'],
         summary: 'Change capacity (never below the registered count; growth promotes the queue in order)',
         security: bearer,
-        body: Type.Object(
-          { course_id: Id(), group_id: Id(), capacity: Type.Integer({ minimum: 0, maximum: 1_000_000 }) },
-          { additionalProperties: false },
-        ),
+        body: GoBody({ course_id: Id(), group_id: Id(), capacity: Type.Integer({ minimum: 0, maximum: 1_000_000 }) }),
         response: { 204: NoContent, ...errorResponses },
       },
     },

@@ -6,7 +6,7 @@ import { isEngineError } from '../../errors.js';
 import { countEnrollOutcome } from '../request-metrics.js';
 import { bySection, toHeldCourse } from '../course-data.js';
 import { createCourseListRenderer, JSON_TYPE } from '../course-list.js';
-import { bearer, CourseData, errorResponses, Id, NoContent, StudentCourses } from '../schemas.js';
+import { bearer, CourseData, errorResponses, GoBody, Id, NoContent, StudentCourses } from '../schemas.js';
 
 /**
  * The Go service's student routes, unchanged in path, body, status and field names. The student
@@ -28,10 +28,7 @@ export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
     });
   }
 
-  const CourseGroup = Type.Object(
-    { course_id: Id(), group_id: Id() },
-    { additionalProperties: false },
-  );
+  const CourseGroup = GoBody({ course_id: Id(), group_id: Id() });
 
   app.put(
     '/student/course',
@@ -67,10 +64,7 @@ export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
         tags: ['student'],
         summary: 'Move to another group of a course you hold (atomic; uses one action)',
         security: bearer,
-        body: Type.Object(
-          { course_id: Id(), group_id: Id('The new group') },
-          { additionalProperties: false },
-        ),
+        body: GoBody({ course_id: Id(), group_id: Id('The new group') }),
         response: { 204: NoContent, ...errorResponses },
       },
     },
