@@ -75,8 +75,17 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
+/** Removes the pid file only when it names this launcher's engine: a second `npm start` that fails must not orphan the first engine from `npm stop`. */
+const forgetPid = () => {
+  try {
+    if (readFileSync(PID_FILE, 'utf8').trim() === String(engine.pid)) rmSync(PID_FILE, { force: true });
+  } catch {
+    // no pid file
+  }
+};
+
 const exitLikeEngine = (code, signal) => {
-  rmSync(PID_FILE, { force: true });
+  forgetPid();
   if (signal) say(`engine ended by ${signal}`);
   else if (code !== 0) say(`engine exited with status ${code}`);
   // 128 + signal number, as a shell reports a process ended by a signal.

@@ -1,4 +1,5 @@
-import { pino, type Logger } from 'pino';
+import { closeSync, fstatSync, openSync } from 'node:fs';
+import { destination as pinoDestination, pino, type Logger } from 'pino';
 
 /**
  * One pino root logger; modules take `logger.child({ module })`. Secrets are redacted here, once,
@@ -25,7 +26,73 @@ export function createLogger(level: string, destination?: { write(msg: string): 
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return destination ? pino(opts, destination as never) : pino(opts);
+  return pino(opts, (destination ?? createStdoutDestination()) as never);
+}
+
+/** Write errors sonic-boom retries by itself: the output is only busy. */
+const RETRIED = new Set(['EAGAIN', 'EBUSY']);
+
+/**
+ * Standard output as pino writes it by default (sonic-boom, synchronous), except that output that
+ * has gone away stops logging instead of breaking the process. `npm start` leaves the engine
+ * writing to the terminal it was started from; once that terminal is closed (a window shut, an
+ * ssh session dropped), every write fails with EIO. pino only forgives EPIPE: any other error is
+ * re-emitted with no listener, so the log call itself threw, in the middle of a shutdown, and the
+ * process never exited (a black-box probe: still running 45 s after SIGTERM). Here any such error
+ * (EIO, EPIPE, EBADF, ...) turns the destination into a sink that drops lines; the engine carries on.
+ * After an EIO (a terminal hung up) the descriptor is also pointed at /dev/null, see
+ * {@link releaseDeadTerminal}.
+ */
+export function createStdoutDestination(fd = 1): ReturnType<typeof pinoDestination> {
+  const stream = pinoDestination({ fd, sync: true });
+  let gone = false;
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (gone || RETRIED.has(err.code ?? '')) return;
+    gone = true;
+    const s = stream as unknown as Record<string, unknown>;
+    s.write = () => true;
+    s.flush = (cb?: (err?: Error) => void) => cb?.();
+    s.flushSync = () => undefined;
+    s.end = () => undefined;
+    if (err.code === 'EIO') releaseDeadTerminal(fd);
+  });
+  return stream;
+}
+
+/**
+ * Node restores a terminal's settings at exit on every standard descriptor that was a terminal at
+ * start, and aborts the process (SIGABRT, status 134) when that fails with EIO, as it does on a
+ * terminal that hung up: a clean shutdown would end looking like a crash. Node skips a descriptor
+ * that has been closed or now names another file, so the dead terminal's descriptor (and stderr,
+ * when it is the same terminal) is reopened on /dev/null: open() takes the lowest free number, the
+ * one just closed. Should another thread take that number in between, it is left to that thread's
+ * file (Node skips it as "another file" too) and the /dev/null copy is closed again.
+ */
+function releaseDeadTerminal(fd: number): void {
+  let same: number[] = [fd];
+  try {
+    const st = fstatSync(fd);
+    for (const other of [1, 2]) {
+      if (other === fd) continue;
+      try {
+        const o = fstatSync(other);
+        if (o.dev === st.dev && o.ino === st.ino && o.rdev === st.rdev) same = [...same, other];
+      } catch {
+        // closed already
+      }
+    }
+  } catch {
+    return; // the descriptor is closed already: Node skips it
+  }
+  for (const d of same) {
+    try {
+      closeSync(d);
+      const reopened = openSync('/dev/null', 'w');
+      if (reopened !== d) closeSync(reopened);
+    } catch {
+      // nothing more to do: at worst the descriptor stays closed, which Node also skips
+    }
+  }
 }
 
 export type { Logger };

@@ -7,6 +7,7 @@ import { DEMO_STAFF_ID, DEMO_STAFF_PASSWORD, DEMO_STUDENT_ID, DEMO_STUDENT_PASSW
 import { DEMO_PASSWORDS, demoCredentialsLive, demoExposure } from './demo/demo-exposure.js';
 import { loadDemoData } from './demo/load-demo.js';
 import { secureDataDir } from './data-dir.js';
+import { isDataDirRefusal, takeDataDir, type DataDirLock } from './data-dir-lock.js';
 import { createMemoryCoordination } from './coordination/memory.js';
 import { createThreadPriority } from './thread-priority.js';
 import type { Coordination } from './coordination/types.js';
@@ -254,9 +255,20 @@ async function main(): Promise<void> {
   if (config.warmUpRequests > 0) await warmUp(config, logger);
 
   const dataDir = resolve(config.dataDir);
+  let dataDirLock: DataDirLock | null = null;
   if (config.mode === 'embedded') {
     // New directories (and files of anything honouring the umask) private from the start.
     process.umask(0o077);
+    try {
+      // Not someone else's directory, and no other engine on it: then it is made private.
+      dataDirLock = await takeDataDir(dataDir, 'the engine');
+    } catch (err) {
+      if (!isDataDirRefusal(err)) throw err;
+      log.fatal({ dataDir }, `refusing to start: ${err.message}`);
+      if (tty) process.stderr.write(`\n  ${err.message}\n\n`);
+      logger.flush();
+      process.exit(3);
+    }
     secureDataDir(dataDir, logger, 'start');
   }
   // Webhook deliveries are recorded with the changes they come from (issue 16): by the group commit
@@ -459,6 +471,7 @@ async function main(): Promise<void> {
       engine.stop();
       await persistence.close();
       if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'shutdown');
+      await dataDirLock?.release();
       log.info('stopped');
       process.exit(0);
     } catch (err) {
@@ -474,8 +487,11 @@ async function main(): Promise<void> {
   const SHUTDOWN_DEADLINE_MS = 30_000;
   const shutdownWithDeadline = (signal: string) => {
     setTimeout(() => {
-      log.error({ signal, ms: SHUTDOWN_DEADLINE_MS }, 'shutdown did not finish in time; exiting');
-      process.exit(1);
+      try {
+        log.error({ signal, ms: SHUTDOWN_DEADLINE_MS }, 'shutdown did not finish in time; exiting');
+      } finally {
+        process.exit(1);
+      }
     }, SHUTDOWN_DEADLINE_MS).unref();
     void shutdown(signal);
   };

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -43,9 +43,26 @@ async function startProd(env: Record<string, string>, path: string): Promise<{ b
   const exited = new Promise<number>((resolve) => c.once('exit', (code) => resolve(code ?? -1)));
   const stop = async (): Promise<void> => {
     // npm runs node under a shell: stop the whole process group. The test times out if the
-    // engine (its database thread included) does not end on SIGTERM.
+    // engine (its database thread included) does not end on SIGTERM. npm may exit before the
+    // engine has finished: wait for the engine itself (named in the data directory's lock), whose
+    // directory the next start takes over.
+    let enginePid: number | null = null;
+    try {
+      enginePid = (JSON.parse(readFileSync(join(dataDir, '.engine.lock'), 'utf8')) as { pid: number }).pid;
+    } catch {
+      // not started far enough to hold the directory
+    }
     if (c.pid) process.kill(-c.pid, 'SIGTERM');
     await exited;
+    const alive = (pid: number): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    while (enginePid !== null && alive(enginePid)) await new Promise((r) => setTimeout(r, 50));
     child = null;
   };
   const base = `http://127.0.0.1:${port}`;
