@@ -121,6 +121,13 @@ export interface Config {
     forwardWrites: boolean;
     forwardRetryMs: number;
   };
+  /**
+   * Let webhooks target loopback, private (RFC 1918, fc00::/7), link-local (incl. the cloud
+   * metadata address), CGNAT, multicast and other internal addresses. Off by default: a staff
+   * account could otherwise make the engine POST into its own network (SSRF); operators whose
+   * integrations run on a private network turn it on (src/notices/webhook-target.ts).
+   */
+  webhookAllowPrivateTargets: boolean;
   /** 'embedded' when no DATABASE_URL / RABBITMQ_URL are configured. */
   mode: 'embedded' | 'full';
 }
@@ -289,6 +296,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       forwardWrites: bool('FORWARD_WRITES', true),
       forwardRetryMs: int('FORWARD_RETRY_MS', 8000, 0, 120_000),
     },
+    webhookAllowPrivateTargets: bool('WEBHOOK_ALLOW_PRIVATE_TARGETS', false),
     mode,
   };
   if (config.cluster.advertiseUrl === '') {

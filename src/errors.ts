@@ -73,6 +73,14 @@ export const ERROR_STATUS = {
   WEBHOOK_NOT_FOUND: 404,
   TOO_MANY_STREAMS: 429,
   NOTICES_UNAVAILABLE: 503,
+  /**
+   * A webhook URL whose host is (or resolves to) a loopback, private, link-local, CGNAT, multicast
+   * or otherwise internal address: refused so staff cannot make the engine a proxy into its own
+   * network (SSRF); WEBHOOK_ALLOW_PRIVATE_TARGETS=true allows them (src/notices/webhook-target.ts).
+   */
+  WEBHOOK_TARGET_FORBIDDEN: 400,
+  /** A webhook URL whose host name does not resolve, so its addresses cannot be checked. */
+  WEBHOOK_TARGET_UNRESOLVED: 400,
   // HTTP-level refusals, sent by the HTTP layer before a route runs (src/http/error-handler.ts):
   // the method, media type, size or timing of the request itself is wrong.
   METHOD_NOT_ALLOWED: 405,

@@ -342,7 +342,14 @@ async function main(): Promise<void> {
             logger,
           })
         : (await import('./persistence/delivery-queue.js')).createDatabaseDeliveryQueue({ store, logger });
-    webhooks = createWebhookService({ store, queue, logger, onWebhooksChanged: () => outbox.webhooksChanged() });
+    webhooks = createWebhookService({
+      store,
+      queue,
+      logger,
+      onWebhooksChanged: () => outbox.webhooksChanged(),
+      // Off by default: webhook targets on internal networks are refused (SSRF; webhook-target.ts).
+      allowPrivateTargets: config.webhookAllowPrivateTargets,
+    });
     await webhooks.start();
     const w = webhooks;
     hub.onWatchNotices(() => w.wake());

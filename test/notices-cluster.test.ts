@@ -18,6 +18,8 @@ import { signedNotice, startWebhookReceiver } from './support/webhook-receiver.j
  */
 
 const SECRET = 'cluster-webhook-secret-0123456789';
+/** The receiver listens on 127.0.0.1: webhook targets on loopback are refused unless allowed (off by default). */
+const ALLOW_LOOPBACK_RECEIVER = { WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true' };
 
 describe('notices with two instances (PostgreSQL, RabbitMQ, real processes)', { timeout: 240_000 }, async () => {
   const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
@@ -39,8 +41,8 @@ describe('notices with two instances (PostgreSQL, RabbitMQ, real processes)', { 
       });
 
       env.startBatcher();
-      const a = await startNode(env, 'engine-a', { LEASE_TTL_MS: '10000' }, env.api.port); // takes the lease: owner of every section
-      const b = await startNode(env, 'engine-b', { LEASE_TTL_MS: '10000' });
+      const a = await startNode(env, 'engine-a', { LEASE_TTL_MS: '10000', ...ALLOW_LOOPBACK_RECEIVER }, env.api.port); // takes the lease: owner of every section
+      const b = await startNode(env, 'engine-b', { LEASE_TTL_MS: '10000', ...ALLOW_LOOPBACK_RECEIVER });
       t.after(() => [a, b].forEach((n) => n.api.close()));
       const lease = await env.db.query<{ address: string }>('SELECT address FROM shard_leases WHERE log_name = $1 AND shard = 0', [streamNames(env.prefix).stream]);
       assert.ok(lease.rows[0]?.address.endsWith(`:${a.api.port}`), 'engine-a owns the sections; engine-b forwards writes and follows the log');

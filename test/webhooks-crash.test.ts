@@ -16,6 +16,8 @@ import { signedNotice, startWebhookReceiver, type Received, type SignedNotice } 
  */
 
 const SECRET = 'crash-test-webhook-secret-0123456789';
+/** The receiver listens on 127.0.0.1: webhook targets on loopback are refused unless allowed (off by default). */
+const ALLOW_LOOPBACK_RECEIVER = { WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true' };
 
 /** The signed deliveries, and the bodies of any that are not signed with the secret. */
 function deliveries(got: Received[]): { signed: SignedNotice[]; bad: string[] } {
@@ -40,7 +42,7 @@ describe('webhooks across kill -9 (engine and batcher processes, PostgreSQL, Rab
         await receiver.close();
         await deleteQueues([queues.work, queues.dead]);
       });
-      await env.startEngine();
+      await env.startEngine(ALLOW_LOOPBACK_RECEIVER);
       let batcher = env.startBatcher({ LOG_LEVEL: 'info' });
       await batcher.waitForLog(msg('batcher is the active consumer'), 30_000);
       const api = env.api;
@@ -70,7 +72,7 @@ describe('webhooks across kill -9 (engine and batcher processes, PostgreSQL, Rab
       assert.equal(receiver.got.length, 0);
 
       // Restart both: the batcher writes the log to the database, with the deliveries; the engine sends them.
-      await env.startEngine();
+      await env.startEngine(ALLOW_LOOPBACK_RECEIVER);
       batcher = env.startBatcher();
       const expected = [
         `promoted ${s2}`,

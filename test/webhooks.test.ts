@@ -98,7 +98,8 @@ describe(`webhooks, full mode (PostgreSQL + RabbitMQ, BATCHER_THREAD=${batcherTh
       },
       // The sweep is called by the test itself (timer far off); grace 0: anything due is overdue.
       // New deliveries are queued when the outbox records them (the periodic feed is far off too).
-      webhooks: { maxAttempts: 3, baseDelayMs: 300, sweepMs: 3_600_000, sweepGraceMs: 0, feedMs: 3_600_000 },
+      // The receiver listens on 127.0.0.1: refused unless private targets are allowed (they are off by default).
+      webhooks: { maxAttempts: 3, baseDelayMs: 300, sweepMs: 3_600_000, sweepGraceMs: 0, feedMs: 3_600_000, allowPrivateTargets: true },
       outboxWake: wake,
     });
     notices = store.notices!;
@@ -249,7 +250,8 @@ async function startEmbedded(thread: 'main' | 'worker', webhooks?: { maxAttempts
     persistence: store,
     seed: true,
     queue: (p) => createDatabaseDeliveryQueue({ store: p.notices!, logger: quietLogger, pollMs: 100 }),
-    ...(webhooks ? { webhooks } : {}),
+    // The receiver listens on 127.0.0.1: refused unless private targets are allowed (they are off by default).
+    webhooks: { ...webhooks, allowPrivateTargets: true },
     outboxWake: wake,
   });
   const stop = async () => {

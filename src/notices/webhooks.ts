@@ -1,7 +1,11 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
+import { isIP, type LookupFunction, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
 import type { DeliveryJob, DeliveryQueue, NoticeStore, WebhookRow } from '../persistence/notice-types.js';
+import { checkWebhookTarget, forbiddenTargetReason, guardedLookup, hostOf, systemResolveHost, TARGET_FORBIDDEN, targetForbiddenError, type ResolveHost } from './webhook-target.js';
 
 /**
  * Webhooks: the same notices as the students' event streams, POSTed to endpoints staff register.
@@ -14,6 +18,11 @@ import type { DeliveryJob, DeliveryQueue, NoticeStore, WebhookRow } from '../per
  * The worker POSTs, signs (docs/webhooks.md), records every attempt, and on failure queues the next one after an exponential backoff, until `maxAttempts`, after which
  * the delivery is dead-lettered. A job leaves the queue only after its outcome is recorded, so a
  * crash repeats an attempt instead of losing it (at least once; receivers dedupe on the delivery id).
+ *
+ * Targets on internal networks (loopback, private, link-local, ...) are refused at registration
+ * and again at every delivery, against DNS rebinding (webhook-target.ts), unless
+ * `allowPrivateTargets` (WEBHOOK_ALLOW_PRIVATE_TARGETS) is set. A refused attempt is recorded and
+ * retried like any failed one, with the reason as its error.
  */
 
 export const SIGNATURE_HEADER = 'x-enrollment-signature';
@@ -57,6 +66,13 @@ export interface WebhookServiceOptions {
   feedMs?: number;
   /** Called after a webhook was registered or stopped (the embedded outbox caches the active ones). */
   onWebhooksChanged?: () => void;
+  /**
+   * Allow targets on loopback, private, link-local and other internal addresses (default false:
+   * refused at registration and at delivery, see webhook-target.ts). From WEBHOOK_ALLOW_PRIVATE_TARGETS.
+   */
+  allowPrivateTargets?: boolean;
+  /** How target names are resolved, at registration and at each delivery's connect (default: the system resolver; tests pass their own). */
+  resolveHost?: ResolveHost;
   now?: () => number;
 }
 
@@ -81,6 +97,13 @@ export class WebhookService {
   private feeding: Promise<void> | null = null;
   private feedAgain = false;
   private readonly onWebhooksChanged: () => void;
+  private readonly allowPrivateTargets: boolean;
+  private readonly resolveHost: ResolveHost;
+  /** Null when every target is allowed: the sockets then resolve names as usual. */
+  private readonly lookup: LookupFunction | null;
+  /** Kept-alive connections to the endpoints; a socket is checked once, when it connects. */
+  private readonly httpAgent = new http.Agent({ keepAlive: true });
+  private readonly httpsAgent = new https.Agent({ keepAlive: true });
 
   constructor(opts: WebhookServiceOptions) {
     this.store = opts.store;
@@ -95,6 +118,9 @@ export class WebhookService {
     this.sweepGraceMs = opts.sweepGraceMs ?? 60_000;
     this.feedMs = opts.feedMs ?? 250;
     this.onWebhooksChanged = opts.onWebhooksChanged ?? (() => undefined);
+    this.allowPrivateTargets = opts.allowPrivateTargets ?? false;
+    this.resolveHost = opts.resolveHost ?? systemResolveHost;
+    this.lookup = this.allowPrivateTargets ? null : guardedLookup(this.resolveHost);
   }
 
   get queueKind(): DeliveryQueue['kind'] {
@@ -102,6 +128,7 @@ export class WebhookService {
   }
 
   async start(): Promise<void> {
+    if (this.allowPrivateTargets) this.log.warn({ allowPrivateTargets: true }, 'webhook targets on loopback, private and link-local addresses are allowed (WEBHOOK_ALLOW_PRIVATE_TARGETS)');
     await this.queue.start((job) => this.attempt(job));
     if (this.queue.kind === 'amqp') {
       this.sweepTimer = setInterval(() => void this.sweep(), this.sweepMs);
@@ -170,6 +197,8 @@ export class WebhookService {
     if (this.feedTimer) clearInterval(this.feedTimer);
     while (this.feeding) await this.feeding;
     await this.queue.close();
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
   }
 
   /** Pause after attempt `n` failed. */
@@ -186,6 +215,14 @@ export class WebhookService {
     }
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new EngineError('BAD_REQUEST', 'url must be http or https');
     if (u.username !== '' || u.password !== '') throw new EngineError('BAD_REQUEST', 'url must not carry credentials; the secret signs each delivery');
+    if (!this.allowPrivateTargets) {
+      try {
+        await checkWebhookTarget(u, this.resolveHost);
+      } catch (err) {
+        this.log.info({ host: hostOf(u), code: (err as EngineError).code, reason: (err as Error).message, createdBy: input.createdBy }, 'webhook target refused');
+        throw err;
+      }
+    }
     const row = await this.store.createWebhook({ ...input, url: u.toString() });
     this.onWebhooksChanged();
     return publicOf(row);
@@ -223,26 +260,20 @@ export class WebhookService {
     let statusCode: number | null = null;
     let error: string | null = null;
     try {
-      const res = await fetch(d.url, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          [TIMESTAMP_HEADER]: String(t),
-          [SIGNATURE_HEADER]: signPayload(d.secret, t, d.body),
-          [DELIVERY_HEADER]: String(d.id),
-          [ATTEMPT_HEADER]: String(attempt),
-          'user-agent': 'course-enrollment-engine-webhooks/1',
-        },
-        body: d.body,
-        redirect: 'manual',
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-      statusCode = res.status;
-      // The body is not needed; release the socket.
-      await res.body?.cancel().catch(() => undefined);
-      if (res.status < 200 || res.status >= 300) error = `HTTP ${res.status}`;
+      statusCode = await this.post(d.url, {
+        'content-type': 'application/json',
+        [TIMESTAMP_HEADER]: String(t),
+        [SIGNATURE_HEADER]: signPayload(d.secret, t, d.body),
+        [DELIVERY_HEADER]: String(d.id),
+        [ATTEMPT_HEADER]: String(attempt),
+        'user-agent': 'course-enrollment-engine-webhooks/1',
+      }, d.body);
+      if (statusCode < 200 || statusCode >= 300) error = `HTTP ${statusCode}`;
     } catch (err) {
-      error = err instanceof Error ? (err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message) : String(err);
+      error = err instanceof Error ? err.message : String(err);
+      if ((err as { code?: unknown }).code === TARGET_FORBIDDEN) {
+        this.log.warn({ deliveryId: d.id, webhookId: d.webhookId, attempt, error }, 'webhook delivery refused: its target is on an internal network');
+      }
     }
     const durationMs = Math.round(performance.now() - t0);
     const next: { deliveryId: number; attempt: number } = { deliveryId: d.id, attempt: attempt + 1 };
@@ -257,6 +288,75 @@ export class WebhookService {
       await this.store.recordAttempt({ deliveryId: d.id, attempt, statusCode, error, durationMs, status: 'retrying', nextAttemptAt: this.now() + delay });
       await this.queue.schedule(next, delay);
     }
+  }
+
+  /**
+   * One POST; resolves with the answer's status once its headers arrive (redirects are not
+   * followed: a 3xx is a failed attempt, so a redirect cannot lead past the target checks).
+   * Unless every target is allowed, an address literal is checked before any connect, a name is
+   * resolved through {@link guardedLookup} at connect, and the address the socket actually
+   * connected to is checked again before the request is written (the check runs first among the
+   * socket's `connect` listeners; the request's bytes wait for that event).
+   */
+  private post(url: string, headers: Record<string, string>, body: string): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      let u: URL;
+      try {
+        u = new URL(url);
+      } catch {
+        reject(new Error('url is not a valid absolute URL'));
+        return;
+      }
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+        reject(new Error(`url must be http or https (got ${u.protocol})`));
+        return;
+      }
+      const host = hostOf(u);
+      const lookup = this.lookup;
+      if (lookup && isIP(host) !== 0) {
+        const refused = forbiddenTargetReason(host);
+        if (refused !== null) {
+          reject(targetForbiddenError(refused));
+          return;
+        }
+      }
+      const timeoutMs = this.timeoutMs;
+      const https_ = u.protocol === 'https:';
+      const req = (https_ ? https : http).request(u, {
+        method: 'POST',
+        headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+        agent: https_ ? this.httpsAgent : this.httpAgent,
+        ...(lookup ? { lookup } : {}),
+      });
+      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      timer.unref();
+      const done = () => clearTimeout(timer);
+      if (lookup) {
+        req.on('socket', (socket: Socket) => {
+          const check = () => {
+            const address = socket.remoteAddress;
+            const refused = address === undefined ? 'the connected address is unknown' : forbiddenTargetReason(address);
+            if (refused !== null) req.destroy(targetForbiddenError(`connected to ${refused}`));
+          };
+          // A kept-alive socket was checked when it connected; a new one is checked before the request's bytes go out.
+          if (socket.connecting) socket.prependOnceListener('connect', check);
+          else check();
+        });
+      }
+      req.on('response', (res) => {
+        resolve(res.statusCode ?? 0);
+        // The body is not needed: read it away so the socket can serve the next delivery.
+        res.on('error', () => undefined);
+        res.on('end', done);
+        res.on('close', done);
+        res.resume();
+      });
+      req.on('error', (err) => {
+        done();
+        reject(err);
+      });
+      req.end(body);
+    });
   }
 }
 

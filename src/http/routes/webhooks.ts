@@ -75,7 +75,13 @@ export const webhookRoutes: FastifyPluginAsyncTypebox<WebhookRouteOptions> = asy
         security: bearer,
         body: Type.Object(
           {
-            url: Type.String({ minLength: 8, maxLength: 2000, description: 'http or https URL' }),
+            url: Type.String({
+              minLength: 8,
+              maxLength: 2000,
+              description:
+                'http or https URL. Its host must not be (or resolve to) a loopback, private, link-local, CGNAT, multicast or unspecified address ' +
+                '(400 WEBHOOK_TARGET_FORBIDDEN) unless the server runs with WEBHOOK_ALLOW_PRIVATE_TARGETS=true',
+            }),
             secret: Type.String({ minLength: 16, maxLength: 256, description: 'Shared secret that signs every delivery' }),
             kinds: Type.Optional(Type.Array(Kind, { minItems: 1, uniqueItems: true, description: 'Omit for every kind' })),
           },
