@@ -12,6 +12,8 @@ export const ERROR_STATUS = {
   NOT_FOUND: 404,
   SECTION_NOT_FOUND: 404,
   STUDENT_NOT_FOUND: 404,
+  /** No staff member with that id (e.g. `POST /staff/{id}/revoke-tokens`). */
+  STAFF_NOT_FOUND: 404,
   ALREADY_EXISTS: 409,
   // Student rules, in the order SPEC section 4 checks them.
   ENROLLMENT_WINDOW_CLOSED: 403,

@@ -7,7 +7,9 @@ import type { Coordination } from '../src/coordination/types.js';
 import type { ThrottlePolicy } from '../src/http/throttle.js';
 import { createLogger } from '../src/logger.js';
 import { freePort } from './support/fault-harness.js';
-import { createHttpFixture, expectError, expectStatus, type HttpFixture, PASSWORD, S, STAFF, T0, MINUTE } from './support/http-fixture.js';
+import { watchEngine } from '../src/metrics/engine-metrics.js';
+import { renderMetrics } from '../src/metrics/registry.js';
+import { createHttpFixture, expectError, expectStatus, type HttpFixture, OTHER_STAFF, PASSWORD, S, STAFF, T0, MINUTE } from './support/http-fixture.js';
 import { REDIS_URL, requireService, uniqueName } from './support/services.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 
@@ -30,7 +32,7 @@ type Maker = (now: () => number, prefix: string, logs: string[]) => Coordination
 
 const memoryMaker: Maker = (now) => createMemoryCoordination({ now });
 const redisMaker =
-  (url: string): Maker =>
+  (url: string, extra: { probeMs?: number; commandTimeoutMs?: number } = {}): Maker =>
   (now, prefix, logs) =>
     createRedisCoordination({
       url,
@@ -38,6 +40,7 @@ const redisMaker =
       now,
       logger: createLogger('debug', { write: (l: string) => void logs.push(l) }),
       resyncMs: 60_000,
+      ...extra,
     });
 
 /** An app (with the test fixture's seed) on a given coordination store; the store follows the fixture's clock. */
@@ -210,6 +213,37 @@ for (const store of STORES) {
       assert.match(byStudent.body.reason, /students cannot use the admin page or staff routes/);
       expectError(await fx.request('POST', '/students/4242/revoke-tokens', { token: staff }), 404, 'STUDENT_NOT_FOUND');
     });
+
+    it('admin staff revoke every token of a staff member; their next login works; other staff, students and unknown ids are refused', async () => {
+      const { fx } = await setup();
+      const leaked = (await login(fx, OTHER_STAFF, PASSWORD, { staff: true })).body.token as string;
+      const refreshed = (await fx.request('POST', '/refresh', { token: leaked })).body.token as string;
+      const admin = fx.staffToken(STAFF);
+      expectStatus(await fx.request('GET', '/sections', { token: leaked }), 200);
+      // Only admins (ADMIN_STAFF_IDS): ordinary staff could otherwise lock out the admins.
+      const byStaff = await fx.request('POST', `/staff/${STAFF}/revoke-tokens`, { token: leaked });
+      expectError(byStaff, 403, 'ADMIN_REQUIRED');
+      expectError(await fx.request('POST', `/staff/${STAFF}/revoke-tokens`, { token: fx.studentToken(S.alice) }), 403, 'FORBIDDEN');
+      expectError(await fx.request('POST', `/staff/${OTHER_STAFF}/revoke-tokens`), 401, 'UNAUTHENTICATED');
+      expectStatus(await fx.request('GET', '/sections', { token: admin }), 200);
+
+      expectStatus(await fx.request('POST', `/staff/${OTHER_STAFF}/revoke-tokens`, { token: admin }), 204);
+      for (const token of [leaked, refreshed]) {
+        expectError(await fx.request('GET', '/sections', { token }), 401, 'TOKEN_REVOKED');
+        expectError(await fx.request('GET', '/me', { token }), 401, 'TOKEN_REVOKED');
+        expectError(await fx.request('POST', '/refresh', { token }), 401, 'TOKEN_REVOKED');
+      }
+      // The admin's own tokens, and a student's token that shares no subject, are untouched.
+      expectStatus(await fx.request('GET', '/sections', { token: admin }), 200);
+      expectStatus(await fx.request('GET', '/student/courses', { token: fx.studentToken(S.alice) }), 200);
+      fx.clock.now += 1;
+      const fresh = (await login(fx, OTHER_STAFF, PASSWORD, { staff: true })).body.token as string;
+      expectStatus(await fx.request('GET', '/sections', { token: fresh }), 200);
+      const unknown = await fx.request('POST', '/staff/4242/revoke-tokens', { token: admin });
+      expectError(unknown, 404, 'STAFF_NOT_FOUND');
+      // A student id is not a staff id: the staff route does not reach students.
+      expectError(await fx.request('POST', `/staff/${S.alice}/revoke-tokens`, { token: admin }), 404, 'STAFF_NOT_FOUND');
+    });
   });
 }
 
@@ -244,6 +278,15 @@ describe('several instances sharing Redis', { skip: redisSkip }, () => {
       await new Promise((r) => setTimeout(r, 10));
     }
     expectError(await a.fx.request('GET', '/student/courses', { token: t2 }), 401, 'TOKEN_REVOKED');
+    // So does a staff member's: an admin on A cuts off a staff token that B accepted.
+    const staffToken = (await login(b.fx, OTHER_STAFF, PASSWORD, { staff: true })).body.token as string;
+    expectStatus(await b.fx.request('GET', '/sections', { token: staffToken }), 200);
+    expectStatus(await a.fx.request('POST', `/staff/${OTHER_STAFF}/revoke-tokens`, { token: a.fx.staffToken(STAFF) }), 204);
+    const t3 = performance.now();
+    while (performance.now() - t3 < 1000 && (await b.fx.request('GET', '/sections', { token: staffToken })).status !== 401) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expectError(await b.fx.request('GET', '/sections', { token: staffToken }), 401, 'TOKEN_REVOKED');
     // Three failures split over two instances lock the account on both.
     assert.equal((await login(a.fx, S.carl, 'wrong-password')).status, 401);
     assert.equal((await login(b.fx, S.carl, 'wrong-password')).status, 401);
@@ -256,6 +299,7 @@ describe('several instances sharing Redis', { skip: redisSkip }, () => {
       await c.store.close();
     });
     expectError(await c.fx.request('GET', '/student/courses', { token }), 401, 'TOKEN_REVOKED');
+    expectError(await c.fx.request('GET', '/sections', { token: staffToken }), 401, 'TOKEN_REVOKED');
   });
 
   it('keys carry the prefix and a TTL', async () => {
@@ -369,5 +413,76 @@ describe('while Redis is down', { skip: redisSkip }, () => {
     }
     expectError(await b.fx.request('GET', '/student/courses', { token }), 401, 'TOKEN_REVOKED');
     assert.ok(a.logs.some((l) => /redis is back/.test(l)), a.logs.join('\n'));
+  });
+
+  it('when Redis hangs (connection open, no answers): reported down after the first timeout, logins pay at most one timeout, and it is back once it answers', async () => {
+    const proxy = await TcpProxy.start('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
+    const prefix = keyPrefix();
+    const start = Date.now();
+    // A command timeout well above this machine's scheduling noise, so "one timeout" and "none" are told apart
+    // reliably (the default is 250 ms; the mechanism does not depend on it).
+    const TIMEOUT = 1000;
+    const a = await appOn(redisMaker(proxy.rewrite(REDIS_URL), { probeMs: 100, commandTimeoutMs: TIMEOUT }), prefix, start);
+    const b = await appOn(redisMaker(REDIS_URL), prefix, start);
+    closers.push(async () => {
+      for (const x of [a, b]) {
+        await x.fx.close();
+        await x.store.close();
+      }
+      await proxy.close();
+    });
+    watchEngine({ activeActors: 0, sectionCount: 0, activeMailboxes: 0, queuedRequests: 0 }, a.store);
+    const gauge = async () => /enrollment_coordination_connected\{store="redis"\} (\d)/.exec((await renderMetrics()).body)?.[1];
+    assert.equal(a.store.connected, true);
+    assert.equal(await gauge(), '1');
+    const timed = async (user: number, password: string) => {
+      const t0 = performance.now();
+      const r = await login(a.fx, user, password);
+      return { status: r.status, ms: performance.now() - t0, token: r.body.token };
+    };
+    // What a login costs here without Redis trouble (bcrypt at the fixture's low cost, two Redis calls).
+    let base = Infinity;
+    for (let i = 0; i < 3; i++) base = Math.min(base, (await timed(S.carl, PASSWORD)).ms);
+    const token = (await login(a.fx, S.alice, PASSWORD)).body.token as string;
+
+    proxy.stall();
+    // The first login meets the hang: one command timeout, not one per Redis call (two before).
+    const first = await timed(S.carl, PASSWORD);
+    assert.equal(first.status, 200);
+    assert.ok(first.ms >= TIMEOUT - 50, `the first login during the hang took ${first.ms.toFixed(0)} ms: was Redis stalled?`);
+    assert.ok(first.ms < base + TIMEOUT + TIMEOUT / 2, `the first login during the hang took ${first.ms.toFixed(0)} ms (baseline ${base.toFixed(0)} ms)`);
+    assert.equal(a.store.connected, false, 'still reported connected after a command timed out');
+    assert.equal(await gauge(), '0', 'the gauge still reads 1 after a command timed out');
+    // Known to be unresponsive: later logins, failed or not, skip Redis (the documented fail-open fallback).
+    for (let i = 0; i < 4; i++) {
+      const r = await timed(S.bea, i % 2 === 0 ? 'wrong-password' : PASSWORD);
+      assert.ok(r.ms < base + TIMEOUT / 2, `login ${i} during the hang took ${r.ms.toFixed(0)} ms (baseline ${base.toFixed(0)} ms)`);
+    }
+    const w = await a.fx.request('DELETE', '/student/course?course_id=999999', { token });
+    assert.ok(w.status < 500 && w.status !== 429, w.raw);
+    // A logout holds here at once, and reaches the other instance once Redis answers again.
+    const l0 = performance.now();
+    expectStatus(await a.fx.request('POST', '/logout', { token }), 204);
+    assert.ok(performance.now() - l0 < TIMEOUT / 2, 'the logout waited for the hung Redis');
+    expectError(await a.fx.request('GET', '/student/courses', { token }), 401, 'TOKEN_REVOKED');
+    await new Promise((r) => setTimeout(r, 400)); // several probes, none answered
+    assert.equal(a.store.connected, false);
+
+    proxy.flow();
+    const t0 = performance.now();
+    while (!a.store.connected && performance.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(a.store.connected, true, 'never reported back after Redis answered again');
+    assert.equal(await gauge(), '1');
+    const t1 = performance.now();
+    while (performance.now() - t1 < 2000 && (await b.fx.request('GET', '/student/courses', { token })).status !== 401) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expectError(await b.fx.request('GET', '/student/courses', { token }), 401, 'TOKEN_REVOKED');
+    // Shared again: failures count in Redis, so the account locks after three.
+    for (let i = 0; i < 3; i++) assert.equal((await login(a.fx, S.dan, 'wrong-password')).status, 401);
+    assert.equal((await login(b.fx, S.dan, PASSWORD)).status, 429);
+    const logs = a.logs.map((l) => JSON.parse(l) as { level: number; msg: string });
+    assert.ok(logs.some((l) => l.level === 40 && /no answer within 1000 ms/.test(l.msg)), a.logs.join('\n'));
+    assert.ok(logs.some((l) => l.level === 30 && /redis is back/.test(l.msg)), a.logs.join('\n'));
   });
 });

@@ -131,14 +131,14 @@ async function login(base: string, user: number, password: string, staff: boolea
   return ((await r.json()) as { token: string }).token;
 }
 
-async function statusWith(base: string, token: string): Promise<number> {
-  const r = await fetch(`${base}/student/courses`, { headers: { authorization: `Bearer ${token}` } });
+async function statusWith(base: string, token: string, path = '/student/courses'): Promise<number> {
+  const r = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${token}` } });
   await r.body?.cancel();
   return r.status;
 }
 
 describe('embedded mode: revocations', () => {
-  test('a logout and a staff revocation answered 204 still hold after a kill -9 and restart; a new login works', { timeout: 180_000 }, async () => {
+  test('a logout and a staff revocation (of a student, of a staff member) answered 204 still hold after a kill -9 and restart; a new login works', { timeout: 180_000 }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'enroll-kill-revocations-'));
     dirs.push(dataDir);
     const first = await startEngine(dataDir, 'main');
@@ -150,8 +150,17 @@ describe('embedded mode: revocations', () => {
     assert.equal(out.status, 204);
     const rv = await fetch(`${first.base}/students/40000002/revoke-tokens`, { method: 'POST', headers: { authorization: `Bearer ${staff}` } });
     assert.equal(rv.status, 204);
+    // A staff member whose token leaked: created, logged in, then cut off by the admin (demo staff 1).
+    const json = { 'content-type': 'application/json', authorization: `Bearer ${staff}` };
+    const created = await fetch(`${first.base}/staff`, { method: 'POST', headers: json, body: JSON.stringify({ id: 77, password: 'leaver-password-1' }) });
+    assert.equal(created.status, 201);
+    const leaked = await login(first.base, 77, 'leaver-password-1', true);
+    assert.equal(await statusWith(first.base, leaked, '/sections'), 200);
+    const rs = await fetch(`${first.base}/staff/77/revoke-tokens`, { method: 'POST', headers: { authorization: `Bearer ${staff}` } });
+    assert.equal(rs.status, 204);
     assert.equal(await statusWith(first.base, loggedOut), 401);
     assert.equal(await statusWith(first.base, revoked), 401);
+    assert.equal(await statusWith(first.base, leaked, '/sections'), 401);
     first.child.kill('SIGKILL');
     await first.exited;
 
@@ -160,6 +169,9 @@ describe('embedded mode: revocations', () => {
     assert.equal(await statusWith(second.base, revoked), 401, 'the revoked token works again after the restart');
     assert.equal(await statusWith(second.base, kept), 200, 'a token nobody revoked still works');
     assert.equal(await statusWith(second.base, await login(second.base, 40000002, 'student-pass', false)), 200, 'a new login works');
+    assert.equal(await statusWith(second.base, leaked, '/sections'), 401, "the revoked staff member's token works again after the restart");
+    assert.equal(await statusWith(second.base, staff, '/sections'), 200, "the admin's token was not revoked");
+    assert.equal(await statusWith(second.base, await login(second.base, 77, 'leaver-password-1', true), '/sections'), 200, 'a new staff login works');
     second.child.kill('SIGTERM');
     await second.exited;
   });

@@ -285,10 +285,10 @@ describe('forwarding while shards drain for a hand-over', () => {
     assert.ok(warned, `no warning logged: ${JSON.stringify(logs.map((l) => l['msg']))}`);
   });
 
-  test('token revocations (logout, staff revoking a student) are served where they arrive, never forwarded: they must hold there at once', async (t) => {
+  test('token revocations (logout, staff revoking a student, an admin revoking a staff member) are served where they arrive, never forwarded: they must hold there at once', async (t) => {
     // Owns nothing, and the peer refuses connections: anything forwarded would end in 503 after the retry window.
     const i = await createInstance(t, [], () => 'http://127.0.0.1:9', 200);
-    for (const url of ['/logout', '/students/40000001/revoke-tokens']) {
+    for (const url of ['/logout', '/students/40000001/revoke-tokens', '/staff/7/revoke-tokens']) {
       const r = await i.app.inject({ method: 'POST', url, headers: { authorization: 'Student 1' } });
       assert.equal(r.statusCode, 404, `${url} was forwarded: ${r.statusCode} ${r.body}`);
     }

@@ -21,6 +21,14 @@ import type { Coordination, WindowLimit, WindowVerdict } from './types.js';
  *   bound still apply, and refusing everyone would stop registration;
  * - revocation checks use the mirror: what was revoked before the outage stays revoked; a logout
  *   during the outage takes effect here at once and is written and published when Redis is back.
+ *
+ * "Down" includes a Redis that keeps the connection open but stops answering (a hung process, a
+ * stalled link): ioredis sees nothing wrong with the connection, so without more the store counted
+ * as connected for the whole outage and every call paid the full command timeout, a login twice.
+ * So once a command times out the store marks Redis unresponsive: `connected` reads false, and
+ * until Redis answers again no command is sent (limits fail open at once, revocations wait in
+ * `unsent`); a background PING every `probeMs` on the same connection marks it back (TCP keeps the
+ * order, so the PING's answer also means everything sent before it was answered).
  */
 
 const CHECK_LUA = `
@@ -89,6 +97,16 @@ export interface RedisCoordinationOptions {
   commandTimeoutMs?: number;
   /** Full reload of the revocation list, besides the subscription (default 10 s). */
   resyncMs?: number;
+  /**
+   * While Redis is marked unresponsive (a command timed out on an open connection), how often a
+   * PING checks whether it answers again (default 1 s).
+   */
+  probeMs?: number;
+}
+
+/** ioredis's rejection of a command that got no answer within `commandTimeout`. */
+function isTimeout(err: unknown): boolean {
+  return err instanceof Error && err.message === 'Command timed out';
 }
 
 const ALLOWED: WindowVerdict = { allowed: true, retryAfterMs: 0 };
@@ -125,6 +143,14 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
   let resyncTimer: NodeJS.Timeout | null = null;
   /** Features currently degraded (logged once each per outage). */
   const degraded = new Set<string>();
+  /**
+   * A command timed out on an open connection and nothing has answered since: treated as down
+   * (no command is sent, `connected` is false) until the probe or a new connection gets an answer.
+   */
+  let unresponsive = false;
+  let probeTimer: NodeJS.Timeout | null = null;
+  let probing = false;
+  const commandTimeoutMs = opts.commandTimeoutMs ?? 250;
 
   client.on('error', () => undefined); // reported through failed commands and 'close' below
   sub.on('error', () => undefined);
@@ -134,11 +160,9 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
       log.warn('redis connection lost; rate limits fail open, revocations served from the local copy until it is back');
     }
   });
-  client.on('ready', () => {
-    if (degraded.size > 0) log.info({ degraded: [...degraded] }, 'redis is back; rate limits and revocations shared again');
-    degraded.clear();
-    void flushUnsent();
-  });
+  // A new connection answered its ready check: Redis answers again, whatever it did before.
+  client.on('ready', () => answeredAgain(false));
+
   // (Re)subscribe on every connection: ioredis re-subscribes only channels a connection had, and a
   // Redis that was down at start never had one. Then reload what was missed meanwhile.
   sub.on('ready', () => {
@@ -158,6 +182,51 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
     log.warn({ err, feature }, `redis unavailable for ${feature}: ${behaviour}`);
   };
 
+  /** Redis answers (again): shared features resume, and what was missed or held back meanwhile is caught up. */
+  function answeredAgain(resyncNow: boolean): void {
+    const wasUnresponsive = unresponsive;
+    unresponsive = false;
+    if (probeTimer !== null) clearInterval(probeTimer);
+    probeTimer = null;
+    if (degraded.size > 0) log.info({ degraded: [...degraded] }, 'redis is back; rate limits and revocations shared again');
+    degraded.clear();
+    void flushUnsent();
+    // Messages published while it hung may never have reached the subscription: reload the list.
+    if (resyncNow || wasUnresponsive) void resync();
+  }
+
+  /**
+   * Called with every failed command: a timeout on an open connection marks Redis unresponsive
+   * (see the header), so the next calls skip it at once instead of each waiting the full timeout,
+   * and starts the probe. Other failures (connection closed, refused) need nothing: ioredis
+   * refuses commands at once while disconnected, and its `ready` event says when it is back.
+   */
+  function noteFailure(err: unknown): void {
+    if (closed || unresponsive || !isTimeout(err) || client.status !== 'ready') return;
+    unresponsive = true;
+    degrade('connection', err, `no answer within ${commandTimeoutMs} ms on an open connection; treated as away (rate limits fail open, revocations local) until it answers a PING again`);
+    probeTimer = setInterval(probe, opts.probeMs ?? 1000);
+    probeTimer.unref();
+  }
+
+  /** One PING at a time while unresponsive; an answer ends the outage. */
+  function probe(): void {
+    if (probing || closed || client.status !== 'ready') return;
+    probing = true;
+    client.ping().then(
+      () => {
+        probing = false;
+        if (unresponsive && !closed) answeredAgain(true);
+      },
+      () => {
+        probing = false;
+      },
+    );
+  }
+
+  /** The error that calls skipped while Redis is marked unresponsive fail with (logged once per feature). */
+  const notAnswering = () => new Error(`redis is not answering (a command timed out after ${commandTimeoutMs} ms)`);
+
   function parseEntry(s: string): RevocationEntry | null {
     try {
       const v = JSON.parse(s) as Partial<RevocationEntry>;
@@ -169,6 +238,7 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
   }
 
   async function resync(): Promise<void> {
+    if (unresponsive) return;
     try {
       const all = await client.hgetall(hashKey);
       const nowSeconds = Math.floor(now() / 1000);
@@ -180,11 +250,13 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
       }
       if (stale.length > 0) await client.hdel(hashKey, ...stale);
     } catch (err) {
+      noteFailure(err);
       degrade('revocations', err, 'the local copy of the revocation list is used; it is reloaded when redis is back');
     }
   }
 
   async function write(e: RevocationEntry): Promise<void> {
+    if (unresponsive) throw notAnswering();
     const ttlMs = Math.max(1000, e.until * 1000 - now());
     await scripts.rvRevoke(2, hashKey, channel, e.key, JSON.stringify(e), ttlMs);
   }
@@ -195,7 +267,9 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
     for (const e of pending) {
       try {
         await write(e);
-      } catch {
+      } catch (err) {
+        // Once one times out the rest are kept at once (write refuses while unresponsive).
+        noteFailure(err);
         unsent.push(e);
       }
     }
@@ -204,6 +278,7 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
 
   const member = () => `${now()}-${instance}-${seq++}`;
   const failOpen = (err: unknown): WindowVerdict => {
+    noteFailure(err);
     degrade('rate limits', err, 'limits fail open (requests are let through) until it is back');
     return ALLOWED;
   };
@@ -212,11 +287,12 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
   return {
     kind: 'redis',
     get connected() {
-      return client.status === 'ready';
+      return client.status === 'ready' && !unresponsive;
     },
     limits: {
       async check(limits) {
         if (limits.length === 0) return ALLOWED;
+        if (unresponsive) return failOpen(notAnswering());
         try {
           const [blocked, wait] = await scripts.rlCheck(limits.length, ...limits.map((l) => key(l.key)), now(), ...windowArgs(limits));
           return blocked === 1 ? { allowed: false, retryAfterMs: Number(wait) } : ALLOWED;
@@ -226,6 +302,7 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
       },
       async record(limits) {
         if (limits.length === 0) return;
+        if (unresponsive) return void failOpen(notAnswering());
         try {
           await scripts.rlRecord(limits.length, ...limits.map((l) => key(l.key)), now(), member(), ...windowArgs(limits));
         } catch (err) {
@@ -233,6 +310,7 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
         }
       },
       async take(l) {
+        if (unresponsive) return failOpen(notAnswering());
         try {
           const [blocked, wait] = await scripts.rlTake(1, key(l.key), now(), l.windowMs, l.limit, member());
           return blocked === 1 ? { allowed: false, retryAfterMs: Number(wait) } : ALLOWED;
@@ -242,6 +320,7 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
       },
       async clear(keys) {
         if (keys.length === 0) return;
+        if (unresponsive) return void failOpen(notAnswering());
         try {
           await client.del(...keys.map(key));
         } catch (err) {
@@ -255,6 +334,7 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
         for (const entry of revocationEntries(e, now())) {
           mirror.apply(entry);
           write(entry).catch((err: unknown) => {
+            noteFailure(err);
             unsent.push(entry);
             degrade('revocations', err, 'the revocation holds on this instance now and is shared when redis is back');
           });
@@ -272,12 +352,14 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
       } catch (err) {
         degrade('connection', err, 'unreachable at start; rate limits fail open, revocations local until it is back (retrying)');
       }
-      resyncTimer = setInterval(() => void (client.status === 'ready' ? resync() : undefined), opts.resyncMs ?? 10_000);
+      // Also how an idle instance notices a Redis that stopped answering (resync's timeout marks it).
+      resyncTimer = setInterval(() => void (client.status === 'ready' && !unresponsive ? resync() : undefined), opts.resyncMs ?? 10_000);
       resyncTimer.unref();
     },
     async close() {
       closed = true;
       if (resyncTimer) clearInterval(resyncTimer);
+      if (probeTimer) clearInterval(probeTimer);
       client.disconnect();
       sub.disconnect();
     },

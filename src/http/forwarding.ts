@@ -60,7 +60,7 @@ const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
  * one-use ticket.
  */
 const LOCAL_PATHS = new Set(['/login', '/refresh', '/logout', '/admin/feed-ticket']);
-const LOCAL_PATH_PATTERNS = [/^\/students\/\d+\/revoke-tokens$/];
+const LOCAL_PATH_PATTERNS = [/^\/students\/\d+\/revoke-tokens$/, /^\/staff\/\d+\/revoke-tokens$/];
 
 interface Relayed {
   status: number;

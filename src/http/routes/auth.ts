@@ -1,21 +1,22 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { EngineError } from '../../errors.js';
 import { checkPassword, principalOf } from '../auth.js';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { RouteContext } from '../context.js';
 import { markGoCompatible } from '../error-handler.js';
 import { bearer, errorResponses, GoBody, Id, MAX_ID, NoContent, Token } from '../schemas.js';
 
 /**
- * `POST /login` and `POST /refresh`, as the Go service had them, plus `POST /logout` and staff's
- * `POST /students/{id}/revoke-tokens`. A wrong id and a wrong password get the same 401 after the
+ * `POST /login` and `POST /refresh`, as the Go service had them, plus `POST /logout`, staff's
+ * `POST /students/{id}/revoke-tokens` and admin staff's `POST /staff/{id}/revoke-tokens`. A wrong id and a wrong password get the same 401 after the
  * same amount of bcrypt work, so neither the reply nor its timing says which ids exist: a failed
  * login always checks the password a second time, against the other kind of account with the same
  * id (or a dummy hash), and only a password right for that other account changes the answer
  * (401 WRONG_ROLE, saying which `staff` value to send). Failed logins are throttled (throttle.ts).
  */
-export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, passwordGate, throttle }) => {
+export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, passwordGate, throttle, accounts }) => {
   await app.register(goRoutes, { engine, tokens, passwordGate, throttle } as RouteContext);
-  await app.register(sessionRoutes, { engine, tokens, passwordGate, throttle } as RouteContext);
+  await app.register(sessionRoutes, { engine, tokens, accounts } as RouteContext);
 };
 
 const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, passwordGate, throttle }) => {
@@ -96,8 +97,24 @@ const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, 
   );
 };
 
-/** Ending sessions: the caller's own (`POST /logout`) or, for staff, every session of a student. */
-const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+/**
+ * Ending sessions: the caller's own (`POST /logout`), for staff every session of a student, and for
+ * admin staff every session of a staff member (a leaked staff token or password could otherwise
+ * only be stopped by rotating JWT_SECRET, which logs everyone out).
+ */
+const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, accounts }) => {
+  const staffOnly = tokens.requireRole('staff');
+  /**
+   * Cutting off staff is for the same people who may create staff (ADMIN_STAFF_IDS): any staff
+   * member could otherwise lock out the admins, or each other, during registration.
+   */
+  const adminOnly = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    staffOnly(request, reply);
+    if (!accounts.adminStaffIds.has(principalOf(request).id)) {
+      throw new EngineError('ADMIN_REQUIRED', "only admin staff may revoke a staff member's tokens");
+    }
+  };
+
   app.post(
     '/logout',
     {
@@ -135,6 +152,33 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
       if (!engine.getStudent(id)) throw new EngineError('STUDENT_NOT_FOUND', `no student ${id}`);
       await tokens.revocations.revoke({ subject: `student:${id}`, at: tokens.now(), until: tokens.latestSessionEnd() });
       request.log.info({ student: id, by: principalOf(request).id }, 'every token of a student revoked');
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    '/staff/:id/revoke-tokens',
+    {
+      onRequest: adminOnly,
+      schema: {
+        tags: ['auth'],
+        summary: 'Revoke every token of a staff member issued until now (admin staff only); their next login works',
+        description:
+          'For a leaked staff token or password: every token of that staff member issued before this call is refused 401 TOKEN_REVOKED ' +
+          'on every instance (shared through Redis when configured, written to the data directory in embedded mode before the 204). ' +
+          'A new login still works: if the password leaked too, change it in the database (no route does) or the holder simply logs in again.',
+        security: bearer,
+        params: Type.Object({ id: Id('Staff id') }),
+        response: { 204: NoContent, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const id = request.params.id;
+      if (!engine.getStaff(id)) throw new EngineError('STAFF_NOT_FOUND', `no staff member ${id}`);
+      // The same entry as for a student, under the staff subject (`staff:<id>`, what staff tokens carry):
+      // the same durability (the promise settles once journalled or handed to Redis) and reach.
+      await tokens.revocations.revoke({ subject: `staff:${id}`, at: tokens.now(), until: tokens.latestSessionEnd() });
+      request.log.info({ staff: id, by: principalOf(request).id }, 'every token of a staff member revoked');
       return reply.code(204).send(null);
     },
   );
