@@ -3,6 +3,8 @@
  * reported together, so an operator fixes a bad deployment in one go instead of one crash at a time.
  */
 
+import { isIP } from 'node:net';
+
 export interface Config {
   host: string;
   port: number;
@@ -23,9 +25,19 @@ export interface Config {
   redisUrl: string | null;
   /** Every Redis key and channel starts with it, so deployments and test runs never collide. */
   redisPrefix: string;
+  /**
+   * Reverse proxies (addresses and CIDR ranges) whose `X-Forwarded-For` is believed, so that the
+   * client address login throttling and the logs use (`request.ip`) is the client's, not the
+   * proxy's: behind a campus proxy or NAT every student otherwise shares one address and its
+   * failed-login limit. Empty (the default): no header is believed, the address is the TCP peer.
+   */
+  trustProxy: string[];
   /** Login throttling and the per-student write limit (see src/http/throttle.ts). */
   throttle: {
+    /** Per account and client address. */
     loginFailuresPerUser: number;
+    /** Per account from every address together (the bound on distributed guessing). */
+    loginFailuresPerUserAllAddresses: number;
     loginFailuresPerAddress: number;
     loginWindowMs: number;
     /** 0: no limit. */
@@ -152,6 +164,31 @@ export function isLoopbackHost(host: string): boolean {
   return /^127(\.\d{1,3}){3}$/.test(h);
 }
 
+/**
+ * Why one `TRUST_PROXY` entry cannot be used, or null when it is an IP address or a CIDR range.
+ * Only explicit addresses: `true` would let any client choose its address with a header, and a hop
+ * count cannot tell the proxy from a client that connects directly (Fastify refuses it as unsafe).
+ */
+function trustProxyProblem(entry: string): string | null {
+  const lower = entry.toLowerCase();
+  if (['true', 'yes', 'on', '*', 'all'].includes(lower)) {
+    return `"${entry}" would let any client choose its address with X-Forwarded-For; list the proxies' addresses or CIDR ranges`;
+  }
+  if (/^\d+$/.test(entry)) {
+    return `"${entry}": a hop count cannot tell a proxy from a client that connects directly; list the proxies' addresses or CIDR ranges`;
+  }
+  const slash = entry.indexOf('/');
+  const address = slash < 0 ? entry : entry.slice(0, slash);
+  const version = isIP(address);
+  if (version === 0) return `"${entry}" is not an IP address or a CIDR range (e.g. 10.0.0.5, 10.0.0.0/24, fd00::/8)`;
+  if (slash < 0) return null;
+  const bits = entry.slice(slash + 1);
+  const max = version === 4 ? 32 : 128;
+  // Not 0: a range of every address would trust any client's header (and Fastify refuses it).
+  if (!/^\d{1,3}$/.test(bits) || Number(bits) < 1 || Number(bits) > max) return `"${entry}": the prefix length must be a whole number from 1 to ${max}`;
+  return null;
+}
+
 /** Documented in README.md and .env.example; keep the three in step. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const problems: string[] = [];
@@ -238,9 +275,25 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }
   }
 
+  const trustProxy: string[] = [];
+  for (const part of (str('TRUST_PROXY') ?? '').split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const problem = trustProxyProblem(part);
+    if (problem === null) trustProxy.push(part);
+    else problems.push(`TRUST_PROXY must be empty or a comma-separated list of proxy addresses or CIDR ranges: ${problem}`);
+  }
+
+  const loginFailuresPerUser = int('LOGIN_FAILURES_PER_USER', 10, 1, 1_000_000);
+  // Never below the per-address-and-account limit by default (a deployment that raised that one
+  // keeps starting); set explicitly below it, one address could lock a student out everywhere.
+  const loginFailuresPerUserAllAddresses = int('LOGIN_FAILURES_PER_USER_ALL_ADDRESSES', Math.max(100, loginFailuresPerUser), 1, 1_000_000);
+  if (loginFailuresPerUserAllAddresses < loginFailuresPerUser) {
+    problems.push('LOGIN_FAILURES_PER_USER_ALL_ADDRESSES must not be smaller than LOGIN_FAILURES_PER_USER (one address could then lock a student out everywhere)');
+  }
+
   const config: Config = {
     host,
     bootstrapStaff,
+    trustProxy,
     port: int('PORT', 8080, 0, 65535),
     jwtSecret,
     tokenTtlSeconds: int('TOKEN_TTL_MINUTES', 60, 1, 60 * 24) * 60,
@@ -253,7 +306,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     redisUrl,
     redisPrefix,
     throttle: {
-      loginFailuresPerUser: int('LOGIN_FAILURES_PER_USER', 10, 1, 1_000_000),
+      loginFailuresPerUser,
+      loginFailuresPerUserAllAddresses,
       loginFailuresPerAddress: int('LOGIN_FAILURES_PER_ADDRESS', 50, 1, 1_000_000),
       loginWindowMs: int('LOGIN_THROTTLE_WINDOW_SECONDS', 60, 1, 86_400) * 1000,
       studentWriteLimit: int('STUDENT_WRITE_LIMIT', 30, 0, 1_000_000),

@@ -378,6 +378,7 @@ async function main(): Promise<void> {
     readiness: () => persistence.readiness(),
     storageRequirements,
     limits: config.http,
+    trustProxy: config.trustProxy,
     ...(cluster && config.cluster.forwardWrites ? { cluster, forwardRetryMs: config.cluster.forwardRetryMs } : {}),
     coordination,
     throttle: config.throttle,

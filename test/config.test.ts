@@ -123,3 +123,23 @@ test('PGLITE_THREAD: PGlite on the engine thread unless a worker thread is asked
     (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('PGLITE_THREAD must be one of main, worker')),
   );
 });
+
+test('TRUST_PROXY: unset or empty trusts no proxy; a list of addresses and CIDR ranges is read; true, hop counts and anything else are refused', () => {
+  assert.deepEqual(loadConfig({}).trustProxy, []);
+  assert.deepEqual(loadConfig({ TRUST_PROXY: '  ' }).trustProxy, []);
+  assert.deepEqual(loadConfig({ TRUST_PROXY: '10.0.0.5, 192.168.0.0/16,fd00::/8 , ::1' }).trustProxy, ['10.0.0.5', '192.168.0.0/16', 'fd00::/8', '::1']);
+  for (const bad of ['true', '*', '1', '2', '10.0.0.0/33', 'fd00::/129', '0.0.0.0/0', '::/0', '10.0.0.0/x', 'proxy.example.org', '10.0.0.1,nope']) {
+    assert.throws(() => loadConfig({ TRUST_PROXY: bad }), /TRUST_PROXY must be empty or a comma-separated list/, bad);
+  }
+});
+
+test('login throttling: per id and address, per id from all addresses (100, never below the first by default), per address', () => {
+  const c = loadConfig({});
+  assert.equal(c.throttle.loginFailuresPerUser, 10);
+  assert.equal(c.throttle.loginFailuresPerUserAllAddresses, 100);
+  assert.equal(c.throttle.loginFailuresPerAddress, 50);
+  assert.equal(loadConfig({ LOGIN_FAILURES_PER_USER_ALL_ADDRESSES: '500' }).throttle.loginFailuresPerUserAllAddresses, 500);
+  assert.equal(loadConfig({ LOGIN_FAILURES_PER_USER: '200' }).throttle.loginFailuresPerUserAllAddresses, 200);
+  assert.throws(() => loadConfig({ LOGIN_FAILURES_PER_USER: '20', LOGIN_FAILURES_PER_USER_ALL_ADDRESSES: '19' }), /LOGIN_FAILURES_PER_USER_ALL_ADDRESSES must not be smaller/);
+  assert.throws(() => loadConfig({ LOGIN_FAILURES_PER_USER_ALL_ADDRESSES: '0' }), /LOGIN_FAILURES_PER_USER_ALL_ADDRESSES/);
+});

@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { createMemoryCoordination } from '../src/coordination/memory.js';
 import { createRedisCoordination } from '../src/coordination/redis.js';
 import type { Coordination } from '../src/coordination/types.js';
+import type { AppDeps } from '../src/http/app.js';
 import type { ThrottlePolicy } from '../src/http/throttle.js';
 import { createLogger } from '../src/logger.js';
 import { freePort } from './support/fault-harness.js';
@@ -17,11 +18,14 @@ import { TcpProxy } from './support/tcp-proxy.js';
  * Issue 15: login throttling, the per-student write limit and token revocation behave the same on
  * the in-process store and on the real Redis (a unique key prefix per run), across instances
  * sharing Redis, and while Redis is unreachable (fail open for limits, local revocations, no 5xx).
+ * Failed logins count per id at one address (3 here), per id from every address (8) and per
+ * address (6); the address is the TCP peer unless a trusted proxy forwarded it (TRUST_PROXY).
  */
 
 const redisSkip = await requireService('Redis', REDIS_URL);
 const POLICY: Partial<ThrottlePolicy> = {
   loginFailuresPerUser: 3,
+  loginFailuresPerUserAllAddresses: 8,
   loginFailuresPerAddress: 6,
   loginWindowMs: 60_000,
   studentWriteLimit: 3,
@@ -44,22 +48,28 @@ const redisMaker =
     });
 
 /** An app (with the test fixture's seed) on a given coordination store; the store follows the fixture's clock. */
-async function appOn(make: Maker, prefix: string, start = T0 + 5 * MINUTE): Promise<{ fx: HttpFixture; store: Coordination; logs: string[]; prefix: string }> {
+async function appOn(
+  make: Maker,
+  prefix: string,
+  start = T0 + 5 * MINUTE,
+  extra: { app?: Partial<AppDeps>; logRequests?: boolean } = {},
+): Promise<{ fx: HttpFixture; store: Coordination; logs: string[]; prefix: string }> {
   const logs: string[] = [];
   // One clock for the app, its tokens and the store: the fixture's.
   let fx: HttpFixture | null = null;
   const store = make(() => (fx === null ? start : fx.clock.now), prefix, logs);
   await store.start();
-  fx = await createHttpFixture({ now: start, app: { coordination: store, throttle: POLICY } });
+  fx = await createHttpFixture({ now: start, logRequests: extra.logRequests ?? false, app: { coordination: store, throttle: POLICY, ...extra.app } });
   return { fx, store, logs, prefix };
 }
 
-async function login(fx: HttpFixture, user: number, password: string, opts: { staff?: boolean; address?: string } = {}) {
+async function login(fx: HttpFixture, user: number, password: string, opts: { staff?: boolean; address?: string; forwardedFor?: string } = {}) {
   const res = await fx.app.inject({
     method: 'POST',
     url: '/login',
     payload: { user, password, staff: opts.staff ?? false },
     remoteAddress: opts.address ?? '10.0.0.1',
+    ...(opts.forwardedFor === undefined ? {} : { headers: { 'x-forwarded-for': opts.forwardedFor } }),
   });
   return { status: res.statusCode, body: res.json() as { token?: string; code?: string; reason?: string }, headers: res.headers };
 }
@@ -95,8 +105,8 @@ const STORES: { name: string; make: Maker; skip: string | false }[] = [
 
 for (const store of STORES) {
   describe(`login throttling, write limit and revocation (${store.name})`, { skip: store.skip }, () => {
-    const setup = async () => {
-      const r = await appOn(store.make, keyPrefix());
+    const setup = async (extra: Parameters<typeof appOn>[3] = {}) => {
+      const r = await appOn(store.make, keyPrefix(), T0 + 5 * MINUTE, extra);
       closers.push(async () => {
         await r.fx.close();
         await r.store.close();
@@ -104,43 +114,81 @@ for (const store of STORES) {
       return r;
     };
 
-    it('throttles an account after its failed logins, answers 429 with Retry-After, and lets the right student in after one window', async () => {
+    it('throttles an account at an address after its failed logins there, answers 429 with Retry-After, and lets the right student in after one window', async () => {
       const { fx } = await setup();
-      for (let i = 0; i < 3; i++) assert.equal((await login(fx, S.alice, 'wrong-password', { address: `10.1.0.${i}` })).status, 401);
-      const locked = await login(fx, S.alice, PASSWORD, { address: '10.2.0.1' });
+      for (let i = 0; i < 3; i++) assert.equal((await login(fx, S.alice, 'wrong-password', { address: '10.1.0.1' })).status, 401);
+      const locked = await login(fx, S.alice, PASSWORD, { address: '10.1.0.1' });
       assert.equal(locked.status, 429, JSON.stringify(locked.body));
       assert.equal(locked.body.code, 'LOGIN_THROTTLED');
       const retry = Number(locked.headers['retry-after']);
       assert.ok(retry >= 1 && retry <= 60, `Retry-After ${retry}`);
       // Attempts while locked are not counted: a burst cannot stretch the lock past one window.
       fx.clock.now += 30_000;
-      for (let i = 0; i < 10; i++) assert.equal((await login(fx, S.alice, 'wrong-password')).status, 429);
-      // Another student is not affected.
-      assert.equal((await login(fx, S.bea, PASSWORD)).status, 200);
+      for (let i = 0; i < 10; i++) assert.equal((await login(fx, S.alice, 'wrong-password', { address: '10.1.0.1' })).status, 429);
+      // Another student at that address is not affected.
+      assert.equal((await login(fx, S.bea, PASSWORD, { address: '10.1.0.1' })).status, 200);
       fx.clock.now += 30_001;
-      const back = await login(fx, S.alice, PASSWORD, { address: '10.2.0.1' });
+      const back = await login(fx, S.alice, PASSWORD, { address: '10.1.0.1' });
       assert.equal(back.status, 200, JSON.stringify(back.body));
+    });
+
+    it('a correct password from another address still logs in while one address is locked out for that student', async () => {
+      const { fx } = await setup();
+      for (let i = 0; i < 3; i++) assert.equal((await login(fx, S.alice, 'wrong-password', { address: '10.20.0.1' })).status, 401);
+      const attacker = await login(fx, S.alice, PASSWORD, { address: '10.20.0.1' });
+      assert.equal(attacker.status, 429, JSON.stringify(attacker.body));
+      assert.equal(attacker.body.code, 'LOGIN_THROTTLED');
+      assert.ok(Number(attacker.headers['retry-after']) >= 1);
+      // Through the whole lock the attacker keeps at it (refused, not counted), and the student,
+      // logging in from elsewhere, is let in every time.
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < 5; i++) assert.equal((await login(fx, S.alice, 'wrong-password', { address: '10.20.0.1' })).status, 429);
+        const student = await login(fx, S.alice, PASSWORD, { address: '10.21.0.1' });
+        assert.equal(student.status, 200, JSON.stringify(student.body));
+        fx.clock.now += 15_000;
+      }
+    });
+
+    it('bounds guessing from many addresses: an id with too many failures from all addresses together is throttled everywhere for one window', async () => {
+      const { fx } = await setup();
+      // One failure from each of seven addresses: no address reaches its limits; the id is not locked.
+      for (let i = 0; i < 7; i++) assert.equal((await login(fx, S.alice, 'wrong-password', { address: `10.30.0.${i}` })).status, 401);
+      assert.equal((await login(fx, S.alice, PASSWORD, { address: '10.31.0.1' })).status, 200);
+      // That success clears the failures at 10.31.0.1 only: the eighth failure, from anywhere, reaches the bound.
+      assert.equal((await login(fx, S.alice, 'wrong-password', { address: '10.30.0.7' })).status, 401);
+      const locked = await login(fx, S.alice, PASSWORD, { address: '10.31.0.1' });
+      assert.equal(locked.status, 429, JSON.stringify(locked.body));
+      assert.equal(locked.body.code, 'LOGIN_THROTTLED');
+      const retry = Number(locked.headers['retry-after']);
+      assert.ok(retry >= 1 && retry <= 60, `Retry-After ${retry}`);
+      assert.equal((await login(fx, S.alice, PASSWORD, { staff: true, address: '10.32.0.1' })).status, 429);
+      // Other students at those addresses are not affected, and the id is let in after the window.
+      assert.equal((await login(fx, S.bea, PASSWORD, { address: '10.31.0.1' })).status, 200);
+      fx.clock.now += 60_001;
+      assert.equal((await login(fx, S.alice, PASSWORD, { address: '10.31.0.1' })).status, 200);
     });
 
     it('counts failures per id whatever the staff flag: a locked student\'s password cannot be tried, or confirmed, as staff', async () => {
       const { fx } = await setup();
-      for (let i = 0; i < 3; i++) assert.equal((await login(fx, S.alice, 'wrong-password', { address: `10.5.0.${i}` })).status, 401);
+      for (let i = 0; i < 3; i++) assert.equal((await login(fx, S.alice, 'wrong-password', { address: '10.5.0.1' })).status, 401);
       // The right password with staff: true was answered 401 WRONG_ROLE (the password confirmed) from the staff flag's own budget.
-      const asStaff = await login(fx, S.alice, PASSWORD, { staff: true, address: '10.6.0.1' });
+      const asStaff = await login(fx, S.alice, PASSWORD, { staff: true, address: '10.5.0.1' });
       assert.equal(asStaff.status, 429, JSON.stringify(asStaff.body));
       assert.equal(asStaff.body.code, 'LOGIN_THROTTLED');
       // And failures sent with staff: true lock the id for student logins too.
       const { fx: fx2 } = await setup();
-      for (let i = 0; i < 3; i++) assert.equal((await login(fx2, S.bea, 'wrong-password', { staff: true, address: `10.7.0.${i}` })).status, 401);
-      assert.equal((await login(fx2, S.bea, PASSWORD, { address: '10.8.0.1' })).status, 429);
+      for (let i = 0; i < 3; i++) assert.equal((await login(fx2, S.bea, 'wrong-password', { staff: true, address: '10.7.0.1' })).status, 401);
+      assert.equal((await login(fx2, S.bea, PASSWORD, { address: '10.7.0.1' })).status, 429);
     });
 
-    it('never counts successful logins, and a success clears the account\'s failures', async () => {
+    it('never counts successful logins, and a success clears the account\'s failures at that address', async () => {
       const { fx } = await setup();
       for (let i = 0; i < 20; i++) assert.equal((await login(fx, S.alice, PASSWORD)).status, 200);
-      for (let round = 0; round < 3; round++) {
-        for (let i = 0; i < 2; i++) assert.equal((await login(fx, S.bea, 'wrong-password', { address: `10.3.${round}.${i}` })).status, 401);
-        assert.equal((await login(fx, S.bea, PASSWORD, { address: '10.4.0.1' })).status, 200);
+      // Two rounds: four failures at one address, over the limit of three there had the success not cleared them
+      // (the address's own count, six a window for any ids, and the id's all-addresses count are not cleared).
+      for (let round = 0; round < 2; round++) {
+        for (let i = 0; i < 2; i++) assert.equal((await login(fx, S.bea, 'wrong-password', { address: '10.3.0.1' })).status, 401);
+        assert.equal((await login(fx, S.bea, PASSWORD, { address: '10.3.0.1' })).status, 200);
       }
     });
 
@@ -153,6 +201,60 @@ for (const store of STORES) {
       assert.equal(refused.body.code, 'LOGIN_THROTTLED');
       assert.ok(Number(refused.headers['retry-after']) >= 1);
       assert.equal((await login(fx, S.alice, PASSWORD, { address: '10.9.9.10' })).status, 200);
+    });
+
+    it('TRUST_PROXY: X-Forwarded-For is believed only from a trusted proxy; its clients are throttled, and logged, each by their own address', async () => {
+      const { fx } = await setup({ app: { trustProxy: ['10.0.0.1', '192.0.2.0/24', '2001:db8::/32'] }, logRequests: true });
+      const ids = [S.alice, S.bea, S.carl, S.dan, S.eve, S.f1];
+      // One client behind the campus proxy fails for six accounts: that client is throttled...
+      for (const id of ids) assert.equal((await login(fx, id, 'wrong-password', { address: '10.0.0.1', forwardedFor: '203.0.113.7' })).status, 401);
+      const refused = await login(fx, S.f2, PASSWORD, { address: '10.0.0.1', forwardedFor: '203.0.113.7' });
+      assert.equal(refused.status, 429, JSON.stringify(refused.body));
+      assert.equal(refused.body.code, 'LOGIN_THROTTLED');
+      assert.ok(Number(refused.headers['retry-after']) >= 1);
+      // ...through the other trusted proxies too (a CIDR range, IPv6), and whatever it prepends itself
+      // (the proxy appends the address it saw; only that entry is the trusted proxy's word).
+      assert.equal((await login(fx, S.f2, PASSWORD, { address: '192.0.2.44', forwardedFor: '203.0.113.7' })).status, 429);
+      assert.equal((await login(fx, S.f2, PASSWORD, { address: '2001:db8::5', forwardedFor: '203.0.113.7' })).status, 429);
+      assert.equal((await login(fx, S.f2, PASSWORD, { address: '10.0.0.1', forwardedFor: '198.51.100.1, 203.0.113.7' })).status, 429);
+      // ...while every other student behind the same proxy logs in, and so does the proxy itself.
+      const other = await login(fx, S.f2, PASSWORD, { address: '10.0.0.1', forwardedFor: '203.0.113.8' });
+      assert.equal(other.status, 200, JSON.stringify(other.body));
+      assert.equal((await login(fx, S.alice, PASSWORD, { address: '10.0.0.1', forwardedFor: '203.0.113.9' })).status, 200);
+      assert.equal((await login(fx, S.bea, PASSWORD, { address: '10.0.0.1' })).status, 200);
+      // The request log says the client's address, not the proxy's.
+      const incoming = fx.logs
+        .map((l) => JSON.parse(l) as { msg?: string; req?: { remoteAddress?: string } })
+        .filter((l) => l.msg === 'incoming request')
+        .map((l) => l.req?.remoteAddress);
+      assert.deepEqual(incoming, [...Array<string>(10).fill('203.0.113.7'), '203.0.113.8', '203.0.113.9', '10.0.0.1']);
+    });
+
+    it('TRUST_PROXY: a peer not in the list cannot choose its address with X-Forwarded-For', async () => {
+      const { fx } = await setup({ app: { trustProxy: ['10.0.0.1'] } });
+      const ids = [S.alice, S.bea, S.carl, S.dan, S.eve, S.f1];
+      // Rotating the header does not spread the failures over several addresses: they are the peer's.
+      for (const [i, id] of ids.entries()) {
+        assert.equal((await login(fx, id, 'wrong-password', { address: '198.51.100.9', forwardedFor: `10.7.7.${i}` })).status, 401);
+      }
+      const refused = await login(fx, S.f2, PASSWORD, { address: '198.51.100.9', forwardedFor: '10.7.7.99' });
+      assert.equal(refused.status, 429, JSON.stringify(refused.body));
+      assert.equal(refused.body.code, 'LOGIN_THROTTLED');
+      // Nor does it lock someone else out by naming their address: a client at 10.7.7.0 behind the proxy is not throttled...
+      assert.equal((await login(fx, S.f2, PASSWORD, { address: '10.0.0.1', forwardedFor: '10.7.7.0' })).status, 200);
+      // ...while the proxy's word is believed: the peer that failed, reaching the engine through it, is still throttled.
+      assert.equal((await login(fx, S.f2, PASSWORD, { address: '10.0.0.1', forwardedFor: '198.51.100.9' })).status, 429);
+      // And a spoofed header cannot escape a per-account lock either.
+      for (let i = 0; i < 3; i++) await login(fx, S.carl, 'wrong-password', { address: '198.51.100.10', forwardedFor: `10.8.8.${i}` });
+      assert.equal((await login(fx, S.carl, PASSWORD, { address: '198.51.100.10', forwardedFor: '10.8.8.200' })).status, 429);
+    });
+
+    it('with no TRUST_PROXY (the default), X-Forwarded-For is ignored from every peer', async () => {
+      const { fx } = await setup();
+      for (const [i, id] of [S.alice, S.bea, S.carl, S.dan, S.eve, S.f1].entries()) {
+        assert.equal((await login(fx, id, 'wrong-password', { address: '127.0.0.1', forwardedFor: `10.7.7.${i}` })).status, 401);
+      }
+      assert.equal((await login(fx, S.f2, PASSWORD, { address: '127.0.0.1', forwardedFor: '10.7.7.99' })).status, 429);
     });
 
     it('limits one student\'s writes per window with 429 RATE_LIMITED and Retry-After; reads and other students are not limited', async () => {
@@ -248,7 +350,7 @@ for (const store of STORES) {
 }
 
 describe('several instances sharing Redis', { skip: redisSkip }, () => {
-  it('a token revoked on one instance gets 401 on the other within 1 s; failed logins count on both', async () => {
+  it('a token revoked on one instance gets 401 on the other within 1 s; failed logins count on both, per address and from all addresses', async () => {
     const prefix = keyPrefix();
     const start = Date.now();
     const a = await appOn(redisMaker(REDIS_URL), prefix, start);
@@ -292,6 +394,12 @@ describe('several instances sharing Redis', { skip: redisSkip }, () => {
     assert.equal((await login(b.fx, S.carl, 'wrong-password')).status, 401);
     assert.equal((await login(a.fx, S.carl, 'wrong-password')).status, 401);
     assert.equal((await login(b.fx, S.carl, PASSWORD)).status, 429);
+    // At that address only: Carl, elsewhere, logs in on either instance.
+    assert.equal((await login(a.fx, S.carl, PASSWORD, { address: '10.0.0.2' })).status, 200);
+    // The all-addresses bound is shared too: eight failures from eight addresses, split over the two, lock the id on both.
+    for (let i = 0; i < 8; i++) assert.equal((await login(i % 2 === 0 ? a.fx : b.fx, S.dan, 'wrong-password', { address: `10.40.0.${i}` })).status, 401);
+    assert.equal((await login(a.fx, S.dan, PASSWORD, { address: '10.41.0.1' })).status, 429);
+    assert.equal((await login(b.fx, S.dan, PASSWORD, { address: '10.41.0.1' })).status, 429);
     // A new instance started later loads the revocations already recorded.
     const c = await appOn(redisMaker(REDIS_URL), prefix, start);
     closers.push(async () => {

@@ -58,6 +58,13 @@ export interface AppDeps {
   revocations?: TokenRevocations;
   /** Rate limits and revocations shared by every instance (default: in-process, one instance). */
   coordination?: Coordination;
+  /**
+   * Reverse proxies (IP addresses, CIDR ranges) trusted to say the client's address in
+   * `X-Forwarded-For`: only a request whose connection comes from one of them gets `request.ip`
+   * from that header (the nearest untrusted entry), so throttling and the logs see the client,
+   * not the proxy. Empty or absent (the default): no header is trusted, `request.ip` is the TCP peer.
+   */
+  trustProxy?: readonly string[];
   /** Login throttling and per-student write limit (default {@link DEFAULT_THROTTLE_POLICY}: writes unlimited). */
   throttle?: Partial<ThrottlePolicy>;
   /** Password checks at once at most; logins over it wait for a slot (default 3). */
@@ -166,6 +173,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     logController: new LogController({ disableRequestLogging: !deps.logRequests }),
     bodyLimit: BODY_LIMIT,
     routerOptions: ROUTER_OPTIONS,
+    // A list only (never `true` or a hop count): a client that connects directly cannot choose its
+    // address with a header. Also makes request.host and request.protocol believe X-Forwarded-Host
+    // and X-Forwarded-Proto from those proxies (the routes use neither).
+    trustProxy: deps.trustProxy !== undefined && deps.trustProxy.length > 0 ? [...deps.trustProxy] : false,
     schemaErrorFormatter,
     ...fastifyServerOptions(deps.limits ?? DEFAULT_HTTP_LIMITS),
   }).withTypeProvider<TypeBoxTypeProvider>();

@@ -5,14 +5,27 @@ import { EngineError } from '../errors.js';
  * Login throttling and the per-student write limit, over the shared sliding windows of
  * `src/coordination` (Redis with several instances, in-process otherwise).
  *
- * Logins: only failed password checks are counted, per account (`role:id`) and per client
- * address. Once either has `limit` failures inside the window, further logins for that account or
- * from that address are answered 429 LOGIN_THROTTLED with `Retry-After` before any bcrypt work,
- * and are not counted themselves. So a burst of wrong passwords for one id locks that id for at
- * most one window (the oldest failure leaves it, then one more attempt fits), and a guesser gets
- * at most `limit` guesses per window per id. A successful login clears the account's failures and
- * is never counted, so students who type their password right are unaffected until someone fails
- * `limit` times for their id.
+ * Logins: only failed password checks are counted, in three windows of `loginWindowMs`:
+ * - per account and client address (`loginFailuresPerUser`, 10): the strict limit on one guesser;
+ * - per account from every address together (`loginFailuresPerUserAllAddresses`, 100): the bound on
+ *   guessing one account's password from many addresses;
+ * - per client address, whatever the account (`loginFailuresPerAddress`, 50).
+ * Once a window a login falls in is full, that login is answered 429 LOGIN_THROTTLED with
+ * `Retry-After` before any bcrypt work, and is not counted itself.
+ *
+ * Why per account *and address*: counting an account's failures from everywhere in one small
+ * window let anyone keep a chosen student locked out (refusing even the right password) by sending
+ * ten wrong passwords a minute, a registration-day denial of service. Now wrong passwords from one
+ * address lock that account only at that address; the student logging in from elsewhere is let in.
+ * Locking the account everywhere takes `loginFailuresPerUserAllAddresses` failures a window, which
+ * needs at least that many divided by `loginFailuresPerUser` addresses (10 with the defaults).
+ * A guesser still gets at most `loginFailuresPerUser` guesses per window per account from one
+ * address and `loginFailuresPerUserAllAddresses` from all of them.
+ *
+ * A successful login is never counted and clears the failures of that account at that address; the
+ * all-addresses count is left to expire (clearing it would let the student's own login renew a
+ * distributed guesser's budget). The client address is `request.ip`: the TCP peer, or the address
+ * a trusted proxy forwarded (`TRUST_PROXY`; see src/config.ts).
  *
  * Writes: with a limit configured, a student's write requests (enroll, change group, drop) are
  * counted in a window; one over it is answered 429 RATE_LIMITED with `Retry-After`, so a script
@@ -21,8 +34,14 @@ import { EngineError } from '../errors.js';
  * While Redis is down the windows answer "allowed" (see RateLimits): fail open, logged there.
  */
 export interface ThrottlePolicy {
-  /** Failed logins per account inside `loginWindowMs` before that account is throttled. */
+  /** Failed logins per account from one client address inside `loginWindowMs` before that account is throttled at that address. */
   loginFailuresPerUser: number;
+  /**
+   * Failed logins per account from every address together inside `loginWindowMs` before that
+   * account is throttled everywhere: the bound on distributed guessing. Much higher than
+   * `loginFailuresPerUser`, so one address cannot lock a student out.
+   */
+  loginFailuresPerUserAllAddresses: number;
   /** Failed logins per client address inside `loginWindowMs` before that address is throttled. */
   loginFailuresPerAddress: number;
   loginWindowMs: number;
@@ -33,6 +52,7 @@ export interface ThrottlePolicy {
 
 export const DEFAULT_THROTTLE_POLICY: ThrottlePolicy = {
   loginFailuresPerUser: 10,
+  loginFailuresPerUserAllAddresses: 100,
   loginFailuresPerAddress: 50,
   loginWindowMs: 60_000,
   studentWriteLimit: 0,
@@ -41,19 +61,28 @@ export const DEFAULT_THROTTLE_POLICY: ThrottlePolicy = {
 
 export interface Throttle {
   readonly policy: ThrottlePolicy;
-  /** Throws 429 LOGIN_THROTTLED when the account or the address has failed too often lately. */
+  /**
+   * Throws 429 LOGIN_THROTTLED when the account has failed too often lately from this address or
+   * from all addresses together, or this address has failed too often for any accounts.
+   */
   beforeLogin(account: string, address: string): Promise<void>;
+  /** Counts one failed password check in each of the three windows. */
   loginFailed(account: string, address: string): Promise<void>;
-  loginSucceeded(account: string): Promise<void>;
+  /** Clears the account's failures at this address (not its all-addresses count). */
+  loginSucceeded(account: string, address: string): Promise<void>;
   /** Throws 429 RATE_LIMITED when the student is over the write limit (no-op when the limit is off). */
   studentWrite(studentId: number): Promise<void>;
 }
 
 const seconds = (v: WindowVerdict) => Math.max(1, Math.ceil(v.retryAfterMs / 1000));
 
+/** The throttle of one app, counting in `limits` (shared by every instance when they are Redis's). */
 export function createThrottle(limits: RateLimits, policy: ThrottlePolicy = DEFAULT_THROTTLE_POLICY): Throttle {
+  /** The account's failures at one address (its own key, so a success clears only those). */
+  const pairKey = (account: string, address: string) => `login:user-addr:${account}:${address}`;
   const loginLimits = (account: string, address: string): WindowLimit[] => [
-    { key: `login:user:${account}`, limit: policy.loginFailuresPerUser, windowMs: policy.loginWindowMs },
+    { key: pairKey(account, address), limit: policy.loginFailuresPerUser, windowMs: policy.loginWindowMs },
+    { key: `login:user:${account}`, limit: policy.loginFailuresPerUserAllAddresses, windowMs: policy.loginWindowMs },
     { key: `login:addr:${address}`, limit: policy.loginFailuresPerAddress, windowMs: policy.loginWindowMs },
   ];
   return {
@@ -67,7 +96,7 @@ export function createThrottle(limits: RateLimits, policy: ThrottlePolicy = DEFA
       }
     },
     loginFailed: (account, address) => limits.record(loginLimits(account, address)),
-    loginSucceeded: (account) => limits.clear([`login:user:${account}`]),
+    loginSucceeded: (account, address) => limits.clear([pairKey(account, address)]),
     async studentWrite(studentId) {
       if (policy.studentWriteLimit <= 0) return;
       const v = await limits.take({ key: `writes:student:${studentId}`, limit: policy.studentWriteLimit, windowMs: policy.studentWriteWindowMs });

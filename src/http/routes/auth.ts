@@ -47,8 +47,12 @@ const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, 
       // both accounts with that id (the WRONG_ROLE answer below), so a budget per flag let a locked
       // student's password be tried again, and confirmed, with staff: true.
       const account = `id:${id}`;
+      // The client's address: the TCP peer, or what a trusted proxy forwarded (TRUST_PROXY); never a
+      // header an untrusted client sent. Failures count per id at this address, per id from every
+      // address, and per address (throttle.ts).
+      const address = request.ip;
       // Throttled before any bcrypt work (429 LOGIN_THROTTLED, Retry-After).
-      await throttle.beforeLogin(account, request.ip);
+      await throttle.beforeLogin(account, address);
       const record = id <= MAX_ID ? (staff ? engine.getStaff(id) : engine.getStudent(id)) : undefined;
       // Over the cap the login waits for a slot; refused before any bcrypt work when none comes free
       // within LOGIN_QUEUE_MS or the queue is full (503 LOGIN_BUSY, Retry-After); one whose client
@@ -56,10 +60,10 @@ const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, 
       const gone = () => request.socket.destroyed;
       const ok = await passwordGate.run(() => checkPassword(password, record?.passwordHash), gone);
       if (ok) {
-        await throttle.loginSucceeded(account);
+        await throttle.loginSucceeded(account, address);
         return { token: tokens.issue({ id, role: staff ? 'staff' : 'student' }) };
       }
-      await throttle.loginFailed(account, request.ip);
+      await throttle.loginFailed(account, address);
       const other = id <= MAX_ID ? (staff ? engine.getStudent(id) : engine.getStaff(id)) : undefined;
       const otherOk = await passwordGate.run(() => checkPassword(password, other?.passwordHash), gone);
       if (otherOk) {
