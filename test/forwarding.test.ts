@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
 import { describe, test } from 'node:test';
 import Fastify from 'fastify';
 import pino from 'pino';
@@ -130,6 +132,7 @@ async function createInstance(
     decided.push(request.body.n);
     return { ok: request.body.n };
   });
+  app.get('/student/course', async (request) => ({ read: request.principal?.id }));
   const address = await app.listen({ port: 0, host: '127.0.0.1' });
   const put = (student: number, course: number, n: number, headers: Record<string, string> = {}) =>
     app.inject({ method: 'PUT', url: '/student/course', headers: { authorization: `Student ${student}`, ...headers }, payload: { course_id: course, n } });
@@ -441,5 +444,113 @@ describe('forwarding over pooled connections', () => {
     const second = await a.put(s.student, s.course, 2);
     assert.equal(second.statusCode, 200, `the second forward: ${second.body}`);
     assert.deepEqual(second.json(), { ok: true });
+  });
+});
+
+/** Sends a PUT over a real connection (inject has none to lose); `abort()` drops it as a killed peer's would be. */
+function putOverHttp(address: string, student: number, course: number, n: number) {
+  const body = JSON.stringify({ course_id: course, n });
+  const req = http.request(`${address}/student/course`, {
+    method: 'PUT',
+    agent: false,
+    headers: { authorization: `Student ${student}`, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) },
+  });
+  const answered = new Promise<number>((resolve) => {
+    req.on('response', (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', () => resolve(0));
+  });
+  req.end(body);
+  return { answered, abort: () => req.destroy() };
+}
+
+/** `p`, or 'timeout' after `ms`. */
+function within<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  return Promise.race([p, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref())]);
+}
+
+describe("every forwarded write settles, and one stuck write never blocks the student's later ones", () => {
+  test('a forward to an owner that accepts the connection and never answers (stopped, SIGSTOP) is answered 503 in doubt within the forward time', async (t) => {
+    const sockets: net.Socket[] = [];
+    const stalled = net.createServer((sock) => void sockets.push(sock));
+    await new Promise<void>((r) => stalled.listen(0, '127.0.0.1', r));
+    t.after(() => {
+      for (const sock of sockets) sock.destroy();
+      stalled.close();
+    });
+    const address = `http://127.0.0.1:${(stalled.address() as net.AddressInfo).port}`;
+    const a = await createInstance(t, [], () => address, 400);
+    a.open();
+    const s = pick(0, 1);
+    const t0 = performance.now();
+    const r = await within(a.put(s.student, s.course, 1), 5000);
+    assert.notEqual(r, 'timeout', 'the forward was still unanswered after 5 s (a socket timeout of 30 s held it)');
+    if (r === 'timeout') return;
+    assert.equal(r.statusCode, 503, r.body);
+    const body = r.json() as { code: string; reason: string };
+    assert.equal(body.code, 'UNAVAILABLE');
+    assert.match(body.reason, /outcome of the change is unknown/);
+    assert.ok(performance.now() - t0 < 2000, `answered after ${Math.round(performance.now() - t0)} ms`);
+  });
+
+  test("a write whose client left while it waited behind the student's previous one gives its turn up: the student's next write is answered", async (t) => {
+    const a = await createInstance(t, [0, 1], undefined, 5000);
+    const s = pick(0, 0);
+    const first = putOverHttp(a.address, s.student, s.course, 1);
+    await until(() => a.admissions.length >= 2, 'the first write to be admitted (held in its handler)');
+    const second = putOverHttp(a.address, s.student, s.course, 2);
+    await until(() => a.admissions.length >= 3, 'the second write to reach the home and wait its turn');
+    await new Promise((r) => setTimeout(r, 50));
+    // As when the instance that forwarded it is killed (-9): its connection is gone before its turn.
+    second.abort();
+    await new Promise((r) => setTimeout(r, 50));
+    a.open();
+    assert.equal(await first.answered, 200);
+    const third = await within(a.put(s.student, s.course, 3), 3000);
+    assert.notEqual(third, 'timeout', "the student's next write was never answered (the chain stayed blocked)");
+    if (third === 'timeout') return;
+    assert.equal(third.statusCode, 200, third.body);
+    assert.deepEqual(a.decided, [1, 3], 'the write whose client left was not decided');
+  });
+
+  test("a write waits for the student's previous one at most the forward time, then is refused with nothing changed", async (t) => {
+    const a = await createInstance(t, [0, 1], undefined, 300);
+    const s = pick(0, 0);
+    const first = a.put(s.student, s.course, 1);
+    await until(() => a.admissions.length >= 2, 'the first write to be admitted (held in its handler)');
+    const t0 = performance.now();
+    const second = await within(a.put(s.student, s.course, 2), 3000);
+    assert.notEqual(second, 'timeout', 'the second write waited for the stuck one without bound');
+    if (second === 'timeout') return;
+    assert.equal(second.statusCode, 503, second.body);
+    assert.equal((second.json() as { code: string }).code, 'UNAVAILABLE');
+    assert.match((second.json() as { reason: string }).reason, /previous change is still in progress; nothing was changed/);
+    assert.ok(performance.now() - t0 < 1500, `refused after ${Math.round(performance.now() - t0)} ms`);
+    a.open();
+    assert.equal((await first).statusCode, 200);
+    assert.equal((await a.put(s.student, s.course, 3)).statusCode, 200, 'the next write goes through once the stuck one is answered');
+    assert.deepEqual(a.decided, [1, 3]);
+  });
+});
+
+describe('read-your-writes when the read copy lags a relayed change', () => {
+  test("after a relayed 2xx the copy could not catch up with, that client's reads here are refused (not stale) until it has; others read on", async (t) => {
+    const owner = await createInstance(t, [0, 1]);
+    owner.open();
+    const forwarder = await createInstance(t, [], () => owner.address, 300, () => false, () => undefined, { syncOk: false });
+    const { student, course } = pick(0, 1);
+    const w = await forwarder.put(student, course, 7);
+    assert.equal(w.statusCode, 200, w.body);
+    assert.equal(w.headers['connection'], 'close', 'the client is asked to leave this instance');
+    const read = (id: number) => forwarder.app.inject({ method: 'GET', url: '/student/course', headers: { authorization: `Student ${id}` } });
+    const mine = await read(student);
+    assert.equal(mine.statusCode, 503, `a read that could show the state before the change: ${mine.body}`);
+    assert.equal((mine.json() as { code: string }).code, 'UNAVAILABLE');
+    assert.equal((await read(student + 2)).statusCode, 200, "another client's read is not held");
+    // The copy catches up: the client reads again.
+    forwarder.membership.syncReads = () => Promise.resolve(true);
+    assert.equal((await read(student)).statusCode, 200);
   });
 });

@@ -70,6 +70,24 @@ interface Relayed {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** Whether `p` settles within `ms` (its outcome is not looked at). */
+function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    const done = () => {
+      clearTimeout(t);
+      resolve(true);
+    };
+    p.then(done, done);
+  });
+}
+
+/** Who a request is from, for {@link createForwarder}'s read-your-writes bookkeeping (null: anonymous). */
+function principalKey(request: FastifyRequest): string | null {
+  const p = request.principal;
+  return p ? `${p.role}:${p.id}` : null;
+}
+
 function courseOf(request: FastifyRequest): number | null {
   for (const src of [request.params, request.body, request.query] as unknown[]) {
     if (typeof src !== 'object' || src === null) continue;
@@ -104,6 +122,8 @@ function studentOf(request: FastifyRequest, path: string): number | null {
 }
 
 class Refused extends Error {}
+/** The owner did not answer a forward before its deadline: the outcome is unknown. */
+class SendTimedOut extends Error {}
 
 /**
  * How a write was dealt with: served by this instance (the hook lets it through) or relayed from
@@ -178,8 +198,29 @@ export function createForwarder(opts: ForwardingOptions) {
   const studentChains = new Map<number, Promise<void>>();
   /** Students whose last write was decided by another owner: the read copy is brought up to date before their next one. */
   const staleStudents = new Set<number>();
+  /**
+   * Clients (by principal) that were answered a relayed 2xx this instance's read copy had not
+   * caught up with, and since when: their reads here wait for the copy (refused 503 if it still
+   * cannot catch up) instead of showing the state before their own change (SPEC: a client sees
+   * its own acknowledged change in its next read from the same instance).
+   */
+  const behind = new Map<string, number>();
 
-  function send(address: string, request: FastifyRequest, payload: Buffer | undefined, home: boolean, homeDraining: boolean): Promise<Relayed> {
+  /**
+   * Sends the write to `address` and resolves with the owner's whole answer, or rejects once
+   * `deadline` (a performance.now() instant) passes without it. The deadline bounds the whole
+   * exchange, not just a silent socket: an owner that is stopped (SIGSTOP, a frozen VM, a host cut
+   * off without a reset) accepts the connection in its kernel and never answers, and a socket
+   * timeout alone held the write (and, behind it, the student's chain of writes) for 30 s.
+   */
+  function send(
+    address: string,
+    request: FastifyRequest,
+    payload: Buffer | undefined,
+    home: boolean,
+    homeDraining: boolean,
+    deadline: number,
+  ): Promise<Relayed> {
     const url = new URL(request.url, address);
     // A new stamp per send: a retry (after a refused connection or NOT_OWNER) is a new mark.
     const stamp = `${Date.now()}.${randomBytes(12).toString('base64url')}`;
@@ -200,13 +241,20 @@ export function createForwarder(opts: ForwardingOptions) {
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }));
         res.on('error', (err) => reject(err));
+        // Cut off mid-answer (the deadline, the owner killed): not an answer.
+        res.on('close', () => {
+          if (!res.complete) reject(new Error('the answer of the owner was cut off'));
+        });
       });
-      req.setTimeout(30_000, () => req.destroy(new Error('the owner did not answer in time')));
+      const timer = setTimeout(() => req.destroy(new SendTimedOut('the owner did not answer within the forward time (twice FORWARD_RETRY_MS)')), Math.max(1, deadline - performance.now()));
+      timer.unref();
+      req.once('close', () => clearTimeout(timer));
       req.on('error', (err: NodeJS.ErrnoException) => {
         // Only a refused connection proves the request never reached the owner. A reset on a
         // kept-alive socket does not: an owner killed (-9) after reading the request, and perhaps
         // after publishing its change, resets it too, and a retry would then be answered on the
         // new owner's state (SAME_COURSE for a change that did happen). It is in doubt (503).
+        clearTimeout(timer);
         if (err.code === 'ECONNREFUSED') reject(new Refused(err.code));
         else reject(err);
       });
@@ -233,6 +281,12 @@ export function createForwarder(opts: ForwardingOptions) {
   function admit(reply: FastifyReply, shard: number, forDrainingHome = false): boolean {
     const answered = cluster.admitWrite(shard, forDrainingHome ? { forDrainingHome } : undefined);
     if (!answered) return false;
+    // A connection already gone emits neither event again: the count would never drop, and the
+    // shard's drain would wait its whole bound for a write nobody is waiting for.
+    if (reply.raw.destroyed) {
+      answered();
+      return true;
+    }
     reply.raw.once('finish', answered);
     reply.raw.once('close', answered);
     return true;
@@ -258,12 +312,22 @@ export function createForwarder(opts: ForwardingOptions) {
       if (route.self && admit(reply, shard)) return 'here'; // this instance took the shard over meanwhile: serve it here
       if (!route.self && route.address) {
         try {
-          const r = await send(route.address, request, payload, home, homeShard !== null && homeDrains(homeShard));
+          // The answer may take one more retry window past the last try: a send made late in the
+          // window still gets its owner's full time (which may itself forward, e.g. a home to a
+          // section's owner, with a window of its own). So a forward settles within twice
+          // FORWARD_RETRY_MS at most, answered 503 in doubt when its owner stayed silent.
+          const r = await send(route.address, request, payload, home, homeShard !== null && homeDrains(homeShard), until + opts.retryMs);
           if (!notOwnerReply(r) || performance.now() >= until) {
             const syncFrom = performance.now();
             if (r.status >= 200 && r.status < 300 && !(await cluster.syncReads(syncTimeoutMs))) {
-              // Durable at the owner, so still a 2xx; but this instance's next read may not show it yet.
-              request.log.warn({ owner: route.address, waitedMs: Math.round(performance.now() - syncFrom) }, "a relayed change is durable, but this instance's read copy has not caught up with it (broker unreachable or slow)");
+              // Durable at the owner, so still a 2xx; but this instance's next read would not show
+              // it yet: the client's reads here are refused until the copy has caught up (behind),
+              // and this answer asks the client to leave the connection (a load balancer then
+              // sends its next request to another instance).
+              const key = principalKey(request);
+              if (key !== null) behind.set(key, syncFrom);
+              void reply.header('connection', 'close');
+              request.log.warn({ owner: route.address, waitedMs: Math.round(performance.now() - syncFrom) }, "a relayed change is durable, but this instance's read copy has not caught up with it (broker unreachable or slow); this client's reads here wait for it");
             }
             void reply.code(r.status);
             for (const h of ['content-type', 'retry-after'] as const) if (r.headers[h] !== undefined) void reply.header(h, r.headers[h]);
@@ -272,7 +336,7 @@ export function createForwarder(opts: ForwardingOptions) {
           }
         } catch (err) {
           if (!(err instanceof Refused)) {
-            request.log.warn({ err, owner: route.address }, 'a forwarded write broke after it was sent');
+            request.log.warn({ err, owner: route.address }, err instanceof SendTimedOut ? 'a forwarded write got no answer in time' : 'a forwarded write broke after it was sent');
             throw new EngineError('UNAVAILABLE', 'the instance owning this section did not answer; the outcome of the change is unknown, check before retrying');
           }
         }
@@ -296,6 +360,22 @@ export function createForwarder(opts: ForwardingOptions) {
     }
   }
 
+  /**
+   * A read by a client whose acknowledged change this instance's copy has not shown yet: brought
+   * up to the log's end first, or refused (503, nothing to retry elsewhere but the read itself).
+   */
+  async function readAfterLaggingAck(key: string): Promise<void> {
+    const since = performance.now();
+    if (!(await cluster.syncReads(syncTimeoutMs))) {
+      throw new EngineError('UNAVAILABLE', "this instance's copy of the log has not caught up with your last change yet; try again (or ask another instance)", undefined, {
+        retryAfterSeconds: 1,
+      });
+    }
+    // Everything acknowledged before `since` is in the copy now: every client waiting on an older change is current.
+    for (const [k, at] of behind) if (at <= since) behind.delete(k);
+    behind.delete(key);
+  }
+
   /** Reads are brought up to the log's end before a decision that needs the student's whole schedule; refused (nothing changed) if they cannot be. */
   async function syncBeforeDeciding(): Promise<void> {
     if (!(await cluster.syncReads(syncTimeoutMs))) {
@@ -316,30 +396,64 @@ export function createForwarder(opts: ForwardingOptions) {
     const mine = new Promise<void>((resolve) => (finished = resolve));
     const tail = previous.then(() => mine);
     studentChains.set(student, tail);
+    let released = false;
     const release = () => {
+      if (released) return;
+      released = true;
       finished();
       if (studentChains.get(student) === tail) studentChains.delete(student);
     };
-    await previous;
+    // The client (or the instance that forwarded the write here) may go away while the write
+    // waits its turn. A response whose connection is gone never emits 'finish' or 'close' again,
+    // so listeners attached only once the write is served were never called and the student's
+    // chain stayed blocked for good (every later write of the student waited for ever, with no
+    // answer and no log line: the probe's p31-7058 behind p31-6481, whose forwarding instance was
+    // killed while it waited). So: listen from the start; a write whose client left before its
+    // turn is dropped (nothing decided) and gives its turn up at once.
+    let waiting = true;
+    const leftEarly = () => {
+      if (waiting) release();
+    };
+    reply.raw.once('close', leftEarly);
+    const gone = () => reply.raw.destroyed;
+    /** Holds the chain until this write is answered (or its connection ends); one already gone releases it now. */
+    const holdUntilAnswered = () => {
+      waiting = false;
+      if (gone()) {
+        release();
+        return;
+      }
+      reply.raw.once('finish', release);
+      reply.raw.once('close', release);
+    };
     try {
+      // Bounded: a write still undecided after the forward time (its owner stopped, say) must not
+      // hold the student's later writes past it; this one is refused then, nothing changed.
+      if (!(await settlesWithin(previous, opts.retryMs))) {
+        throw new EngineError('UNAVAILABLE', "this student's previous change is still in progress; nothing was changed, try again", undefined, {
+          retryAfterSeconds: 1,
+        });
+      }
+      if (gone()) throw new EngineError('UNAVAILABLE', 'the client went away before its turn; nothing was changed');
       if (staleStudents.has(student)) {
         await syncBeforeDeciding();
         staleStudents.delete(student);
       }
+      if (gone()) throw new EngineError('UNAVAILABLE', 'the client went away before its turn; nothing was changed');
       // While the home's shard drains, this write (admitted before) is one the drain waits for: a
       // section this instance still decides takes it, also in a shard that drains too (the home's
       // own one, where sending it on would wait for a next owner that only comes after the drain).
       if (admit(reply, sectionShard, homeDrains(homeShard))) {
-        reply.raw.once('finish', release);
-        reply.raw.once('close', release);
+        holdUntilAnswered();
         return 'here';
       }
+      // Sent on: the chain is held until the forward settles (bounded), even if the client leaves.
+      waiting = false;
       staleStudents.add(student);
       const served = await forward(request, reply, sectionShard, true, homeShard);
       if (served === 'here') {
         // This instance took the section's shard over meanwhile and serves it itself.
-        reply.raw.once('finish', release);
-        reply.raw.once('close', release);
+        holdUntilAnswered();
         return 'here';
       }
       // Relayed: a 2xx was followed by a sync of the read copy (read-your-writes), which is all a
@@ -373,7 +487,15 @@ export function createForwarder(opts: ForwardingOptions) {
   // A callback hook: a request this instance serves itself (every request with one instance)
   // costs a lookup, not a promise.
   return function forwardHook(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
-    if (!WRITE_METHODS.has(request.method)) return done();
+    if (!WRITE_METHODS.has(request.method)) {
+      const key = behind.size === 0 ? null : principalKey(request);
+      if (key === null || !behind.has(key)) return done();
+      readAfterLaggingAck(key).then(
+        () => done(),
+        (err: unknown) => done(err as Error),
+      );
+      return;
+    }
     const path = request.url.split('?', 1)[0] as string;
     if (LOCAL_PATHS.has(path) || LOCAL_PATH_PATTERNS.some((p) => p.test(path))) return done();
     const course = courseOf(request);

@@ -345,7 +345,8 @@ export class AmqpLog {
    * {@link UnreadableMessageError} for one that cannot be read (the consumer stops there).
    */
   async consume(
-    offset: number,
+    /** First offset delivered; `'next'`: only what is published after the consumer is registered (resolved). */
+    offset: number | 'next',
     onMessage: (m: LogMessage | UnreadableMessageError, offset: number) => void,
   ): Promise<{ cancel(): Promise<void>; closed: Promise<void> }> {
     await this.connect();
@@ -361,7 +362,7 @@ export class AmqpLog {
         if (!msg || stopped) return;
         const at = offsetOf(msg);
         rc.ack(msg);
-        if (at < offset) return;
+        if (typeof offset === 'number' && at < offset) return;
         let m: LogMessage;
         try {
           m = decodeMessage(msg.content);

@@ -194,6 +194,8 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       maxQueuedEvents: opts.maxQueuedEvents,
     },
   );
+  /** The fence rule as the last load left it (with what the read copy saw since): a copy started later goes on from it. */
+  let lastFences: ReturnType<typeof createFenceFilter> | null = null;
   /** Offset of an unreadable message the last replay stopped at (the engine cannot load past it). */
   let replayStall: number | null = null;
   let leasesStarted = false;
@@ -236,6 +238,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       // Fold the tail as it arrives: memory stays bounded by the state, not by the stream's length.
       const folder = createStateFolder(state);
       const fences = createFenceFilter(fenceRows);
+      lastFences = fences;
       let events = 0;
       let replayed: number;
       let ignored = 0;
@@ -367,6 +370,18 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       await committer.drain();
       loadedEpochs = new Map();
       await committer.drain();
+      // An instance that owned every shard has no read copy running (it made every change itself).
+      // It keeps answering during its drain, relaying writes to the next owner, and its memory
+      // must then follow what that owner publishes: a relayed 2xx waits for this copy, and the
+      // client's next read here must show the change (SPEC). Everything this instance published
+      // is confirmed by now and nothing more is, so the copy starts at the log's end, before the
+      // release lets anyone publish the next fence. It keeps following until the store closes.
+      if (!readCopy.running && lastFences !== null) {
+        const fences = lastFences;
+        await readCopy
+          .startAtEnd(fences)
+          .catch((err: unknown) => log.warn({ err }, "could not start the read copy for the hand-over; this instance's reads may lag the next owner until it stops"));
+      }
       await leases.stop();
       await leases.release().catch((err: unknown) => log.warn({ err }, 'could not release the leases; they expire by themselves'));
     },

@@ -12,6 +12,13 @@ import type { DomainEvent } from './types.js';
  */
 export interface ReadCopy {
   start(offset: number, fences: FenceFilter): void;
+  /**
+   * Starts following from the log's end: only what is published after the returned promise
+   * resolves (the consumer is registered with the broker) is delivered; rejects if it cannot
+   * register (the copy keeps trying then, from the end as well). For an instance whose memory
+   * already holds everything published so far (it owned every shard and publishes nothing more).
+   */
+  startAtEnd(fences: FenceFilter): Promise<void>;
   stop(): Promise<void>;
   readonly running: boolean;
   sync(timeoutMs: number): Promise<boolean>;
@@ -25,7 +32,10 @@ export function createReadCopy(opts: {
   const log = opts.logger.child({ module: 'read-copy' });
   let generation = 0;
   let running = false;
-  let next = 0;
+  /** Where the copy goes on: the offset after the last message it saw, or the log's end before it saw one. */
+  let next: number | 'next' = 0;
+  /** Told when the consumer of a generation is registered (startAtEnd waits for it). */
+  let onAttached: ((gen: number) => void) | null = null;
   let fences: FenceFilter | null = null;
   let cancel: (() => Promise<void>) | null = null;
   let retry: NodeJS.Timeout | null = null;
@@ -56,6 +66,7 @@ export function createReadCopy(opts: {
           opts.deliver(m.events);
         });
         cancel = c.cancel;
+        onAttached?.(gen);
         await c.closed;
       } catch (err) {
         log.warn({ err }, 'the read copy cannot follow the log; retrying');
@@ -110,6 +121,26 @@ export function createReadCopy(opts: {
       fences = filter;
       running = true;
       void run(generation);
+    },
+    startAtEnd(filter) {
+      generation += 1;
+      const gen = generation;
+      void cancel?.();
+      next = 'next';
+      fences = filter;
+      running = true;
+      const attached = new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('the read copy could not attach to the log in time')), 5000);
+        t.unref();
+        onAttached = (g) => {
+          if (g !== gen) return;
+          clearTimeout(t);
+          onAttached = null;
+          resolve();
+        };
+      });
+      void run(gen);
+      return attached;
     },
     async stop() {
       running = false;
