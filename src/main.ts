@@ -33,7 +33,8 @@ import { loadOrCreateSecret } from './secret-file.js';
 
 /**
  * The one module that knows every layer. It builds them in order — config, logger, persistence,
- * actors (engine), HTTP, listen — and shuts them down in reverse.
+ * actors (engine), HTTP, listen, then (full mode with live peers) the shard leases — and shuts them
+ * down in reverse.
  */
 
 /**
@@ -88,6 +89,8 @@ async function createPersistence(
     leaseTtlMs: config.cluster.leaseTtlMs,
     address: config.cluster.advertiseUrl,
     forwarding: config.cluster.forwardWrites,
+    // Peers forward writes to a shard's owner: with one live, no lease before this server listens (see below).
+    joinWhenListening: true,
     outbox,
   });
 }
@@ -385,6 +388,11 @@ async function main(): Promise<void> {
     notices: { hub, webhooks },
   });
   await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
+  // Only now may peers route writes here: an instance that found live peers at its start took no
+  // lease while it loaded and built its server (seconds under load, during which their forwards
+  // were refused and, past FORWARD_RETRY_MS, answered 503). It takes its share from the next lease
+  // round on; each shard is fenced and reloaded before it is served, as at any takeover.
+  cluster?.join();
   // Every thread the engine starts with exists by now (V8's helpers, libuv's pool, the batcher's worker).
   const priority = createThreadPriority({ nice: config.backgroundNice, logger });
   watchEngine(engine, coordination);

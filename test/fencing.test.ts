@@ -129,6 +129,51 @@ describe('leases and fences (real PostgreSQL and RabbitMQ)', async () => {
     await c.stop();
   });
 
+  test('a deferred start with a live peer takes no lease and writes no heartbeat until join(); alone, it takes its leases at once', { skip, timeout: 60_000 }, async () => {
+    const logName = `${stream}.join-test`;
+    const make = (name: string) =>
+      createLeaseManager({
+        db,
+        logName,
+        shards: 2,
+        instanceId: name,
+        address: `http://${name}`,
+        ttlMs: 1000,
+        logger,
+        publishFence: async () => undefined,
+        onChange: () => undefined,
+      });
+    const a = make('a');
+    const b = make('b');
+    try {
+      // Alone (no live peer): the deferred start changes nothing, the first round takes every shard.
+      await a.start({ deferIfPeers: true });
+      assert.ok(a.joined, 'alone, it joins at its start');
+      assert.ok(a.canWrite(0) && a.canWrite(1), 'and owns both shards from its first round');
+      // A live peer: b follows the routes only (its server would not listen yet).
+      await b.start({ deferIfPeers: true });
+      assert.equal(b.joined, false);
+      assert.deepEqual(b.route(0), { self: false, address: 'http://a' }, 'writes it is asked for go to the owner');
+      assert.equal(b.peers, 1, 'it counts the owner as a peer');
+      // Several of a's rounds: b is no live instance to a, so a keeps its share (no shard given up to b).
+      await sleep(1500);
+      const instances = await db.query<{ instance: string }>('SELECT instance FROM engine_instances WHERE log_name = $1 AND expires_at > now() ORDER BY instance', [logName]);
+      assert.deepEqual(instances.rows.map((r) => r.instance), ['a'], 'no heartbeat of b before it joined');
+      assert.equal(a.peers, 0);
+      assert.ok(a.canWrite(0) && a.canWrite(1) && b.owned().size === 0, 'b owns nothing before join()');
+      // Listening now: b registers, a gives a surplus shard up, b takes it.
+      b.join();
+      await waitUntil(() => b.owned().size === 1, 10_000, 'b to take a share after joining');
+      assert.ok(b.joined);
+      await waitUntil(() => a.owned().size === 1, 10_000, 'a to hold one shard');
+    } finally {
+      await a.stop();
+      await b.stop();
+      await a.release();
+      await b.release();
+    }
+  });
+
   test("heartbeat rows of instances dead for over an hour are swept at a manager's start; recent ones and other logs' stay", { skip, timeout: 60_000 }, async () => {
     const logName = `${stream}.sweep-test`;
     await db.query(

@@ -61,6 +61,7 @@ function createMembership(own: Set<number>, peer: () => string) {
     follow: () => undefined,
     onGained: () => undefined,
     handOver: () => Promise.resolve(),
+    join: () => undefined,
   };
   return { membership, own, draining, admitted, admissions, storage };
 }

@@ -194,16 +194,18 @@ export class DurabilityTracker {
       // to storage (a concurrent request's): the answer stands only once those are durable.
       const earlier = this.inflight.size > 0 ? await Promise.allSettled([...this.inflight]) : [];
       if (earlier.some((r) => r.status === 'rejected') || this.reloadPending) {
+        const reason = this.refusalWhileReloading(earlier.some((r) => r.status === 'rejected'));
         await this.ready().catch(() => undefined);
-        throw new EngineError('UNAVAILABLE', 'storage is unavailable; try again shortly');
+        throw reason;
       }
       return;
     }
     if (this.reloadPending) {
       // A write failed after this request passed ready(): its decision may rest on that undurable
       // change, so it is not written; the reload discards it with the rest.
+      const reason = this.refusalWhileReloading(false);
       await this.ready().catch(() => undefined);
-      throw new EngineError('UNAVAILABLE', 'storage is unavailable; try again shortly');
+      throw reason;
     }
     const appended = this.persistence.append(events);
     this.inflight.add(appended);
@@ -219,6 +221,25 @@ export class DurabilityTracker {
     }
     this.markDurable(events);
     this.hooks.durable(events);
+  }
+
+  /**
+   * The refusal of a write decided while a reload became due. After a failed write storage (or the
+   * lease) is in question, and the old words stay. After a change of shard ownership (a takeover at
+   * a peer's SIGTERM, a join) storage is fine: the reload takes a moment, the write was not made,
+   * and a retry a second later is decided on the reloaded state (this refusal is answered only
+   * once the reload has finished). Read before waiting: the wait ends the reload and its reason.
+   */
+  private refusalWhileReloading(writeFailed: boolean): EngineError {
+    if (!writeFailed && this.reloadReason === 'ownership') {
+      return new EngineError(
+        'UNAVAILABLE',
+        "this instance was reloading its state after a change of shard ownership while deciding this change; nothing was changed, try again",
+        undefined,
+        { retryAfterSeconds: 1 },
+      );
+    }
+    return new EngineError('UNAVAILABLE', 'storage is unavailable; try again shortly');
   }
 
   /** Records which states are now durable (appends resolve in log order). */

@@ -49,6 +49,13 @@ export interface FullStoreOptions {
   forwarding?: boolean;
   /** The in-process batcher records webhook deliveries with each batch (issue 16). */
   outbox?: WebhookOutbox;
+  /**
+   * The server starts listening only after the first load (src/main.ts): with a live peer, that
+   * load takes no lease, and `join()` (called once the server listens) starts taking them. Peers
+   * forward writes to a shard's owner, so an instance owning one before it accepts connections had
+   * them refused, retried and finally answered 503. Default false: leases taken in the first load.
+   */
+  joinWhenListening?: boolean;
 }
 
 export interface FullStore extends Persistence, ClusterMembership {
@@ -214,7 +221,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       await committer.drain();
       await amqpLog.connect();
       if (!leasesStarted) {
-        await leases.start();
+        await leases.start({ deferIfPeers: opts.joinWhenListening ?? false });
         leasesStarted = true;
       }
       await readCopy.stop();
@@ -346,6 +353,10 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     },
     decides,
     refreshRoutes: () => leases.refresh(),
+    join() {
+      // Gained shards reload through onGained, like any takeover: fence first, then replay, then serve.
+      if (leasesStarted) leases.join();
+    },
     async syncReads(timeoutMs) {
       const until = performance.now() + timeoutMs;
       // A reload stops the copy and starts it again from the snapshot it loaded: wait for that, so

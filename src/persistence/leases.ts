@@ -48,7 +48,21 @@ interface RouteRow {
 }
 
 export interface LeaseManager {
-  start(): Promise<void>;
+  /**
+   * Creates the shard rows and runs the first round. With `deferIfPeers`, an instance that finds a
+   * live peer at this moment only reads the routes (no heartbeat, no lease) until {@link join}:
+   * a peer forwards writes to a shard's owner at the address recorded with its lease, so an
+   * instance must not own one before its server accepts connections (docs/scale-out.md, section 7).
+   * Alone, it takes its leases at once: nobody routes to it, and the first load then needs no second.
+   */
+  start(opts?: { deferIfPeers?: boolean }): Promise<void>;
+  /**
+   * The server listens now: register the heartbeat and take a fair share from the next round on
+   * (run at once). Idempotent; a no-op for a manager that joined at its start.
+   */
+  join(): void;
+  /** False while a deferred start waits for {@link join}: this instance owns nothing and counts for no one's fair share. */
+  readonly joined: boolean;
   /** True while this instance holds the shard's lease inside its own deadline. */
   canWrite(shard: number): boolean;
   /** Epoch of the shard's lease held by this instance, or null. */
@@ -98,6 +112,8 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
   /** Live instances (this one included) at the last read of the table. */
   let liveInstances = 1;
   let acquiring = true;
+  /** Registered as a live instance (heartbeat) and taking leases; false while a deferred start waits for join(). */
+  let joined = true;
   let stopped = false;
   let timer: NodeJS.Timeout | null = null;
   let roundFailing = false;
@@ -121,7 +137,8 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     let live = 1;
     for (const row of r.rows) {
       routes.set(Number(row.shard), { owner: row.owner, address: row.address, epoch: Number(row.epoch), expired: row.expired });
-      live = Math.max(1, Number(row.live));
+      // Before join() this instance has no heartbeat row: the count is its peers alone.
+      live = Math.max(1, Number(row.live) + (joined ? 0 : 1));
     }
     liveInstances = live;
     return live;
@@ -194,6 +211,12 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
   let sweptAt = 0;
 
   async function tick(): Promise<void> {
+    // Not joined yet (its server does not listen): follow the routes, so writes it is asked to
+    // forward go to the right owner, but neither register nor take a lease.
+    if (!joined) {
+      await readRoutes();
+      return;
+    }
     // Every start is a new instance id: without a sweep, each restart would leave a heartbeat row
     // behind for good (they count for nothing once expired, but the table would only grow).
     if (sweptAt === 0 || performance.now() - sweptAt > INSTANCE_SWEEP_EVERY_MS) {
@@ -238,9 +261,10 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     }
   }
 
-  function schedule(): void {
+  function schedule(delayMs = renewEveryMs): void {
     if (stopped) return;
     timer = setTimeout(() => {
+      timer = null;
       ticking = tick()
         .then(() => {
           roundFailing = false;
@@ -253,7 +277,7 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
           ticking = null;
           schedule();
         });
-    }, renewEveryMs);
+    }, delayMs);
     timer.unref();
   }
 
@@ -265,10 +289,32 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     get peers() {
       return Math.max(0, liveInstances - 1);
     },
-    async start() {
+    get joined() {
+      return joined;
+    },
+    async start(o) {
       await ensureRows();
+      if (o?.deferIfPeers) {
+        const r = await opts.db.query<{ live: number }>(
+          'SELECT count(*)::int AS live FROM engine_instances WHERE log_name = $1 AND instance <> $2 AND expires_at > now()',
+          [opts.logName, opts.instanceId],
+        );
+        joined = Number(r.rows[0]?.live ?? 0) === 0;
+        if (!joined) log.info({ peers: Number(r.rows[0]?.live) }, 'live peers found: no lease is taken before this instance listens (join)');
+      }
       await tick();
       schedule();
+    },
+    join() {
+      if (joined) return;
+      joined = true;
+      log.info('listening: joining the lease rounds (heartbeat, fair share)');
+      // The next round now rather than up to a round later; one already running is followed by
+      // the next at its usual interval.
+      if (timer !== null && ticking === null && !stopped) {
+        clearTimeout(timer);
+        schedule(0);
+      }
     },
     canWrite(shard) {
       const o = held.get(shard);

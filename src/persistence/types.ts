@@ -202,4 +202,10 @@ export interface ClusterMembership {
   onGained(listener: () => void): void;
   /** Graceful shutdown: stop taking writes, drain, release every lease. */
   handOver(): Promise<void>;
+  /**
+   * The server listens now: an instance that found live peers at its start took no lease so far
+   * (none may route a write to it before it accepts connections); from now on it takes its fair
+   * share, each shard fenced and reloaded before it is served. A no-op otherwise.
+   */
+  join(): void;
 }
