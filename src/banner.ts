@@ -41,6 +41,6 @@ export function formatBanner(i: BannerInfo): string {
       `    staff    {"user": ${i.demo.staff.user}, "password": "${i.demo.staff.password}", "staff": true}`,
     );
   }
-  lines.push('', `  Stop with Ctrl+C. Logs follow as JSON lines (LOG_LEVEL=${i.logLevel}).`, '', '');
+  lines.push('', `  Stop with \`npm stop\` (or Ctrl+C when it runs in the foreground). Logs follow as JSON lines (LOG_LEVEL=${i.logLevel}).`, '', '');
   return lines.join('\n');
 }

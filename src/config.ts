@@ -189,6 +189,11 @@ function trustProxyProblem(entry: string): string | null {
   return null;
 }
 
+/** Secrets published in this repository's examples: never accepted as JWT_SECRET. */
+const PLACEHOLDER_SECRETS: ReadonlySet<string> = new Set(['change-me-to-at-least-32-random-characters']);
+/** A random 32-character hex secret has about 14 different characters; fewer than this is not random. */
+const MIN_SECRET_DISTINCT_CHARS = 10;
+
 /** Documented in README.md and .env.example; keep the three in step. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const problems: string[] = [];
@@ -242,6 +247,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const mode = databaseUrl !== null && rabbitmqUrl !== null ? 'full' : 'embedded';
   const jwtSecret = str('JWT_SECRET');
   if (jwtSecret !== null && jwtSecret.length < 32) problems.push('JWT_SECRET must be at least 32 characters');
+  else if (jwtSecret !== null) {
+    // Whoever knows the secret can sign a staff token: the placeholder of .env.example is public, and
+    // a value like 'aaaa...' is guessed at once. A random one (hex, base64) has far more variety.
+    const distinct = new Set(jwtSecret).size;
+    if (PLACEHOLDER_SECRETS.has(jwtSecret) || /change[-_ ]?me/i.test(jwtSecret)) {
+      problems.push('JWT_SECRET is the placeholder from .env.example, which anyone can read: set a random value (e.g. `openssl rand -base64 48`)');
+    } else if (distinct < MIN_SECRET_DISTINCT_CHARS) {
+      problems.push(`JWT_SECRET has only ${distinct} different characters: set a random value (e.g. \`openssl rand -base64 48\`)`);
+    }
+  }
   if (jwtSecret === null && mode === 'full') {
     problems.push('JWT_SECRET is required in full mode (every instance must share it)');
   }
@@ -353,6 +368,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     webhookAllowPrivateTargets: bool('WEBHOOK_ALLOW_PRIVATE_TARGETS', false),
     mode,
   };
+  if (config.mode === 'full' && config.port === 0 && config.cluster.advertiseUrl === '') {
+    // Other instances forward writes to this one at its advertised address, which a port picked at
+    // random cannot be; embedded mode has no peers.
+    problems.push('PORT=0 (a port picked at start) needs ADVERTISE_URL in full mode: other instances forward writes to this address');
+  }
   if (config.cluster.advertiseUrl === '') {
     const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
     config.cluster.advertiseUrl = `http://${h}:${config.port}`;

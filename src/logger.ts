@@ -25,8 +25,62 @@ export function createLogger(level: string, destination?: { write(msg: string): 
     base: { service: 'enrollment' },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
+    // Fastify's request serializer, with secrets in the query string censored (Fastify lets the
+    // instance's own serializers win over its defaults).
+    serializers: { req: serializeRequest },
   };
   return pino(opts, (destination ?? createStdoutDestination()) as never);
+}
+
+/** Query parameters whose values are credentials (a token put in a URL by a client or a proxy). */
+const SECRET_PARAM = /token|ticket|password|passwd|secret|signature|^sig$|^key$|api[-_]?key|auth/i;
+
+/**
+ * A URL as logged: the values of credential-like query parameters (`?access_token=...`) replaced,
+ * since request logs (LOG_REQUESTS=true) keep the URL, and a token in it would open the account to
+ * anyone reading the logs. Authorization headers and bodies are never logged at all.
+ */
+export function censorUrl(url: string): string {
+  const q = url.indexOf('?');
+  if (q === -1) return url;
+  const parts = url.slice(q + 1).split('&');
+  let changed = false;
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i] as string;
+    const eq = part.indexOf('=');
+    let name = eq === -1 ? part : part.slice(0, eq);
+    try {
+      name = decodeURIComponent(name);
+    } catch {
+      // a malformed escape: judged as written
+    }
+    if (eq !== -1 && SECRET_PARAM.test(name)) {
+      parts[i] = `${part.slice(0, eq)}=[redacted]`;
+      changed = true;
+    }
+  }
+  return changed ? `${url.slice(0, q)}?${parts.join('&')}` : url;
+}
+
+interface LoggedRequest {
+  method?: string;
+  url?: string;
+  headers?: Record<string, unknown>;
+  host?: string;
+  ip?: string;
+  socket?: { remotePort?: number };
+}
+
+/** Fastify's `req` serializer (the same fields), with {@link censorUrl} applied to the URL. */
+function serializeRequest(req: LoggedRequest): Record<string, unknown> {
+  return {
+    method: req.method,
+    url: typeof req.url === 'string' ? censorUrl(req.url) : req.url,
+    version: req.headers?.['accept-version'],
+    host: req.host,
+    remoteAddress: req.ip,
+    remotePort: req.socket?.remotePort,
+  };
 }
 
 /** Write errors sonic-boom retries by itself: the output is only busy. */

@@ -406,7 +406,10 @@ async function main(): Promise<void> {
   }
 
   const shown = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
-  const base = `http://${shown}:${config.port}`;
+  // PORT=0 lets the system pick a free port: say the one it picked.
+  const bound = app.server.address();
+  const port = typeof bound === 'object' && bound !== null ? bound.port : config.port;
+  const base = `http://${shown}:${port}`;
   log.info(
     {
       api: base,

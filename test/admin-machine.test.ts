@@ -7,7 +7,7 @@ import { createMachine, type AnyStateMachine, type AnyStateNode } from 'xstate';
 import { sectionMachine } from '../src/actors/section-machine.js';
 import { activeStateIds, machineGraph, toMermaid, type MachineGraph } from '../src/http/admin/machine-graph.js';
 import { layoutMachine, MACHINE_LAYOUT_FILE, type MachineLayout } from '../src/http/admin/machine-layout.js';
-import { createHttpFixture } from './support/http-fixture.js';
+import { createHttpFixture, PW_HASH, STAFF } from './support/http-fixture.js';
 
 /**
  * The admin statechart and the Mermaid export are derived from the machine definition. These tests
@@ -181,6 +181,7 @@ describe('machine graph derived from the section machine', () => {
 
   it('is drawn completely by the layout the page renders (GET /admin/api/machine)', async () => {
     const fx = await createHttpFixture({ seed: false });
+    await fx.engine.importBatch({ departments: [], staff: [{ id: STAFF, passwordHash: PW_HASH, departmentId: null }], students: [], sections: [] }, { requestId: 'staff', actor: 'system' });
     try {
       const r = await fx.request('GET', '/admin/api/machine', { token: fx.staffToken() });
       assert.equal(r.status, 200, r.raw);

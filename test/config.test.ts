@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { ConfigError, isLoopbackHost, loadConfig } from '../src/config.js';
 
@@ -13,7 +14,7 @@ test('defaults: embedded mode on 127.0.0.1:8080 with a 60-minute window and demo
 });
 
 test('full mode needs both URLs and a shared secret', () => {
-  const c = loadConfig({ DATABASE_URL: 'postgres://x@h/db', RABBITMQ_URL: 'amqp://h', JWT_SECRET: 's'.repeat(32) });
+  const c = loadConfig({ DATABASE_URL: 'postgres://x@h/db', RABBITMQ_URL: 'amqp://h', JWT_SECRET: 'k3J9-q7Wz2xV8mN4pR6tY1uB5cD0eF-g' });
   assert.equal(c.mode, 'full');
   assert.equal(c.demoData, false);
 });
@@ -77,7 +78,7 @@ test('password-check cap and admin staff ids are read and validated', () => {
 });
 
 test('write batching: group commit and batcher lingers have per-mode defaults and are validated', () => {
-  const full = { DATABASE_URL: 'postgres://x@h/db', RABBITMQ_URL: 'amqp://h', JWT_SECRET: 's'.repeat(32) };
+  const full = { DATABASE_URL: 'postgres://x@h/db', RABBITMQ_URL: 'amqp://h', JWT_SECRET: 'k3J9-q7Wz2xV8mN4pR6tY1uB5cD0eF-g' };
   assert.equal(loadConfig({}).groupCommitLingerMs, 5);
   assert.equal(loadConfig(full).groupCommitLingerMs, 10);
   assert.equal(loadConfig(full).batchLingerMs, 100);
@@ -91,7 +92,7 @@ test('write batching: group commit and batcher lingers have per-mode defaults an
 });
 
 test('WARMUP_REQUESTS: 3,000 in full mode, none in embedded mode unless set; 0 turns it off; out of range is refused', () => {
-  const full = { DATABASE_URL: 'postgres://x@h/db', RABBITMQ_URL: 'amqp://h', JWT_SECRET: 's'.repeat(32) };
+  const full = { DATABASE_URL: 'postgres://x@h/db', RABBITMQ_URL: 'amqp://h', JWT_SECRET: 'k3J9-q7Wz2xV8mN4pR6tY1uB5cD0eF-g' };
   assert.equal(loadConfig(full).warmUpRequests, 3000);
   assert.equal(loadConfig({}).warmUpRequests, 0);
   assert.equal(loadConfig({ WARMUP_REQUESTS: '500' }).warmUpRequests, 500);
@@ -142,4 +143,36 @@ test('login throttling: per id and address, per id from all addresses (100, neve
   assert.equal(loadConfig({ LOGIN_FAILURES_PER_USER: '200' }).throttle.loginFailuresPerUserAllAddresses, 200);
   assert.throws(() => loadConfig({ LOGIN_FAILURES_PER_USER: '20', LOGIN_FAILURES_PER_USER_ALL_ADDRESSES: '19' }), /LOGIN_FAILURES_PER_USER_ALL_ADDRESSES must not be smaller/);
   assert.throws(() => loadConfig({ LOGIN_FAILURES_PER_USER_ALL_ADDRESSES: '0' }), /LOGIN_FAILURES_PER_USER_ALL_ADDRESSES/);
+});
+
+test('every variable src/config.ts reads is documented in README.md and .env.example (SPEC section 8)', () => {
+  const src = readFileSync(new URL('../src/config.ts', import.meta.url), 'utf8');
+  // Every variable is read through a helper taking its name as a literal (str('X'), int('X', ...)) or env['X'].
+  const names = new Set([...src.matchAll(/\b(?:str|int|bool)\('([A-Z][A-Z0-9_]+)'|env\['([A-Z][A-Z0-9_]+)'\]/g)].map((m) => m[1] ?? m[2]));
+  assert.ok(names.size > 40, `found ${names.size} variables`);
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  const example = readFileSync(new URL('../.env.example', import.meta.url), 'utf8');
+  const missing = [...names].flatMap((n) => {
+    const word = new RegExp(`\\b${n}\\b`);
+    return [...(word.test(readme) ? [] : [`${n} (README.md)`]), ...(word.test(example) ? [] : [`${n} (.env.example)`])];
+  });
+  assert.deepEqual(missing, []);
+});
+
+test('JWT_SECRET: the published placeholder and low-variety values are refused', () => {
+  const full = { DATABASE_URL: 'postgres://x@h/db', RABBITMQ_URL: 'amqp://h' };
+  for (const secret of ['change-me-to-at-least-32-random-characters', 'a'.repeat(40), 'abababababababababababababababab', 'please-change-me-0123456789-abcdefgh']) {
+    assert.throws(() => loadConfig({ ...full, JWT_SECRET: secret }), (err: unknown) => err instanceof ConfigError && /JWT_SECRET/.test(err.problems.join('\n')), secret);
+  }
+  // Random values pass: hex (16 symbols), base64.
+  for (const secret of ['9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', 'q8ZrL1xP3vT0mB6nW4kY2hJ9cF5sD7gA+e/R']) {
+    assert.equal(loadConfig({ ...full, JWT_SECRET: secret }).jwtSecret, secret);
+  }
+});
+
+test('PORT=0 is refused in full mode without ADVERTISE_URL (peers forward to the advertised address); fine in embedded mode', () => {
+  const full = { DATABASE_URL: 'postgres://x@h/db', RABBITMQ_URL: 'amqp://h', JWT_SECRET: 'k3J9-q7Wz2xV8mN4pR6tY1uB5cD0eF-g', PORT: '0' };
+  assert.throws(() => loadConfig(full), (err: unknown) => err instanceof ConfigError && /PORT=0 .* needs ADVERTISE_URL/.test(err.problems.join('\n')));
+  assert.equal(loadConfig({ ...full, ADVERTISE_URL: 'http://10.0.0.7:8080' }).cluster.advertiseUrl, 'http://10.0.0.7:8080');
+  assert.equal(loadConfig({ PORT: '0' }).port, 0);
 });

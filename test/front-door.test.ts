@@ -53,7 +53,7 @@ async function startEngine(tty: boolean, extraEnv: Record<string, string> = {}):
   child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
   const exited = new Promise<number>((resolve) => child.once('exit', (code) => resolve(code ?? -1)));
   for (let i = 0; i < 600; i++) {
-    if (/enrollment engine ready/.test(stdout) && (!tty || /Stop with Ctrl\+C/.test(stdout))) break;
+    if (/enrollment engine ready/.test(stdout) && (!tty || /Stop with `npm stop`/.test(stdout))) break;
     const done = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 200))]);
     if (done !== null) assert.fail(`the engine exited with ${done}:\n${stdout}`);
   }
@@ -96,7 +96,7 @@ describe('start-up output', () => {
     const lines = out.split('\n').filter((l) => l.trim() !== '');
     assert.ok(lines.length > 0);
     for (const l of lines) assert.doesNotThrow(() => JSON.parse(l), `not a JSON line: ${l}`);
-    assert.ok(!out.includes('Stop with Ctrl+C'));
+    assert.ok(!out.includes('Stop with `npm stop`'));
   });
 
   it('a terminal gets the banner too, the JSON log lines unchanged', { timeout: 120_000 }, async () => {

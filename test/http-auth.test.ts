@@ -243,6 +243,20 @@ describe('secrets stay out of the logs', () => {
     assert.ok(!all.includes('wrong-secret-pw'), 'password logged');
     assert.ok(!all.includes('$2b$'), 'hash logged');
   });
+
+  it('a token a client puts in the URL is censored in request logs, the rest of the URL kept', async () => {
+    const logged = await createHttpFixture({ logRequests: true });
+    try {
+      const token = logged.studentToken();
+      await logged.request('GET', `/student/courses?department=1&access_token=${token}&ticket=abc123`);
+      const all = logged.logs.join('\n');
+      assert.ok(!all.includes(token), 'token logged');
+      assert.ok(!all.includes('abc123'), 'ticket logged');
+      assert.match(all, /"url":"\/student\/courses\?department=1&access_token=\[redacted\]&ticket=\[redacted\]"/);
+    } finally {
+      await logged.close();
+    }
+  });
 });
 
 describe('TokenService: verified tokens are remembered, within bounds', () => {

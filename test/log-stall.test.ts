@@ -37,7 +37,7 @@ async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined |
 function runSkip(dbUrl: string, prefix: string, offset: number, by: string): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/batcher.ts', '--skip', String(offset), '--by', by, '--reason', 'injected by the test'], {
-      env: { ...process.env, DATABASE_URL: dbUrl, RABBITMQ_URL: AMQP_URL, AMQP_PREFIX: prefix, JWT_SECRET: 'x'.repeat(40), LOG_LEVEL: 'info' },
+      env: { ...process.env, DATABASE_URL: dbUrl, RABBITMQ_URL: AMQP_URL, AMQP_PREFIX: prefix, JWT_SECRET: 'log-stall-secret-0123456789-abcdefghij', LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';

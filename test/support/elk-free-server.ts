@@ -5,12 +5,14 @@
  * purpose and reports again, so the check is shown to see it.
  */
 import { createRequire } from 'node:module';
-import { createHttpFixture } from './http-fixture.js';
+import { createHttpFixture, PW_HASH, STAFF } from './http-fixture.js';
 
 const require = createRequire(import.meta.url);
 const elkLoaded = (): boolean => Object.keys(require.cache).some((k) => k.includes('/elkjs/'));
 
 const fx = await createHttpFixture({ seed: false });
+// Only the staff member whose token asks (a token of a user who does not exist is refused).
+await fx.engine.importBatch({ departments: [], staff: [{ id: STAFF, passwordHash: PW_HASH, departmentId: null }], students: [], sections: [] }, { requestId: 'staff', actor: 'system' });
 const r = await fx.request('GET', '/admin/api/machine', { token: fx.staffToken() });
 const afterServing = elkLoaded();
 await fx.close();
