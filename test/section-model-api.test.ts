@@ -292,6 +292,10 @@ class ChunkRunner {
         } else if (c.reserveCapacity !== undefined) {
           r = await this.call('PATCH /sections/:c/:g reserve_capacity', 'PATCH', sectionUrl, this.staff, { reserve_capacity: c.reserveCapacity });
           e = ok ? { status: 200 } : refusal(code);
+        } else if (c.info?.units !== undefined) {
+          // Units over every member's limit (the API's students may hold 99): MEMBER_RULES_CONFLICT.
+          r = await this.call('PATCH /sections/:c/:g units', 'PATCH', sectionUrl, this.staff, { units: c.info.units });
+          e = ok ? { status: 200 } : refusal(code);
         } else {
           r = await this.call('PATCH /sections/:c/:g sex_lock', 'PATCH', sectionUrl, this.staff, { sex_lock: c.sexLock });
           e = ok ? { status: 200 } : refusal(code);
@@ -465,7 +469,7 @@ describe('section model end to end, on every store', { concurrency: true }, () =
             departments: [],
             staff: [makeStaff(STAFF_ID)],
             students: traces.flatMap((_t, i) =>
-              STUDENTS.map((m) => makeStudent(STUDENT_BASE + 10 * i + m, { gender: genderOf(m), remainingActions: 1000, maxUnits: 100 })),
+              STUDENTS.map((m) => makeStudent(STUDENT_BASE + 10 * i + m, { gender: genderOf(m), remainingActions: 1000, maxUnits: 99 })),
             ),
             sections: traces.flatMap((_t, i) => [
               makeSection(COURSE_BASE + i, G, INITIAL),
@@ -531,6 +535,7 @@ describe('section model end to end, on every store', { concurrency: true }, () =
           'PATCH /sections/:c/:g reserve_capacity 200',
           'PATCH /sections/:c/:g reserve_capacity 409 RESERVE_BELOW_QUEUED',
           'PATCH /sections/:c/:g sex_lock 200',
+          'PATCH /sections/:c/:g units 409 MEMBER_RULES_CONFLICT',
           'POST /sections/:c/:g/close 200',
           'POST /sections/:c/:g/reopen 200',
         ]) {

@@ -264,7 +264,7 @@ describe('section machine, model-based (SPEC 7)', () => {
         {
           departments: [],
           staff: [makeStaff(1)],
-          students: STUDENTS.map((id) => makeStudent(id, { gender: genderOf(id), remainingActions: 1000, maxUnits: 100 })),
+          students: STUDENTS.map((id) => makeStudent(id, { gender: genderOf(id), remainingActions: 1000, maxUnits: 99 })),
           sections: [makeSection(C, G, INITIAL)],
         },
         meta('system'),

@@ -30,7 +30,7 @@ export const genderOf = (id: number): Sex => ((MALES as readonly number[]).inclu
 
 const cause: Cause = { requestId: 'model', actor: 'staff:1', at: 0 };
 /** The model's students hold nothing else, so only the section's own rules can refuse them. */
-const schedule = { maxUnits: 100, held: [], checkSameCourse: true };
+const schedule = { maxUnits: 99, held: [], checkSameCourse: true };
 const memberSexes: Record<number, Sex> = Object.fromEntries(STUDENTS.map((id) => [id, genderOf(id)]));
 
 /** The section's first context; seq 1 because the engine's `sectionCreated` is event 1. */
