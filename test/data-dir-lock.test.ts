@@ -49,6 +49,23 @@ describe('the data directory lock', () => {
     await mine.release();
   });
 
+  it('npm run migrate on a directory another process holds exits 3 with the reason, and works once it is free', { timeout: 60_000 }, async () => {
+    const dir = join(tmp(), 'data');
+    const held = await takeDataDir(dir, 'the engine');
+    const run = () =>
+      new Promise<{ code: number | null; err: string }>((resolve) => {
+        const c = spawn(process.execPath, ['--import', 'tsx', 'src/cli/migrate.ts'], { cwd: ROOT, env: { ...process.env, DATA_DIR: dir, DATABASE_URL: '', LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'pipe'] });
+        let err = '';
+        c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        c.once('exit', (code) => resolve({ code, err }));
+      });
+    const refused = await run();
+    assert.equal(refused.code, 3, refused.err);
+    assert.match(refused.err, /is in use by the engine/);
+    await held.release();
+    assert.equal((await run()).code, 0);
+  });
+
   it('two compiled engines on one DATA_DIR: the second refuses to start (exit 3) and the first keeps serving', { timeout: 120_000 }, async () => {
     const dataDir = join(tmp(), 'data');
     const start = (port: number) =>

@@ -11,8 +11,8 @@
  *
  * Exit codes: 0 created; 1 the id exists already; 2 bad arguments, configuration or password.
  */
-import { join, resolve } from 'node:path';
-import { isDataDirRefusal, takeDataDir, type DataDirLock } from '../data-dir-lock.js';
+import { join } from 'node:path';
+import { lockEmbeddedStore } from './embedded-lock.js';
 import { createInterface } from 'node:readline';
 import { ConfigError, loadCreateStaffConfig, type CreateStaffConfig } from '../config.js';
 import { DEMO_PASSWORDS } from '../demo/demo-exposure.js';
@@ -92,17 +92,7 @@ if (password.length < MIN_PASSWORD_LENGTH) fail(`the password must have at least
 if (DEMO_PASSWORDS.includes(password)) fail('the demo passwords are public; choose another password');
 
 const logger = createLogger(config.logLevel).child({ module: 'create-staff' });
-// The embedded store is opened by one process at a time (src/data-dir-lock.ts).
-let dataDirLock: DataDirLock | null = null;
-if (!config.databaseUrl) {
-  try {
-    dataDirLock = await takeDataDir(resolve(config.dataDir), 'npm run create-staff');
-  } catch (err) {
-    if (!isDataDirRefusal(err)) throw err;
-    process.stderr.write(`${err.message}\n`);
-    process.exit(3);
-  }
-}
+const dataDirLock = await lockEmbeddedStore(config.databaseUrl, config.dataDir, 'npm run create-staff');
 const db = config.databaseUrl ? createPgClient(config.databaseUrl) : await createPgliteClient(join(config.dataDir, 'pglite'));
 let created = false;
 try {

@@ -2,8 +2,8 @@
  * `npm run migrate`: creates or upgrades the schema of the configured store (DATABASE_URL in full
  * mode, the PGlite files under DATA_DIR otherwise) and exits. The server also migrates on start.
  */
-import { join, resolve } from 'node:path';
-import { isDataDirRefusal, takeDataDir, type DataDirLock } from '../data-dir-lock.js';
+import { join } from 'node:path';
+import { lockEmbeddedStore } from './embedded-lock.js';
 import { ConfigError, loadMigrateConfig, type MigrateConfig } from '../config.js';
 import { createLogger } from '../logger.js';
 import { migrate } from '../persistence/migrations.js';
@@ -19,17 +19,7 @@ try {
   process.exit(2);
 }
 const logger = createLogger(config.logLevel).child({ module: 'migrate' });
-// The embedded store is opened by one process at a time (src/data-dir-lock.ts).
-let dataDirLock: DataDirLock | null = null;
-if (!config.databaseUrl) {
-  try {
-    dataDirLock = await takeDataDir(resolve(config.dataDir), 'npm run migrate');
-  } catch (err) {
-    if (!isDataDirRefusal(err)) throw err;
-    process.stderr.write(`${err.message}\n`);
-    process.exit(3);
-  }
-}
+const dataDirLock = await lockEmbeddedStore(config.databaseUrl, config.dataDir, 'npm run migrate');
 const db = config.databaseUrl ? createPgClient(config.databaseUrl) : await createPgliteClient(join(config.dataDir, 'pglite'));
 try {
   const applied = await migrate(db);
