@@ -147,6 +147,30 @@ describe('npm start / npm stop', () => {
     assert.equal(alive(pid2), false);
   });
 
+  it('a second npm start on a running engine\'s DATA_DIR fails and leaves the first one stoppable with npm stop', { timeout: 600_000 }, async () => {
+    const port = await freePort();
+    const env = { DATA_DIR: join(work, 'data-two'), PORT: String(port), DEMO_DATA: 'false' };
+    const first = run('npm', ['start'], env);
+    assert.equal(await first.exited, 0, `npm start failed:\n${first.output()}`);
+    const pid = Number(readFileSync(pidFile, 'utf8').trim());
+    started.push(pid);
+    assert.ok(alive(pid));
+
+    // The same directory, another port: the second engine refuses the held directory (exit 3).
+    const second = run('npm', ['start'], { ...env, PORT: String(await freePort()) });
+    const code = await second.exited;
+    assert.notEqual(code, 0, `the second npm start must fail:\n${second.output()}`);
+    assert.match(second.output(), /engine exited with status 3/, second.output());
+    assert.equal(readFileSync(pidFile, 'utf8').trim(), String(pid), 'the pid file still names the first engine');
+    assert.ok(alive(pid), 'the first engine still runs');
+    assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
+
+    const stop = run('npm', ['stop'], env);
+    assert.equal(await stop.exited, 0, stop.output());
+    assert.equal(alive(pid), false, 'npm stop stopped the first engine');
+    assert.equal(existsSync(pidFile), false);
+  });
+
   it('--foreground passes SIGINT on to the engine once and exits with its status', { timeout: 300_000 }, async () => {
     const port = await freePort();
     const env = { DATA_DIR: join(work, 'data-fg'), PORT: String(port), DEMO_DATA: 'false' };
