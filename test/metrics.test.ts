@@ -189,4 +189,23 @@ describe('Grafana dashboard and docker-compose.yml', () => {
     assert.equal(provider.providers[0]?.options.path, '/var/lib/grafana/dashboards');
     assert.equal(grafana.environment?.['GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH'], `/var/lib/grafana/dashboards/enrollment.json`);
   });
+
+  it('the engine containers read an optional .env, and the compose values for addresses, HOST and PORT win over it', () => {
+    const compose = parseYaml(readFileSync('docker-compose.yml', 'utf8'), { merge: true }) as {
+      services: Record<string, { env_file?: unknown; environment?: Record<string, string> }>;
+    };
+    for (const name of ['server', 'server-2', 'batcher']) {
+      const svc = compose.services[name];
+      // A missing .env must not stop `docker compose up` (Compose 2.24+ long syntax).
+      assert.deepEqual(svc?.env_file, [{ path: '.env', required: false }], `${name} reads .env, optionally`);
+      // `environment` overrides env_file in compose: a .env written for `npm start` (HOST=127.0.0.1,
+      // a PORT, localhost service URLs) must not break the containers.
+      const env = svc?.environment ?? {};
+      assert.equal(env['HOST'], '0.0.0.0', name);
+      assert.equal(env['PORT'], '8080', name);
+      assert.match(env['DATABASE_URL'] ?? '', /@postgres:5432\//, name);
+      assert.match(env['RABBITMQ_URL'] ?? '', /@rabbitmq:5672$/, name);
+      assert.equal(env['REDIS_URL'], 'redis://redis:6379', name);
+    }
+  });
 });
