@@ -280,6 +280,28 @@ describe(`webhooks, embedded mode (deliveries queued in PGlite, PGLITE_THREAD=${
     await stop();
   });
 
+  test('deleting a webhook stops its deliveries: the one retrying is cancelled and not sent again', async () => {
+    const { w, receiver, stop } = await startEmbedded(thread, { maxAttempts: 8, baseDelayMs: 300 });
+    const staff = w.token(STAFF, 'staff');
+    const hook = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/down`, secret: SECRET_B });
+    assert.equal(hook.status, 201);
+    await promoteAlice(w);
+    const deliveries = async () => (await w.call('GET', `/webhooks/${hook.body.id}/deliveries`, staff)).body.deliveries;
+    await until(async () => (await deliveries())[0]?.status === 'retrying', 'a failed first attempt');
+    assert.equal((await w.call('DELETE', `/webhooks/${hook.body.id}`, staff)).status, 204);
+    const sentAtDelete = receiver.got.filter((r) => r.path === '/down').length;
+    const d = (await deliveries())[0];
+    assert.equal(d.status, 'cancelled', JSON.stringify(d));
+    assert.ok(d.finished_at, 'a cancelled delivery is finished');
+    // Backoff 300, 600, 1,200 ms: three more attempts would have come by now.
+    await new Promise((r) => setTimeout(r, 2_500));
+    const sentAfter = receiver.got.filter((r) => r.path === '/down').length;
+    // An attempt already running when the webhook was deleted may still land; nothing after it.
+    assert.ok(sentAfter <= sentAtDelete + 1, `attempts after the delete: ${sentAfter - sentAtDelete}`);
+    assert.equal((await deliveries())[0].status, 'cancelled');
+    await stop();
+  });
+
   test('a fired seat watch is delivered: its delivery is recorded with the watch marked fired', async () => {
     const { w, receiver, stop } = await startEmbedded(thread);
     const staff = w.token(STAFF, 'staff');

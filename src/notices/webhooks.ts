@@ -253,7 +253,12 @@ export class WebhookService {
   /** One attempt of a delivery: POST, record, then retry, dead-letter or done. */
   private async attempt(job: DeliveryJob): Promise<void> {
     const d = await this.store.getDelivery(job.deliveryId);
-    if (!d || d.status === 'delivered' || d.status === 'dead') return;
+    if (!d || d.status === 'delivered' || d.status === 'dead' || d.status === 'cancelled') return;
+    // Its webhook was deleted after this attempt was scheduled (DELETE stops deliveries).
+    if (!d.webhookActive) {
+      await this.store.cancelDelivery(d.id);
+      return;
+    }
     const attempt = d.attempts + 1;
     const t = Math.floor(this.now() / 1000);
     const t0 = performance.now();

@@ -200,8 +200,19 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
       return r.rows[0] ? webhook(r.rows[0]) : null;
     },
     async deactivateWebhook(id) {
-      const r = await db.query('UPDATE webhooks SET active = false WHERE id = $1 AND active', [id]);
-      return r.rowCount > 0;
+      return db.transaction(async (tx) => {
+        const r = await tx.query('UPDATE webhooks SET active = false WHERE id = $1 AND active', [id]);
+        // What was waiting for its (next) attempt is not sent any more; an attempt running now finds
+        // the webhook inactive before its next one.
+        await tx.query(
+          `UPDATE webhook_deliveries SET status = 'cancelled', finished_at = now() WHERE webhook_id = $1 AND status IN ('pending', 'retrying')`,
+          [id],
+        );
+        return r.rowCount > 0;
+      });
+    },
+    async cancelDelivery(id) {
+      await db.query(`UPDATE webhook_deliveries SET status = 'cancelled', finished_at = now() WHERE id = $1 AND status IN ('pending', 'retrying')`, [id]);
     },
     async insertDeliveries(rows) {
       if (rows.length === 0) return [];
@@ -215,11 +226,11 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
     },
     async getDelivery(id) {
       const r = await db.query<Row>(
-        'SELECT d.*, w.url, w.secret FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1',
+        'SELECT d.*, w.url, w.secret, w.active AS webhook_active FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1',
         [id],
       );
       const x = r.rows[0];
-      return x ? { ...delivery(x), url: x.url as string, secret: x.secret as string } : null;
+      return x ? { ...delivery(x), url: x.url as string, secret: x.secret as string, webhookActive: Boolean(x.webhook_active) } : null;
     },
     async recordAttempt(a: AttemptResult) {
       await db.transaction(async (tx) => {
@@ -233,7 +244,7 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
           `UPDATE webhook_deliveries SET status = $2, attempts = GREATEST(attempts, $3),
              next_attempt_at = COALESCE($4, next_attempt_at),
              finished_at = CASE WHEN $2 IN ('delivered', 'dead') THEN now() ELSE NULL END
-           WHERE id = $1`,
+           WHERE id = $1 AND status <> 'cancelled'`,
           [a.deliveryId, a.status, a.attempt, a.nextAttemptAt === null ? null : new Date(a.nextAttemptAt)],
         );
       });

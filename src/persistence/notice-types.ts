@@ -40,7 +40,8 @@ export interface WebhookRow {
   active: boolean;
 }
 
-export type DeliveryStatus = 'pending' | 'retrying' | 'delivered' | 'dead';
+/** `cancelled`: its webhook was deleted before it was delivered; it is not attempted again. */
+export type DeliveryStatus = 'pending' | 'retrying' | 'delivered' | 'dead' | 'cancelled';
 
 export interface DeliveryRow {
   id: number;
@@ -79,7 +80,7 @@ export interface AttemptResult {
   error: string | null;
   durationMs: number;
   /** Where the delivery stands after this attempt. */
-  status: Exclude<DeliveryStatus, 'pending'>;
+  status: Exclude<DeliveryStatus, 'pending' | 'cancelled'>;
   /** When to try next (unix ms), for `retrying`. */
   nextAttemptAt: number | null;
 }
@@ -123,7 +124,9 @@ export interface NoticeStore {
   deactivateWebhook(id: number): Promise<boolean>;
   /** Records deliveries (a repeated (webhook, notice) is ignored); returns the new rows' ids. */
   insertDeliveries(rows: NewDelivery[]): Promise<number[]>;
-  getDelivery(id: number): Promise<(DeliveryRow & { url: string; secret: string }) | null>;
+  getDelivery(id: number): Promise<(DeliveryRow & { url: string; secret: string; webhookActive: boolean }) | null>;
+  /** Marks a delivery of a deleted webhook `cancelled` unless it is finished already. */
+  cancelDelivery(id: number): Promise<void>;
   recordAttempt(result: AttemptResult): Promise<void>;
   /**
    * Full mode: marks up to `limit` new deliveries (recorded by the outbox, never handed to the

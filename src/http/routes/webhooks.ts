@@ -33,7 +33,7 @@ const DeliverySchema = Type.Object({
   notice_key: Type.String(),
   kind: Type.String(),
   student_id: Type.Integer(),
-  status: Type.Union([Type.Literal('pending'), Type.Literal('retrying'), Type.Literal('delivered'), Type.Literal('dead')]),
+  status: Type.Union([Type.Literal('pending'), Type.Literal('retrying'), Type.Literal('delivered'), Type.Literal('dead'), Type.Literal('cancelled')]),
   attempts: Type.Integer(),
   next_attempt_at: Type.String({ format: 'date-time' }),
   created_at: Type.String({ format: 'date-time' }),
