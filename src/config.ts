@@ -78,6 +78,11 @@ export interface Config {
   /** Full mode: longest wait for the broker's confirm of a group commit before it is answered 503 and the connection made again (ms). */
   brokerConfirmTimeoutMs: number;
   /**
+   * Full mode: longest wait for one PostgreSQL statement's answer (engine pool, batcher pool and
+   * leader session) before the connection is destroyed and the work retried or answered 503.
+   */
+  databaseQueryTimeoutMs: number;
+  /**
    * The batcher starts at most one PostgreSQL transaction per this many ms (a quiet one writes at
    * once). Every batch costs about ten statements whatever its size, so under a trickle of single
    * requests (a connection storm) fewer, larger batches mean far fewer statements per enroll; under
@@ -347,6 +352,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     groupCommitLingerMs: int('GROUP_COMMIT_LINGER_MS', mode === 'embedded' ? 5 : 10, 0, 1_000),
     groupCommitQuietMs: int('GROUP_COMMIT_QUIET_MS', mode === 'embedded' ? 0 : 1, 0, 1_000),
     brokerConfirmTimeoutMs: int('BROKER_CONFIRM_TIMEOUT_MS', 5_000, 100, 600_000),
+    databaseQueryTimeoutMs: int('DATABASE_QUERY_TIMEOUT_MS', 30_000, 1_000, 3_600_000),
     batchLingerMs: int('BATCH_LINGER_MS', 100, 0, 10_000),
     listenBacklog: int('LISTEN_BACKLOG', 65_535, 1, 1_000_000),
     http: {

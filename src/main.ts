@@ -73,6 +73,7 @@ async function createPersistence(
     groupCommitLingerMs: config.groupCommitLingerMs,
     groupCommitQuietMs: config.groupCommitQuietMs,
     brokerConfirmTimeoutMs: config.brokerConfirmTimeoutMs,
+    databaseQueryTimeoutMs: config.databaseQueryTimeoutMs,
     runBatcher: config.inProcessBatcher,
     // On its own thread the batcher has its own pool, broker connection and webhook outbox
     // (src/cli/batcher-worker.ts); on this thread it shares the store's pool and this outbox.

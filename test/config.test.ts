@@ -106,6 +106,12 @@ test('SHUTDOWN_DRAIN_MS: 5 s unless set; 0 closes at once; out of range is refus
   assert.throws(() => loadConfig({ SHUTDOWN_DRAIN_MS: '60000' }), (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('SHUTDOWN_DRAIN_MS')));
 });
 
+test('DATABASE_QUERY_TIMEOUT_MS: 30 s unless set; below 1 s or not a whole number is refused', () => {
+  assert.equal(loadConfig({}).databaseQueryTimeoutMs, 30_000);
+  assert.equal(loadConfig({ DATABASE_QUERY_TIMEOUT_MS: '5000' }).databaseQueryTimeoutMs, 5000);
+  for (const bad of ['0', '999', '3600001', '2.5', 'soon']) assert.throws(() => loadConfig({ DATABASE_QUERY_TIMEOUT_MS: bad }), /DATABASE_QUERY_TIMEOUT_MS/, bad);
+});
+
 test('BATCHER_THREAD: the in-process batcher on a worker thread unless the main thread is asked for; anything else is refused', () => {
   assert.equal(loadConfig({}).batcherThread, 'worker');
   assert.equal(loadConfig({ BATCHER_THREAD: 'main' }).batcherThread, 'main');

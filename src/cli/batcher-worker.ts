@@ -18,7 +18,7 @@ const data = workerData as BatcherWorkerData;
 const logger = createLogger(data.logLevel).child({ thread: 'batcher' });
 const post = (r: BatcherWorkerReport): void => port.postMessage(r);
 
-const db = createPgClient(data.databaseUrl);
+const db = createPgClient(data.databaseUrl, data.queryTimeoutMs !== undefined ? { queryTimeoutMillis: data.queryTimeoutMs } : {});
 const batcher = createBatcher({
   db,
   databaseUrl: data.databaseUrl,
@@ -29,6 +29,7 @@ const batcher = createBatcher({
   maxEvents: data.maxEvents,
   ...(data.maxDelayMs !== undefined ? { maxDelayMs: data.maxDelayMs } : {}),
   ...(data.stallRetryMs !== undefined ? { stallRetryMs: data.stallRetryMs } : {}),
+  ...(data.queryTimeoutMs !== undefined ? { queryTimeoutMs: data.queryTimeoutMs } : {}),
   outbox: createWebhookOutbox({ deriver: deriveWebhookNotices, mayNotify: eventMayNotify, logger, onRecorded: () => post({ type: 'recorded' }) }),
 });
 

@@ -29,8 +29,17 @@ if (!config.databaseUrl || !config.rabbitmqUrl) {
   logger.fatal('the batcher needs DATABASE_URL and RABBITMQ_URL');
   process.exit(2);
 }
-const db = createPgClient(config.databaseUrl);
-await migrate(db);
+// Every statement bounded (a database that stops answering without closing the connection must
+// not hold a batch for ever); migrations, which may take long, on a connection of their own without.
+const db = createPgClient(config.databaseUrl, { queryTimeoutMillis: config.databaseQueryTimeoutMs });
+{
+  const unbounded = createPgClient(config.databaseUrl, { max: 1 });
+  try {
+    await migrate(unbounded);
+  } finally {
+    await unbounded.close();
+  }
+}
 const names = streamNames(config.amqpPrefix);
 
 if (args.skip !== undefined) {
@@ -68,6 +77,7 @@ const batcher = createBatcher({
   logger,
   maxEvents: config.batchMaxEvents,
   maxDelayMs: config.batchLingerMs,
+  queryTimeoutMs: config.databaseQueryTimeoutMs,
   // Webhook deliveries are recorded with each batch (issue 16); the engines queue and send them.
   outbox: createWebhookOutbox({ deriver: deriveWebhookNotices, mayNotify: eventMayNotify, logger }),
 });

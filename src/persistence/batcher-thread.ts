@@ -29,6 +29,8 @@ export interface BatcherWorkerData {
   maxEvents: number;
   maxDelayMs?: number;
   stallRetryMs?: number;
+  /** Bound of each PostgreSQL statement of the worker's pool and leader session (ms; DATABASE_QUERY_TIMEOUT_MS). */
+  queryTimeoutMs?: number;
   logLevel: string;
 }
 
@@ -199,6 +201,7 @@ export function batcherThreadFactory(t: {
         maxEvents: o.maxEvents,
         ...(o.maxDelayMs !== undefined ? { maxDelayMs: o.maxDelayMs } : {}),
         ...(o.stallRetryMs !== undefined ? { stallRetryMs: o.stallRetryMs } : {}),
+        ...(o.queryTimeoutMs !== undefined ? { queryTimeoutMs: o.queryTimeoutMs } : {}),
         logLevel: t.logLevel,
       },
       logger: o.logger,

@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { createFenceFilter, decodeMessage, offsetOf, streamArguments, withHeartbeat, type Fence, type FenceFilter } from './amqp-log.js';
 import { setLogStall, watchBatcher, type BatcherLagSource } from './metrics.js';
+import { PG_KEEPALIVE_IDLE_MS } from './pg-client.js';
 import type { SqlClient } from './sql-client.js';
 import { applyEventsWithOutbox, type StagedOutbox, type WebhookOutbox } from './webhook-outbox.js';
 import type { DomainEvent } from './types.js';
@@ -15,7 +16,18 @@ import type { DomainEvent } from './types.js';
  * One batcher is active at a time: leadership is a PostgreSQL advisory lock held by a dedicated
  * session, so a standby takes over as soon as the leader's session ends. Correctness does not
  * even depend on the lock: each batch checks, under a row lock, that the recorded offset is where
- * it expects to start.
+ * it expects to start, and skips what the database has already (two batchers that both believe
+ * they lead apply each event once; test/pg-blackhole.test.ts).
+ *
+ * A database that stops answering without closing the connection (a network path that drops
+ * bytes: no reset, no FIN) must not hold a batch, or the lead, for ever. The batch's statements are
+ * bounded by the pool's query timeout (`DATABASE_QUERY_TIMEOUT_MS`, see pg-client.ts: the stuck
+ * connection is destroyed, the transaction never commits, the batch is retried on a new one). The
+ * leader session is checked every `leaderCheckMs` under the same bound; a check that fails gives
+ * the lead up (the session is destroyed, the consumer stops, nothing more is applied until the lock
+ * is taken again), and the session asks the server to end it once it has been idle for longer than
+ * a check round and two timeouts (`idle_session_timeout`), so a session whose end never reached
+ * the server does not hold the lock for ever and a standby (or this batcher) takes over.
  *
  * A message that cannot be read or applied is never skipped: every message was acknowledged to a
  * client, so the batcher applies everything before it, then stops at its offset, records the stall
@@ -45,6 +57,13 @@ export interface BatcherOptions {
   outbox?: WebhookOutbox;
   /** On stop, how long it may keep applying what arrived before it stops (ms, default 3000). */
   stopFlushMs?: number;
+  /**
+   * Bound of the leader session's statements (ms, default 30000): the same value as the pool's
+   * (`DATABASE_QUERY_TIMEOUT_MS`); the pool itself is bounded where it is made (createPgClient).
+   */
+  queryTimeoutMs?: number;
+  /** How often the leader session is checked (ms, default half the query timeout, at most 5000). */
+  leaderCheckMs?: number;
 }
 
 /** Where the batcher is stopped, and why. */
@@ -65,6 +84,13 @@ export interface Batcher {
   readonly stall: BatcherStall | null;
   /** Messages received and not yet applied (what the lag gauges show). */
   readonly lag: BatcherLagSource;
+}
+
+/** Thrown inside a flush when the lead was given up: the batch is left to whoever leads next. */
+class LeadershipLost extends Error {
+  constructor() {
+    super('the leadership session was lost; the batch is left to the next leader');
+  }
 }
 
 /** Thrown inside a flush when a message can be neither read nor applied: the batcher stops there. */
@@ -133,6 +159,40 @@ export function createBatcher(opts: BatcherOptions): Batcher {
   let lastArrivalAt = 0;
   /** Another batcher holds the lead (its advisory lock): this one waits in standby. */
   let standby = false;
+  const queryTimeoutMs = opts.queryTimeoutMs ?? 30_000;
+  const leaderCheckMs = opts.leaderCheckMs ?? Math.max(100, Math.min(5000, Math.round(queryTimeoutMs / 2)));
+  /** The server ends the leader session once no check reached it for this long (see the module comment). */
+  const leaderIdleLimitMs = Math.min(leaderCheckMs + 2 * queryTimeoutMs, 2_147_483_647);
+  let leaderCheckTimer: NodeJS.Timeout | null = null;
+  let noIdleSessionTimeoutLogged = false;
+
+  /** Gives the lead up: the session is destroyed (not ended politely: it may not answer) and the consumer stops. */
+  function loseLeadership(c: pg.Client, why: string, err?: unknown): void {
+    if (leaderClient !== c) return;
+    leaderClient = null;
+    if (leaderCheckTimer) clearTimeout(leaderCheckTimer);
+    leaderCheckTimer = null;
+    // A stop ends the session itself: nothing to report then.
+    if (!stopped) log.warn({ err, stream: opts.stream }, why);
+    // pg destroys the socket of a client with a statement in flight (the check that timed out).
+    void c.end().catch(() => undefined);
+    wake?.();
+  }
+
+  /** Every leaderCheckMs, a statement on the leader session; no answer within the timeout: the lead is given up. */
+  function checkLeadership(c: pg.Client): void {
+    leaderCheckTimer = setTimeout(() => {
+      leaderCheckTimer = null;
+      if (leaderClient !== c || stopped) return;
+      c.query('SELECT 1').then(
+        () => {
+          if (leaderClient === c && !stopped) checkLeadership(c);
+        },
+        (err: unknown) => loseLeadership(c, 'the leadership session stopped answering; giving up the lead until it can be taken again', err),
+      );
+    }, leaderCheckMs);
+    leaderCheckTimer.unref();
+  }
 
   /** The fence epochs the database has recorded, so a deposed owner's later messages stay ignored across restarts. */
   async function readFences(): Promise<FenceFilter> {
@@ -148,24 +208,40 @@ export function createBatcher(opts: BatcherOptions): Batcher {
   async function acquireLeadership(): Promise<void> {
     while (!stopped) {
       try {
-        const c = new pg.Client({ connectionString: opts.databaseUrl, connectionTimeoutMillis: 2000 });
+        const c = new pg.Client({
+          connectionString: opts.databaseUrl,
+          connectionTimeoutMillis: 2000,
+          keepAlive: true,
+          keepAliveInitialDelayMillis: PG_KEEPALIVE_IDLE_MS,
+          query_timeout: queryTimeoutMs,
+        });
         c.on('error', () => undefined);
-        await c.connect();
-        const r = await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [`batcher:${opts.stream}`]);
-        standby = !r.rows[0]?.ok;
-        if (r.rows[0]?.ok) {
-          leaderClient = c;
-          c.on('end', () => {
-            if (leaderClient === c) {
-              leaderClient = null;
-              log.warn('lost the leadership session');
-              wake?.();
-            }
+        try {
+          await c.connect();
+          // Before the lock, so a session that is never checked again cannot hold it for ever.
+          await c.query(`SET idle_session_timeout = ${leaderIdleLimitMs}`).catch((err: unknown) => {
+            // PostgreSQL before 14: a dead session is ended only by the server's TCP keepalive.
+            if ((err as { code?: string }).code !== '42704') throw err;
+            if (!noIdleSessionTimeoutLogged) log.warn({ stream: opts.stream }, 'this PostgreSQL has no idle_session_timeout (before 14): a leader session cut off without a reset holds the lead until the server\'s TCP keepalive ends it');
+            noIdleSessionTimeoutLogged = true;
           });
-          log.info({ stream: opts.stream }, 'batcher is the active consumer');
-          return;
+          const r = await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [`batcher:${opts.stream}`]);
+          standby = !r.rows[0]?.ok;
+          if (r.rows[0]?.ok) {
+            leaderClient = c;
+            c.on('end', () => loseLeadership(c, 'lost the leadership session'));
+            checkLeadership(c);
+            log.info({ stream: opts.stream }, 'batcher is the active consumer');
+            return;
+          }
+        } catch (err) {
+          // Not awaited: a session that stopped answering never confirms an end (pg destroys the
+          // socket of a client whose statement timed out).
+          void c.end().catch(() => undefined);
+          throw err;
         }
-        await c.end();
+        // Not awaited: a session that stopped answering right now would never confirm its end.
+        void c.end().catch(() => undefined);
       } catch (err) {
         log.warn({ err }, 'cannot reach the database for leadership; retrying');
       }
@@ -178,6 +254,8 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     const first = (batch[0] as Pending).offset;
     const last = (batch[batch.length - 1] as Pending).offset;
     for (let attempt = 0; !stopped; attempt++) {
+      // Given up (its session stopped answering): whoever leads next applies it from the database's offset.
+      if (leaderClient === null) throw new LeadershipLost();
       try {
         let staged: StagedOutbox | null = null;
         const n = await opts.db.transaction(async (tx) => {
@@ -210,7 +288,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
         if (stall && appliedOffset > stall.offset) await clearStall();
         return;
       } catch (err) {
-        if ((err as { code?: string }).code === 'GAP00' || err instanceof StallError) throw err;
+        if ((err as { code?: string }).code === 'GAP00' || err instanceof StallError || err instanceof LeadershipLost) throw err;
         if (isTransient(err)) {
           const wait = Math.min(200 * 2 ** Math.min(attempt, 5), 5000);
           log.warn({ err, attempt, wait }, 'database unavailable; batch will be retried');
@@ -316,6 +394,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
         buffer = [];
         void ch?.close().catch(() => undefined);
         if (err instanceof StallError) await recordStall({ offset: err.offset, reason: err.reason });
+        else if (err instanceof LeadershipLost) log.warn({ stream: opts.stream }, err.message);
         else log.error({ err }, 'batch failed; restarting the consumer from the database offset');
       })
       .finally(() => {
@@ -378,7 +457,8 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       c.on('close', () => resolve());
       c.on('error', () => undefined);
       wake = resolve;
-      if (stopped) resolve();
+      // Stopped, or the lead given up while this consumer was being set up.
+      if (stopped || leaderClient === null) resolve();
     });
     await c.consume(
       opts.stream,
@@ -485,6 +565,8 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       await settle(opts.stopFlushMs ?? 3000);
       unwatch();
       stopped = true;
+      if (leaderCheckTimer) clearTimeout(leaderCheckTimer);
+      leaderCheckTimer = null;
       wake?.();
       // consumeOnce() sees the wake-up, waits for the batch in flight and closes its connection;
       // bounded, since a database or broker that stopped answering would hold either for ever

@@ -31,6 +31,11 @@ export interface FullStoreOptions {
   groupCommitQuietMs?: number;
   /** Longest wait for a publish's confirm before the write is answered 503 and the connection made again (see AmqpLogOptions). */
   brokerConfirmTimeoutMs?: number;
+  /**
+   * Bound of each PostgreSQL statement of this store and its batcher (ms; DATABASE_QUERY_TIMEOUT_MS,
+   * see createPgClient); unset: none. Migrations are never bounded.
+   */
+  databaseQueryTimeoutMs?: number;
   /** Also run the batcher in this process. */
   runBatcher: boolean;
   /** How that batcher is made (default: on this thread, `createBatcher`); main.ts puts it on a worker thread. */
@@ -80,7 +85,7 @@ function unreachable(err: unknown): never {
 export async function createFullStore(opts: FullStoreOptions): Promise<FullStore> {
   const log = opts.logger.child({ module: 'full-store' });
   const names = streamNames(opts.prefix);
-  const db = createPgClient(opts.databaseUrl);
+  const db = createPgClient(opts.databaseUrl, opts.databaseQueryTimeoutMs !== undefined ? { queryTimeoutMillis: opts.databaseQueryTimeoutMs } : {});
   const amqpLog = new AmqpLog({ url: opts.rabbitmqUrl, stream: names.stream, logger: opts.logger, confirmTimeoutMs: opts.brokerConfirmTimeoutMs });
   const batcher = opts.runBatcher
     ? (opts.batcherFactory ?? createBatcher)({
@@ -93,6 +98,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         maxEvents: opts.batchMaxEvents,
         ...(opts.batchLingerMs !== undefined ? { maxDelayMs: opts.batchLingerMs } : {}),
         ...(opts.batcherStallRetryMs !== undefined ? { stallRetryMs: opts.batcherStallRetryMs } : {}),
+        ...(opts.databaseQueryTimeoutMs !== undefined ? { queryTimeoutMs: opts.databaseQueryTimeoutMs } : {}),
         ...(opts.outbox ? { outbox: opts.outbox } : {}),
       })
     : null;
@@ -212,8 +218,14 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     notices: createSqlNoticeStore(db),
     batcher,
     async migrate() {
-      const applied = await migrate(db);
-      if (applied.length > 0) log.info({ applied }, 'migrations applied');
+      // On a connection of its own, without the statement bound: a migration may take long.
+      const unbounded = createPgClient(opts.databaseUrl, { max: 1 });
+      try {
+        const applied = await migrate(unbounded);
+        if (applied.length > 0) log.info({ applied }, 'migrations applied');
+      } finally {
+        await unbounded.close();
+      }
     },
     requirements: () => readRequirements(db),
     async load(): Promise<LoadedState> {

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { EngineError } from '../errors.js';
 import type { SqlClient, SqlExecutor } from './sql-client.js';
 
 /** bigint ids come back as numbers (ids and sequence numbers stay far below 2^53). */
@@ -9,48 +10,126 @@ const types = {
   },
 };
 
+/**
+ * TCP keepalive on every PostgreSQL connection, first probe after this long idle: a connection
+ * whose peer vanished without a FIN (a host gone, a partition) is found dead by the kernel instead
+ * of looking open for hours. It cannot help a connection with a statement waiting for its answer
+ * (the kernel retransmits instead of probing); the statement bound below does.
+ */
+export const PG_KEEPALIVE_IDLE_MS = 10_000;
+
+/** A statement that got no answer within the bound: its connection has been destroyed. */
+export class DatabaseTimeoutError extends EngineError {
+  constructor(readonly timeoutMs: number) {
+    super('UNAVAILABLE', `the database did not answer within ${timeoutMs} ms`);
+  }
+}
+
+export interface PgClientOptions {
+  max?: number;
+  connectionTimeoutMillis?: number;
+  /**
+   * Longest wait for one statement's answer (ms); unset: none (migrations, which may take long).
+   *
+   * Past it the statement fails with {@link DatabaseTimeoutError} (an `EngineError('UNAVAILABLE')`)
+   * and its connection is destroyed, never reused: a connection that stopped answering (a network
+   * path that drops bytes without a reset) may stay stuck for ever, and every statement queued on
+   * it with it. A transaction it was part of is abandoned without COMMIT or ROLLBACK: nothing of it
+   * commits. The server ends such a session by itself too, since the end of the connection may not
+   * reach it: the same value is sent as `idle_in_transaction_session_timeout` (a transaction whose
+   * client went away frees its row locks) and `statement_timeout`.
+   */
+  queryTimeoutMillis?: number;
+}
+
 /** node-postgres pool behind the SqlClient interface (full mode). */
-export function createPgClient(
-  connectionString: string,
-  opts: { max?: number; connectionTimeoutMillis?: number; queryTimeoutMillis?: number } = {},
-): SqlClient {
+export function createPgClient(connectionString: string, opts: PgClientOptions = {}): SqlClient {
+  const timeoutMs = opts.queryTimeoutMillis;
   const pool = new pg.Pool({
     connectionString,
     max: opts.max ?? 8,
     connectionTimeoutMillis: opts.connectionTimeoutMillis ?? 2000,
-    ...(opts.queryTimeoutMillis !== undefined ? { query_timeout: opts.queryTimeoutMillis } : {}),
+    keepAlive: true,
+    keepAliveInitialDelayMillis: PG_KEEPALIVE_IDLE_MS,
+    ...(timeoutMs !== undefined ? { statement_timeout: timeoutMs, idle_in_transaction_session_timeout: timeoutMs } : {}),
     types,
   });
   // A broken idle connection must not crash the process; the next query reconnects.
   pool.on('error', () => undefined);
-  const query = async <R>(text: string, params?: unknown[]) => {
-    const r = await pool.query(text, params);
-    return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
-  };
+  // A checked-out client has no pool listener, and pg emits 'error' on it when the connection
+  // drops: unhandled, that would kill the process. Its queries fail (and are retried) anyway.
+  const onError = () => undefined;
+
+  /** One statement on `client`, bounded by the timeout (the caller destroys the client when it fires). */
+  async function run(client: pg.PoolClient, text: string, params?: unknown[]): Promise<{ rows: unknown[]; rowCount: number }> {
+    if (timeoutMs === undefined) {
+      const r = await client.query(text, params);
+      return { rows: r.rows, rowCount: r.rowCount ?? 0 };
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new DatabaseTimeoutError(timeoutMs)), timeoutMs);
+    });
+    try {
+      // The statement's own failure when its connection is destroyed is handled here (race).
+      const r = await Promise.race([client.query(text, params), expired]);
+      return { rows: r.rows, rowCount: r.rowCount ?? 0 };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Gives the client back; after a failure it is destroyed, as `pool.query` does (pg ends a client
+   * with a statement in flight by destroying its socket, without waiting for the server).
+   */
+  function release(client: pg.PoolClient, err?: unknown): void {
+    if (err === undefined) client.removeListener('error', onError);
+    client.release(err === undefined ? undefined : err instanceof Error ? err : true);
+  }
+
   return {
-    query,
+    async query<R>(text: string, params?: unknown[]) {
+      const client = await pool.connect();
+      client.on('error', onError);
+      try {
+        const r = await run(client, text, params);
+        release(client);
+        return { rows: r.rows as R[], rowCount: r.rowCount };
+      } catch (err) {
+        release(client, err);
+        throw err;
+      }
+    },
     async transaction(fn) {
       const client = await pool.connect();
-      // A checked-out client has no pool listener, and pg emits 'error' on it when the connection
-      // drops: unhandled, that would kill the process. Its queries fail (and are retried) anyway.
-      const onError = () => undefined;
       client.on('error', onError);
+      /** A statement got no answer: the connection is stuck, so nothing more is sent on it. */
+      let stuck = false;
       const tx: SqlExecutor = {
         async query<R>(text: string, params?: unknown[]) {
-          const r = await client.query(text, params);
-          return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+          if (stuck) throw new DatabaseTimeoutError(timeoutMs ?? 0);
+          try {
+            const r = await run(client, text, params);
+            return { rows: r.rows as R[], rowCount: r.rowCount };
+          } catch (err) {
+            if (err instanceof DatabaseTimeoutError) stuck = true;
+            throw err;
+          }
         },
       };
       try {
-        await client.query('BEGIN');
+        await tx.query('BEGIN');
         const out = await fn(tx);
-        await client.query('COMMIT');
-        client.removeListener('error', onError);
-        client.release();
+        await tx.query('COMMIT');
+        release(client);
         return out;
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        client.release(true);
+        // On a stuck connection a ROLLBACK would only queue behind the statement that never
+        // returned; destroying the connection ends the transaction (the server rolls it back when
+        // it sees the end, or ends the session at idle_in_transaction_session_timeout).
+        if (!stuck) await tx.query('ROLLBACK').catch(() => undefined);
+        release(client, err ?? true);
         throw err;
       }
     },
