@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { createDrain, type Drain } from '../src/http/drain.js';
+import { DEFAULT_HTTP_LIMITS } from '../src/http/server-options.js';
 import { createHttpFixture, type HttpFixture } from './support/http-fixture.js';
 
 /**
@@ -43,7 +44,8 @@ async function until(cond: () => boolean, what: string, ms = 3000): Promise<void
 const responses = (text: string): string[] => text.split('HTTP/1.1 ').slice(1);
 
 async function listening(drain: Drain): Promise<{ fx: HttpFixture; port: number }> {
-  const fx = await createHttpFixture({ app: { drain } });
+  // Idle kept-alive connections live longer than any test here: what closes them is the drain.
+  const fx = await createHttpFixture({ app: { drain }, limits: { ...DEFAULT_HTTP_LIMITS, keepAliveTimeoutMs: 60_000 } });
   await fx.app.listen({ host: '127.0.0.1', port: 0 });
   const address = fx.app.server.address();
   assert.ok(address && typeof address === 'object');
@@ -123,6 +125,23 @@ describe('graceful shutdown of the HTTP server', () => {
       }),
     );
   }
+
+  test('an open event stream ends when the shutdown begins, so the drain does not wait for it until its deadline; a stream opened during the drain ends at once', { timeout: 20_000 }, () =>
+    withConnection(async (fx, drain, c, port) => {
+      c.socket.write(`GET /admin/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${fx.staffToken()}\r\n\r\n`);
+      await until(() => c.text().includes('event: ready'), 'the stream to open');
+      drain.begin();
+      assert.equal(await c.closed, null, 'the stream ended cleanly (no reset)');
+      assert.match(c.text(), /retry: \d+/, 'the client was told when to reconnect');
+      // A page reconnecting to this instance meanwhile gets its stream ended at once.
+      const again = await open(port);
+      again.socket.write(`GET /admin/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${fx.staffToken()}\r\n\r\n`);
+      assert.equal(await again.closed, null);
+      assert.match(again.text(), /^HTTP\/1.1 200 /);
+      // Nothing left open: a minute's deadline is not waited for (the test's timeout is 20 s).
+      await drain.close(fx.app, { deadline: performance.now() + 60_000 });
+    }),
+  );
 
   test('a connection accepted just before the close has its request answered; a new one is refused', () =>
     withConnection(async (fx, drain, c, port) => {

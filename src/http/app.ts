@@ -240,6 +240,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     },
     throttle: createThrottle(coordination.limits, { ...DEFAULT_THROTTLE_POLICY, ...deps.throttle }),
     requirements: deps.storageRequirements ?? NO_STORAGE_REQUIREMENTS,
+    ...(drain ? { drain } : {}),
   };
   if (deps.cluster) app.addHook('preValidation', createForwarder({ cluster: deps.cluster, retryMs: deps.forwardRetryMs ?? 8000, secret: deps.jwtSecret }));
   await app.register(healthRoutes, ctx);

@@ -3,6 +3,7 @@ import type { ReadinessReport, StorageRequirements } from '../persistence/types.
 import type { TokenService } from './auth.js';
 import type { PasswordGate } from './password-gate.js';
 import type { Throttle } from './throttle.js';
+import type { Drain } from './drain.js';
 
 /**
  * What every route plugin is registered with. Passed as plugin options rather than decorated onto
@@ -20,6 +21,8 @@ export interface RouteContext {
   throttle: Throttle;
   /** Fields the database insists on that the API otherwise leaves optional (the Go schema's NOT NULL columns). */
   requirements: StorageRequirements;
+  /** The graceful shutdown: event streams end when it begins (src/http/drain.ts). */
+  drain?: Drain;
 }
 
 /** Who may create staff accounts and which new passwords are refused. */

@@ -5,6 +5,7 @@ import { sectionMachine } from '../../actors/section-machine.js';
 import { EngineError, isEngineError } from '../../errors.js';
 import { bearerToken, principalOf, type TokenSession } from '../auth.js';
 import type { RouteContext } from '../context.js';
+import { endForShutdown } from '../drain.js';
 import { toTransition } from '../course-data.js';
 import { bearer, errorResponses, SectionParams } from '../schemas.js';
 import { describeActor, describeSectionTransition } from './describe.js';
@@ -83,7 +84,7 @@ const STATIC_FILES: StaticFile[] = [
 ];
 
 /** Registers the admin page, its data endpoints and the live feed; see the module comment. */
-export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens }) => {
+export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, drain }) => {
   const staffOnly = tokens.requireRole('staff');
   const graph = machineGraph(sectionMachine);
   const mermaid = toMermaid(graph);
@@ -102,6 +103,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
   const tickets = createFeedTickets({ ttlMs: FEED_TICKET_TTL_MS, max: MAX_FEED_TICKETS, now: tokens.now });
   feed.start();
   // Open streams would keep the server from closing: end them first.
+  drain?.onBegin(() => feed.close());
   app.addHook('preClose', async () => feed.close());
   app.addHook('onClose', async () => feed.close());
 
@@ -299,6 +301,11 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
         connection: 'keep-alive',
       });
       res.write(`retry: 3000\n\n${sseEvent('ready', { flush_ms: FEED_FLUSH_MS })}`);
+      // Shutting down: the page reconnects after the retry time.
+      if (drain?.active) {
+        endForShutdown(res);
+        return;
+      }
       const client: FeedClient = {
         owner: p.id,
         write(chunk) {
@@ -316,7 +323,8 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
           return true;
         },
         end() {
-          if (!res.writableEnded) res.end();
+          // Called only when the server shuts down.
+          endForShutdown(res);
         },
       };
       const remove = feed.add(client);

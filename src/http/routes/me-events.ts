@@ -8,6 +8,7 @@ import { createFeedTickets } from '../admin/feed-tickets.js';
 import { textResponse } from '../admin/schemas.js';
 import { bearerToken, principalOf, type TokenSession } from '../auth.js';
 import type { RouteContext } from '../context.js';
+import { endForShutdown } from '../drain.js';
 import { bearer, errorResponses, Id, NoContent, SectionParams } from '../schemas.js';
 
 /**
@@ -67,7 +68,7 @@ const frameOf = (n: Notice): string => {
   return f;
 };
 
-export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async (app, { hub, tokens }) => {
+export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async (app, { hub, tokens, drain }) => {
   const studentOnly = tokens.requireRole('student');
   const tickets = createFeedTickets({ ttlMs: TICKET_TTL_MS, max: 50_000, now: tokens.now });
   const open = new Set<ServerResponse>();
@@ -75,9 +76,12 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
   const endAll = async () => {
     if (keepAlive) clearInterval(keepAlive);
     keepAlive = null;
-    for (const res of [...open]) if (!res.writableEnded) res.end();
+    for (const res of [...open]) endForShutdown(res);
     open.clear();
   };
+  // A shutdown ends the streams when it begins: their clients reconnect (to another instance, or
+  // to this one's successor) and resume with Last-Event-ID.
+  drain?.onBegin(() => void endAll());
   app.addHook('preClose', endAll);
   app.addHook('onClose', endAll);
 
@@ -221,8 +225,15 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
         connection: 'keep-alive',
       });
       res.write(`retry: 3000\n\n${sse('ready', { student_id: p.id, resumed: resumed !== null && 'notices' in resumed })}`);
+      if (drain?.active) {
+        // Shutting down: the client comes back after the retry time (elsewhere, or to the successor)
+        // and resumes from the same Last-Event-ID.
+        close();
+        endForShutdown(res);
+        return;
+      }
       if (resumed !== null) {
-        if ('reset' in resumed) write(sse('reset', { reason: resumed.reset, reload: 'GET /student/courses' }));
+        if ('reset' in resumed) write(sse('reset', { reason: resumed.reset, reload: 'GET /student/course' }));
         else
           for (const n of resumed.notices) {
             sent.add(`${n.id}|${n.kind}`);
