@@ -14,7 +14,7 @@ import type { Coordination } from './coordination/types.js';
 import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { createDrain } from './http/drain.js';
-import { listenOptions } from './http/server-options.js';
+import { listenOptions, listenRefusal, portRefusal } from './http/server-options.js';
 import { createNoticeHub } from './notices/notice-hub.js';
 import { deriveWebhookNotices, eventMayNotify } from './notices/notices.js';
 import { createWebhookService, type WebhookService } from './notices/webhooks.js';
@@ -253,6 +253,16 @@ async function main(): Promise<void> {
   // A person at a terminal sees at once that something is happening (opening the store can take seconds).
   const tty = process.stdout.isTTY === true;
   if (tty) process.stdout.write(`\n  Course-enrollment engine starting (${config.mode} mode): opening the store and loading sections...\n\n`);
+  /** A port or host the server cannot listen on: said plainly, exit 3 (as for a held data directory). */
+  const refuseAddress = (reason: string): never => {
+    log.fatal({ host: config.host, port: config.port }, `refusing to start: ${reason}`);
+    if (tty) process.stderr.write(`\n  ${reason}\n\n`);
+    logger.flush();
+    process.exit(3);
+  };
+  // Before anything is opened or loaded.
+  const taken = await portRefusal(config.host, config.port);
+  if (taken !== null) refuseAddress(taken);
 
   // First of all, before this instance loads anything or takes a lease: while it warms up, no peer
   // routes writes to it and nothing waits for it.
@@ -388,7 +398,14 @@ async function main(): Promise<void> {
     throttle: config.throttle,
     notices: { hub, webhooks },
   });
-  await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
+  try {
+    await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
+  } catch (err) {
+    // Taken since the check at the start.
+    const reason = listenRefusal(err, config.host, config.port);
+    if (reason === null) throw err;
+    refuseAddress(reason);
+  }
   // Only now may peers route writes here: an instance that found live peers at its start took no
   // lease while it loaded and built its server (seconds under load, during which their forwards
   // were refused and, past FORWARD_RETRY_MS, answered 503). It takes its share from the next lease

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerOptions, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 
 /**
  * Connection limits for a registration rush. Node's HTTP server, as Fastify sets it up, waits
@@ -123,6 +123,43 @@ export function fastifyServerOptions(limits: HttpLimits): {
       noDelay: true,
     },
   };
+}
+
+/**
+ * Why the server could not listen on `host`:`port`, in words an operator acts on, or null when it
+ * can. Asked before the engine opens its store (loading a large term takes seconds, the demo data
+ * more), so a port already taken (a second engine, another service) is said at once, not after the
+ * load with a stack trace. Binds and closes a throw-away listener: another process may still take
+ * the port before the real listen, which says the same through {@link listenRefusal}.
+ */
+export async function portRefusal(host: string, port: number): Promise<string | null> {
+  if (port === 0) return null;
+  const probe = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', reject);
+      probe.listen({ host, port, exclusive: true }, resolve);
+    });
+    return null;
+  } catch (err) {
+    return listenRefusal(err, host, port);
+  } finally {
+    if (probe.listening) await new Promise<void>((r) => probe.close(() => r()));
+  }
+}
+
+/** The operator's reading of a failed listen (see {@link portRefusal}); null for an error that is not about the address. */
+export function listenRefusal(err: unknown, host: string, port: number): string | null {
+  switch ((err as NodeJS.ErrnoException | null)?.code) {
+    case 'EADDRINUSE':
+      return `port ${port} on ${host} is in use by another process (another engine?): stop it, or choose another PORT`;
+    case 'EACCES':
+      return `port ${port} on ${host} needs privileges this process does not have: choose a PORT above 1023`;
+    case 'EADDRNOTAVAIL':
+      return `HOST ${host} is not an address of this machine: use 127.0.0.1, 0.0.0.0 or one of its addresses`;
+    default:
+      return null;
+  }
 }
 
 /**
