@@ -203,6 +203,18 @@ describe('PATCH /sections/:courseId/:groupId', () => {
     assert.equal(physics.capacity, 30);
   });
 
+  it('a patch restating the lock a section has is not refused for a member staff forced in under it', async () => {
+    // Linear Algebra is female only; staff force a male student in (force skips the student rules).
+    expectStatus(await fx.request('PUT', '/staff/force-std', { token: fx.staffToken(), body: { std_id: S.dan, course_id: 104, group_id: 1 } }), 204);
+    // A form that sends every field back, the lock unchanged, with a new reserve capacity.
+    const r = await patch({ sex_lock: 'female', reserve_capacity: 5 }, '/sections/104/1');
+    expectStatus(r, 200);
+    assert.deepEqual([r.body.sex_lock, r.body.reserve_capacity], ['female', 5]);
+    // A new lock excluding a member is still refused.
+    expectStatus(await enroll(S.bea, C.linalg), 204);
+    expectError(await patch({ sex_lock: 'male' }, '/sections/104/1'), 409, 'SEX_LOCK_CONFLICT');
+  });
+
   it('refuses units that would put a member over their limit unless forced (409 MEMBER_RULES_CONFLICT)', async () => {
     expectStatus(await enroll(S.dan, C.physics), 204); // dan may hold 4 units; physics has 3
     const r = await patch({ units: 5, name: 'Physics II' }, '/sections/108/1');

@@ -103,11 +103,15 @@ function reasonFor(code: SectionRefusalCode, ctx: SectionContext, cmd: SectionCo
   }
 }
 
-/** The first member a new sex lock would exclude (unknown sex counts as excluded), if any. */
+/**
+ * The first member a new sex lock would exclude (unknown sex counts as excluded), if any. The lock
+ * the section has already is not new: a patch restating it (a form that sends every field) is not
+ * refused because staff forced a member of the other sex in under it.
+ */
 function lockedOut(ctx: SectionContext, cmd: SectionCommand): number | undefined {
   if (cmd.type !== 'changeSettings') return undefined;
   const lock = cmd.change.sexLock;
-  if (lock === undefined || lock === null) return undefined;
+  if (lock === undefined || lock === null || lock === ctx.sexLock) return undefined;
   const sexes = cmd.memberSexes ?? {};
   return [...ctx.registered, ...ctx.queue].find((id) => sexes[id] !== lock);
 }
