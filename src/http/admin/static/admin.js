@@ -10,6 +10,7 @@
 const ROW_H = 30;
 const OVERSCAN = 8;
 const TOKEN_KEY = 'enrollment.admin.token';
+const TOKEN_AT_KEY = 'enrollment.admin.tokenAt';
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const RESYNC_MS = 60_000;
 
@@ -92,9 +93,57 @@ function showLogin(message) {
 function logout(message) {
   state.token = null;
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(TOKEN_AT_KEY);
+  refresher.stop();
   feed.stop();
   showLogin(message);
 }
+
+/** Keeps the token (and when this page got it, for the refresher) across reloads of the tab. */
+function keepToken(token) {
+  state.token = token;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  sessionStorage.setItem(TOKEN_AT_KEY, String(Date.now()));
+}
+
+// A session outlives its tokens (POST /refresh gives a fresh one, up to the session's maximum age):
+// the page trades its token for a new one at four fifths of its life, so a registrar is not logged
+// out at every token expiry (an hour by default) while the session lasts. The time is measured
+// from when this page got the token, on this browser's clock, so a clock that differs from the
+// server's does not matter.
+const refresher = {
+  timer: 0,
+  schedule() {
+    clearTimeout(this.timer);
+    if (!state.token) return;
+    let claims;
+    try {
+      claims = JSON.parse(atob(state.token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    } catch {
+      return;
+    }
+    if (typeof claims.exp !== 'number' || typeof claims.iat !== 'number') return;
+    const gotAt = Number(sessionStorage.getItem(TOKEN_AT_KEY)) || 0;
+    const dueAt = gotAt + (claims.exp - claims.iat) * 800;
+    this.timer = setTimeout(() => void this.run(), Math.max(1000, dueAt - Date.now()));
+  },
+  async run() {
+    const token = state.token;
+    if (!token) return;
+    try {
+      const data = await api('POST', '/refresh');
+      if (state.token !== token) return;
+      keepToken(data.token);
+      this.schedule();
+    } catch (err) {
+      // A session that ended is logged out by api(); the server away: try again while the token lasts.
+      if (state.token === token && err.status !== 401) this.timer = setTimeout(() => void this.run(), 10_000);
+    }
+  },
+  stop() {
+    clearTimeout(this.timer);
+  },
+};
 
 $('login-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
@@ -122,8 +171,7 @@ $('login-form').addEventListener('submit', async (ev) => {
       errorEl.textContent = 'Login refused: this page is for staff only.';
       return;
     }
-    state.token = data.token;
-    sessionStorage.setItem(TOKEN_KEY, data.token);
+    keepToken(data.token);
     $('login-password').value = '';
     await start();
   } catch {
@@ -1044,11 +1092,15 @@ const feed = {
       }
     });
     // The server ends the stream at the token's expiry (or its revocation): ask the API, which logs out.
+    // With the token refreshed meanwhile, the list loads and a new stream opens at once.
     es.addEventListener('expired', () => {
       if (es !== this.source) return;
       es.close();
       this.source = null;
-      loadList().catch(() => undefined);
+      loadList().then(
+        () => this.start(),
+        () => undefined,
+      );
     });
     es.onerror = () => {
       if (es !== this.source) return;
@@ -1105,6 +1157,7 @@ async function start() {
   $('logout').hidden = false;
   const sub = JSON.parse(atob(state.token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub;
   $('who').textContent = `staff ${sub}`;
+  refresher.schedule();
   feed.start();
   void loadSummary();
   const fromHash = decodeURIComponent(location.hash.slice(1));
