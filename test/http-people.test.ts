@@ -109,6 +109,26 @@ describe('GET /departments', () => {
   });
 });
 
+describe('POST /departments', () => {
+  it('staff add a department that sections and students can then name; students may not, and ids are not reused', async () => {
+    const staff = fx.staffToken();
+    // Before: a section for department 7 is refused.
+    const section = { course_id: 7001, group_id: 1, name: 'Geology', lecturer: 'L', units: 2, capacity: 10, reserve_capacity: 0, for_department: 7 };
+    expectError(await fx.request('POST', '/sections', { token: staff, body: section }), 400, 'BAD_REQUEST');
+    expectError(await fx.request('POST', '/departments', { token: fx.studentToken(), body: { id: 7, name: 'Geology' } }), 403, 'FORBIDDEN');
+    expectError(await fx.request('POST', '/departments', { token: staff, body: { id: 7, name: '  ' } }), 400, 'BAD_REQUEST');
+    expectError(await fx.request('POST', '/departments', { token: staff, body: { id: 7 } }), 400, 'BAD_REQUEST');
+    const r = await fx.request('POST', '/departments', { token: staff, body: { id: 7, name: ' Geology ' } });
+    expectStatus(r, 201);
+    assert.deepEqual(r.body, { id: 7, name: 'Geology' });
+    expectError(await fx.request('POST', '/departments', { token: staff, body: { id: 7, name: 'Other' } }), 409, 'ALREADY_EXISTS');
+    assert.deepEqual((await fx.request('GET', '/departments', { token: staff })).body.departments.at(-1), { id: 7, name: 'Geology' });
+    expectStatus(await fx.request('POST', '/sections', { token: staff, body: section }), 201);
+    // Durable: appended like any other change.
+    assert.ok(fx.persistence.log.some((e) => e.type === 'departmentCreated' && e.department.id === 7));
+  });
+});
+
 describe('GET /me', () => {
   it('describes the student without the password hash', async () => {
     const r = await fx.request('GET', '/me', { token: fx.studentToken(S.eve) });

@@ -72,7 +72,7 @@ const Me = Type.Object({
   entry_year: Type.Optional(nullableInt('Year of entry')),
 });
 
-/** Registers /students, /staff, /departments and /me. */
+/** Registers /students, /staff, /departments (list and add) and /me. */
 export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, accounts, requirements }) => {
   const anyUser = tokens.requireRole('any');
   const staffOnly = tokens.requireRole('staff');
@@ -170,6 +170,30 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
       const passwordHash = await hashPassword(b.password, BCRYPT_COST);
       await engine.createStaff({ id: b.id, passwordHash, departmentId: b.department_id ?? null }, requestMeta(request));
       return reply.code(201).send({ id: b.id });
+    },
+  );
+
+  app.post(
+    '/departments',
+    {
+      onRequest: staffOnly,
+      schema: {
+        tags: ['people'],
+        summary: 'Add a department, so sections (for_department) and students (department_id) can name it',
+        description:
+          'A new deployment starts with no departments (the Go service\'s database had them loaded by hand); without this, ' +
+          'every for_department and department_id would be refused. Ids are never reused: an existing id is 409 ALREADY_EXISTS.',
+        security: bearer,
+        body: Type.Object({ id: Id('Department id'), name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
+        response: { 201: Type.Object({ id: Type.Integer(), name: Type.String() }), ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const b = request.body;
+      const name = b.name.trim();
+      if (name === '') throw new EngineError('BAD_REQUEST', 'name must not be blank');
+      await engine.createDepartment({ id: b.id, name }, requestMeta(request));
+      return reply.code(201).send({ id: b.id, name });
     },
   );
 
