@@ -27,7 +27,9 @@ export function formatBanner(i: BannerInfo): string {
     `  Metrics      ${i.base}/metrics (staff token)${i.metricsUrl ? `, ${i.metricsUrl} (Prometheus)` : ''}`,
     `  Redis        ${
       i.coordination.kind === 'memory'
-        ? 'not configured: login throttling and revocations hold in this process only'
+        ? i.mode === 'embedded'
+          ? 'not configured (one process): login throttling in memory, revocations kept in the data directory'
+          : 'not configured: login throttling and revocations hold in this process only'
         : i.coordination.connected
           ? 'connected: throttling and revocations shared by every instance'
           : 'UNREACHABLE: rate limits fail open, revocations local until it is back'

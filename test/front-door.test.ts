@@ -73,7 +73,7 @@ describe('start-up output', () => {
       demo: { student: { user: 40000001, password: 'student-pass' }, staff: { user: 1, password: 'staff-pass' } },
       logLevel: 'info',
     });
-    for (const s of ['embedded mode', 'http://127.0.0.1:8080/docs', 'http://127.0.0.1:8080/admin', '/metrics', '"user": 40000001', '"password": "staff-pass", "staff": true', 'not configured']) {
+    for (const s of ['embedded mode', 'http://127.0.0.1:8080/docs', 'http://127.0.0.1:8080/admin', '/metrics', '"user": 40000001', '"password": "staff-pass", "staff": true', 'not configured', 'revocations kept in the data directory']) {
       assert.ok(text.includes(s), `banner lacks ${s}:\n${text}`);
     }
     const full = formatBanner({
