@@ -41,6 +41,7 @@ function trackerOver(persistence: MemoryPersistence): DurabilityTracker {
   return new DurabilityTracker(persistence, new SectionHost(logger, 60_000), new StudentDirectory(100), logger, {
     rebuild: () => undefined,
     durable: () => undefined,
+    reloaded: () => undefined,
   });
 }
 

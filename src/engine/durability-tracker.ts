@@ -32,6 +32,8 @@ export interface DurabilityHooks {
   rebuild(state: LoadedState): void;
   /** Called with each batch of events once it is durable. */
   durable(events: DomainEvent[]): void;
+  /** After a reload's rebuild (and the report of what it brought in): memory is the durable state now. */
+  reloaded(): void;
 }
 
 export class DurabilityTracker {
@@ -113,11 +115,18 @@ export class DurabilityTracker {
           // Appends already on their way settle first (behind a failed one they fail too), so the
           // state loaded is final and no in-flight decision on the old memory is acknowledged.
           await Promise.allSettled([...this.inflight]);
-          const state = await this.persistence.load();
+          // The load replaces the whole state. What it brings in that memory lacks (with several
+          // instances: what other owners published while the read copy was stopped for it, or
+          // before the copy had caught up with the database) is durable and was never reported:
+          // it is reported now, right after the rebuild and before any later event, so listeners
+          // (student notices, the admin feed) see every durable change once and in log order.
+          const state = await this.persistence.load({ isNew: (e) => this.isNew(e) });
           this.hooks.rebuild(state);
           this.reset();
           this.needsReload = false;
           this.retryDelayMs = RELOAD_RETRY_MIN_MS;
+          if (state.newEvents && state.newEvents.length > 0) this.hooks.durable(state.newEvents);
+          this.hooks.reloaded();
           if (this.reloadReason === 'failed write') this.log.warn('state reloaded from storage after a failed write');
           else this.log.info('state reloaded from storage after a change of shard ownership');
         } finally {
@@ -137,6 +146,32 @@ export class DurabilityTracker {
       throw new EngineError('UNAVAILABLE', 'storage is unavailable; try again shortly', {
         cause: err instanceof Error ? err.message : String(err),
       });
+    }
+  }
+
+  /**
+   * Whether the durable state in memory lacks an event a reload folds in (by the same rules as the
+   * read copy and the replay: a section's or student's sequence number, a registry entry's id).
+   * A section with changes on their way counts from its last durable snapshot.
+   */
+  private isNew(e: DomainEvent): boolean {
+    switch (e.type) {
+      case 'departmentCreated':
+        return !this.directory.departments.has(e.department.id);
+      case 'staffCreated':
+        return !this.directory.staff.has(e.staff.id);
+      case 'studentCreated':
+        return this.directory.get(e.student.id) === undefined;
+      case 'actionUsed': {
+        const st = this.directory.get(e.studentId);
+        return st === undefined || e.seq > st.seq;
+      }
+      default: {
+        const key = sectionKey(e.courseId, e.groupId);
+        const ledger = this.sections.get(key);
+        const known = ledger ? (ledger.durable?.context.seq ?? null) : this.host.has(key) ? this.host.context(key).seq : null;
+        return e.type === 'sectionCreated' ? known === null : known === null || e.seq > known;
+      }
     }
   }
 

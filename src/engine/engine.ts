@@ -27,6 +27,8 @@ export interface RegistrarSummary {
 }
 
 export type TransitionListener = (events: DomainEvent[]) => void;
+/** Told after a reload from storage, with every section's state then (all of it durable). */
+export type ReloadListener = (sections: readonly SectionContext[]) => void;
 
 export interface EngineDeps {
   persistence: Persistence;
@@ -57,6 +59,7 @@ export class Engine {
   private readonly persistence: Persistence;
   private readonly log: Logger;
   private readonly listeners = new Set<TransitionListener>();
+  private readonly reloadListeners = new Set<ReloadListener>();
   private readonly host: SectionHost;
   private readonly directory: StudentDirectory;
   private readonly tracker: DurabilityTracker;
@@ -81,6 +84,7 @@ export class Engine {
     this.tracker = new DurabilityTracker(this.persistence, this.host, this.directory, this.log, {
       rebuild: (state) => this.rebuild(state),
       durable: (events) => this.notify(events),
+      reloaded: () => this.notifyReloaded(),
     });
     this.useCases = new EnrollmentUseCases({
       host: this.host,
@@ -124,6 +128,7 @@ export class Engine {
     if (this.passivationTimer) clearInterval(this.passivationTimer);
     this.host.clear();
     this.listeners.clear();
+    this.reloadListeners.clear();
   }
 
   isEmpty(): boolean {
@@ -133,6 +138,17 @@ export class Engine {
   onTransitions(listener: TransitionListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * After each reload from storage (a change of shard ownership, a failed write), once the events
+   * it brought in were reported through {@link onTransitions}. A listener that keeps its own copy
+   * of the sections can check it against the reloaded state: a change it still lacks then was
+   * never reported (e.g. a write answered 503 whose events did reach the log).
+   */
+  onReloaded(listener: ReloadListener): () => void {
+    this.reloadListeners.add(listener);
+    return () => this.reloadListeners.delete(listener);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -336,6 +352,18 @@ export class Engine {
   }
 
   // -------------------------------------------------------------------------------------------
+
+  private notifyReloaded(): void {
+    if (this.reloadListeners.size === 0) return;
+    const sections = [...this.host.keys()].map((key) => this.host.context(key));
+    for (const l of this.reloadListeners) {
+      try {
+        l(sections);
+      } catch (err) {
+        this.log.error({ err }, 'reload listener failed');
+      }
+    }
+  }
 
   private notify(events: DomainEvent[]): void {
     for (const l of this.listeners) {

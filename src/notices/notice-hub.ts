@@ -96,8 +96,9 @@ export class NoticeHub {
   private readonly watchesByStudent = new Map<number, number>();
   private watchChain: Promise<unknown> = Promise.resolve();
   private unsubscribe: (() => void) | null = null;
-  /** Durable batches not yet turned into notices, oldest first (see onDurable). */
-  private backlog: DomainEvent[][] = [];
+  /** Durable batches not yet turned into notices, oldest first (see onDurable), and reloads' states (see resync). */
+  private backlog: (DomainEvent[] | { reloaded: readonly SectionContext[] })[] = [];
+  private unsubscribeReload: (() => void) | null = null;
   /**
    * Full mode: the database (written by the batcher) may lag behind what is durable. A resume reads
    * the database only once it holds `lastDurable` (the batcher writes in log order, so then it
@@ -148,6 +149,7 @@ export class NoticeHub {
   async start(): Promise<void> {
     for (const ctx of this.engine.dumpState().sections) this.sections.set(sectionKey(ctx.info.courseId, ctx.info.groupId), ctx);
     this.unsubscribe = this.engine.onTransitions((events) => this.enqueue(events));
+    this.unsubscribeReload = this.engine.onReloaded((sections) => this.enqueue({ reloaded: sections }));
     if (this.store) {
       const heads = await this.store.sectionHeads();
       for (const [key, ctx] of this.sections) if (ctx.seq > (heads.get(key) ?? 0)) this.lagging.set(key, ctx.seq);
@@ -164,6 +166,8 @@ export class NoticeHub {
   stop(): void {
     this.unsubscribe?.();
     this.unsubscribe = null;
+    this.unsubscribeReload?.();
+    this.unsubscribeReload = null;
     this.backlog = [];
     if (this.movesTimer) clearInterval(this.movesTimer);
     this.movesTimer = null;
@@ -385,7 +389,7 @@ export class NoticeHub {
    * queues the batch, so the reply is not held up; the batches are turned into notices in order
    * on the next turn of the event loop.
    */
-  private enqueue(events: DomainEvent[]): void {
+  private enqueue(events: DomainEvent[] | { reloaded: readonly SectionContext[] }): void {
     this.backlog.push(events);
     if (this.draining) return;
     this.draining = true;
@@ -396,7 +400,8 @@ export class NoticeHub {
       const out: Notice[] = [];
       for (const b of batches) {
         try {
-          this.onDurable(b, out);
+          if (Array.isArray(b)) this.onDurable(b, out);
+          else this.resync(b.reloaded);
         } catch (err) {
           this.log.error({ err }, 'deriving notices failed');
         }
@@ -419,10 +424,19 @@ export class NoticeHub {
       const key = sectionKey(e.courseId, e.groupId);
       const before = this.sections.get(key);
       if (e.type === 'sectionCreated' || !before) {
-        if (e.type === 'sectionCreated') this.sections.set(key, evolveSection(before ?? ({} as SectionContext), e));
+        if (e.type === 'sectionCreated' && !before) this.sections.set(key, evolveSection({} as SectionContext, e));
         continue;
       }
-      if (e.seq !== before.seq + 1) this.log.debug({ key, seq: e.seq, mirror: before.seq }, 'notice mirror skipped a sequence number');
+      // Already folded (the same rule as the replay and the read copy). Deriving from it again
+      // would compare a state with itself: the student just promoted still queued, told
+      // `promoted` and `queueMoved` under one id.
+      if (e.seq <= before.seq) {
+        this.log.warn({ key, seq: e.seq, mirror: before.seq }, 'notice mirror was given an event it holds already; ignored');
+        continue;
+      }
+      // Every durable event reaches the hub once and in order (a reload reports what it folded in):
+      // a gap means notices derived from a state that misses changes.
+      if (e.seq !== before.seq + 1) this.log.warn({ key, seq: e.seq, mirror: before.seq }, 'notice mirror skipped a sequence number');
       const after = evolveSection(before, e);
       this.sections.set(key, after);
       if (interested) {
@@ -441,6 +455,28 @@ export class NoticeHub {
         const ctx = this.sections.get(key) as SectionContext;
         if (!hadRoom && hasRoom(ctx)) for (const n of this.fireWatches(key, ctx, ctx.seq, last.cause.at)) out.push(n);
       }
+    }
+  }
+
+  /**
+   * After a reload (its new events already folded, they come first in the backlog): a section the
+   * reloaded state has further than this copy changed in a way never reported (a write answered 503
+   * whose events reached the log, in a store that cannot tell which). Its notices are not derived,
+   * but the copy is taken from the reloaded state, so later notices are not derived from a stale
+   * queue (a student promoted without this copy knowing would stay queued in it, and be told
+   * `queueMoved` alongside a later `promoted`).
+   */
+  private resync(sections: readonly SectionContext[]): void {
+    const stale: string[] = [];
+    for (const ctx of sections) {
+      const key = sectionKey(ctx.info.courseId, ctx.info.groupId);
+      const mine = this.sections.get(key);
+      if (mine && mine.seq >= ctx.seq) continue;
+      this.sections.set(key, ctx);
+      if (mine) stale.push(`${key}@${mine.seq}->${ctx.seq}`);
+    }
+    if (stale.length > 0) {
+      this.log.warn({ sections: stale.slice(0, 20), count: stale.length }, 'a reload brought in changes this hub was not told of; their notices were not sent here');
     }
   }
 

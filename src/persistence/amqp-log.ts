@@ -289,9 +289,11 @@ export class AmqpLog {
 
   /**
    * Reads every message from `offset` to the current end of the stream. The end is found by
-   * publishing a marker first and reading until it comes back.
+   * publishing a marker first and reading until it comes back. An unreadable message stops the
+   * read ({@link UnreadableMessageError}), except before `opts.skipUnreadableBefore`: those are
+   * already in the database (the batcher got past them), and are skipped with a warning.
    */
-  async readFrom(offset: number, onMessage: (m: LogMessage, offset: number) => void): Promise<number> {
+  async readFrom(offset: number, onMessage: (m: LogMessage, offset: number) => void, opts?: { skipUnreadableBefore?: number }): Promise<number> {
     await this.connect();
     const marker = randomUUID();
     await this.publish({ marker });
@@ -323,6 +325,10 @@ export class AmqpLog {
               count += 1;
               onMessage(m, at);
             } catch (err) {
+              if (opts?.skipUnreadableBefore !== undefined && at < opts.skipUnreadableBefore) {
+                this.log.warn({ err, stream: this.opts.stream, offset: at }, `skipped an unreadable message at ${this.opts.stream} offset ${at} (the database is past it)`);
+                return;
+              }
               // Every message was acknowledged to a client: never skip one. The batcher stops at the
               // same offset; an operator moves past it (npm run batcher -- --skip <offset>).
               done = true;

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { boundedStep } from '../bounded-step.js';
 import { EngineError } from '../errors.js';
-import { AmqpLog, createFenceFilter, notOwner, UnreadableMessageError, type LogMessage } from './amqp-log.js';
+import { AmqpLog, createFenceFilter, notOwner, UnreadableMessageError, type FenceFilter, type LogMessage } from './amqp-log.js';
 import { createBatcher, type Batcher, type BatcherOptions } from './batcher.js';
 import { createStateFolder } from './fold.js';
 import { createGroupCommitter } from './group-commit.js';
@@ -14,7 +14,7 @@ import { createPgClient } from './pg-client.js';
 import { createReadCopy } from './read-copy.js';
 import { loadState, readFillHistory, readRequirements, readStudentTransitions, readTransitions } from './state-store.js';
 import type { WebhookOutbox } from './webhook-outbox.js';
-import { shardOfEvent, type ClusterMembership, type DomainEvent, type LoadedState, type Persistence, type ReadinessReport, type WriteRoute } from './types.js';
+import { shardOfEvent, type ClusterMembership, type DomainEvent, type Loaded, type LoadOptions, type Persistence, type ReadinessReport, type WriteRoute } from './types.js';
 
 export interface FullStoreOptions {
   databaseUrl: string;
@@ -211,6 +211,12 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
   let lastFences: ReturnType<typeof createFenceFilter> | null = null;
   /** Offset of an unreadable message the last replay stopped at (the engine cannot load past it). */
   let replayStall: number | null = null;
+  /**
+   * Where the read copy stopped when a load stopped it, with its fence rule as it stood there: the
+   * engine's memory holds every admitted message before that offset. Kept until a load succeeds
+   * (a failed one leaves the copy stopped, and the next load starts from the same place).
+   */
+  let followed: { offset: number; fences: FenceFilter } | null = null;
   let leasesStarted = false;
 
   return {
@@ -228,7 +234,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       }
     },
     requirements: () => readRequirements(db),
-    async load(): Promise<LoadedState> {
+    async load(options?: LoadOptions): Promise<Loaded> {
       const t0 = performance.now();
       await committer.drain();
       await amqpLog.connect();
@@ -236,7 +242,9 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         await leases.start({ deferIfPeers: opts.joinWhenListening ?? false });
         leasesStarted = true;
       }
+      const wasFollowing = readCopy.running;
       await readCopy.stop();
+      if (wasFollowing && readCopy.position !== null && lastFences !== null) followed = { offset: readCopy.position, fences: lastFences };
       // The shards held now: their fences are already in the log, so the replay below (read up to
       // a marker published after them) holds everything the previous owners published.
       const holding = leases.owned();
@@ -258,23 +266,44 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       const folder = createStateFolder(state);
       const fences = createFenceFilter(fenceRows);
       lastFences = fences;
+      // A reload (several instances): the read copy stopped above may have been behind the
+      // database (the batcher writes on its own; the copy's messages wait for this event loop).
+      // What lies between is in the snapshot but not in the engine's memory, and the engine must
+      // still be told of it: read from where the copy stopped, with the fence rule as it stood
+      // there (a copy of it: a failed load leaves the next one the same starting point); the
+      // snapshot already holds those messages, so folding them again changes nothing.
+      const behind =
+        options && followed !== null && followed.offset < offset ? { offset: followed.offset, fences: createFenceFilter(followed.fences.epochs) } : null;
+      const from = behind ? behind.offset : offset;
+      const newEvents: DomainEvent[] = [];
       let events = 0;
       let replayed: number;
       let ignored = 0;
       try {
-        replayed = await amqpLog.readFrom(offset, (m: LogMessage) => {
-          if ('fence' in m) {
-            fences.fence(m.fence);
-            return;
-          }
-          if (!('events' in m)) return;
-          if (!fences.admits(m)) {
-            ignored += 1;
-            return;
-          }
-          for (const e of m.events) folder.add(e);
-          events += m.events.length;
-        });
+        replayed = await amqpLog.readFrom(
+          from,
+          (m: LogMessage, at: number) => {
+            if ('fence' in m) {
+              // Fences before `offset` are in the snapshot's rows already: recording one again changes nothing.
+              fences.fence(m.fence);
+              behind?.fences.fence(m.fence);
+              return;
+            }
+            if (!('events' in m)) return;
+            const rule = behind !== null && at < offset ? behind.fences : fences;
+            if (!rule.admits(m)) {
+              ignored += 1;
+              return;
+            }
+            for (const e of m.events) {
+              folder.add(e);
+              if (options?.isNew(e)) newEvents.push(e);
+            }
+            events += m.events.length;
+          },
+          // Before the snapshot's offset the batcher got past every message (an operator may have skipped one).
+          { skipUnreadableBefore: offset },
+        );
       } catch (err) {
         if (err instanceof UnreadableMessageError) {
           replayStall = err.offset;
@@ -322,9 +351,21 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       if (loadedEpochs.size > 0) refusalLogged = false;
       // A read copy follows what other owners publish (nothing to follow when this one owns all).
       if (!leases.ownsAll() || loadedEpochs.size < shards) readCopy.start(offset, fences);
-      const merged = folder.result();
+      // The state holds the log up to the replay's end: the next load starts from the copy again.
+      followed = null;
+      const merged: Loaded = folder.result();
+      if (options) merged.newEvents = newEvents;
       log.info(
-        { offset, messages: replayed, events, ignored, owned: [...loadedEpochs.keys()], ms: Math.round(performance.now() - t0) },
+        {
+          offset,
+          ...(behind ? { from } : {}),
+          messages: replayed,
+          events,
+          ignored,
+          ...(options ? { newEvents: newEvents.length } : {}),
+          owned: [...loadedEpochs.keys()],
+          ms: Math.round(performance.now() - t0),
+        },
         'state loaded (database + stream tail)',
       );
       batcher?.start();

@@ -21,6 +21,12 @@ export interface ReadCopy {
   startAtEnd(fences: FenceFilter): Promise<void>;
   stop(): Promise<void>;
   readonly running: boolean;
+  /**
+   * The offset the copy goes on from: every message before it was handed over (or filtered out by
+   * the fence rule); null while a copy started at the log's end has seen nothing yet. After
+   * {@link stop} it stays where the copy stopped.
+   */
+  readonly position: number | null;
   sync(timeoutMs: number): Promise<boolean>;
 }
 
@@ -113,6 +119,9 @@ export function createReadCopy(opts: {
   return {
     get running() {
       return running;
+    },
+    get position() {
+      return typeof next === 'number' ? next : null;
     },
     start(offset, filter) {
       generation += 1;

@@ -42,6 +42,22 @@ export interface LoadedState {
   sections: SectionContext[];
 }
 
+/**
+ * A reload of a running engine (several instances): which of the events the load folds in from
+ * the log its memory does not hold yet. A reload stops the read copy and replaces the whole state
+ * with the database snapshot and the log's tail; the events it brings in that the engine never
+ * applied (published by other owners while the copy was stopped, or before it had caught up with
+ * the database) are handed back in {@link Loaded.newEvents}, so the engine tells its listeners of
+ * them (notices, the admin feed) as it does of every change it applies.
+ */
+export interface LoadOptions {
+  /** Called, in log order, for each event the load folds in; true when the engine's memory lacks it. */
+  isNew(e: DomainEvent): boolean;
+}
+
+/** What `load` returns: the state and, for a reload ({@link LoadOptions}), the events new to the engine, in log order. */
+export type Loaded = LoadedState & { newEvents?: DomainEvent[] };
+
 /** A transition as the admin view shows it: who, what, when. */
 export interface TransitionRecord {
   seq: number;
@@ -98,8 +114,12 @@ export interface Persistence {
   requirements?(): Promise<StorageRequirements>;
   /** Creates or upgrades the schema (idempotent). */
   migrate(): Promise<void>;
-  /** Reads the acknowledged state: everything whose append ever resolved, nothing else. */
-  load(): Promise<LoadedState>;
+  /**
+   * Reads the acknowledged state: everything whose append ever resolved, nothing else. With
+   * `opts` (a reload), also the events folded in that the engine's memory lacks (full mode; the
+   * embedded store has one writer and no read copy, and returns none).
+   */
+  load(opts?: LoadOptions): Promise<Loaded>;
   /**
    * Appends events to the ordered log, in call order. Resolves once they are durable; rejects with
    * an EngineError('UNAVAILABLE') otherwise. Calls are batched inside; callers never wait for each
