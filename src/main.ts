@@ -14,6 +14,7 @@ import type { Coordination } from './coordination/types.js';
 import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { createDrain } from './http/drain.js';
+import { createArrivalGauge, type ArrivalGauge } from './http/arrivals.js';
 import { listenOptions, listenRefusal, portRefusal } from './http/server-options.js';
 import { createNoticeHub } from './notices/notice-hub.js';
 import { deriveWebhookNotices, eventMayNotify } from './notices/notices.js';
@@ -47,6 +48,7 @@ async function createPersistence(
   logger: Logger,
   outbox: WebhookOutbox,
   webhooksRecorded: () => void,
+  arrivals: ArrivalGauge,
 ): Promise<Persistence & Partial<ClusterMembership>> {
   if (config.mode === 'embedded') {
     const { createEmbeddedStore } = await import('./persistence/embedded-store.js');
@@ -72,6 +74,8 @@ async function createPersistence(
     batchLingerMs: config.batchLingerMs,
     groupCommitLingerMs: config.groupCommitLingerMs,
     groupCommitQuietMs: config.groupCommitQuietMs,
+    // A batch lingers only while more of the server's requests are on their way to it.
+    groupCommitSettled: (waiting) => arrivals.settled(waiting),
     brokerConfirmTimeoutMs: config.brokerConfirmTimeoutMs,
     databaseQueryTimeoutMs: config.databaseQueryTimeoutMs,
     runBatcher: config.inProcessBatcher,
@@ -297,7 +301,9 @@ async function main(): Promise<void> {
     onRecorded: () => wakeWebhooks?.(),
     cacheWebhooks: config.mode === 'embedded',
   });
-  const persistence = await createPersistence(config, logger, outbox, () => wakeWebhooks?.());
+  // What the HTTP server has on its way to the store (fed by the app built below, read by the group commit).
+  const arrivals = createArrivalGauge();
+  const persistence = await createPersistence(config, logger, outbox, () => wakeWebhooks?.(), arrivals);
   const cluster = persistence.mode === 'full' ? (persistence as Persistence & ClusterMembership) : null;
   const engine = createEngine({
     ...(cluster ? { cluster } : {}),
@@ -378,6 +384,7 @@ async function main(): Promise<void> {
   const drain = createDrain();
   const app = await buildApp({
     drain,
+    arrivals,
     engine,
     logger,
     jwtSecret,

@@ -71,6 +71,45 @@ describe('group commit', () => {
     assert.ok(waited >= 150, `written ${Math.round(waited)} ms after the last append`);
   });
 
+  it('with `settled`, a batch lingers while requests are on their way and goes out as soon as the last one has appended', { timeout: 10_000 }, async () => {
+    const { batches, write } = recorder();
+    // Three write requests "being handled"; each appends a few turns of the event loop apart.
+    let handling = 3;
+    const asked: number[] = [];
+    const gc = createGroupCommitter(write, 100, {
+      lingerMs: 60_000,
+      settled: (waiting) => {
+        asked.push(waiting);
+        return handling <= waiting;
+      },
+    });
+    const t0 = performance.now();
+    const done: Promise<void>[] = [];
+    for (let i = 1; i <= 3; i++) {
+      await nextMacrotask();
+      done.push(gc.append([ev(i)]));
+    }
+    await Promise.all(done);
+    // One batch, written when the third append arrived: not at the end of the minute's linger.
+    assert.deepEqual(batches, [[1, 2, 3]]);
+    assert.ok(performance.now() - t0 < 5_000);
+    assert.ok(asked.includes(3), `settled was asked with the number of appends waiting: ${JSON.stringify(asked)}`);
+
+    // Nothing else on its way: a single append goes out at once.
+    handling = 1;
+    await gc.append([ev(4)]);
+    assert.deepEqual(batches, [[1, 2, 3], [4]]);
+  });
+
+  it('with `settled` never true, the linger and quiet rules are as without it', { timeout: 10_000 }, async () => {
+    const { batches, write } = recorder();
+    const gc = createGroupCommitter(write, 100, { lingerMs: 300, settled: () => false });
+    const t0 = performance.now();
+    await Promise.all([gc.append([ev(1)]), gc.append([ev(2)])]);
+    assert.deepEqual(batches, [[1, 2]]);
+    assert.ok(performance.now() - t0 >= 250, 'it lingered');
+  });
+
   it('after a failed write every pending append fails, and later ones until reset', async () => {
     let fail = true;
     const gc = createGroupCommitter(async () => {

@@ -8,6 +8,7 @@ import { registrarRoutes } from './admin/registrar.js';
 import type { NoticeHub } from '../notices/notice-hub.js';
 import type { WebhookService } from '../notices/webhooks.js';
 import { adminRoutes } from './admin/routes.js';
+import type { ArrivalGauge } from './arrivals.js';
 import { TokenService, type TokenRevocations } from './auth.js';
 import type { RouteContext } from './context.js';
 import { createPasswordGate } from './password-gate.js';
@@ -38,6 +39,8 @@ import { schemaErrorFormatter, validatorCompiler } from './validation.js';
 /** What the HTTP layer needs from the process that wires it up; nothing here knows about storage drivers. */
 export interface AppDeps {
   engine: Engine;
+  /** Fed with the server's connections and write requests, so the group commit knows when nothing more is on its way (src/http/arrivals.ts). */
+  arrivals?: ArrivalGauge;
   logger: Logger;
   /** HS256 secret shared by every instance, so tokens survive restarts and work on any instance. */
   jwtSecret: string;
@@ -190,7 +193,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   // and a request over the bound is not served (its connection is closed).
   const maxPipelined = (deps.limits ?? DEFAULT_HTTP_LIMITS).maxPipelinedRequests;
   const drain = deps.drain;
+  const arrivals = deps.arrivals;
+  arrivals?.watch(app.server);
   app.addHook('onRequest', (request, reply, done) => {
+    arrivals?.request(request.raw, reply.raw);
     admitPipelined(
       request.raw,
       reply.raw,

@@ -29,6 +29,8 @@ export interface FullStoreOptions {
   groupCommitLingerMs?: number;
   /** A lingering group commit goes out once no append came for this long (see createGroupCommitter). */
   groupCommitQuietMs?: number;
+  /** Whether anything more is on its way to a lingering group commit (see createGroupCommitter's `settled`). */
+  groupCommitSettled?: (waiting: number) => boolean;
   /** Longest wait for a publish's confirm before the write is answered 503 and the connection made again (see AmqpLogOptions). */
   brokerConfirmTimeoutMs?: number;
   /**
@@ -205,6 +207,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       lingerMs: opts.groupCommitLingerMs,
       quietMs: opts.groupCommitQuietMs,
       maxQueuedEvents: opts.maxQueuedEvents,
+      ...(opts.groupCommitSettled ? { settled: opts.groupCommitSettled } : {}),
     },
   );
   /** The fence rule as the last load left it (with what the read copy saw since): a copy started later goes on from it. */

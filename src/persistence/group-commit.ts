@@ -29,6 +29,14 @@ interface Pending {
  * the storm unchanged within its noise. Not in embedded mode, where a write blocks the event loop
  * and a storm looks quiet right after it.
  *
+ * With `settled` (full mode: src/http/arrivals.ts, wired by main.ts), a lingering batch also goes
+ * out as soon as nothing more is on its way: every write request the server is handling already
+ * waits in it and no new connection is about to send one. Keep-alive clients then split into two
+ * cohorts, one being decided while the other waits for its confirm, instead of all waiting out the
+ * linger together; a storm (new connections all the time) lingers as before. `steady`, 5
+ * interleaved pairs against the same build without it: +7 to +11 % req/s in 4, -5 % in 1; `storm`
+ * and `seed` unchanged within their noise (4 December 2026, thirteenth session).
+ *
  * After a failed write, every pending and later append fails until `reset()` — decisions made on
  * top of an undurable change must never become durable themselves. The owner resets once it has
  * reloaded its state from storage.
@@ -54,7 +62,18 @@ export const DEFAULT_MAX_QUEUED_EVENTS = 50_000;
 export function createGroupCommitter(
   write: (events: DomainEvent[]) => Promise<void>,
   maxEvents: number,
-  opts: { lingerMs?: number; quietMs?: number; maxQueuedEvents?: number } = {},
+  opts: {
+    lingerMs?: number;
+    quietMs?: number;
+    maxQueuedEvents?: number;
+    /**
+     * Says whether anything that could still join the lingering batch is on its way, given how many
+     * appends wait here for the next batch: false while a write request is being handled that has
+     * not appended yet, or a new connection has not sent its request. When it says nothing is, the
+     * batch goes out at once instead of lingering.
+     */
+    settled?: (waiting: number) => boolean;
+  } = {},
 ): GroupCommitter {
   const lingerMs = opts.lingerMs ?? 0;
   const quietMs = opts.quietMs ?? 0;
@@ -65,6 +84,9 @@ export function createGroupCommitter(
   let queuedEvents = 0;
   let running: Promise<void> | null = null;
   let failure: Error | null = null;
+  const settled = opts.settled;
+  /** Ends the current linger early (set while lingering, when `settled` is given). */
+  let wakeLinger: (() => void) | null = null;
 
   const unavailable = (cause: Error) =>
     new EngineError('UNAVAILABLE', 'the change could not be made durable; nothing was changed', { cause: cause.message });
@@ -99,16 +121,27 @@ export function createGroupCommitter(
 
   /** Waits until the oldest pending append is `lingerMs` old, or the pending events fill a batch. */
   async function linger(): Promise<void> {
+    // The replies of the batch just written go out first (their requests are no longer on their way).
+    if (settled) await new Promise<void>((r) => setImmediate(r));
     for (;;) {
       const first = queue[0];
       if (!first) return;
+      if (settled && settled(queue.length)) return;
       const now = performance.now();
       let wait = first.at + lingerMs - now;
       if (quietMs > 0) wait = Math.min(wait, lastAppendAt + quietMs - now);
       if (wait <= 0) return;
       let n = 0;
       for (const p of queue) if ((n += p.events.length) >= maxEvents) return;
-      await new Promise<void>((r) => setTimeout(r, Math.max(1, Math.ceil(wait))));
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.max(1, Math.ceil(wait)));
+        if (settled)
+          wakeLinger = () => {
+            clearTimeout(t);
+            r();
+          };
+      });
+      wakeLinger = null;
     }
   }
 
@@ -126,6 +159,7 @@ export function createGroupCommitter(
         lastAppendAt = at;
         queue.push({ events, at, resolve, reject });
         if (!running) running = run();
+        else if (wakeLinger && settled?.(queue.length)) wakeLinger();
       });
     },
     reset() {
