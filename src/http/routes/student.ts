@@ -63,6 +63,10 @@ export const studentRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
       schema: {
         tags: ['student'],
         summary: 'Move to another group of a course you hold (atomic; uses one action)',
+        description:
+          'As on the Go service (SPEC): the new group is enrolled in as a new enroll would be, so when it has no free seat ' +
+          'but room in its reserve queue the student is queued there and gives up the seat they held. To move only into a ' +
+          'seat, use `POST /student/swap`, whose default is a seat or nothing.',
         security: bearer,
         body: GoBody({ course_id: Id(), group_id: Id('The new group') }),
         response: { 204: NoContent, ...errorResponses },
