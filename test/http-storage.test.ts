@@ -36,6 +36,8 @@ async function failsCleanly(send: () => ReturnType<HttpFixture['request']>): Pro
   fx.persistence.failNext = 1;
   const r = await send();
   expectError(r, 503, 'UNAVAILABLE');
+  // Every 503 says when to come back (a Go client, a proxy or a browser retries then).
+  assert.ok(Number(r.headers['retry-after']) >= 1, `Retry-After on a 503: ${String(r.headers['retry-after'])}`);
   assert.equal(fx.persistence.log.length, logLength, 'something was written');
   assert.deepEqual(await snapshot(), before, 'a GET after the failure shows a change that was never acknowledged');
 }

@@ -114,8 +114,10 @@ export function installErrorHandlers(app: FastifyInstance, routerOptions: { igno
     else if (status === 503) request.log.warn({ err, code: body.code }, 'request refused: unavailable (storage away, not the owner, or a queue full)');
     else if (status >= 500) request.log.error({ err, code: body.code }, 'request failed');
     else request.log.debug({ code: body.code, reason: body.reason }, 'request refused');
-    // Load shedding (a full queue, the password-check cap) says when to come back.
+    // Load shedding (a full queue, the password-check cap) says when to come back; so does every
+    // other 503 (a broker or database away, an ownership change): a second unless it says otherwise.
     if (isEngineError(err) && err.retryAfterSeconds !== undefined) void reply.header('retry-after', String(err.retryAfterSeconds));
+    else if (status === 503) void reply.header('retry-after', '1');
     void reply.header(REQUEST_ID_HEADER, request.id).code(status).send(body);
   });
 
