@@ -239,6 +239,11 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     requirements: () => readRequirements(db),
     async load(options?: LoadOptions): Promise<Loaded> {
       const t0 = performance.now();
+      // A publish whose confirm never came (timed out, or its connection lost before the confirm)
+      // may still land in the stream later, from the connection given up, after changes decided
+      // since with the same sequence numbers; readers keep the first of two (the batcher's ON
+      // CONFLICT DO NOTHING), so an acknowledged change would be lost under one answered 503.
+      const inDoubt = amqpLog.failedSince !== null;
       await committer.drain();
       await amqpLog.connect();
       if (!leasesStarted) {
@@ -248,9 +253,20 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       const wasFollowing = readCopy.running;
       await readCopy.stop();
       if (wasFollowing && readCopy.position !== null && lastFences !== null) followed = { offset: readCopy.position, fences: lastFences };
+      // So after such a failure every held shard takes a new epoch and publishes its fence before
+      // the replay, as at a takeover: what of the old connection landed before the fence is in the
+      // replay (and so in the state), and what lands after it is ignored by every reader. A shard
+      // that could not be fenced (its lease lost meanwhile) is not served by this load.
+      const unfenced = new Set<number>();
+      if (inDoubt) {
+        for (const [shard, epoch] of leases.owned()) {
+          await leases.raise(shard, 0, 'a publish to the broker was never confirmed');
+          if (leases.epochOf(shard) === epoch) unfenced.add(shard);
+        }
+      }
       // The shards held now: their fences are already in the log, so the replay below (read up to
       // a marker published after them) holds everything the previous owners published.
-      const holding = leases.owned();
+      const holding = new Map([...leases.owned()].filter(([shard]) => !unfenced.has(shard)));
       loadedEpochs = new Map();
       // A consistent snapshot: the tables, the offset and the fences they correspond to, in one transaction.
       const { state, offset, fenceRows } = await db.transaction(async (tx) => {

@@ -85,7 +85,7 @@ export interface LeaseManager {
    * a fence newer than the lease table (the database was restored from an older backup), and
    * messages under the lower epoch would be ignored by every reader.
    */
-  raise(shard: number, minEpoch: number): Promise<void>;
+  raise(shard: number, minEpoch: number, why?: string): Promise<void>;
   // (the caller holds the state up to the old fence already: nothing else publishes for the shard)
   stop(): Promise<void>;
   /** The last lease round failed (the database could not be reached): no lease can change hands now. */
@@ -346,7 +346,7 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     stopAcquiring() {
       acquiring = false;
     },
-    async raise(shard, minEpoch) {
+    async raise(shard, minEpoch, why = 'the log held a newer fence than the lease table') {
       const o = held.get(shard);
       if (!o) return;
       const r = await opts.db.query<{ epoch: number }>(
@@ -357,7 +357,7 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
       if (!row) return;
       o.epoch = Number(row.epoch);
       await opts.publishFence({ shard, epoch: o.epoch, owner: opts.instanceId });
-      log.warn({ shard, epoch: o.epoch }, 'the log held a newer fence than the lease table; epoch raised above it and fenced again');
+      log.warn({ shard, epoch: o.epoch }, `${why}: epoch raised and fenced again`);
     },
     async release() {
       acquiring = false;
