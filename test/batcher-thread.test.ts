@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { createEngine } from '../src/engine/engine.js';
+import { createBatcher } from '../src/persistence/batcher.js';
 import { batcherThreadFactory } from '../src/persistence/batcher-thread.js';
 import { createFullStore, streamNames } from '../src/persistence/full-store.js';
 import { persistenceRegistry } from '../src/persistence/metrics.js';
@@ -12,6 +13,7 @@ import { loadState } from '../src/persistence/state-store.js';
 import { deleteQueues } from './support/amqp.js';
 import { crashMarker } from './support/crashing-batcher-worker.js';
 import { createTestDatabase } from './support/pg.js';
+import { TcpProxy } from './support/tcp-proxy.js';
 import { NOW, normalize, scenario } from './support/scenario.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/services.js';
 
@@ -92,6 +94,42 @@ describe('the batcher on a worker thread', async () => {
     // Stopped: the thread is gone (close resolved only once it exited) and no longer counted.
     assert.equal(store.batcher?.isLeader, false);
     assert.equal(await gauge('enrollment_batcher_leader'), 0);
+  });
+
+  test('a leading batcher without its broker connection is not counted as applying the stream (gauge 0, /ready says why), and is again once it reconnects', { skip, timeout: 60_000 }, async () => {
+    const logger = pino({ level: 'silent' });
+    const proxy = await TcpProxy.start('127.0.0.1', Number(new URL(AMQP_URL).port || 5672));
+    const p = `${prefix}_broker`;
+    const store = await createFullStore({
+      databaseUrl: tdb.url,
+      rabbitmqUrl: AMQP_URL,
+      prefix: p,
+      logger,
+      batchMaxEvents: 100,
+      runBatcher: true,
+      // Only the batcher's broker connection goes through the proxy.
+      batcherFactory: (o) => createBatcher({ ...o, amqpUrl: proxy.rewrite(o.amqpUrl) }),
+    });
+    try {
+      await store.migrate();
+      await store.load();
+      const batcher = store.batcher!;
+      await waitFor('the batcher to lead and consume', async () => batcher.isConsuming && (await gauge('enrollment_batcher_leader')) === 1);
+      assert.deepEqual((await store.readiness()).checks.batcher, { ok: true, detail: 'active' });
+      proxy.cut();
+      await waitFor('the batcher to notice', async () => !batcher.isConsuming && (await gauge('enrollment_batcher_leader')) === 0);
+      assert.equal(batcher.isLeader, true, 'it keeps the lead (the database is there)');
+      const check = (await store.readiness()).checks.batcher;
+      assert.equal(check?.ok, false);
+      assert.match(check?.detail ?? '', /not reading the stream/);
+      proxy.resume();
+      await waitFor('the batcher to consume again', async () => batcher.isConsuming && (await gauge('enrollment_batcher_leader')) === 1);
+    } finally {
+      await store.close();
+      await proxy.close();
+      const n = streamNames(p);
+      await deleteQueues([n.stream, n.dead]);
+    }
   });
 
   test('on the server thread too, the leader gauge reads 1 while the batcher leads, 0 while another leads, and 0 once it stopped', { skip, timeout: 60_000 }, async () => {

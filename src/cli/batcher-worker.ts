@@ -40,6 +40,7 @@ function report(): void {
   const state: BatcherWorkerReport = {
     type: 'state',
     isLeader: batcher.isLeader,
+    isConsuming: batcher.isConsuming,
     appliedOffset: batcher.appliedOffset,
     appliedEvents: batcher.appliedEvents,
     stall: batcher.stall,

@@ -39,6 +39,7 @@ export type BatcherWorkerReport =
   | {
       type: 'state';
       isLeader: boolean;
+      isConsuming: boolean;
       appliedOffset: number;
       appliedEvents: number;
       stall: BatcherStall | null;
@@ -83,6 +84,7 @@ export function createBatcherThread(opts: BatcherThreadOptions): Batcher {
   let state: Extract<BatcherWorkerReport, { type: 'state' }> = {
     type: 'state',
     isLeader: false,
+    isConsuming: false,
     appliedOffset: -1,
     appliedEvents: 0,
     stall: null,
@@ -112,7 +114,7 @@ export function createBatcherThread(opts: BatcherThreadOptions): Batcher {
       w.on('error', (err) => log.error({ err }, 'the batcher thread failed'));
       w.on('exit', (code) => {
         if (worker === w) worker = null;
-        state = { ...state, isLeader: false };
+        state = { ...state, isLeader: false, isConsuming: false };
         resolve();
         if (stopping) return;
         log.error({ code, restartInMs: restartMs }, 'the batcher thread stopped; starting it again');
@@ -139,7 +141,7 @@ export function createBatcherThread(opts: BatcherThreadOptions): Batcher {
       return state.oldestAt === null ? 0 : Math.max(0, Date.now() - state.oldestAt) / 1000;
     },
     get leader() {
-      return state.isLeader;
+      return state.isConsuming;
     },
   };
   const unwatch = watchBatcher(lag);
@@ -169,6 +171,9 @@ export function createBatcherThread(opts: BatcherThreadOptions): Batcher {
     },
     get isLeader() {
       return state.isLeader;
+    },
+    get isConsuming() {
+      return state.isConsuming;
     },
     get appliedEvents() {
       return state.appliedEvents;

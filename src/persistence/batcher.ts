@@ -78,6 +78,11 @@ export interface Batcher {
   /** Next stream offset the database has applied (for tests and metrics). */
   readonly appliedOffset: number;
   readonly isLeader: boolean;
+  /**
+   * Leads and reads the stream now: false while its broker connection is down (the lead is kept,
+   * nothing is applied), so neither the leader gauge nor /ready says "active" then.
+   */
+  readonly isConsuming: boolean;
   /** Events applied since start. */
   readonly appliedEvents: number;
   /** The message it is stopped at, or null. */
@@ -552,7 +557,8 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       return oldest === undefined ? 0 : (performance.now() - oldest.at) / 1000;
     },
     get leader() {
-      return leaderClient !== null && !stopped;
+      // Applying the stream: the lead, and a consumer on the broker.
+      return leaderClient !== null && ch !== null && !stopped;
     },
   };
   const unwatch = watchBatcher(lag);
@@ -582,6 +588,9 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     },
     get isLeader() {
       return leaderClient !== null;
+    },
+    get isConsuming() {
+      return leaderClient !== null && ch !== null && !stopped;
     },
     get appliedEvents() {
       return appliedEvents;

@@ -504,7 +504,13 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
             ? { ok: true, detail: 'writes for shards owned elsewhere are forwarded' }
             : { ok: false, detail: 'a shard has no owner right now (takeover in progress)' }
           : { ok: false, detail: `another engine owns the stream ${names.stream}; writes are refused` };
-      if (batcher) checks.batcher = { ok: batcher.isLeader, detail: batcher.isLeader ? 'active' : 'standby' };
+      if (batcher) {
+        checks.batcher = batcher.isConsuming
+          ? { ok: true, detail: 'active' }
+          : batcher.isLeader
+            ? { ok: false, detail: 'leading, but not reading the stream (the broker is away): nothing is applied to the tables' }
+            : { ok: false, detail: 'standby' };
+      }
       if (stalled) {
         checks.log = { ok: false, detail: `batcher stopped at ${names.stream} offset ${Number(stalled.stream_offset)}: ${stalled.reason}` };
       }
