@@ -116,6 +116,17 @@ describe('POST /sections', () => {
     expectError(await enroll(S.alice, [201, 1]), 400, 'CLASS_CONFLICT');
   });
 
+  it('takes class_time 0 as no class time, as the Go schema stores it (create and edit)', async () => {
+    const r = await create({ ...base, class_time: 0 });
+    expectStatus(r, 201);
+    assert.deepEqual(r.body.class_time, []);
+    const p = await fx.request('PATCH', '/sections/201/1', { token: fx.staffToken(), body: { class_time: slot([1], 480, 540) } });
+    expectStatus(p, 200);
+    const cleared = await fx.request('PATCH', '/sections/201/1', { token: fx.staffToken(), body: { class_time: 0 } });
+    expectStatus(cleared, 200);
+    assert.deepEqual(cleared.body.class_time, []);
+  });
+
   it('can create a section closed', async () => {
     const r = await create({ ...base, closed: true });
     expectStatus(r, 201);

@@ -137,7 +137,7 @@ export const sectionFields = {
     description: 'Exam start, unix seconds, or null',
   }),
   class_time: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], {
-    description: 'Packed slot: start_minute + 1440 * end_minute, weekday bits from bit 22 (0 = Sunday)',
+    description: 'Packed slot: start_minute + 1440 * end_minute, weekday bits from bit 22 (0 = Sunday); 0 or null: no class time (0 is the Go schema\'s value)',
   }),
   class_slot: Type.Union([ClassSlot, Type.Null()]),
   sex_lock: SexLock,

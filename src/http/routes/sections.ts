@@ -44,6 +44,8 @@ export function resolveClassTime(packed: number | null | undefined, slot: Slot |
     return encodeClassTime({ days, startMinute: slot.start_minute, endMinute: slot.end_minute });
   }
   if (packed === undefined || packed === null) return packed;
+  // 0 is how the Go schema (class_time NOT NULL) says "no class time": a tool copying Go rows sends it.
+  if (packed === 0) return null;
   if (!isValidClassTime(packed)) {
     throw new EngineError(
       'BAD_REQUEST',
