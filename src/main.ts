@@ -330,6 +330,10 @@ async function main(): Promise<void> {
   let demo: Awaited<ReturnType<typeof loadDemoData>> | null = null;
   if (config.demoData && engine.isEmpty()) demo = await loadDemoData(engine, logger);
   if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, log, storageRequirements);
+  // Data the Go service wrote can hold students queued beside free seats (SPEC: its promotion never
+  // reached the database correctly): promoted now, in queue order, before anyone else can take those seats.
+  const stranded = await engine.promoteStrandedQueues({ requestId: 'promote-stranded-queue', actor: 'system' });
+  if (stranded.promoted > 0 || stranded.failed > 0) log.warn(stranded, 'students queued beside free seats (data written by the Go service) promoted in queue order');
   // PGlite creates its files 0666 whatever the umask: narrow what it made while opening (and loading).
   if (config.mode === 'embedded') secureDataDir(dataDir, logger, 'store opened');
 

@@ -902,3 +902,34 @@ describe('concurrency', () => {
     assert.deepEqual(members(fx.engine, 10, 1).registered, [1]);
   });
 });
+
+describe('students queued beside free seats (data written by the Go service)', () => {
+  test('are promoted in queue order, durably, before newcomers; a consistent section is left alone', async () => {
+    const fx = await world();
+    await addSection(fx.engine, 300, 1, { capacity: 1, reserveCapacity: 5 });
+    await addSection(fx.engine, 301, 1, { capacity: 1, reserveCapacity: 5 });
+    const got: string[] = [];
+    for (const s of [1, 2, 3, 4]) got.push(await outcome(fx.engine.enroll(s, 300, 1, studentMeta(s))));
+    for (const s of [5, 6]) got.push(await outcome(fx.engine.enroll(s, 301, 1, studentMeta(s))));
+    assert.deepEqual(got, ['registered', 'queued', 'queued', 'queued', 'registered', 'queued']);
+    // What the Go service could leave: capacity 3 with a queue (its promotion never reached the
+    // database). Written into the log as a bare capacity change, so a load restores it as it is.
+    const last = fx.persistence.log.filter((e) => 'courseId' in e && e.courseId === 300).at(-1) as { seq: number };
+    fx.persistence.log.push({ type: 'capacityChanged', courseId: 300, groupId: 1, capacity: 3, seq: last.seq + 1, cause: { requestId: 'go', actor: 'system', at: T0 } } as never);
+    const engine = await fx.restart();
+    const before = sectionOf(engine.dumpState(), 300, 1);
+    assert.deepEqual([before.registered, before.queue], [[1], [2, 3, 4]], 'the stranded state is loaded as it was');
+
+    assert.deepEqual(await engine.promoteStrandedQueues(meta('system')), { sections: 1, promoted: 2, failed: 0 });
+    const after = sectionOf(engine.dumpState(), 300, 1);
+    assert.deepEqual(after.registered, [1, 2, 3], 'the queue head first, in queue order');
+    assert.deepEqual(after.queue, [4]);
+    const other = sectionOf(engine.dumpState(), 301, 1);
+    assert.deepEqual([other.registered, other.queue], [[5], [6]], 'a full section keeps its queue');
+    // Durable: a restart shows the promotions.
+    const again = await fx.restart();
+    assert.deepEqual(sectionOf(again.dumpState(), 300, 1).registered, [1, 2, 3]);
+    assertStateInvariants(again.dumpState());
+    assert.deepEqual(await again.promoteStrandedQueues(meta('system')), { sections: 0, promoted: 0, failed: 0 });
+  });
+});

@@ -194,6 +194,36 @@ export class Engine {
     return this.useCases.updateSection(courseId, groupId, patch, meta);
   }
 
+  /**
+   * Promotes students queued in a section that has free seats: the engine never leaves a section
+   * so (a free seat promotes the queue head at once), but data the Go service wrote can (SPEC: its
+   * promotion never reached the database correctly), and newcomers would then take those seats
+   * ahead of the queue. Each such section is sent an empty settings change, whose promotion of the
+   * queue into free seats is the section's own rule and durable like any other change. A section
+   * this instance may not write (another owner in a cluster) is counted as failed and left to its owner.
+   */
+  async promoteStrandedQueues(meta: RequestMeta): Promise<{ sections: number; promoted: number; failed: number }> {
+    let sections = 0;
+    let promoted = 0;
+    let failed = 0;
+    // The stored contexts, not snapshots: reading every section this way allocates nothing.
+    const stranded: SectionContext[] = [];
+    for (const key of this.host.keys()) {
+      const c = this.host.context(key);
+      if (c.queue.length > 0 && c.registered.length < c.capacity) stranded.push(c);
+    }
+    for (const c of stranded) {
+      sections += 1;
+      try {
+        const after = await this.useCases.updateSection(c.info.courseId, c.info.groupId, {}, meta);
+        promoted += after.registeredCount - c.registered.length;
+      } catch {
+        failed += 1;
+      }
+    }
+    return { sections, promoted, failed };
+  }
+
   createStudent(student: StudentRecord, meta: RequestMeta): Promise<void> {
     return this.useCases.createStudent(student, meta);
   }
