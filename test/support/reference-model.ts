@@ -215,7 +215,8 @@ export class ReferenceModel {
   changeSexLock(courseId: number, groupId: number, sexLock: Gender | null): RefOutcome {
     const sec = this.section(courseId, groupId);
     if (!sec) return 'SECTION_NOT_FOUND';
-    if (sexLock !== null) {
+    // The lock the section has already is not new: restating it is never a conflict (a member staff forced in stays).
+    if (sexLock !== null && sexLock !== sec.sexLock) {
       for (const id of [...sec.registered, ...sec.queue]) {
         if (this.student(id)?.gender !== sexLock) return 'SEX_LOCK_CONFLICT';
       }
