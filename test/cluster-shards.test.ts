@@ -252,6 +252,73 @@ describe('several owners (SHARDS=3, three engine processes, real PostgreSQL and 
       const within = await swap(204, 201);
       assert.equal(within.status, 200, JSON.stringify(within.body));
       log(`swap across owners: ${across.status} ${codeOf(across)}; within one owner: ${within.status} ${JSON.stringify(within.body)}`);
+
+      // A registrar's correction of a student's record (PATCH /students/{id}, shard 0's) at the same
+      // time as the student's own drop on another owner, each through another instance: both are
+      // steps of the student's stream, decided one after the other through the student's home, so
+      // neither is numbered twice (the log keeps the first message of a number) and the count of
+      // actions left is the later step's, everywhere.
+      const fixed = students.slice(10, 30);
+      const raced = await Promise.all(
+        fixed.map((student, i) => {
+          const course = held[(i + 11) % held.length] as number; // still held: the earlier drop took held[(i + 10) % 5]
+          return Promise.all([
+            (nodes[i % 3] as Node).api.request('PATCH', `/students/${student}`, env.staffToken, { remaining_actions: 7 }, 20_000),
+            (nodes[(i + 1) % 3] as Node).api.request('DELETE', `/student/course?course_id=${course}`, env.studentToken(student), undefined, 20_000),
+          ]);
+        }),
+      );
+      assert.deepEqual(
+        raced.flatMap(([p, d], i) => (p.status === 200 && d.status === 204 ? [] : [`${fixed[i]}: ${p.status} ${codeOf(p)} / ${d.status} ${codeOf(d)}`])),
+        [],
+        'every correction and every drop acknowledged',
+      );
+      const expectedLeft = new Map<number, number>();
+      await waitFor(
+        async () => {
+          const r = await env.db.query<{ stream: string; seq: number; type: string; payload: Record<string, unknown> }>(
+            `SELECT stream, seq, type, payload FROM transitions WHERE stream = ANY($1::text[]) AND type IN ('actionUsed', 'studentUpdated') ORDER BY stream, seq`,
+            [fixed.map((s) => `student:${s}`)],
+          );
+          const byStudent = new Map<number, typeof r.rows>();
+          for (const row of r.rows) {
+            const id = Number(row.stream.slice('student:'.length));
+            byStudent.set(id, [...(byStudent.get(id) ?? []), row]);
+          }
+          if (fixed.some((s) => (byStudent.get(s)?.length ?? 0) < 3)) return null;
+          for (const [id, rows] of byStudent) {
+            assert.equal(rows.length, 3, `student ${id}: the first drop, the correction and the second drop, each once`);
+            const last = rows[rows.length - 1] as (typeof rows)[number];
+            expectedLeft.set(id, last.type === 'studentUpdated' ? 7 : Number(last.payload.remainingActions));
+            assert.ok([6, 7].includes(expectedLeft.get(id) as number), `student ${id}: ${JSON.stringify(rows)}`);
+          }
+          return true;
+        },
+        20_000,
+        'the corrections and drops in PostgreSQL',
+      );
+      await waitFor(
+        async () => {
+          const r = await env.db.query<{ id: number; remaining_actions: number }>('SELECT id, remaining_actions FROM students WHERE id = ANY($1::bigint[])', [fixed]);
+          return r.rows.every((row) => row.remaining_actions === expectedLeft.get(Number(row.id))) ? true : null;
+        },
+        20_000,
+        'the students table to hold the later step of each student',
+      );
+      for (const node of nodes) {
+        await waitFor(
+          async () => {
+            for (const student of fixed) {
+              const r = await node.api.request('GET', `/students/${student}`, env.staffToken, undefined, 5000);
+              if (r.status !== 200 || (r.body as { remaining_actions: number }).remaining_actions !== expectedLeft.get(student)) return null;
+            }
+            return true;
+          },
+          20_000,
+          `${node.name} to show every corrected record as PostgreSQL holds it`,
+        );
+      }
+      log(`corrections raced with drops on other owners: ${[...expectedLeft.values()].filter((v) => v === 6).length} drops decided after the correction, ${[...expectedLeft.values()].filter((v) => v === 7).length} before`);
     }),
   );
 

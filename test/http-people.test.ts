@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { createHttpFixture, expectError, expectStatus, OTHER_STAFF, S, STAFF, T0, type HttpFixture } from './support/http-fixture.js';
+import { createEngine } from '../src/engine/engine.js';
+import { createLogger } from '../src/logger.js';
+import { verifyPassword } from '../src/password.js';
+import { C, createHttpFixture, expectError, expectStatus, OTHER_STAFF, S, STAFF, T0, type HttpFixture } from './support/http-fixture.js';
+import { replayLog } from './support/memory-persistence.js';
 
 let fx: HttpFixture;
 beforeEach(async () => {
@@ -185,5 +189,156 @@ describe('account safety: demo passwords are refused outside demo mode', () => {
     const student = { id: 521, password: 'student-pass', enrollment_start_time: 0, max_units: 20, remaining_actions: 1, gender: 'male' };
     expectError(await fx.request('POST', '/students', { token: fx.staffToken(), body: student }), 400, 'WEAK_PASSWORD');
     assert.equal(fx.engine.getStudent(521), undefined);
+  });
+});
+
+describe('GET and PATCH /students/{id}: a registrar corrects a student record', () => {
+  const patch = (id: number, body: unknown, token = fx.staffToken(OTHER_STAFF)) => fx.request('PATCH', `/students/${id}`, { token, body });
+  const view = async (id: number) => (await fx.request('GET', `/students/${id}`, { token: fx.staffToken() })).body as Record<string, unknown>;
+  const enroll = (id: number, [course_id, group_id]: readonly [number, number]) =>
+    fx.request('PUT', '/student/course', { token: fx.studentToken(id), body: { course_id, group_id } });
+  const drop = (id: number, course: number) => fx.request('DELETE', `/student/course?course_id=${course}`, { token: fx.studentToken(id) });
+
+  it('shows staff a record without its password hash; students may not; an unknown id is 404', async () => {
+    const r = await fx.request('GET', `/students/${S.alice}`, { token: fx.staffToken(OTHER_STAFF) });
+    expectStatus(r, 200);
+    assert.deepEqual(r.body, {
+      id: S.alice,
+      department_id: 1,
+      max_units: 20,
+      remaining_actions: 5,
+      enrollment_start_time: new Date(T0).toISOString(),
+      gender: 'male',
+      entry_year: 2024,
+    });
+    expectError(await fx.request('GET', `/students/${S.alice}`, { token: fx.studentToken(S.alice) }), 403, 'FORBIDDEN');
+    expectError(await fx.request('GET', '/students/4242', { token: fx.staffToken() }), 404, 'STUDENT_NOT_FOUND');
+  });
+
+  it('gives actions back, opens a window early and raises a unit limit, each taking effect on the next request', async () => {
+    expectStatus(await enroll(S.eve, C.physics), 204);
+    expectError(await drop(S.eve, C.physics[0]), 400, 'NO_ACTIONS_LEFT');
+    const r = await patch(S.eve, { remaining_actions: 2 });
+    expectStatus(r, 200);
+    assert.equal((r.body as Record<string, unknown>).remaining_actions, 2);
+    expectStatus(await drop(S.eve, C.physics[0]), 204);
+    assert.equal((await view(S.eve)).remaining_actions, 1);
+
+    expectError(await enroll(S.carl, C.physics), 400, 'ENROLLMENT_WINDOW_CLOSED');
+    expectStatus(await patch(S.carl, { enrollment_start_time: new Date(T0).toISOString() }), 200);
+    expectStatus(await enroll(S.carl, C.physics), 204);
+
+    expectError(await enroll(S.dan, C.heavy), 400, 'UNITS_EXCEEDED');
+    expectStatus(await patch(S.dan, { max_units: 10 }), 200);
+    expectStatus(await enroll(S.dan, C.heavy), 204);
+    // A lower limit than what is held keeps the places; it binds the next enroll.
+    expectStatus(await patch(S.dan, { max_units: 1 }), 200);
+    const held = await fx.request('GET', '/student/course', { token: fx.studentToken(S.dan) });
+    assert.equal((held.body as { data: unknown[] }).data.length, 1);
+    expectError(await enroll(S.dan, C.physics), 400, 'UNITS_EXCEEDED');
+  });
+
+  it('is durable: a restarted engine loads the corrected record, and the history tells it without the password', async () => {
+    expectStatus(await patch(S.alice, { remaining_actions: 9, max_units: 14, department_id: 2, entry_year: null, password: 'a brand new password' }), 200);
+    const updates = fx.persistence.log.filter((e) => e.type === 'studentUpdated');
+    assert.equal(updates.length, 1, 'one event for the whole correction');
+    const restarted = createEngine({ persistence: fx.persistence, logger: createLogger('silent'), enrollmentWindowMs: 60 * 60_000, now: () => fx.clock.now });
+    await restarted.start();
+    try {
+      const rec = restarted.getStudent(S.alice);
+      assert.ok(rec);
+      assert.deepEqual(
+        { remaining: rec.remainingActions, units: rec.maxUnits, dep: rec.departmentId, year: rec.entryYear },
+        { remaining: 9, units: 14, dep: 2, year: null },
+      );
+      assert.ok(await verifyPassword('a brand new password', rec.passwordHash));
+    } finally {
+      restarted.stop();
+    }
+    const history = await fx.request('GET', `/admin/api/students/${S.alice}`, { token: fx.staffToken() });
+    expectStatus(history, 200);
+    const entry = (history.body as { history: { type: string; text: string }[] }).history.find((h) => h.type === 'studentUpdated');
+    assert.ok(entry, 'the correction is in the student history');
+    assert.match(entry.text, /Record changed by staff: unit limit 14, 9 drop or change actions left, department 2, no entry year, password reset/);
+    assert.doesNotMatch(JSON.stringify(history.body), /\$2[aby]\$/);
+  });
+
+  it('a new password works at once, the old one no longer does, and the student\'s earlier tokens are revoked', async () => {
+    const before = await login(S.alice, 'pw');
+    expectStatus(before, 200);
+    const oldToken = (before.body as { token: string }).token;
+    fx.clock.now += 1000;
+    expectStatus(await patch(S.alice, { password: 'another long password' }), 200);
+    fx.clock.now += 1; // a login after the reset, not in the same millisecond as its revocation
+    expectError(await login(S.alice, 'pw'), 401, 'BAD_CREDENTIALS');
+    const after = await login(S.alice, 'another long password');
+    expectStatus(after, 200);
+    expectStatus(await fx.request('GET', '/student/course', { token: (after.body as { token: string }).token }), 200);
+    assert.equal((await fx.request('GET', '/student/course', { token: oldToken })).status, 401);
+    assert.ok(!fx.logs.some((l) => l.includes('another long password')), 'the password is never logged');
+  });
+
+  it('refuses bad corrections with 400 and changes nothing; only staff may correct; unknown students are 404', async () => {
+    const before = await view(S.alice);
+    const appends = fx.persistence.appendCount;
+    for (const body of [
+      {},
+      { gender: 'female' },
+      { id: 77 },
+      { max_units: -1 },
+      { remaining_actions: 40_000 },
+      { remaining_actions: 1.5 },
+      { enrollment_start_time: '2025-09-01' },
+      { enrollment_start_time: '2026-02-30T12:00:00Z' },
+      { department_id: 99 },
+      { entry_year: 99 },
+      { password: 'ü'.repeat(37) },
+      { max_units: 3, department_id: 99 },
+    ]) {
+      expectError(await patch(S.alice, body), 400, 'BAD_REQUEST');
+    }
+    expectError(await patch(S.alice, { password: 'short' }), 400, 'WEAK_PASSWORD');
+    expectError(await patch(S.alice, { remaining_actions: 1 }, fx.studentToken(S.alice)), 403, 'FORBIDDEN');
+    expectError(await patch(4242, { remaining_actions: 1 }), 404, 'STUDENT_NOT_FOUND');
+    assert.deepEqual(await view(S.alice), before);
+    assert.equal(fx.persistence.appendCount, appends, 'nothing was written');
+    expectStatus(await login(S.alice, 'pw'), 200);
+  });
+
+  it('a correction that changes nothing writes nothing; a failed write is 503 and leaves the record as it was', async () => {
+    const appends = fx.persistence.appendCount;
+    expectStatus(await patch(S.alice, { max_units: 20, remaining_actions: 5 }), 200);
+    assert.equal(fx.persistence.appendCount, appends);
+    fx.persistence.failNext = 1;
+    expectError(await patch(S.alice, { remaining_actions: 0 }), 503, 'UNAVAILABLE');
+    assert.equal((await view(S.alice)).remaining_actions, 5);
+    expectStatus(await patch(S.alice, { remaining_actions: 0 }), 200);
+    assert.equal((await view(S.alice)).remaining_actions, 0);
+  });
+
+  it('is decided between the student\'s own requests: concurrent drops and a correction never lose one another', async () => {
+    for (const c of [C.physics, C.heavy, C.algo2]) expectStatus(await enroll(S.alice, c), 204);
+    let release!: () => void;
+    fx.persistence.holdAppends = new Promise((r) => (release = r));
+    const replies = Promise.all([drop(S.alice, C.physics[0]), patch(S.alice, { remaining_actions: 10 }), drop(S.alice, C.heavy[0])] as const);
+    await new Promise((r) => setTimeout(r, 20));
+    fx.persistence.holdAppends = null;
+    release();
+    const [d1, p, d2] = await replies;
+    expectStatus(d1, 204);
+    expectStatus(p, 200);
+    expectStatus(d2, 204);
+    // One after the other, in the student's stream: each step numbered once, in log order, and the
+    // count after the correction is 10 less one per drop decided after it.
+    assert.equal((p.body as Record<string, unknown>).remaining_actions, 10);
+    const steps = fx.persistence.log.filter((e) => (e.type === 'actionUsed' || e.type === 'studentUpdated') && e.studentId === S.alice);
+    assert.deepEqual(steps.map((e) => e.type).sort(), ['actionUsed', 'actionUsed', 'studentUpdated']);
+    const seqs = steps.map((e) => e.seq);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'in log order');
+    assert.equal(new Set(seqs).size, 3, 'no step numbered twice');
+    const dropsAfter = steps.length - 1 - steps.findIndex((e) => e.type === 'studentUpdated');
+    assert.equal((await view(S.alice)).remaining_actions, 10 - dropsAfter);
+    const replayed = replayLog(fx.persistence.log).students.find((s) => s.id === S.alice);
+    assert.equal(replayed?.remainingActions, 10 - dropsAfter);
   });
 });

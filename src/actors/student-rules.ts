@@ -19,6 +19,11 @@ export interface StudentRecord {
   gender: Sex;
 }
 
+/** The fields of a student's record that staff may change after it was created (not the id, not the sex). */
+export type StudentChanges = Partial<
+  Pick<StudentRecord, 'passwordHash' | 'enrollmentStart' | 'maxUnits' | 'remainingActions' | 'departmentId' | 'entryYear'>
+>;
+
 export interface StaffRecord {
   id: number;
   passwordHash: string;
@@ -39,6 +44,14 @@ export type RegistryEvent =
    * absent in older logs (then it belongs to shard 0). Not `courseId`: that names section events.
    */
   | { type: 'actionUsed'; seq: number; studentId: number; remainingActions: number; forCourse?: number; cause: Cause }
+  /**
+   * Staff changed a student's record (a registrar's correction: window, unit limit, actions left,
+   * department, entry year, password). `changes` holds only the fields changed, each with its new
+   * value; like `actionUsed` it is a step of the student's stream (`seq`). Published under shard 0's
+   * lease (the registry's), decided through the student's home like the student's own writes, so it
+   * never races an `actionUsed` of the same student (docs/scale-out.md, section 4).
+   */
+  | { type: 'studentUpdated'; seq: number; studentId: number; changes: StudentChanges; cause: Cause }
   | { type: 'staffCreated'; seq: number; staff: StaffRecord; cause: Cause }
   | { type: 'departmentCreated'; seq: number; department: Department; cause: Cause };
 

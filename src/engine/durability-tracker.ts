@@ -162,7 +162,8 @@ export class DurabilityTracker {
         return !this.directory.staff.has(e.staff.id);
       case 'studentCreated':
         return this.directory.get(e.student.id) === undefined;
-      case 'actionUsed': {
+      case 'actionUsed':
+      case 'studentUpdated': {
         const st = this.directory.get(e.studentId);
         return st === undefined || e.seq > st.seq;
       }
@@ -283,14 +284,20 @@ export class DurabilityTracker {
     for (const e of events) {
       switch (e.type) {
         case 'studentCreated':
-        case 'actionUsed': {
+        case 'actionUsed':
+        case 'studentUpdated': {
           const id = e.type === 'studentCreated' ? e.student.id : e.studentId;
           const st = this.directory.get(id);
           const was = this.students.get(id);
           if (st && (was === undefined || was === null || e.seq > was.seq)) {
             // Only the fields these events carry are made durable: the record as of this event.
             const base = e.type === 'studentCreated' ? e.student : (was?.record ?? st.record);
-            const record = e.type === 'studentCreated' ? { ...base } : { ...base, remainingActions: e.remainingActions };
+            const record =
+              e.type === 'studentCreated'
+                ? { ...base }
+                : e.type === 'actionUsed'
+                  ? { ...base, remainingActions: e.remainingActions }
+                  : { ...base, ...e.changes };
             this.students.set(id, { record, seq: e.seq });
           }
           break;

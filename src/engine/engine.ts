@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { evolveSection, initialSectionContext, membershipOf, sectionKey } from '../actors/section-logic.js';
-import type { Department, StaffRecord, StudentRecord } from '../actors/student-rules.js';
+import type { Department, StaffRecord, StudentChanges, StudentRecord } from '../actors/student-rules.js';
 import type { Membership, SectionContext } from '../actors/types.js';
 import { shardOfCourse, type ClusterMembership, type DomainEvent, type FillPoint, type LoadedState, type Persistence, type StudentTransitionRecord, type TransitionRecord } from '../persistence/types.js';
 import { DurabilityTracker } from './durability-tracker.js';
@@ -228,6 +228,11 @@ export class Engine {
     return this.useCases.createStudent(student, meta);
   }
 
+  /** A registrar's correction of a student's record; resolves with the record once durable (see EnrollmentUseCases.updateStudent). */
+  updateStudent(studentId: number, changes: StudentChanges, meta: RequestMeta): Promise<StudentRecord> {
+    return this.useCases.updateStudent(studentId, changes, meta);
+  }
+
   createStaff(staff: StaffRecord, meta: RequestMeta): Promise<void> {
     return this.useCases.createStaff(staff, meta);
   }
@@ -432,6 +437,13 @@ export class Engine {
           const st = this.directory.get(e.studentId);
           if (!st || e.seq <= st.seq) continue;
           st.record = { ...st.record, remainingActions: e.remainingActions };
+          st.seq = e.seq;
+          break;
+        }
+        case 'studentUpdated': {
+          const st = this.directory.get(e.studentId);
+          if (!st || e.seq <= st.seq) continue;
+          st.record = { ...st.record, ...e.changes };
           st.seq = e.seq;
           break;
         }

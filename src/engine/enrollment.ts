@@ -1,5 +1,5 @@
 import { initialSectionContext, sectionKey } from '../actors/section-logic.js';
-import { checkActionsLeft, checkWindow, type Department, type RuleViolation, type StaffRecord, type StudentRecord } from '../actors/student-rules.js';
+import { checkActionsLeft, checkWindow, type Department, type RuleViolation, type StaffRecord, type StudentChanges, type StudentRecord } from '../actors/student-rules.js';
 import type { Cause, Membership, SectionCommand, SectionContext, SectionEvent, SectionInfo, SettingsChange, Sex, StudentSchedule } from '../actors/types.js';
 import { EngineError, isEngineError } from '../errors.js';
 import type { DomainEvent } from '../persistence/types.js';
@@ -277,6 +277,32 @@ export class EnrollmentUseCases {
     this.directory.addStudent(student);
     this.tracker.studentCreated(student.id);
     await this.tracker.persist([{ type: 'studentCreated', seq: 1, student, cause: this.cause(meta) }]);
+  }
+
+  /**
+   * A registrar's correction of a student's record. It runs in the student's mailbox, so it is
+   * decided between the student's own requests, never beside one (an action used and a new count
+   * of actions left cannot both be read from the same old count); its event is a step of the
+   * student's stream like `actionUsed`. Held places stay as they are: a lower unit limit or a later
+   * window applies to the student's next request. Resolves with the record once it is durable.
+   */
+  updateStudent(studentId: number, changes: StudentChanges, meta: RequestMeta): Promise<StudentRecord> {
+    return this.withStudent(studentId, async (st) => {
+      this.requireOwner(null);
+      const changed: StudentChanges = {};
+      for (const [k, v] of Object.entries(changes) as [keyof StudentChanges, unknown][]) {
+        if (v !== undefined && st.record[k] !== v) (changed as Record<string, unknown>)[k] = v;
+      }
+      if (Object.keys(changed).length === 0) {
+        // Nothing to change, but the answer rests on memory: it stands once earlier changes are durable.
+        await this.tracker.persist([]);
+        return { ...st.record };
+      }
+      st.record = { ...st.record, ...changed };
+      st.seq += 1;
+      await this.tracker.persist([{ type: 'studentUpdated', seq: st.seq, studentId, changes: changed, cause: this.cause(meta) }]);
+      return { ...st.record };
+    });
   }
 
   async createStaff(staff: StaffRecord, meta: RequestMeta): Promise<void> {

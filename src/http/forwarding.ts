@@ -101,15 +101,21 @@ function courseOf(request: FastifyRequest): number | null {
   return null;
 }
 
+const STUDENT_RECORD_PATH = /^\/students\/(\d{1,15})$/;
+
 /**
  * The student a write acts for (their schedule is what the student-level rules read): the token's
- * subject on the student routes, `std_id` on a staff force-enroll or force-drop; null otherwise.
+ * subject on the student routes, `std_id` on a staff force-enroll or force-drop, the id of a student
+ * record staff correct (`PATCH /students/{id}`); null otherwise.
  */
 function studentOf(request: FastifyRequest, path: string): number | null {
   if (path === '/student/course' || path === '/student/swap') {
     const p = request.principal;
     return p !== null && p.role === 'student' ? p.id : null;
   }
+  // A registrar's correction of a student's record is decided between the student's own writes.
+  const record = STUDENT_RECORD_PATH.exec(path);
+  if (record !== null && request.method === 'PATCH') return Number(record[1]);
   if (path === '/staff/force-std') {
     for (const src of [request.body, request.query] as unknown[]) {
       if (typeof src !== 'object' || src === null) continue;

@@ -37,6 +37,11 @@ export function createStateFolder(base: LoadedState): StateFolder {
           if (s && e.seq > s.seq) students.set(e.studentId, { ...s, remainingActions: e.remainingActions, seq: e.seq });
           break;
         }
+        case 'studentUpdated': {
+          const s = students.get(e.studentId);
+          if (s && e.seq > s.seq) students.set(e.studentId, { ...s, ...e.changes, seq: e.seq });
+          break;
+        }
         default: {
           const key = sectionKey(e.courseId, e.groupId);
           const prev = sections.get(key);

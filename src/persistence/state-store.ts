@@ -57,6 +57,10 @@ function payloadOf(e: DomainEvent): string {
     const { passwordHash: _h, ...student } = e.student;
     return JSON.stringify({ ...e, student });
   }
+  if (e.type === 'studentUpdated' && e.changes.passwordHash !== undefined) {
+    const { passwordHash: _h, ...changes } = e.changes;
+    return JSON.stringify({ ...e, changes: { ...changes, passwordChanged: true } });
+  }
   if (e.type === 'staffCreated') {
     const { passwordHash: _h, ...staff } = e.staff;
     return JSON.stringify({ ...e, staff });
@@ -113,6 +117,8 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
   const students: DomainEvent[] = [];
   const sections: Extract<DomainEvent, { type: 'sectionCreated' }>[] = [];
   const remaining = new Map<number, number>();
+  /** A student's changed columns (but remaining_actions, which `remaining` holds in event order with the actions used). */
+  const studentPatches = new Map<number, Record<string, unknown>>();
   const enrollments = new Map<string, EnrollmentRow>();
   const patches = new Map<string, { courseId: number; groupId: number; set: CoursePatch }>();
   const heads = new Map<string, number>();
@@ -142,6 +148,18 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
       case 'actionUsed':
         remaining.set(e.studentId, e.remainingActions);
         break;
+      case 'studentUpdated': {
+        const c = e.changes;
+        if (c.remainingActions !== undefined) remaining.set(e.studentId, c.remainingActions);
+        let p = studentPatches.get(e.studentId);
+        if (!p) studentPatches.set(e.studentId, (p = {}));
+        if (c.passwordHash !== undefined) p.password = c.passwordHash;
+        if (c.enrollmentStart !== undefined) p.enrollment_start_time = new Date(c.enrollmentStart);
+        if (c.maxUnits !== undefined) p.max_units = c.maxUnits;
+        if (c.departmentId !== undefined) p.department_id = c.departmentId;
+        if (c.entryYear !== undefined) p.entry_year = c.entryYear;
+        break;
+      }
       case 'sectionCreated':
         sections.push(e);
         break;
@@ -267,6 +285,11 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
         intArray(kept.map((r) => r.placedSeq)),
       ],
     );
+  }
+  for (const [id, set] of studentPatches) {
+    const entries = Object.entries(set);
+    if (entries.length === 0) continue;
+    await tx.query(`UPDATE students SET ${entries.map(([col], i) => `${col} = $${i + 2}`).join(', ')} WHERE id = $1`, [id, ...entries.map(([, v]) => v)]);
   }
   if (remaining.size > 0) {
     await tx.query(

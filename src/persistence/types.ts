@@ -19,6 +19,7 @@ export function streamOf(e: DomainEvent): string {
     case 'studentCreated':
       return `student:${e.student.id}`;
     case 'actionUsed':
+    case 'studentUpdated':
       return `student:${e.studentId}`;
     case 'staffCreated':
       return `staff:${e.staff.id}`;
@@ -165,12 +166,13 @@ export function homeShardOf(studentId: number, shards: number): number {
   return shardOfCourse(studentId, shards);
 }
 
-/** The shard an event belongs to: its section's (an action used goes with its section command), or shard 0 for the registry. */
+/** The shard an event belongs to: its section's (an action used goes with its section command), or shard 0 for the registry (a student's record changed by staff too). */
 export function shardOfEvent(e: DomainEvent, shards: number): number {
   switch (e.type) {
     case 'actionUsed':
       return e.forCourse === undefined ? 0 : shardOfCourse(e.forCourse, shards);
     case 'studentCreated':
+    case 'studentUpdated':
     case 'staffCreated':
     case 'departmentCreated':
       return 0;

@@ -315,6 +315,8 @@ export const GUARDED: { method: string; url: string; role: 'student' | 'staff' |
   { method: 'POST', url: '/sections/101/1/reopen', role: 'staff' },
   { method: 'GET', url: '/sections/101/1/transitions', role: 'staff' },
   { method: 'POST', url: '/students', role: 'staff' },
+  { method: 'GET', url: '/students/1', role: 'staff' },
+  { method: 'PATCH', url: '/students/1', role: 'staff' },
   { method: 'POST', url: '/staff', role: 'staff' },
   { method: 'GET', url: '/departments', role: 'any' },
   { method: 'GET', url: '/me', role: 'any' },

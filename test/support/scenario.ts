@@ -69,6 +69,21 @@ export async function scenario(engine: Engine): Promise<void> {
     else calls.push(next(2) ? engine.setClosed(c, g, next(3) === 0, meta()) : engine.updateSection(c, g, { reserveCapacity: next(5), sexLock: null }, meta()));
     await Promise.allSettled(calls);
   }
+  // Registrars' corrections of student records, among the students' own drops and enrolls (after
+  // the first 300 steps, so what those leave is the same as before corrections existed).
+  for (let i = 0; i < 60; i++) {
+    const sid = 100 + next(30);
+    const [c, g] = sections[next(sections.length)] as [number, number];
+    const op = next(4);
+    const calls: Promise<unknown>[] = [];
+    if (op === 0) calls.push(engine.updateStudent(sid, { remainingActions: next(4), maxUnits: 10 + next(10) }, meta('staff:1')));
+    else if (op === 1) {
+      const changes = { enrollmentStart: NOW - 60_000 * (1 + next(3)), entryYear: next(2) ? 1400 : 2024, passwordHash: `$2b$04$scenario${i}` };
+      calls.push(engine.updateStudent(sid, changes, meta('staff:1')));
+    } else if (op === 2) calls.push(engine.drop(sid, c, meta()));
+    else calls.push(engine.enroll(sid, c, g, meta()));
+    await Promise.allSettled(calls);
+  }
 }
 
 export function normalize(s: LoadedState): unknown {

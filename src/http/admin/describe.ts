@@ -70,7 +70,22 @@ export function describeStudentTransition(type: string, section: string, p: Payl
       return `Dropped their ${place(p.from)} in ${section}`;
     case 'actionUsed':
       return `Used a drop or change action (${String(p.remainingActions)} left)`;
+    case 'studentUpdated':
+      return describeStudentChanges((p.changes as Payload | undefined) ?? {});
     default:
       return type;
   }
+}
+
+/** A registrar's change of a student's record, field by field (the password only as changed). */
+function describeStudentChanges(c: Payload): string {
+  const parts: string[] = [];
+  if (typeof c.enrollmentStart === 'number') parts.push(`enrollment window from ${new Date(c.enrollmentStart).toISOString()}`);
+  if (c.maxUnits !== undefined) parts.push(`unit limit ${String(c.maxUnits)}`);
+  if (c.remainingActions !== undefined) parts.push(`${String(c.remainingActions)} drop or change actions left`);
+  if (c.departmentId !== undefined) parts.push(c.departmentId === null ? 'no department' : `department ${String(c.departmentId)}`);
+  if (c.entryYear !== undefined) parts.push(c.entryYear === null ? 'no entry year' : `entry year ${String(c.entryYear)}`);
+  // The SQL stores keep `passwordChanged` in place of the hash; the whole event (the test store) has the hash.
+  if (c.passwordChanged === true || c.passwordHash !== undefined) parts.push('password reset');
+  return parts.length > 0 ? `Record changed by staff: ${parts.join(', ')}` : 'Record changed by staff';
 }

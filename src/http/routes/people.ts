@@ -1,6 +1,7 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { hashPassword } from '../../password.js';
+import type { StudentChanges, StudentRecord } from '../../actors/student-rules.js';
 import { EngineError } from '../../errors.js';
 import { principalOf, requestMeta } from '../auth.js';
 import type { AccountPolicy, RouteContext } from '../context.js';
@@ -72,7 +73,30 @@ const Me = Type.Object({
   entry_year: Type.Optional(nullableInt('Year of entry')),
 });
 
-/** Registers /students, /staff, /departments (list and add) and /me. */
+const StudentView = Type.Object({
+  id: Type.Integer(),
+  department_id: nullableInt('Department, if any'),
+  max_units: Type.Integer(),
+  remaining_actions: Type.Integer({ description: 'Drops and group changes left' }),
+  enrollment_start_time: Type.String({ description: 'Start of the enrollment window, ISO 8601' }),
+  gender: Type.Unsafe<'male' | 'female'>({ type: 'string', enum: ['male', 'female'] }),
+  entry_year: nullableInt('Year of entry'),
+});
+
+/** A student's record as staff see it (never the password hash). */
+function studentView(s: StudentRecord) {
+  return {
+    id: s.id,
+    department_id: s.departmentId,
+    max_units: s.maxUnits,
+    remaining_actions: s.remainingActions,
+    enrollment_start_time: new Date(s.enrollmentStart).toISOString(),
+    gender: s.gender,
+    entry_year: s.entryYear,
+  };
+}
+
+/** Registers /students (add, read, correct), /staff, /departments (list and add) and /me. */
 export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, accounts, requirements }) => {
   const anyUser = tokens.requireRole('any');
   const staffOnly = tokens.requireRole('staff');
@@ -143,6 +167,88 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
         requestMeta(request),
       );
       return reply.code(201).send({ id: b.id });
+    },
+  );
+
+  app.get(
+    '/students/:id',
+    {
+      onRequest: staffOnly,
+      schema: {
+        tags: ['people'],
+        summary: "A student's record (staff): window, unit limit, actions left, department, entry year",
+        security: bearer,
+        params: Type.Object({ id: Id('Student id') }),
+        response: { 200: StudentView, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const s = engine.getStudent(request.params.id);
+      if (!s) throw new EngineError('STUDENT_NOT_FOUND', `student ${request.params.id} does not exist`);
+      return studentView(s);
+    },
+  );
+
+  app.patch(
+    '/students/:id',
+    {
+      onRequest: staffOnly,
+      schema: {
+        tags: ['people'],
+        summary: "Correct a student's record (staff): window, unit limit, actions left, department, entry year, password",
+        description:
+          'Only the fields sent change; at least one is required. Decided between the student\'s own requests (never beside ' +
+          'one), durable before the reply, and in the student\'s history. Places the student holds stay: a lower unit limit ' +
+          'or a later window applies to their next request. A new password ends every session of the student (their ' +
+          'tokens are revoked, as `POST /students/{id}/revoke-tokens` does). The sex is not editable here: sections ' +
+          'locked to one sex decided on it.',
+        security: bearer,
+        params: Type.Object({ id: Id('Student id') }),
+        body: Type.Object(
+          {
+            password: Type.Optional(Password),
+            enrollment_start_time: Type.Optional(
+              Type.Union([Type.Integer({ minimum: 0, maximum: MAX_UNIX_SECONDS }), Type.String({ maxLength: 40 })], {
+                description: 'Start of the enrollment window: unix seconds or ISO 8601 with a zone',
+              }),
+            ),
+            max_units: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000 })),
+            remaining_actions: Type.Optional(Type.Integer({ minimum: 0, maximum: 32_767, description: 'Drops and group changes left (set, not added); SMALLINT in the Go schema' })),
+            department_id: Type.Optional(Type.Union([Id(), Type.Null()])),
+            entry_year: Type.Optional(Type.Union([Type.Integer({ minimum: 1000, maximum: 9999 }), Type.Null()])),
+          },
+          { additionalProperties: false, minProperties: 1 },
+        ),
+        response: { 200: StudentView, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const id = request.params.id;
+      const b = request.body;
+      // Cheap refusals first, before spending a bcrypt hash on them.
+      if (!engine.getStudent(id)) throw new EngineError('STUDENT_NOT_FOUND', `student ${id} does not exist`);
+      if (b.password !== undefined) checkNewPassword(b.password, accounts);
+      const changes: StudentChanges = {};
+      if (b.enrollment_start_time !== undefined) changes.enrollmentStart = parseInstant(b.enrollment_start_time, 'enrollment_start_time');
+      if (b.max_units !== undefined) changes.maxUnits = b.max_units;
+      if (b.remaining_actions !== undefined) changes.remainingActions = b.remaining_actions;
+      if (b.department_id !== undefined) {
+        assertRequired(requirements.studentDepartment, b.department_id, 'department_id');
+        assertDepartment(engine, b.department_id, 'department_id');
+        changes.departmentId = b.department_id;
+      }
+      if (b.entry_year !== undefined) {
+        assertRequired(requirements.studentEntryYear, b.entry_year, 'entry_year');
+        changes.entryYear = b.entry_year;
+      }
+      if (b.password !== undefined) changes.passwordHash = await hashPassword(b.password, BCRYPT_COST);
+      const record = await engine.updateStudent(id, changes, requestMeta(request));
+      const by = principalOf(request).id;
+      request.log.info({ student: id, by, fields: Object.keys(b) }, 'student record changed by staff');
+      if (b.password !== undefined) {
+        await tokens.revocations.revoke({ subject: `student:${id}`, at: tokens.now(), until: tokens.latestSessionEnd() });
+      }
+      return studentView(record);
     },
   );
 
