@@ -48,6 +48,8 @@ export const ERROR_STATUS = {
   TOKEN_REVOKED: 401,
   ADMIN_REQUIRED: 403,
   WEAK_PASSWORD: 400,
+  /** The current password given with a change of password is wrong (the token alone does not let anyone change it). */
+  WRONG_PASSWORD: 403,
   TOO_MANY_FEEDS: 429,
   LOGIN_BUSY: 503,
   // Operating on registration day (issue 15).

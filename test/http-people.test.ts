@@ -342,3 +342,100 @@ describe('GET and PATCH /students/{id}: a registrar corrects a student record', 
     assert.equal(replayed?.remainingActions, 10 - dropsAfter);
   });
 });
+
+describe('POST /me/password and PATCH /staff/{id}: changing a password', () => {
+  const change = (token: string, current_password: string, new_password: string) =>
+    fx.request('POST', '/me/password', { token, body: { current_password, new_password } });
+  const tokenOf = (r: { body: unknown }) => (r.body as { token: string }).token;
+
+  it('a student changes their own password: the reply carries a working token, every earlier token and the old password stop working', async () => {
+    const first = tokenOf(await login(S.alice, 'pw'));
+    fx.clock.now += 5;
+    const second = tokenOf(await login(S.alice, 'pw'));
+    fx.clock.now += 5;
+    const r = await change(second, 'pw', 'my own new password');
+    expectStatus(r, 200);
+    const fresh = tokenOf(r);
+    expectStatus(await fx.request('GET', '/student/course', { token: fresh }), 200);
+    expectError(await fx.request('GET', '/student/course', { token: first }), 401, 'TOKEN_REVOKED');
+    expectError(await fx.request('GET', '/student/course', { token: second }), 401, 'TOKEN_REVOKED');
+    fx.clock.now += 5;
+    expectError(await login(S.alice, 'pw'), 401, 'BAD_CREDENTIALS');
+    expectStatus(await login(S.alice, 'my own new password'), 200);
+    assert.equal(fx.persistence.log.filter((e) => e.type === 'studentUpdated').length, 1, 'durable, as a step of the student stream');
+    assert.ok(!fx.logs.some((l) => l.includes('my own new password')), 'never logged');
+  });
+
+  it('staff change their own password the same way; it is durable across a restart', async () => {
+    const t = tokenOf(await login(STAFF, 'pw', true));
+    fx.clock.now += 5;
+    expectStatus(await change(t, 'pw', 'staff new password'), 200);
+    fx.clock.now += 5;
+    expectError(await login(STAFF, 'pw', true), 401, 'BAD_CREDENTIALS');
+    expectStatus(await login(STAFF, 'staff new password', true), 200);
+    const restarted = createEngine({ persistence: fx.persistence, logger: createLogger('silent'), enrollmentWindowMs: 60 * 60_000, now: () => fx.clock.now });
+    await restarted.start();
+    try {
+      const rec = restarted.getStaff(STAFF);
+      assert.ok(rec && (await verifyPassword('staff new password', rec.passwordHash)));
+      assert.ok(!(await verifyPassword('pw', rec.passwordHash)));
+      assert.deepEqual(normalizeStaff(restarted), normalizeStaff(fx.engine), 'the restarted engine holds the same staff records and steps');
+    } finally {
+      restarted.stop();
+    }
+  });
+
+  it('refuses a wrong current password with 403 WRONG_PASSWORD and throttles guessing; weak or unchanged passwords are 400; nothing changes', async () => {
+    const t = fx.studentToken(S.bea);
+    expectError(await change(t, 'pw', 'short'), 400, 'WEAK_PASSWORD');
+    expectError(await change(t, 'long enough password', 'long enough password'), 400, 'BAD_REQUEST');
+    expectError(await fx.request('POST', '/me/password', { token: t, body: { new_password: 'long enough password' } }), 400, 'BAD_REQUEST');
+    let throttled: Awaited<ReturnType<typeof change>> | null = null;
+    for (let i = 0; i < 30 && throttled === null; i++) {
+      const r = await change(t, `guess number ${i}`, 'long enough password');
+      if (r.status === 429) throttled = r;
+      else expectError(r, 403, 'WRONG_PASSWORD');
+    }
+    assert.ok(throttled, 'guessing the current password is throttled like logins');
+    assert.equal((throttled.body as { code: string }).code, 'LOGIN_THROTTLED');
+    assert.equal(fx.persistence.log.filter((e) => e.type === 'studentUpdated').length, 0);
+    fx.clock.now += 5;
+    expectStatus(await fx.request('GET', '/student/course', { token: t }), 200); // the session itself goes on
+  });
+
+  it('an admin resets a staff member\'s password: their tokens end; other staff may not; an unknown id is 404', async () => {
+    const other = tokenOf(await login(OTHER_STAFF, 'pw', true));
+    fx.clock.now += 5;
+    expectError(
+      await fx.request('PATCH', `/staff/${STAFF}`, { token: other, body: { password: 'hijacked password' } }),
+      403,
+      'ADMIN_REQUIRED',
+    );
+    expectError(await fx.request('PATCH', '/staff/4242', { token: fx.staffToken(), body: { password: 'a fine password' } }), 404, 'STAFF_NOT_FOUND');
+    expectError(await fx.request('PATCH', `/staff/${OTHER_STAFF}`, { token: fx.staffToken(), body: { password: 'short' } }), 400, 'WEAK_PASSWORD');
+    expectStatus(await fx.request('PATCH', `/staff/${OTHER_STAFF}`, { token: fx.staffToken(), body: { password: 'reset by the admin' } }), 204);
+    expectError(await fx.request('GET', '/staff/student-courses?std_id=1', { token: other }), 401, 'TOKEN_REVOKED');
+    fx.clock.now += 5;
+    expectError(await login(OTHER_STAFF, 'pw', true), 401, 'BAD_CREDENTIALS');
+    expectStatus(await login(OTHER_STAFF, 'reset by the admin', true), 200);
+    expectStatus(await login(STAFF, 'pw', true), 200); // the admin's own password is untouched
+  });
+
+  it('a failed write leaves the old password in force and is 503', async () => {
+    const t = fx.studentToken(S.bea);
+    fx.persistence.failNext = 1;
+    expectError(await change(t, 'pw', 'never stored password'), 503, 'UNAVAILABLE');
+    fx.clock.now += 5;
+    expectStatus(await login(S.bea, 'pw'), 200);
+    expectError(await login(S.bea, 'never stored password'), 401, 'BAD_CREDENTIALS');
+    fx.persistence.failNext = 1;
+    expectError(await fx.request('PATCH', `/staff/${OTHER_STAFF}`, { token: fx.staffToken(), body: { password: 'reset by the admin' } }), 503, 'UNAVAILABLE');
+    fx.clock.now += 5;
+    expectStatus(await login(OTHER_STAFF, 'pw', true), 200);
+    expectError(await login(OTHER_STAFF, 'reset by the admin', true), 401, 'BAD_CREDENTIALS');
+  });
+});
+
+function normalizeStaff(engine: ReturnType<typeof createEngine>) {
+  return engine.dumpState().staff.sort((a, b) => a.id - b.id);
+}

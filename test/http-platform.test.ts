@@ -53,7 +53,7 @@ describe('OpenAPI document and UI', () => {
     }
     const expected = [
       'GET /health', 'GET /ready', 'POST /login',
-      ...GUARDED.map((g) => `${g.method} ${g.url.split('?')[0]!.replace('/101/1', '/{courseId}/{groupId}').replace(/^\/students\/1$/, '/students/{id}')}`),
+      ...GUARDED.map((g) => `${g.method} ${g.url.split('?')[0]!.replace('/101/1', '/{courseId}/{groupId}').replace(/^\/(students|staff)\/1$/, '/$1/{id}')}`),
     ];
     for (const e of expected) assert.ok(documented.has(e), `${e} is not documented`);
     // Guarded routes declare the bearer requirement; error replies are documented too.

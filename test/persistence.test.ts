@@ -51,6 +51,7 @@ describe('state store on PostgreSQL', async () => {
     await scenario(engine);
     const expected = normalize(replayLog(mem.log));
     assert.ok(mem.log.filter((e) => e.type === 'studentUpdated').length >= 10, 'scenario should correct student records');
+    assert.ok(mem.log.filter((e) => e.type === 'staffUpdated').length >= 1, 'scenario should change a staff password');
     assert.deepEqual(normalize(engine.dumpState()), expected);
 
     const tdb = await createTestDatabase();
@@ -101,10 +102,10 @@ describe('state store on PostgreSQL', async () => {
             ? { ...e, student: withoutHash }
             : e.type === 'staffCreated'
               ? { ...e, staff: withoutHash }
-              : e.type === 'studentUpdated'
+              : e.type === 'studentUpdated' || e.type === 'staffUpdated'
                 ? { ...e, changes: withoutNewHash(e.changes) }
                 : e;
-        if (e.type === 'studentUpdated' && e.changes.passwordHash !== undefined) {
+        if ((e.type === 'studentUpdated' || e.type === 'staffUpdated') && e.changes.passwordHash !== undefined) {
           assert.ok(!JSON.stringify(row.payload).includes(e.changes.passwordHash), `${where}: no password hash in the log`);
         }
         assert.deepEqual(row.payload, JSON.parse(JSON.stringify(own)), where);

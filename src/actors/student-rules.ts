@@ -24,6 +24,9 @@ export type StudentChanges = Partial<
   Pick<StudentRecord, 'passwordHash' | 'enrollmentStart' | 'maxUnits' | 'remainingActions' | 'departmentId' | 'entryYear'>
 >;
 
+/** What may change of a staff member's record after it was created. */
+export type StaffChanges = Partial<Pick<StaffRecord, 'passwordHash'>>;
+
 export interface StaffRecord {
   id: number;
   passwordHash: string;
@@ -53,6 +56,8 @@ export type RegistryEvent =
    */
   | { type: 'studentUpdated'; seq: number; studentId: number; changes: StudentChanges; cause: Cause }
   | { type: 'staffCreated'; seq: number; staff: StaffRecord; cause: Cause }
+  /** A staff member's new password (their own change, or an admin's reset); a step of the staff member's stream, shard 0's. */
+  | { type: 'staffUpdated'; seq: number; staffId: number; changes: StaffChanges; cause: Cause }
   | { type: 'departmentCreated'; seq: number; department: Department; cause: Cause };
 
 export type StudentRuleCode =

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { sectionKey } from '../actors/section-logic.js';
-import type { StudentRecord } from '../actors/student-rules.js';
+import type { StaffRecord, StudentRecord } from '../actors/student-rules.js';
 import { EngineError, isEngineError } from '../errors.js';
 import type { DomainEvent, LoadedState, Persistence } from '../persistence/types.js';
 import type { AnySectionSnapshot as SectionSnapshot, SectionHost } from './section-host.js';
@@ -39,6 +39,8 @@ export interface DurabilityHooks {
 export class DurabilityTracker {
   private sections = new Map<string, SectionLedger>();
   private students = new Map<number, { record: StudentRecord; seq: number } | null>();
+  /** Staff members with a change on its way: their last durable record and sequence number. */
+  private durableStaff = new Map<number, { record: StaffRecord; seq: number }>();
   private readonly undurableStaff = new Set<number>();
   private readonly undurableDepartments = new Set<number>();
   /** Set when an append failed: memory may hold undurable changes until reloaded. */
@@ -75,6 +77,7 @@ export class DurabilityTracker {
     this.students = new Map();
     this.undurableStaff.clear();
     this.undurableDepartments.clear();
+    this.durableStaff.clear();
     for (const [id, st] of this.directory.students) this.students.set(id, { record: st.record, seq: st.seq });
   }
 
@@ -96,6 +99,14 @@ export class DurabilityTracker {
 
   studentCreated(id: number): void {
     this.students.set(id, null);
+  }
+
+  /**
+   * A staff member's record is about to change (not durable yet): `before` is what it was. Only the
+   * first change since the last durable one is kept, so a rollback goes back to the durable record.
+   */
+  staffChanging(id: number, before: StaffRecord): void {
+    if (!this.durableStaff.has(id)) this.durableStaff.set(id, { record: before, seq: this.directory.staffSeq.get(id) ?? 1 });
   }
 
   staffCreated(id: number): void {
@@ -160,6 +171,8 @@ export class DurabilityTracker {
         return !this.directory.departments.has(e.department.id);
       case 'staffCreated':
         return !this.directory.staff.has(e.staff.id);
+      case 'staffUpdated':
+        return this.directory.staff.has(e.staffId) && e.seq > (this.directory.staffSeq.get(e.staffId) ?? 1);
       case 'studentCreated':
         return this.directory.get(e.student.id) === undefined;
       case 'actionUsed':
@@ -305,6 +318,11 @@ export class DurabilityTracker {
         case 'staffCreated':
           this.undurableStaff.delete(e.staff.id);
           break;
+        case 'staffUpdated': {
+          const was = this.durableStaff.get(e.staffId);
+          if (was && e.seq > was.seq) this.durableStaff.set(e.staffId, { record: { ...was.record, ...e.changes }, seq: e.seq });
+          break;
+        }
         case 'departmentCreated':
           this.undurableDepartments.delete(e.department.id);
           break;
@@ -352,6 +370,12 @@ export class DurabilityTracker {
         st.seq = durable.seq;
       }
     }
+    for (const [id, durable] of this.durableStaff) {
+      if (!this.directory.staff.has(id)) continue;
+      this.directory.staff.set(id, durable.record);
+      this.directory.staffSeq.set(id, durable.seq);
+    }
+    this.durableStaff.clear();
     for (const id of this.undurableStaff) this.directory.staff.delete(id);
     for (const id of this.undurableDepartments) this.directory.departments.delete(id);
     this.undurableStaff.clear();

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { evolveSection, initialSectionContext, membershipOf, sectionKey } from '../actors/section-logic.js';
-import type { Department, StaffRecord, StudentChanges, StudentRecord } from '../actors/student-rules.js';
+import type { Department, StaffChanges, StaffRecord, StudentChanges, StudentRecord } from '../actors/student-rules.js';
 import type { Membership, SectionContext } from '../actors/types.js';
 import { shardOfCourse, type ClusterMembership, type DomainEvent, type FillPoint, type LoadedState, type Persistence, type StudentTransitionRecord, type TransitionRecord } from '../persistence/types.js';
 import { DurabilityTracker } from './durability-tracker.js';
@@ -233,6 +233,11 @@ export class Engine {
     return this.useCases.updateStudent(studentId, changes, meta);
   }
 
+  /** A staff member's new password (their own change or an admin's reset); resolves once durable. */
+  updateStaff(staffId: number, changes: StaffChanges, meta: RequestMeta): Promise<void> {
+    return this.useCases.updateStaff(staffId, changes, meta);
+  }
+
   createStaff(staff: StaffRecord, meta: RequestMeta): Promise<void> {
     return this.useCases.createStaff(staff, meta);
   }
@@ -355,7 +360,7 @@ export class Engine {
   dumpState(): LoadedState {
     return {
       departments: [...this.directory.departments.values()],
-      staff: [...this.directory.staff.values()],
+      staff: [...this.directory.staff.values()].map((s) => ({ ...s, seq: this.directory.staffSeq.get(s.id) ?? 1 })),
       students: [...this.directory.students.values()].map((s) => ({ ...s.record, seq: s.seq })),
       sections: [...this.host.keys()].map((key) => this.host.context(key)),
     };
@@ -429,6 +434,13 @@ export class Engine {
           if (this.directory.staff.has(e.staff.id)) continue;
           this.directory.staff.set(e.staff.id, e.staff);
           break;
+        case 'staffUpdated': {
+          const s = this.directory.staff.get(e.staffId);
+          if (!s || e.seq <= (this.directory.staffSeq.get(e.staffId) ?? 1)) continue;
+          this.directory.staff.set(e.staffId, { ...s, ...e.changes });
+          this.directory.staffSeq.set(e.staffId, e.seq);
+          break;
+        }
         case 'studentCreated':
           if (this.directory.get(e.student.id)) continue;
           this.directory.addStudent(e.student, e.seq);
@@ -470,7 +482,12 @@ export class Engine {
   private rebuild(state: LoadedState): void {
     this.host.clear();
     this.directory.students = new Map();
-    this.directory.staff = new Map(state.staff.map((s) => [s.id, s]));
+    this.directory.staff = new Map();
+    this.directory.staffSeq = new Map();
+    for (const { seq, ...record } of state.staff) {
+      this.directory.staff.set(record.id, record);
+      if (seq > 1) this.directory.staffSeq.set(record.id, seq);
+    }
     this.directory.departments = new Map(state.departments.map((d) => [d.id, d]));
     for (const s of state.students) {
       const { seq, ...record } = s;

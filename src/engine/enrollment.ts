@@ -1,5 +1,5 @@
 import { initialSectionContext, sectionKey } from '../actors/section-logic.js';
-import { checkActionsLeft, checkWindow, type Department, type RuleViolation, type StaffRecord, type StudentChanges, type StudentRecord } from '../actors/student-rules.js';
+import { checkActionsLeft, checkWindow, type Department, type RuleViolation, type StaffChanges, type StaffRecord, type StudentChanges, type StudentRecord } from '../actors/student-rules.js';
 import type { Cause, Membership, SectionCommand, SectionContext, SectionEvent, SectionInfo, SettingsChange, Sex, StudentSchedule } from '../actors/types.js';
 import { EngineError, isEngineError } from '../errors.js';
 import type { DomainEvent } from '../persistence/types.js';
@@ -303,6 +303,23 @@ export class EnrollmentUseCases {
       await this.tracker.persist([{ type: 'studentUpdated', seq: st.seq, studentId, changes: changed, cause: this.cause(meta) }]);
       return { ...st.record };
     });
+  }
+
+  /**
+   * A staff member's new password. Staff have no mailbox (they hold no places): the change is
+   * decided by shard 0's owner and numbered in the staff member's stream at once, so two changes
+   * of one member are two steps, the later one wins everywhere.
+   */
+  async updateStaff(staffId: number, changes: StaffChanges, meta: RequestMeta): Promise<void> {
+    await this.tracker.ready();
+    this.requireOwner(null);
+    const s = this.directory.staff.get(staffId);
+    if (!s) throw new EngineError('STAFF_NOT_FOUND', `staff ${staffId} does not exist`);
+    const seq = (this.directory.staffSeq.get(staffId) ?? 1) + 1;
+    this.tracker.staffChanging(staffId, s);
+    this.directory.staff.set(staffId, { ...s, ...changes });
+    this.directory.staffSeq.set(staffId, seq);
+    await this.tracker.persist([{ type: 'staffUpdated', seq, staffId, changes, cause: this.cause(meta) }]);
   }
 
   async createStaff(staff: StaffRecord, meta: RequestMeta): Promise<void> {

@@ -21,6 +21,8 @@ export interface StudentState {
 export class StudentDirectory {
   students = new Map<number, StudentState>();
   staff = new Map<number, StaffRecord>();
+  /** Sequence number of each staff member's last registry event (absent: 1, created and unchanged). */
+  staffSeq = new Map<number, number>();
   departments = new Map<number, Department>();
   readonly mailboxes: StudentMailboxes;
 

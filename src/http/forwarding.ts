@@ -105,11 +105,13 @@ const STUDENT_RECORD_PATH = /^\/students\/(\d{1,15})$/;
 
 /**
  * The student a write acts for (their schedule is what the student-level rules read): the token's
- * subject on the student routes, `std_id` on a staff force-enroll or force-drop, the id of a student
- * record staff correct (`PATCH /students/{id}`); null otherwise.
+ * subject on the student routes and on a student's change of password, `std_id` on a staff
+ * force-enroll or force-drop, the id of a student record staff correct (`PATCH /students/{id}`);
+ * null otherwise.
  */
 function studentOf(request: FastifyRequest, path: string): number | null {
-  if (path === '/student/course' || path === '/student/swap') {
+  // A student's own change of password is a step of the student's stream too (the record's).
+  if (path === '/student/course' || path === '/student/swap' || path === '/me/password') {
     const p = request.principal;
     return p !== null && p.role === 'student' ? p.id : null;
   }

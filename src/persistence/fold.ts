@@ -27,8 +27,13 @@ export function createStateFolder(base: LoadedState): StateFolder {
           if (!departments.has(e.department.id)) departments.set(e.department.id, e.department);
           break;
         case 'staffCreated':
-          if (!staff.has(e.staff.id)) staff.set(e.staff.id, e.staff);
+          if (!staff.has(e.staff.id)) staff.set(e.staff.id, { ...e.staff, seq: e.seq });
           break;
+        case 'staffUpdated': {
+          const s = staff.get(e.staffId);
+          if (s && e.seq > s.seq) staff.set(e.staffId, { ...s, ...e.changes, seq: e.seq });
+          break;
+        }
         case 'studentCreated':
           if (!students.has(e.student.id)) students.set(e.student.id, { ...e.student, seq: e.seq });
           break;

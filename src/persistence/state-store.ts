@@ -61,6 +61,10 @@ function payloadOf(e: DomainEvent): string {
     const { passwordHash: _h, ...changes } = e.changes;
     return JSON.stringify({ ...e, changes: { ...changes, passwordChanged: true } });
   }
+  if (e.type === 'staffUpdated' && e.changes.passwordHash !== undefined) {
+    const { passwordHash: _h, ...changes } = e.changes;
+    return JSON.stringify({ ...e, changes: { ...changes, passwordChanged: true } });
+  }
   if (e.type === 'staffCreated') {
     const { passwordHash: _h, ...staff } = e.staff;
     return JSON.stringify({ ...e, staff });
@@ -119,6 +123,8 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
   const remaining = new Map<number, number>();
   /** A student's changed columns (but remaining_actions, which `remaining` holds in event order with the actions used). */
   const studentPatches = new Map<number, Record<string, unknown>>();
+  /** Staff members' new password hashes, the last of the batch. */
+  const staffPasswords = new Map<number, string>();
   const enrollments = new Map<string, EnrollmentRow>();
   const patches = new Map<string, { courseId: number; groupId: number; set: CoursePatch }>();
   const heads = new Map<string, number>();
@@ -147,6 +153,9 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
         break;
       case 'actionUsed':
         remaining.set(e.studentId, e.remainingActions);
+        break;
+      case 'staffUpdated':
+        if (e.changes.passwordHash !== undefined) staffPasswords.set(e.staffId, e.changes.passwordHash);
         break;
       case 'studentUpdated': {
         const c = e.changes;
@@ -286,6 +295,12 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
       ],
     );
   }
+  if (staffPasswords.size > 0) {
+    await tx.query(`UPDATE staff s SET password = u.pw FROM unnest($1::bigint[], $2::text[]) AS u(id, pw) WHERE s.id = u.id`, [
+      [...staffPasswords.keys()],
+      [...staffPasswords.values()],
+    ]);
+  }
   for (const [id, set] of studentPatches) {
     const entries = Object.entries(set);
     if (entries.length === 0) continue;
@@ -363,7 +378,7 @@ export async function loadState(db: SqlExecutor): Promise<LoadedState> {
   );
   const staff = (
     await db.query<{ id: number; password: string; department_id: number | null }>('SELECT id, password, department_id FROM staff ORDER BY id')
-  ).rows.map((r) => ({ id: Number(r.id), passwordHash: r.password, departmentId: num(r.department_id) }));
+  ).rows.map((r) => ({ id: Number(r.id), passwordHash: r.password, departmentId: num(r.department_id), seq: heads.get(`staff:${Number(r.id)}`) ?? 1 }));
   const students: LoadedStudent[] = (
     await db.query<Record<string, unknown>>(
       `SELECT id, password, enrollment_start_time, max_units, remaining_actions, department_id, entry_year, gender::text AS gender

@@ -23,6 +23,8 @@ export function streamOf(e: DomainEvent): string {
       return `student:${e.studentId}`;
     case 'staffCreated':
       return `staff:${e.staff.id}`;
+    case 'staffUpdated':
+      return `staff:${e.staffId}`;
     case 'departmentCreated':
       return `department:${e.department.id}`;
     default:
@@ -35,10 +37,15 @@ export interface LoadedStudent extends StudentRecord {
   seq: number;
 }
 
+export interface LoadedStaff extends StaffRecord {
+  /** Sequence number of the staff member's last registry event (1: created, unchanged since). */
+  seq: number;
+}
+
 /** The whole durable state, as the engine rebuilds it at start or after a failure. */
 export interface LoadedState {
   departments: Department[];
-  staff: StaffRecord[];
+  staff: LoadedStaff[];
   students: LoadedStudent[];
   sections: SectionContext[];
 }
@@ -174,6 +181,7 @@ export function shardOfEvent(e: DomainEvent, shards: number): number {
     case 'studentCreated':
     case 'studentUpdated':
     case 'staffCreated':
+    case 'staffUpdated':
     case 'departmentCreated':
       return 0;
     default:

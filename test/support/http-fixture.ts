@@ -318,6 +318,8 @@ export const GUARDED: { method: string; url: string; role: 'student' | 'staff' |
   { method: 'GET', url: '/students/1', role: 'staff' },
   { method: 'PATCH', url: '/students/1', role: 'staff' },
   { method: 'POST', url: '/staff', role: 'staff' },
+  { method: 'PATCH', url: '/staff/1', role: 'staff' },
+  { method: 'POST', url: '/me/password', role: 'any' },
   { method: 'GET', url: '/departments', role: 'any' },
   { method: 'GET', url: '/me', role: 'any' },
 ];

@@ -76,6 +76,7 @@ export async function scenario(engine: Engine): Promise<void> {
     const [c, g] = sections[next(sections.length)] as [number, number];
     const op = next(4);
     const calls: Promise<unknown>[] = [];
+    if (i === 10 || i === 40) calls.push(engine.updateStaff(1, { passwordHash: `$2b$04$staff${i}` }, meta('staff:1')));
     if (op === 0) calls.push(engine.updateStudent(sid, { remainingActions: next(4), maxUnits: 10 + next(10) }, meta('staff:1')));
     else if (op === 1) {
       const changes = { enrollmentStart: NOW - 60_000 * (1 + next(3)), entryYear: next(2) ? 1400 : 2024, passwordHash: `$2b$04$scenario${i}` };

@@ -1,10 +1,12 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { EngineError } from '../../errors.js';
-import { checkPassword, principalOf } from '../auth.js';
+import { hashPassword } from '../../password.js';
+import { checkPassword, principalOf, requestMeta } from '../auth.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { RouteContext } from '../context.js';
 import { markGoCompatible } from '../error-handler.js';
 import { bearer, errorResponses, GoBody, Id, MAX_ID, NoContent, Token } from '../schemas.js';
+import { BCRYPT_COST, checkNewPassword, Password } from './people.js';
 
 /**
  * `POST /login` and `POST /refresh`, as the Go service had them, plus `POST /logout`, staff's
@@ -16,7 +18,7 @@ import { bearer, errorResponses, GoBody, Id, MAX_ID, NoContent, Token } from '..
  */
 export const authRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, passwordGate, throttle, accounts }) => {
   await app.register(goRoutes, { engine, tokens, passwordGate, throttle } as RouteContext);
-  await app.register(sessionRoutes, { engine, tokens, accounts } as RouteContext);
+  await app.register(sessionRoutes, { engine, tokens, accounts, passwordGate, throttle } as RouteContext);
 };
 
 const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, passwordGate, throttle }) => {
@@ -106,7 +108,7 @@ const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, 
  * admin staff every session of a staff member (a leaked staff token or password could otherwise
  * only be stopped by rotating JWT_SECRET, which logs everyone out).
  */
-const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, accounts }) => {
+const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, tokens, accounts, passwordGate, throttle }) => {
   const staffOnly = tokens.requireRole('staff');
   /**
    * Cutting off staff is for the same people who may create staff (ADMIN_STAFF_IDS): any staff
@@ -118,6 +120,56 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
       throw new EngineError('ADMIN_REQUIRED', "only admin staff may revoke a staff member's tokens");
     }
   };
+
+  app.post(
+    '/me/password',
+    {
+      onRequest: tokens.requireRole('any'),
+      schema: {
+        tags: ['auth'],
+        summary: 'Change your own password (students and staff); every other session of yours ends, the reply carries a fresh token',
+        description:
+          'The current password is required: a token alone (a shared computer left logged in) does not let anyone change it. ' +
+          'A wrong one is 403 WRONG_PASSWORD and counts against the same failure budget as a failed login (429 LOGIN_THROTTLED ' +
+          'after too many). Once the new password holds (durable, on every instance), every token of yours issued before it is ' +
+          'refused 401 TOKEN_REVOKED, this one too: use the token in the reply.',
+        security: bearer,
+        body: Type.Object(
+          { current_password: Type.String({ maxLength: 1024 }), new_password: Password },
+          { additionalProperties: false },
+        ),
+        response: { 200: Token, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const p = principalOf(request);
+      const { current_password: current, new_password: next } = request.body;
+      const record = p.role === 'staff' ? engine.getStaff(p.id) : engine.getStudent(p.id);
+      if (!record) throw new EngineError('UNAUTHENTICATED', 'the token belongs to a user that no longer exists');
+      checkNewPassword(next, accounts);
+      if (next === current) throw new EngineError('BAD_REQUEST', 'the new password must differ from the current one');
+      // The same failure budget as the login (per id, per address): a stolen token must not become a
+      // way to try passwords without limit.
+      const account = `id:${p.id}`;
+      await throttle.beforeLogin(account, request.ip);
+      const gone = () => request.socket.destroyed;
+      if (!(await passwordGate.run(() => checkPassword(current, record.passwordHash), gone))) {
+        await throttle.loginFailed(account, request.ip);
+        throw new EngineError('WRONG_PASSWORD', 'the current password is wrong; nothing was changed');
+      }
+      await throttle.loginSucceeded(account, request.ip);
+      const passwordHash = await hashPassword(next, BCRYPT_COST);
+      const meta = requestMeta(request);
+      if (p.role === 'staff') await engine.updateStaff(p.id, { passwordHash }, meta);
+      else await engine.updateStudent(p.id, { passwordHash }, meta);
+      request.log.info({ role: p.role, id: p.id }, 'password changed by its owner');
+      // Every earlier token ends (the other sessions, where the old password may have been used); the
+      // reply's token starts after that instant, so it stays valid.
+      const now = tokens.now();
+      await tokens.revocations.revoke({ subject: `${p.role}:${p.id}`, at: now - 1, until: tokens.latestSessionEnd() });
+      return { token: tokens.issue({ id: p.id, role: p.role }) };
+    },
+  );
 
   app.post(
     '/logout',
@@ -170,7 +222,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
         description:
           'For a leaked staff token or password: every token of that staff member issued before this call is refused 401 TOKEN_REVOKED ' +
           'on every instance (shared through Redis when configured, written to the data directory in embedded mode before the 204). ' +
-          'A new login still works: if the password leaked too, change it in the database (no route does) or the holder simply logs in again.',
+          'A new login still works: if the password leaked too, reset it with `PATCH /staff/{id}` (which revokes the tokens as well).',
         security: bearer,
         params: Type.Object({ id: Id('Staff id') }),
         response: { 204: NoContent, ...errorResponses },

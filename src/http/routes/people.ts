@@ -5,7 +5,7 @@ import type { StudentChanges, StudentRecord } from '../../actors/student-rules.j
 import { EngineError } from '../../errors.js';
 import { principalOf, requestMeta } from '../auth.js';
 import type { AccountPolicy, RouteContext } from '../context.js';
-import { bearer, errorResponses, Id, Sex } from '../schemas.js';
+import { bearer, errorResponses, Id, NoContent, Sex } from '../schemas.js';
 import { assertDepartment, assertRequired } from './sections.js';
 
 /**
@@ -14,20 +14,21 @@ import { assertDepartment, assertRequired } from './sections.js';
  * service did) and the hash never leaves the server.
  */
 
-const BCRYPT_COST = 10;
+/** bcrypt's cost for every password the engine hashes (the Go service's). */
+export const BCRYPT_COST = 10;
 /** bcrypt reads only the first 72 bytes; longer passwords would be silently truncated. */
 const MAX_PASSWORD_BYTES = 72;
 const ISO_WITH_ZONE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
 const MAX_UNIX_SECONDS = 253_402_300_799;
 
-const Password = Type.String({
+export const Password = Type.String({
   minLength: 1,
   maxLength: 200,
   description: 'At least 10 characters (configurable), at most 72 bytes (bcrypt); not a demo password',
 });
 
 /** A new account's password: long enough, not over bcrypt's limit, and not a published demo password. */
-function checkNewPassword(password: string, policy: AccountPolicy): void {
+export function checkNewPassword(password: string, policy: AccountPolicy): void {
   if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) {
     throw new EngineError('BAD_REQUEST', `password must be at most ${MAX_PASSWORD_BYTES} bytes`);
   }
@@ -104,7 +105,7 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
   const adminOnly = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     staffOnly(request, reply);
     const p = principalOf(request);
-    if (!accounts.adminStaffIds.has(p.id)) throw new EngineError('ADMIN_REQUIRED', 'only admin staff may create staff accounts');
+    if (!accounts.adminStaffIds.has(p.id)) throw new EngineError('ADMIN_REQUIRED', 'only admin staff may create staff accounts or reset their passwords');
   };
 
   app.post(
@@ -276,6 +277,35 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
       const passwordHash = await hashPassword(b.password, BCRYPT_COST);
       await engine.createStaff({ id: b.id, passwordHash, departmentId: b.department_id ?? null }, requestMeta(request));
       return reply.code(201).send({ id: b.id });
+    },
+  );
+
+  app.patch(
+    '/staff/:id',
+    {
+      onRequest: adminOnly,
+      schema: {
+        tags: ['people'],
+        summary: "Reset a staff member's password (admin staff only); every session of theirs ends",
+        description:
+          'For a forgotten or leaked staff password: the new password holds once the reply is sent, on every instance, and every ' +
+          'token of that staff member issued before it is refused 401 TOKEN_REVOKED (as `POST /staff/{id}/revoke-tokens` does). ' +
+          'Staff change their own password with `POST /me/password`.',
+        security: bearer,
+        params: Type.Object({ id: Id('Staff id') }),
+        body: Type.Object({ password: Password }, { additionalProperties: false }),
+        response: { 204: NoContent, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const id = request.params.id;
+      if (!engine.getStaff(id)) throw new EngineError('STAFF_NOT_FOUND', `staff ${id} does not exist`);
+      checkNewPassword(request.body.password, accounts);
+      const passwordHash = await hashPassword(request.body.password, BCRYPT_COST);
+      await engine.updateStaff(id, { passwordHash }, requestMeta(request));
+      request.log.info({ staff: id, by: principalOf(request).id }, 'staff password reset');
+      await tokens.revocations.revoke({ subject: `staff:${id}`, at: tokens.now(), until: tokens.latestSessionEnd() });
+      return reply.code(204).send(null);
     },
   );
 
