@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { homeShardOf, shardOfCourse } from '../src/persistence/types.js';
 import { checkConverged, enroll, is2xx, Load, type Node, type Sent, shardOwners, startCluster, startNode } from './support/cluster-harness.js';
-import { codeOf, type FaultEnv, INITIAL_ACTIONS, sleep, waitFor, withFaultEnv, type SeedSection } from './support/fault-harness.js';
+import { codeOf, type FaultEnv, INITIAL_ACTIONS, PASSWORD, sleep, waitFor, withFaultEnv, type SeedSection } from './support/fault-harness.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 
@@ -319,6 +319,44 @@ describe('several owners (SHARDS=3, three engine processes, real PostgreSQL and 
         );
       }
       log(`corrections raced with drops on other owners: ${[...expectedLeft.values()].filter((v) => v === 6).length} drops decided after the correction, ${[...expectedLeft.values()].filter((v) => v === 7).length} before`);
+
+      // A student's own change of password (POST /me/password) beside their drop on another owner:
+      // the same: two steps of the student's stream, each once; the new password works on every instance.
+      const own = students.slice(30, 40);
+      const changed = await Promise.all(
+        own.map((student, i) => {
+          const course = held[(i + 31) % held.length] as number; // still held: the first drop took held[i % 5]
+          return Promise.all([
+            (nodes[(i + 2) % 3] as Node).api.request('POST', '/me/password', env.studentToken(student), { current_password: PASSWORD, new_password: `new password of ${student}` }, 20_000),
+            (nodes[i % 3] as Node).api.request('DELETE', `/student/course?course_id=${course}`, env.studentToken(student), undefined, 20_000),
+          ]);
+        }),
+      );
+      assert.deepEqual(
+        changed.flatMap(([p, d], i) => (p.status === 200 && d.status === 204 ? [] : [`${own[i]}: ${p.status} ${JSON.stringify(p.body)} / ${d.status} ${codeOf(d)}`])),
+        [],
+        'every change of password and every drop acknowledged',
+      );
+      await waitFor(
+        async () => {
+          const r = await env.db.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM transitions WHERE stream = ANY($1::text[]) AND type IN ('actionUsed', 'studentUpdated')`,
+            [own.map((s) => `student:${s}`)],
+          );
+          return (r.rows[0]?.n ?? 0) >= own.length * 3 ? r.rows[0]?.n : null;
+        },
+        20_000,
+        'the changes of password and the drops in PostgreSQL',
+      ).then((n) => assert.equal(n, own.length * 3, 'each student: two drops and a change of password, each once'));
+      const left = await env.db.query<{ n: number }>('SELECT count(*)::int AS n FROM students WHERE id = ANY($1::bigint[]) AND remaining_actions = $2', [own, INITIAL_ACTIONS - 2]);
+      assert.equal(left.rows[0]?.n, own.length, 'two actions used by each, none lost to the change of password');
+      for (const node of nodes) {
+        await waitFor(
+          async () => (await node.api.request('POST', '/login', null, { user: own[0], password: `new password of ${own[0] as number}` }, 5000)).status === 200,
+          10_000,
+          `${node.name} to take the new password`,
+        );
+      }
     }),
   );
 

@@ -114,6 +114,26 @@ for (const store of STORES) {
       return r;
     };
 
+    it('counts guesses still being checked: a burst sent at once gets no more checks than the budget, the right password among them refused too', async () => {
+      const { fx } = await setup();
+      // 12 wrong guesses and then the right password, all at once, for one id from one address (budget 3).
+      const burst = await Promise.all([
+        ...Array.from({ length: 12 }, (_, i) => login(fx, S.alice, `guess ${i}`, { address: '10.7.0.1' })),
+        login(fx, S.alice, PASSWORD, { address: '10.7.0.1' }),
+      ]);
+      const statuses = burst.map((r) => r.status);
+      const checked = statuses.filter((s) => s === 401).length;
+      assert.ok(checked <= 3, `at most the budget checked, got ${JSON.stringify(statuses)}`);
+      assert.ok(statuses.slice(0, 12).every((s) => s === 401 || s === 429), JSON.stringify(statuses));
+      assert.equal(burst[12]?.status, 429, `the right password in the burst is throttled too: ${JSON.stringify(burst[12]?.body)}`);
+      assert.equal(burst[12]?.body.code, 'LOGIN_THROTTLED');
+      // From all addresses together too (budget 8): bursts from three addresses, 4 each.
+      const spread = await Promise.all(['10.8.0.1', '10.8.0.2', '10.8.0.3'].flatMap((address) => Array.from({ length: 4 }, (_, i) => login(fx, S.bea, `guess ${i}`, { address }))));
+      assert.ok(spread.filter((r) => r.status === 401).length <= 8, JSON.stringify(spread.map((r) => r.status)));
+      // Logins of other students from the same address are not held by it (each their own account).
+      assert.equal((await login(fx, S.carl, PASSWORD, { address: '10.7.0.1' })).status, 200);
+    });
+
     it('throttles an account at an address after its failed logins there, answers 429 with Retry-After, and lets the right student in after one window', async () => {
       const { fx } = await setup();
       for (let i = 0; i < 3; i++) assert.equal((await login(fx, S.alice, 'wrong-password', { address: '10.1.0.1' })).status, 401);

@@ -194,6 +194,21 @@ describe('malformed query strings and path params', () => {
   });
 });
 
+describe('deeply nested bodies', () => {
+  it('are refused 400 with a reason before anything is checked, on the login too; a few levels are fine', async () => {
+    const nested = (depth: number) => `{"user":${S.alice},"password":"wrong","a":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+    for (const depth of [33, 200, 10_000]) {
+      const r = await fx.request('POST', '/login', { rawBody: nested(depth) });
+      assertBadRequest(r, `login nested ${depth} deep`);
+      assert.match(r.body.reason, /nested more than 32 levels deep/);
+    }
+    expectError(await fx.request('POST', '/login', { rawBody: nested(30) }), 401, 'BAD_CREDENTIALS');
+    const put = await fx.request('PUT', '/student/course', { token: tokenFor('student'), rawBody: `{"course_id":101,"group_id":1,"x":${'{"a":'.repeat(5_000)}1${'}'.repeat(5_000)}}` });
+    assertBadRequest(put, 'PUT /student/course nested 5,000 deep');
+    assert.ok(!fx.logs.some((l) => l.includes('Maximum call stack')), 'no stack overflow logged');
+  });
+});
+
 describe('no request produces a 5xx', () => {
   const ROUTES: { method: string; url: string }[] = [
     { method: 'GET', url: '/health' },
@@ -220,6 +235,9 @@ describe('no request produces a 5xx', () => {
     { rawBody: '{"course_id":1}', headers: { 'content-type': 'application/json; charset=latin1' } },
     { rawBody: '{"course_id":1}', headers: { 'content-type': 'application/json;;;' } },
     { body: { course_id: 101, group_id: 1 }, headers: { 'x-request-id': '\u00e9'.repeat(200) } },
+    // 20 KB nested 10,000 deep (a probe's 500 on POST /login: the stack of the body's text check).
+    { rawBody: `{"user":1,"password":"x","course_id":1,"a":${'['.repeat(10_000)}${']'.repeat(10_000)}}` },
+    { rawBody: `{"user":1,"password":"x","course_id":1,"a":${'{"a":'.repeat(8_000)}1${'}'.repeat(8_000)}}` },
   ];
   const TOKENS: (() => string | null)[] = [() => null, () => tokenFor('student'), () => tokenFor('staff'), () => 'garbage', () => fx.staffToken(4242), () => fx.studentToken(4242)];
 

@@ -4,7 +4,7 @@ import { afterEach, describe, it } from 'node:test';
 import jwt from 'jsonwebtoken';
 import { hashPassword } from '../src/password.js';
 import { createMemoryRevocations, TOKEN_AUDIENCE, TOKEN_ISSUER, TokenService } from '../src/http/auth.js';
-import { createPasswordGate, MAX_WAITING } from '../src/http/password-gate.js';
+import { createPasswordGate, MAX_WAITING, MAX_WAITING_PER_ADDRESS } from '../src/http/password-gate.js';
 import { renderMetrics } from '../src/metrics/registry.js';
 import { createHttpFixture, expectError, expectStatus, MINUTE, PASSWORD, S, SECRET, type HttpFixture } from './support/http-fixture.js';
 
@@ -175,7 +175,7 @@ describe('password checks are capped; logins over the cap wait their turn for a 
     const gate = createPasswordGate({ max: 1, maxWaitMs: 5000 });
     const c = checks();
     const held = gate.run(c.check);
-    const queued = Array.from({ length: MAX_WAITING }, () => gate.run(c.check));
+    const queued = Array.from({ length: MAX_WAITING }, (_, i) => gate.run(c.check, undefined, `10.0.${i % 2}.1`));
     assert.equal(gate.waiting, MAX_WAITING);
     await assert.rejects(gate.run(c.check), (e: unknown) => isBusy(e) && (e as { retryAfterSeconds?: number }).retryAfterSeconds === 5);
     assert.equal(gate.waiting, MAX_WAITING, 'the refused login was not queued');
@@ -183,6 +183,32 @@ describe('password checks are capped; logins over the cap wait their turn for a 
     while (c.releases.length > 0) await c.finishOne();
     await Promise.all([held, ...queued]);
     assert.equal(c.state.ran, MAX_WAITING + 1);
+  });
+
+  it('waiting logins take turns by address: a flood from one address delays its own logins, not another address\'s', async () => {
+    const gate = createPasswordGate({ max: 1, maxWaitMs: 5000 });
+    const c = checks();
+    const order: string[] = [];
+    const held = gate.run(c.check, undefined, 'flood');
+    const flood = Array.from({ length: 200 }, (_, i) => gate.run(() => (order.push(`flood ${i}`), c.check()), undefined, 'flood'));
+    const student = gate.run(() => (order.push('student'), c.check()), undefined, 'campus');
+    await c.finishOne();
+    await c.finishOne();
+    assert.deepEqual(order, ['flood 0', 'student'], 'the other address is served after one turn, not after 200 logins');
+    while (c.releases.length > 0) await c.finishOne();
+    await Promise.all([held, ...flood, student]);
+  });
+
+  it('one address may hold at most half of the waiting places; another address still gets in', async () => {
+    const gate = createPasswordGate({ max: 1, maxWaitMs: 5000 });
+    const c = checks();
+    const held = gate.run(c.check, undefined, 'flood');
+    const flood = Array.from({ length: MAX_WAITING_PER_ADDRESS }, () => gate.run(c.check, undefined, 'flood'));
+    await assert.rejects(gate.run(c.check, undefined, 'flood'), (e: unknown) => isBusy(e) && /from this address/.test((e as Error).message));
+    const other = gate.run(c.check, undefined, 'campus');
+    assert.equal(gate.waiting, MAX_WAITING_PER_ADDRESS + 1);
+    while (c.releases.length > 0) await c.finishOne();
+    await Promise.all([held, ...flood, other]);
   });
 
   it('a login still waiting at its deadline is refused then, its check never run', async () => {

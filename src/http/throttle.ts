@@ -59,17 +59,27 @@ export const DEFAULT_THROTTLE_POLICY: ThrottlePolicy = {
   studentWriteWindowMs: 10_000,
 };
 
+/** One admitted password check: settle it once (a later call is a no-op). */
+export interface LoginAttempt {
+  /** Counts one failed password check in each of the three windows. */
+  failed(): Promise<void>;
+  /** Clears the account's failures at this address (not its all-addresses count). */
+  succeeded(): Promise<void>;
+  /** Neither (the check never ran: the login queue refused it, the client left). */
+  release(): void;
+}
+
 export interface Throttle {
   readonly policy: ThrottlePolicy;
   /**
-   * Throws 429 LOGIN_THROTTLED when the account has failed too often lately from this address or
-   * from all addresses together, or this address has failed too often for any accounts.
+   * Admits one password check for the account at this address, or throws 429 LOGIN_THROTTLED when
+   * the account has failed too often lately from this address or from all addresses together, or
+   * this address has failed too often for any accounts. Checks still running count as failures
+   * until they are decided: without that, a burst of guesses sent at once all passed the check
+   * before the first was counted (a probe got 45 guesses for one id through in one burst, the
+   * right password among them, against a budget of 10).
    */
-  beforeLogin(account: string, address: string): Promise<void>;
-  /** Counts one failed password check in each of the three windows. */
-  loginFailed(account: string, address: string): Promise<void>;
-  /** Clears the account's failures at this address (not its all-addresses count). */
-  loginSucceeded(account: string, address: string): Promise<void>;
+  beforeLogin(account: string, address: string): Promise<LoginAttempt>;
   /** Throws 429 RATE_LIMITED when the student is over the write limit (no-op when the limit is off). */
   studentWrite(studentId: number): Promise<void>;
 }
@@ -85,18 +95,65 @@ export function createThrottle(limits: RateLimits, policy: ThrottlePolicy = DEFA
     { key: `login:user:${account}`, limit: policy.loginFailuresPerUserAllAddresses, windowMs: policy.loginWindowMs },
     { key: `login:addr:${address}`, limit: policy.loginFailuresPerAddress, windowMs: policy.loginWindowMs },
   ];
+  /**
+   * Password checks admitted and not yet decided, per window key, on this instance. They take room
+   * in the account's windows (per address and from all addresses), not in the address's own: a
+   * campus behind one NAT address logs a thousand students in at once, each with their own account.
+   * Several instances each admit their own in-flight checks (at most instances x the budget).
+   */
+  const inFlight = new Map<string, number>();
+  const bump = (keys: string[], by: number) => {
+    for (const k of keys) {
+      const n = (inFlight.get(k) ?? 0) + by;
+      if (n <= 0) inFlight.delete(k);
+      else inFlight.set(k, n);
+    }
+  };
+  const throttled = (retryAfterSeconds: number) =>
+    new EngineError('LOGIN_THROTTLED', 'too many failed logins for this account or from this address; try again later', undefined, { retryAfterSeconds });
   return {
     policy,
     async beforeLogin(account, address) {
-      const v = await limits.check(loginLimits(account, address));
-      if (!v.allowed) {
-        throw new EngineError('LOGIN_THROTTLED', 'too many failed logins for this account or from this address; try again later', undefined, {
-          retryAfterSeconds: seconds(v),
-        });
+      const windows = loginLimits(account, address);
+      const reserved = windows.slice(0, 2).map((w) => w.key);
+      const room = windows.map((w) => ({ ...w, limit: w.limit - (reserved.includes(w.key) ? (inFlight.get(w.key) ?? 0) : 0) }));
+      // Checks in flight fill the account's budget: the next guess waits for them (they take tens of ms).
+      if (room.some((w) => w.limit <= 0)) throw throttled(1);
+      bump(reserved, 1);
+      let v: WindowVerdict;
+      try {
+        v = await limits.check(room);
+      } catch (err) {
+        bump(reserved, -1);
+        throw err;
       }
+      if (!v.allowed) {
+        bump(reserved, -1);
+        throw throttled(seconds(v));
+      }
+      let settled = false;
+      const settle = () => {
+        if (settled) return false;
+        settled = true;
+        bump(reserved, -1);
+        return true;
+      };
+      return {
+        // Recorded before the reservation is given back, so the budget never shows room in between.
+        failed: async () => {
+          if (settled) return;
+          try {
+            await limits.record(windows);
+          } finally {
+            settle();
+          }
+        },
+        succeeded: async () => {
+          if (settle()) await limits.clear([pairKey(account, address)]);
+        },
+        release: () => void settle(),
+      };
     },
-    loginFailed: (account, address) => limits.record(loginLimits(account, address)),
-    loginSucceeded: (account, address) => limits.clear([pairKey(account, address)]),
     async studentWrite(studentId) {
       if (policy.studentWriteLimit <= 0) return;
       const v = await limits.take({ key: `writes:student:${studentId}`, limit: policy.studentWriteLimit, windowMs: policy.studentWriteWindowMs });

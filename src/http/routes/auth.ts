@@ -54,20 +54,27 @@ const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, 
       // address, and per address (throttle.ts).
       const address = request.ip;
       // Throttled before any bcrypt work (429 LOGIN_THROTTLED, Retry-After).
-      await throttle.beforeLogin(account, address);
+      const attempt = await throttle.beforeLogin(account, address);
       const record = id <= MAX_ID ? (staff ? engine.getStaff(id) : engine.getStudent(id)) : undefined;
       // Over the cap the login waits for a slot; refused before any bcrypt work when none comes free
       // within LOGIN_QUEUE_MS or the queue is full (503 LOGIN_BUSY, Retry-After); one whose client
-      // left meanwhile is not checked.
+      // left meanwhile is not checked. Logins from each address queue apart and take turns, so one
+      // address flooding the queue delays its own logins, not everyone's.
       const gone = () => request.socket.destroyed;
-      const ok = await passwordGate.run(() => checkPassword(password, record?.passwordHash), gone);
+      let ok: boolean;
+      try {
+        ok = await passwordGate.run(() => checkPassword(password, record?.passwordHash), gone, address);
+      } catch (err) {
+        attempt.release(); // never checked (LOGIN_BUSY): not a failure
+        throw err;
+      }
       if (ok) {
-        await throttle.loginSucceeded(account, address);
+        await attempt.succeeded();
         return { token: tokens.issue({ id, role: staff ? 'staff' : 'student' }) };
       }
-      await throttle.loginFailed(account, address);
+      await attempt.failed();
       const other = id <= MAX_ID ? (staff ? engine.getStudent(id) : engine.getStaff(id)) : undefined;
-      const otherOk = await passwordGate.run(() => checkPassword(password, other?.passwordHash), gone);
+      const otherOk = await passwordGate.run(() => checkPassword(password, other?.passwordHash), gone, address);
       if (otherOk) {
         throw new EngineError(
           'WRONG_ROLE',
@@ -151,13 +158,20 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
       // The same failure budget as the login (per id, per address): a stolen token must not become a
       // way to try passwords without limit.
       const account = `id:${p.id}`;
-      await throttle.beforeLogin(account, request.ip);
+      const attempt = await throttle.beforeLogin(account, request.ip);
       const gone = () => request.socket.destroyed;
-      if (!(await passwordGate.run(() => checkPassword(current, record.passwordHash), gone))) {
-        await throttle.loginFailed(account, request.ip);
+      let ok: boolean;
+      try {
+        ok = await passwordGate.run(() => checkPassword(current, record.passwordHash), gone, request.ip);
+      } catch (err) {
+        attempt.release();
+        throw err;
+      }
+      if (!ok) {
+        await attempt.failed();
         throw new EngineError('WRONG_PASSWORD', 'the current password is wrong; nothing was changed');
       }
-      await throttle.loginSucceeded(account, request.ip);
+      await attempt.succeeded();
       const passwordHash = await hashPassword(next, BCRYPT_COST);
       const meta = requestMeta(request);
       if (p.role === 'staff') await engine.updateStaff(p.id, { passwordHash }, meta);
