@@ -189,6 +189,20 @@ describe('account safety: demo passwords are refused outside demo mode', () => {
     const student = { id: 521, password: 'student-pass', enrollment_start_time: 0, max_units: 20, remaining_actions: 1, gender: 'male' };
     expectError(await fx.request('POST', '/students', { token: fx.staffToken(), body: student }), 400, 'WEAK_PASSWORD');
     assert.equal(fx.engine.getStudent(521), undefined);
+    // Variants of a demo password are refused too (a probe got 'staff-pass ' and 'Staff-Pass' accepted).
+    for (const password of ['staff-pass ', 'Staff-Pass', 'student-pass1']) {
+      expectError(await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: 955, password } }), 400, 'WEAK_PASSWORD');
+    }
+  });
+
+  it('refuses passwords any guesser tries first: one character repeated, runs, the most common ones; a good one passes', async () => {
+    for (const password of ['aaaaaaaaaa', '          ', 'ababababab', '1234567890', '0123456789', 'qwertyuiop', 'abcdefghijk', 'Password123', 'letmein123']) {
+      const r = await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: 956, password } });
+      expectError(r, 400, 'WEAK_PASSWORD');
+    }
+    assert.equal(fx.engine.getStaff(956), undefined);
+    expectStatus(await fx.request('POST', '/staff', { token: fx.staffToken(), body: { id: 956, password: 'lime tram 42 orbit' } }), 201);
+    expectError(await fx.request('POST', '/me/password', { token: fx.studentToken(S.alice), body: { current_password: 'pw', new_password: 'qwertyuiop' } }), 400, 'WEAK_PASSWORD');
   });
 });
 

@@ -35,10 +35,30 @@ export function checkNewPassword(password: string, policy: AccountPolicy): void 
   if ([...password].length < policy.minPasswordLength) {
     throw new EngineError('WEAK_PASSWORD', `password must be at least ${policy.minPasswordLength} characters`);
   }
-  if (policy.refusedPasswords.has(password)) {
-    throw new EngineError('WEAK_PASSWORD', 'that password is published with the demo data; choose another');
+  const plain = password.trim().toLowerCase();
+  if (policy.refusedPasswords.has(password) || [...policy.refusedPasswords].some((p) => plain.startsWith(p.toLowerCase()))) {
+    throw new EngineError('WEAK_PASSWORD', 'that password is (or starts with) one published with the demo data; choose another');
+  }
+  if (new Set(plain).size < MIN_DISTINCT_CHARACTERS) {
+    throw new EngineError('WEAK_PASSWORD', `password must have at least ${MIN_DISTINCT_CHARACTERS} different characters`);
+  }
+  if (COMMON_PASSWORDS.has(plain) || RUNS.some((run) => run.includes(plain))) {
+    throw new EngineError('WEAK_PASSWORD', 'that password is among the first any guesser tries; choose another');
   }
 }
+
+/** Fewer different characters than this ('aaaaaaaaaa', ten spaces, 'ababababab') is refused. */
+const MIN_DISTINCT_CHARACTERS = 4;
+/** Keyboard and counting runs: any 10+ character piece of one ('1234567890', 'qwertyuiop', 'abcdefghij') is refused. */
+const RUNS = ['01234567890123456789', '98765432109876543210', 'abcdefghijklmnopqrstuvwxyz', 'qwertyuiopasdfghjklzxcvbnm', '1q2w3e4r5t6y7u8i9o0p', 'q1w2e3r4t5y6u7i8o9p0'];
+/** The most common passwords of 10 or more characters in public breach lists (compared in lower case, trimmed). */
+const COMMON_PASSWORDS = new Set([
+  'password123', 'password1234', 'password12345', 'password!23', 'passw0rd123', 'iloveyou123', 'qwerty12345', 'qwerty123456',
+  '1234567890a', 'a1234567890', 'abc1234567', 'abcd123456', 'abc123456789', '123456789a', '123456789abc', '1234567890q',
+  '1111111111', '0000000000', '1234512345', '1212121212', '1122334455', '9876543210a', 'letmein123', 'welcome123',
+  'admin12345', 'administrator', 'changeme123', 'football123', 'monkey12345', 'dragon12345', 'sunshine123', 'princess123',
+  'student123', 'student1234', 'university', 'university1', 'registration', 'enrollment', 'myspace123', 'baseball123',
+]);
 
 /**
  * The date part names a day that exists: `Date.parse` takes 2026-02-30 and moves it to 2 March, and
