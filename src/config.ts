@@ -170,6 +170,32 @@ export function isLoopbackHost(host: string): boolean {
 }
 
 /**
+ * A listen address as an operator writes it, made what `listen` takes: `[::1]`, the way an IPv6
+ * address is written in a URL, is the address `::1` (`listen` would look `[::1]` up as a host
+ * name and fail once everything is loaded). Anything that is not an IP address or a host name (a
+ * port, a scheme, brackets around something else) is a problem of the configuration, said at once.
+ * Whether a name resolves, and to an address of this machine, is checked before anything is opened
+ * (`portRefusal` in src/http/server-options.ts).
+ */
+function listenHost(name: string, raw: string, problems: string[]): string {
+  const inner = raw.startsWith('[') && raw.endsWith(']') ? raw.slice(1, -1) : null;
+  if (inner !== null && isIP(inner) === 6) return inner;
+  if (isIP(raw) !== 0) return raw;
+  // RFC 1123 host names (letters, digits, hyphens, dots), as resolvers take them.
+  if (/^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/.test(raw) && raw.length <= 253) return raw;
+  problems.push(
+    `${name} must be an IP address or a host name, without a scheme or port (the port is ${name === 'HOST' ? 'PORT' : 'METRICS_PORT'}); ` +
+      `brackets only around an IPv6 address, e.g. ::1 or [::1] (got "${raw}")`,
+  );
+  return raw;
+}
+
+/** A listen address as it is written in a URL: an IPv6 address in brackets. */
+export function urlHost(host: string): string {
+  return isIP(host) === 6 ? `[${host}]` : host;
+}
+
+/**
  * Why one `TRUST_PROXY` entry cannot be used, or null when it is an IP address or a CIDR range.
  * Only explicit addresses: `true` would let any client choose its address with a header, and a hop
  * count cannot tell the proxy from a client that connects directly (Fastify refuses it as unsafe).
@@ -272,7 +298,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!/^[A-Za-z0-9._:-]{1,100}$/.test(redisPrefix)) problems.push('REDIS_PREFIX may hold only letters, digits, ".", "_", ":" and "-"');
   if (!/^[A-Za-z0-9._-]{1,100}$/.test(amqpPrefix)) problems.push('AMQP_PREFIX may hold only letters, digits, ".", "_" and "-"');
 
-  const host = str('HOST') ?? '127.0.0.1';
+  const host = listenHost('HOST', str('HOST') ?? '127.0.0.1', problems);
   // Demo data (well-known passwords) only where nobody else can reach it, unless asked for by name.
   const demoData = bool('DEMO_DATA', mode === 'embedded' && isLoopbackHost(host));
   const demoDataExplicit = demoData && str('DEMO_DATA') !== null;
@@ -333,7 +359,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       studentWriteLimit: int('STUDENT_WRITE_LIMIT', 30, 0, 1_000_000),
       studentWriteWindowMs: int('STUDENT_WRITE_WINDOW_SECONDS', 10, 1, 3600) * 1000,
     },
-    metrics: { host: str('METRICS_HOST') ?? '127.0.0.1', port: int('METRICS_PORT', 0, 0, 65535) },
+    metrics: { host: listenHost('METRICS_HOST', str('METRICS_HOST') ?? '127.0.0.1', problems), port: int('METRICS_PORT', 0, 0, 65535) },
     enrollmentWindowMinutes: int('ENROLLMENT_WINDOW_MINUTES', 60, 1, 60 * 24 * 365),
     logLevel,
     logRequests: bool('LOG_REQUESTS', false),
@@ -380,7 +406,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('PORT=0 (a port picked at start) needs ADVERTISE_URL in full mode: other instances forward writes to this address');
   }
   if (config.cluster.advertiseUrl === '') {
-    const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+    const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : urlHost(host);
     config.cluster.advertiseUrl = `http://${h}:${config.port}`;
   }
   if (config.http.headersTimeoutMs > config.http.requestTimeoutMs) {

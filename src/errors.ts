@@ -95,6 +95,12 @@ export const ERROR_STATUS = {
   URI_TOO_LONG: 414,
   UNSUPPORTED_MEDIA_TYPE: 415,
   HEADERS_TOO_LARGE: 431,
+  /**
+   * The demo accounts' published passwords are live (the engine listens on loopback only) and the
+   * request's `Host` is not a loopback name or address: refused against DNS rebinding, nothing done
+   * (src/http/host-guard.ts). Open http://localhost:PORT/ instead.
+   */
+  DEMO_HOST_REFUSED: 421,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -1,6 +1,6 @@
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, isLoopbackHost, loadConfig, type Config } from './config.js';
+import { ConfigError, isLoopbackHost, loadConfig, urlHost, type Config } from './config.js';
 import { formatBanner } from './banner.js';
 import { boundedStep } from './bounded-step.js';
 import { DEMO_STAFF_ID, DEMO_STAFF_PASSWORD, DEMO_STUDENT_ID, DEMO_STUDENT_PASSWORD } from './demo/demo-data.js';
@@ -408,6 +408,8 @@ async function main(): Promise<void> {
     coordination,
     throttle: config.throttle,
     notices: { hub, webhooks },
+    // The loopback demo: a web page pointing its own name at 127.0.0.1 (DNS rebinding) must not reach the demo admin.
+    loopbackHostsOnly: exposure === 'local',
   });
   try {
     await app.listen(listenOptions({ host: config.host, port: config.port, backlog: config.listenBacklog }));
@@ -434,7 +436,7 @@ async function main(): Promise<void> {
     );
   }
 
-  const shown = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+  const shown = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : urlHost(config.host);
   // PORT=0 lets the system pick a free port: say the one it picked.
   const bound = app.server.address();
   const port = typeof bound === 'object' && bound !== null ? bound.port : config.port;
@@ -461,7 +463,7 @@ async function main(): Promise<void> {
         mode: config.mode,
         startupMs: performance.now() - t0,
         coordination: { kind: coordination.kind, connected: coordination.connected },
-        metricsUrl: metricsServer ? `http://${config.metrics.host === '0.0.0.0' ? 'localhost' : config.metrics.host}:${config.metrics.port}/metrics` : null,
+        metricsUrl: metricsServer ? `http://${config.metrics.host === '0.0.0.0' ? 'localhost' : urlHost(config.metrics.host)}:${config.metrics.port}/metrics` : null,
         demo: demoLive
           ? { student: { user: DEMO_STUDENT_ID, password: DEMO_STUDENT_PASSWORD }, staff: { user: DEMO_STAFF_ID, password: DEMO_STAFF_PASSWORD } }
           : null,

@@ -49,6 +49,25 @@ test('demo data is on by default only on a loopback address; DEMO_DATA=true is t
   assert.equal(loadConfig({ DEMO_DATA: 'false' }).demoData, false);
 });
 
+test('HOST and METRICS_HOST: [::1] (the URL way to write an IPv6 address) is ::1; a port, a scheme or other brackets are refused at once', () => {
+  // Probe F7: `[::1]` reached listen() as a name and failed after the demo was loaded.
+  const c = loadConfig({ HOST: '[::1]', PORT: '8081', METRICS_HOST: '[::1]' });
+  assert.equal(c.host, '::1');
+  assert.equal(c.metrics.host, '::1');
+  assert.equal(c.demoData, true, 'still the loopback demo');
+  assert.equal(c.cluster.advertiseUrl, 'http://[::1]:8081');
+  assert.equal(loadConfig({ HOST: '[fe80::1]' }).host, 'fe80::1');
+  for (const host of ['localhost', '127.0.0.1', '::1', '0.0.0.0', '::', 'enroll-1.example.edu', 'my_service']) assert.equal(loadConfig({ HOST: host }).host, host, host);
+  for (const host of ['127.0.0.1:8080', 'localhost:8080', '[::1]:8080', '[localhost]', '[127.0.0.1]', 'http://localhost', 'a b', '::1]']) {
+    assert.throws(
+      () => loadConfig({ HOST: host }),
+      (err: unknown) => err instanceof ConfigError && err.problems.some((p) => p.startsWith('HOST must be an IP address or a host name') && p.includes(`"${host}"`)),
+      host,
+    );
+  }
+  assert.throws(() => loadConfig({ METRICS_HOST: '0.0.0.0:9100' }), (err: unknown) => err instanceof ConfigError && /METRICS_HOST must .*METRICS_PORT/.test(err.problems.join('\n')));
+});
+
 test('loopback addresses are told from network ones', () => {
   for (const h of ['127.0.0.1', '127.8.9.10', 'localhost', '::1', '[::1]', '::ffff:127.0.0.1']) assert.equal(isLoopbackHost(h), true, h);
   for (const h of ['0.0.0.0', '::', '192.168.1.2', '128.0.0.1', 'localhost.example.org', '']) assert.equal(isLoopbackHost(h), false, h);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { lstatSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -73,6 +74,19 @@ async function login(port: number, body: unknown): Promise<number> {
 
 const DEMO_STAFF = { user: 1, password: 'staff-pass', staff: true };
 
+/** A login to 127.0.0.1 whose Host header names another site, as after DNS rebinding (fetch sets its own Host). */
+async function loginAs(port: number, host: string, body: unknown): Promise<{ status: number; code?: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/login', method: 'POST', headers: { host, 'content-type': 'text/plain' } }, (res) => {
+      let b = '';
+      res.on('data', (d: Buffer) => (b += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, code: (JSON.parse(b) as { code?: string }).code }));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
 describe('demo credentials and the listen address', () => {
   it('decides: none without live credentials, local on loopback, warn if explicit, refuse otherwise', () => {
     assert.equal(demoExposure({ live: false, loopback: false, explicit: false }), 'none');
@@ -86,6 +100,9 @@ describe('demo credentials and the listen address', () => {
     const run = startEngine({ PORT: String(port) });
     assert.equal(await run.outcome, 'ready', JSON.stringify(run.lines.slice(-5)));
     assert.equal(await login(port, DEMO_STAFF), 200);
+    // Probe F5: a page of another site pointing its name at 127.0.0.1 (DNS rebinding) is refused.
+    assert.deepEqual(await loginAs(port, `attacker.example:${port}`, DEMO_STAFF), { status: 421, code: 'DEMO_HOST_REFUSED' });
+    assert.equal((await loginAs(port, `localhost:${port}`, DEMO_STAFF)).status, 200);
     // In demo mode demo staff 1 is the admin: it may create staff, staff 2 may not.
     const tokenOf = async (user: number) => {
       const r = await fetch(`http://127.0.0.1:${port}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password: 'staff-pass', staff: true }) });
@@ -131,6 +148,8 @@ describe('demo credentials and the listen address', () => {
     const warn = run.lines.find((l) => l['level'] === 40 && String(l['msg']).includes('DEMO CREDENTIALS ARE LIVE ON A NETWORK ADDRESS'));
     assert.ok(warn, 'the warning line');
     assert.equal(await login(port, DEMO_STAFF), 200);
+    // Served to the network on purpose: reached by any of the machine's names, as before.
+    assert.equal((await loginAs(port, `enroll-demo.example.edu:${port}`, DEMO_STAFF)).status, 200);
     await stop(run);
   });
 });

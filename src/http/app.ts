@@ -18,6 +18,7 @@ import { createThrottle, DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from './
 import { createClientErrorHandler, createFrameworkErrorHandler, installErrorHandlers } from './error-handler.js';
 import type { Drain } from './drain.js';
 import { createForwarder } from './forwarding.js';
+import { createLoopbackHostGuard } from './host-guard.js';
 import { registerOpenApi } from './openapi.js';
 import { securityHeaders } from './security-headers.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
@@ -91,6 +92,12 @@ export interface AppDeps {
   drain?: Drain;
   /** Student notices and seat watches (`/me/events`, `/me/watches`) and webhooks (`/webhooks`), when wired (issue 16). */
   notices?: { hub: NoticeHub; webhooks: WebhookService | null };
+  /**
+   * Serve only requests whose `Host` is a loopback name or address (421 DEMO_HOST_REFUSED
+   * otherwise; `/health` and `/ready` always): set while the demo's public passwords are live on a
+   * loopback listener, against DNS rebinding (src/http/host-guard.ts). Default false.
+   */
+  loopbackHostsOnly?: boolean;
 }
 
 /** Login checks at once by default: one fewer than libuv's four pool threads, so file and DNS work still get one. */
@@ -210,6 +217,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       () => void reply.hijack(),
     );
   });
+  // After the hook above, so a refusal carries the security headers and the request id, in turn.
+  if (deps.loopbackHostsOnly) app.addHook('onRequest', createLoopbackHostGuard());
   installRequestMetrics(app);
   installJsonParsing(app);
   installErrorHandlers(app, ROUTER_OPTIONS);

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerOptions, ServerResponse } from 'node:http';
-import { createServer, type Socket } from 'node:net';
+import { createServer, isIP, type Socket } from 'node:net';
 
 /**
  * Connection limits for a registration rush. Node's HTTP server, as Fastify sets it up, waits
@@ -128,12 +128,13 @@ export function fastifyServerOptions(limits: HttpLimits): {
 /**
  * Why the server could not listen on `host`:`port`, in words an operator acts on, or null when it
  * can. Asked before the engine opens its store (loading a large term takes seconds, the demo data
- * more), so a port already taken (a second engine, another service) is said at once, not after the
- * load with a stack trace. Binds and closes a throw-away listener: another process may still take
- * the port before the real listen, which says the same through {@link listenRefusal}.
+ * more), so a port already taken (a second engine, another service), a host name that does not
+ * resolve, or one that is not an address of this machine is said at once, not after the load with
+ * a stack trace. Binds and closes a throw-away listener (with PORT=0 too, on a port the system
+ * picks: the host is checked all the same): another process may still take the port before the
+ * real listen, which says the same through {@link listenRefusal}.
  */
 export async function portRefusal(host: string, port: number): Promise<string | null> {
-  if (port === 0) return null;
   const probe = createServer();
   try {
     await new Promise<void>((resolve, reject) => {
@@ -155,8 +156,23 @@ export function listenRefusal(err: unknown, host: string, port: number): string 
       return `port ${port} on ${host} is in use by another process (another engine?): stop it, or choose another PORT`;
     case 'EACCES':
       return `port ${port} on ${host} needs privileges this process does not have: choose a PORT above 1023`;
-    case 'EADDRNOTAVAIL':
-      return `HOST ${host} is not an address of this machine: use 127.0.0.1, 0.0.0.0 or one of its addresses`;
+    case 'EADDRNOTAVAIL': {
+      // A name: say what it resolved to, the address that is not this machine's.
+      const address = (err as { address?: unknown }).address;
+      const resolved = isIP(host) === 0 && typeof address === 'string' && address !== host ? ` (it resolves to ${address})` : '';
+      return `HOST ${host} is not an address of this machine${resolved}: use 127.0.0.1, 0.0.0.0 or one of its addresses`;
+    }
+    // getaddrinfo's answers for a HOST that is a name (net reports them as errno codes).
+    case 'ENOTFOUND':
+    case 'ENODATA':
+    case 'EAI_NONAME':
+    case 'EAI_NODATA':
+    case 'EAI_FAIL':
+      return `HOST ${host} is not a name this machine resolves: use 127.0.0.1, localhost, 0.0.0.0 or one of its addresses`;
+    case 'EAI_AGAIN':
+      return `HOST ${host} could not be resolved (the name server did not answer): use 127.0.0.1, 0.0.0.0 or one of this machine's addresses`;
+    case 'EAFNOSUPPORT':
+      return `HOST ${host} is an IPv6 address and IPv6 is not available on this machine: use 127.0.0.1 or 0.0.0.0`;
     default:
       return null;
   }
