@@ -140,11 +140,19 @@ export interface Config {
   };
   /**
    * Let webhooks target loopback, private (RFC 1918, fc00::/7), link-local (incl. the cloud
-   * metadata address), CGNAT, multicast and other internal addresses. Off by default: a staff
-   * account could otherwise make the engine POST into its own network (SSRF); operators whose
-   * integrations run on a private network turn it on (src/notices/webhook-target.ts).
+   * metadata address), CGNAT, multicast, the other addresses the IANA special-purpose registries
+   * say are not globally reachable (documentation, benchmarking, reserved, ...) and this machine's
+   * own interface addresses. Off by default: a staff account could otherwise make the engine POST
+   * into its own network or to itself (SSRF); operators whose integrations run on a private network
+   * turn it on (src/notices/webhook-target.ts).
    */
   webhookAllowPrivateTargets: boolean;
+  /**
+   * Active webhooks allowed at once: each notice is POSTed to every one, so a bound keeps a staff
+   * account from making the engine a request amplifier. One more is refused with 429
+   * TOO_MANY_WEBHOOKS; deleted webhooks do not count.
+   */
+  webhookMaxActive: number;
   /** 'embedded' when no DATABASE_URL / RABBITMQ_URL are configured. */
   mode: 'embedded' | 'full';
 }
@@ -398,6 +406,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       forwardRetryMs: int('FORWARD_RETRY_MS', 8000, 0, 120_000),
     },
     webhookAllowPrivateTargets: bool('WEBHOOK_ALLOW_PRIVATE_TARGETS', false),
+    webhookMaxActive: int('WEBHOOK_MAX_ACTIVE', 20, 1, 10_000),
     mode,
   };
   if (config.mode === 'full' && config.port === 0 && config.cluster.advertiseUrl === '') {

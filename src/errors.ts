@@ -79,12 +79,19 @@ export const ERROR_STATUS = {
   NOTICES_UNAVAILABLE: 503,
   /**
    * A webhook URL whose host is (or resolves to) a loopback, private, link-local, CGNAT, multicast
-   * or otherwise internal address: refused so staff cannot make the engine a proxy into its own
-   * network (SSRF); WEBHOOK_ALLOW_PRIVATE_TARGETS=true allows them (src/notices/webhook-target.ts).
+   * or otherwise not globally reachable address (IANA special-purpose registries), or an address of
+   * the engine's own machine: refused so staff cannot make the engine a proxy into its own network
+   * or to itself (SSRF); WEBHOOK_ALLOW_PRIVATE_TARGETS=true allows them (src/notices/webhook-target.ts).
    */
   WEBHOOK_TARGET_FORBIDDEN: 400,
   /** A webhook URL whose host name does not resolve, so its addresses cannot be checked. */
   WEBHOOK_TARGET_UNRESOLVED: 400,
+  /**
+   * POST /webhooks when WEBHOOK_MAX_ACTIVE webhooks are active already (each notice is POSTed to
+   * every one: the bound keeps a staff account from making the engine an amplifier); nothing is
+   * stored. Deleted webhooks do not count.
+   */
+  TOO_MANY_WEBHOOKS: 429,
   // HTTP-level refusals, sent by the HTTP layer before a route runs (src/http/error-handler.ts):
   // the method, media type, size or timing of the request itself is wrong.
   METHOD_NOT_ALLOWED: 405,

@@ -373,6 +373,8 @@ async function main(): Promise<void> {
       onWebhooksChanged: () => outbox.webhooksChanged(),
       // Off by default: webhook targets on internal networks are refused (SSRF; webhook-target.ts).
       allowPrivateTargets: config.webhookAllowPrivateTargets,
+      // Each notice is POSTed to every active webhook: bounded (429 TOO_MANY_WEBHOOKS past it).
+      maxActive: config.webhookMaxActive,
     });
     await webhooks.start();
     const w = webhooks;

@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import amqp from 'amqplib';
+import { ConfigError, loadConfig } from '../src/config.js';
 import { createAmqpDeliveryQueue, createDatabaseDeliveryQueue, deliveryQueueNames } from '../src/persistence/delivery-queue.js';
 import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
 import { batcherThreadFactory } from '../src/persistence/batcher-thread.js';
@@ -51,6 +52,18 @@ async function promoteAlice(w: NoticesWorld): Promise<void> {
   for (const id of [S.f1, S.f2, S.alice]) assert.equal((await w.call('PUT', '/student/course', w.token(id), { course_id: 101, group_id: 1 })).status, 204);
   assert.equal((await w.call('DELETE', '/student/course?course_id=101', w.token(S.f1))).status, 204);
 }
+
+test('WEBHOOK_MAX_ACTIVE: 20 by default, a whole number from 1, anything else a configuration problem', () => {
+  assert.equal(loadConfig({}).webhookMaxActive, 20);
+  assert.equal(loadConfig({ WEBHOOK_MAX_ACTIVE: '5' }).webhookMaxActive, 5);
+  for (const bad of ['0', '-1', 'many', '2.5']) {
+    assert.throws(
+      () => loadConfig({ WEBHOOK_MAX_ACTIVE: bad }),
+      (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes('WEBHOOK_MAX_ACTIVE')),
+      bad,
+    );
+  }
+});
 
 const SECRET_A = 'flaky-endpoint-secret-0123456789';
 const SECRET_B = 'down-endpoint-secret-0123456789';
@@ -209,6 +222,25 @@ describe(`webhooks, full mode (PostgreSQL + RabbitMQ, BATCHER_THREAD=${batcherTh
     assert.ok(receiver.got.some((r) => r.path === '/ok' && r.headers['x-enrollment-delivery'] === String(id)));
   });
 
+  test('the bound on active webhooks holds for concurrent registrations (PostgreSQL): exactly as many as fit are stored', { skip }, async () => {
+    const active = (await notices.listWebhooks()).filter((h) => h.active).length;
+    const max = active + 2;
+    const results = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, i) => notices.createWebhook({ url: `${receiver.url}/cap-${i}`, secret: SECRET_A, kinds: ['seatAvailable'], createdBy: STAFF }, max)),
+    );
+    const made = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as { code?: string; statusCode?: number }] : []));
+    assert.equal(made.length, 2, 'two fit under the bound');
+    assert.equal(refused.length, 6);
+    for (const e of refused) {
+      assert.equal(e.code, 'TOO_MANY_WEBHOOKS');
+      assert.equal(e.statusCode, 429);
+    }
+    assert.equal((await notices.listWebhooks()).filter((h) => h.active).length, max);
+    // Stopped again: the later tests see the webhooks they had.
+    for (const h of made) await notices.deactivateWebhook(h.id);
+  });
+
   test('the delivery queue reconnects after its broker connection is closed, and deliveries go on', { skip }, async () => {
     const ctl = promisify(execFile);
     let pid: string | undefined;
@@ -241,7 +273,7 @@ describe(`webhooks, full mode (PostgreSQL + RabbitMQ, BATCHER_THREAD=${batcherTh
  * An embedded store, a receiver and a seeded world over them, as main.ts wires embedded mode: the
  * active webhooks kept by the outbox, read again when one is registered; deliveries queued in PGlite.
  */
-async function startEmbedded(thread: 'main' | 'worker', webhooks?: { maxAttempts: number; baseDelayMs: number }) {
+async function startEmbedded(thread: 'main' | 'worker', webhooks?: { maxAttempts?: number; baseDelayMs?: number; maxActive?: number }) {
   const { outbox, wake } = createTestOutbox({ cacheWebhooks: true });
   const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1, outbox, thread });
   await store.migrate();
@@ -300,6 +332,41 @@ describe(`webhooks, embedded mode (deliveries queued in PGlite, PGLITE_THREAD=${
     assert.ok(sentAfter <= sentAtDelete + 1, `attempts after the delete: ${sentAfter - sentAtDelete}`);
     assert.equal((await deliveries())[0].status, 'cancelled');
     await stop();
+  });
+
+  test('at most WEBHOOK_MAX_ACTIVE webhooks are active: one more is 429 TOO_MANY_WEBHOOKS and stores nothing; deleted ones do not count', async () => {
+    const { w, receiver, stop } = await startEmbedded(thread, { maxActive: 3 });
+    try {
+      const staff = w.token(STAFF, 'staff');
+      const register = (path: string) => w.call('POST', '/webhooks', staff, { url: `${receiver.url}${path}`, secret: SECRET_A });
+      const ids: number[] = [];
+      for (const path of ['/a', '/b', '/c']) {
+        const r = await register(path);
+        assert.equal(r.status, 201, JSON.stringify(r.body));
+        ids.push(r.body.id);
+      }
+      const over = await register('/d');
+      assert.equal(over.status, 429, JSON.stringify(over.body));
+      assert.equal(over.body.code, 'TOO_MANY_WEBHOOKS');
+      assert.match(over.body.reason, /3 active webhooks, the most allowed \(WEBHOOK_MAX_ACTIVE=3\); delete one/);
+      const listed = async () => (await w.call('GET', '/webhooks', staff)).body.webhooks as { url: string; active: boolean }[];
+      assert.equal((await listed()).length, 3, 'nothing was stored');
+      assert.ok(!(await listed()).some((h) => h.url.endsWith('/d')));
+      // A deleted webhook frees its place; concurrent registrations for one place: one gets it.
+      assert.equal((await w.call('DELETE', `/webhooks/${ids[0]}`, staff)).status, 204);
+      const burst = await Promise.all(['/e', '/f', '/g', '/h'].map(register));
+      assert.deepEqual(burst.map((r) => r.status).sort(), [201, 429, 429, 429], JSON.stringify(burst.map((r) => r.body)));
+      const now = await listed();
+      assert.equal(now.filter((h) => h.active).length, 3);
+      assert.equal(now.length, 4, 'the deleted one is kept (inactive), the refused ones are not stored');
+      // A notice fans out to the active ones only: three deliveries.
+      await promoteAlice(w);
+      await until(() => receiver.got.length >= 3, 'the deliveries');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(receiver.got.length, 3);
+    } finally {
+      await stop();
+    }
   });
 
   test('a fired seat watch is delivered: its delivery is recorded with the watch marked fired', async () => {

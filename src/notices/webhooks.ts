@@ -5,7 +5,18 @@ import { isIP, type LookupFunction, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
 import type { DeliveryJob, DeliveryQueue, NoticeStore, WebhookRow } from '../persistence/notice-types.js';
-import { checkWebhookTarget, forbiddenTargetReason, guardedLookup, hostOf, systemResolveHost, TARGET_FORBIDDEN, targetForbiddenError, type ResolveHost } from './webhook-target.js';
+import {
+  checkWebhookTarget,
+  forbiddenTargetReason,
+  guardedLookup,
+  hostOf,
+  systemOwnAddresses,
+  systemResolveHost,
+  TARGET_FORBIDDEN,
+  targetForbiddenError,
+  type OwnAddresses,
+  type ResolveHost,
+} from './webhook-target.js';
 
 /**
  * Webhooks: the same notices as the students' event streams, POSTed to endpoints staff register.
@@ -19,10 +30,12 @@ import { checkWebhookTarget, forbiddenTargetReason, guardedLookup, hostOf, syste
  * the delivery is dead-lettered. A job leaves the queue only after its outcome is recorded, so a
  * crash repeats an attempt instead of losing it (at least once; receivers dedupe on the delivery id).
  *
- * Targets on internal networks (loopback, private, link-local, ...) are refused at registration
- * and again at every delivery, against DNS rebinding (webhook-target.ts), unless
- * `allowPrivateTargets` (WEBHOOK_ALLOW_PRIVATE_TARGETS) is set. A refused attempt is recorded and
- * retried like any failed one, with the reason as its error.
+ * Targets that are not globally reachable (loopback, private, link-local, documentation, ...) or
+ * are an address of this machine are refused at registration and again at every delivery, against
+ * DNS rebinding (webhook-target.ts), unless `allowPrivateTargets` (WEBHOOK_ALLOW_PRIVATE_TARGETS) is
+ * set. A refused attempt is recorded and retried like any failed one, with the reason as its error.
+ * At most `maxActive` webhooks are active at once (WEBHOOK_MAX_ACTIVE): each notice is POSTed to
+ * every one, so without a bound one staff account could make the engine an amplifier.
  */
 
 export const SIGNATURE_HEADER = 'x-enrollment-signature';
@@ -73,6 +86,13 @@ export interface WebhookServiceOptions {
   allowPrivateTargets?: boolean;
   /** How target names are resolved, at registration and at each delivery's connect (default: the system resolver; tests pass their own). */
   resolveHost?: ResolveHost;
+  /** This machine's interface addresses, asked at each check (default: os.networkInterfaces(); tests pass their own). */
+  ownAddresses?: OwnAddresses;
+  /**
+   * Active webhooks allowed at once (default 20; from WEBHOOK_MAX_ACTIVE): registering one more is
+   * refused with 429 TOO_MANY_WEBHOOKS and stores nothing. Deleted (inactive) ones do not count.
+   */
+  maxActive?: number;
   now?: () => number;
 }
 
@@ -99,6 +119,8 @@ export class WebhookService {
   private readonly onWebhooksChanged: () => void;
   private readonly allowPrivateTargets: boolean;
   private readonly resolveHost: ResolveHost;
+  private readonly ownAddresses: OwnAddresses;
+  readonly maxActive: number;
   /** Null when every target is allowed: the sockets then resolve names as usual. */
   private readonly lookup: LookupFunction | null;
   /** Kept-alive connections to the endpoints; a socket is checked once, when it connects. */
@@ -120,7 +142,9 @@ export class WebhookService {
     this.onWebhooksChanged = opts.onWebhooksChanged ?? (() => undefined);
     this.allowPrivateTargets = opts.allowPrivateTargets ?? false;
     this.resolveHost = opts.resolveHost ?? systemResolveHost;
-    this.lookup = this.allowPrivateTargets ? null : guardedLookup(this.resolveHost);
+    this.ownAddresses = opts.ownAddresses ?? systemOwnAddresses;
+    this.maxActive = opts.maxActive ?? 20;
+    this.lookup = this.allowPrivateTargets ? null : guardedLookup(this.resolveHost, this.ownAddresses);
   }
 
   get queueKind(): DeliveryQueue['kind'] {
@@ -128,7 +152,7 @@ export class WebhookService {
   }
 
   async start(): Promise<void> {
-    if (this.allowPrivateTargets) this.log.warn({ allowPrivateTargets: true }, 'webhook targets on loopback, private and link-local addresses are allowed (WEBHOOK_ALLOW_PRIVATE_TARGETS)');
+    if (this.allowPrivateTargets) this.log.warn({ allowPrivateTargets: true }, 'webhook targets on loopback, private, link-local and other non-global addresses, and on this machine, are allowed (WEBHOOK_ALLOW_PRIVATE_TARGETS)');
     await this.queue.start((job) => this.attempt(job));
     if (this.queue.kind === 'amqp') {
       this.sweepTimer = setInterval(() => void this.sweep(), this.sweepMs);
@@ -217,13 +241,15 @@ export class WebhookService {
     if (u.username !== '' || u.password !== '') throw new EngineError('BAD_REQUEST', 'url must not carry credentials; the secret signs each delivery');
     if (!this.allowPrivateTargets) {
       try {
-        await checkWebhookTarget(u, this.resolveHost);
+        await checkWebhookTarget(u, this.resolveHost, this.ownAddresses);
       } catch (err) {
         this.log.info({ host: hostOf(u), code: (err as EngineError).code, reason: (err as Error).message, createdBy: input.createdBy }, 'webhook target refused');
         throw err;
       }
     }
-    const row = await this.store.createWebhook({ ...input, url: u.toString() });
+    // The bound is checked and the row inserted under one table lock, so concurrent registrations
+    // (on any instance) cannot pass it together.
+    const row = await this.store.createWebhook({ ...input, url: u.toString() }, this.maxActive);
     this.onWebhooksChanged();
     return publicOf(row);
   }
@@ -319,7 +345,7 @@ export class WebhookService {
       const host = hostOf(u);
       const lookup = this.lookup;
       if (lookup && isIP(host) !== 0) {
-        const refused = forbiddenTargetReason(host);
+        const refused = forbiddenTargetReason(host, this.ownAddresses);
         if (refused !== null) {
           reject(targetForbiddenError(refused));
           return;
@@ -340,7 +366,7 @@ export class WebhookService {
         req.on('socket', (socket: Socket) => {
           const check = () => {
             const address = socket.remoteAddress;
-            const refused = address === undefined ? 'the connected address is unknown' : forbiddenTargetReason(address);
+            const refused = address === undefined ? 'the connected address is unknown' : forbiddenTargetReason(address, this.ownAddresses);
             if (refused !== null) req.destroy(targetForbiddenError(`connected to ${refused}`));
           };
           // A kept-alive socket was checked when it connected; a new one is checked before the request's bytes go out.

@@ -183,14 +183,29 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
       );
       return r.rows.map((x) => ({ ...watch(x), transitionId: Number(x.transition_id), at: msOf(x.transition_at) }));
     },
-    async createWebhook({ url, secret, kinds, createdBy }) {
-      const r = await db.query<Row>('INSERT INTO webhooks (url, secret, kinds, created_by) VALUES ($1, $2, $3, $4) RETURNING *', [
-        url,
-        secret,
-        kinds,
-        createdBy,
-      ]);
-      return webhook(r.rows[0] as Row);
+    async createWebhook({ url, secret, kinds, createdBy }, maxActive) {
+      return db.transaction(async (tx) => {
+        if (maxActive !== undefined) {
+          // Serializes registrations (of every instance) until commit; readers of webhooks are not blocked.
+          await tx.query('LOCK TABLE webhooks IN SHARE ROW EXCLUSIVE MODE');
+          const c = await tx.query<{ n: number | string }>('SELECT count(*) AS n FROM webhooks WHERE active');
+          const active = Number(c.rows[0]?.n ?? 0);
+          if (active >= maxActive) {
+            throw new EngineError(
+              'TOO_MANY_WEBHOOKS',
+              `there are ${active} active webhooks, the most allowed (WEBHOOK_MAX_ACTIVE=${maxActive}); delete one (DELETE /webhooks/{id}) before registering another`,
+              { active, max: maxActive },
+            );
+          }
+        }
+        const r = await tx.query<Row>('INSERT INTO webhooks (url, secret, kinds, created_by) VALUES ($1, $2, $3, $4) RETURNING *', [
+          url,
+          secret,
+          kinds,
+          createdBy,
+        ]);
+        return webhook(r.rows[0] as Row);
+      });
     },
     async listWebhooks() {
       return (await db.query<Row>('SELECT * FROM webhooks ORDER BY id')).rows.map(webhook);

@@ -117,7 +117,12 @@ export interface NoticeStore {
   /** The student's fired watches whose opening lies after log position `afterId`. */
   firedWatchesAfter(studentId: number, afterId: number): Promise<(WatchRow & { transitionId: number; at: number })[]>;
 
-  createWebhook(input: { url: string; secret: string; kinds: string[] | null; createdBy: number }): Promise<WebhookRow>;
+  /**
+   * Registers a webhook. With `maxActive`, refuses (EngineError TOO_MANY_WEBHOOKS, nothing stored)
+   * when that many are active already, counted and inserted under a lock so concurrent calls cannot
+   * both pass the bound.
+   */
+  createWebhook(input: { url: string; secret: string; kinds: string[] | null; createdBy: number }, maxActive?: number): Promise<WebhookRow>;
   listWebhooks(): Promise<WebhookRow[]>;
   getWebhook(id: number): Promise<WebhookRow | null>;
   /** Stops deliveries to a webhook (its history is kept); false if unknown or already inactive. */

@@ -71,7 +71,8 @@ export const webhookRoutes: FastifyPluginAsyncTypebox<WebhookRouteOptions> = asy
         description:
           'Deliveries are signed with HMAC-SHA256 over `<timestamp>.<body>` (headers X-Enrollment-Timestamp and ' +
           'X-Enrollment-Signature: v1=<hex>; see docs/webhooks.md), retried with exponential backoff and dead-lettered ' +
-          `after ${webhooks.maxAttempts} attempts. The secret is never returned.`,
+          `after ${webhooks.maxAttempts} attempts. The secret is never returned. At most ${webhooks.maxActive} webhooks are active at once ` +
+          '(WEBHOOK_MAX_ACTIVE): one more is refused with 429 TOO_MANY_WEBHOOKS and nothing is stored; deleted ones do not count.',
         security: bearer,
         body: Type.Object(
           {
@@ -79,8 +80,10 @@ export const webhookRoutes: FastifyPluginAsyncTypebox<WebhookRouteOptions> = asy
               minLength: 8,
               maxLength: 2000,
               description:
-                'http or https URL. Its host must not be (or resolve to) a loopback, private, link-local, CGNAT, multicast or unspecified address ' +
-                '(400 WEBHOOK_TARGET_FORBIDDEN) unless the server runs with WEBHOOK_ALLOW_PRIVATE_TARGETS=true',
+                'http or https URL. Its host must not be (or resolve to) an address that is not globally reachable (loopback, private, ' +
+                'link-local, CGNAT, multicast, unspecified, documentation, benchmarking or otherwise reserved by the IANA special-purpose ' +
+                'registries) nor an address of the server itself (400 WEBHOOK_TARGET_FORBIDDEN) unless the server runs with ' +
+                'WEBHOOK_ALLOW_PRIVATE_TARGETS=true',
             }),
             secret: Type.String({ minLength: 16, maxLength: 256, description: 'Shared secret that signs every delivery' }),
             kinds: Type.Optional(Type.Array(Kind, { minItems: 1, uniqueItems: true, description: 'Omit for every kind' })),
