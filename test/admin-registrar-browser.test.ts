@@ -259,6 +259,57 @@ describe('admin page for a registrar, with the demo data, in a real browser', { 
     await page.waitForSelector('#student-view', { state: 'hidden' });
   });
 
+  it("corrects a student's record from the student view: actions left, unit limit, window, and a password reset after a confirmation", async () => {
+    const student = 40000003;
+    const before = fx.engine.getStudent(student);
+    assert.ok(before, 'a demo student');
+    await page.fill('#lookup-id', String(student));
+    await page.click('#lookup-submit');
+    await page.waitForSelector('#student-view', { state: 'visible' });
+    await untilText('#s-title', (t) => t === `Student ${student}`);
+    assert.equal(await page.inputValue('#s-set-actions'), String(before.remainingActions));
+    assert.equal(await page.inputValue('#s-set-units'), String(before.maxUnits));
+    // Nothing changed: nothing sent.
+    await page.click('#s-save');
+    await untilText('#s-result', (t) => t === 'Nothing to change.');
+    // The window an hour earlier, in the browser's own time zone; more actions and units.
+    const earlier = before.enrollmentStart - 3_600_000;
+    // The browser's zone is TIME_ZONE: 'sv-SE' writes a date and time as datetime-local wants them.
+    const local = new Intl.DateTimeFormat('sv-SE', { timeZone: TIME_ZONE, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' })
+      .format(new Date(earlier))
+      .replace(' ', 'T');
+    await page.fill('#s-set-actions', String(before.remainingActions + 3));
+    await page.fill('#s-set-units', String(before.maxUnits + 2));
+    await page.fill('#s-set-window', local);
+    await page.click('#s-save');
+    await untilText('#s-result', (t) => /saved\.$/.test(t));
+    const after = fx.engine.getStudent(student);
+    assert.deepEqual(
+      { actions: after?.remainingActions, units: after?.maxUnits, opens: after?.enrollmentStart },
+      { actions: before.remainingActions + 3, units: before.maxUnits + 2, opens: Math.floor(earlier / 1000) * 1000 },
+    );
+    await untilText('#s-actions', (t) => t === String(before.remainingActions + 3));
+    await untilText('#s-history tbody tr:first-child', (t) => t.includes('Record changed by staff') && t.includes(`unit limit ${before.maxUnits + 2}`));
+    // A password reset asks first; cancel changes nothing, confirm resets it.
+    await page.fill('#s-set-password', 'reset at the desk 7');
+    await page.click('#s-reset');
+    await page.waitForSelector('#confirm', { state: 'visible' });
+    await page.click('#confirm-cancel');
+    assert.equal((await fx.request('POST', '/login', { body: { user: student, password: 'reset at the desk 7' } })).status, 401);
+    await page.fill('#s-set-password', 'reset at the desk 7');
+    await page.click('#s-reset');
+    await page.waitForSelector('#confirm', { state: 'visible' });
+    await page.click('#confirm-ok');
+    await untilText('#s-result', (t) => t === 'Password reset: saved.');
+    fx.clock.now += 1;
+    assert.equal((await fx.request('POST', '/login', { body: { user: student, password: 'reset at the desk 7' } })).status, 200);
+    assert.equal(await page.inputValue('#s-set-password'), '', 'the password is not left in the form');
+    await untilText('#s-history tbody tr:first-child', (t) => t.includes('password reset'));
+    await shot('3c-student-corrected');
+    await page.click('#s-close');
+    await page.waitForSelector('#student-view', { state: 'hidden' });
+  });
+
   it('shows a busy section: its fill chart, positions apart from ids, history in words, tables that fit', async () => {
     const busy = fx.engine
       .listSections()

@@ -80,7 +80,7 @@ export function describeStudentTransition(type: string, section: string, p: Payl
 /** A registrar's change of a student's record, field by field (the password only as changed). */
 function describeStudentChanges(c: Payload): string {
   const parts: string[] = [];
-  if (typeof c.enrollmentStart === 'number') parts.push(`enrollment window from ${new Date(c.enrollmentStart).toISOString()}`);
+  if (typeof c.enrollmentStart === 'number') parts.push(`enrollment window from ${new Date(c.enrollmentStart).toISOString().slice(0, 19).replace('T', ' ')} UTC`);
   if (c.maxUnits !== undefined) parts.push(`unit limit ${String(c.maxUnits)}`);
   if (c.remainingActions !== undefined) parts.push(`${String(c.remainingActions)} drop or change actions left`);
   if (c.departmentId !== undefined) parts.push(c.departmentId === null ? 'no department' : `department ${String(c.departmentId)}`);

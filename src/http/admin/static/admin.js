@@ -30,6 +30,8 @@ const state = {
   filter: { q: '', dept: '', sort: 'busy', status: 'all' },
   /** The student shown in the student view, or null. */
   student: null,
+  /** The record of the student shown (what the correction form compares against). */
+  studentRecord: null,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -972,6 +974,8 @@ $('s-close').addEventListener('click', () => closeStudent());
 
 function showStudentError(text) {
   state.student = 'error';
+  state.studentRecord = null;
+  $('s-result').textContent = '';
   $('s-title').textContent = text;
   for (const id of ['s-units', 's-actions', 's-gender', 's-dept', 's-window']) $(id).textContent = '';
   $('s-timetable').tBodies[0].replaceChildren();
@@ -987,8 +991,14 @@ async function openStudent(id) {
     showStudentError(err.code === 'STUDENT_NOT_FOUND' ? `No student ${id}.` : `Could not load student ${id}: ${err.message}`);
     return;
   }
+  if (state.student !== id) $('s-result').textContent = '';
   state.student = id;
   const s = data.student;
+  state.studentRecord = s;
+  $('s-set-actions').value = String(s.remaining_actions);
+  $('s-set-units').value = String(s.max_units);
+  $('s-set-window').value = localInputValue(s.window_opens);
+  $('s-set-password').value = '';
   $('s-title').textContent = `Student ${s.id}`;
   $('s-units').textContent = `${s.units_held} / ${s.max_units}`;
   $('s-actions').textContent = String(s.remaining_actions);
@@ -1033,6 +1043,81 @@ async function openStudent(id) {
   $('s-history').tBodies[0].replaceChildren(hist);
   schedule('detail');
 }
+
+/** An instant as a datetime-local input shows it: the browser's own time zone, to the second. */
+function localInputValue(iso) {
+  const d = new Date(iso);
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+function showStudentResult(ok, text) {
+  const el = $('s-result');
+  el.className = `result ${ok ? 'ok' : 'err'}`;
+  el.textContent = text;
+}
+
+/** A registrar's correction of the student shown: only what changed is sent (PATCH /students/{id}). */
+async function correctStudent(body, label) {
+  const id = state.student;
+  if (typeof id !== 'number') return;
+  try {
+    await api('PATCH', `/students/${id}`, body);
+    showStudentResult(true, `${label}: saved.`);
+  } catch (err) {
+    showStudentResult(false, `${label} refused (${err.status} ${err.code}): ${err.message}`);
+    return;
+  }
+  await openStudent(id);
+}
+
+$('s-correct').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const s = state.studentRecord;
+  if (!s) return;
+  const actions = Number($('s-set-actions').value);
+  const units = Number($('s-set-units').value);
+  // datetime-local is the browser's local time; the API takes an instant with its zone.
+  const opens = new Date($('s-set-window').value);
+  if (!Number.isInteger(actions) || actions < 0 || !Number.isInteger(units) || units < 0 || Number.isNaN(opens.getTime())) {
+    showStudentResult(false, 'Actions left and the unit limit must be whole numbers, 0 or more, and the window a date and time.');
+    return;
+  }
+  const body = {};
+  const what = [];
+  if (actions !== s.remaining_actions) {
+    body.remaining_actions = actions;
+    what.push(`actions left ${actions}`);
+  }
+  if (units !== s.max_units) {
+    body.max_units = units;
+    what.push(`unit limit ${units}`);
+  }
+  if (Math.floor(opens.getTime() / 1000) !== Math.floor(new Date(s.window_opens).getTime() / 1000)) {
+    body.enrollment_start_time = opens.toISOString();
+    what.push(`window opens ${fmtTime(body.enrollment_start_time)}`);
+  }
+  if (what.length === 0) {
+    showStudentResult(true, 'Nothing to change.');
+    return;
+  }
+  void correctStudent(body, `Set ${what.join(', ')}`);
+});
+
+$('s-password').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const id = state.student;
+  const password = $('s-set-password').value;
+  if (typeof id !== 'number' || password === '') return;
+  confirmThen(
+    `Reset the password of student ${id}? Every session of theirs ends at once; give them the new password yourself.`,
+    'Reset password',
+    () => {
+      $('s-set-password').value = '';
+      return correctStudent({ password }, 'Password reset');
+    },
+  );
+});
 
 function emptyRow(span, text) {
   const tr = document.createElement('tr');
