@@ -258,6 +258,47 @@ describe('GET /me/events (SSE, embedded store)', { timeout: 120_000 }, () => {
     await w.stop();
     await store.close();
   });
+
+  test('a stream of a revoked session ends within a keep-alive, without waiting for a notice (logout, revoke-tokens, a new password)', async () => {
+    const store = await openStore();
+    const w = await startNoticesWorld({ persistence: store, seed: true, streamKeepAliveMs: 200 });
+    const streamOf = async (token: string) => {
+      const c = await openSse(`${w.base}/me/events`, { authorization: `Bearer ${token}` });
+      assert.equal(c.status, 200, c.body);
+      await c.waitFor((e) => e.some((x) => x.event === 'ready'));
+      return c;
+    };
+    const expired = (c: Awaited<ReturnType<typeof streamOf>>, what: string) =>
+      c.waitFor((e) => e.some((x) => x.event === 'expired' && /revoked/.test(x.data.reason)), 3000, `${what}: the stream to end as revoked`);
+    // Logout of the stream's own session.
+    const alice = w.token(S.alice);
+    const a = await streamOf(alice);
+    assert.equal((await w.call('POST', '/logout', alice)).status, 204);
+    await expired(a, 'logout');
+    // Staff revoke every token of a student.
+    const bea = await streamOf(w.token(S.bea));
+    w.clock.now += 1;
+    assert.equal((await w.call('POST', `/students/${S.bea}/revoke-tokens`, w.token(STAFF, 'staff'))).status, 204);
+    await expired(bea, 'revoke-tokens');
+    // A student's own change of password ends their other sessions' streams, not the new token's.
+    w.clock.now += 1;
+    const carl = await streamOf(w.token(S.carl));
+    w.clock.now += 1;
+    const changed = await w.call('POST', '/me/password', w.token(S.carl), { current_password: 'pw', new_password: 'a new one, long enough' });
+    assert.equal(changed.status, 200, JSON.stringify(changed.body));
+    await expired(carl, 'change of password');
+    const fresh = await streamOf(changed.body.token);
+    await new Promise((r) => setTimeout(r, 600));
+    assert.ok(!fresh.events.some((x) => x.event === 'expired'), 'the new session keeps its stream');
+    fresh.close();
+    // A stream nobody revoked is kept (keep-alives only).
+    const dan = await streamOf(w.token(S.dan));
+    await new Promise((r) => setTimeout(r, 600));
+    assert.ok(!dan.events.some((x) => x.event === 'expired'));
+    dan.close();
+    await w.stop();
+    await store.close();
+  });
 });
 
 describe('GET /me/events (SSE, full mode: PostgreSQL + RabbitMQ)', { timeout: 180_000 }, async () => {

@@ -92,6 +92,8 @@ export interface AppDeps {
   drain?: Drain;
   /** Student notices and seat watches (`/me/events`, `/me/watches`) and webhooks (`/webhooks`), when wired (issue 16). */
   notices?: { hub: NoticeHub; webhooks: WebhookService | null };
+  /** Keep-alive period of students' event streams (ms; default 15 s); each also ends the streams of revoked sessions. */
+  streamKeepAliveMs?: number;
   /**
    * Serve only requests whose `Host` is a loopback name or address (421 DEMO_HOST_REFUSED
    * otherwise; `/health` and `/ready` always): set while the demo's public passwords are live on a
@@ -269,7 +271,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(metricsRoutes, ctx);
   await app.register(registrarRoutes, ctx);
   if (deps.notices) {
-    await app.register(meEventsRoutes, { ...ctx, hub: deps.notices.hub });
+    await app.register(meEventsRoutes, { ...ctx, hub: deps.notices.hub, ...(deps.streamKeepAliveMs === undefined ? {} : { keepAliveMs: deps.streamKeepAliveMs }) });
     if (deps.notices.webhooks) await app.register(webhookRoutes, { ...ctx, webhooks: deps.notices.webhooks });
   }
 

@@ -54,6 +54,8 @@ export async function startNoticesWorld(opts: {
   clock?: { now: number };
   /** From {@link createTestOutbox}: bound to the world's webhook service. */
   outboxWake?: { fn: (() => void) | null; outbox: WebhookOutbox };
+  /** Keep-alive period of the students' streams (ms). */
+  streamKeepAliveMs?: number;
 }): Promise<NoticesWorld> {
   const clock = opts.clock ?? { now: T0 + 5 * MINUTE };
   const engine = createEngine({ persistence: opts.persistence, logger: quietLogger, enrollmentWindowMs: WINDOW_MS, now: () => clock.now });
@@ -85,6 +87,7 @@ export async function startNoticesWorld(opts: {
     now: () => clock.now,
     adminStaffIds: [900],
     notices: { hub, webhooks },
+    ...(opts.streamKeepAliveMs === undefined ? {} : { streamKeepAliveMs: opts.streamKeepAliveMs }),
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const port = (app.server.address() as AddressInfo).port;

@@ -25,6 +25,8 @@ import { bearer, errorResponses, Id, NoContent, SectionParams } from '../schemas
 
 export interface MeEventsOptions extends RouteContext {
   hub: NoticeHub;
+  /** Keep-alive period (ms; default {@link KEEP_ALIVE_MS}). */
+  keepAliveMs?: number;
 }
 
 const KEEP_ALIVE_MS = 15_000;
@@ -68,15 +70,16 @@ const frameOf = (n: Notice): string => {
   return f;
 };
 
-export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async (app, { hub, tokens, drain }) => {
+export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async (app, { hub, tokens, drain, keepAliveMs = KEEP_ALIVE_MS }) => {
   const studentOnly = tokens.requireRole('student');
   const tickets = createFeedTickets({ ttlMs: TICKET_TTL_MS, max: 50_000, now: tokens.now });
-  const open = new Set<ServerResponse>();
+  /** Open streams, each with its session (checked for revocation at every keep-alive). */
+  const open = new Map<ServerResponse, { session: NonNullable<FastifyRequest['tokenSession']>; close: () => void }>();
   let keepAlive: NodeJS.Timeout | null = null;
   const endAll = async () => {
     if (keepAlive) clearInterval(keepAlive);
     keepAlive = null;
-    for (const res of [...open]) endForShutdown(res);
+    for (const res of [...open.keys()]) endForShutdown(res);
     open.clear();
   };
   // A shutdown ends the streams when it begins: their clients reconnect (to another instance, or
@@ -250,10 +253,20 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
         return;
       }
       for (const n of pending) if (!sent.has(`${n.id}|${n.kind}`)) writeNotice(n);
-      open.add(res);
+      open.set(res, { session, close });
+      // Each keep-alive also ends the streams of revoked sessions (logout, a password change or reset,
+      // revoke-tokens): within KEEP_ALIVE_MS, not only at the next notice, which may never come.
       keepAlive ??= setInterval(() => {
-        for (const r of open) if (!r.writableEnded && !r.destroyed) r.write(': keep-alive\n\n');
-      }, KEEP_ALIVE_MS);
+        for (const [r, s] of open) {
+          if (r.writableEnded || r.destroyed) continue;
+          if (tokens.revocations.isRevoked(s.session)) {
+            s.close();
+            r.end(sse('expired', { reason: 'the token has been revoked; log in again' }));
+            continue;
+          }
+          r.write(': keep-alive\n\n');
+        }
+      }, keepAliveMs);
       keepAlive.unref();
       const expiry = setTimeout(
         () => {
