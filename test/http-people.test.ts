@@ -435,6 +435,41 @@ describe('POST /me/password and PATCH /staff/{id}: changing a password', () => {
     expectStatus(await login(STAFF, 'pw', true), 200); // the admin's own password is untouched
   });
 
+  it("a registrar's reset always holds over the student's own change at the same moment; concurrent own changes: one wins, the others are refused", async () => {
+    const outcomes: string[] = [];
+    for (const [i, delay] of [0, 2, 5, 10, 20, 40].entries()) {
+      const student = [S.f1, S.f2, S.f3, S.f4, S.bea, S.dan][i] as number;
+      const token = fx.studentToken(student);
+      fx.clock.now += 5;
+      const own = change(token, 'pw', `student own choice ${i}`);
+      await new Promise((r) => setTimeout(r, delay));
+      const reset = fx.request('PATCH', `/students/${student}`, { token: fx.staffToken(), body: { password: `registrar reset ${i}` } });
+      const [o, r] = await Promise.all([own, reset]);
+      expectStatus(r, 200);
+      fx.clock.now += 5;
+      // In either order the registrar's password is the one that holds.
+      expectStatus(await login(student, `registrar reset ${i}`), 200);
+      expectError(await login(student, `student own choice ${i}`), 401, 'BAD_CREDENTIALS');
+      if (o.status === 200) {
+        // The student's change came first: the reset revoked its fresh token.
+        expectError(await fx.request('GET', '/student/course', { token: tokenOf(o) }), 401, 'TOKEN_REVOKED');
+      } else {
+        assert.ok(['WRONG_PASSWORD', 'TOKEN_REVOKED'].includes((o.body as { code: string }).code), JSON.stringify(o.body));
+      }
+      outcomes.push(`${delay} ms: student ${o.status}`);
+    }
+    // Three changes of one account at once with the same token and password: exactly one holds.
+    fx.clock.now += 5;
+    const t = fx.studentToken(S.eve);
+    const three = await Promise.all(['first choice here', 'second choice here', 'third choice here'].map((pw) => change(t, 'pw', pw)));
+    assert.equal(three.filter((r) => r.status === 200).length, 1, JSON.stringify(three.map((r) => r.body)));
+    for (const r of three.filter((x) => x.status !== 200)) expectError(r, 403, 'WRONG_PASSWORD');
+    const winner = ['first choice here', 'second choice here', 'third choice here'][three.findIndex((r) => r.status === 200)] as string;
+    fx.clock.now += 5;
+    expectStatus(await login(S.eve, winner), 200);
+    expectStatus(await fx.request('GET', '/student/course', { token: tokenOf(three.find((r) => r.status === 200) as { body: unknown }) }), 200);
+  });
+
   it('a failed write leaves the old password in force and is 503', async () => {
     const t = fx.studentToken(S.bea);
     fx.persistence.failNext = 1;

@@ -229,13 +229,13 @@ export class Engine {
   }
 
   /** A registrar's correction of a student's record; resolves with the record once durable (see EnrollmentUseCases.updateStudent). */
-  updateStudent(studentId: number, changes: StudentChanges, meta: RequestMeta): Promise<StudentRecord> {
-    return this.useCases.updateStudent(studentId, changes, meta);
+  updateStudent(studentId: number, changes: StudentChanges, meta: RequestMeta, precondition?: (record: StudentRecord) => void): Promise<StudentRecord> {
+    return this.useCases.updateStudent(studentId, changes, meta, precondition);
   }
 
   /** A staff member's new password (their own change or an admin's reset); resolves once durable. */
-  updateStaff(staffId: number, changes: StaffChanges, meta: RequestMeta): Promise<void> {
-    return this.useCases.updateStaff(staffId, changes, meta);
+  updateStaff(staffId: number, changes: StaffChanges, meta: RequestMeta, precondition?: (record: StaffRecord) => void): Promise<void> {
+    return this.useCases.updateStaff(staffId, changes, meta, precondition);
   }
 
   createStaff(staff: StaffRecord, meta: RequestMeta): Promise<void> {

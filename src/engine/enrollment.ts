@@ -286,9 +286,12 @@ export class EnrollmentUseCases {
    * student's stream like `actionUsed`. Held places stay as they are: a lower unit limit or a later
    * window applies to the student's next request. Resolves with the record once it is durable.
    */
-  updateStudent(studentId: number, changes: StudentChanges, meta: RequestMeta): Promise<StudentRecord> {
+  updateStudent(studentId: number, changes: StudentChanges, meta: RequestMeta, precondition?: (record: StudentRecord) => void): Promise<StudentRecord> {
     return this.withStudent(studentId, async (st) => {
       this.requireOwner(null);
+      // Checked in turn with the student's other changes, on the record as it is now (e.g. the
+      // password the caller proved is still the current one): throws to refuse, nothing changed.
+      precondition?.(st.record);
       const changed: StudentChanges = {};
       for (const [k, v] of Object.entries(changes) as [keyof StudentChanges, unknown][]) {
         if (v !== undefined && st.record[k] !== v) (changed as Record<string, unknown>)[k] = v;
@@ -310,11 +313,13 @@ export class EnrollmentUseCases {
    * decided by shard 0's owner and numbered in the staff member's stream at once, so two changes
    * of one member are two steps, the later one wins everywhere.
    */
-  async updateStaff(staffId: number, changes: StaffChanges, meta: RequestMeta): Promise<void> {
+  async updateStaff(staffId: number, changes: StaffChanges, meta: RequestMeta, precondition?: (record: StaffRecord) => void): Promise<void> {
     await this.tracker.ready();
     this.requireOwner(null);
     const s = this.directory.staff.get(staffId);
     if (!s) throw new EngineError('STAFF_NOT_FOUND', `staff ${staffId} does not exist`);
+    // No await between this check and the change below: nothing else can change the record in between.
+    precondition?.(s);
     const seq = (this.directory.staffSeq.get(staffId) ?? 1) + 1;
     this.tracker.staffChanging(staffId, s);
     this.directory.staff.set(staffId, { ...s, ...changes });

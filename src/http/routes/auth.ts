@@ -174,8 +174,17 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
       await attempt.succeeded();
       const passwordHash = await hashPassword(next, BCRYPT_COST);
       const meta = requestMeta(request);
-      if (p.role === 'staff') await engine.updateStaff(p.id, { passwordHash }, meta);
-      else await engine.updateStudent(p.id, { passwordHash }, meta);
+      // The checks above took a bcrypt time or two: decided in turn with the account's other changes,
+      // the password proved must still be the current one and the token not revoked meanwhile (a
+      // registrar's reset, another change of the same account). Otherwise nothing changes.
+      const proved = record.passwordHash;
+      const session = request.tokenSession;
+      const stillCurrent = (now: { passwordHash: string }) => {
+        if (session !== null && tokens.revocations.isRevoked(session)) throw new EngineError('TOKEN_REVOKED', 'the token has been revoked; log in again');
+        if (now.passwordHash !== proved) throw new EngineError('WRONG_PASSWORD', 'the password was changed meanwhile; nothing was changed');
+      };
+      if (p.role === 'staff') await engine.updateStaff(p.id, { passwordHash }, meta, stillCurrent);
+      else await engine.updateStudent(p.id, { passwordHash }, meta, stillCurrent);
       request.log.info({ role: p.role, id: p.id }, 'password changed by its owner');
       // Every earlier token ends (the other sessions, where the old password may have been used); the
       // reply's token starts after that instant, so it stays valid.
