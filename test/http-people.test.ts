@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { createEngine } from '../src/engine/engine.js';
 import { createLogger } from '../src/logger.js';
-import { verifyPassword } from '../src/password.js';
+import { hashPassword, verifyPassword } from '../src/password.js';
 import { C, createHttpFixture, expectError, expectStatus, OTHER_STAFF, S, STAFF, T0, type HttpFixture } from './support/http-fixture.js';
 import { replayLog } from './support/memory-persistence.js';
 
@@ -468,6 +468,19 @@ describe('POST /me/password and PATCH /staff/{id}: changing a password', () => {
     fx.clock.now += 5;
     expectStatus(await login(S.eve, winner), 200);
     expectStatus(await fx.request('GET', '/student/course', { token: tokenOf(three.find((r) => r.status === 200) as { body: unknown }) }), 200);
+  });
+
+  it('a login with the old password still being checked when a reset lands is refused, not given a session', async () => {
+    // A slow hash (cost 13) keeps the login's check running while the reset is decided.
+    const slow = await hashPassword('an old slow password', 13);
+    await fx.engine.createStudent({ id: 777, passwordHash: slow, enrollmentStart: T0, maxUnits: 20, remainingActions: 1, departmentId: null, entryYear: null, gender: 'male' }, { requestId: 't', actor: 'system' });
+    fx.clock.now += 5;
+    const late = login(777, 'an old slow password');
+    await new Promise((r) => setTimeout(r, 20));
+    expectStatus(await fx.request('PATCH', '/students/777', { token: fx.staffToken(), body: { password: 'the new desk password' } }), 200);
+    const r = await late;
+    expectError(r, 401, 'BAD_CREDENTIALS');
+    assert.match((r.body as { reason: string }).reason, /changed while it was checked/);
   });
 
   it('a failed write leaves the old password in force and is 503', async () => {

@@ -70,6 +70,10 @@ const goRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { engine, 
       }
       if (ok) {
         await attempt.succeeded();
+        // The check took a bcrypt time: a password reset meanwhile (and its revocation, made before
+        // this token would be issued) must not let the old password in.
+        const now = staff ? engine.getStaff(id) : engine.getStudent(id);
+        if (now?.passwordHash !== record?.passwordHash) throw new EngineError('BAD_CREDENTIALS', 'the password was changed while it was checked; log in with the new one');
         return { token: tokens.issue({ id, role: staff ? 'staff' : 'student' }) };
       }
       await attempt.failed();
