@@ -67,5 +67,23 @@ for (const mode of [embeddedMode, fullMode] as ModeFactory[]) {
       // Well-formed text of the same shape is taken.
       expectStatus(await h.request('POST', '/sections', { token: staff, body: { ...NEW_SECTION, name: 'Algebra 😀' } }), 201);
     });
+
+    it('department ids outside the Go schema\'s SMALLINT are refused 400; the largest one is stored', { skip, timeout: 120_000 }, async () => {
+      const h = harness();
+      const staff = h.token(STAFF, 'staff');
+      for (const id of [32_768, 40_000, 2_147_483_647]) {
+        const [bad, innocent] = await Promise.all([
+          h.request('POST', '/departments', { token: staff, body: { id, name: 'Overflow' } }),
+          h.request('PATCH', `/students/${S.bea}`, { token: staff, body: { max_units: 17 + (id % 3) } }),
+        ]);
+        expectError(bad, 400, 'BAD_REQUEST');
+        expectStatus(innocent, 200);
+      }
+      expectStatus(await h.request('POST', '/departments', { token: staff, body: { id: 32_767, name: 'Largest' } }), 201);
+      expectStatus(await h.request('PATCH', `/students/${S.bea}`, { token: staff, body: { department_id: 32_767 } }), 200);
+      const db = await h.databaseState();
+      assert.ok(db.departments.some((d) => d.id === 32_767), 'the largest id reached the database');
+      assert.equal(db.students.find((st) => st.id === S.bea)?.departmentId, 32_767);
+    });
   });
 }

@@ -340,7 +340,15 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
           'A new deployment starts with no departments (the Go service\'s database had them loaded by hand); without this, ' +
           'every for_department and department_id would be refused. Ids are never reused: an existing id is 409 ALREADY_EXISTS.',
         security: bearer,
-        body: Type.Object({ id: Id('Department id'), name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
+        body: Type.Object(
+          {
+            // SMALLINT (SMALLSERIAL) in the Go schema, as students' department_id and sections' for_department:
+            // a larger id was accepted, then could not be stored (the batcher stopped on it).
+            id: Type.Integer({ minimum: 0, maximum: 32_767, description: 'Department id (SMALLINT in the Go schema)' }),
+            name: Type.String({ minLength: 1, maxLength: 200 }),
+          },
+          { additionalProperties: false },
+        ),
         response: { 201: Type.Object({ id: Type.Integer(), name: Type.String() }), ...errorResponses },
       },
     },
