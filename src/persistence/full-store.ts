@@ -508,7 +508,9 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         checks.batcher = batcher.isConsuming
           ? { ok: true, detail: 'active' }
           : batcher.isLeader
-            ? { ok: false, detail: 'leading, but not reading the stream (the broker is away): nothing is applied to the tables' }
+            ? stalled
+              ? { ok: false, detail: `leading, but stopped at a message it cannot apply (see log): nothing after it is applied to the tables` }
+              : { ok: false, detail: 'leading, but not reading the stream (the broker is away): nothing is applied to the tables' }
             : { ok: false, detail: 'standby' };
       }
       if (stalled) {
