@@ -400,7 +400,8 @@ async function main(): Promise<void> {
     loginQueueMs: config.loginQueueMs,
     // In demo mode the demo staff member is the admin, so the demo can show staff creation.
     adminStaffIds: demoLive ? [...config.adminStaffIds, DEMO_STAFF_ID] : config.adminStaffIds,
-    refusedPasswords: demoLive ? [] : DEMO_PASSWORDS,
+    // Published with the demo data: never a new password, in demo mode too (probe I: the README says so).
+    refusedPasswords: DEMO_PASSWORDS,
     logRequests: config.logRequests,
     readiness: () => persistence.readiness(),
     storageRequirements,

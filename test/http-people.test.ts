@@ -378,6 +378,12 @@ describe('POST /me/password and PATCH /staff/{id}: changing a password', () => {
     expectStatus(await login(S.alice, 'my own new password'), 200);
     assert.equal(fx.persistence.log.filter((e) => e.type === 'studentUpdated').length, 1, 'durable, as a step of the student stream');
     assert.ok(!fx.logs.some((l) => l.includes('my own new password')), 'never logged');
+    const history = (await fx.request('GET', `/admin/api/students/${S.alice}`, { token: fx.staffToken() })).body as { history: { type: string; text: string; by: string }[] };
+    assert.deepEqual(
+      history.history.filter((h) => h.type === 'studentUpdated').map((h) => h.text),
+      ['Changed their own password'],
+      'told as the student\'s own change, not as staff\'s',
+    );
   });
 
   it('staff change their own password the same way; it is durable across a restart', async () => {

@@ -53,7 +53,7 @@ export function describeSectionTransition(type: string, studentId: number | null
 }
 
 /** One of a student's transitions, told from the student's side ("Took a seat in 40101-1 Algebra"). */
-export function describeStudentTransition(type: string, section: string, p: Payload): string {
+export function describeStudentTransition(type: string, section: string, p: Payload, actor?: string): string {
   switch (type) {
     case 'studentEnrolled':
       if (p.forced === true) return `Given a seat in ${section} by staff`;
@@ -70,8 +70,12 @@ export function describeStudentTransition(type: string, section: string, p: Payl
       return `Dropped their ${place(p.from)} in ${section}`;
     case 'actionUsed':
       return `Used a drop or change action (${String(p.remainingActions)} left)`;
-    case 'studentUpdated':
-      return describeStudentChanges((p.changes as Payload | undefined) ?? {});
+    case 'studentUpdated': {
+      const changes = (p.changes as Payload | undefined) ?? {};
+      // The student's own change of password (POST /me/password), not a registrar's.
+      if (actor !== undefined && actor === `student:${String(p.studentId)}`) return 'Changed their own password';
+      return describeStudentChanges(changes);
+    }
     default:
       return type;
   }

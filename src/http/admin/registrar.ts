@@ -139,7 +139,7 @@ export const registrarRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (a
       const history = records.map((t) => ({
         at: t.at,
         type: t.type,
-        text: describeStudentTransition(t.type, sectionLabel(engine, t.courseId, t.groupId), t.payload),
+        text: describeStudentTransition(t.type, sectionLabel(engine, t.courseId, t.groupId), t.payload, t.actor),
         by: describeActor(t.actor),
         course_id: t.courseId,
         group_id: t.groupId,
