@@ -460,6 +460,11 @@ export class Engine {
           break;
         }
         default: {
+          if (!('courseId' in e)) {
+            // An event type of a newer version (a rolling upgrade): not folded here, said once per event.
+            this.log.warn({ type: (e as { type: string }).type }, 'the read copy skipped an event type this version does not know: upgrade this instance');
+            continue;
+          }
           const key = sectionKey(e.courseId, e.groupId);
           const prev = changed.get(key) ?? (this.host.has(key) ? this.host.context(key) : undefined);
           if (e.type === 'sectionCreated') {

@@ -125,6 +125,8 @@ function isTransient(err: unknown): boolean {
   // A bug or a malformed event, not an outage: retrying the same batch would fail the same way.
   if (err instanceof TypeError || err instanceof RangeError) return false;
   const code = (err as { code?: unknown })?.code;
+  // A newer version's event (assertKnownEvent): only an upgrade of this process applies it.
+  if (code === 'UNKNOWN_EVENT_TYPE') return false;
   if (typeof code !== 'string' || code.length !== 5) return true; // network errors have no SQLSTATE
   return TRANSIENT_CLASSES.includes(code.slice(0, 2)) || code === '40001' || code === '40P01';
 }

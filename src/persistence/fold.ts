@@ -1,6 +1,6 @@
 import { evolveSection, initialSectionContext, sectionKey } from '../actors/section-logic.js';
 import type { SectionContext } from '../actors/types.js';
-import type { DomainEvent, LoadedState, LoadedStudent } from './types.js';
+import { assertKnownEvent, type DomainEvent, type LoadedState, type LoadedStudent } from './types.js';
 
 /**
  * Folds ordered log events into a loaded state, skipping what the state already contains (per
@@ -22,6 +22,7 @@ export function createStateFolder(base: LoadedState): StateFolder {
   const sections = new Map<string, SectionContext>(base.sections.map((c) => [sectionKey(c.info.courseId, c.info.groupId), c]));
   return {
     add(e) {
+      assertKnownEvent(e);
       switch (e.type) {
         case 'departmentCreated':
           if (!departments.has(e.department.id)) departments.set(e.department.id, e.department);

@@ -2,6 +2,7 @@ import { sectionKey } from '../actors/section-logic.js';
 import type { SectionContext, SectionInfo, Sex } from '../actors/types.js';
 import type { SqlExecutor } from './sql-client.js';
 import {
+  assertKnownEvent,
   streamOf,
   type DomainEvent,
   type FillPoint,
@@ -77,6 +78,7 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
   // 1. Record in the log; keep only events not seen before.
   const seen = new Set<string>();
   const events: DomainEvent[] = [];
+  for (const e of batch) assertKnownEvent(e);
   for (const e of batch) {
     const k = `${streamOf(e)}#${e.seq}`;
     if (seen.has(k)) continue;

@@ -10,6 +10,41 @@ import type { NoticeStore } from './notice-types.js';
 /** One entry of the ordered log: a section transition or a registry change. */
 export type DomainEvent = SectionEvent | RegistryEvent;
 
+/** Every event type this version writes and reads (the compiler keeps the list complete). */
+const EVENT_TYPES: Record<DomainEvent['type'], true> = {
+  sectionCreated: true,
+  studentEnrolled: true,
+  studentQueued: true,
+  studentPromoted: true,
+  studentDropped: true,
+  capacityChanged: true,
+  reserveCapacityChanged: true,
+  sexLockChanged: true,
+  sectionClosed: true,
+  sectionReopened: true,
+  infoUpdated: true,
+  studentCreated: true,
+  actionUsed: true,
+  studentUpdated: true,
+  staffCreated: true,
+  staffUpdated: true,
+  departmentCreated: true,
+};
+
+/**
+ * Refuses an event of a type this version does not know (written by a newer one during a rolling
+ * upgrade): folded as a section event it would be dropped or filed under a wrong stream, and the
+ * change would be missing from the tables and from what a restart loads. Readers stop at it
+ * instead (the batcher's stall, a failed load) until they run the version that wrote it.
+ */
+export function assertKnownEvent(e: { type: string }): void {
+  if (!Object.hasOwn(EVENT_TYPES, e.type)) {
+    throw Object.assign(new Error(`event type "${String(e.type).slice(0, 60)}" is unknown to this version (written by a newer one?): upgrade this process`), {
+      code: 'UNKNOWN_EVENT_TYPE',
+    });
+  }
+}
+
 /**
  * The stream an event belongs to; sequence numbers are per stream, which is what makes applying
  * a redelivered event a no-op.
