@@ -401,16 +401,8 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
       }
       const s = engine.getStudent(p.id);
       if (!s) throw new EngineError('STUDENT_NOT_FOUND', `student ${p.id} does not exist`);
-      return {
-        id: s.id,
-        role: p.role,
-        department_id: s.departmentId,
-        max_units: s.maxUnits,
-        remaining_actions: s.remainingActions,
-        enrollment_start_time: new Date(s.enrollmentStart).toISOString(),
-        gender: s.gender,
-        entry_year: s.entryYear,
-      };
+      const { id, ...rest } = studentView(s);
+      return { id, role: p.role, ...rest };
     },
   );
 };
