@@ -426,6 +426,34 @@ describe('admin page for a registrar, with the demo data, in a real browser', { 
     await until('the history', async () => (await page.locator('#d-transitions').innerText()).includes(`Staff removed student ${victim} from their seat`));
   });
 
+  it('a staff member changes their own password from the header; the page stays logged in, the old password stops working', async () => {
+    fx.clock.now += 10;
+    await page.click('#change-password');
+    await page.waitForSelector('#password-dialog', { state: 'visible' });
+    await page.fill('#pw-current', PASSWORD);
+    await page.fill('#pw-new', 'registrar desk 2026 one');
+    await page.fill('#pw-again', 'registrar desk 2026 two');
+    await page.click('#pw-save');
+    await untilText('#pw-error', (t) => t === 'The two new passwords differ.');
+    await page.fill('#pw-current', 'not my password');
+    await page.fill('#pw-again', 'registrar desk 2026 one');
+    await page.click('#pw-save');
+    await untilText('#pw-error', (t) => t.includes('403 WRONG_PASSWORD'));
+    await page.fill('#pw-current', PASSWORD);
+    await page.click('#pw-save');
+    await page.waitForSelector('#password-dialog', { state: 'hidden' });
+    fx.clock.now += 10;
+    const login = (password: string) => fx.request('POST', '/login', { body: { user: STAFF_ID, password, staff: true } });
+    assert.equal((await login(PASSWORD)).status, 401, 'the old password no longer works');
+    assert.equal((await login('registrar desk 2026 one')).status, 200);
+    // The page goes on with the reply's token: a lookup still works, no login form.
+    await page.fill('#lookup-id', '40000002');
+    await page.click('#lookup-submit');
+    await untilText('#s-title', (t) => t === 'Student 40000002');
+    assert.equal(await page.locator('#login-form').isVisible(), false);
+    await page.click('#s-close');
+  });
+
   it('ran with no page error, no CSP violation, no outside request and no token in a URL', () => {
     assert.deepEqual(failures, []);
   });

@@ -87,6 +87,7 @@ function showLogin(message) {
   $('app-view').hidden = true;
   $('login-view').hidden = false;
   $('logout').hidden = true;
+  $('change-password').hidden = true;
   $('who').textContent = '';
   $('login-error').textContent = message || '';
   $('login-user').focus();
@@ -180,6 +181,39 @@ $('login-form').addEventListener('submit', async (ev) => {
     errorEl.textContent = 'Login failed: the server cannot be reached.';
   } finally {
     $('login-submit').disabled = false;
+  }
+});
+
+// Changing one's own password (POST /me/password): the reply's token replaces this page's, whose
+// session the change ends with every other one of this staff member.
+$('change-password').addEventListener('click', () => {
+  for (const id of ['pw-current', 'pw-new', 'pw-again']) $(id).value = '';
+  $('pw-error').textContent = '';
+  $('password-dialog').showModal();
+  $('pw-current').focus();
+});
+$('pw-cancel').addEventListener('click', () => $('password-dialog').close());
+$('password-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const current = $('pw-current').value;
+  const next = $('pw-new').value;
+  if (next !== $('pw-again').value) {
+    $('pw-error').textContent = 'The two new passwords differ.';
+    return;
+  }
+  $('pw-save').disabled = true;
+  try {
+    const data = await api('POST', '/me/password', { current_password: current, new_password: next });
+    keepToken(data.token);
+    refresher.schedule();
+    feed.start();
+    $('password-dialog').close();
+    for (const id of ['pw-current', 'pw-new', 'pw-again']) $(id).value = '';
+    showResult(true, 'Your password was changed; your other sessions have ended.');
+  } catch (err) {
+    $('pw-error').textContent = `Not changed (${err.status} ${err.code}): ${err.message}`;
+  } finally {
+    $('pw-save').disabled = false;
   }
 });
 
@@ -1240,6 +1274,7 @@ async function start() {
   $('login-view').hidden = true;
   $('app-view').hidden = false;
   $('logout').hidden = false;
+  $('change-password').hidden = false;
   const sub = JSON.parse(atob(state.token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub;
   $('who').textContent = `staff ${sub}`;
   refresher.schedule();
