@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { listenOnLoopback, throughProxy } from './support/tcp-proxy.js';
 import { after, before, describe, test } from 'node:test';
 import amqp from 'amqplib';
 import { pino } from 'pino';
@@ -85,18 +86,12 @@ class HoldingProxy {
   static async start(url: string): Promise<HoldingProxy> {
     const u = new URL(url);
     const p = new HoldingProxy(u.hostname, Number(u.port || 5672));
-    await new Promise<void>((resolve, reject) => {
-      p.server.once('error', reject);
-      p.server.listen(0, '127.0.0.1', () => resolve());
-    });
+    await listenOnLoopback(p.server);
     return p;
   }
 
   rewrite(url: string): string {
-    const u = new URL(url);
-    u.hostname = '127.0.0.1';
-    u.port = String((this.server.address() as net.AddressInfo).port);
-    return u.toString();
+    return throughProxy(url, this.server);
   }
 
   /** Holds the client-to-broker bytes of every open connection; returns how many it holds. */

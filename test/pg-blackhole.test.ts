@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { listenOnLoopback, throughProxy } from './support/tcp-proxy.js';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import amqp from 'amqplib';
@@ -70,19 +71,13 @@ class BlackholeProxy {
   static async start(url: string): Promise<BlackholeProxy> {
     const u = new URL(url);
     const p = new BlackholeProxy(u.hostname, Number(u.port || 5432));
-    await new Promise<void>((resolve, reject) => {
-      p.server.once('error', reject);
-      p.server.listen(0, '127.0.0.1', () => resolve());
-    });
+    await listenOnLoopback(p.server);
     return p;
   }
 
   /** `url` through the proxy. */
   rewrite(url: string): string {
-    const u = new URL(url);
-    u.hostname = '127.0.0.1';
-    u.port = String((this.server.address() as net.AddressInfo).port);
-    return u.toString();
+    return throughProxy(url, this.server);
   }
 
   /** Opens the hole the moment a client sends bytes holding `text` (those bytes are the first lost). */

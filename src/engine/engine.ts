@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { evolveSection, initialSectionContext, membershipOf, sectionKey } from '../actors/section-logic.js';
 import type { Department, StaffChanges, StaffRecord, StudentChanges, StudentRecord } from '../actors/student-rules.js';
 import type { Membership, SectionContext } from '../actors/types.js';
-import { shardOfCourse, type ClusterMembership, type DomainEvent, type FillPoint, type LoadedState, type Persistence, type StudentTransitionRecord, type TransitionRecord } from '../persistence/types.js';
+import { isKnownEvent, shardOfCourse, type ClusterMembership, type DomainEvent, type FillPoint, type LoadedState, type Persistence, type StudentTransitionRecord, type TransitionRecord } from '../persistence/types.js';
 import { DurabilityTracker } from './durability-tracker.js';
 import { EnrollmentUseCases } from './enrollment.js';
 import { SectionHost } from './section-host.js';
@@ -425,6 +425,12 @@ export class Engine {
     const applied: DomainEvent[] = [];
     const changed = new Map<string, SectionContext>();
     for (const e of events) {
+      if (!isKnownEvent(e)) {
+        // A newer version's event type (a rolling upgrade): not folded here (the batcher and a
+        // reload stop at it instead), said for each such event.
+        this.log.warn({ type: (e as { type: string }).type }, 'the read copy skipped an event type this version does not know: upgrade this instance');
+        continue;
+      }
       switch (e.type) {
         case 'departmentCreated':
           if (this.directory.departments.has(e.department.id)) continue;
@@ -460,11 +466,6 @@ export class Engine {
           break;
         }
         default: {
-          if (!('courseId' in e)) {
-            // An event type of a newer version (a rolling upgrade): not folded here, said once per event.
-            this.log.warn({ type: (e as { type: string }).type }, 'the read copy skipped an event type this version does not know: upgrade this instance');
-            continue;
-          }
           const key = sectionKey(e.courseId, e.groupId);
           const prev = changed.get(key) ?? (this.host.has(key) ? this.host.context(key) : undefined);
           if (e.type === 'sectionCreated') {

@@ -220,6 +220,14 @@ export class TokenService {
     return Math.floor(this.now() / 1000) + this.maxSession;
   }
 
+  /**
+   * Ends every session of `subject` (`student:<id>`, `staff:<id>`) that logged in at or before
+   * `at` (unix ms; now by default), on every instance: revoke-tokens and every change of password.
+   */
+  revokeSessionsOf(subject: string, at = this.now()): Promise<void> {
+    return this.revocations.revoke({ subject, at, until: this.latestSessionEnd() });
+  }
+
   /** How many verified tokens are remembered now: bounded by `rememberMax` (a gauge for metrics). */
   get rememberedTokens(): number {
     return this.verified.size;

@@ -90,9 +90,10 @@ const seconds = (v: WindowVerdict) => Math.max(1, Math.ceil(v.retryAfterMs / 100
 export function createThrottle(limits: RateLimits, policy: ThrottlePolicy = DEFAULT_THROTTLE_POLICY): Throttle {
   /** The account's failures at one address (its own key, so a success clears only those). */
   const pairKey = (account: string, address: string) => `login:user-addr:${account}:${address}`;
+  const userKey = (account: string) => `login:user:${account}`;
   const loginLimits = (account: string, address: string): WindowLimit[] => [
     { key: pairKey(account, address), limit: policy.loginFailuresPerUser, windowMs: policy.loginWindowMs },
-    { key: `login:user:${account}`, limit: policy.loginFailuresPerUserAllAddresses, windowMs: policy.loginWindowMs },
+    { key: userKey(account), limit: policy.loginFailuresPerUserAllAddresses, windowMs: policy.loginWindowMs },
     { key: `login:addr:${address}`, limit: policy.loginFailuresPerAddress, windowMs: policy.loginWindowMs },
   ];
   /**
@@ -115,8 +116,9 @@ export function createThrottle(limits: RateLimits, policy: ThrottlePolicy = DEFA
     policy,
     async beforeLogin(account, address) {
       const windows = loginLimits(account, address);
-      const reserved = windows.slice(0, 2).map((w) => w.key);
-      const room = windows.map((w) => ({ ...w, limit: w.limit - (reserved.includes(w.key) ? (inFlight.get(w.key) ?? 0) : 0) }));
+      // The account's windows (at this address, from all addresses), not the address's own.
+      const reserved = [pairKey(account, address), userKey(account)];
+      const room = windows.map((w) => ({ ...w, limit: w.limit - (inFlight.get(w.key) ?? 0) }));
       // Checks in flight fill the account's budget: the next guess waits for them (they take tens of ms).
       if (room.some((w) => w.limit <= 0)) throw throttled(1);
       bump(reserved, 1);

@@ -58,11 +58,7 @@ function payloadOf(e: DomainEvent): string {
     const { passwordHash: _h, ...student } = e.student;
     return JSON.stringify({ ...e, student });
   }
-  if (e.type === 'studentUpdated' && e.changes.passwordHash !== undefined) {
-    const { passwordHash: _h, ...changes } = e.changes;
-    return JSON.stringify({ ...e, changes: { ...changes, passwordChanged: true } });
-  }
-  if (e.type === 'staffUpdated' && e.changes.passwordHash !== undefined) {
+  if ((e.type === 'studentUpdated' || e.type === 'staffUpdated') && e.changes.passwordHash !== undefined) {
     const { passwordHash: _h, ...changes } = e.changes;
     return JSON.stringify({ ...e, changes: { ...changes, passwordChanged: true } });
   }
@@ -78,8 +74,8 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
   // 1. Record in the log; keep only events not seen before.
   const seen = new Set<string>();
   const events: DomainEvent[] = [];
-  for (const e of batch) assertKnownEvent(e);
   for (const e of batch) {
+    assertKnownEvent(e);
     const k = `${streamOf(e)}#${e.seq}`;
     if (seen.has(k)) continue;
     seen.add(k);

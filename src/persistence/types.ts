@@ -31,6 +31,11 @@ const EVENT_TYPES: Record<DomainEvent['type'], true> = {
   departmentCreated: true,
 };
 
+/** Whether this version knows the event's type (see {@link assertKnownEvent}). */
+export function isKnownEvent(e: { type: string }): e is DomainEvent {
+  return Object.hasOwn(EVENT_TYPES, e.type);
+}
+
 /**
  * Refuses an event of a type this version does not know (written by a newer one during a rolling
  * upgrade): folded as a section event it would be dropped or filed under a wrong stream, and the
@@ -38,7 +43,7 @@ const EVENT_TYPES: Record<DomainEvent['type'], true> = {
  * instead (the batcher's stall, a failed load) until they run the version that wrote it.
  */
 export function assertKnownEvent(e: { type: string }): void {
-  if (!Object.hasOwn(EVENT_TYPES, e.type)) {
+  if (!isKnownEvent(e)) {
     throw Object.assign(new Error(`event type "${String(e.type).slice(0, 60)}" is unknown to this version (written by a newer one?): upgrade this process`), {
       code: 'UNKNOWN_EVENT_TYPE',
     });

@@ -12,6 +12,22 @@ import net from 'node:net';
  *   as a link that hangs does; `flow()` moves them again (nothing is lost);
  * - `close()` stops listening and resets everything.
  */
+/** Listens on 127.0.0.1 at a free port (every test proxy does). */
+export function listenOnLoopback(server: net.Server): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+}
+
+/** `url` with its host and port replaced by those of a proxy listening on `server`. */
+export function throughProxy(url: string, server: net.Server): string {
+  const u = new URL(url);
+  u.hostname = '127.0.0.1';
+  u.port = String((server.address() as net.AddressInfo).port);
+  return u.toString();
+}
+
 export class TcpProxy {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
@@ -32,10 +48,7 @@ export class TcpProxy {
   /** Listens on 127.0.0.1 at a free port and forwards to `targetHost:targetPort`. */
   static async start(targetHost: string, targetPort: number): Promise<TcpProxy> {
     const p = new TcpProxy(targetHost, targetPort);
-    await new Promise<void>((resolve, reject) => {
-      p.server.once('error', reject);
-      p.server.listen(0, '127.0.0.1', () => resolve());
-    });
+    await listenOnLoopback(p.server);
     return p;
   }
 
@@ -45,10 +58,7 @@ export class TcpProxy {
 
   /** `url` with its host and port replaced by the proxy's. */
   rewrite(url: string): string {
-    const u = new URL(url);
-    u.hostname = '127.0.0.1';
-    u.port = String(this.port);
-    return u.toString();
+    return throughProxy(url, this.server);
   }
 
   get isCut(): boolean {

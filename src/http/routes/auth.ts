@@ -192,8 +192,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
       request.log.info({ role: p.role, id: p.id }, 'password changed by its owner');
       // Every earlier token ends (the other sessions, where the old password may have been used); the
       // reply's token starts after that instant, so it stays valid.
-      const now = tokens.now();
-      await tokens.revocations.revoke({ subject: `${p.role}:${p.id}`, at: now - 1, until: tokens.latestSessionEnd() });
+      await tokens.revokeSessionsOf(`${p.role}:${p.id}`, tokens.now() - 1);
       return { token: tokens.issue({ id: p.id, role: p.role }) };
     },
   );
@@ -233,7 +232,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
     async (request, reply) => {
       const id = request.params.id;
       if (!engine.getStudent(id)) throw new EngineError('STUDENT_NOT_FOUND', `no student ${id}`);
-      await tokens.revocations.revoke({ subject: `student:${id}`, at: tokens.now(), until: tokens.latestSessionEnd() });
+      await tokens.revokeSessionsOf(`student:${id}`);
       request.log.info({ student: id, by: principalOf(request).id }, 'every token of a student revoked');
       return reply.code(204).send(null);
     },
@@ -260,7 +259,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
       if (!engine.getStaff(id)) throw new EngineError('STAFF_NOT_FOUND', `no staff member ${id}`);
       // The same entry as for a student, under the staff subject (`staff:<id>`, what staff tokens carry):
       // the same durability (the promise settles once journalled or handed to Redis) and reach.
-      await tokens.revocations.revoke({ subject: `staff:${id}`, at: tokens.now(), until: tokens.latestSessionEnd() });
+      await tokens.revokeSessionsOf(`staff:${id}`);
       request.log.info({ staff: id, by: principalOf(request).id }, 'every token of a staff member revoked');
       return reply.code(204).send(null);
     },
