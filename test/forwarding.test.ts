@@ -7,7 +7,8 @@ import { describe, test } from 'node:test';
 import Fastify from 'fastify';
 import pino from 'pino';
 import { EngineError } from '../src/errors.js';
-import { createForwarder, HOME_HEADER, MARK_MAX_AGE_MS } from '../src/http/forwarding.js';
+import { clientAddress } from '../src/http/auth.js';
+import { CLIENT_HEADER, createForwarder, HOME_HEADER, MARK_MAX_AGE_MS } from '../src/http/forwarding.js';
 import { REQUEST_ID_HEADER } from '../src/http/request-id.js';
 import type { ClusterMembership, WriteRoute } from '../src/persistence/types.js';
 import { homeShardOf, shardOfCourse } from '../src/persistence/types.js';
@@ -103,6 +104,7 @@ async function createInstance(
     done();
   });
   app.decorateRequest('principal', null);
+  app.decorateRequest('forwardedClient', null);
   app.addHook('onRequest', (request, reply, done) => {
     if (request.headers[HOME_HEADER] !== undefined && onMarked({ ...(request.headers as Marked) })) {
       void reply.code(503).send({ code: 'NOT_OWNER' });
@@ -128,21 +130,31 @@ async function createInstance(
   let gate!: () => void;
   let gated = new Promise<void>((r) => (gate = r));
   const decided: number[] = [];
+  /** The client address each decided write is counted under (the throttles' view). */
+  const clients: string[] = [];
   app.put<{ Body: { course_id: number; n: number } }>('/student/course', async (request) => {
     await gated;
     decided.push(request.body.n);
+    clients.push(clientAddress(request));
     return { ok: request.body.n };
   });
   app.get('/student/course', async (request) => ({ read: request.principal?.id }));
   const address = await app.listen({ port: 0, host: '127.0.0.1' });
-  const put = (student: number, course: number, n: number, headers: Record<string, string> = {}) =>
-    app.inject({ method: 'PUT', url: '/student/course', headers: { authorization: `Student ${student}`, ...headers }, payload: { course_id: course, n } });
+  const put = (student: number, course: number, n: number, headers: Record<string, string> = {}, remoteAddress?: string) =>
+    app.inject({
+      method: 'PUT',
+      url: '/student/course',
+      headers: { authorization: `Student ${student}`, ...headers },
+      payload: { course_id: course, n },
+      ...(remoteAddress ? { remoteAddress } : {}),
+    });
   return {
     app,
     address,
     put,
     ...m,
     decided,
+    clients,
     received: () => received,
     open() {
       gate();
@@ -248,6 +260,34 @@ describe('forwarding while shards drain for a hand-over', () => {
     const r = await b.put(s.student, s.course, 5, { 'x-engine-forwarded': '1' });
     assert.equal(r.statusCode, 200, r.body);
     assert.deepEqual(a.decided, [5], 'decided by the owner');
+  });
+
+  test("a forwarded write is counted under its client's address where it is decided, through every hop; a client cannot set that address itself", async (t) => {
+    const instances: Awaited<ReturnType<typeof createInstance>>[] = [];
+    const a = await createInstance(t, [0], () => instances[1]?.address as string);
+    const b = await createInstance(t, [1], () => instances[0]?.address as string);
+    instances.push(a, b);
+    a.open();
+    b.open();
+    // Home A, section B's, sent to B: B -> A (the home) -> B (the owner), two forwards.
+    const s = pick(0, 1);
+    let r = await b.put(s.student, s.course, 1, {}, '203.0.113.7');
+    assert.equal(r.statusCode, 200, r.body);
+    // Home A, section A's, sent to B: one forward.
+    const s2 = pick(0, 0);
+    r = await b.put(s2.student, s2.course, 2, {}, '198.51.100.9');
+    assert.equal(r.statusCode, 200, r.body);
+    assert.deepEqual(b.decided, [1]);
+    assert.deepEqual(a.decided, [2]);
+    assert.deepEqual(b.clients, ['203.0.113.7'], 'the client, not the forwarding instance (127.0.0.1)');
+    assert.deepEqual(a.clients, ['198.51.100.9']);
+    // A client's own header, signed or not, is never taken: straight to the owner, and through a forward.
+    const forged = { [CLIENT_HEADER]: `${Date.now()}.x.${Buffer.from('192.0.2.1').toString('base64url')}.bogus` };
+    r = await a.put(s2.student, s2.course, 3, forged, '203.0.113.50');
+    assert.equal(r.statusCode, 200, r.body);
+    r = await b.put(s2.student, s2.course, 4, forged, '203.0.113.51');
+    assert.equal(r.statusCode, 200, r.body);
+    assert.deepEqual(a.clients, ['198.51.100.9', '203.0.113.50', '203.0.113.51']);
   });
 
   test('writes reaching an instance that gave its shards up go to the new owner; refused connections and NOT_OWNER are retried until it serves, and its reply is relayed', async (t) => {

@@ -196,6 +196,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   app.setValidatorCompiler(validatorCompiler);
   app.decorateRequest('principal', null);
   app.decorateRequest('tokenSession', null);
+  app.decorateRequest('forwardedClient', null);
   // One callback hook for what every reply carries (no promise, no second hook per request): the
   // security headers, worked out once, and the request id.
   // And pipelining first of all: a connection's requests run one after another, in the order sent,

@@ -60,7 +60,22 @@ declare module 'fastify' {
     principal: Principal | null;
     /** The session of the token that set `principal`; null elsewhere. */
     tokenSession: TokenSession | null;
+    /**
+     * The client's address as the instance that first received a forwarded request saw it (its
+     * signed mark checked by the forwarder); null for a request that came straight from a client.
+     */
+    forwardedClient: string | null;
   }
+}
+
+/**
+ * The address the failure budgets and the password-check queue count a request under: the client
+ * that sent it, also when another instance forwarded it here (throttled under the forwarding
+ * instance's address, one client's wrong guesses refused every student whose change came the same
+ * way). `request.ip` is the TCP peer, or what a trusted proxy said (TRUST_PROXY).
+ */
+export function clientAddress(request: FastifyRequest): string {
+  return request.forwardedClient ?? request.ip;
 }
 
 /** Tokens name this service as issuer and audience, and tokens that do not are refused. */

@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { EngineError } from '../errors.js';
 import { homeShardOf, shardOfCourse, type ClusterMembership } from '../persistence/types.js';
+import { clientAddress } from './auth.js';
 import { REQUEST_ID_HEADER } from './request-id.js';
 
 /**
@@ -30,6 +31,12 @@ export const HOME_HEADER = 'x-engine-home';
  * other's writes until the forwards gave up).
  */
 export const DRAINING_HOME_HEADER = 'x-engine-home-draining';
+/**
+ * Carries the address of the client that sent a forwarded request (signed like the marks), so the
+ * instance that serves it throttles password checks under that client, not under the instance that
+ * forwarded it (which would share one failure budget among every client it forwards for).
+ */
+export const CLIENT_HEADER = 'x-engine-client';
 
 export interface ForwardingOptions {
   cluster: ClusterMembership;
@@ -202,6 +209,16 @@ export function createForwarder(opts: ForwardingOptions) {
     return take(`${name}\n${stamp}`, sentAt, now);
   }
 
+  /** The client address a forwarding instance signed into the request, if the mark holds (taken once). */
+  function forwardedClient(request: FastifyRequest): string | null {
+    if (request.headers[CLIENT_HEADER] === undefined || !marked(request, CLIENT_HEADER)) return null;
+    const v = request.headers[CLIENT_HEADER] as string;
+    const stamp = v.slice(0, v.lastIndexOf('.'));
+    const encoded = stamp.slice(stamp.lastIndexOf('.') + 1);
+    const address = Buffer.from(encoded, 'base64url').toString('utf8');
+    return address === '' ? null : address;
+  }
+
   /** Students whose home is here: the tail of each one's chain of writes (they run one at a time). */
   const studentChains = new Map<number, Promise<void>>();
   /** Students whose last write was decided by another owner: the read copy is brought up to date before their next one. */
@@ -238,6 +255,8 @@ export function createForwarder(opts: ForwardingOptions) {
     };
     if (home) headers[HOME_HEADER] = markFor(HOME_HEADER, request.method, request.url, request.id, stamp);
     if (home && homeDraining) headers[DRAINING_HOME_HEADER] = markFor(DRAINING_HOME_HEADER, request.method, request.url, request.id, stamp);
+    // The address inside the signed stamp (base64url: no dots), as the first instance saw it.
+    headers[CLIENT_HEADER] = markFor(CLIENT_HEADER, request.method, request.url, request.id, `${stamp}.${Buffer.from(clientAddress(request)).toString('base64url')}`);
     if (request.headers.authorization) headers.authorization = request.headers.authorization;
     if (payload) {
       headers['content-type'] = 'application/json';
@@ -506,6 +525,7 @@ export function createForwarder(opts: ForwardingOptions) {
     }
     const path = request.url.split('?', 1)[0] as string;
     if (LOCAL_PATHS.has(path) || LOCAL_PATH_PATTERNS.some((p) => p.test(path))) return done();
+    if (request.headers[CLIENT_HEADER] !== undefined) request.forwardedClient = forwardedClient(request);
     const course = courseOf(request);
     const shard = course === null ? 0 : shardOfCourse(course, cluster.shards);
     const student = cluster.shards > 1 ? studentOf(request, path) : null;

@@ -1,7 +1,7 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { EngineError } from '../../errors.js';
 import { hashPassword } from '../../password.js';
-import { checkPassword, principalOf, requestMeta } from '../auth.js';
+import { checkPassword, clientAddress, principalOf, requestMeta } from '../auth.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { RouteContext } from '../context.js';
 import { markGoCompatible } from '../error-handler.js';
@@ -162,11 +162,13 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
       // The same failure budget as the login (per id, per address): a stolen token must not become a
       // way to try passwords without limit.
       const account = `id:${p.id}`;
-      const attempt = await throttle.beforeLogin(account, request.ip);
+      // The client's address, also when another instance forwarded the change here (to the student's home).
+      const address = clientAddress(request);
+      const attempt = await throttle.beforeLogin(account, address);
       const gone = () => request.socket.destroyed;
       let ok: boolean;
       try {
-        ok = await passwordGate.run(() => checkPassword(current, record.passwordHash), gone, request.ip);
+        ok = await passwordGate.run(() => checkPassword(current, record.passwordHash), gone, address);
       } catch (err) {
         attempt.release();
         throw err;
