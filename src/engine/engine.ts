@@ -120,6 +120,35 @@ export class Engine {
       },
       'state loaded',
     );
+    this.warnOverfull();
+  }
+
+  /**
+   * Sections holding more students than their numbers allow can only come from the data the engine
+   * was started on (the Go service, which several instances could overbook, or rows written by
+   * hand): the engine never makes one. Each student keeps their place (nobody is dropped by a
+   * start-up), and the section takes nobody into a seat until drops bring it under its capacity;
+   * the registrar is told which sections these are, once, at start.
+   */
+  private warnOverfull(): void {
+    const overfull: { courseId: number; groupId: number; registered: number; capacity: number; queued: number; reserveCapacity: number }[] = [];
+    for (const key of this.host.keys()) {
+      const c = this.host.context(key);
+      if (c.registered.length <= c.capacity && c.queue.length <= c.reserveCapacity) continue;
+      overfull.push({
+        courseId: c.info.courseId,
+        groupId: c.info.groupId,
+        registered: c.registered.length,
+        capacity: c.capacity,
+        queued: c.queue.length,
+        reserveCapacity: c.reserveCapacity,
+      });
+    }
+    if (overfull.length === 0) return;
+    this.log.warn(
+      { overfull: overfull.length, sections: overfull.slice(0, 20) },
+      'sections loaded with more students than their capacity or reserve capacity (as the data was given): every student keeps their place; no seat is given in them until drops bring them under capacity; raise the capacity or drop students to settle them',
+    );
   }
 
   stop(): void {
