@@ -254,6 +254,11 @@ describe('secrets stay out of the logs', () => {
       assert.ok(!all.includes(token), 'token logged');
       assert.ok(!all.includes('abc123'), 'ticket logged');
       assert.match(all, /"url":"\/student\/courses\?department=1&access_token=\[redacted\]&ticket=\[redacted\]"/);
+      // Whatever a client names it (found by a probe: jwt, pass and bearer were logged in clear).
+      for (const name of ['jwt', 'pass', 'bearer', 'Authorization', 's']) await logged.request('GET', `/health?${name}=SECRET-${name}-VALUE&limit=5`);
+      const more = logged.logs.join('\n');
+      assert.ok(!more.includes('-VALUE'), 'a credential under another name logged');
+      assert.match(more, /"url":"\/health\?jwt=\[redacted\]&limit=5"/, "the API's own parameters kept");
     } finally {
       await logged.close();
     }

@@ -81,6 +81,12 @@ describe('clear error messages', () => {
   it('a body that is not JSON says why; JSON with a prototype-poisoning member says that', async () => {
     const raw = (rawBody: string) => reason('PUT', '/student/course', { token: fx.studentToken(), rawBody, headers: { 'content-type': 'application/json' } });
     assert.match(await raw('{"course_id":1,'), /^the request body is not valid JSON \(.+\)$/);
+    // None of the body's text in the reason (it is logged): a login whose password lost its quotes.
+    for (const body of ['{"user":1,"password":Secret-Pw-123}', "{\"password\":'Ab12', \"user\":1}", '{"user":1,"password":"x"}tail-Pw9']) {
+      const r = await reason('POST', '/login', { rawBody: body, headers: { 'content-type': 'application/json' } });
+      assert.match(r, /^the request body is not valid JSON \(.+\)$/);
+      for (const secret of ['Secret', 'Ab12', 'tail']) assert.ok(!r.includes(secret), `"${r}" quotes the body`);
+    }
     assert.equal(await raw('{"course_id":1,"group_id":1,"__proto__":{"x":1}}'), 'the request body may not contain a __proto__ or constructor.prototype member');
     assert.equal(
       await raw('{"course_id":1,"group_id":1,"constructor":{"prototype":{"x":1}}}'),

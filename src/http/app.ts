@@ -127,9 +127,19 @@ function jsonRefusal(body: string): Error {
     JSON.parse(body);
     reason = 'the request body may not contain a __proto__ or constructor.prototype member';
   } catch (err) {
-    reason = `the request body is not valid JSON (${err instanceof Error ? err.message : String(err)})`;
+    reason = `the request body is not valid JSON (${withoutInput(err instanceof Error ? err.message : String(err))})`;
   }
   return Object.assign(new Error(reason), { statusCode: 400 });
+}
+
+/**
+ * V8's parse error without the body's own text: for an unexpected character it quotes the
+ * character and about ten around it, and the body may be a login's password (a client that left out
+ * its quotes), which the reason would then carry into the logs. What kind of error and where is
+ * enough to fix a client.
+ */
+function withoutInput(message: string): string {
+  return message.endsWith('is not valid JSON') ? 'an unexpected character' : message;
 }
 
 /**
