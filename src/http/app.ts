@@ -253,13 +253,16 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       revocations: deps.revocations ?? coordination.revocations,
       principalExists: (p) => (p.role === 'staff' ? deps.engine.getStaff(p.id) : deps.engine.getStudent(p.id)) !== undefined,
     }),
-    readiness: drain
-      ? async () => {
-          const report = await deps.readiness();
-          if (!drain.active) return report;
-          return { ready: false, checks: { ...report.checks, shutdown: { ok: false, detail: 'shutting down: finishing the requests in flight' } } };
-        }
-      : deps.readiness,
+    readiness: withSharedStore(
+      drain
+        ? async () => {
+            const report = await deps.readiness();
+            if (!drain.active) return report;
+            return { ready: false, checks: { ...report.checks, shutdown: { ok: false, detail: 'shutting down: finishing the requests in flight' } } };
+          }
+        : deps.readiness,
+      coordination,
+    ),
     passwordGate,
     accounts: {
       adminStaffIds: new Set(deps.adminStaffIds ?? []),
@@ -288,4 +291,21 @@ export async function buildApp(deps: AppDeps): Promise<App> {
 
   await app.ready();
   return app;
+}
+
+/**
+ * Readiness with the shared store's state beside it (Redis, when configured): shown, never counted.
+ * An instance whose Redis is away still serves everything (limits fail open, revocations held here
+ * and saved), and a load balancer that pulled every instance for a Redis outage would turn it into a
+ * registration-day outage; but a dashboard built on `/ready` should still see it (probe J).
+ */
+function withSharedStore(readiness: () => Promise<ReadinessReport>, coordination: Coordination): () => Promise<ReadinessReport> {
+  if (coordination.kind !== 'redis') return readiness;
+  return async () => {
+    const report = await readiness();
+    const redis = coordination.connected
+      ? { ok: true, detail: 'connected: rate limits and revocations shared' }
+      : { ok: false, detail: 'away: rate limits fail open, revocations held on this instance until it is back (not counted against readiness)' };
+    return { ready: report.ready, checks: { ...report.checks, redis } };
+  };
 }
