@@ -161,8 +161,14 @@ export class AmqpLog {
   private closing = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private retryDelay = 200;
-  /** Set when a publish may have been lost; cleared by the owner after it reloaded its state. */
+  /**
+   * Set when a publish may have been lost (its confirm never came: timed out, nacked, or its
+   * connection closed before it); cleared by the owner after it reloaded its state. Not set by a
+   * connection lost while every publish on it was confirmed: nothing is in doubt then.
+   */
   failedSince: number | null = null;
+  /** Publishes awaiting their confirm, per connection (an entry is removed at zero). */
+  private readonly unconfirmed = new Map<ChannelModel, number>();
   /** Bumped on every new connection, so a load can tell it stayed on one. */
   connectionEpoch = 0;
   private readonly log: Logger;
@@ -217,7 +223,11 @@ export class AmqpLog {
     if (this.conn !== conn) return;
     this.conn = null;
     this.ch = null;
-    this.failedSince ??= Date.now();
+    // Only a publish still unconfirmed on this connection may land in the stream later (amqplib
+    // also fails those callbacks as the channel closes, which marks them by itself). A connection
+    // lost while idle leaves nothing in doubt: the next write publishes on the new connection,
+    // with no reload and no new epoch (before, every loss did, and that write was answered 503).
+    if ((this.unconfirmed.get(conn) ?? 0) > 0) this.failedSince ??= Date.now();
     if (this.closing) return;
     this.log.warn('lost the broker; unconfirmed appends fail, reconnecting');
     conn.close().catch(() => undefined);
@@ -246,11 +256,20 @@ export class AmqpLog {
     const t0 = performance.now();
     return new Promise<void>((resolve, reject) => {
       let settled = false;
+      if (conn !== null) this.unconfirmed.set(conn, (this.unconfirmed.get(conn) ?? 0) + 1);
+      /** Marks this publish answered (once); it no longer counts as unconfirmed on its connection. */
+      const settle = () => {
+        settled = true;
+        if (conn === null) return;
+        const n = (this.unconfirmed.get(conn) ?? 1) - 1;
+        if (n <= 0) this.unconfirmed.delete(conn);
+        else this.unconfirmed.set(conn, n);
+      };
       const timeoutMs = this.opts.confirmTimeoutMs ?? 5000;
       const timer = setTimeout(() => {
         if (settled) return;
-        settled = true;
         this.failedSince ??= Date.now();
+        settle();
         reject(new EngineError('UNAVAILABLE', `the broker did not confirm the change within ${timeoutMs} ms; its outcome is unknown, check before retrying`));
         if (conn !== null) this.giveUp(conn, `no confirm from the broker within ${timeoutMs} ms`);
       }, timeoutMs);
@@ -259,16 +278,16 @@ export class AmqpLog {
           publishConfirmSeconds.observe((performance.now() - t0) / 1000);
           clearTimeout(timer);
           if (settled) return;
-          settled = true;
+          if (err) this.failedSince ??= Date.now();
+          settle();
           if (err) {
-            this.failedSince ??= Date.now();
             reject(new EngineError('UNAVAILABLE', 'the broker did not confirm the change', { cause: String(err) }));
           } else resolve();
         });
       } catch (err) {
         clearTimeout(timer);
-        settled = true;
         this.failedSince ??= Date.now();
+        settle();
         reject(new EngineError('UNAVAILABLE', 'the change could not be published', { cause: (err as Error).message }));
       }
     });
