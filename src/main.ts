@@ -25,6 +25,7 @@ import { watchEngine } from './metrics/engine-metrics.js';
 import { startMetricsServer } from './metrics/server.js';
 import { NO_STORAGE_REQUIREMENTS, type ClusterMembership, type Persistence, type StorageRequirements } from './persistence/types.js';
 import { hashPassword } from './password.js';
+import { storageSettingHint } from './persistence/setting-hints.js';
 import { createScratchPersistence } from './persistence/scratch-store.js';
 import { warmUpRequestPath } from './http/warm-up.js';
 import { encodeClassTime } from './actors/class-time.js';
@@ -323,7 +324,8 @@ async function main(): Promise<void> {
       break;
     } catch (err) {
       const waitMs = Math.min(250 * 2 ** attempt, 5000);
-      log.warn({ err, attempt, waitMs }, 'storage unavailable at start; retrying');
+      const hint = storageSettingHint(err);
+      log.warn({ err, attempt, waitMs, ...(hint ? { hint } : {}) }, hint ? `storage refused at start: ${hint}; check the setting (retrying)` : 'storage unavailable at start; retrying');
       await new Promise((r) => setTimeout(r, waitMs));
     }
   }

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { pino } from 'pino';
+import { AmqpLog } from '../src/persistence/amqp-log.js';
+import { createPgClient } from '../src/persistence/pg-client.js';
+import { storageSettingHint } from '../src/persistence/setting-hints.js';
+import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
+
+/**
+ * Probe J: a wrong setting looked exactly like an outage at start ("unreachable", retried for
+ * ever). The drivers' real failures (never stand-ins) are told apart: a setting to fix, or an
+ * outage to wait out; and no URL (which may hold a password) is quoted.
+ */
+const silent = pino({ level: 'silent' });
+
+async function dbFailure(url: string): Promise<unknown> {
+  const db = createPgClient(url);
+  try {
+    await db.query('SELECT 1');
+    return null;
+  } catch (err) {
+    return err;
+  } finally {
+    await db.close();
+  }
+}
+
+async function brokerFailure(url: string): Promise<unknown> {
+  const log = new AmqpLog({ url, stream: `hints-${randomUUID()}`, logger: silent });
+  try {
+    await log.connect();
+    return null;
+  } catch (err) {
+    return err;
+  } finally {
+    await log.close();
+  }
+}
+
+describe('storage failures at start that are settings, not outages', async () => {
+  const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
+
+  test('the database: a database that is not there, a host that does not resolve; a refused port is an outage', { skip }, async () => {
+    const base = new URL(PG_ADMIN_URL);
+    const missing = new URL(base);
+    missing.pathname = `/no_such_db_${randomUUID().slice(0, 8)}`;
+    assert.equal(storageSettingHint(await dbFailure(missing.href)), 'the database named in DATABASE_URL does not exist');
+    const badHost = new URL(base);
+    badHost.hostname = 'no-such-host.invalid';
+    assert.equal(storageSettingHint(await dbFailure(badHost.href)), 'the host name of DATABASE_URL does not resolve');
+    const closed = new URL(base);
+    closed.port = '1';
+    assert.equal(storageSettingHint(await dbFailure(closed.href)), null);
+  });
+
+  test('the broker: a wrong password, a virtual host that is not there, a host that does not resolve; a refused port is an outage', { skip }, async () => {
+    const base = new URL(AMQP_URL);
+    const wrong = new URL(base);
+    wrong.password = `wrong-${randomUUID().slice(0, 8)}`;
+    const refused = await brokerFailure(wrong.href);
+    assert.equal(storageSettingHint(refused), 'the message broker refused the user or password of RABBITMQ_URL');
+    assert.doesNotMatch(String((refused as Error).message), /wrong-/, 'the password is not quoted');
+    const vhost = new URL(base);
+    vhost.pathname = `/no-such-vhost-${randomUUID().slice(0, 8)}`;
+    assert.match(String(storageSettingHint(await brokerFailure(vhost.href))), /virtual host of RABBITMQ_URL/);
+    const badHost = new URL(base);
+    badHost.hostname = 'no-such-host.invalid';
+    assert.equal(storageSettingHint(await brokerFailure(badHost.href)), 'the host name of RABBITMQ_URL does not resolve');
+    const closed = new URL(base);
+    closed.port = '1';
+    assert.equal(storageSettingHint(await brokerFailure(closed.href)), null);
+  });
+});
