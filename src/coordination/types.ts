@@ -46,6 +46,30 @@ export interface RevocationSubject {
   authTimeMs: number;
 }
 
+/** One revocation as stored and published: `j:<jti>`, `s:<sid>` or `u:<subject>` (with the login cut-off `at`). */
+export interface RevocationEntry {
+  key: string;
+  /** Unix seconds after which the entry is forgotten. */
+  until: number;
+  /** For `u:` entries: sessions that logged in at or before this unix ms are revoked. */
+  at?: number;
+}
+
+/**
+ * Where the shared store (Redis) keeps a revocation it could not write to Redis, so that an
+ * acknowledged logout survives a restart of the instance before Redis is back: PostgreSQL in full
+ * mode (src/persistence/revocation-backup.ts), the data directory's journal in embedded mode. No
+ * driver types: main wires the implementation in.
+ */
+export interface RevocationBackup {
+  /** What it is, for logs and refusals (e.g. `the database`). */
+  readonly name: string;
+  /** Resolves once the entries are durable (a later `until` or `at` of the same key wins); rejects otherwise. */
+  save(entries: readonly RevocationEntry[]): Promise<void>;
+  /** The entries saved so far (by any instance sharing it) that are still live at `nowMs`; expired ones may be forgotten. */
+  load(nowMs: number): Promise<RevocationEntry[]>;
+}
+
 /**
  * Tokens withdrawn before their expiry. Consulted on every request, before the verified-token
  * cache may answer, so it is synchronous: a shared implementation keeps a local mirror that a
