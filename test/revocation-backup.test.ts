@@ -9,7 +9,7 @@ import { createLogger } from '../src/logger.js';
 import { migrate } from '../src/persistence/migrations.js';
 import { createPgClient } from '../src/persistence/pg-client.js';
 import { createPgRevocationBackup } from '../src/persistence/revocation-backup.js';
-import { freePort } from './support/fault-harness.js';
+import { FIRST_STUDENT, freePort, msg, withFaultEnv } from './support/fault-harness.js';
 import { createHttpFixture, expectError, expectStatus, S } from './support/http-fixture.js';
 import { createTestDatabase } from './support/pg.js';
 import { PG_ADMIN_URL, REDIS_URL, requireService, uniqueName } from './support/services.js';
@@ -249,5 +249,27 @@ describe('token revocations while Redis is away (full mode: saved to the databas
     cleanups.push(() => fx2.close());
     expectError(await fx2.request('GET', '/student/courses', { token: t }), 401, 'TOKEN_REVOKED');
     expectStatus(await fx2.request('GET', '/student/courses', { token: fx2.studentToken(S.bea) }), 200);
+  });
+
+  it('the server (src/main.ts, full mode): a logout while Redis is away is answered, a SIGTERM says it is kept in the database, and the restarted server refuses the token', { timeout: 60_000 }, async (t) => {
+    await withFaultEnv(t, { students: 3 }, async (env) => {
+      // No drain wait at the SIGTERM (5 s by default: nothing here needs it).
+      const redisEnv = { REDIS_URL: await deadRedis(), REDIS_PREFIX: keyPrefix(), SHUTDOWN_DRAIN_MS: '0' };
+      const first = await env.startEngine(redisEnv);
+      const token = env.studentToken(FIRST_STUDENT);
+      assert.equal((await env.api.request('GET', '/student/courses', token)).status, 200);
+      assert.equal((await env.api.request('POST', '/logout', token)).status, 204);
+      assert.equal((await env.api.request('GET', '/student/courses', token)).status, 401);
+      await first.child.stop(10_000);
+      assert.equal(first.child.exitCode, 0, first.child.output());
+      assert.ok(first.child.hasLog((l) => /revocations not yet written to redis: 2 are kept in the database/.test(String(l.msg))), first.child.output());
+      assert.ok(first.child.hasLog(msg('stopped')) || first.child.exitCode === 0);
+
+      await env.startEngine(redisEnv);
+      const r = await env.api.request('GET', '/student/courses', token);
+      assert.equal(r.status, 401, `the revoked token works again after a restart: ${JSON.stringify(r.body)}`);
+      assert.equal((r.body as { code?: string }).code, 'TOKEN_REVOKED');
+      assert.equal((await env.api.request('GET', '/student/courses', env.studentToken(FIRST_STUDENT + 1))).status, 200);
+    });
   });
 });
