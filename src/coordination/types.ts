@@ -82,8 +82,9 @@ export interface TokenRevocations {
    * at or before `at` (unix ms, default now), until `until` (unix seconds: the latest expiry of
    * what is revoked); after that the entry is forgotten. The revocation holds on this instance at
    * once (`isRevoked` sees it before this returns); the promise settles when it is as durable as
-   * the store makes it (on disk for one instance with a data directory), so the caller answers
-   * only then. It rejects with an EngineError when it could not be recorded.
+   * the store makes it (on disk for one instance with a data directory; in Redis, or else in the
+   * {@link RevocationBackup}, for the shared store), so the caller answers only then. It rejects
+   * with an EngineError when it could not be recorded (it still holds on this instance).
    */
   revoke(entry: { jti?: string; sid?: string; subject?: string; at?: number; until: number }): Promise<void>;
 }
@@ -98,7 +99,8 @@ export interface Coordination {
   readonly connected: boolean;
   /**
    * Connects and loads the revocations already recorded. An absent Redis never fails it (degraded,
-   * logged); a data directory whose revocation journal cannot be read or written does.
+   * logged); a data directory whose revocation journal cannot be read or written does, and so does
+   * a revocation backup that cannot be read (before anything is started: it may be called again).
    */
   start(): Promise<void>;
   close(): Promise<void>;
