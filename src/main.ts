@@ -110,14 +110,28 @@ function hasOwner(cluster: ClusterMembership): boolean {
   return true;
 }
 
-/** Redis when configured (several instances agree), else in-process; ioredis is loaded only when used. */
-async function createCoordination(config: Config, logger: Logger): Promise<Coordination> {
+/**
+ * Redis when configured (several instances agree), else in-process; ioredis is loaded only when used.
+ * With Redis, a revocation Redis cannot take is saved to a backup before it is answered: the
+ * database in full mode (a small pool of its own, closed after the coordination), the data
+ * directory's journal in embedded mode.
+ */
+async function createCoordination(config: Config, logger: Logger): Promise<{ coordination: Coordination; closeBackup: () => Promise<void> }> {
   if (config.redisUrl === null) {
     // One instance: in embedded mode its data directory also keeps revocations across restarts.
-    return createMemoryCoordination(config.mode === 'embedded' ? { dataDir: resolve(config.dataDir), logger } : { logger });
+    const coordination = createMemoryCoordination(config.mode === 'embedded' ? { dataDir: resolve(config.dataDir), logger } : { logger });
+    return { coordination, closeBackup: async () => undefined };
   }
+  const backup =
+    config.mode === 'full'
+      ? (await import('./persistence/revocation-backup.js')).createPgRevocationBackup(config.databaseUrl as string, {
+          // A logout during a Redis outage waits for the database at most this long (then 503).
+          queryTimeoutMs: Math.min(config.databaseQueryTimeoutMs, 5000),
+        })
+      : (await import('./coordination/revocation-journal.js')).createJournalBackup(resolve(config.dataDir));
   const { createRedisCoordination } = await import('./coordination/redis.js');
-  return createRedisCoordination({ url: config.redisUrl, prefix: config.redisPrefix, logger });
+  const coordination = createRedisCoordination({ url: config.redisUrl, prefix: config.redisPrefix, logger, backup });
+  return { coordination, closeBackup: () => backup.close() };
 }
 
 /**
@@ -385,10 +399,21 @@ async function main(): Promise<void> {
   }
 
   const jwtSecret = config.jwtSecret ?? loadOrCreateSecret(dataDir, logger);
-  const coordination = await createCoordination(config, logger);
+  const { coordination, closeBackup } = await createCoordination(config, logger);
   // An unreachable Redis never fails start (its features degrade as documented, coordination/redis.ts);
-  // an embedded data directory whose revocation journal cannot be written does.
-  await coordination.start();
+  // an embedded data directory whose revocation journal cannot be written does. In full mode the
+  // revocations saved to the database during a Redis outage must be read first: retried like storage.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await coordination.start();
+      break;
+    } catch (err) {
+      if (config.mode !== 'full') throw err;
+      const waitMs = Math.min(250 * 2 ** attempt, 5000);
+      log.warn({ err, attempt, waitMs }, 'revocations saved in the database unreadable at start; retrying');
+      await new Promise((r) => setTimeout(r, waitMs));
+    }
+  }
   const drain = createDrain();
   const app = await buildApp({
     drain,
@@ -520,6 +545,8 @@ async function main(): Promise<void> {
       priority.stop();
       await drain.close(app, { deadline: drainUntil });
       await coordination.close();
+      // After the HTTP server (no revoke in flight) and the coordination (which no longer saves to it).
+      await within('closing the revocation backup', 2000, closeBackup);
       const sender = webhooks;
       if (sender) await within('stopping the webhook sender', 2000, () => sender.close());
       hub.stop();

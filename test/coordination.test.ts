@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { createMemoryCoordination } from '../src/coordination/memory.js';
 import { createRedisCoordination } from '../src/coordination/redis.js';
+import { createJournalBackup } from '../src/coordination/revocation-journal.js';
 import type { Coordination } from '../src/coordination/types.js';
 import type { AppDeps } from '../src/http/app.js';
 import type { ThrottlePolicy } from '../src/http/throttle.js';
@@ -35,17 +39,29 @@ const POLICY: Partial<ThrottlePolicy> = {
 type Maker = (now: () => number, prefix: string, logs: string[]) => Coordination;
 
 const memoryMaker: Maker = (now) => createMemoryCoordination({ now });
+/**
+ * A revocation Redis cannot take is answered once saved to a backup (the database in full mode;
+ * test/revocation-backup.test.ts): here a journal in a directory of its own per store.
+ */
 const redisMaker =
   (url: string, extra: { probeMs?: number; commandTimeoutMs?: number } = {}): Maker =>
-  (now, prefix, logs) =>
-    createRedisCoordination({
+  (now, prefix, logs) => {
+    const dir = mkdtempSync(join(tmpdir(), 'enroll-coordination-'));
+    const backup = createJournalBackup(dir);
+    closers.push(async () => {
+      await backup.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    return createRedisCoordination({
       url,
       prefix,
       now,
       logger: createLogger('debug', { write: (l: string) => void logs.push(l) }),
       resyncMs: 60_000,
+      backup,
       ...extra,
     });
+  };
 
 /** An app (with the test fixture's seed) on a given coordination store; the store follows the fixture's clock. */
 async function appOn(

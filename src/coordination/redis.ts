@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { EngineError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { RevocationMirror, revocationEntries, type RevocationEntry } from './revocation-mirror.js';
-import type { Coordination, WindowLimit, WindowVerdict } from './types.js';
+import { RevocationMirror, mergeRevocation, revocationEntries, type RevocationEntry } from './revocation-mirror.js';
+import type { Coordination, RevocationBackup, WindowLimit, WindowVerdict } from './types.js';
 
 /**
  * The shared coordination store (`REDIS_URL`): every instance counts in the same windows and sees
@@ -20,7 +21,12 @@ import type { Coordination, WindowLimit, WindowVerdict } from './types.js';
  * - rate limits fail open (answer "allowed"): the password-check cap and the per-student mailbox
  *   bound still apply, and refusing everyone would stop registration;
  * - revocation checks use the mirror: what was revoked before the outage stays revoked; a logout
- *   during the outage takes effect here at once and is written and published when Redis is back.
+ *   during the outage takes effect here at once, is saved to the {@link RevocationBackup} (the
+ *   database in full mode) before it is answered, and is written and published when Redis is back.
+ *   Every instance loads the backup at start (into its mirror, and to write to Redis), so a restart
+ *   before Redis is back does not bring a revoked token back; while Redis is away the periodic
+ *   resync reads the backup instead, so the other instances learn of it too. Redis and the backup
+ *   both failing: the revocation holds here, and `revoke` rejects with `UNAVAILABLE`.
  *
  * "Down" includes a Redis that keeps the connection open but stops answering (a hung process, a
  * stalled link): ioredis sees nothing wrong with the connection, so without more the store counted
@@ -102,6 +108,11 @@ export interface RedisCoordinationOptions {
    * PING checks whether it answers again (default 1 s).
    */
   probeMs?: number;
+  /**
+   * Where a revocation Redis could not take is saved before `revoke` resolves (full mode: the
+   * database). Without one such a revocation is refused (`UNAVAILABLE`) once it holds here.
+   */
+  backup?: RevocationBackup;
 }
 
 /** ioredis's rejection of a command that got no answer within `commandTimeout`. */
@@ -135,8 +146,16 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
   const hashKey = `${opts.prefix}revocations`;
   const channel = `${opts.prefix}revocations`;
   const key = (k: string) => `${opts.prefix}${k}`;
-  /** Revocations made while Redis was unreachable: written and published once it is back. */
-  let unsent: RevocationEntry[] = [];
+  /**
+   * Revocations not yet in Redis (made while it was away, or loaded from the backup at start), by
+   * key: written and published once it is back. `unsaved`: the keys among them that the backup did
+   * not take either (their callers were refused), lost if this process stops before Redis is back.
+   */
+  const unsent = new Map<string, RevocationEntry>();
+  const unsaved = new Set<string>();
+  const backup = opts.backup ?? null;
+  const keepUnsent = (e: RevocationEntry) => unsent.set(e.key, mergeRevocation(unsent.get(e.key), e));
+  let readingBackup = false;
   let seq = 0;
   const instance = randomBytes(6).toString('hex');
   let closed = false;
@@ -262,18 +281,37 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
   }
 
   async function flushUnsent(): Promise<void> {
-    const pending = unsent;
-    unsent = [];
+    const pending = [...unsent.values()];
     for (const e of pending) {
       try {
         await write(e);
+        // Unless a later revocation of the same key was kept meanwhile (a new object): it is written next time.
+        if (unsent.get(e.key) === e) {
+          unsent.delete(e.key);
+          unsaved.delete(e.key);
+        }
       } catch (err) {
-        // Once one times out the rest are kept at once (write refuses while unresponsive).
+        // Kept; once one times out the rest fail at once (write refuses while unresponsive).
         noteFailure(err);
-        unsent.push(e);
       }
     }
-    if (pending.length > 0 && unsent.length === 0) log.info({ revocations: pending.length }, 'revocations made while redis was away are now shared');
+    if (pending.length > 0 && unsent.size === 0) log.info({ revocations: pending.length }, 'revocations made while redis was away are now shared');
+  }
+
+  /**
+   * While Redis is away: what other instances saved to the backup meanwhile reaches this mirror
+   * (one read at a time; a failure is logged once per outage).
+   */
+  async function readBackup(): Promise<void> {
+    if (backup === null || readingBackup || closed) return;
+    readingBackup = true;
+    try {
+      for (const e of await backup.load(now())) mirror.apply(e);
+    } catch (err) {
+      degrade('revocation backup', err, `${backup.name} cannot be read either; revocations made elsewhere during the outage are learnt when redis is back`);
+    } finally {
+      readingBackup = false;
+    }
   }
 
   const member = () => `${now()}-${instance}-${seq++}`;
@@ -330,34 +368,80 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
     },
     revocations: {
       isRevoked: (t) => mirror.isRevoked(t),
-      revoke(e) {
-        for (const entry of revocationEntries(e, now())) {
-          mirror.apply(entry);
-          write(entry).catch((err: unknown) => {
-            noteFailure(err);
-            unsent.push(entry);
-            degrade('revocations', err, 'the revocation holds on this instance now and is shared when redis is back');
-          });
+      async revoke(e) {
+        const entries = revocationEntries(e, now());
+        for (const entry of entries) mirror.apply(entry);
+        // Durable once Redis took it (each write bounded by the command timeout, none at all while
+        // Redis is known to be away)...
+        const results = await Promise.allSettled(entries.map((entry) => write(entry)));
+        const failed: RevocationEntry[] = [];
+        let failure: unknown = null;
+        results.forEach((r, i) => {
+          if (r.status === 'fulfilled') return;
+          noteFailure(r.reason);
+          failure ??= r.reason;
+          failed.push(entries[i] as RevocationEntry);
+        });
+        if (failed.length === 0) return;
+        for (const entry of failed) keepUnsent(entry);
+        degrade(
+          'revocations',
+          failure,
+          backup === null
+            ? 'a revocation holds on this instance now and is shared when redis is back; with no backup it is refused (503) and lost if this process stops first'
+            : `a revocation holds on this instance now, is saved to ${backup.name} and is shared when redis is back`,
+        );
+        // ...or else once the backup has it.
+        if (backup !== null) {
+          try {
+            await backup.save(failed);
+            return;
+          } catch (err) {
+            log.error({ err }, `a revocation could be saved neither to redis nor to ${backup.name}; it holds on this instance until it stops`);
+          }
         }
-        // Answered once it holds here: while Redis is away it is shared when Redis is back (above).
-        return Promise.resolve();
+        for (const entry of failed) unsaved.add(entry.key);
+        throw new EngineError('UNAVAILABLE', 'the revocation holds on this instance but could not be saved (redis and its backup are unreachable); try again');
       },
     },
     async start() {
+      // First, so that a failure leaves nothing started (the caller may retry): revocations saved
+      // while Redis was away, by this instance before a restart or by another, hold at once and
+      // are written to Redis once it answers (writing an entry Redis has already changes nothing).
+      if (backup !== null) {
+        const saved = await backup.load(now());
+        for (const e of saved) {
+          mirror.apply(e);
+          keepUnsent(e);
+        }
+        if (saved.length > 0) log.info({ revocations: saved.length }, `revocations saved to ${backup.name} during a redis outage read back; written to redis once it answers`);
+      }
       try {
         await Promise.all([client.connect(), sub.connect()]);
         await sub.subscribe(channel);
         await resync();
+        if (unsent.size > 0) await flushUnsent();
         log.info({ prefix: opts.prefix }, 'redis connected: rate limits and revocations shared across instances');
       } catch (err) {
         degrade('connection', err, 'unreachable at start; rate limits fail open, revocations local until it is back (retrying)');
       }
       // Also how an idle instance notices a Redis that stopped answering (resync's timeout marks it).
-      resyncTimer = setInterval(() => void (client.status === 'ready' && !unresponsive ? resync() : undefined), opts.resyncMs ?? 10_000);
+      // While it is away, the backup is read instead (revocations other instances made meanwhile).
+      resyncTimer = setInterval(() => void (client.status === 'ready' && !unresponsive ? resync() : readBackup()), opts.resyncMs ?? 10_000);
       resyncTimer.unref();
     },
     async close() {
       closed = true;
+      if (unsent.size > 0) {
+        const kept = unsent.size - unsaved.size;
+        log.warn(
+          { revocations: unsent.size, inBackup: kept, lost: unsaved.size },
+          backup === null
+            ? `${unsent.size} revocations never reached redis and are forgotten with this process (no backup)`
+            : `${unsent.size} revocations not yet written to redis: ${kept} are kept in ${backup.name} and written to redis by the next instance to start` +
+                (unsaved.size > 0 ? `; ${unsaved.size} could not be saved there either (their callers were answered 503) and are forgotten` : ''),
+        );
+      }
       if (resyncTimer) clearInterval(resyncTimer);
       if (probeTimer) clearInterval(probeTimer);
       client.disconnect();

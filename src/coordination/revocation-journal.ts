@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { RevocationEntry } from './revocation-mirror.js';
+import type { RevocationBackup, RevocationEntry } from './types.js';
 
 /**
  * The revocation list of a single instance without Redis (embedded mode), kept in a file of its
@@ -106,6 +106,31 @@ export async function openRevocationJournal(dataDir: string, nowMs: number = Dat
       closed = true;
       if (flushing !== null) await flushing;
       await handle.close();
+    },
+  };
+}
+
+/**
+ * The journal as the Redis store's {@link RevocationBackup} (embedded mode with `REDIS_URL`): a
+ * revocation Redis could not take is flushed to the data directory before it is answered. Opened
+ * by the first `load` (the store's start); later loads return what that one found.
+ */
+export function createJournalBackup(dataDir: string): RevocationBackup & { close(): Promise<void> } {
+  let journal: RevocationJournal | null = null;
+  return {
+    name: 'the data directory',
+    async load(nowMs) {
+      journal ??= await openRevocationJournal(dataDir, nowMs);
+      return [...journal.loaded];
+    },
+    async save(entries) {
+      if (journal === null) throw new Error('the revocation journal is not open');
+      await journal.append(entries);
+    },
+    async close() {
+      const j = journal;
+      journal = null;
+      await j?.close();
     },
   };
 }

@@ -1,13 +1,6 @@
-import type { RevocationSubject } from './types.js';
+import type { RevocationEntry, RevocationSubject } from './types.js';
 
-/** One revocation as stored and published: `j:<jti>`, `s:<sid>` or `u:<subject>` (with the login cut-off `at`). */
-export interface RevocationEntry {
-  key: string;
-  /** Unix seconds after which the entry is forgotten. */
-  until: number;
-  /** For `u:` entries: sessions that logged in at or before this unix ms are revoked. */
-  at?: number;
-}
+export type { RevocationEntry } from './types.js';
 
 /** Turns a revoke request into the entries to record. */
 export function revocationEntries(
@@ -19,6 +12,15 @@ export function revocationEntries(
   if (e.sid !== undefined) out.push({ key: `s:${e.sid}`, until: e.until });
   if (e.subject !== undefined) out.push({ key: `u:${e.subject}`, until: e.until, at: e.at ?? nowMs });
   return out;
+}
+
+/** Two revocations of one key as one: the later `until` and the later `at` (a new entry when `old` is undefined). */
+export function mergeRevocation(old: RevocationEntry | undefined, e: RevocationEntry): RevocationEntry {
+  return {
+    key: e.key,
+    until: Math.max(e.until, old?.until ?? 0),
+    ...(e.at !== undefined || old?.at !== undefined ? { at: Math.max(e.at ?? 0, old?.at ?? 0) } : {}),
+  };
 }
 
 /**
@@ -41,12 +43,7 @@ export class RevocationMirror {
       this.lastSweep = nowSeconds;
       for (const [k, v] of this.entries) if (v.until <= nowSeconds) this.entries.delete(k);
     }
-    const old = this.entries.get(e.key);
-    this.entries.set(e.key, {
-      key: e.key,
-      until: Math.max(e.until, old?.until ?? 0),
-      ...(e.at !== undefined || old?.at !== undefined ? { at: Math.max(e.at ?? 0, old?.at ?? 0) } : {}),
-    });
+    this.entries.set(e.key, mergeRevocation(this.entries.get(e.key), e));
   }
 
   isRevoked(t: RevocationSubject): boolean {

@@ -46,6 +46,30 @@ export interface RevocationSubject {
   authTimeMs: number;
 }
 
+/** One revocation as stored and published: `j:<jti>`, `s:<sid>` or `u:<subject>` (with the login cut-off `at`). */
+export interface RevocationEntry {
+  key: string;
+  /** Unix seconds after which the entry is forgotten. */
+  until: number;
+  /** For `u:` entries: sessions that logged in at or before this unix ms are revoked. */
+  at?: number;
+}
+
+/**
+ * Where the shared store (Redis) keeps a revocation it could not write to Redis, so that an
+ * acknowledged logout survives a restart of the instance before Redis is back: PostgreSQL in full
+ * mode (src/persistence/revocation-backup.ts), the data directory's journal in embedded mode. No
+ * driver types: main wires the implementation in.
+ */
+export interface RevocationBackup {
+  /** What it is, for logs and refusals (e.g. `the database`). */
+  readonly name: string;
+  /** Resolves once the entries are durable (a later `until` or `at` of the same key wins); rejects otherwise. */
+  save(entries: readonly RevocationEntry[]): Promise<void>;
+  /** The entries saved so far (by any instance sharing it) that are still live at `nowMs`; expired ones may be forgotten. */
+  load(nowMs: number): Promise<RevocationEntry[]>;
+}
+
 /**
  * Tokens withdrawn before their expiry. Consulted on every request, before the verified-token
  * cache may answer, so it is synchronous: a shared implementation keeps a local mirror that a
@@ -58,8 +82,9 @@ export interface TokenRevocations {
    * at or before `at` (unix ms, default now), until `until` (unix seconds: the latest expiry of
    * what is revoked); after that the entry is forgotten. The revocation holds on this instance at
    * once (`isRevoked` sees it before this returns); the promise settles when it is as durable as
-   * the store makes it (on disk for one instance with a data directory), so the caller answers
-   * only then. It rejects with an EngineError when it could not be recorded.
+   * the store makes it (on disk for one instance with a data directory; in Redis, or else in the
+   * {@link RevocationBackup}, for the shared store), so the caller answers only then. It rejects
+   * with an EngineError when it could not be recorded (it still holds on this instance).
    */
   revoke(entry: { jti?: string; sid?: string; subject?: string; at?: number; until: number }): Promise<void>;
 }
@@ -74,7 +99,8 @@ export interface Coordination {
   readonly connected: boolean;
   /**
    * Connects and loads the revocations already recorded. An absent Redis never fails it (degraded,
-   * logged); a data directory whose revocation journal cannot be read or written does.
+   * logged); a data directory whose revocation journal cannot be read or written does, and so does
+   * a revocation backup that cannot be read (before anything is started: it may be called again).
    */
   start(): Promise<void>;
   close(): Promise<void>;

@@ -249,7 +249,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
         summary: 'Revoke every token of a staff member issued until now (admin staff only); their next login works',
         description:
           'For a leaked staff token or password: every token of that staff member issued before this call is refused 401 TOKEN_REVOKED ' +
-          'on every instance (shared through Redis when configured, written to the data directory in embedded mode before the 204). ' +
+          'on every instance (shared through Redis when configured, or saved to the database while Redis is away; written to the data directory in embedded mode; before the 204). ' +
           'A new login still works: if the password leaked too, reset it with `PATCH /staff/{id}` (which revokes the tokens as well).',
         security: bearer,
         params: Type.Object({ id: Id('Staff id') }),
@@ -260,7 +260,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
       const id = request.params.id;
       if (!engine.getStaff(id)) throw new EngineError('STAFF_NOT_FOUND', `no staff member ${id}`);
       // The same entry as for a student, under the staff subject (`staff:<id>`, what staff tokens carry):
-      // the same durability (the promise settles once journalled or handed to Redis) and reach.
+      // the same durability (the promise settles once journalled, in Redis, or saved to the backup) and reach.
       await tokens.revokeSessionsOf(`staff:${id}`);
       request.log.info({ staff: id, by: principalOf(request).id }, 'every token of a staff member revoked');
       return reply.code(204).send(null);
