@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { createDrain, type Drain } from '../src/http/drain.js';
-import { DEFAULT_HTTP_LIMITS } from '../src/http/server-options.js';
-import { createHttpFixture, type HttpFixture } from './support/http-fixture.js';
+import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../src/http/server-options.js';
+import { createHttpFixture, S, type HttpFixture } from './support/http-fixture.js';
 
 /**
  * The graceful shutdown (src/http/drain.ts) over real sockets: what a client on a kept-alive or a
@@ -43,9 +43,9 @@ async function until(cond: () => boolean, what: string, ms = 3000): Promise<void
 
 const responses = (text: string): string[] => text.split('HTTP/1.1 ').slice(1);
 
-async function listening(drain: Drain): Promise<{ fx: HttpFixture; port: number }> {
+async function listening(drain: Drain, limits: Partial<HttpLimits> = {}): Promise<{ fx: HttpFixture; port: number }> {
   // Idle kept-alive connections live longer than any test here: what closes them is the drain.
-  const fx = await createHttpFixture({ app: { drain }, limits: { ...DEFAULT_HTTP_LIMITS, keepAliveTimeoutMs: 60_000 } });
+  const fx = await createHttpFixture({ app: { drain }, limits: { ...DEFAULT_HTTP_LIMITS, keepAliveTimeoutMs: 60_000, ...limits } });
   await fx.app.listen({ host: '127.0.0.1', port: 0 });
   const address = fx.app.server.address();
   assert.ok(address && typeof address === 'object');
@@ -175,4 +175,72 @@ describe('graceful shutdown of the HTTP server', () => {
       assert.equal(fx.app.server.listening, false);
     }),
   );
+
+  test('after the drain, a request still arriving (its body or its headers) is answered 408 within the closing bound; one that arrived is answered once its write is durable, and the close ends then', { timeout: 30_000 }, async () => {
+    const drain = createDrain();
+    // Limits longer than the test waits for the 408s: only the drain's own bound can explain them.
+    const { fx, port } = await listening(drain, { headersTimeoutMs: 8_000, requestTimeoutMs: 10_000 });
+    let release = () => {};
+    fx.persistence.holdAppends = new Promise<void>((r) => (release = r));
+    let appends = 0;
+    const append = fx.persistence.append.bind(fx.persistence);
+    fx.persistence.append = (events) => {
+      appends += 1;
+      return append(events);
+    };
+    const conns: Raw[] = [];
+    try {
+      // Fully received before the close; its write waits for a slow store.
+      const body = JSON.stringify({ course_id: 101, group_id: 2 });
+      const inFlight = await open(port);
+      conns.push(inFlight);
+      inFlight.socket.write(
+        `PUT /student/course HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${fx.studentToken(S.alice)}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+      );
+      await until(() => appends > 0, 'the enroll to reach the store');
+      // A body announced as 100 bytes, 10 of them sent; headers without their closing blank line.
+      const partialBody = await open(port);
+      partialBody.socket.write('POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user": 1');
+      const partialHeaders = await open(port);
+      partialHeaders.socket.write('GET /health HTTP/1.1\r\nHost: x\r\n');
+      conns.push(partialBody, partialHeaders);
+
+      let closed = false;
+      const t0 = performance.now();
+      // No drain period (Ctrl-C): the listener stops at once.
+      const closing = drain.close(fx.app, { deadline: 0 }).then(() => (closed = true));
+      const ended = { body: false, headers: false };
+      void partialBody.closed.then(() => (ended.body = true));
+      void partialHeaders.closed.then(() => (ended.headers = true));
+      // Before the fix, Node's limits stopped with the listener: these stayed open for ever.
+      await until(() => ended.body && ended.headers, 'the incomplete requests to be ended', 5_000);
+      const ms = performance.now() - t0;
+      for (const c of [partialBody, partialHeaders]) {
+        assert.match(c.text(), /^HTTP\/1\.1 408 /, c.text());
+        assert.match(c.text(), /"code":"REQUEST_TIMEOUT"/);
+      }
+      assert.ok(ms < 5_000, `ended ${Math.round(ms)} ms after the close began (limits: 8 s, 10 s)`);
+
+      // The request that had arrived is not cut: it waits for its write, and the close for it.
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(inFlight.text(), '', 'not answered before its write is durable');
+      assert.equal(closed, false, 'the close waits for the request in flight');
+      const released = performance.now();
+      release();
+      assert.equal(await inFlight.closed, null, 'no reset');
+      assert.match(inFlight.text(), /^HTTP\/1\.1 204 /, inFlight.text());
+      await closing;
+      // Its answer said keep-alive (it came before the drain): the connection is closed once the
+      // answer is out, not held for the keep-alive timeout (60 s here).
+      assert.ok(performance.now() - released < 5_000, `closed ${Math.round(performance.now() - released)} ms after the write was released`);
+      assert.equal(fx.app.server.listening, false);
+      assert.ok(fx.engine.studentSections(S.alice).some((h) => h.section.info.courseId === 101), 'enrolled');
+    } finally {
+      release();
+      for (const c of conns) c.socket.destroy();
+      if (fx.app.server.listening) await fx.app.close();
+      fx.engine.stop();
+    }
+  });
 });
