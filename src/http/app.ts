@@ -94,6 +94,8 @@ export interface AppDeps {
   notices?: { hub: NoticeHub; webhooks: WebhookService | null };
   /** Keep-alive period of students' event streams (ms; default 15 s); each also ends the streams of revoked sessions. */
   streamKeepAliveMs?: number;
+  /** Bytes all event streams together may hold queued for clients that stopped reading (default 64 MiB). */
+  streamBacklogBudgetBytes?: number;
   /**
    * Serve only requests whose `Host` is a loopback name or address (421 DEMO_HOST_REFUSED
    * otherwise; `/health` and `/ready` always): set while the demo's public passwords are live on a
@@ -285,7 +287,12 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(metricsRoutes, ctx);
   await app.register(registrarRoutes, ctx);
   if (deps.notices) {
-    await app.register(meEventsRoutes, { ...ctx, hub: deps.notices.hub, ...(deps.streamKeepAliveMs === undefined ? {} : { keepAliveMs: deps.streamKeepAliveMs }) });
+    await app.register(meEventsRoutes, {
+      ...ctx,
+      hub: deps.notices.hub,
+      ...(deps.streamKeepAliveMs === undefined ? {} : { keepAliveMs: deps.streamKeepAliveMs }),
+      ...(deps.streamBacklogBudgetBytes === undefined ? {} : { backlogBudgetBytes: deps.streamBacklogBudgetBytes }),
+    });
     if (deps.notices.webhooks) await app.register(webhookRoutes, { ...ctx, webhooks: deps.notices.webhooks });
   }
 

@@ -56,6 +56,10 @@ export async function startNoticesWorld(opts: {
   outboxWake?: { fn: (() => void) | null; outbox: WebhookOutbox };
   /** Keep-alive period of the students' streams (ms). */
   streamKeepAliveMs?: number;
+  /** What all streams together may hold queued for clients that do not read (bytes). */
+  streamBacklogBudgetBytes?: number;
+  /** Listen on this Unix socket instead of a loopback port (`base` is then empty: use `app.inject`). */
+  socketPath?: string;
 }): Promise<NoticesWorld> {
   const clock = opts.clock ?? { now: T0 + 5 * MINUTE };
   const engine = createEngine({ persistence: opts.persistence, logger: quietLogger, enrollmentWindowMs: WINDOW_MS, now: () => clock.now });
@@ -88,10 +92,14 @@ export async function startNoticesWorld(opts: {
     adminStaffIds: [900],
     notices: { hub, webhooks },
     ...(opts.streamKeepAliveMs === undefined ? {} : { streamKeepAliveMs: opts.streamKeepAliveMs }),
+    ...(opts.streamBacklogBudgetBytes === undefined ? {} : { streamBacklogBudgetBytes: opts.streamBacklogBudgetBytes }),
   });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const port = (app.server.address() as AddressInfo).port;
-  const base = `http://127.0.0.1:${port}`;
+  let base = '';
+  if (opts.socketPath !== undefined) await app.listen({ path: opts.socketPath });
+  else {
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  }
   const signer = new TokenService({ secret: SECRET, ttlSeconds: TTL_SECONDS, now: () => clock.now });
   return {
     engine,

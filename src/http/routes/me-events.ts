@@ -27,12 +27,24 @@ export interface MeEventsOptions extends RouteContext {
   hub: NoticeHub;
   /** Keep-alive period (ms; default {@link KEEP_ALIVE_MS}). */
   keepAliveMs?: number;
+  /** Bytes all streams together may hold queued for clients that do not read (default {@link BACKLOG_BUDGET}). */
+  backlogBudgetBytes?: number;
 }
 
 const KEEP_ALIVE_MS = 15_000;
 const TICKET_TTL_MS = 30_000;
 /** A stream this far behind (bytes queued on its socket) is dropped; the client resumes with Last-Event-ID. */
 const MAX_BACKLOG = 1024 * 1024;
+/**
+ * What every stream together may hold queued in the engine's memory: each stream's bound is its
+ * share of it (at most {@link MAX_BACKLOG}, at least {@link MIN_BACKLOG}). Notices wait in memory only
+ * once the kernel's buffers for a client that stopped reading are full (a suspended laptop, a
+ * phone's background tab); with a fixed 1 MiB each, 3,016 such streams held 1.3 GB (probe K), and
+ * the 20,000 streams allowed could have held 20 GB.
+ */
+export const BACKLOG_BUDGET = 64 * 1024 * 1024;
+/** A stream may always fall this far behind (a burst of notices to a client that reads). */
+const MIN_BACKLOG = 4 * 1024;
 /** Live notices held while a resume reads the database; more and the stream is dropped (it resumes). */
 const MAX_HELD = 10_000;
 
@@ -70,7 +82,7 @@ const frameOf = (n: Notice): string => {
   return f;
 };
 
-export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async (app, { hub, tokens, drain, keepAliveMs = KEEP_ALIVE_MS }) => {
+export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async (app, { hub, tokens, drain, keepAliveMs = KEEP_ALIVE_MS, backlogBudgetBytes: backlogBudget = BACKLOG_BUDGET }) => {
   const studentOnly = tokens.requireRole('student');
   const tickets = createFeedTickets({ ttlMs: TICKET_TTL_MS, max: 50_000, now: tokens.now });
   /** Open streams, each with its session (checked for revocation at every keep-alive). */
@@ -172,7 +184,7 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
       let corked = false;
       const write = (chunk: string): boolean => {
         if (res.destroyed || res.writableEnded) return false;
-        if (res.writableLength > MAX_BACKLOG) {
+        if (res.writableLength > Math.max(MIN_BACKLOG, Math.min(MAX_BACKLOG, Math.floor(backlogBudget / Math.max(1, hub.openStreams))))) {
           res.destroy();
           return false;
         }
