@@ -1,5 +1,6 @@
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isEngineError } from './errors.js';
 import { ConfigError, isLoopbackHost, loadConfig, urlHost, type Config } from './config.js';
 import { formatBanner } from './banner.js';
 import { boundedStep } from './bounded-step.js';
@@ -32,6 +33,7 @@ import { encodeClassTime } from './actors/class-time.js';
 import { resetRequestMetrics } from './http/request-metrics.js';
 import { randomBytes } from 'node:crypto';
 import { loadOrCreateSecret } from './secret-file.js';
+import { startupWrite } from './startup-write.js';
 
 /**
  * The one module that knows every layer. It builds them in order — config, logger, persistence,
@@ -144,6 +146,7 @@ async function bootstrapStaff(
   b: { id: number; password: string },
   log: Logger,
   requirements: StorageRequirements,
+  cluster: ClusterMembership | null,
 ): Promise<void> {
   if (engine.getStaff(b.id)) {
     log.info({ staff: b.id }, 'BOOTSTRAP_STAFF_ID exists already; nothing changed (BOOTSTRAP_STAFF_PASSWORD can be unset)');
@@ -159,7 +162,23 @@ async function bootstrapStaff(
     return;
   }
   const passwordHash = await hashPassword(b.password, 10);
-  await engine.createStaff({ id: b.id, passwordHash, departmentId: null }, { requestId: 'bootstrap', actor: 'system' });
+  // The registry's shard (0); a try whose outcome was in doubt may have created it already.
+  const created = await startupWrite(
+    'the BOOTSTRAP_STAFF_ID staff member',
+    () =>
+      engine.createStaff({ id: b.id, passwordHash, departmentId: null }, { requestId: 'bootstrap', actor: 'system' }).then(
+        () => true,
+        (err: unknown) => {
+          if (isEngineError(err) && err.code === 'ALREADY_EXISTS') return false;
+          throw err;
+        },
+      ),
+    { cluster, log, shards: [0] },
+  );
+  if (!created) {
+    log.info({ staff: b.id }, 'BOOTSTRAP_STAFF_ID exists already; nothing changed (BOOTSTRAP_STAFF_PASSWORD can be unset)');
+    return;
+  }
   log.info({ staff: b.id }, 'first staff member created from BOOTSTRAP_STAFF_ID (add it to ADMIN_STAFF_IDS to let it create staff)');
 }
 
@@ -344,8 +363,10 @@ async function main(): Promise<void> {
     }
   }
   let demo: Awaited<ReturnType<typeof loadDemoData>> | null = null;
-  if (config.demoData && engine.isEmpty()) demo = await loadDemoData(engine, logger);
-  if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, log, storageRequirements);
+  // Start-up writes wait until this instance decides writes (its lease taken and its state loaded
+  // under it) and retry a refusal while that settles, for a bounded time (src/startup-write.ts).
+  if (config.demoData && engine.isEmpty()) demo = await startupWrite('the demo data', () => loadDemoData(engine, logger), { cluster, log });
+  if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, log, storageRequirements, cluster);
   // Data the Go service wrote can hold students queued beside free seats (SPEC: its promotion never
   // reached the database correctly): promoted now, in queue order, before anyone else can take those seats.
   const stranded = await engine.promoteStrandedQueues({ requestId: 'promote-stranded-queue', actor: 'system' });

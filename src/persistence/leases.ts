@@ -88,6 +88,19 @@ export interface LeaseManager {
   raise(shard: number, minEpoch: number, why?: string): Promise<void>;
   // (the caller holds the state up to the old fence already: nothing else publishes for the shard)
   stop(): Promise<void>;
+  /**
+   * The lease round is overdue: its timer should have fired by now, but this process was too busy
+   * to run it (a long synchronous stretch, e.g. the demo data being built at a first start), and no
+   * round is running or known to fail. A lease whose own deadline passed meanwhile was not lost: it
+   * was not renewed. True also while the round started by {@link catchUp} runs.
+   */
+  readonly behind: boolean;
+  /**
+   * Runs the overdue round now (see {@link behind}) and resolves once it has finished; a no-op
+   * otherwise. The renewal inside it is the ordinary one (owner and epoch must still match), so a
+   * lease another instance took meanwhile stays lost.
+   */
+  catchUp(): Promise<void>;
   /** The last lease round failed (the database could not be reached): no lease can change hands now. */
   readonly roundFailing: boolean;
   readonly renewEveryMs: number;
@@ -118,6 +131,13 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
   let timer: NodeJS.Timeout | null = null;
   let roundFailing = false;
   let ticking: Promise<void> | null = null;
+  /** performance.now() at which the scheduled round is due. */
+  let dueAt = 0;
+  /**
+   * The running round started late, by a round's interval or more (this process was too busy to
+   * run its timer), or was started by catchUp(). A round held up by the database started on time.
+   */
+  let lateRound = false;
   const interval = `${ttl} milliseconds`;
 
   async function ensureRows(): Promise<void> {
@@ -261,24 +281,33 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     }
   }
 
+  function runRound(late = performance.now() - dueAt >= renewEveryMs): void {
+    timer = null;
+    lateRound = late;
+    ticking = tick()
+      .then(() => {
+        roundFailing = false;
+      })
+      .catch((err: unknown) => {
+        roundFailing = true;
+        log.warn({ err }, 'lease round failed (database unreachable?); leases are not renewed meanwhile');
+      })
+      .finally(() => {
+        ticking = null;
+        lateRound = false;
+        schedule();
+      });
+  }
+
   function schedule(delayMs = renewEveryMs): void {
     if (stopped) return;
-    timer = setTimeout(() => {
-      timer = null;
-      ticking = tick()
-        .then(() => {
-          roundFailing = false;
-        })
-        .catch((err: unknown) => {
-          roundFailing = true;
-          log.warn({ err }, 'lease round failed (database unreachable?); leases are not renewed meanwhile');
-        })
-        .finally(() => {
-          ticking = null;
-          schedule();
-        });
-    }, delayMs);
+    dueAt = performance.now() + delayMs;
+    timer = setTimeout(runRound, delayMs);
     timer.unref();
+  }
+
+  function overdue(): boolean {
+    return !stopped && joined && !roundFailing && ticking === null && timer !== null && performance.now() >= dueAt;
   }
 
   return {
@@ -304,6 +333,20 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
       }
       await tick();
       schedule();
+    },
+    get behind() {
+      return overdue() || (ticking !== null && lateRound);
+    },
+    async catchUp() {
+      if (ticking !== null) {
+        if (lateRound) await ticking;
+        return;
+      }
+      if (!overdue()) return;
+      if (timer !== null) clearTimeout(timer);
+      log.info({ overdueMs: Math.round(performance.now() - dueAt) }, 'lease round overdue (this process was busy): running it now');
+      runRound(true);
+      await ticking;
     },
     join() {
       if (joined) return;
