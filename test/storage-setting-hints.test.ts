@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { pino } from 'pino';
+import { createRedisCoordination } from '../src/coordination/redis.js';
 import { AmqpLog } from '../src/persistence/amqp-log.js';
 import { createPgClient } from '../src/persistence/pg-client.js';
 import { storageSettingHint } from '../src/persistence/setting-hints.js';
@@ -70,5 +71,25 @@ describe('storage failures at start that are settings, not outages', async () =>
     const closed = new URL(base);
     closed.port = '1';
     assert.equal(storageSettingHint(await brokerFailure(closed.href)), null);
+  });
+});
+
+describe('Redis at start: a host name that does not resolve is said, not taken for an outage', () => {
+  test('the warning names the setting (and no URL); a refused port stays an outage', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const bad = createRedisCoordination({ url: 'redis://:s3cret@no-such-host.invalid:6379', prefix: `hints-${randomUUID()}:`, logger });
+    const down = createRedisCoordination({ url: 'redis://127.0.0.1:1', prefix: `hints-${randomUUID()}:`, logger });
+    try {
+      await bad.start();
+      await down.start();
+      const msgs = lines.map((l) => String(l.msg));
+      assert.ok(msgs.some((m) => m.includes('the host name of REDIS_URL does not resolve')), msgs.join('\n'));
+      assert.ok(msgs.some((m) => m.includes('(ECONNREFUSED)')), msgs.join('\n'));
+      assert.doesNotMatch(JSON.stringify(lines), /s3cret/);
+    } finally {
+      await bad.close();
+      await down.close();
+    }
   });
 });

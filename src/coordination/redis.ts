@@ -171,12 +171,25 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
   let probing = false;
   const commandTimeoutMs = opts.commandTimeoutMs ?? 250;
 
-  client.on('error', () => undefined); // reported through failed commands and 'close' below
+  /**
+   * The connection's last error (ioredis reports the cause there; a failed command or connect only
+   * says "Connection is closed."): logged with an outage, so a host name that does not resolve or a
+   * refused password is told apart from a Redis that is down (probe J).
+   */
+  let lastConnectionError: Error | null = null;
+  client.on('error', (err: Error) => {
+    lastConnectionError = err;
+  }); // reported through failed commands and 'close' below
   sub.on('error', () => undefined);
+  /** ` (<what the last connection error says>)`, or nothing. */
+  const connectionCause = (): string => {
+    const cause = lastConnectionError as Error | null;
+    return cause === null ? '' : ` (${settingHint(cause) ?? (cause as NodeJS.ErrnoException).code ?? cause.message})`;
+  };
   client.on('close', () => {
     if (!closed && !degraded.has('connection')) {
       degraded.add('connection');
-      log.warn('redis connection lost; rate limits fail open, revocations served from the local copy until it is back');
+      log.warn({ err: lastConnectionError ?? undefined }, `redis connection lost${connectionCause()}; rate limits fail open, revocations served from the local copy until it is back`);
     }
   });
   // A new connection answered its ready check: Redis answers again, whatever it did before.
@@ -423,7 +436,7 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
         if (unsent.size > 0) await flushUnsent();
         log.info({ prefix: opts.prefix }, 'redis connected: rate limits and revocations shared across instances');
       } catch (err) {
-        degrade('connection', err, 'unreachable at start; rate limits fail open, revocations local until it is back (retrying)');
+        degrade('connection', lastConnectionError ?? err, `unreachable at start${connectionCause()}; rate limits fail open, revocations local until it is back (retrying)`);
       }
       // Also how an idle instance notices a Redis that stopped answering (resync's timeout marks it).
       // While it is away, the backup is read instead (revocations other instances made meanwhile).
@@ -448,4 +461,12 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
       sub.disconnect();
     },
   };
+}
+
+/** What a connection error says about REDIS_URL itself (as opposed to an outage), if anything; never quotes the URL. */
+function settingHint(err: Error): string | null {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return 'the host name of REDIS_URL does not resolve';
+  if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(err.message)) return 'redis refused the user or password of REDIS_URL';
+  return null;
 }
