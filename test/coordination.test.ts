@@ -630,3 +630,38 @@ describe('while Redis is down', { skip: redisSkip }, () => {
     assert.ok(logs.some((l) => l.level === 30 && /redis is back/.test(l.msg)), a.logs.join('\n'));
   });
 });
+
+describe('a Redis link that lost bytes', { skip: redisSkip }, () => {
+  it('is made again once it has not answered for recycleAfterMs, and the store is shared again (probe J: it stayed away until broken by hand)', async () => {
+    const u = new URL(REDIS_URL);
+    const proxy = await TcpProxy.start(u.hostname, Number(u.port || 6379));
+    const lines: string[] = [];
+    const store = createRedisCoordination({
+      url: proxy.rewrite(REDIS_URL),
+      prefix: `${uniqueName('recycle')}:`,
+      logger: createLogger('info', { write: (l: string) => void lines.push(l) }),
+      commandTimeoutMs: 200,
+      probeMs: 100,
+      recycleAfterMs: 1000,
+    });
+    try {
+      await store.start();
+      assert.equal(store.connected, true);
+      const limit = [{ key: 'recycle-test', limit: 5, windowMs: 60_000 }];
+      proxy.blackhole();
+      // A command whose bytes are lost times out: Redis is treated as away, as a hang is.
+      assert.deepEqual(await store.limits.check(limit), { allowed: true, retryAfterMs: 0 });
+      assert.equal(store.connected, false);
+      await new Promise((r) => setTimeout(r, 300)); // PINGs lost too
+      proxy.flow();
+      const t0 = performance.now();
+      while (!store.connected && performance.now() - t0 < 6000) await new Promise((r) => setTimeout(r, 25));
+      assert.equal(store.connected, true, `never shared again after the link moved bytes again:\n${lines.join('\n')}`);
+      assert.equal((await store.limits.take(limit[0] as (typeof limit)[0])).allowed, true);
+      assert.ok(lines.some((l) => l.includes('making a new one')), 'the connection was made again');
+    } finally {
+      await store.close();
+      await proxy.close();
+    }
+  });
+});

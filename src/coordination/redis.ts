@@ -34,7 +34,10 @@ import type { Coordination, RevocationBackup, WindowLimit, WindowVerdict } from 
  * So once a command times out the store marks Redis unresponsive: `connected` reads false, and
  * until Redis answers again no command is sent (limits fail open at once, revocations wait in
  * `unsent`); a background PING every `probeMs` on the same connection marks it back (TCP keeps the
- * order, so the PING's answer also means everything sent before it was answered).
+ * order, so the PING's answer also means everything sent before it was answered). A connection
+ * that has not answered for `recycleAfterMs` is dropped and made again: replies are matched to
+ * commands by order, so one whose bytes a middlebox lost never answers a PING again (probe J: it
+ * stayed degraded until the connection was broken by hand).
  */
 
 const CHECK_LUA = `
@@ -108,6 +111,8 @@ export interface RedisCoordinationOptions {
    * PING checks whether it answers again (default 1 s).
    */
   probeMs?: number;
+  /** While unresponsive, how long without any answer before the connection is made again (default 5 s). */
+  recycleAfterMs?: number;
   /**
    * Where a revocation Redis could not take is saved before `revoke` resolves (full mode: the
    * database). Without one such a revocation is refused (`UNAVAILABLE`) once it holds here.
@@ -169,6 +174,8 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
   let unresponsive = false;
   let probeTimer: NodeJS.Timeout | null = null;
   let probing = false;
+  let unresponsiveSince = 0;
+  const recycleAfterMs = opts.recycleAfterMs ?? 5000;
   const commandTimeoutMs = opts.commandTimeoutMs ?? 250;
 
   /**
@@ -236,6 +243,7 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
   function noteFailure(err: unknown): void {
     if (closed || unresponsive || !isTimeout(err) || client.status !== 'ready') return;
     unresponsive = true;
+    unresponsiveSince = performance.now();
     degrade('connection', err, `no answer within ${commandTimeoutMs} ms on an open connection; treated as away (rate limits fail open, revocations local) until it answers a PING again`);
     probeTimer = setInterval(probe, opts.probeMs ?? 1000);
     probeTimer.unref();
@@ -243,7 +251,16 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
 
   /** One PING at a time while unresponsive; an answer ends the outage. */
   function probe(): void {
-    if (probing || closed || client.status !== 'ready') return;
+    if (closed) return;
+    if (unresponsive && client.status === 'ready' && performance.now() - unresponsiveSince >= recycleAfterMs) {
+      // Not one answer for that long on an open connection: a new one (its ready check ends the outage).
+      unresponsiveSince = performance.now();
+      log.warn({ silentMs: recycleAfterMs }, 'redis has not answered on its connection; making a new one');
+      client.disconnect(true);
+      sub.disconnect(true);
+      return;
+    }
+    if (probing || client.status !== 'ready') return;
     probing = true;
     client.ping().then(
       () => {

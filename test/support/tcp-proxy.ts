@@ -10,6 +10,8 @@ import net from 'node:net';
  * - `resume()` lets new connections through again (the cut ones stay dead: clients must reconnect);
  * - `stall()` stops moving bytes either way on every connection (open or new) without closing any,
  *   as a link that hangs does; `flow()` moves them again (nothing is lost);
+ * - `blackhole()` reads and throws away the bytes of the open connections, either way, without
+ *   closing them (a middlebox that loses them); `flow()` moves them again (what was lost is lost);
  * - `close()` stops listening and resets everything.
  */
 /** Listens on 127.0.0.1 at a free port (every test proxy does). */
@@ -27,6 +29,8 @@ export function throughProxy(url: string, server: net.Server): string {
   u.port = String((server.address() as net.AddressInfo).port);
   return u.toString();
 }
+
+const discard = (): void => undefined;
 
 export class TcpProxy {
   private readonly server: net.Server;
@@ -90,9 +94,21 @@ export class TcpProxy {
     }
   }
 
+  blackhole(): void {
+    this.stall();
+    for (const [client, upstream] of this.pairs) {
+      for (const s of [client, upstream]) {
+        s.on('data', discard);
+        s.resume();
+      }
+    }
+  }
+
   flow(): void {
     this.stalled = false;
     for (const [client, upstream] of this.pairs) {
+      client.off('data', discard);
+      upstream.off('data', discard);
       client.pipe(upstream);
       upstream.pipe(client);
     }
