@@ -3,7 +3,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
 import { createMemoryCoordination } from '../src/coordination/memory.js';
 import { createRedisCoordination } from '../src/coordination/redis.js';
 import { createJournalBackup } from '../src/coordination/revocation-journal.js';
@@ -15,7 +14,7 @@ import { freePort } from './support/fault-harness.js';
 import { watchEngine } from '../src/metrics/engine-metrics.js';
 import { renderMetrics } from '../src/metrics/registry.js';
 import { createHttpFixture, expectError, expectStatus, type HttpFixture, OTHER_STAFF, PASSWORD, S, STAFF, T0, MINUTE } from './support/http-fixture.js';
-import { REDIS_URL, requireService, uniqueName } from './support/services.js';
+import { deleteRedisKeys, REDIS_URL, requireService, uniqueName } from './support/services.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 
 /**
@@ -101,17 +100,7 @@ function keyPrefix(): string {
 after(async () => {
   for (const c of closers.reverse()) await c().catch(() => undefined);
   if (redisSkip) return;
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    for (const p of prefixes) {
-      const keys: string[] = [];
-      for await (const batch of redis.scanStream({ match: `${p}*`, count: 1000 }) as AsyncIterable<string[]>) keys.push(...batch);
-      if (keys.length > 0) await redis.del(...keys);
-    }
-  } finally {
-    redis.disconnect();
-  }
+  await deleteRedisKeys(prefixes);
 });
 
 const STORES: { name: string; make: Maker; skip: string | false }[] = [
@@ -638,7 +627,7 @@ describe('a Redis link that lost bytes', { skip: redisSkip }, () => {
     const lines: string[] = [];
     const store = createRedisCoordination({
       url: proxy.rewrite(REDIS_URL),
-      prefix: `${uniqueName('recycle')}:`,
+      prefix: keyPrefix(),
       logger: createLogger('info', { write: (l: string) => void lines.push(l) }),
       commandTimeoutMs: 200,
       probeMs: 100,

@@ -12,7 +12,7 @@ import { createPgRevocationBackup } from '../src/persistence/revocation-backup.j
 import { FIRST_STUDENT, freePort, msg, withFaultEnv } from './support/fault-harness.js';
 import { createHttpFixture, expectError, expectStatus, S } from './support/http-fixture.js';
 import { createTestDatabase } from './support/pg.js';
-import { PG_ADMIN_URL, REDIS_URL, requireService, uniqueName } from './support/services.js';
+import { deleteRedisKeys, PG_ADMIN_URL, REDIS_URL, requireService, uniqueName } from './support/services.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 
 /**
@@ -30,17 +30,7 @@ const prefixes: string[] = [];
 after(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => undefined);
   if (skip) return;
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    for (const p of prefixes) {
-      const keys: string[] = [];
-      for await (const batch of redis.scanStream({ match: `${p}*`, count: 1000 }) as AsyncIterable<string[]>) keys.push(...batch);
-      if (keys.length > 0) await redis.del(...keys);
-    }
-  } finally {
-    redis.disconnect();
-  }
+  await deleteRedisKeys(prefixes);
 });
 
 function keyPrefix(): string {

@@ -10,7 +10,7 @@ import type {
   WatchRow,
   WebhookRow,
 } from './notice-types.js';
-import type { SqlClient, SqlExecutor } from './sql-client.js';
+import { databaseUnavailable, type SqlClient, type SqlExecutor } from './sql-client.js';
 
 /**
  * The notices' SQL, shared by both stores (PGlite in embedded mode, PostgreSQL in full mode). Driver
@@ -86,9 +86,6 @@ const SECTION_NOTICE_TYPES = [
   'sectionReopened',
 ];
 
-function unavailable(err: unknown): EngineError {
-  return new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: err instanceof Error ? err.message : String(err) });
-}
 
 /** Wraps every method so a driver error surfaces as the project's own code. */
 function guarded<T extends object>(impl: T): T {
@@ -99,7 +96,7 @@ function guarded<T extends object>(impl: T): T {
         return await (fn as (...a: unknown[]) => Promise<unknown>)(...args);
       } catch (err) {
         if (err instanceof EngineError) throw err;
-        throw unavailable(err);
+        throw databaseUnavailable(err);
       }
     };
   }

@@ -1,8 +1,7 @@
 import type { RevocationBackup, RevocationEntry } from '../coordination/types.js';
 import { mergeRevocation } from '../coordination/revocation-mirror.js';
-import { EngineError } from '../errors.js';
 import { createPgClient } from './pg-client.js';
-import type { SqlExecutor } from './sql-client.js';
+import { databaseUnavailable, type SqlExecutor } from './sql-client.js';
 
 /**
  * Full mode's fallback for token revocations (sql/008_token_revocations.sql): the Redis store saves
@@ -10,11 +9,6 @@ import type { SqlExecutor } from './sql-client.js';
  * start. Only used while Redis is away, never on the enroll path. Driver errors become
  * `EngineError('UNAVAILABLE')`.
  */
-
-function unavailable(err: unknown): EngineError {
-  if (err instanceof EngineError) return err;
-  return new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: err instanceof Error ? err.message : String(err) });
-}
 
 /** The backup over any SQL executor (the table must exist: migrations). */
 export function createSqlRevocationBackup(db: SqlExecutor): RevocationBackup {
@@ -36,7 +30,7 @@ export function createSqlRevocationBackup(db: SqlExecutor): RevocationBackup {
           [rows.map((e) => e.key), rows.map((e) => e.until), rows.map((e) => e.at ?? null)],
         );
       } catch (err) {
-        throw unavailable(err);
+        throw databaseUnavailable(err);
       }
     },
     async load(nowMs) {
@@ -49,7 +43,7 @@ export function createSqlRevocationBackup(db: SqlExecutor): RevocationBackup {
         );
         return r.rows.map((row) => ({ key: row.key, until: Number(row.until_s), ...(row.at_ms === null ? {} : { at: Number(row.at_ms) }) }));
       } catch (err) {
-        throw unavailable(err);
+        throw databaseUnavailable(err);
       }
     },
   };

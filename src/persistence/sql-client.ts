@@ -1,3 +1,4 @@
+import { EngineError } from '../errors.js';
 /**
  * The few SQL operations the stores need, so the same statements run on PGlite (embedded) and on
  * node-postgres (full mode). Only files in src/persistence/ see this; drivers stay behind it.
@@ -12,4 +13,10 @@ export interface SqlClient extends SqlExecutor {
   /** Runs several statements separated by `;` (migrations). */
   exec(sql: string): Promise<void>;
   close(): Promise<void>;
+}
+
+/** A driver's failure as the project's own code (the driver's words as the cause); an EngineError passes as it is. */
+export function databaseUnavailable(err: unknown): EngineError {
+  if (err instanceof EngineError) return err;
+  return new EngineError('UNAVAILABLE', 'the database is unreachable', { cause: err instanceof Error ? err.message : String(err) });
 }

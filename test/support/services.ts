@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 
@@ -34,4 +35,19 @@ export async function requireService(name: string, url: string): Promise<string 
 /** A unique name per test run, so runs never collide on shared services. */
 export function uniqueName(prefix: string): string {
   return `${prefix}_${process.pid}_${randomBytes(4).toString('hex')}`;
+}
+
+/** Deletes a test run's Redis keys, by prefix (SCAN + DEL: never the keys of other runs or users). */
+export async function deleteRedisKeys(prefixes: readonly string[]): Promise<void> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    for (const p of prefixes) {
+      const keys: string[] = [];
+      for await (const batch of redis.scanStream({ match: `${p}*`, count: 1000 }) as AsyncIterable<string[]>) keys.push(...batch);
+      if (keys.length > 0) await redis.del(...keys);
+    }
+  } finally {
+    redis.disconnect();
+  }
 }
