@@ -89,11 +89,13 @@ export interface ThreadTimes {
   /** Every other thread: seconds on a core, seconds runnable but not running. */
   othersRunS: number;
   othersWaitS: number;
+  /** Other threads' seconds on a core by thread (`name#tid`, the name from `/proc/.../comm`). */
+  othersByName?: Record<string, number>;
 }
 
 export function readThreadTimes(pid: number): ThreadTimes | null {
   try {
-    const t: ThreadTimes = { mainRunS: 0, mainWaitS: 0, othersRunS: 0, othersWaitS: 0 };
+    const t: ThreadTimes = { mainRunS: 0, mainWaitS: 0, othersRunS: 0, othersWaitS: 0, othersByName: {} };
     for (const tid of readdirSync(`/proc/${pid}/task`)) {
       let fields: string[];
       try {
@@ -109,6 +111,14 @@ export function readThreadTimes(pid: number): ThreadTimes | null {
       } else {
         t.othersRunS += run;
         t.othersWaitS += wait;
+        let name = '?';
+        try {
+          name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+        } catch {
+          // the thread ended meanwhile
+        }
+        const byName = t.othersByName as Record<string, number>;
+        byName[`${name}#${tid}`] = run;
       }
     }
     return t;
@@ -121,7 +131,9 @@ export function readThreadTimes(pid: number): ThreadTimes | null {
 export function threadTimesDelta(a: ThreadTimes | null, b: ThreadTimes | null): ThreadTimes | null {
   if (a === null || b === null) return null;
   const r = (x: number) => Math.round(x * 100) / 100;
-  return { mainRunS: r(b.mainRunS - a.mainRunS), mainWaitS: r(b.mainWaitS - a.mainWaitS), othersRunS: r(b.othersRunS - a.othersRunS), othersWaitS: r(b.othersWaitS - a.othersWaitS) };
+  const byName: Record<string, number> = {};
+  for (const [name, s] of Object.entries(b.othersByName ?? {})) byName[name] = r(s - (a.othersByName?.[name] ?? 0));
+  return { mainRunS: r(b.mainRunS - a.mainRunS), mainWaitS: r(b.mainWaitS - a.mainWaitS), othersRunS: r(b.othersRunS - a.othersRunS), othersWaitS: r(b.othersWaitS - a.othersWaitS), othersByName: byName };
 }
 
 /**
