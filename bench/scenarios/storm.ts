@@ -29,7 +29,7 @@ import { harnessChecks, PER_STUDENT, seedSpec } from './seed.js';
  * included, requests slower than 1 s, and the kernel's listen-queue and SYN-retransmit counters.
  */
 
-/** The other threads' time by thread (name#tid), largest first, e.g. ` (node#7443 0.39 s, node#7434 0.29 s)`: Node 20 names every thread `node`, so the tid tells V8.s helpers (started first) from the batcher worker (later). */
+/** The other threads' time by thread (name#tid), largest first, e.g. ` (node#7443 0.39 s, node#7434 0.29 s)`: Node 20 names every thread `node`, so the tid tells V8's helpers (started first) from the batcher worker (later). */
 function byThreadName(byName: Record<string, number> | undefined): string {
   const rows = Object.entries(byName ?? {}).filter(([, s]) => s >= 0.01).sort((a, b) => b[1] - a[1]);
   return rows.length === 0 ? '' : ` (${rows.map(([n, s]) => `${n} ${s} s`).join(', ')})`;
