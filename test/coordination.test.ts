@@ -322,6 +322,41 @@ for (const store of STORES) {
       expectError(await fx.request('POST', '/logout'), 401, 'UNAUTHENTICATED');
     });
 
+    it('logouts past the per-user allowance end every session of that user: one revocation entry, not one per logout', async () => {
+      const { fx, prefix } = await setup({ app: { throttle: { ...POLICY, logoutsKeptPerUser: 3 } } });
+      const kept = (await login(fx, S.alice, PASSWORD)).body.token as string;
+      const other = (await login(fx, S.bea, PASSWORD)).body.token as string;
+      const cycle = async () => {
+        fx.clock.now += 1;
+        const t = (await login(fx, S.alice, PASSWORD)).body.token as string;
+        expectStatus(await fx.request('POST', '/logout', { token: t }), 204);
+        expectError(await fx.request('GET', '/student/courses', { token: t }), 401, 'TOKEN_REVOKED');
+      };
+      for (let i = 0; i < 3; i++) {
+        await cycle();
+        expectStatus(await fx.request('GET', '/student/courses', { token: kept }), 200);
+      }
+      // The fourth logout within the session span ends every session of the student, the kept one too.
+      await cycle();
+      expectError(await fx.request('GET', '/student/courses', { token: kept }), 401, 'TOKEN_REVOKED');
+      expectStatus(await fx.request('GET', '/student/courses', { token: other }), 200);
+      for (let i = 0; i < 30; i++) await cycle();
+      fx.clock.now += 1;
+      const fresh = (await login(fx, S.alice, PASSWORD)).body.token as string;
+      expectStatus(await fx.request('GET', '/student/courses', { token: fresh }), 200);
+      if (store.name === 'Redis') {
+        const { Redis } = await import('ioredis');
+        const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+        try {
+          await redis.connect();
+          // 3 logouts kept (a token and a session each) and one entry for the student: 7, not 68.
+          assert.equal(await redis.hlen(`${prefix}revocations`), 7);
+        } finally {
+          redis.disconnect();
+        }
+      }
+    });
+
     it('staff revoke every token of a student; the student\'s next login works; students and unknown ids are refused', async () => {
       const { fx } = await setup();
       const a = (await login(fx, S.alice, PASSWORD)).body.token as string;

@@ -230,6 +230,11 @@ export class TokenService {
     return session.authTime + this.maxSession;
   }
 
+  /** The longest a session lasts (seconds from its login, refreshes or not). */
+  get maxSessionSeconds(): number {
+    return this.maxSession;
+  }
+
   /** Unix seconds at which every session started until now has ended. */
   latestSessionEnd(): number {
     return Math.floor(this.now() / 1000) + this.maxSession;

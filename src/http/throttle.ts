@@ -45,6 +45,14 @@ export interface ThrottlePolicy {
   /** Failed logins per client address inside `loginWindowMs` before that address is throttled. */
   loginFailuresPerAddress: number;
   loginWindowMs: number;
+  /**
+   * Logouts per user kept as their own revocation (the token and its session) inside the longest
+   * session's span; the next one ends every session of that user instead (one entry however often
+   * it happens). Each kept logout is an entry in every instance's revocation list until its session
+   * could end (12 h): without a bound, a script logging one account in and out all day (successful
+   * logins are not throttled) grew that list on every instance by millions of entries.
+   */
+  logoutsKeptPerUser: number;
   /** Write requests per student inside `studentWriteWindowMs`; 0 turns the limit off. */
   studentWriteLimit: number;
   studentWriteWindowMs: number;
@@ -55,6 +63,7 @@ export const DEFAULT_THROTTLE_POLICY: ThrottlePolicy = {
   loginFailuresPerUserAllAddresses: 100,
   loginFailuresPerAddress: 50,
   loginWindowMs: 60_000,
+  logoutsKeptPerUser: 20,
   studentWriteLimit: 0,
   studentWriteWindowMs: 10_000,
 };
@@ -80,6 +89,12 @@ export interface Throttle {
    * right password among them, against a budget of 10).
    */
   beforeLogin(account: string, address: string): Promise<LoginAttempt>;
+  /**
+   * Whether a logout of `subject` (`student:<id>`) may be kept as its own revocation; false once the
+   * user has logged out `logoutsKeptPerUser` times within `spanMs` (the caller then ends every
+   * session of the user). Counted in the shared limits, so across instances; fails open with them.
+   */
+  keepLogout(subject: string, spanMs: number): Promise<boolean>;
   /** Throws 429 RATE_LIMITED when the student is over the write limit (no-op when the limit is off). */
   studentWrite(studentId: number): Promise<void>;
 }
@@ -155,6 +170,10 @@ export function createThrottle(limits: RateLimits, policy: ThrottlePolicy = DEFA
         },
         release: () => void settle(),
       };
+    },
+    async keepLogout(subject, spanMs) {
+      const v = await limits.take({ key: `logouts:${subject}`, limit: policy.logoutsKeptPerUser, windowMs: spanMs });
+      return v.allowed;
     },
     async studentWrite(studentId) {
       if (policy.studentWriteLimit <= 0) return;

@@ -214,7 +214,13 @@ const sessionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, { eng
       const session = request.tokenSession;
       if (session === null) throw new EngineError('UNAUTHENTICATED', 'a bearer token is required');
       // The session too: tokens refreshed earlier in it end with it. Kept until the session could end.
-      await tokens.revocations.revoke({ jti: session.jti, sid: session.sid, until: tokens.sessionEnd(session) });
+      // A user who logs out more often than the policy keeps (a script) ends all their sessions
+      // instead: one entry per user, so the revocation list every instance holds stays bounded.
+      if (await throttle.keepLogout(session.subject, tokens.maxSessionSeconds * 1000)) {
+        await tokens.revocations.revoke({ jti: session.jti, sid: session.sid, until: tokens.sessionEnd(session) });
+      } else {
+        await tokens.revokeSessionsOf(session.subject);
+      }
       return reply.code(204).send(null);
     },
   );
