@@ -4,6 +4,7 @@ import { pino } from 'pino';
 import { createEngine, type Engine } from '../src/engine/engine.js';
 import { TokenService } from '../src/http/auth.js';
 import { buildApp, type App } from '../src/http/app.js';
+import { AmqpLog } from '../src/persistence/amqp-log.js';
 import { createBatcher } from '../src/persistence/batcher.js';
 import { createFullStore, streamNames, type FullStore } from '../src/persistence/full-store.js';
 import { createPgClient } from '../src/persistence/pg-client.js';
@@ -25,6 +26,9 @@ import { TcpProxy } from './support/tcp-proxy.js';
  *
  * The second test keeps the safety property: a publish whose connection closes before its
  * confirm is still in doubt, so the engine fences (new epoch) and reloads before the next write.
+ * The third: only events count; a marker (a read copy's catch-up) or a fence whose confirm is
+ * lost changes no one's state, so it puts nothing in doubt (before, it did, and the owner's next
+ * write was refused 503 and everything reloaded).
  *
  * Full mode in process over the real PostgreSQL and RabbitMQ; the engine's broker connection goes
  * through a TCP proxy the test cuts (the shared broker is never touched); the in-process batcher
@@ -134,6 +138,35 @@ describe('the broker connection lost and restored (full mode, real PostgreSQL an
     assert.ok(is2xx(second), `and the one after it: ${second.status} ${second.raw}`);
     const registered = engine.dumpState().sections.find((s) => s.info.courseId === C.algo2[0] && s.info.groupId === C.algo2[1])?.registered ?? [];
     for (const id of [S.f1, S.f2, S.f3]) assert.ok(registered.includes(id), `student ${id} is registered`);
+  });
+
+  test('a marker or a fence whose connection closes before its confirm puts nothing in doubt; events do', { skip, timeout: 60_000 }, async () => {
+    const u = new URL(AMQP_URL);
+    const own = await TcpProxy.start(u.hostname, Number(u.port || 5672));
+    const stream = uniqueName('broker_marker_loss');
+    const log = new AmqpLog({ url: own.rewrite(AMQP_URL), stream, logger });
+    try {
+      const lostBeforeItsConfirm = async (m: Parameters<AmqpLog['publish']>[0]) => {
+        await waitUntil(async () => log.connect().then(() => true, () => false), 20_000, 'a broker connection');
+        own.stall();
+        const pending = log.publish(m).then(() => 'confirmed', () => 'refused');
+        await sleep(200);
+        own.cut();
+        own.flow();
+        assert.equal(await pending, 'refused');
+        own.resume();
+      };
+      await lostBeforeItsConfirm({ marker: 'read-copy-catch-up' });
+      assert.equal(log.failedSince, null, 'a lost marker put the log in doubt');
+      await lostBeforeItsConfirm({ fence: { shard: 0, epoch: 7, owner: 'test' } });
+      assert.equal(log.failedSince, null, 'a lost fence put the log in doubt');
+      await lostBeforeItsConfirm({ events: [], owner: 'test', epochs: {} } as never);
+      assert.notEqual(log.failedSince, null, 'a lost events message must put the log in doubt');
+    } finally {
+      await log.close().catch(() => undefined);
+      await own.close();
+      await deleteQueues([stream]).catch(() => undefined);
+    }
   });
 
   test('a publish whose connection closes before its confirm is still in doubt: the engine fences and reloads before the next write', { skip, timeout: 60_000 }, async () => {

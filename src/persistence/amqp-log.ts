@@ -252,8 +252,15 @@ export class AmqpLog {
       this.scheduleReconnect();
       return Promise.reject(new EngineError('UNAVAILABLE', 'the message broker is unreachable; nothing was changed'));
     }
-    const conn = this.conn;
+    // Only events change state: a marker (read-copy catch-up, replay end) or a fence that lands late,
+    // or never, changes no one's state, so its lost confirm puts nothing in doubt (before, it made
+    // the owner's next write a 503 and a reload of everything on an instance with a read copy).
+    const published = this.conn;
+    const conn = 'events' in m ? published : null;
     const t0 = performance.now();
+    const inDoubt = () => {
+      if (conn !== null) this.failedSince ??= Date.now();
+    };
     return new Promise<void>((resolve, reject) => {
       let settled = false;
       if (conn !== null) this.unconfirmed.set(conn, (this.unconfirmed.get(conn) ?? 0) + 1);
@@ -268,17 +275,17 @@ export class AmqpLog {
       const timeoutMs = this.opts.confirmTimeoutMs ?? 5000;
       const timer = setTimeout(() => {
         if (settled) return;
-        this.failedSince ??= Date.now();
+        inDoubt();
         settle();
         reject(new EngineError('UNAVAILABLE', `the broker did not confirm the change within ${timeoutMs} ms; its outcome is unknown, check before retrying`));
-        if (conn !== null) this.giveUp(conn, `no confirm from the broker within ${timeoutMs} ms`);
+        if (published !== null) this.giveUp(published, `no confirm from the broker within ${timeoutMs} ms`);
       }, timeoutMs);
       try {
         ch.publish('', this.opts.stream, encodeMessage(m), { persistent: true, contentType: 'application/json' }, (err) => {
           publishConfirmSeconds.observe((performance.now() - t0) / 1000);
           clearTimeout(timer);
           if (settled) return;
-          if (err) this.failedSince ??= Date.now();
+          if (err) inDoubt();
           settle();
           if (err) {
             reject(new EngineError('UNAVAILABLE', 'the broker did not confirm the change', { cause: String(err) }));
@@ -286,7 +293,7 @@ export class AmqpLog {
         });
       } catch (err) {
         clearTimeout(timer);
-        this.failedSince ??= Date.now();
+        inDoubt();
         settle();
         reject(new EngineError('UNAVAILABLE', 'the change could not be published', { cause: (err as Error).message }));
       }
