@@ -173,8 +173,9 @@ async function bootstrapStaff(
           throw err;
         },
       ),
-    { cluster, log, shards: [0] },
+    { cluster, log, shards: [0], done: () => engine.getStaff(b.id) !== undefined },
   );
+  if (created === null) return; // another instance created it meanwhile (logged by startupWrite)
   if (!created) {
     log.info({ staff: b.id }, 'BOOTSTRAP_STAFF_ID exists already; nothing changed (BOOTSTRAP_STAFF_PASSWORD can be unset)');
     return;
@@ -365,7 +366,8 @@ async function main(): Promise<void> {
   let demo: Awaited<ReturnType<typeof loadDemoData>> | null = null;
   // Start-up writes wait until this instance decides writes (its lease taken and its state loaded
   // under it) and retry a refusal while that settles, for a bounded time (src/startup-write.ts).
-  if (config.demoData && engine.isEmpty()) demo = await startupWrite('the demo data', () => loadDemoData(engine, logger), { cluster, log });
+  // Another instance started at the same moment on the same new database may load it first (done).
+  if (config.demoData && engine.isEmpty()) demo = await startupWrite('the demo data', () => loadDemoData(engine, logger), { cluster, log, done: () => !engine.isEmpty() });
   if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, log, storageRequirements, cluster);
   // Data the Go service wrote can hold students queued beside free seats (SPEC: its promotion never
   // reached the database correctly): promoted now, in queue order, before anyone else can take those seats.

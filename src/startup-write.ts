@@ -11,6 +11,11 @@ import type { ClusterMembership } from './persistence/types.js';
  * back by the reload before the next try) is tried again, for a bounded time. Anything else, or the
  * bound reached, fails the start with an error that says what could not be written and why.
  * Fencing is the store's, unchanged: nothing here lets a write through without the lease.
+ *
+ * Several instances started at once on a new database each see it empty and each try the write;
+ * one gets the leases and writes it, and the others learn it through the log they follow. `done`
+ * tells them: the wait (and any retry) ends with null, the write not made, instead of waiting for
+ * leases another instance holds and failing the start after the bound.
  */
 
 export class StartupWriteError extends Error {
@@ -28,25 +33,34 @@ export interface StartupWriteOptions {
   shards?: number[];
   /** How long the write may wait and be retried in all (ms; default 30 s). */
   timeoutMs?: number;
+  /** True once what the write would make is there (another instance wrote it): no write, null. */
+  done?: () => boolean;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export async function startupWrite<T>(what: string, write: () => Promise<T>, o: StartupWriteOptions): Promise<T> {
+export async function startupWrite<T>(what: string, write: () => Promise<T>, o: StartupWriteOptions): Promise<T | null> {
   const timeoutMs = o.timeoutMs ?? 30_000;
   const until = performance.now() + timeoutMs;
   const cluster = o.cluster;
   const wanted = o.shards ?? (cluster ? [...Array(cluster.shards).keys()] : []);
   const undecided = () => (cluster ? wanted.filter((s) => !cluster.decides(s)) : []);
+  const doneElsewhere = () => {
+    if (o.done?.() !== true) return false;
+    o.log.info(`${what}: written by another instance meanwhile; not written again`);
+    return true;
+  };
   let last: unknown = null;
   for (let attempt = 1; ; attempt++) {
     let missing = undecided();
     if (missing.length > 0) {
       o.log.info({ shards: missing }, `${what}: waiting until this instance decides writes for its shards (lease held, state loaded under it)`);
       while (missing.length > 0 && performance.now() < until) {
+        if (doneElsewhere()) return null;
         await sleep(25);
         missing = undecided();
       }
+      if (doneElsewhere()) return null;
       if (missing.length > 0) {
         throw new StartupWriteError(
           `${what} could not be written: this instance did not get to decide writes for shard(s) ${missing.join(', ')} within ${Math.round(timeoutMs / 1000)} s ` +
@@ -68,6 +82,7 @@ export async function startupWrite<T>(what: string, write: () => Promise<T>, o: 
       const waitMs = Math.min(100 * 2 ** (attempt - 1), 1000);
       o.log.warn({ err, attempt, waitMs }, `${what}: refused while this instance's lease or state was settling; trying again`);
       await sleep(waitMs);
+      if (doneElsewhere()) return null;
     }
   }
 }

@@ -175,6 +175,51 @@ describe('start-up writes and the lease just taken (real PostgreSQL and RabbitMQ
     await child.stop(10_000);
     assert.equal(child.exitCode, 0, child.output());
   });
+
+  test('src/main.ts: two instances started at once on a new database, both with DEMO_DATA=true and BOOTSTRAP_STAFF_ID: both serve, the demo and the staff member written once', { skip, timeout: 150_000 }, async (t) => {
+    const tdb = await createTestDatabase();
+    const prefix = uniqueName('startup_pair');
+    const env = async () => ({
+      DATABASE_URL: tdb.url,
+      RABBITMQ_URL: AMQP_URL,
+      AMQP_PREFIX: prefix,
+      JWT_SECRET: SECRET,
+      HOST: '127.0.0.1',
+      PORT: String(await freePort()),
+      DEMO_DATA: 'true',
+      BOOTSTRAP_STAFF_ID: '900',
+      BOOTSTRAP_STAFF_PASSWORD: 'a-bootstrap-password-for-tests',
+      WARMUP_REQUESTS: '0',
+      LOG_LEVEL: 'info',
+      SHUTDOWN_DRAIN_MS: '0',
+    });
+    const pair = [new Child('engine-a', 'src/main.ts', await env()), new Child('engine-b', 'src/main.ts', await env())];
+    t.after(async () => {
+      for (const c of pair) await c.kill9();
+      const n = streamNames(prefix);
+      await deleteQueues([n.stream, n.dead, `${prefix}.webhooks`, `${prefix}.webhooks.dead`]);
+      await tdb.drop();
+    });
+    // Before, the instance that did not get every lease waited 30 s for them and then failed its start.
+    const outcomes = await Promise.all(
+      pair.map((child) =>
+        Promise.race([
+          child.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('enrollment engine ready'), 100_000).then(() => 'ready'),
+          child.exited.then((code) => `exited ${String(code)}`),
+        ]),
+      ),
+    );
+    assert.deepEqual(outcomes, ['ready', 'ready'], pair.map((c) => c.output()).join('\n----\n'));
+    const loads = pair.filter((c) => c.hasLog((l) => l.msg === 'demo data loaded')).length;
+    assert.equal(loads, 1, 'the demo data was loaded by exactly one instance');
+    const demo = generateDemoData({ passwordHash: 'h', staffPasswordHash: 'h', now: Date.now() });
+    const seen = await loadedElsewhere(tdb.url, prefix);
+    assert.equal(seen.sections, demo.sections.length);
+    assert.equal(seen.students, demo.students.length);
+    assert.equal(seen.staff, demo.staff.length + 1, 'the demo staff and the bootstrap staff member');
+    for (const c of pair) await c.stop(10_000);
+    for (const c of pair) assert.equal(c.exitCode, 0, c.output());
+  });
 });
 
 describe('startupWrite (the helper main.ts runs its start-up writes through)', () => {
