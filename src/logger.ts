@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync } from 'node:fs';
-import { destination as pinoDestination, pino, type Logger } from 'pino';
+import { destination as pinoDestination, pino, stdSerializers, type Logger } from 'pino';
 
 /**
  * One pino root logger; modules take `logger.child({ module })`. Secrets are redacted here, once,
@@ -27,9 +27,32 @@ export function createLogger(level: string, destination?: { write(msg: string): 
     timestamp: pino.stdTimeFunctions.isoTime,
     // Fastify's request serializer, with secrets in the query string censored (Fastify lets the
     // instance's own serializers win over its defaults).
-    serializers: { req: serializeRequest },
+    serializers: { req: serializeRequest, err: serializeError },
   };
   return pino(opts, (destination ?? createStdoutDestination()) as never);
+}
+
+/**
+ * pino's error serializer, without the arguments of a driver command an error carries: ioredis
+ * puts the failed command on its errors (`command: { name, args }`), and the failed command of a
+ * refused connection is `HELLO 3 AUTH <user> <password>`, so a wrong REDIS_URL password was
+ * logged in clear at every retry. The command's name is kept. Causes are serialized the same way.
+ */
+function serializeError(err: unknown): unknown {
+  const out = stdSerializers.err(err as Error) as unknown;
+  return withoutCommandArgs(out, 0);
+}
+
+function withoutCommandArgs(v: unknown, depth: number): unknown {
+  if (typeof v !== 'object' || v === null || depth > 5) return v;
+  const o = v as Record<string, unknown>;
+  const command = o.command;
+  if (typeof command === 'object' && command !== null && 'args' in command) {
+    o.command = { name: (command as { name?: unknown }).name };
+  }
+  if (o.cause !== undefined) o.cause = withoutCommandArgs(o.cause, depth + 1);
+  if (Array.isArray(o.aggregateErrors)) o.aggregateErrors = o.aggregateErrors.map((e) => withoutCommandArgs(e, depth + 1));
+  return o;
 }
 
 /**

@@ -3,10 +3,11 @@ import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { pino } from 'pino';
 import { createRedisCoordination } from '../src/coordination/redis.js';
+import { createLogger } from '../src/logger.js';
 import { AmqpLog } from '../src/persistence/amqp-log.js';
 import { createPgClient } from '../src/persistence/pg-client.js';
 import { storageSettingHint } from '../src/persistence/setting-hints.js';
-import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
+import { AMQP_URL, PG_ADMIN_URL, REDIS_URL, requireService } from './support/services.js';
 
 /**
  * Probe J: a wrong setting looked exactly like an outage at start ("unreachable", retried for
@@ -42,7 +43,7 @@ async function brokerFailure(url: string): Promise<unknown> {
 describe('storage failures at start that are settings, not outages', async () => {
   const skip = (await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL));
 
-  test('the database: a database that is not there, a host that does not resolve; a refused port is an outage', { skip }, async () => {
+  test('the database: a database that is not there, a user it does not know, a host that does not resolve; a refused port is an outage', { skip }, async () => {
     const base = new URL(PG_ADMIN_URL);
     const missing = new URL(base);
     missing.pathname = `/no_such_db_${randomUUID().slice(0, 8)}`;
@@ -50,6 +51,10 @@ describe('storage failures at start that are settings, not outages', async () =>
     const badHost = new URL(base);
     badHost.hostname = 'no-such-host.invalid';
     assert.equal(storageSettingHint(await dbFailure(badHost.href)), 'the host name of DATABASE_URL does not resolve');
+    // The server here trusts local connections (no password is checked), but a user it does not know is refused.
+    const noRole = new URL(base);
+    noRole.username = `no_such_role_${randomUUID().slice(0, 8)}`;
+    assert.equal(storageSettingHint(await dbFailure(noRole.href)), 'the database refused the user or password of DATABASE_URL');
     const closed = new URL(base);
     closed.port = '1';
     assert.equal(storageSettingHint(await dbFailure(closed.href)), null);
@@ -90,6 +95,37 @@ describe('Redis at start: a host name that does not resolve is said, not taken f
     } finally {
       await bad.close();
       await down.close();
+    }
+  });
+});
+
+describe('Redis at start: a refused password is said, not taken for an outage', async () => {
+  const skip = await requireService('Redis', REDIS_URL);
+  test('a wrong password of an ACL user: the warning names REDIS_URL, and the password is not logged (ioredis puts it on the error)', { skip }, async () => {
+    const { Redis } = await import('ioredis');
+    const admin = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    await admin.connect();
+    // A user of this test's own, removed afterwards (the shared Redis has no password otherwise).
+    const user = `hints-${randomUUID().slice(0, 8)}`;
+    await admin.call('ACL', 'SETUSER', user, 'on', '>the-right-password', '~*', '&*', '+@all');
+    const lines: Record<string, unknown>[] = [];
+    // The engine's own logger: ioredis puts the failed command (HELLO 3 AUTH <user> <password>) on its error.
+    const logger = createLogger('warn', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const url = new URL(REDIS_URL);
+    url.username = user;
+    url.password = 'a-wrong-s3cret';
+    const refused = createRedisCoordination({ url: url.href, prefix: `hints-${randomUUID()}:`, logger });
+    try {
+      await refused.start();
+      const msgs = lines.map((l) => String(l.msg));
+      assert.ok(msgs.some((m) => m.includes('redis refused the user or password of REDIS_URL')), msgs.join('\n'));
+      assert.ok(lines.length > 0);
+      assert.doesNotMatch(JSON.stringify(lines), /a-wrong-s3cret/, 'the password is in the log');
+      assert.ok(JSON.stringify(lines).includes('"command":{"name":"hello"}'), 'the failed command is still named');
+    } finally {
+      await refused.close();
+      await admin.call('ACL', 'DELUSER', user).catch(() => undefined);
+      admin.disconnect();
     }
   });
 });

@@ -187,7 +187,11 @@ export function createRedisCoordination(opts: RedisCoordinationOptions): Coordin
   client.on('error', (err: Error) => {
     lastConnectionError = err;
   }); // reported through failed commands and 'close' below
-  sub.on('error', () => undefined);
+  // The subscriber's connection fails for the same reasons, and at start its failure may be the
+  // one the start sees first (before the client's error event): its cause counts too.
+  sub.on('error', (err: Error) => {
+    lastConnectionError ??= err;
+  });
   /** ` (<what the last connection error says>)`, or nothing. */
   const connectionCause = (): string => {
     const cause = lastConnectionError as Error | null;
