@@ -265,6 +265,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       if (leaderClient === null) throw new LeadershipLost();
       try {
         let staged: StagedOutbox | null = null;
+        const replaced: string[] = [];
         const n = await opts.db.transaction(async (tx) => {
           const r = await tx.query<{ next_offset: number }>(
             `INSERT INTO log_offsets (log_name, next_offset) VALUES ($1, 0)
@@ -277,7 +278,8 @@ export function createBatcher(opts: BatcherOptions): Batcher {
           let count = 0;
           const events: DomainEvent[] = [];
           for (const p of batch) if (p.offset >= dbNext && p.events) events.push(...p.events);
-          if (events.length > 0) ({ count, staged } = await applyEventsWithOutbox(tx, events, opts.outbox));
+          replaced.length = 0; // a retried transaction starts again
+          if (events.length > 0) ({ count, staged } = await applyEventsWithOutbox(tx, events, opts.outbox, replaced));
           for (const p of batch) {
             if (!p.fence || p.offset < dbNext) continue;
             await tx.query(
@@ -290,6 +292,12 @@ export function createBatcher(opts: BatcherOptions): Batcher {
           return count;
         });
         (staged as StagedOutbox | null)?.commit();
+        if (replaced.length > 0) {
+          log.warn(
+            { replaced: replaced.slice(0, 20), count: replaced.length },
+            'created through the engine over rows already in the database that the engine did not know (inserted straight into the database while it ran): the acknowledged records were written over them',
+          );
+        }
         appliedOffset = last + 1;
         appliedEvents += n;
         if (stall && appliedOffset > stall.offset) await clearStall();

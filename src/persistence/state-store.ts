@@ -69,8 +69,26 @@ function payloadOf(e: DomainEvent): string {
   return JSON.stringify(e);
 }
 
+type ReplacedRow = { id: string | number; replaced: boolean };
+
+/**
+ * Records the rows a creation replaced: a row with that id was already in the table although the
+ * engine did not know it (an operator inserted it while the engine ran; it is read at the next
+ * start). The engine acknowledged its own record, so its record is written over it (before, the
+ * insert did nothing and a restart silently brought back the operator's values); the caller warns.
+ */
+function noteReplaced(r: { rows: ReplacedRow[] }, what: string, replaced: string[] | undefined): void {
+  if (replaced === undefined) return;
+  for (const row of r.rows) if (row.replaced) replaced.push(`${what} ${String(row.id)}`);
+}
+
 /** Applies a batch in order, idempotently. Returns how many events were new. */
-export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh?: (fresh: DomainEvent[]) => Promise<void>): Promise<number> {
+export async function applyEvents(
+  tx: SqlExecutor,
+  batch: DomainEvent[],
+  onFresh?: (fresh: DomainEvent[]) => Promise<void>,
+  replaced?: string[],
+): Promise<number> {
   // 1. Record in the log; keep only events not seen before.
   const seen = new Set<string>();
   const events: DomainEvent[] = [];
@@ -114,10 +132,10 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
   if (onFresh) await onFresh(todo);
 
   // 2. Fold into net effects.
-  const departments: { id: number; name: string }[] = [];
-  const staff: { id: number; hash: string; dep: number | null }[] = [];
-  const students: DomainEvent[] = [];
-  const sections: Extract<DomainEvent, { type: 'sectionCreated' }>[] = [];
+  let departments: { id: number; name: string }[] = [];
+  let staff: { id: number; hash: string; dep: number | null }[] = [];
+  let students: DomainEvent[] = [];
+  let sections: Extract<DomainEvent, { type: 'sectionCreated' }>[] = [];
   const remaining = new Map<number, number>();
   /** A student's changed columns (but remaining_actions, which `remaining` holds in event order with the actions used). */
   const studentPatches = new Map<number, Record<string, unknown>>();
@@ -206,29 +224,45 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
     }
   }
 
+  // A creation writes the whole row over one already there (noteReplaced), and one statement may
+  // not touch a row twice: the last creation of an id in the batch is the one written.
+  const lastOf = <T>(rows: T[], key: (r: T) => string | number): T[] => [...new Map(rows.map((r) => [key(r), r] as const)).values()];
+  departments = lastOf(departments, (d) => d.id);
+  staff = lastOf(staff, (x) => x.id);
+  students = lastOf(students, (e) => (e as Extract<DomainEvent, { type: 'studentCreated' }>).student.id);
+  sections = lastOf(sections, (e) => sectionKey(e.courseId, e.groupId));
+
   // 3. Write, parents before children, deletes before upserts (a change of group deletes one row
   //    of the course and inserts another).
   if (departments.length > 0) {
-    await tx.query(
-      `INSERT INTO departments (id, name) SELECT * FROM unnest($1::bigint[], $2::text[]) ON CONFLICT (id) DO NOTHING`,
+    const r = await tx.query<ReplacedRow>(
+      `INSERT INTO departments (id, name) SELECT * FROM unnest($1::bigint[], $2::text[])
+       ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name
+       RETURNING id, (xmax <> 0) AS replaced`,
       [departments.map((d) => d.id), departments.map((d) => d.name)],
     );
+    noteReplaced(r, 'department', replaced);
   }
   if (staff.length > 0) {
-    await tx.query(
+    const r = await tx.query<ReplacedRow>(
       `INSERT INTO staff (id, password, department_id) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])
-       ON CONFLICT (id) DO NOTHING`,
+       ON CONFLICT (id) DO UPDATE SET password = EXCLUDED.password, department_id = EXCLUDED.department_id
+       RETURNING id, (xmax <> 0) AS replaced`,
       [staff.map((s) => s.id), staff.map((s) => s.hash), staff.map((s) => s.dep)],
     );
+    noteReplaced(r, 'staff member', replaced);
   }
   if (students.length > 0) {
     const rows = students.map((e) => (e as Extract<DomainEvent, { type: 'studentCreated' }>).student);
-    await tx.query(
+    const r = await tx.query<ReplacedRow>(
       `INSERT INTO students (id, password, enrollment_start_time, max_units, remaining_actions, department_id, entry_year, gender)
        SELECT id, pw, st, mu, ra, dep, ey, g::sex
        FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::int[], $6::bigint[], $7::int[], $8::text[])
             AS t(id, pw, st, mu, ra, dep, ey, g)
-       ON CONFLICT (id) DO NOTHING`,
+       ON CONFLICT (id) DO UPDATE SET password = EXCLUDED.password, enrollment_start_time = EXCLUDED.enrollment_start_time,
+         max_units = EXCLUDED.max_units, remaining_actions = EXCLUDED.remaining_actions, department_id = EXCLUDED.department_id,
+         entry_year = EXCLUDED.entry_year, gender = EXCLUDED.gender
+       RETURNING id, (xmax <> 0) AS replaced`,
       [
         rows.map((s) => s.id),
         rows.map((s) => s.passwordHash),
@@ -240,16 +274,21 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
         rows.map((s) => s.gender),
       ],
     );
+    noteReplaced(r, 'student', replaced);
   }
   if (sections.length > 0) {
-    await tx.query(
+    const r = await tx.query<ReplacedRow>(
       `INSERT INTO courses (course_id, group_id, for_department, name, lecturer, units, capacity, reserve_capacity,
                             exam_time, class_time, sex_lock, notes, closed)
        SELECT c, g, d, n, l, u, cap, res, ex, ct, lock::sex, notes, closed
        FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::int[], $7::int[], $8::int[],
                    $9::timestamptz[], $10::bigint[], $11::text[], $12::text[], $13::boolean[])
             AS t(c, g, d, n, l, u, cap, res, ex, ct, lock, notes, closed)
-       ON CONFLICT (course_id, group_id) DO NOTHING`,
+       ON CONFLICT (course_id, group_id) DO UPDATE SET for_department = EXCLUDED.for_department, name = EXCLUDED.name,
+         lecturer = EXCLUDED.lecturer, units = EXCLUDED.units, capacity = EXCLUDED.capacity,
+         reserve_capacity = EXCLUDED.reserve_capacity, exam_time = EXCLUDED.exam_time, class_time = EXCLUDED.class_time,
+         sex_lock = EXCLUDED.sex_lock, notes = EXCLUDED.notes, closed = EXCLUDED.closed
+       RETURNING course_id || '/' || group_id AS id, (xmax <> 0) AS replaced`,
       [
         sections.map((s) => s.courseId),
         sections.map((s) => s.groupId),
@@ -267,6 +306,7 @@ export async function applyEvents(tx: SqlExecutor, batch: DomainEvent[], onFresh
         sections.map((s) => s.closed),
       ],
     );
+    noteReplaced(r, 'section', replaced);
   }
   const rows = [...enrollments.values()];
   const gone = rows.filter((r) => r.reserved === null);

@@ -47,6 +47,7 @@ export async function applyEventsWithOutbox(
   tx: SqlExecutor,
   events: DomainEvent[],
   outbox: WebhookOutbox | undefined,
+  replaced?: string[],
 ): Promise<{ count: number; staged: StagedOutbox | null }> {
   let staged: StagedOutbox | null = null;
   const count = await applyEvents(
@@ -57,6 +58,7 @@ export async function applyEventsWithOutbox(
           staged = await outbox.stage(tx, fresh);
         }
       : undefined,
+    replaced,
   );
   return { count, staged };
 }
