@@ -371,6 +371,27 @@ describe('forwarding while shards drain for a hand-over', () => {
     assert.deepEqual(a.decided, [], 'nothing decided');
   });
 
+  test('with the lease table out of reach, a write whose last known owner refuses it (NOT_OWNER) is answered 503 at once, not after the retry window', { timeout: 20_000 }, async (t) => {
+    // Routes read before the database went away name the peer; the peer's lease lapsed meanwhile.
+    const instances: Awaited<ReturnType<typeof createInstance>>[] = [];
+    const a = await createInstance(t, [], () => instances[1]?.address as string, 60_000);
+    const b = await createInstance(t, [], () => instances[0]?.address as string, 60_000);
+    instances.push(a, b);
+    a.open();
+    b.open();
+    a.storage.unreachable = true;
+    b.storage.unreachable = true;
+    const s = pick(1, 0);
+    const t0 = performance.now();
+    const r = await a.put(s.student, s.course, 1);
+    assert.ok(performance.now() - t0 < 5000, `answered after ${Math.round(performance.now() - t0)} ms`);
+    assert.equal(r.statusCode, 503);
+    const body = r.json() as { code: string; reason: string };
+    assert.equal(body.code, 'UNAVAILABLE');
+    assert.match(body.reason, /database is unreachable/);
+    assert.deepEqual([...a.decided, ...b.decided], [], 'nothing decided anywhere');
+  });
+
   test('a home mark is taken once and only while it is fresh: a forwarded request captured and sent again is a client write, routed through the home', async (t) => {
     const instances: Awaited<ReturnType<typeof createInstance>>[] = [];
     /** Marked requests B received; the first is refused before its mark is checked, so it stays unused. */

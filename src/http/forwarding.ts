@@ -335,6 +335,8 @@ export function createForwarder(opts: ForwardingOptions) {
     const payload = request.body === undefined ? undefined : Buffer.from(JSON.stringify(request.body));
     const until = performance.now() + opts.retryMs;
     let pause = 50;
+    /** The instance the routes name answered NOT_OWNER: its lease lapsed, or it gave the shard up. */
+    let refusedByRoute = false;
     for (;;) {
       if (route.self && admit(reply, shard)) return 'here'; // this instance took the shard over meanwhile: serve it here
       if (!route.self && route.address) {
@@ -361,6 +363,7 @@ export function createForwarder(opts: ForwardingOptions) {
             void reply.send(r.body);
             return 'relayed';
           }
+          refusedByRoute = true;
         } catch (err) {
           if (!(err instanceof Refused)) {
             request.log.warn({ err, owner: route.address }, err instanceof SendTimedOut ? 'a forwarded write got no answer in time' : 'a forwarded write broke after it was sent');
@@ -368,9 +371,11 @@ export function createForwarder(opts: ForwardingOptions) {
           }
         }
       }
-      if (!route.self && route.address === null && cluster.storageUnreachable) {
+      if (!route.self && (route.address === null || refusedByRoute) && cluster.storageUnreachable) {
         // Nobody can take the shard over while the lease table is out of reach: waiting for a
         // takeover would only hold the client for the whole retry time (8 s) to say the same.
+        // Also when the routes still name an owner that refuses (its lease lapsed with the database
+        // away; these routes cannot be read again): a probe saw every forwarded write held 8 s then.
         throw new EngineError('UNAVAILABLE', 'the database is unreachable, so no instance can take writes for this section now; nothing was changed, try again', undefined, {
           retryAfterSeconds: 2,
         });
