@@ -174,6 +174,56 @@ describe('leases and fences (real PostgreSQL and RabbitMQ)', async () => {
     }
   });
 
+  test('a fourth instance joining three that hold 2 of 6 shards each gets a share (2/2/1/1), one shard moved at a time; a stopping instance counts for no share', { skip, timeout: 90_000 }, async () => {
+    // Probe M: the upper share ceil(6/4) = 2 was the only bound, so the fourth instance got nothing.
+    const logName = `${stream}.share-test`;
+    /** Every takeover publishes a fence: counting them shows shards moving. */
+    let takeovers = 0;
+    const make = (name: string) =>
+      createLeaseManager({
+        db,
+        logName,
+        shards: 6,
+        instanceId: name,
+        address: `http://${name}`,
+        ttlMs: 1000,
+        logger,
+        publishFence: async () => {
+          takeovers += 1;
+        },
+        onChange: () => undefined,
+      });
+    const managers = ['a', 'b', 'c'].map(make);
+    const sizes = () => managers.map((m) => m.owned().size);
+    const all = () => sizes().reduce((x, y) => x + y, 0);
+    try {
+      for (const m of managers) await m.start();
+      await waitUntil(() => sizes().every((n) => n === 2), 20_000, 'three instances holding 2 shards each');
+      const d = make('d');
+      managers.push(d);
+      await d.start();
+      await waitUntil(() => d.owned().size >= 1 && all() === 6 && sizes().every((n) => n >= 1 && n <= 2), 20_000, `a share for the fourth (${String(sizes())})`);
+      // Settled: several rounds later nothing moves back and forth.
+      const settled = sizes().join();
+      let moves = takeovers;
+      await sleep(2500);
+      assert.equal(sizes().join(), settled, 'the shares stay as they are');
+      assert.equal(takeovers, moves, 'no shard moved once settled');
+      assert.deepEqual([...sizes()].sort(), [1, 1, 2, 2]);
+      // d stops acquiring (a SIGTERM's hand-over) and releases: the others take its shards, and give none to it.
+      d.stopAcquiring();
+      await d.release();
+      await waitUntil(() => managers.slice(0, 3).every((m) => m.owned().size === 2), 20_000, `the three to hold 2 each again (${String(sizes())})`);
+      moves = takeovers;
+      await sleep(2500);
+      assert.deepEqual(sizes(), [2, 2, 2, 0], 'no shard given to the stopping instance');
+      assert.equal(takeovers, moves, 'no shard moved for the stopping instance');
+    } finally {
+      for (const m of managers) await m.stop();
+      for (const m of managers) await m.release();
+    }
+  });
+
   test("heartbeat rows of instances dead for over an hour are swept at a manager's start; recent ones and other logs' stay", { skip, timeout: 60_000 }, async () => {
     const logName = `${stream}.sweep-test`;
     await db.query(

@@ -246,11 +246,15 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     // The heartbeat lives as long as a lease and is written just before the renewals: a killed
     // instance stops counting for the fair share when its leases expire, so a survivor already at
     // its share takes the orphaned shard at once instead of a heartbeat later.
-    await opts.db.query(
-      `INSERT INTO engine_instances (log_name, instance, address, expires_at) VALUES ($1, $2, $3, now() + $4::interval)
-       ON CONFLICT (log_name, instance) DO UPDATE SET expires_at = EXCLUDED.expires_at, address = EXCLUDED.address`,
-      [opts.logName, opts.instanceId, opts.address, interval],
-    );
+    // An instance that stopped acquiring (handing its shards over) no longer counts for anyone's
+    // fair share: its row, deleted by release(), is not written again.
+    if (acquiring) {
+      await opts.db.query(
+        `INSERT INTO engine_instances (log_name, instance, address, expires_at) VALUES ($1, $2, $3, now() + $4::interval)
+         ON CONFLICT (log_name, instance) DO UPDATE SET expires_at = EXCLUDED.expires_at, address = EXCLUDED.address`,
+        [opts.logName, opts.instanceId, opts.address, interval],
+      );
+    }
     await Promise.all([...held].map(([shard, o]) => renew(shard, o)));
     const live = await readRoutes();
     if (!acquiring) return;
@@ -262,7 +266,7 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     // Cooperative rebalancing: one surplus shard at a time, only while another instance has room.
     // It stops taking new writes at once (forwarders wait for its next owner), the writes already
     // admitted finish and are answered, then the lease is released; the renewals go on meanwhile.
-    if (held.size > fair && live > 1 && releasing === null) {
+    if ((held.size > fair || givesToStarved(live)) && live > 1 && releasing === null) {
       const [shard, o] = [...held].pop() as [number, Owned];
       releasing = shard;
       log.info({ shard, epoch: o.epoch, held: held.size, fair, live }, 'giving a surplus shard up to a newer instance (draining its writes first)');
@@ -279,6 +283,29 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
         }
       })();
     }
+  }
+
+  /**
+   * Whether this instance gives a shard up to an instance below the lower fair share: with 6 shards
+   * and 4 instances the upper share is 2, so three instances holding 2 each were all "within their
+   * share" and a fourth that joined got none (probe M). When every shard is owned and some live
+   * instance holds fewer than floor(shards / live), the instance holding the most (the smallest id
+   * among equals: one giver per round, no thrashing) gives one up; the newcomer takes it.
+   */
+  function givesToStarved(live: number): boolean {
+    const floorShare = Math.floor(opts.shards / live);
+    if (floorShare === 0 || held.size <= floorShare) return false;
+    const counts = new Map<string, number>();
+    for (const row of routes.values()) {
+      if (row.expired || row.owner === null) return false; // a free shard is there to take: no need to give one
+      counts.set(row.owner, (counts.get(row.owner) ?? 0) + 1);
+    }
+    let atFloor = 0;
+    for (const n of counts.values()) if (n >= floorShare) atFloor++;
+    if (atFloor >= live) return false;
+    let top: [string, number] | null = null;
+    for (const [owner, n] of counts) if (top === null || n > top[1] || (n === top[1] && owner < top[0])) top = [owner, n];
+    return top !== null && top[0] === opts.instanceId && top[1] > floorShare;
   }
 
   function runRound(late = performance.now() - dueAt >= renewEveryMs): void {
