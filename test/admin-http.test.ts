@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { createMemoryRevocations } from '../src/http/auth.js';
 import { MAX_FEEDS_PER_USER } from '../src/http/admin/routes.js';
+import { rawHead } from './support/http-json.js';
 import { C, createHttpFixture, expectError, expectStatus, OTHER_STAFF, PASSWORD, S, STAFF, type HttpFixture } from './support/http-fixture.js';
 
 /**
@@ -375,6 +376,41 @@ describe('admin live feed limits (issue 11)', () => {
     }
     assert.ok(reopened, 'a slot was freed');
     await reopened.close();
+    for (const f of feeds) await f.close();
+  });
+
+  it('HEAD /admin/events is answered at once with the head a GET gets, no body, and takes no feed slot', async () => {
+    const base = await listen();
+    const auth = { authorization: `Bearer ${fx.staffToken()}` };
+    // Over a real socket, more HEADs than the per-person cap.
+    for (let i = 0; i < MAX_FEEDS_PER_USER + 1; i++) {
+      const h = await rawHead(base, '/admin/events', auth);
+      assert.equal(h.status, 200);
+      assert.match(h.headers['content-type'] ?? '', /^text\/event-stream/);
+      assert.equal(h.headers['cache-control'], 'no-store');
+      assert.ok(h.headers['x-request-id']);
+      assert.equal(h.rest, '', 'no body after the head');
+    }
+    // Several at once through app.inject as well.
+    const heads = await Promise.all(Array.from({ length: MAX_FEEDS_PER_USER }, () => fx.app.inject({ method: 'HEAD', url: '/admin/events', headers: auth })));
+    for (const h of heads) {
+      assert.equal(h.statusCode, 200);
+      assert.equal(h.body, '');
+    }
+    // The staff member's real feeds all still open.
+    const feeds = [];
+    for (let i = 0; i < MAX_FEEDS_PER_USER; i++) {
+      const f = await openFeed(`${base}/admin/events`, auth);
+      assert.equal(f.res.status, 200, `feed ${i + 1} after the HEADs`);
+      await f.next((m) => m.event === 'ready');
+      feeds.push(f);
+    }
+    // The GET's refusals, as heads without a body.
+    const over = await rawHead(base, '/admin/events', auth);
+    assert.equal(over.status, 429);
+    assert.equal(over.rest, '');
+    assert.equal((await rawHead(base, '/admin/events')).status, 401);
+    assert.equal((await rawHead(base, '/admin/events', { authorization: `Bearer ${fx.studentToken()}` })).status, 403);
     for (const f of feeds) await f.close();
   });
 });

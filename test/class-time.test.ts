@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  classSlot,
   classTimeEntries,
   classTimesOverlap,
   decodeClassTime,
   encodeClassTime,
+  isUndecodableClassTime,
   isValidClassTime,
 } from '../src/actors/class-time.js';
 
@@ -110,5 +112,31 @@ describe('class time overlap', () => {
         assert.equal(classTimesOverlap(a, b), classTimesOverlap(b, a), 'symmetric');
       }
     }
+  });
+});
+
+describe('a stored class time that does not decode (rows written straight into the database)', () => {
+  const minusOne = -1;
+  const inverted = slot(day(MON), 700, 600);
+  const pastMidnight = 100 + 1440 * 1500 + 2 ** 23;
+  const noDay = 600 + 1440 * 690;
+
+  test('is no class time: no slot, no entries', () => {
+    for (const v of [minusOne, inverted, pastMidnight, noDay, 2 ** 29 + slot(day(MON), 600, 690)]) {
+      assert.equal(classSlot(v), null, String(v));
+      assert.deepEqual(classTimeEntries(v), [], String(v));
+      assert.equal(isUndecodableClassTime(v), true, String(v));
+    }
+    assert.equal(classSlot(null), null);
+    assert.equal(isUndecodableClassTime(null), false, 'none is not undecodable');
+    assert.deepEqual(classSlot(slot(day(MON), 600, 690)), { days: day(MON), startMinute: 600, endMinute: 690 });
+  });
+
+  test('clashes with nothing, whatever the other slot', () => {
+    // -1 once decoded to every weekday 1023-2912 and clashed with any late class.
+    assert.equal(classTimesOverlap(minusOne, slot(day(MON), 1100, 1200)), false);
+    assert.equal(classTimesOverlap(slot(day(TUE), 1100, 1200), minusOne), false);
+    assert.equal(classTimesOverlap(pastMidnight, slot(day(MON), 1400, 1440)), false);
+    assert.equal(classTimesOverlap(inverted, inverted), false);
   });
 });

@@ -10,6 +10,7 @@ import { createFullStore, streamNames } from '../src/persistence/full-store.js';
 import type { DomainEvent, Persistence } from '../src/persistence/types.js';
 import { S, STAFF } from './support/http-fixture.js';
 import { deleteQueues } from './support/amqp.js';
+import { rawHead } from './support/http-json.js';
 import { openSse, quietLogger, startNoticesWorld, type NoticesWorld } from './support/notices-world.js';
 import { createTestDatabase } from './support/pg.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/services.js';
@@ -255,6 +256,43 @@ describe('GET /me/events (SSE, embedded store)', { timeout: 120_000 }, () => {
     for (const path of ['/me/events', '/me/events-ticket', '/me/watches', '/me/watches/{courseId}/{groupId}', '/webhooks', '/webhooks/{id}/deliveries']) {
       assert.ok(docs.body.paths[path], `${path} is in the OpenAPI document`);
     }
+    await w.stop();
+    await store.close();
+  });
+
+  test('HEAD /me/events is answered at once with the head a GET gets, no body, and takes no stream slot', async () => {
+    const store = await openStore();
+    const w = await startNoticesWorld({ persistence: store, seed: false });
+    const auth = { authorization: `Bearer ${w.token(S.dan)}` };
+    // Over a real socket: more HEADs than the student's stream cap, one after another.
+    for (let i = 0; i < w.hub.maxStreamsPerStudent + 1; i++) {
+      const h = await rawHead(w.base, '/me/events', auth);
+      assert.equal(h.status, 200);
+      assert.match(h.headers['content-type'] ?? '', /^text\/event-stream/);
+      assert.equal(h.headers['cache-control'], 'no-store');
+      assert.ok(h.headers['x-request-id'], 'the headers set before the stream are kept');
+      assert.equal(h.rest, '', 'no body after the head');
+    }
+    // Several at once, through app.inject as well.
+    const heads = await Promise.all(Array.from({ length: w.hub.maxStreamsPerStudent }, () => w.app.inject({ method: 'HEAD', url: '/me/events', headers: auth })));
+    for (const h of heads) {
+      assert.equal(h.statusCode, 200);
+      assert.equal(h.body, '');
+    }
+    assert.equal(w.hub.openStreams, 0, 'a HEAD holds no stream');
+    // The student's real streams still open, up to the cap.
+    const open = [];
+    for (let i = 0; i < w.hub.maxStreamsPerStudent; i++) {
+      const c = await openSse(`${w.base}/me/events`, auth);
+      assert.equal(c.status, 200, `stream ${i + 1} after the HEADs`);
+      open.push(c);
+    }
+    // The refusals a GET gets, as heads without a body.
+    assert.equal((await rawHead(w.base, '/me/events', auth)).status, 429, 'over the cap, like the GET');
+    assert.equal((await rawHead(w.base, '/me/events')).status, 401);
+    assert.equal((await rawHead(w.base, '/me/events', { authorization: `Bearer ${w.token(STAFF, 'staff')}` })).status, 403);
+    assert.equal((await rawHead(w.base, '/me/events', { authorization: `Bearer ${w.token(S.alice)}`, 'last-event-id': 'hello' })).status, 400);
+    for (const c of open) c.close();
     await w.stop();
     await store.close();
   });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
+import pg from 'pg';
 import { pino } from 'pino';
 import { createRedisCoordination } from '../src/coordination/redis.js';
 import { createLogger } from '../src/logger.js';
@@ -58,6 +59,21 @@ describe('storage failures at start that are settings, not outages', async () =>
     const closed = new URL(base);
     closed.port = '1';
     assert.equal(storageSettingHint(await dbFailure(closed.href)), null);
+  });
+
+  test('a DATABASE_URL without a user name, where the OS account has no name either: the hint says to put the user in the URL', { skip: skip || (process.env.PGUSER ? 'PGUSER is set' : false) }, async () => {
+    const noUser = new URL(PG_ADMIN_URL);
+    noUser.username = '';
+    // What pg-client.ts leaves in the driver's defaults when neither $USER nor the OS account has a name.
+    const saved = pg.defaults.user;
+    pg.defaults.user = undefined;
+    try {
+      const err = await dbFailure(noUser.href);
+      assert.match(String(err), /no PostgreSQL user name specified/);
+      assert.equal(storageSettingHint(err), 'DATABASE_URL names no user, and the OS account has no name to use instead: put the user in the URL (postgres://USER@host/db)');
+    } finally {
+      pg.defaults.user = saved;
+    }
   });
 
   test('the broker: a wrong password, a virtual host that is not there, a host that does not resolve; a refused port is an outage', { skip }, async () => {

@@ -34,10 +34,32 @@ export function isValidClassTime(packed: number): boolean {
   return s.days !== 0 && s.startMinute < s.endMinute && s.endMinute <= MINUTES_PER_DAY;
 }
 
-/** One `{day, start_minute, end_minute}` entry per weekday, as the Go API's CourseData lists them. */
+/**
+ * The slot a section's stored class time stands for, or null for none: no class time, or a value
+ * that does not decode to a valid slot ({@link isValidClassTime}). The API refuses such values, but
+ * rows written straight into PostgreSQL (an operator, the Go service's data) can hold them: -1
+ * decoded to seven slots ending at minute 2912, and an inverted slot (start after end) never
+ * overlapped anything, so it was listed against the API's own schema and escaped the clash rule
+ * (probe L, finding 2). Every reader (the listing, the clash rule, the registrar's views) goes
+ * through this, so such a section is consistently one without class time; the stored value itself
+ * is kept (the engine warns about it at start).
+ */
+export function classSlot(packed: number | null): ClassSlot | null {
+  return packed === null || !isValidClassTime(packed) ? null : decodeClassTime(packed);
+}
+
+/** A stored class time that is not "none" yet does not decode (see {@link classSlot}). */
+export function isUndecodableClassTime(packed: number | null): boolean {
+  return packed !== null && !isValidClassTime(packed);
+}
+
+/**
+ * One `{day, start_minute, end_minute}` entry per weekday, as the Go API's CourseData lists them;
+ * none for no class time or one that does not decode ({@link classSlot}).
+ */
 export function classTimeEntries(packed: number | null): { day: number; start_minute: number; end_minute: number }[] {
-  if (packed === null) return [];
-  const s = decodeClassTime(packed);
+  const s = classSlot(packed);
+  if (s === null) return [];
   const out: { day: number; start_minute: number; end_minute: number }[] = [];
   for (let d = 0; d < 7; d++) {
     if (s.days & (1 << d)) out.push({ day: d, start_minute: s.startMinute, end_minute: s.endMinute });
@@ -45,10 +67,13 @@ export function classTimeEntries(packed: number | null): { day: number; start_mi
   return out;
 }
 
-/** Two slots clash when they share a weekday and their minutes overlap (touching ends do not). */
+/**
+ * Two slots clash when they share a weekday and their minutes overlap (touching ends do not). No
+ * class time, or one that does not decode ({@link classSlot}), clashes with nothing.
+ */
 export function classTimesOverlap(a: number | null, b: number | null): boolean {
-  if (a === null || b === null) return false;
-  const x = decodeClassTime(a);
-  const y = decodeClassTime(b);
+  const x = classSlot(a);
+  const y = classSlot(b);
+  if (x === null || y === null) return false;
   return (x.days & y.days) !== 0 && x.startMinute < y.endMinute && y.startMinute < x.endMinute;
 }

@@ -9,6 +9,7 @@ import { createLogger } from '../logger.js';
 import { migrate } from '../persistence/migrations.js';
 import { createPgClient } from '../persistence/pg-client.js';
 import { createPgliteClient } from '../persistence/pglite-client.js';
+import { storageSettingHint } from '../persistence/setting-hints.js';
 
 let config: MigrateConfig;
 try {
@@ -24,7 +25,14 @@ const db = config.databaseUrl ? createPgClient(config.databaseUrl) : await creat
 try {
   const applied = await migrate(db);
   logger.info({ applied, target: config.databaseUrl ? 'postgres' : 'embedded' }, applied.length ? 'migrations applied' : 'schema up to date');
+} catch (err) {
+  // An operator's command: one line saying why (a refused user, a missing database, a host that is
+  // down), not the driver's stack; a non-zero exit. Never the URL (it may hold a password).
+  const hint = storageSettingHint(err);
+  const reason = err instanceof Error ? err.message : String(err);
+  process.exitCode = 1;
+  process.stderr.write(`npm run migrate: ${hint ? `${hint} (${reason})` : `the migration failed: ${reason}`}\n`);
 } finally {
-  await db.close();
+  await db.close().catch(() => undefined);
   await dataDirLock?.release();
 }

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { isUndecodableClassTime } from '../actors/class-time.js';
 import { evolveSection, initialSectionContext, membershipOf, sectionKey } from '../actors/section-logic.js';
 import type { Department, StaffChanges, StaffRecord, StudentChanges, StudentRecord } from '../actors/student-rules.js';
 import type { Membership, SectionContext } from '../actors/types.js';
@@ -121,6 +122,26 @@ export class Engine {
       'state loaded',
     );
     this.warnOverfull();
+    this.warnUndecodableClassTimes();
+  }
+
+  /**
+   * A stored class_time that does not decode to a valid slot (the API refuses it, so it came from
+   * rows written straight into the database: an operator, the Go service's data) is served and
+   * checked as no class time (class-time.ts, classSlot): no slots listed, no clash. The stored value
+   * is kept as it is, so the registrar is told, once, at start, which sections these are.
+   */
+  private warnUndecodableClassTimes(): void {
+    const bad: { courseId: number; groupId: number; classTime: number }[] = [];
+    for (const key of this.host.keys()) {
+      const { info } = this.host.context(key);
+      if (info.classTime !== null && isUndecodableClassTime(info.classTime)) bad.push({ courseId: info.courseId, groupId: info.groupId, classTime: info.classTime });
+    }
+    if (bad.length === 0) return;
+    this.log.warn(
+      { undecodableClassTime: bad.length, sections: bad.slice(0, 20) },
+      'sections loaded with a class_time that does not decode to a valid slot (needs a weekday bit and start_minute < end_minute <= 1440): they are served and checked as having no class time (no slots, no clash); the stored value is left as it is; set class_time or class_slot (PATCH /sections/{course}/{group}) to give them one',
+    );
   }
 
   /**

@@ -188,10 +188,12 @@ export class NoticeHub {
     return () => this.listeners.delete(listener);
   }
 
-  /** Opens a stream for a student; throws TOO_MANY_STREAMS / UNAVAILABLE when over the caps. */
-  openStream(studentId: number, sink: NoticeSink): () => void {
-    const mine = this.streams.get(studentId);
-    if ((mine?.size ?? 0) >= this.maxStreamsPerStudent) {
+  /**
+   * Throws TOO_MANY_STREAMS / UNAVAILABLE when the student could not open a stream now; opens none.
+   * A HEAD of the stream asks this, so it is refused as its GET would be without taking a slot.
+   */
+  assertStreamRoom(studentId: number): void {
+    if ((this.streams.get(studentId)?.size ?? 0) >= this.maxStreamsPerStudent) {
       throw new EngineError('TOO_MANY_STREAMS', `at most ${this.maxStreamsPerStudent} open event streams per student; close one and try again`, undefined, {
         retryAfterSeconds: 10,
       });
@@ -199,6 +201,12 @@ export class NoticeHub {
     if (this.streamCount >= this.maxStreams) {
       throw new EngineError('UNAVAILABLE', 'too many event streams are open; try again shortly', undefined, { retryAfterSeconds: 10 });
     }
+  }
+
+  /** Opens a stream for a student; throws TOO_MANY_STREAMS / UNAVAILABLE when over the caps. */
+  openStream(studentId: number, sink: NoticeSink): () => void {
+    this.assertStreamRoom(studentId);
+    const mine = this.streams.get(studentId);
     const set = mine ?? new Set<NoticeSink>();
     if (!mine) this.streams.set(studentId, set);
     set.add(sink);

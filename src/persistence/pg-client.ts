@@ -1,3 +1,4 @@
+import { userInfo } from 'node:os';
 import pg from 'pg';
 import { EngineError } from '../errors.js';
 import type { SqlClient, SqlExecutor } from './sql-client.js';
@@ -9,6 +10,32 @@ const types = {
     return pg.types.getTypeParser(oid, format as 'text');
   },
 };
+
+/**
+ * The OS account's name, or undefined when it has none (a uid without a passwd entry, as some
+ * container platforms run).
+ */
+function osUserName(): string | undefined {
+  try {
+    return userInfo().username || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A DATABASE_URL without a user name connects as the OS account, as libpq does (psql, and the Go
+ * service's driver). node-postgres falls back to the URL's user, then PGUSER, then its
+ * `defaults.user`, which it takes from $USER only: with USER unset (a container, a service
+ * manager, `env -i`, a sandbox running as root) it sent no user, and the start retried "no
+ * PostgreSQL user name specified" every 5 s for ever while psql with the same URL connected (probe
+ * L, finding 4). The driver's last fallback is therefore filled in here, where the engine's pg
+ * clients are made, when $USER left it empty: the URL's user and PGUSER still come first, and
+ * config.ts stays the only reader of the environment. Runs once per thread that loads this module
+ * (the batcher's worker thread too); the batcher's leader connection uses the same driver defaults.
+ * Without an OS name either, the server's refusal is turned into a clear hint (setting-hints.ts).
+ */
+pg.defaults.user ||= osUserName();
 
 /**
  * TCP keepalive on every PostgreSQL connection, first probe after this long idle: a connection

@@ -18,6 +18,7 @@ export function storageSettingHint(err: unknown): string | null {
   if (/ACCESS.REFUSED/.test(text)) return 'the message broker refused the user or password of RABBITMQ_URL';
   if (/ConnectionOpenOk|NOT_ALLOWED/.test(text)) return 'the message broker refused the connection: is the virtual host of RABBITMQ_URL there, and may the user use it?';
   if (/password authentication failed|no pg_hba\.conf entry|role ".*" does not exist/.test(text)) return 'the database refused the user or password of DATABASE_URL';
+  if (/no PostgreSQL user name specified/.test(text)) return 'DATABASE_URL names no user, and the OS account has no name to use instead: put the user in the URL (postgres://USER@host/db)';
   if (/database ".*" does not exist/.test(text)) return 'the database named in DATABASE_URL does not exist';
   if (/ENOTFOUND|EAI_AGAIN/.test(text)) return `the host name of ${setting} does not resolve`;
   return null;

@@ -1,5 +1,5 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { classTimeEntries, decodeClassTime } from '../../actors/class-time.js';
+import { classSlot, classTimeEntries } from '../../actors/class-time.js';
 import type { Engine, SectionView } from '../../engine/engine.js';
 import { EngineError, isEngineError } from '../../errors.js';
 import type { RouteContext } from '../context.js';
@@ -38,10 +38,10 @@ export function matchesFilter(v: SectionView, filter: SectionFilterT): boolean {
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const hhmm = (m: number): string => `${String(Math.floor(m / 60)).padStart(2, '0')}:${String(m % 60).padStart(2, '0')}`;
 
-/** `Mon Wed 08:00-09:30`, or empty when the section has no class time. */
+/** `Mon Wed 08:00-09:30`, or empty when the section has no class time (or one that does not decode). */
 function classTimeText(packed: number | null): string {
-  if (packed === null) return '';
-  const slot = decodeClassTime(packed);
+  const slot = classSlot(packed);
+  if (slot === null) return '';
   const days = classTimeEntries(packed).map((e) => DAYS[e.day]);
   return `${days.join(' ')} ${hhmm(slot.startMinute)}-${hhmm(slot.endMinute)}`;
 }

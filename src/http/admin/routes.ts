@@ -6,6 +6,7 @@ import { EngineError, isEngineError } from '../../errors.js';
 import { bearerToken, principalOf, type TokenSession } from '../auth.js';
 import type { RouteContext } from '../context.js';
 import { endForShutdown } from '../drain.js';
+import { startEventStream } from '../event-stream.js';
 import { toTransition } from '../course-data.js';
 import { bearer, errorResponses, SectionParams } from '../schemas.js';
 import { describeActor, describeSectionTransition } from './describe.js';
@@ -289,17 +290,9 @@ export const adminRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app, 
       if (!feed.hasRoom()) {
         throw new EngineError('UNAVAILABLE', 'too many live admin pages are open; try again shortly', undefined, { retryAfterSeconds: 10 });
       }
-      reply.hijack();
-      const res = reply.raw;
-      const headers: Record<string, string | number | string[]> = {};
-      for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) headers[k] = v;
-      res.writeHead(200, {
-        ...headers,
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-store',
-        'x-accel-buffering': 'no',
-        connection: 'keep-alive',
-      });
+      // A HEAD is answered here with the GET's head and takes no slot (event-stream.ts).
+      const res = startEventStream(request, reply);
+      if (res === null) return;
       res.write(`retry: 3000\n\n${sseEvent('ready', { flush_ms: FEED_FLUSH_MS })}`);
       // Shutting down: the page reconnects after the retry time.
       if (drain?.active) {

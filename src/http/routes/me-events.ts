@@ -9,6 +9,7 @@ import { textResponse } from '../admin/schemas.js';
 import { bearerToken, principalOf, type TokenSession } from '../auth.js';
 import type { RouteContext } from '../context.js';
 import { endForShutdown } from '../drain.js';
+import { startEventStream } from '../event-stream.js';
 import { bearer, errorResponses, Id, NoContent, SectionParams } from '../schemas.js';
 
 /**
@@ -177,6 +178,13 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
       if (typeof lastId === 'string' && lastId !== '' && parseNoticeId(lastId) === null) {
         throw new EngineError('BAD_REQUEST', 'Last-Event-ID is not a notice id (expected <course>-<group>-<seq>)');
       }
+      if (request.method === 'HEAD') {
+        // The GET's head at once, no body, no stream slot taken (event-stream.ts); over the caps
+        // it is refused as the GET would be.
+        hub.assertStreamRoom(p.id);
+        startEventStream(request, reply);
+        return;
+      }
       const res = reply.raw;
       let live = false;
       let held: Notice[] | null = [];
@@ -229,16 +237,7 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
           throw err;
         }
       }
-      reply.hijack();
-      const headers: Record<string, string | number | string[]> = {};
-      for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) headers[k] = v;
-      res.writeHead(200, {
-        ...headers,
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-store',
-        'x-accel-buffering': 'no',
-        connection: 'keep-alive',
-      });
+      startEventStream(request, reply);
       res.write(`retry: 3000\n\n${sse('ready', { student_id: p.id, resumed: resumed !== null && 'notices' in resumed })}`);
       if (drain?.active) {
         // Shutting down: the client comes back after the retry time (elsewhere, or to the successor)
