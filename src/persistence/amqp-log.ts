@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { publishConfirmSeconds } from './metrics.js';
 import amqp, { type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
-import { EngineError } from '../errors.js';
+import { EngineError, outcomeUnknown } from '../errors.js';
 import type { DomainEvent } from './types.js';
 
 /**
@@ -277,7 +277,7 @@ export class AmqpLog {
         if (settled) return;
         inDoubt();
         settle();
-        reject(new EngineError('UNAVAILABLE', `the broker did not confirm the change within ${timeoutMs} ms; its outcome is unknown, check before retrying`));
+        reject(outcomeUnknown(`the broker did not confirm the change within ${timeoutMs} ms`));
         if (published !== null) this.giveUp(published, `no confirm from the broker within ${timeoutMs} ms`);
       }, timeoutMs);
       try {
@@ -288,14 +288,15 @@ export class AmqpLog {
           if (err) inDoubt();
           settle();
           if (err) {
-            reject(new EngineError('UNAVAILABLE', 'the broker did not confirm the change', { cause: String(err) }));
+            // Nacked, or failed by amqplib as the channel closed: the message may be in the stream.
+            reject(outcomeUnknown('the broker did not confirm the change', { cause: String(err) }));
           } else resolve();
         });
       } catch (err) {
         clearTimeout(timer);
         inDoubt();
         settle();
-        reject(new EngineError('UNAVAILABLE', 'the change could not be published', { cause: (err as Error).message }));
+        reject(outcomeUnknown('the change could not be published', { cause: (err as Error).message }));
       }
     });
   }

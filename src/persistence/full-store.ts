@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { boundedStep } from '../bounded-step.js';
-import { EngineError } from '../errors.js';
+import { EngineError, outcomeUnknown } from '../errors.js';
 import { AmqpLog, createFenceFilter, notOwner, UnreadableMessageError, type FenceFilter, type LogMessage } from './amqp-log.js';
 import { createBatcher, type Batcher, type BatcherOptions } from './batcher.js';
 import { createStateFolder } from './fold.js';
@@ -226,7 +226,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       await amqpLog.publish({ events, owner: instanceId, epochs });
       for (const k in epochs) {
         if (!leases.canWrite(Number(k)) || leases.epochOf(Number(k)) !== epochs[k]) {
-          throw new EngineError('UNAVAILABLE', 'the lease of this instance ran out before the broker confirmed the change; its outcome is unknown');
+          throw outcomeUnknown('the lease of this instance ran out before the broker confirmed the change');
         }
       }
     },
