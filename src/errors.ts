@@ -149,3 +149,17 @@ export class EngineError extends Error {
 export function isEngineError(err: unknown): err is EngineError {
   return err instanceof EngineError;
 }
+
+/**
+ * The words every answer whose outcome is in doubt ends with (the change may or may not have been
+ * made: a broker confirm that never came, a lease that ran out before it came, a forward that got
+ * no answer). One phrase, so a client can tell these 503s from the many that say "nothing was
+ * changed" by one test, and knows to read before it retries (probe M, finding 3: a confirm failed
+ * by a closing channel said only "the broker did not confirm the change", and had been applied).
+ */
+export const OUTCOME_UNKNOWN = 'its outcome is unknown, check before retrying';
+
+/** A 503 UNAVAILABLE whose change may have been made: `what` happened; {@link OUTCOME_UNKNOWN} follows. */
+export function outcomeUnknown(what: string, details?: Record<string, unknown>): EngineError {
+  return new EngineError('UNAVAILABLE', `${what}; ${OUTCOME_UNKNOWN}`, details);
+}

@@ -180,6 +180,8 @@ describe('the broker connection lost and restored (full mode, real PostgreSQL an
     proxy.flow();
     const refused = await pending;
     assert.equal(refused.status, 503, `the write whose confirm never came is answered 503: ${refused.raw}`);
+    // In doubt (its message may be in the stream): the reason says so, in the words every such 503 uses.
+    assert.match(String(refused.body?.reason), /its outcome is unknown, check before retrying/, `the 503 says its outcome is unknown: ${refused.raw}`);
     await waitUntil(async () => (await ready()).body?.checks?.broker?.ok === false, 10_000, '/ready to report the broker lost');
     await sleep(500);
     proxy.resume();

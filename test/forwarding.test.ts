@@ -553,7 +553,7 @@ describe("every forwarded write settles, and one stuck write never blocks the st
     assert.equal(r.statusCode, 503, r.body);
     const body = r.json() as { code: string; reason: string };
     assert.equal(body.code, 'UNAVAILABLE');
-    assert.match(body.reason, /outcome of the change is unknown/);
+    assert.match(body.reason, /its outcome is unknown, check before retrying/);
     assert.ok(performance.now() - t0 < 2000, `answered after ${Math.round(performance.now() - t0)} ms`);
   });
 

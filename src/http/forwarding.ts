@@ -1,7 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
-import { EngineError } from '../errors.js';
+import { EngineError, outcomeUnknown } from '../errors.js';
 import { homeShardOf, shardOfCourse, type ClusterMembership } from '../persistence/types.js';
 import { clientAddress } from './auth.js';
 import { REQUEST_ID_HEADER } from './request-id.js';
@@ -367,7 +367,7 @@ export function createForwarder(opts: ForwardingOptions) {
         } catch (err) {
           if (!(err instanceof Refused)) {
             request.log.warn({ err, owner: route.address }, err instanceof SendTimedOut ? 'a forwarded write got no answer in time' : 'a forwarded write broke after it was sent');
-            throw new EngineError('UNAVAILABLE', 'the instance owning this section did not answer; the outcome of the change is unknown, check before retrying');
+            throw outcomeUnknown('the instance owning this section did not answer');
           }
         }
       }

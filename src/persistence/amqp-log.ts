@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { publishConfirmSeconds } from './metrics.js';
 import amqp, { type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
-import { EngineError } from '../errors.js';
+import { EngineError, outcomeUnknown } from '../errors.js';
 import type { DomainEvent } from './types.js';
 
 /**
@@ -158,6 +158,8 @@ export class AmqpLog {
   private conn: ChannelModel | null = null;
   private ch: ConfirmChannel | null = null;
   private connecting: Promise<void> | null = null;
+  /** performance.now() when the attempt in `connecting` began. */
+  private connectingSince = 0;
   private closing = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private retryDelay = 200;
@@ -181,19 +183,42 @@ export class AmqpLog {
     return this.ch !== null;
   }
 
-  /** Connects (or waits for the connection in progress); throws UNAVAILABLE when the broker is down. */
-  async connect(): Promise<void> {
+  /**
+   * Connects (or joins the attempt in progress); throws UNAVAILABLE when the broker is down.
+   *
+   * `waitMs` bounds the caller's wait, not the attempt: once the attempt is that old the caller is
+   * refused UNAVAILABLE while the attempt goes on in the background (a later call joins it, and is
+   * refused at once while it lasts). A write's reload passes it: a hung broker holds a connect
+   * attempt for its whole 3 s timeout, and without a bound every write during such an outage
+   * waited that long for its 503 instead of failing fast (probe M, finding 2); a broker that
+   * answers connects in a few milliseconds, well within the bound.
+   */
+  async connect(opts?: { waitMs?: number }): Promise<void> {
     if (this.ch) return;
     if (!this.connecting) {
-      this.connecting = this.open().finally(() => {
+      const attempt = this.open().finally(() => {
         this.connecting = null;
       });
+      // Whoever waits (or stopped waiting): a failed attempt is tried again later.
+      attempt.catch(() => this.scheduleReconnect());
+      this.connecting = attempt;
+      this.connectingSince = performance.now();
     }
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await this.connecting;
+      if (opts?.waitMs === undefined) await this.connecting;
+      else {
+        const left = opts.waitMs - (performance.now() - this.connectingSince);
+        const late = left <= 0 ? 'late' : await Promise.race([this.connecting, new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), left)))]);
+        if (late === 'late') {
+          throw new EngineError('UNAVAILABLE', 'the message broker is unreachable (reconnecting)', { cause: `no connection within ${opts.waitMs} ms` });
+        }
+      }
     } catch (err) {
-      this.scheduleReconnect();
+      if (err instanceof EngineError) throw err;
       throw new EngineError('UNAVAILABLE', 'the message broker is unreachable', { cause: (err as Error).message });
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -277,7 +302,7 @@ export class AmqpLog {
         if (settled) return;
         inDoubt();
         settle();
-        reject(new EngineError('UNAVAILABLE', `the broker did not confirm the change within ${timeoutMs} ms; its outcome is unknown, check before retrying`));
+        reject(outcomeUnknown(`the broker did not confirm the change within ${timeoutMs} ms`));
         if (published !== null) this.giveUp(published, `no confirm from the broker within ${timeoutMs} ms`);
       }, timeoutMs);
       try {
@@ -288,14 +313,15 @@ export class AmqpLog {
           if (err) inDoubt();
           settle();
           if (err) {
-            reject(new EngineError('UNAVAILABLE', 'the broker did not confirm the change', { cause: String(err) }));
+            // Nacked, or failed by amqplib as the channel closed: the message may be in the stream.
+            reject(outcomeUnknown('the broker did not confirm the change', { cause: String(err) }));
           } else resolve();
         });
       } catch (err) {
         clearTimeout(timer);
         inDoubt();
         settle();
-        reject(new EngineError('UNAVAILABLE', 'the change could not be published', { cause: (err as Error).message }));
+        reject(outcomeUnknown('the change could not be published', { cause: (err as Error).message }));
       }
     });
   }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { boundedStep } from '../bounded-step.js';
-import { EngineError } from '../errors.js';
+import { EngineError, outcomeUnknown } from '../errors.js';
 import { AmqpLog, createFenceFilter, notOwner, UnreadableMessageError, type FenceFilter, type LogMessage } from './amqp-log.js';
 import { createBatcher, type Batcher, type BatcherOptions } from './batcher.js';
 import { createStateFolder } from './fold.js';
@@ -33,6 +33,13 @@ export interface FullStoreOptions {
   groupCommitSettled?: (waiting: number) => boolean;
   /** Longest wait for a publish's confirm before the write is answered 503 and the connection made again (see AmqpLogOptions). */
   brokerConfirmTimeoutMs?: number;
+  /**
+   * Longest wait of a reload (after a failed write, a change of ownership) for a broker connection
+   * (ms; default {@link DEFAULT_BROKER_RECONNECT_WAIT_MS}); past it the reload, and the write
+   * waiting for it, is refused 503 while connecting goes on (see AmqpLog.connect). The first load
+   * (start-up) waits for the attempt.
+   */
+  brokerReconnectWaitMs?: number;
   /**
    * Bound of each PostgreSQL statement of this store and its batcher (ms; DATABASE_QUERY_TIMEOUT_MS,
    * see createPgClient); unset: none. Migrations are never bounded.
@@ -68,6 +75,14 @@ export interface FullStoreOptions {
 export interface FullStore extends Persistence, ClusterMembership {
   readonly batcher: Batcher | null;
 }
+
+/**
+ * How long a reload waits for a broker connection by default: a broker that answers connects
+ * (handshake, confirm channel, queue check) in a few milliseconds, tens on a loaded machine; a
+ * hung one holds the attempt until its 3 s timeout, and a write must not wait that out (SPEC 6:
+ * "writes fail fast with 503 and a reason").
+ */
+export const DEFAULT_BROKER_RECONNECT_WAIT_MS = 250;
 
 export function streamNames(prefix: string): { stream: string; dead: string } {
   return { stream: `${prefix}.events`, dead: `${prefix}.dead` };
@@ -226,7 +241,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       await amqpLog.publish({ events, owner: instanceId, epochs });
       for (const k in epochs) {
         if (!leases.canWrite(Number(k)) || leases.epochOf(Number(k)) !== epochs[k]) {
-          throw new EngineError('UNAVAILABLE', 'the lease of this instance ran out before the broker confirmed the change; its outcome is unknown');
+          throw outcomeUnknown('the lease of this instance ran out before the broker confirmed the change');
         }
       }
     },
@@ -249,6 +264,8 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
    */
   let followed: { offset: number; fences: FenceFilter } | null = null;
   let leasesStarted = false;
+  /** Set once a load has succeeded: later loads are reloads, which writes wait for. */
+  let served = false;
 
   return {
     mode: 'full',
@@ -273,7 +290,9 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       // CONFLICT DO NOTHING), so an acknowledged change would be lost under one answered 503.
       const inDoubt = amqpLog.failedSince !== null;
       await committer.drain();
-      await amqpLog.connect();
+      // Once serving, a reload does not wait out a connect attempt to a broker that hangs: the write
+      // waiting for it is refused now (503) and the attempt goes on in the background.
+      await amqpLog.connect(served ? { waitMs: opts.brokerReconnectWaitMs ?? DEFAULT_BROKER_RECONNECT_WAIT_MS } : undefined);
       if (!leasesStarted) {
         await leases.start({ deferIfPeers: opts.joinWhenListening ?? false });
         leasesStarted = true;
@@ -416,6 +435,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         'state loaded (database + stream tail)',
       );
       batcher?.start();
+      served = true;
       return merged;
     },
     append(events) {
