@@ -169,6 +169,28 @@ describe('the broker connection lost and restored (full mode, real PostgreSQL an
     }
   });
 
+  test('a connection attempt that finishes after close() leaves no connection open (it would keep the process alive)', { skip, timeout: 60_000 }, async () => {
+    const u = new URL(AMQP_URL);
+    const own = await TcpProxy.start(u.hostname, Number(u.port || 5672));
+    const stream = uniqueName('broker_close_race');
+    const log = new AmqpLog({ url: own.rewrite(AMQP_URL), stream, logger });
+    try {
+      own.stall();
+      // A write stops waiting for the attempt; the attempt goes on in the background.
+      await assert.rejects(log.connect({ waitMs: 100 }));
+      await log.close();
+      own.flow();
+      // The attempt completes now (the broker answers): it must close what it opened.
+      await waitUntil(async () => own.openConnections === 0, 10_000, 'the late connection to be closed');
+      await sleep(500);
+      assert.equal(own.openConnections, 0, 'a connection opened after close() stayed open');
+      assert.equal(log.connected, false);
+    } finally {
+      await own.close();
+      await deleteQueues([stream]).catch(() => undefined);
+    }
+  });
+
   test('a publish whose connection closes before its confirm is still in doubt: the engine fences and reloads before the next write', { skip, timeout: 60_000 }, async () => {
     const epochBefore = await epoch();
     reloads = 0;

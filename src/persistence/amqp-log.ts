@@ -233,6 +233,9 @@ export class AmqpLog {
       ch.on('error', (err: Error) => this.log.warn({ err }, 'broker channel error'));
       ch.on('close', () => this.lost(conn));
       await ch.assertQueue(this.opts.stream, { durable: true, arguments: streamArguments(this.opts.maxLengthBytes ?? 20e9) });
+      // An attempt that outlived close() (a write stopped waiting for it, or a retry timer's) must
+      // not leave a live connection behind: it would keep the process from exiting.
+      if (this.closing) throw new Error('the log was closed while connecting');
       this.conn = conn;
       this.ch = ch;
       this.connectionEpoch += 1;
