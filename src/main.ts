@@ -26,7 +26,7 @@ import { watchEngine } from './metrics/engine-metrics.js';
 import { startMetricsServer } from './metrics/server.js';
 import { NO_STORAGE_REQUIREMENTS, type ClusterMembership, type Persistence, type StorageRequirements } from './persistence/types.js';
 import { hashPassword } from './password.js';
-import { storageSettingHint } from './persistence/setting-hints.js';
+import { retryStorageAtStart } from './persistence/start-retry.js';
 import { createScratchPersistence } from './persistence/scratch-store.js';
 import { warmUpRequestPath } from './http/warm-up.js';
 import { encodeClassTime } from './actors/class-time.js';
@@ -350,19 +350,11 @@ async function main(): Promise<void> {
   // Storage may still be starting (compose, a broker restart): keep trying instead of exiting.
   // Read after the migrations: the Go service's own schema has NOT NULLs the engine's does not.
   let storageRequirements: StorageRequirements = NO_STORAGE_REQUIREMENTS;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await persistence.migrate();
-      storageRequirements = (await persistence.requirements?.()) ?? NO_STORAGE_REQUIREMENTS;
-      await engine.start();
-      break;
-    } catch (err) {
-      const waitMs = Math.min(250 * 2 ** attempt, 5000);
-      const hint = storageSettingHint(err);
-      log.warn({ err, attempt, waitMs, ...(hint ? { hint } : {}) }, hint ? `storage refused at start: ${hint}; check the setting (retrying)` : 'storage unavailable at start; retrying');
-      await new Promise((r) => setTimeout(r, waitMs));
-    }
-  }
+  await retryStorageAtStart(log, async () => {
+    await persistence.migrate();
+    storageRequirements = (await persistence.requirements?.()) ?? NO_STORAGE_REQUIREMENTS;
+    await engine.start();
+  });
   let demo: Awaited<ReturnType<typeof loadDemoData>> | null = null;
   // Start-up writes wait until this instance decides writes (its lease taken and its state loaded
   // under it) and retry a refusal while that settles, for a bounded time (src/startup-write.ts).

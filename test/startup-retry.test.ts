@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { msg, waitFor, withFaultEnv } from './support/fault-harness.js';
+import { msg, sleep, waitFor, withFaultEnv } from './support/fault-harness.js';
 import { AMQP_URL, PG_ADMIN_URL, requireService } from './support/services.js';
 
 /**
@@ -49,4 +49,46 @@ describe('start-up while storage is unavailable', { concurrency: false }, async 
       }),
     );
   }
+
+  // Probe M, finding 5: `npm run batcher` died of an uncaught exception (a raw stack trace, not a
+  // JSON line) when PostgreSQL was away at its start, and stayed down; the server waits instead.
+  test('with the database away, the standalone batcher waits and retries (JSON lines), stops cleanly on SIGTERM meanwhile, and consumes once it is back', { skip, timeout: 120_000 }, (t) =>
+    withFaultEnv(t, { proxyDatabase: true, students: 5 }, async (env) => {
+      const proxy = env.dbProxy;
+      assert.ok(proxy);
+      proxy.cut();
+      const nonJson = (c: { output: (n?: number) => string }) =>
+        c
+          .output(300)
+          .split('\n')
+          .filter((l) => {
+            try {
+              JSON.parse(l);
+              return false;
+            } catch {
+              return true;
+            }
+          });
+
+      // A SIGTERM while it waits: a clean exit, said in the log.
+      const first = env.startBatcher({ LOG_LEVEL: 'info' });
+      await first.waitForLog(RETRYING, 60_000);
+      first.proc.kill('SIGTERM');
+      const code = await Promise.race([first.exited, sleep(10_000).then(() => 'still running' as const)]);
+      assert.equal(code, 0, `the waiting batcher did not exit cleanly on SIGTERM:\n${first.output()}`);
+      assert.ok(first.hasLog(msg('batcher stopping before it started')), first.output());
+      assert.deepEqual(nonJson(first), [], 'every line of the batcher is a JSON log line');
+
+      const batcher = env.startBatcher({ LOG_LEVEL: 'info' });
+      await batcher.waitForLog(RETRYING, 60_000);
+      await waitFor(async () => batcher.hasLog((l) => l['msg'] === 'storage unavailable at start; retrying' && l['attempt'] === 3), 30_000, 'a third attempt');
+      assert.ok(batcher.alive, `the batcher exited while the database was away:\n${batcher.output()}`);
+      assert.ok(!batcher.hasLog(msg('batcher started')), 'the batcher started while the database was away');
+
+      proxy.resume();
+      await batcher.waitForLog(msg('batcher is the active consumer'), 30_000);
+      assert.ok(batcher.alive);
+      assert.deepEqual(nonJson(batcher), [], 'every line of the batcher is a JSON log line');
+    }),
+  );
 });

@@ -18,6 +18,8 @@ import { streamNames } from '../persistence/full-store.js';
 import { skipLogMessage } from '../persistence/log-skip.js';
 import { migrate } from '../persistence/migrations.js';
 import { createPgClient } from '../persistence/pg-client.js';
+import { storageSettingHint } from '../persistence/setting-hints.js';
+import { retryStorageAtStart } from '../persistence/start-retry.js';
 
 const { values: args } = parseArgs({
   options: { skip: { type: 'string' }, by: { type: 'string' }, reason: { type: 'string' } },
@@ -32,14 +34,15 @@ if (!config.databaseUrl || !config.rabbitmqUrl) {
 // Every statement bounded (a database that stops answering without closing the connection must
 // not hold a batch for ever); migrations, which may take long, on a connection of their own without.
 const db = createPgClient(config.databaseUrl, { queryTimeoutMillis: config.databaseQueryTimeoutMs });
-{
-  const unbounded = createPgClient(config.databaseUrl, { max: 1 });
+const databaseUrl = config.databaseUrl;
+const migrateOnce = async () => {
+  const unbounded = createPgClient(databaseUrl, { max: 1 });
   try {
     await migrate(unbounded);
   } finally {
     await unbounded.close();
   }
-}
+};
 const names = streamNames(config.amqpPrefix);
 
 if (args.skip !== undefined) {
@@ -47,6 +50,15 @@ if (args.skip !== undefined) {
   if (!Number.isSafeInteger(offset) || offset < 0) {
     logger.fatal({ skip: args.skip }, '--skip needs the stream offset the batcher is stopped at (a whole number)');
     process.exit(2);
+  }
+  // A one-off operator command: a database that is away is said once (JSON), not waited for.
+  try {
+    await migrateOnce();
+  } catch (err) {
+    const hint = storageSettingHint(err);
+    logger.fatal({ err, ...(hint ? { hint } : {}) }, hint ? `nothing was skipped: ${hint}` : 'nothing was skipped: the database is unreachable');
+    logger.flush();
+    process.exit(1);
   }
   let code = 0;
   try {
@@ -68,6 +80,19 @@ if (args.skip !== undefined) {
   process.exit(code);
 }
 
+// Installed before the start's wait: a signal then has nothing to drain (nothing is consumed yet),
+// and without a listener Node would die of it. Replaced by the graceful stop once the batcher runs.
+let onStopSignal = (signal: string): void => {
+  logger.info({ signal }, 'batcher stopping before it started');
+  logger.flush();
+  process.exit(0);
+};
+process.once('SIGINT', () => onStopSignal('SIGINT'));
+process.once('SIGTERM', () => onStopSignal('SIGTERM'));
+// PostgreSQL may still be starting (a compose stack, a database restart): waited for, as the
+// server does, instead of dying of a stack trace and staying down under a plain process manager.
+await retryStorageAtStart(logger.child({ module: 'batcher-cli' }), migrateOnce);
+
 const batcher = createBatcher({
   db,
   databaseUrl: config.databaseUrl,
@@ -81,10 +106,7 @@ const batcher = createBatcher({
   // Webhook deliveries are recorded with each batch (issue 16); the engines queue and send them.
   outbox: createWebhookOutbox({ deriver: deriveWebhookNotices, mayNotify: eventMayNotify, logger }),
 });
-batcher.start();
-logger.info({ stream: names.stream }, 'batcher started');
-// Its lag gauges live in this process: Prometheus scrapes it on its own METRICS_PORT.
-const metricsServer = config.metrics.port > 0 ? await startMetricsServer({ ...config.metrics, logger }) : null;
+let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | null = null;
 const stop = async (signal: string) => {
   logger.info({ signal }, 'batcher stopping');
   metricsServer?.close();
@@ -92,5 +114,8 @@ const stop = async (signal: string) => {
   await db.close();
   process.exit(0);
 };
-process.once('SIGINT', () => void stop('SIGINT'));
-process.once('SIGTERM', () => void stop('SIGTERM'));
+batcher.start();
+onStopSignal = (signal) => void stop(signal);
+logger.info({ stream: names.stream }, 'batcher started');
+// Its lag gauges live in this process: Prometheus scrapes it on its own METRICS_PORT.
+if (config.metrics.port > 0) metricsServer = await startMetricsServer({ ...config.metrics, logger });

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { boundedStep } from '../bounded-step.js';
 import { EngineError, outcomeUnknown } from '../errors.js';
+import { sharedBoundedCheck } from './bounded-check.js';
 import { AmqpLog, createFenceFilter, notOwner, UnreadableMessageError, type FenceFilter, type LogMessage } from './amqp-log.js';
 import { createBatcher, type Batcher, type BatcherOptions } from './batcher.js';
 import { createStateFolder } from './fold.js';
@@ -10,7 +11,7 @@ import { createLeaseManager } from './leases.js';
 import { setLogStall } from './metrics.js';
 import { migrate } from './migrations.js';
 import { createSqlNoticeStore } from './notice-store.js';
-import { createPgClient } from './pg-client.js';
+import { createPgClient, DatabaseTimeoutError } from './pg-client.js';
 import { createReadCopy } from './read-copy.js';
 import { loadState, readFillHistory, readRequirements, readStudentTransitions, readTransitions } from './state-store.js';
 import type { WebhookOutbox } from './webhook-outbox.js';
@@ -70,7 +71,19 @@ export interface FullStoreOptions {
    * them refused, retried and finally answered 503. Default false: leases taken in the first load.
    */
   joinWhenListening?: boolean;
+  /**
+   * Longest wait of `readiness()` for its database check (ms; default
+   * {@link READINESS_CHECK_MS}): past it the check counts as failing, so `/ready` answers within
+   * an orchestrator's probe timeout even when the database path drops packets.
+   */
+  readinessCheckMs?: number;
 }
+
+/**
+ * Default bound of the readiness database check (ms): well under the 1 s an orchestrator's probe
+ * waits by default, well over a healthy round trip to PostgreSQL.
+ */
+export const READINESS_CHECK_MS = 500;
 
 export interface FullStore extends Persistence, ClusterMembership {
   readonly batcher: Batcher | null;
@@ -131,6 +144,23 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
     connectionTimeoutMillis: Math.round((opts.leaseTtlMs ?? 2500) / 2),
     queryTimeoutMillis: Math.round((opts.leaseTtlMs ?? 2500) * 0.8),
   });
+  // The readiness check's own connection: a probe never queues behind the batcher's transactions
+  // or a load for a pooled connection, and a check that hangs on a dead path holds one connection
+  // only. Its bounds let a hung check end by itself, so a database that is back is seen within
+  // about two seconds (a caller is answered at the check bound long before).
+  const readinessDb = createPgClient(opts.databaseUrl, { max: 1, connectionTimeoutMillis: 2000, queryTimeoutMillis: 2000 });
+  const readinessCheckMs = opts.readinessCheckMs ?? READINESS_CHECK_MS;
+  const databaseCheck = sharedBoundedCheck(async () => {
+    try {
+      const r = await readinessDb.query<{ stream_offset: number; reason: string }>('SELECT stream_offset, reason FROM log_stalls WHERE log_name = $1', [names.stream]);
+      return r.rows[0] ?? null;
+    } catch (err) {
+      // Logged once per check, however many probes waited on it. /ready is public: a short reason
+      // there, the driver's message (hosts, users) in the log.
+      log.warn({ err }, 'readiness: the database check failed');
+      throw err;
+    }
+  }, readinessCheckMs);
   const leases = createLeaseManager({
     db: leaseDb,
     logName: names.stream,
@@ -523,17 +553,13 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       const checks: ReadinessReport['checks'] = {};
       // A stall recorded by whichever process runs the batcher (this one or `npm run batcher`).
       let stalled: { stream_offset: number; reason: string } | null = null;
-      try {
-        const r = await db.query<{ stream_offset: number; reason: string }>(
-          'SELECT stream_offset, reason FROM log_stalls WHERE log_name = $1',
-          [names.stream],
-        );
-        stalled = r.rows[0] ?? null;
+      const database = await databaseCheck();
+      if (database.kind === 'ok') {
+        stalled = database.value;
         checks.database = { ok: true };
-      } catch (err) {
-        // /ready is public: a short reason there, the driver's message (hosts, users) in the log.
-        log.warn({ err }, 'readiness: the database check failed');
-        checks.database = { ok: false, detail: 'unreachable' };
+      } else {
+        const silentMs = database.kind === 'late' ? database.ms : database.err instanceof DatabaseTimeoutError ? database.err.timeoutMs : null;
+        checks.database = { ok: false, detail: silentMs !== null ? `no answer within ${silentMs} ms` : 'unreachable' };
       }
       checks.broker = amqpLog.connected ? { ok: true } : { ok: false, detail: 'not connected' };
       const ownsAll = loadedEpochs.size === shards && [...loadedEpochs.keys()].every((k) => leases.canWrite(k));
@@ -586,6 +612,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       await bounded('closing the broker connection', 2000, () => amqpLog.close());
       await bounded('closing the lease database pool', 1000, () => leaseDb.close());
       await bounded('closing the database pool', 1000, () => db.close());
+      await bounded('closing the readiness connection', 1000, () => readinessDb.close());
     },
   };
 }
