@@ -29,9 +29,7 @@ export function encodeClassTime(slot: ClassSlot): number {
 
 /** Checks a packed value decodes to a sane slot (some day, start before end, within a day). */
 export function isValidClassTime(packed: number): boolean {
-  if (!Number.isSafeInteger(packed) || packed < 0 || packed >= 2 ** (SLOT_BITS + 7)) return false;
-  const s = decodeClassTime(packed);
-  return s.days !== 0 && s.startMinute < s.endMinute && s.endMinute <= MINUTES_PER_DAY;
+  return classSlot(packed) !== null;
 }
 
 /**
@@ -45,7 +43,10 @@ export function isValidClassTime(packed: number): boolean {
  * is kept (the engine warns about it at start).
  */
 export function classSlot(packed: number | null): ClassSlot | null {
-  return packed === null || !isValidClassTime(packed) ? null : decodeClassTime(packed);
+  // Decoded once: the clash rule calls this for every held section on each enroll.
+  if (packed === null || !Number.isSafeInteger(packed) || packed < 0 || packed >= 2 ** (SLOT_BITS + 7)) return null;
+  const s = decodeClassTime(packed);
+  return s.days !== 0 && s.startMinute < s.endMinute && s.endMinute <= MINUTES_PER_DAY ? s : null;
 }
 
 /** A stored class time that is not "none" yet does not decode (see {@link classSlot}). */
