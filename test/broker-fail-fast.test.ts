@@ -86,6 +86,8 @@ describe('writes while the broker hangs fail fast (full mode, real PostgreSQL an
       assert.equal(r.status, 503, `a write while the broker is away is refused: ${r.raw}`);
       assert.equal(r.body?.code, 'UNAVAILABLE', r.raw);
       assert.ok(typeof r.body?.reason === 'string' && r.body.reason.length > 0, `with a reason: ${r.raw}`);
+      // It names what is away (it said only "storage is unavailable" before).
+      assert.match(r.body.reason as string, /message broker is unreachable; nothing was changed/, r.raw);
       assert.ok(r.headers['retry-after'] !== undefined, `with Retry-After: ${JSON.stringify(r.headers)}`);
       assert.ok(ms < FAST_MS, `refused at once while the broker is known to be away, not after a connect attempt: took ${ms} ms (${r.raw})`);
     }

@@ -154,7 +154,10 @@ export class DurabilityTracker {
     try {
       await this.reloading;
     } catch (err) {
-      throw new EngineError('UNAVAILABLE', 'storage is unavailable; try again shortly', {
+      // Say which part of storage is away (the broker, the database) when the store said so: an
+      // operator reading a client's 503 during an outage should not have to guess.
+      const which = isEngineError(err) && err.code === 'UNAVAILABLE' ? err.message.replace(/[;,] (reconnecting|nothing was changed).*$/, '').replace(/ \(reconnecting\)$/, '') : 'storage is unavailable';
+      throw new EngineError('UNAVAILABLE', `${which}; nothing was changed, try again shortly`, {
         cause: err instanceof Error ? err.message : String(err),
       });
     }
