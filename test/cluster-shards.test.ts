@@ -145,7 +145,10 @@ describe('several owners (SHARDS=3, three engine processes, real PostgreSQL and 
       t.after(() => proxy.close());
       const extra = { SHARDS: String(SHARDS), LEASE_TTL_MS: '10000' };
       env.startBatcher({ LOG_LEVEL: 'info' });
-      const a = await startNode(env, 'engine-a', { ...extra, RABBITMQ_URL: proxy.rewrite(AMQP_URL) }, env.api.port);
+      // A's confirms wait out B's start and A's next lease round (seconds on a loaded machine): with
+      // the default 5 s confirm timeout they could time out first (503 in doubt), which is not what
+      // this test is about.
+      const a = await startNode(env, 'engine-a', { ...extra, RABBITMQ_URL: proxy.rewrite(AMQP_URL), BROKER_CONFIRM_TIMEOUT_MS: '60000' }, env.api.port);
       const nodes: Node[] = [a];
       t.after(() => nodes.forEach((n) => n.api.close()));
       await waitForShares(env, nodes, (_, k) => k === SHARDS, 'A to own every shard');
