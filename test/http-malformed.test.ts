@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type { ClusterMembership } from '../src/persistence/types.js';
 import { createHttpFixture, expectError, GUARDED, PASSWORD, S, type HttpFixture, type Reply } from './support/http-fixture.js';
 
 /**
@@ -206,6 +207,46 @@ describe('deeply nested bodies', () => {
     const put = await fx.request('PUT', '/student/course', { token: tokenFor('student'), rawBody: `{"course_id":101,"group_id":1,"x":${'{"a":'.repeat(5_000)}1${'}'.repeat(5_000)}}` });
     assertBadRequest(put, 'PUT /student/course nested 5,000 deep');
     assert.ok(!fx.logs.some((l) => l.includes('Maximum call stack')), 'no stack overflow logged');
+  });
+});
+
+describe('deeply nested bodies on an instance that forwards writes', () => {
+  it("are refused 400 there too, not serialised for the shard's owner first (probe O: a 500 from every instance but the owner)", async () => {
+    // An instance that owns no shard (the project's ClusterMembership interface): every write is
+    // forwarded to the owner the routes name, here an address where nothing listens.
+    const membership: ClusterMembership = {
+      shards: 1,
+      instanceId: 'not-the-owner',
+      peers: 1,
+      storageUnreachable: false,
+      routeWrite: () => ({ self: false, address: 'http://127.0.0.1:9' }),
+      admitWrite: () => null,
+      decides: () => false,
+      refreshRoutes: () => Promise.resolve(),
+      syncReads: () => Promise.resolve(true),
+      follow: () => undefined,
+      onGained: () => undefined,
+      handOver: () => Promise.resolve(),
+      join: () => undefined,
+    };
+    const far = await createHttpFixture({ app: { cluster: membership, forwardRetryMs: 200 } });
+    try {
+      const token = far.studentToken();
+      const deep = (depth: number) => `{"course_id":101,"group_id":1,"x":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+      for (const depth of [33, 5_000]) {
+        const r = await far.request('PUT', '/student/course', { token, rawBody: deep(depth) });
+        assertBadRequest(r, `forwarded PUT /student/course nested ${depth} deep`);
+        assert.match(r.body.reason, /nested more than 32 levels deep/);
+      }
+      const staff = await far.request('PATCH', '/staff/capacity', { token: far.staffToken(), rawBody: `{"course_id":101,"group_id":1,"capacity":5,"x":${'{"a":'.repeat(5_000)}1${'}'.repeat(5_000)}}` });
+      assertBadRequest(staff, 'forwarded PATCH /staff/capacity nested 5,000 deep');
+      // A body of ordinary depth is forwarded as before (the owner is unreachable here: 503, nothing changed).
+      const plain = await far.request('PUT', '/student/course', { token, rawBody: deep(3) });
+      assert.equal(plain.status, 503, plain.raw);
+      assert.ok(!far.logs.some((l) => l.includes('Maximum call stack')), 'no stack overflow logged');
+    } finally {
+      await far.close();
+    }
   });
 });
 

@@ -35,7 +35,7 @@ import { studentRoutes } from './routes/student.js';
 import { swapRoutes } from './routes/swap.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { admitPipelined, DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
-import { schemaErrorFormatter, validatorCompiler } from './validation.js';
+import { MAX_BODY_DEPTH, nestedTooDeep, schemaErrorFormatter, validatorCompiler } from './validation.js';
 
 /** What the HTTP layer needs from the process that wires it up; nothing here knows about storage drivers. */
 export interface AppDeps {
@@ -159,7 +159,11 @@ function installJsonParsing(app: App): void {
       done(null, undefined);
       return;
     }
-    parseJson(request, body, (err, value) => (err ? done(jsonRefusal(body), undefined) : done(null, value)));
+    parseJson(request, body, (err, value) => {
+      if (err) done(jsonRefusal(body), undefined);
+      else if (nestedTooDeep(value)) done(Object.assign(new Error(`the request body is nested more than ${MAX_BODY_DEPTH} levels deep`), { statusCode: 400 }), undefined);
+      else done(null, value);
+    });
   };
   app.removeContentTypeParser(['application/json', 'text/plain']);
   app.addContentTypeParser(['application/json', 'text/plain'], { parseAs: 'string' }, (request, body, done) =>

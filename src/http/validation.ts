@@ -139,6 +139,24 @@ export function unstorableTextPath(value: unknown, path = ''): string | null {
  */
 export const MAX_BODY_DEPTH = 32;
 
+/**
+ * Whether a parsed body is nested more than {@link MAX_BODY_DEPTH} levels deep; the walk stops at
+ * that depth, so it cannot overflow the stack itself. Run as the body is parsed, before any hook:
+ * an instance that forwards a write to its shard's owner serialises the body before any route
+ * validates it, and a body nested thousands deep overflowed that serialisation (a 500 from every
+ * instance but the owner; probe O).
+ */
+export function nestedTooDeep(value: unknown, depth = 0): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (depth >= MAX_BODY_DEPTH) return true;
+  if (Array.isArray(value)) {
+    for (const v of value) if (nestedTooDeep(v, depth + 1)) return true;
+    return false;
+  }
+  for (const key in value) if (Object.hasOwn(value, key) && nestedTooDeep((value as Record<string, unknown>)[key], depth + 1)) return true;
+  return false;
+}
+
 type Unstorable = { path: string; why: 'text' | 'depth' };
 
 function unstorable(value: unknown, path: string, depth: number): Unstorable | null {
