@@ -449,6 +449,18 @@ export class NoticeHub {
       this.sections.set(key, after);
       if (interested) {
         const derived = noticesForEvent(before, e, after, { queueMoves: false, wants: this.wants });
+        // A student told something else of this section while a queue move of theirs is held for
+        // the window gets that move first: notices leave in log order, and a client resuming from
+        // the later notice's id would never be told the place it holds (probe N).
+        const held = derived.length > 0 ? this.moves.get(key) : undefined;
+        if (held) {
+          for (const n of derived) {
+            if (!held.students.delete(n.studentId)) continue;
+            const place = before.queue.indexOf(n.studentId);
+            if (place >= 0) out.push(queueMovedNotice(before, n.studentId, place + 1, held.seq, held.at));
+          }
+          if (held.students.size === 0) this.moves.delete(key);
+        }
         for (const n of derived) out.push(n);
         const from = queueMovedFrom(before, e, after);
         if (from >= 0) this.recordMoves(key, after, from, e);
