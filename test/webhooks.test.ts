@@ -312,6 +312,47 @@ describe(`webhooks, embedded mode (deliveries queued in PGlite, PGLITE_THREAD=${
     await stop();
   });
 
+  test("a webhook's deliveries page back with `before` and filter by `status` (probe N: past the newest 500, dead deliveries could not be reached)", async () => {
+    const { w, receiver, stop } = await startEmbedded(thread, { maxAttempts: 1, baseDelayMs: 100 });
+    const staff = w.token(STAFF, 'staff');
+    // Its first two requests fail (500): with one attempt each, two deliveries end dead, the rest delivered.
+    const hook = await w.call('POST', '/webhooks', staff, { url: `${receiver.url}/flaky`, secret: SECRET_A });
+    assert.equal(hook.status, 201);
+    await promoteAlice(w); // one notice (alice promoted); alice and f2 now hold Algorithms
+    for (const name of ['Algorithms I', 'Algorithms II', 'Algorithms III']) {
+      assert.equal((await w.call('PATCH', '/sections/101/1', staff, { name })).status, 200); // a sectionChanged to each member
+    }
+    type D = { id: number; status: string };
+    const list = async (query: string): Promise<D[]> => {
+      const r = await w.call('GET', `/webhooks/${hook.body.id}/deliveries${query}`, staff);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      return r.body.deliveries as D[];
+    };
+    await until(async () => {
+      const all = await list('');
+      return all.length === 7 && all.every((d) => d.status === 'delivered' || d.status === 'dead');
+    }, 'seven finished deliveries');
+    const all = await list('');
+    assert.deepEqual(all.map((d) => d.id), [...all.map((d) => d.id)].sort((a, b) => b - a), 'newest first');
+    const dead = await list('?status=dead');
+    assert.equal(dead.length, 2, JSON.stringify(all));
+    assert.ok(dead.every((d) => d.status === 'dead'));
+    const delivered = await list('?status=delivered');
+    assert.equal(delivered.length, 5);
+    // Pages of three: no delivery twice, none left out.
+    const pages: D[][] = [await list('?limit=3')];
+    for (;;) {
+      const last = pages.at(-1) as D[];
+      if (last.length < 3) break;
+      pages.push(await list(`?limit=3&before=${(last.at(-1) as D).id}`));
+    }
+    assert.deepEqual(pages.flat().map((d) => d.id), all.map((d) => d.id));
+    assert.deepEqual((await list(`?status=delivered&before=${(delivered[0] as D).id}`)).map((d) => d.id), delivered.slice(1).map((d) => d.id));
+    assert.equal((await w.call('GET', `/webhooks/${hook.body.id}/deliveries?status=lost`, staff)).status, 400);
+    assert.equal((await w.call('GET', `/webhooks/${hook.body.id}/deliveries?before=0`, staff)).status, 400);
+    await stop();
+  });
+
   test('deleting a webhook stops its deliveries: the one retrying is cancelled and not sent again', async () => {
     const { w, receiver, stop } = await startEmbedded(thread, { maxAttempts: 8, baseDelayMs: 300 });
     const staff = w.token(STAFF, 'staff');

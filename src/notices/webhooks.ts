@@ -4,7 +4,7 @@ import https from 'node:https';
 import { isIP, type LookupFunction, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
-import type { DeliveryJob, DeliveryQueue, NoticeStore, WebhookRow } from '../persistence/notice-types.js';
+import type { DeliveryJob, DeliveryQueue, DeliveryStatus, NoticeStore, WebhookRow } from '../persistence/notice-types.js';
 import {
   checkWebhookTarget,
   forbiddenTargetReason,
@@ -271,9 +271,9 @@ export class WebhookService {
     this.onWebhooksChanged();
   }
 
-  async deliveries(id: number, limit: number) {
+  async deliveries(id: number, limit: number, filter: { status?: DeliveryStatus; before?: number } = {}) {
     await this.get(id);
-    return this.store.listDeliveries(id, limit);
+    return this.store.listDeliveries(id, limit, filter);
   }
 
   /** One attempt of a delivery: POST, record, then retry, dead-letter or done. */

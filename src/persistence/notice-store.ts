@@ -277,10 +277,14 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
       );
       return r.rows.map((x) => Number(x.id));
     },
-    async listDeliveries(webhookId, limit) {
-      const ds = (await db.query<Row>('SELECT * FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2', [webhookId, limit])).rows.map(
-        delivery,
-      );
+    async listDeliveries(webhookId, limit, filter = {}) {
+      const ds = (
+        await db.query<Row>(
+          `SELECT * FROM webhook_deliveries WHERE webhook_id = $1 AND ($3::bigint IS NULL OR id < $3) AND ($4::text IS NULL OR status = $4)
+            ORDER BY id DESC LIMIT $2`,
+          [webhookId, limit, filter.before ?? null, filter.status ?? null],
+        )
+      ).rows.map(delivery);
       if (ds.length === 0) return [];
       const attempts = await db.query<Row>(
         'SELECT delivery_id, attempt, at, status_code, error, duration_ms FROM webhook_attempts WHERE delivery_id = ANY($1::bigint[]) ORDER BY delivery_id, attempt',

@@ -141,7 +141,15 @@ export interface NoticeStore {
   /** Deliveries waiting whose next attempt is due at `now` (unix ms), oldest first. */
   dueDeliveries(now: number, limit: number): Promise<number[]>;
   /** A webhook's latest deliveries, newest first, each with its attempts. */
-  listDeliveries(webhookId: number, limit: number): Promise<(DeliveryRow & { attemptLog: AttemptRow[] })[]>;
+  /**
+   * A webhook's deliveries, newest first: `before` (a delivery id, exclusive) pages back through
+   * them, `status` keeps one status only (the dead ones, to look into what a receiver missed).
+   */
+  listDeliveries(
+    webhookId: number,
+    limit: number,
+    filter?: { status?: DeliveryStatus; before?: number },
+  ): Promise<(DeliveryRow & { attemptLog: AttemptRow[] })[]>;
 }
 
 /**

@@ -28,12 +28,15 @@ const WebhookSchema = Type.Object({
 const nullable = (type: 'string' | 'integer', description?: string) =>
   Type.Unsafe<string | number | null>({ type: [type, 'null'], ...(description ? { description } : {}) });
 
+/** A delivery's status (the values of `webhook_deliveries.status`). */
+const DeliveryStatusSchema = Type.Union([Type.Literal('pending'), Type.Literal('retrying'), Type.Literal('delivered'), Type.Literal('dead'), Type.Literal('cancelled')]);
+
 const DeliverySchema = Type.Object({
   id: Type.Integer({ description: 'Also sent as X-Enrollment-Delivery: receivers dedupe on it' }),
   notice_key: Type.String(),
   kind: Type.String(),
   student_id: Type.Integer(),
-  status: Type.Union([Type.Literal('pending'), Type.Literal('retrying'), Type.Literal('delivered'), Type.Literal('dead'), Type.Literal('cancelled')]),
+  status: DeliveryStatusSchema,
   attempts: Type.Integer(),
   next_attempt_at: Type.String({ format: 'date-time' }),
   created_at: Type.String({ format: 'date-time' }),
@@ -140,14 +143,25 @@ export const webhookRoutes: FastifyPluginAsyncTypebox<WebhookRouteOptions> = asy
       schema: {
         tags: ['notices'],
         summary: "A webhook's latest deliveries, newest first, each with its attempts",
+        description:
+          'Pages back with `before` (the smallest delivery id of the page read: deliveries older than it); ' +
+          '`status` lists one status only, e.g. `dead` for what a receiver never got after every attempt.',
         security: bearer,
         params: IdParams,
-        querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })) }),
+        querystring: Type.Object({
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),
+          before: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'only deliveries with a smaller id (the next page)' })),
+          status: Type.Optional(DeliveryStatusSchema),
+        }),
         response: { 200: Type.Object({ deliveries: Type.Array(DeliverySchema) }), ...errorResponses },
       },
     },
     async (request) => {
-      const list = await webhooks.deliveries(request.params.id, request.query.limit ?? 100);
+      const { before, status } = request.query;
+      const list = await webhooks.deliveries(request.params.id, request.query.limit ?? 100, {
+        ...(before === undefined ? {} : { before }),
+        ...(status === undefined ? {} : { status }),
+      });
       return {
         deliveries: list.map((d) => ({
           id: d.id,
