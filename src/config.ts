@@ -4,6 +4,8 @@
  */
 
 import { isIP } from 'node:net';
+import { DEMO_STAFF_PASSWORD, DEMO_STUDENT_PASSWORD } from './demo/demo-data.js';
+import { DEFAULT_MIN_PASSWORD_LENGTH, newPasswordProblem } from './password-rules.js';
 
 export interface Config {
   host: string;
@@ -46,7 +48,9 @@ export interface Config {
   };
   /**
    * A staff member created at start when no staff member has that id (a fresh full-mode database
-   * has no way in otherwise); the password is hashed at once and never logged. Null: none.
+   * has no way in otherwise); the password is hashed at once and never logged. Null: none. The
+   * password follows the API's rules for new passwords (src/password-rules.ts), checked here so a
+   * weak one is refused before anything is opened (exit code 2).
    */
   bootstrapStaff: { id: number; password: string } | null;
   /** Separate metrics listener for Prometheus (no token); port 0: none (`/metrics` on the API needs a staff token). */
@@ -322,10 +326,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (bootstrapId !== null || bootstrapPassword !== '') {
     if (bootstrapId === null || !/^\d{1,10}$/.test(bootstrapId) || Number(bootstrapId) < 1 || Number(bootstrapId) > 2_147_483_647) {
       problems.push('BOOTSTRAP_STAFF_ID must be a staff id (a number) when BOOTSTRAP_STAFF_PASSWORD is set');
-    } else if (bootstrapPassword.length < 10) {
-      problems.push('BOOTSTRAP_STAFF_PASSWORD must have at least 10 characters');
     } else {
-      bootstrapStaff = { id: Number(bootstrapId), password: bootstrapPassword };
+      // The rules of every new password (the API's): this is the first staff member, usually the admin.
+      const weak = newPasswordProblem(bootstrapPassword, { minPasswordLength: DEFAULT_MIN_PASSWORD_LENGTH, refusedPasswords: [DEMO_STUDENT_PASSWORD, DEMO_STAFF_PASSWORD] });
+      if (weak !== null) problems.push(`BOOTSTRAP_STAFF_PASSWORD is refused: ${weak.reason}`);
+      else bootstrapStaff = { id: Number(bootstrapId), password: bootstrapPassword };
     }
   }
 

@@ -139,21 +139,20 @@ async function createCoordination(config: Config, logger: Logger): Promise<{ coo
 /**
  * BOOTSTRAP_STAFF_ID / BOOTSTRAP_STAFF_PASSWORD: the first staff member of a fresh deployment,
  * created through the engine's normal event path when no staff member has that id, and left alone
- * otherwise (the variable never resets a password). The password is hashed here and never logged.
+ * otherwise (the variable never resets a password). The password is hashed here and never logged;
+ * its strength was checked with the configuration (src/config.ts: a weak, common or demo password
+ * refuses the start, exit code 2, before anything is opened).
  */
 async function bootstrapStaff(
   engine: ReturnType<typeof createEngine>,
   b: { id: number; password: string },
+  adminStaffIds: readonly number[],
   log: Logger,
   requirements: StorageRequirements,
   cluster: ClusterMembership | null,
 ): Promise<void> {
   if (engine.getStaff(b.id)) {
     log.info({ staff: b.id }, 'BOOTSTRAP_STAFF_ID exists already; nothing changed (BOOTSTRAP_STAFF_PASSWORD can be unset)');
-    return;
-  }
-  if (DEMO_PASSWORDS.includes(b.password)) {
-    log.error({ staff: b.id }, 'BOOTSTRAP_STAFF_PASSWORD is a public demo password; no staff member created');
     return;
   }
   if (requirements.staffDepartment) {
@@ -180,7 +179,9 @@ async function bootstrapStaff(
     log.info({ staff: b.id }, 'BOOTSTRAP_STAFF_ID exists already; nothing changed (BOOTSTRAP_STAFF_PASSWORD can be unset)');
     return;
   }
-  log.info({ staff: b.id }, 'first staff member created from BOOTSTRAP_STAFF_ID (add it to ADMIN_STAFF_IDS to let it create staff)');
+  // The hint only where it helps: an id listed already may create staff.
+  const hint = adminStaffIds.includes(b.id) ? '' : ' (add it to ADMIN_STAFF_IDS to let it create staff)';
+  log.info({ staff: b.id }, `first staff member created from BOOTSTRAP_STAFF_ID${hint}`);
 }
 
 /**
@@ -360,7 +361,7 @@ async function main(): Promise<void> {
   // under it) and retry a refusal while that settles, for a bounded time (src/startup-write.ts).
   // Another instance started at the same moment on the same new database may load it first (done).
   if (config.demoData && engine.isEmpty()) demo = await startupWrite('the demo data', () => loadDemoData(engine, logger), { cluster, log, done: () => !engine.isEmpty() });
-  if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, log, storageRequirements, cluster);
+  if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, config.adminStaffIds, log, storageRequirements, cluster);
   // Data the Go service wrote can hold students queued beside free seats (SPEC: its promotion never
   // reached the database correctly): promoted now, in queue order, before anyone else can take those seats.
   const stranded = await engine.promoteStrandedQueues({ requestId: 'promote-stranded-queue', actor: 'system' });
