@@ -483,7 +483,7 @@ async function main(): Promise<void> {
   // Every thread the engine starts with exists by now (V8's helpers, libuv's pool, the batcher's worker).
   const priority = createThreadPriority({ nice: config.backgroundNice, logger });
   watchEngine(engine, coordination);
-  const metricsServer = config.metrics.port > 0 ? await startMetricsServer({ ...config.metrics, logger }) : null;
+  const metricsServer = config.metrics.port > 0 ? await startMetricsServer({ ...config.metrics, logger, limits: config.http }) : null;
   if (exposure === 'warn') {
     log.warn(
       { host: config.host, demoStaff: DEMO_STAFF_ID, demoData: 'explicit' },

@@ -118,4 +118,4 @@ batcher.start();
 onStopSignal = (signal) => void stop(signal);
 logger.info({ stream: names.stream }, 'batcher started');
 // Its lag gauges live in this process: Prometheus scrapes it on its own METRICS_PORT.
-if (config.metrics.port > 0) metricsServer = await startMetricsServer({ ...config.metrics, logger });
+if (config.metrics.port > 0) metricsServer = await startMetricsServer({ ...config.metrics, logger, limits: config.http });
