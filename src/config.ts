@@ -182,6 +182,17 @@ export function isLoopbackHost(host: string): boolean {
 }
 
 /**
+ * Whether listeners on these two hosts and one port could collide: the same host, a wildcard
+ * (`0.0.0.0`, `::`, which take the port on every address), or a name (what it resolves to is not
+ * known here). Only two different addresses, neither a wildcard, may share a port.
+ */
+function listenersMayOverlap(a: string, b: string): boolean {
+  const wildcard = (h: string) => h === '0.0.0.0' || h === '::' || h === '0:0:0:0:0:0:0:0';
+  if (isIP(a) === 0 || isIP(b) === 0 || wildcard(a) || wildcard(b)) return true;
+  return a.toLowerCase() === b.toLowerCase();
+}
+
+/**
  * A listen address as an operator writes it, made what `listen` takes: `[::1]`, the way an IPv6
  * address is written in a URL, is the address `::1` (`listen` would look `[::1]` up as a host
  * name and fail once everything is loaded). Anything that is not an IP address or a host name (a
@@ -422,6 +433,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (config.cluster.advertiseUrl === '') {
     const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : urlHost(host);
     config.cluster.advertiseUrl = `http://${h}:${config.port}`;
+  }
+  if (config.metrics.port !== 0 && config.metrics.port === config.port && listenersMayOverlap(config.host, config.metrics.host)) {
+    // Checked here, not by the probe at start: the API's port is free until the API listens, so the
+    // Prometheus listener would fail only once everything was loaded.
+    problems.push(`METRICS_PORT must differ from PORT (both ${config.port}; the API listens there): choose another METRICS_PORT, or 0 for none`);
   }
   if (config.http.headersTimeoutMs > config.http.requestTimeoutMs) {
     problems.push('HTTP_HEADERS_TIMEOUT_MS must not be larger than HTTP_REQUEST_TIMEOUT_MS (the headers are part of the request)');

@@ -16,7 +16,7 @@ import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { createDrain } from './http/drain.js';
 import { createArrivalGauge, type ArrivalGauge } from './http/arrivals.js';
-import { listenOptions, listenRefusal, portRefusal } from './http/server-options.js';
+import { listenOptions, listenRefusal, METRICS_LISTEN_SETTINGS, portRefusal } from './http/server-options.js';
 import { createNoticeHub } from './notices/notice-hub.js';
 import { deriveWebhookNotices, eventMayNotify } from './notices/notices.js';
 import { createWebhookService, type WebhookService } from './notices/webhooks.js';
@@ -293,16 +293,21 @@ async function main(): Promise<void> {
   // A person at a terminal sees at once that something is happening (opening the store can take seconds).
   const tty = process.stdout.isTTY === true;
   if (tty) process.stdout.write(`\n  Course-enrollment engine starting (${config.mode} mode): opening the store and loading sections...\n\n`);
-  /** A port or host the server cannot listen on: said plainly, exit 3 (as for a held data directory). */
-  const refuseAddress = (reason: string): never => {
-    log.fatal({ host: config.host, port: config.port }, `refusing to start: ${reason}`);
+  /** A port or host a listener cannot listen on: said plainly, exit 3 (as for a held data directory). */
+  const refuseAddress = (reason: string, at: { host: string; port: number } = config): never => {
+    log.fatal({ host: at.host, port: at.port }, `refusing to start: ${reason}`);
     if (tty) process.stderr.write(`\n  ${reason}\n\n`);
     logger.flush();
     process.exit(3);
   };
-  // Before anything is opened or loaded.
+  // Before anything is opened or loaded: the API's address, then the Prometheus listener's (the
+  // same port on the same host is a configuration error, said by loadConfig).
   const taken = await portRefusal(config.host, config.port);
   if (taken !== null) refuseAddress(taken);
+  if (config.metrics.port > 0) {
+    const metricsTaken = await portRefusal(config.metrics.host, config.metrics.port, METRICS_LISTEN_SETTINGS);
+    if (metricsTaken !== null) refuseAddress(metricsTaken, config.metrics);
+  }
 
   // First of all, before this instance loads anything or takes a lease: while it warms up, no peer
   // routes writes to it and nothing waits for it.
@@ -483,7 +488,17 @@ async function main(): Promise<void> {
   // Every thread the engine starts with exists by now (V8's helpers, libuv's pool, the batcher's worker).
   const priority = createThreadPriority({ nice: config.backgroundNice, logger });
   watchEngine(engine, coordination);
-  const metricsServer = config.metrics.port > 0 ? await startMetricsServer({ ...config.metrics, logger, limits: config.http }) : null;
+  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | null = null;
+  if (config.metrics.port > 0) {
+    try {
+      metricsServer = await startMetricsServer({ ...config.metrics, logger, limits: config.http });
+    } catch (err) {
+      // Taken since the check at the start: said as that check says it.
+      const reason = listenRefusal(err, config.metrics.host, config.metrics.port, METRICS_LISTEN_SETTINGS);
+      if (reason === null) throw err;
+      refuseAddress(reason, config.metrics);
+    }
+  }
   if (exposure === 'warn') {
     log.warn(
       { host: config.host, demoStaff: DEMO_STAFF_ID, demoData: 'explicit' },
