@@ -16,14 +16,14 @@ import { createEngine } from './engine/engine.js';
 import { buildApp } from './http/app.js';
 import { createDrain } from './http/drain.js';
 import { createArrivalGauge, type ArrivalGauge } from './http/arrivals.js';
-import { listenOptions, listenRefusal, METRICS_LISTEN_SETTINGS, portRefusal } from './http/server-options.js';
+import { listenOptions, listenRefusal, portRefusal } from './http/server-options.js';
 import { createNoticeHub } from './notices/notice-hub.js';
 import { deriveWebhookNotices, eventMayNotify } from './notices/notices.js';
 import { createWebhookService, type WebhookService } from './notices/webhooks.js';
 import { createWebhookOutbox, type WebhookOutbox } from './persistence/webhook-outbox.js';
 import { createLogger, type Logger } from './logger.js';
 import { watchEngine } from './metrics/engine-metrics.js';
-import { startMetricsServer } from './metrics/server.js';
+import { metricsAddressRefusal, metricsListenRefusal, startMetricsServer } from './metrics/server.js';
 import { NO_STORAGE_REQUIREMENTS, type ClusterMembership, type Persistence, type StorageRequirements } from './persistence/types.js';
 import { hashPassword } from './password.js';
 import { retryStorageAtStart } from './persistence/start-retry.js';
@@ -305,7 +305,7 @@ async function main(): Promise<void> {
   const taken = await portRefusal(config.host, config.port);
   if (taken !== null) refuseAddress(taken);
   if (config.metrics.port > 0) {
-    const metricsTaken = await portRefusal(config.metrics.host, config.metrics.port, METRICS_LISTEN_SETTINGS);
+    const metricsTaken = await metricsAddressRefusal(config.metrics.host, config.metrics.port);
     if (metricsTaken !== null) refuseAddress(metricsTaken, config.metrics);
   }
 
@@ -494,7 +494,7 @@ async function main(): Promise<void> {
       metricsServer = await startMetricsServer({ ...config.metrics, logger, limits: config.http });
     } catch (err) {
       // Taken since the check at the start: said as that check says it.
-      const reason = listenRefusal(err, config.metrics.host, config.metrics.port, METRICS_LISTEN_SETTINGS);
+      const reason = metricsListenRefusal(err, config.metrics.host, config.metrics.port);
       if (reason === null) throw err;
       refuseAddress(reason, config.metrics);
     }

@@ -108,6 +108,33 @@ describe('a bad METRICS_PORT or METRICS_HOST refuses the start of the compiled e
     assertNothingStarted(r, dataDir);
   });
 
+  it('the standalone batcher: METRICS_PORT in use is refused in one line (exit 3) before the database is waited for', { timeout: 120_000 }, async () => {
+    // Storage that is never there: without the check the batcher would wait for it (retrying) and never say why.
+    const child = spawn(process.execPath, ['dist/src/cli/batcher.js'], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env['PATH'] ?? '',
+        HOME: process.env['HOME'] ?? '',
+        DATABASE_URL: `postgres://nobody@127.0.0.1:${await freePort()}/none`,
+        RABBITMQ_URL: `amqp://guest:guest@127.0.0.1:${await freePort()}`,
+        JWT_SECRET: 'metrics-address-test-secret-0123456789abcdef',
+        METRICS_PORT: String(held),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    clearTimeout(timer);
+    assert.equal(code, 3, out);
+    const said = out.split('\n').filter((l) => l.includes('refusing to start'));
+    assert.equal(said.length, 1, out);
+    assert.match(said[0]!, new RegExp(`"msg":"refusing to start: port ${held} on 127\\.0\\.0\\.1 is in use by another process \\(another engine\\?\\): stop it, or choose another METRICS_PORT"`));
+    assert.doesNotMatch(out, /storage unavailable|batcher started|"stack"/, out);
+  });
+
   it('a good METRICS_PORT is served, with the HTTP_* limits: a silent connection gets 408 within the headers limit', { timeout: 180_000 }, async () => {
     const metricsPort = await freePort();
     const child = spawn(process.execPath, ['dist/src/main.js'], {

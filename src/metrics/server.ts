@@ -2,7 +2,7 @@ import { createServer, STATUS_CODES, type Server, type ServerResponse } from 'no
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../logger.js';
 import { securityHeaders } from '../http/security-headers.js';
-import { admitPipelined, DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from '../http/server-options.js';
+import { admitPipelined, DEFAULT_HTTP_LIMITS, fastifyServerOptions, listenRefusal, METRICS_LISTEN_SETTINGS, portRefusal, type HttpLimits } from '../http/server-options.js';
 import { renderMetrics } from './registry.js';
 
 /**
@@ -58,6 +58,20 @@ export async function startMetricsServer(opts: { host: string; port: number; log
   const addr = server.address();
   log.info({ address: addr }, 'metrics listener for Prometheus');
   return server;
+}
+
+/**
+ * Why the Prometheus listener could not listen on `host`:`port` (a port in use, a name that does
+ * not resolve, ...), naming METRICS_PORT / METRICS_HOST, or null when it can: asked at the start
+ * of a process, before it opens or loads anything, as for the API's PORT / HOST.
+ */
+export function metricsAddressRefusal(host: string, port: number): Promise<string | null> {
+  return portRefusal(host, port, METRICS_LISTEN_SETTINGS);
+}
+
+/** {@link metricsAddressRefusal}'s reading of a listen that failed all the same (taken since); null for another error. */
+export function metricsListenRefusal(err: unknown, host: string, port: number): string | null {
+  return listenRefusal(err, host, port, METRICS_LISTEN_SETTINGS);
 }
 
 /**
