@@ -4,6 +4,8 @@
  */
 
 import { isIP } from 'node:net';
+import { DEMO_STAFF_PASSWORD, DEMO_STUDENT_PASSWORD } from './demo/demo-data.js';
+import { DEFAULT_MIN_PASSWORD_LENGTH, newPasswordProblem } from './password-rules.js';
 
 export interface Config {
   host: string;
@@ -46,7 +48,9 @@ export interface Config {
   };
   /**
    * A staff member created at start when no staff member has that id (a fresh full-mode database
-   * has no way in otherwise); the password is hashed at once and never logged. Null: none.
+   * has no way in otherwise); the password is hashed at once and never logged. Null: none. The
+   * password follows the API's rules for new passwords (src/password-rules.ts), checked here so a
+   * weak one is refused before anything is opened (exit code 2).
    */
   bootstrapStaff: { id: number; password: string } | null;
   /** Separate metrics listener for Prometheus (no token); port 0: none (`/metrics` on the API needs a staff token). */
@@ -175,6 +179,17 @@ export function isLoopbackHost(host: string): boolean {
   if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
   if (h.startsWith('::ffff:')) return isLoopbackHost(h.slice(7));
   return /^127(\.\d{1,3}){3}$/.test(h);
+}
+
+/**
+ * Whether listeners on these two hosts and one port could collide: the same host, a wildcard
+ * (`0.0.0.0`, `::`, which take the port on every address), or a name (what it resolves to is not
+ * known here). Only two different addresses, neither a wildcard, may share a port.
+ */
+function listenersMayOverlap(a: string, b: string): boolean {
+  const wildcard = (h: string) => h === '0.0.0.0' || h === '::' || h === '0:0:0:0:0:0:0:0';
+  if (isIP(a) === 0 || isIP(b) === 0 || wildcard(a) || wildcard(b)) return true;
+  return a.toLowerCase() === b.toLowerCase();
 }
 
 /**
@@ -322,10 +337,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (bootstrapId !== null || bootstrapPassword !== '') {
     if (bootstrapId === null || !/^\d{1,10}$/.test(bootstrapId) || Number(bootstrapId) < 1 || Number(bootstrapId) > 2_147_483_647) {
       problems.push('BOOTSTRAP_STAFF_ID must be a staff id (a number) when BOOTSTRAP_STAFF_PASSWORD is set');
-    } else if (bootstrapPassword.length < 10) {
-      problems.push('BOOTSTRAP_STAFF_PASSWORD must have at least 10 characters');
     } else {
-      bootstrapStaff = { id: Number(bootstrapId), password: bootstrapPassword };
+      // The rules of every new password (the API's): this is the first staff member, usually the admin.
+      const weak = newPasswordProblem(bootstrapPassword, { minPasswordLength: DEFAULT_MIN_PASSWORD_LENGTH, refusedPasswords: [DEMO_STUDENT_PASSWORD, DEMO_STAFF_PASSWORD] });
+      if (weak !== null) problems.push(`BOOTSTRAP_STAFF_PASSWORD is refused: ${weak.reason}`);
+      else bootstrapStaff = { id: Number(bootstrapId), password: bootstrapPassword };
     }
   }
 
@@ -417,6 +433,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (config.cluster.advertiseUrl === '') {
     const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : urlHost(host);
     config.cluster.advertiseUrl = `http://${h}:${config.port}`;
+  }
+  if (config.metrics.port !== 0 && config.metrics.port === config.port && listenersMayOverlap(config.host, config.metrics.host)) {
+    // Checked here, not by the probe at start: the API's port is free until the API listens, so the
+    // Prometheus listener would fail only once everything was loaded.
+    problems.push(`METRICS_PORT must differ from PORT (both ${config.port}; the API listens there): choose another METRICS_PORT, or 0 for none`);
   }
   if (config.http.headersTimeoutMs > config.http.requestTimeoutMs) {
     problems.push('HTTP_HEADERS_TIMEOUT_MS must not be larger than HTTP_REQUEST_TIMEOUT_MS (the headers are part of the request)');

@@ -23,7 +23,7 @@ import { createWebhookService, type WebhookService } from './notices/webhooks.js
 import { createWebhookOutbox, type WebhookOutbox } from './persistence/webhook-outbox.js';
 import { createLogger, type Logger } from './logger.js';
 import { watchEngine } from './metrics/engine-metrics.js';
-import { startMetricsServer } from './metrics/server.js';
+import { metricsAddressRefusal, metricsListenRefusal, startMetricsServer } from './metrics/server.js';
 import { NO_STORAGE_REQUIREMENTS, type ClusterMembership, type Persistence, type StorageRequirements } from './persistence/types.js';
 import { hashPassword } from './password.js';
 import { retryStorageAtStart } from './persistence/start-retry.js';
@@ -139,21 +139,20 @@ async function createCoordination(config: Config, logger: Logger): Promise<{ coo
 /**
  * BOOTSTRAP_STAFF_ID / BOOTSTRAP_STAFF_PASSWORD: the first staff member of a fresh deployment,
  * created through the engine's normal event path when no staff member has that id, and left alone
- * otherwise (the variable never resets a password). The password is hashed here and never logged.
+ * otherwise (the variable never resets a password). The password is hashed here and never logged;
+ * its strength was checked with the configuration (src/config.ts: a weak, common or demo password
+ * refuses the start, exit code 2, before anything is opened).
  */
 async function bootstrapStaff(
   engine: ReturnType<typeof createEngine>,
   b: { id: number; password: string },
+  adminStaffIds: readonly number[],
   log: Logger,
   requirements: StorageRequirements,
   cluster: ClusterMembership | null,
 ): Promise<void> {
   if (engine.getStaff(b.id)) {
     log.info({ staff: b.id }, 'BOOTSTRAP_STAFF_ID exists already; nothing changed (BOOTSTRAP_STAFF_PASSWORD can be unset)');
-    return;
-  }
-  if (DEMO_PASSWORDS.includes(b.password)) {
-    log.error({ staff: b.id }, 'BOOTSTRAP_STAFF_PASSWORD is a public demo password; no staff member created');
     return;
   }
   if (requirements.staffDepartment) {
@@ -180,7 +179,9 @@ async function bootstrapStaff(
     log.info({ staff: b.id }, 'BOOTSTRAP_STAFF_ID exists already; nothing changed (BOOTSTRAP_STAFF_PASSWORD can be unset)');
     return;
   }
-  log.info({ staff: b.id }, 'first staff member created from BOOTSTRAP_STAFF_ID (add it to ADMIN_STAFF_IDS to let it create staff)');
+  // The hint only where it helps: an id listed already may create staff.
+  const hint = adminStaffIds.includes(b.id) ? '' : ' (add it to ADMIN_STAFF_IDS to let it create staff)';
+  log.info({ staff: b.id }, `first staff member created from BOOTSTRAP_STAFF_ID${hint}`);
 }
 
 /**
@@ -292,16 +293,21 @@ async function main(): Promise<void> {
   // A person at a terminal sees at once that something is happening (opening the store can take seconds).
   const tty = process.stdout.isTTY === true;
   if (tty) process.stdout.write(`\n  Course-enrollment engine starting (${config.mode} mode): opening the store and loading sections...\n\n`);
-  /** A port or host the server cannot listen on: said plainly, exit 3 (as for a held data directory). */
-  const refuseAddress = (reason: string): never => {
-    log.fatal({ host: config.host, port: config.port }, `refusing to start: ${reason}`);
+  /** A port or host a listener cannot listen on: said plainly, exit 3 (as for a held data directory). */
+  const refuseAddress = (reason: string, at: { host: string; port: number } = config): never => {
+    log.fatal({ host: at.host, port: at.port }, `refusing to start: ${reason}`);
     if (tty) process.stderr.write(`\n  ${reason}\n\n`);
     logger.flush();
     process.exit(3);
   };
-  // Before anything is opened or loaded.
+  // Before anything is opened or loaded: the API's address, then the Prometheus listener's (the
+  // same port on the same host is a configuration error, said by loadConfig).
   const taken = await portRefusal(config.host, config.port);
   if (taken !== null) refuseAddress(taken);
+  if (config.metrics.port > 0) {
+    const metricsTaken = await metricsAddressRefusal(config.metrics.host, config.metrics.port);
+    if (metricsTaken !== null) refuseAddress(metricsTaken, config.metrics);
+  }
 
   // First of all, before this instance loads anything or takes a lease: while it warms up, no peer
   // routes writes to it and nothing waits for it.
@@ -360,7 +366,7 @@ async function main(): Promise<void> {
   // under it) and retry a refusal while that settles, for a bounded time (src/startup-write.ts).
   // Another instance started at the same moment on the same new database may load it first (done).
   if (config.demoData && engine.isEmpty()) demo = await startupWrite('the demo data', () => loadDemoData(engine, logger), { cluster, log, done: () => !engine.isEmpty() });
-  if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, log, storageRequirements, cluster);
+  if (config.bootstrapStaff) await bootstrapStaff(engine, config.bootstrapStaff, config.adminStaffIds, log, storageRequirements, cluster);
   // Data the Go service wrote can hold students queued beside free seats (SPEC: its promotion never
   // reached the database correctly): promoted now, in queue order, before anyone else can take those seats.
   const stranded = await engine.promoteStrandedQueues({ requestId: 'promote-stranded-queue', actor: 'system' });
@@ -482,7 +488,17 @@ async function main(): Promise<void> {
   // Every thread the engine starts with exists by now (V8's helpers, libuv's pool, the batcher's worker).
   const priority = createThreadPriority({ nice: config.backgroundNice, logger });
   watchEngine(engine, coordination);
-  const metricsServer = config.metrics.port > 0 ? await startMetricsServer({ ...config.metrics, logger }) : null;
+  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | null = null;
+  if (config.metrics.port > 0) {
+    try {
+      metricsServer = await startMetricsServer({ ...config.metrics, logger, limits: config.http });
+    } catch (err) {
+      // Taken since the check at the start: said as that check says it.
+      const reason = metricsListenRefusal(err, config.metrics.host, config.metrics.port);
+      if (reason === null) throw err;
+      refuseAddress(reason, config.metrics);
+    }
+  }
   if (exposure === 'warn') {
     log.warn(
       { host: config.host, demoStaff: DEMO_STAFF_ID, demoData: 'explicit' },

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -76,6 +76,29 @@ describe('npm run create-staff', () => {
     }
   });
 
+  it('refuses the passwords the API refuses (WEAK_PASSWORD) with one line and exit code 2, before the store is opened', { timeout: 240_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'create-staff-weak-'));
+    try {
+      // Before: each was taken (only the length and the exact demo passwords were checked).
+      for (const weak of ['1234567890', 'aaaaaaaaaaaa', 'password123', 'qwertyuiop', 'staff-pass-2026']) {
+        const r = run(['--id', '31'], { DATA_DIR: dir, STAFF_PASSWORD: weak });
+        assert.equal(r.status, 2, `${weak}: ${r.stdout}\n${r.stderr}`);
+        // (node's own "`.env` not found" notice aside)
+        const said = r.stderr.split('\n').filter((l) => l !== '' && !/\.env not found/.test(l));
+        assert.equal(said.length, 1, `${weak}: one line: ${r.stderr}`);
+        assert.match(said[0]!, /^create-staff: the password is refused: /);
+        assert.ok(!`${r.stdout}${r.stderr}`.includes(weak), `${weak} was printed`);
+        assert.equal(r.stdout, '');
+      }
+      // The same from stdin.
+      const piped = run(['--id', '31'], { DATA_DIR: dir }, '1234567890\n');
+      assert.equal(piped.status, 2, piped.stderr);
+      assert.deepEqual(readdirSync(dir), [], 'the store was opened');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('reads the password from stdin when STAFF_PASSWORD is unset; the engine knows the member on its next start (embedded files)', { timeout: 240_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'create-staff-'));
     try {
@@ -136,9 +159,50 @@ const login = (base: string, user: number, password: string) =>
 describe('BOOTSTRAP_STAFF_ID / BOOTSTRAP_STAFF_PASSWORD', () => {
   it('are validated with the rest of the configuration', () => {
     assert.deepEqual(loadConfig({ BOOTSTRAP_STAFF_ID: '9', BOOTSTRAP_STAFF_PASSWORD: PASSWORD }).bootstrapStaff, { id: 9, password: PASSWORD });
-    assert.throws(() => loadConfig({ BOOTSTRAP_STAFF_ID: '9', BOOTSTRAP_STAFF_PASSWORD: 'short' }), /BOOTSTRAP_STAFF_PASSWORD must have at least 10 characters/);
+    assert.throws(() => loadConfig({ BOOTSTRAP_STAFF_ID: '9', BOOTSTRAP_STAFF_PASSWORD: 'short' }), /BOOTSTRAP_STAFF_PASSWORD is refused: password must be at least 10 characters/);
+    // The API's rules (POST /staff: 400 WEAK_PASSWORD); before, only the length was checked.
+    for (const weak of ['1234567890', 'aaaaaaaaaaaa', 'password123', 'staff-pass', 'Student-Pass-1', 'x'.repeat(73)]) {
+      assert.throws(() => loadConfig({ BOOTSTRAP_STAFF_ID: '9', BOOTSTRAP_STAFF_PASSWORD: weak }), /BOOTSTRAP_STAFF_PASSWORD is refused: /, weak);
+    }
     assert.throws(() => loadConfig({ BOOTSTRAP_STAFF_PASSWORD: PASSWORD }), /BOOTSTRAP_STAFF_ID must be a staff id/);
     assert.equal(loadConfig({}).bootstrapStaff, null);
+  });
+
+  it('a weak BOOTSTRAP_STAFF_PASSWORD refuses the start: exit code 2 and the reason, before anything is opened', { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bootstrap-weak-'));
+    try {
+      for (const weak of ['1234567890', 'aaaaaaaaaaaa', 'password123']) {
+        const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+          cwd: ROOT,
+          encoding: 'utf8',
+          env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '', DATA_DIR: dir, PORT: '0', DEMO_DATA: 'false', BOOTSTRAP_STAFF_ID: '12', BOOTSTRAP_STAFF_PASSWORD: weak },
+          timeout: 60_000,
+        });
+        // Before: it started and logged "first staff member created".
+        assert.equal(r.status, 2, `${weak}: ${r.stdout}\n${r.stderr}`);
+        const problems = r.stderr.split('\n').filter((l) => l.startsWith('  - '));
+        assert.equal(problems.length, 1, r.stderr);
+        assert.match(problems[0]!, /^ {2}- BOOTSTRAP_STAFF_PASSWORD is refused: [^\n]+$/);
+        assert.equal(r.stdout, '', 'nothing was started or logged');
+        assert.ok(!r.stderr.includes(weak), 'the password was printed');
+      }
+      assert.deepEqual(readdirSync(dir), [], 'the data directory was opened');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('say "add it to ADMIN_STAFF_IDS" only when the id is not listed there', { timeout: 240_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bootstrap-admin-'));
+    try {
+      const out = await withEngine(dir, { BOOTSTRAP_STAFF_ID: '12', BOOTSTRAP_STAFF_PASSWORD: PASSWORD, ADMIN_STAFF_IDS: '3,12' }, async (base) => {
+        assert.equal(await login(base, 12, PASSWORD), 200);
+      });
+      assert.match(out, /"msg":"first staff member created from BOOTSTRAP_STAFF_ID"/);
+      assert.ok(!out.includes('add it to ADMIN_STAFF_IDS'), 'the hint is shown for an id listed in ADMIN_STAFF_IDS');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('create the first staff member at start, never log the password, and never reset it on a later start', { timeout: 240_000 }, async () => {
@@ -148,7 +212,7 @@ describe('BOOTSTRAP_STAFF_ID / BOOTSTRAP_STAFF_PASSWORD', () => {
         assert.equal(await login(base, 12, PASSWORD), 200);
         assert.equal(await login(base, 12, 'wrong-password-1'), 401);
       });
-      assert.match(first, /first staff member created from BOOTSTRAP_STAFF_ID/);
+      assert.match(first, /first staff member created from BOOTSTRAP_STAFF_ID \(add it to ADMIN_STAFF_IDS to let it create staff\)/);
       assert.ok(!first.includes(PASSWORD), 'the password appears in the output');
       const second = await withEngine(dir, { BOOTSTRAP_STAFF_ID: '12', BOOTSTRAP_STAFF_PASSWORD: 'another-password-99' }, async (base) => {
         assert.equal(await login(base, 12, PASSWORD), 200, 'the first password still works');

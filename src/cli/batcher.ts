@@ -9,7 +9,7 @@
 import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
-import { startMetricsServer } from '../metrics/server.js';
+import { metricsAddressRefusal, metricsListenRefusal, startMetricsServer } from '../metrics/server.js';
 import { createLogger } from '../logger.js';
 import { deriveWebhookNotices, eventMayNotify } from '../notices/notices.js';
 import { createBatcher } from '../persistence/batcher.js';
@@ -80,6 +80,18 @@ if (args.skip !== undefined) {
   process.exit(code);
 }
 
+// The Prometheus listener's address, before the database is waited for: a METRICS_PORT in use or a
+// METRICS_HOST that does not resolve is said in one line (exit 3), as the server says it, not as a
+// stack trace once the batcher runs.
+if (config.metrics.port > 0) {
+  const taken = await metricsAddressRefusal(config.metrics.host, config.metrics.port);
+  if (taken !== null) {
+    logger.fatal({ host: config.metrics.host, port: config.metrics.port }, `refusing to start: ${taken}`);
+    logger.flush();
+    process.exit(3);
+  }
+}
+
 // Installed before the start's wait: a signal then has nothing to drain (nothing is consumed yet),
 // and without a listener Node would die of it. Replaced by the graceful stop once the batcher runs.
 let onStopSignal = (signal: string): void => {
@@ -118,4 +130,17 @@ batcher.start();
 onStopSignal = (signal) => void stop(signal);
 logger.info({ stream: names.stream }, 'batcher started');
 // Its lag gauges live in this process: Prometheus scrapes it on its own METRICS_PORT.
-if (config.metrics.port > 0) metricsServer = await startMetricsServer({ ...config.metrics, logger });
+if (config.metrics.port > 0) {
+  try {
+    metricsServer = await startMetricsServer({ ...config.metrics, logger, limits: config.http });
+  } catch (err) {
+    // Taken since the check at the start.
+    const reason = metricsListenRefusal(err, config.metrics.host, config.metrics.port);
+    if (reason === null) throw err;
+    logger.fatal({ host: config.metrics.host, port: config.metrics.port }, `refusing to start: ${reason}`);
+    await batcher.stop();
+    await db.close();
+    logger.flush();
+    process.exit(3);
+  }
+}

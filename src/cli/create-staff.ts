@@ -3,7 +3,9 @@
  * store (DATABASE_URL in full mode, the embedded files under DATA_DIR otherwise), so the first
  * staff member of a fresh deployment exists before anyone can log in (`POST /staff` needs a staff
  * token). The password comes from STAFF_PASSWORD, or is typed at the prompt (not echoed), or is
- * the first line of stdin; it is hashed with bcrypt (cost 10) and never printed or logged.
+ * the first line of stdin; it follows the API's rules for new passwords (src/password-rules.ts: a
+ * weak, common or demo password is refused with one line, exit code 2, before the store is
+ * opened), is hashed with bcrypt (cost 10) and never printed or logged.
  *
  * Run it after `npm run migrate` and before the first start (a running server sees the new row
  * after a restart, as with any row inserted straight into the database). To let this member
@@ -18,11 +20,11 @@ import { ConfigError, loadCreateStaffConfig, type CreateStaffConfig } from '../c
 import { DEMO_PASSWORDS } from '../demo/demo-exposure.js';
 import { createLogger } from '../logger.js';
 import { hashPassword } from '../password.js';
+import { DEFAULT_MIN_PASSWORD_LENGTH, newPasswordProblem } from '../password-rules.js';
 import { migrate } from '../persistence/migrations.js';
 import { createPgClient } from '../persistence/pg-client.js';
 import { createPgliteClient } from '../persistence/pglite-client.js';
 
-const MIN_PASSWORD_LENGTH = 10;
 const MAX_ID = 2_147_483_647;
 
 function fail(message: string, code = 2): never {
@@ -88,8 +90,9 @@ if (departmentText !== undefined && !/^\d{1,10}$/.test(departmentText)) fail('--
 const departmentId = departmentText === undefined ? null : Number(departmentText);
 
 const password = config.staffPassword ?? (await readPassword());
-if (password.length < MIN_PASSWORD_LENGTH) fail(`the password must have at least ${MIN_PASSWORD_LENGTH} characters`);
-if (DEMO_PASSWORDS.includes(password)) fail('the demo passwords are public; choose another password');
+// The API's rules for every new password (POST /staff answers 400 WEAK_PASSWORD for the same), before anything is opened.
+const weak = newPasswordProblem(password, { minPasswordLength: DEFAULT_MIN_PASSWORD_LENGTH, refusedPasswords: DEMO_PASSWORDS });
+if (weak !== null) fail(`the password is refused: ${weak.reason}`);
 
 const logger = createLogger(config.logLevel).child({ module: 'create-staff' });
 const dataDirLock = await lockEmbeddedStore(config.databaseUrl, config.dataDir, 'npm run create-staff');

@@ -36,6 +36,7 @@ import { swapRoutes } from './routes/swap.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { admitPipelined, DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
 import { MAX_BODY_DEPTH, nestedTooDeep, schemaErrorFormatter, validatorCompiler } from './validation.js';
+import { DEFAULT_MIN_PASSWORD_LENGTH } from '../password-rules.js';
 
 /** What the HTTP layer needs from the process that wires it up; nothing here knows about storage drivers. */
 export interface AppDeps {
@@ -108,7 +109,6 @@ export interface AppDeps {
 export const DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS = 3;
 /** A login waits this long at most for a password-check slot: the registration-day login burst is served, not refused. */
 export const DEFAULT_LOGIN_QUEUE_MS = 5_000;
-export const DEFAULT_MIN_PASSWORD_LENGTH = 10;
 
 /** The app as built: Fastify with the TypeBox type provider. */
 export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;

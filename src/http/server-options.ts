@@ -134,7 +134,7 @@ export function fastifyServerOptions(limits: HttpLimits): {
  * picks: the host is checked all the same): another process may still take the port before the
  * real listen, which says the same through {@link listenRefusal}.
  */
-export async function portRefusal(host: string, port: number): Promise<string | null> {
+export async function portRefusal(host: string, port: number, names: ListenSettingNames = API_LISTEN_SETTINGS): Promise<string | null> {
   const probe = createServer();
   try {
     await new Promise<void>((resolve, reject) => {
@@ -143,24 +143,40 @@ export async function portRefusal(host: string, port: number): Promise<string | 
     });
     return null;
   } catch (err) {
-    return listenRefusal(err, host, port);
+    return listenRefusal(err, host, port, names);
   } finally {
     if (probe.listening) await new Promise<void>((r) => probe.close(() => r()));
   }
 }
 
+/**
+ * The settings a listener's address comes from, named in its refusals: the API's `HOST`/`PORT`, or
+ * the Prometheus listener's `METRICS_HOST`/`METRICS_PORT`, so the operator knows which to change.
+ */
+export interface ListenSettingNames {
+  host: string;
+  port: string;
+}
+
+/** The API listener's settings. */
+export const API_LISTEN_SETTINGS: ListenSettingNames = { host: 'HOST', port: 'PORT' };
+/** The Prometheus listener's settings (src/metrics/server.ts). */
+export const METRICS_LISTEN_SETTINGS: ListenSettingNames = { host: 'METRICS_HOST', port: 'METRICS_PORT' };
+
 /** The operator's reading of a failed listen (see {@link portRefusal}); null for an error that is not about the address. */
-export function listenRefusal(err: unknown, host: string, port: number): string | null {
+export function listenRefusal(err: unknown, host: string, port: number, names: ListenSettingNames = API_LISTEN_SETTINGS): string | null {
+  const hostSetting = names.host;
+  const portSetting = names.port;
   switch ((err as NodeJS.ErrnoException | null)?.code) {
     case 'EADDRINUSE':
-      return `port ${port} on ${host} is in use by another process (another engine?): stop it, or choose another PORT`;
+      return `port ${port} on ${host} is in use by another process (another engine?): stop it, or choose another ${portSetting}`;
     case 'EACCES':
-      return `port ${port} on ${host} needs privileges this process does not have: choose a PORT above 1023`;
+      return `port ${port} on ${host} needs privileges this process does not have: choose a ${portSetting} above 1023`;
     case 'EADDRNOTAVAIL': {
       // A name: say what it resolved to, the address that is not this machine's.
       const address = (err as { address?: unknown }).address;
       const resolved = isIP(host) === 0 && typeof address === 'string' && address !== host ? ` (it resolves to ${address})` : '';
-      return `HOST ${host} is not an address of this machine${resolved}: use 127.0.0.1, 0.0.0.0 or one of its addresses`;
+      return `${hostSetting} ${host} is not an address of this machine${resolved}: use 127.0.0.1, 0.0.0.0 or one of its addresses`;
     }
     // getaddrinfo's answers for a HOST that is a name (net reports them as errno codes).
     case 'ENOTFOUND':
@@ -168,11 +184,11 @@ export function listenRefusal(err: unknown, host: string, port: number): string 
     case 'EAI_NONAME':
     case 'EAI_NODATA':
     case 'EAI_FAIL':
-      return `HOST ${host} is not a name this machine resolves: use 127.0.0.1, localhost, 0.0.0.0 or one of its addresses`;
+      return `${hostSetting} ${host} is not a name this machine resolves: use 127.0.0.1, localhost, 0.0.0.0 or one of its addresses`;
     case 'EAI_AGAIN':
-      return `HOST ${host} could not be resolved (the name server did not answer): use 127.0.0.1, 0.0.0.0 or one of this machine's addresses`;
+      return `${hostSetting} ${host} could not be resolved (the name server did not answer): use 127.0.0.1, 0.0.0.0 or one of this machine's addresses`;
     case 'EAFNOSUPPORT':
-      return `HOST ${host} is an IPv6 address and IPv6 is not available on this machine: use 127.0.0.1 or 0.0.0.0`;
+      return `${hostSetting} ${host} is an IPv6 address and IPv6 is not available on this machine: use 127.0.0.1 or 0.0.0.0`;
     default:
       return null;
   }

@@ -6,7 +6,8 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { RouteContext } from '../context.js';
 import { markGoCompatible } from '../error-handler.js';
 import { bearer, errorResponses, GoBody, Id, MAX_ID, NoContent, Token } from '../schemas.js';
-import { BCRYPT_COST, checkNewPassword, Password } from './people.js';
+import { checkNewPassword } from '../../password-rules.js';
+import { BCRYPT_COST, Password } from './people.js';
 
 /**
  * `POST /login` and `POST /refresh`, as the Go service had them, plus `POST /logout`, staff's

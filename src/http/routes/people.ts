@@ -1,10 +1,11 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { hashPassword } from '../../password.js';
+import { checkNewPassword } from '../../password-rules.js';
 import type { StudentChanges, StudentRecord } from '../../actors/student-rules.js';
 import { EngineError } from '../../errors.js';
 import { principalOf, requestMeta } from '../auth.js';
-import type { AccountPolicy, RouteContext } from '../context.js';
+import type { RouteContext } from '../context.js';
 import { bearer, errorResponses, Id, NoContent, Sex } from '../schemas.js';
 import { assertDepartment, assertRequired } from './sections.js';
 
@@ -16,8 +17,6 @@ import { assertDepartment, assertRequired } from './sections.js';
 
 /** bcrypt's cost for every password the engine hashes (the Go service's). */
 export const BCRYPT_COST = 10;
-/** bcrypt reads only the first 72 bytes; longer passwords would be silently truncated. */
-const MAX_PASSWORD_BYTES = 72;
 const ISO_WITH_ZONE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
 const MAX_UNIX_SECONDS = 253_402_300_799;
 
@@ -26,39 +25,6 @@ export const Password = Type.String({
   maxLength: 200,
   description: 'At least 10 characters (configurable), at most 72 bytes (bcrypt); not a demo password',
 });
-
-/** A new account's password: long enough, not over bcrypt's limit, and not a published demo password. */
-export function checkNewPassword(password: string, policy: AccountPolicy): void {
-  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) {
-    throw new EngineError('BAD_REQUEST', `password must be at most ${MAX_PASSWORD_BYTES} bytes`);
-  }
-  if ([...password].length < policy.minPasswordLength) {
-    throw new EngineError('WEAK_PASSWORD', `password must be at least ${policy.minPasswordLength} characters`);
-  }
-  const plain = password.trim().toLowerCase();
-  if ([...policy.refusedPasswords].some((p) => plain.startsWith(p.toLowerCase()))) {
-    throw new EngineError('WEAK_PASSWORD', 'that password is (or starts with) one published with the demo data; choose another');
-  }
-  if (new Set(plain).size < MIN_DISTINCT_CHARACTERS) {
-    throw new EngineError('WEAK_PASSWORD', `password must have at least ${MIN_DISTINCT_CHARACTERS} different characters`);
-  }
-  if (COMMON_PASSWORDS.has(plain) || RUNS.some((run) => run.includes(plain))) {
-    throw new EngineError('WEAK_PASSWORD', 'that password is among the first any guesser tries; choose another');
-  }
-}
-
-/** Fewer different characters than this ('aaaaaaaaaa', ten spaces, 'ababababab') is refused. */
-const MIN_DISTINCT_CHARACTERS = 4;
-/** Keyboard and counting runs: any 10+ character piece of one ('1234567890', 'qwertyuiop', 'abcdefghij') is refused. */
-const RUNS = ['01234567890123456789', '98765432109876543210', 'abcdefghijklmnopqrstuvwxyz', 'qwertyuiopasdfghjklzxcvbnm', '1q2w3e4r5t6y7u8i9o0p', 'q1w2e3r4t5y6u7i8o9p0'];
-/** The most common passwords of 10 or more characters in public breach lists (compared in lower case, trimmed). */
-const COMMON_PASSWORDS = new Set([
-  'password123', 'password1234', 'password12345', 'password!23', 'passw0rd123', 'iloveyou123', 'qwerty12345', 'qwerty123456',
-  '1234567890a', 'a1234567890', 'abc1234567', 'abcd123456', 'abc123456789', '123456789a', '123456789abc', '1234567890q',
-  '1111111111', '0000000000', '1234512345', '1212121212', '1122334455', '9876543210a', 'letmein123', 'welcome123',
-  'admin12345', 'administrator', 'changeme123', 'football123', 'monkey12345', 'dragon12345', 'sunshine123', 'princess123',
-  'student123', 'student1234', 'university', 'university1', 'registration', 'enrollment', 'myspace123', 'baseball123',
-]);
 
 /**
  * The date part names a day that exists: `Date.parse` takes 2026-02-30 and moves it to 2 March, and
