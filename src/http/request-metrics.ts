@@ -84,9 +84,19 @@ export function resetRequestMetrics(): void {
   outcomeChildren.clear();
 }
 
-/** Observes every response's duration in `http_request_duration_seconds`. */
+/**
+ * Observes every response's duration in `http_request_duration_seconds`, once per client request:
+ * a request another instance forwarded here (`request.arrivedByForward`, its signed mark checked by
+ * src/http/forwarding.ts) is not observed, because the instance the client talked to observes it
+ * with the whole time the client waited. Dashboards sum over instances, so counting it at the
+ * owner too counted every forwarded write twice and mixed the owner's inner latency into the p99.
+ */
 export function installRequestMetrics(app: FastifyInstance): void {
   app.addHook('onResponse', (request, reply, done) => {
+    if (request.arrivedByForward === true) {
+      done();
+      return;
+    }
     const route = request.routeOptions.url ?? 'unmatched';
     childFor(request.method, route, reply.statusCode).observe(reply.elapsedTime / 1000);
     done();
