@@ -115,6 +115,9 @@ function unreachable(err: unknown): never {
 export async function createFullStore(opts: FullStoreOptions): Promise<FullStore> {
   const log = opts.logger.child({ module: 'full-store' });
   const names = streamNames(opts.prefix);
+  // Every full store reads the log at load (the replay): its stall gauge has a 0 series from the
+  // start, so a healthy instance reads 0 rather than "No data" on the dashboard and in alerts.
+  setLogStall(names.stream, 'replay', null);
   const db = createPgClient(opts.databaseUrl, opts.databaseQueryTimeoutMs !== undefined ? { queryTimeoutMillis: opts.databaseQueryTimeoutMs } : {});
   const amqpLog = new AmqpLog({ url: opts.rabbitmqUrl, stream: names.stream, logger: opts.logger, confirmTimeoutMs: opts.brokerConfirmTimeoutMs });
   const batcher = opts.runBatcher
