@@ -99,6 +99,20 @@ describe('/metrics', () => {
     assert.match(text, /# TYPE nodejs_gc_duration_seconds histogram/);
   });
 
+  it('histogram buckets reach past the slow paths (login queue 5 s, forwards 8-16 s, confirm timeout 5 s) and keep every earlier boundary', async () => {
+    const { text } = await scrape();
+    const bounds = (series: RegExp): string[] => [...text.matchAll(series)].map((m) => m[1] as string);
+    const http = bounds(/^http_request_duration_seconds_bucket\{le="([^"]+)",method="PUT",route="\/student\/course",status="204"\}/gm);
+    const confirm = bounds(/^enrollment_publish_confirm_seconds_bucket\{le="([^"]+)"\}/gm);
+    // The boundaries dashboards and recorded queries may name (le="..."): never dropped.
+    const before = ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5'];
+    for (const le of [...before, '5']) assert.ok(http.includes(le), `http_request_duration_seconds lost le=${le}: ${http.join(' ')}`);
+    for (const le of before) assert.ok(confirm.includes(le), `enrollment_publish_confirm_seconds lost le=${le}: ${confirm.join(' ')}`);
+    const top = (les: string[]) => Math.max(...les.filter((le) => le !== '+Inf').map(Number));
+    assert.ok(top(http) >= 20, `a forwarded write settles within 16 s; the last finite bucket is ${top(http)} s`);
+    assert.ok(top(confirm) >= 10, `a confirm times out at 5 s; the last finite bucket is ${top(confirm)} s`);
+  });
+
   it('counts the logins waiting for a password-check slot and the checks running', async () => {
     const gate = createPasswordGate({ max: 1, maxWaitMs: 5000 });
     watchPasswordGate(gate);
