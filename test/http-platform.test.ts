@@ -225,3 +225,20 @@ describe('request loggers', () => {
     }
   });
 });
+
+describe('a route that serves the method but finds nothing (probe O2, finding 4)', () => {
+  it('a missing file under /docs/static is 404 NOT_FOUND, not 405 naming the method it says is allowed', async () => {
+    for (const method of ['GET', 'HEAD'] as const) {
+      const r = await fx.app.inject({ method, url: '/docs/static/xyz.js' });
+      assert.equal(r.statusCode, 404, `${method}: ${r.statusCode} ${r.body}`);
+      assert.equal(r.headers.allow, undefined);
+      if (method === 'GET') assert.deepEqual(r.json(), { reason: 'nothing found at /docs/static/xyz.js', code: 'NOT_FOUND' });
+    }
+    // A method the static route does not serve is still 405 with Allow.
+    const post = await fx.request('POST', '/docs/static/xyz.js');
+    expectError(post, 405, 'METHOD_NOT_ALLOWED');
+    assert.equal(post.headers.allow, 'GET, HEAD');
+    // And a file that is there is served.
+    assert.equal((await fx.app.inject({ method: 'GET', url: '/docs/static/swagger-ui.css' })).statusCode, 200);
+  });
+});

@@ -99,6 +99,20 @@ describe('/metrics', () => {
     assert.match(text, /# TYPE nodejs_gc_duration_seconds histogram/);
   });
 
+  it('histogram buckets reach past the slow paths (login queue 5 s, forwards 8-16 s, confirm timeout 5 s) and keep every earlier boundary', async () => {
+    const { text } = await scrape();
+    const bounds = (series: RegExp): string[] => [...text.matchAll(series)].map((m) => m[1] as string);
+    const http = bounds(/^http_request_duration_seconds_bucket\{le="([^"]+)",method="PUT",route="\/student\/course",status="204"\}/gm);
+    const confirm = bounds(/^enrollment_publish_confirm_seconds_bucket\{le="([^"]+)"\}/gm);
+    // The boundaries dashboards and recorded queries may name (le="..."): never dropped.
+    const before = ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5'];
+    for (const le of [...before, '5']) assert.ok(http.includes(le), `http_request_duration_seconds lost le=${le}: ${http.join(' ')}`);
+    for (const le of before) assert.ok(confirm.includes(le), `enrollment_publish_confirm_seconds lost le=${le}: ${confirm.join(' ')}`);
+    const top = (les: string[]) => Math.max(...les.filter((le) => le !== '+Inf').map(Number));
+    assert.ok(top(http) >= 20, `a forwarded write settles within 16 s; the last finite bucket is ${top(http)} s`);
+    assert.ok(top(confirm) >= 10, `a confirm times out at 5 s; the last finite bucket is ${top(confirm)} s`);
+  });
+
   it('counts the logins waiting for a password-check slot and the checks running', async () => {
     const gate = createPasswordGate({ max: 1, maxWaitMs: 5000 });
     watchPasswordGate(gate);
@@ -207,5 +221,63 @@ describe('Grafana dashboard and docker-compose.yml', () => {
       assert.match(env['RABBITMQ_URL'] ?? '', /@rabbitmq:5672$/, name);
       assert.equal(env['REDIS_URL'], 'redis://redis:6379', name);
     }
+  });
+});
+
+describe('Prometheus alert rules (ops/prometheus/alerts.yml)', () => {
+  type Rule = { alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  const rulesFile = parseYaml(readFileSync('ops/prometheus/alerts.yml', 'utf8')) as { groups: { name: string; rules: Rule[] }[] };
+  const rules = rulesFile.groups.flatMap((g) => g.rules);
+  /** The engine's metric names a rule reads, in its expression and in its annotations' queries. */
+  const enginesNamesIn = (r: Rule): string[] => [r.expr, ...Object.values(r.annotations ?? {})].flatMap((s) => s.match(/\benrollment_\w+/g) ?? []);
+
+  it('name only metrics the engine registers', async () => {
+    const { text } = await scrape();
+    const exported = exportedNames(text);
+    const named = new Set(rules.flatMap(enginesNamesIn));
+    assert.ok(named.has('enrollment_batcher_leader') && named.has('enrollment_log_stalled'), [...named].join(', '));
+    const missing = [...named].filter((m) => !exported.has(m));
+    assert.deepEqual(missing, [], `the alert rules name metrics the engine does not register: ${missing.join(', ')}`);
+    // The check can fail: a misspelt name is not among them.
+    assert.equal(exported.has(enginesNamesIn({ alert: 'x', expr: 'sum(enrollment_batcher_leaders) == 0' })[0] as string), false);
+  });
+
+  it('are the alerts docs/operations.md asks for, loaded by prometheus.yml and mounted by compose', () => {
+    const docs = readFileSync('docs/operations.md', 'utf8');
+    assert.match(docs, /`sum\(enrollment_batcher_leader\) == 0`[^|]*alert on it/);
+    assert.match(docs, /`enrollment_log_stalled\{stream,reader\}`.*\(page someone\)/);
+    const leader = rules.find((r) => /sum\(enrollment_batcher_leader\)\s*==\s*0/.test(r.expr));
+    assert.ok(leader, 'an alert on sum(enrollment_batcher_leader) == 0');
+    assert.ok(leader.for !== undefined, 'held for a while: a lead handed over reads 0 for a moment');
+    const stalled = rules.find((r) => /enrollment_log_stalled\b/.test(r.expr));
+    assert.ok(stalled, 'an alert on enrollment_log_stalled');
+    assert.equal(stalled.labels?.['severity'], 'page');
+    for (const r of rules) assert.ok(r.annotations?.['summary'], `${r.alert} says what happened`);
+
+    const promConfig = parseYaml(readFileSync('ops/prometheus/prometheus.yml', 'utf8')) as { rule_files?: string[] };
+    assert.deepEqual(promConfig.rule_files, ['alerts.yml']);
+    const compose = parseYaml(readFileSync('docker-compose.yml', 'utf8'), { merge: true }) as { services: Record<string, { volumes?: string[] }> };
+    assert.ok(compose.services['prometheus']?.volumes?.includes('./ops/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro'), 'compose mounts the rules beside prometheus.yml');
+  });
+
+  it("the batcher panel shows its 0/1 series (stalled, leader) as counts, not in the panel's seconds", () => {
+    const dashboard = JSON.parse(readFileSync('ops/grafana/dashboards/enrollment.json', 'utf8')) as {
+      panels: {
+        title: string;
+        fieldConfig: { defaults: { unit?: string }; overrides: { matcher: { id: string; options: string }; properties: { id: string; value: unknown }[] }[] };
+        targets: { refId: string; expr: string }[];
+      }[];
+    };
+    const countSeries = /enrollment_log_stalled\b|enrollment_batcher_leader\b/;
+    let checked = 0;
+    for (const p of dashboard.panels) {
+      for (const t of p.targets.filter((x) => countSeries.test(x.expr))) {
+        const override = p.fieldConfig.overrides.find((o) => o.matcher.id === 'byFrameRefID' && o.matcher.options === t.refId);
+        const unit = override?.properties.find((x) => x.id === 'unit')?.value ?? p.fieldConfig.defaults.unit;
+        assert.ok(unit !== 's', `${p.title}: ${t.expr} is shown in seconds`);
+        checked += 1;
+      }
+    }
+    assert.equal(checked, 2);
   });
 });

@@ -213,6 +213,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   app.decorateRequest('principal', null);
   app.decorateRequest('tokenSession', null);
   app.decorateRequest('forwardedClient', null);
+  app.decorateRequest('arrivedByForward', false);
   // One callback hook for what every reply carries (no promise, no second hook per request): the
   // security headers, worked out once, and the request id.
   // And pipelining first of all: a connection's requests run one after another, in the order sent,
@@ -279,7 +280,13 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     requirements: deps.storageRequirements ?? NO_STORAGE_REQUIREMENTS,
     ...(drain ? { drain } : {}),
   };
-  if (deps.cluster) app.addHook('preValidation', createForwarder({ cluster: deps.cluster, retryMs: deps.forwardRetryMs ?? 8000, secret: deps.jwtSecret }));
+  if (deps.cluster) {
+    const forwarder = createForwarder({ cluster: deps.cluster, retryMs: deps.forwardRetryMs ?? 8000, secret: deps.jwtSecret });
+    // App-level, so it runs before any route's token check: a forwarded request refused here is
+    // still known as forwarded, and not counted in the request metrics a second time.
+    app.addHook('onRequest', forwarder.recognizeForwarded);
+    app.addHook('preValidation', forwarder);
+  }
   await app.register(healthRoutes, ctx);
   await app.register(authRoutes, ctx);
   await app.register(studentRoutes, ctx);

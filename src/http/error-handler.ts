@@ -88,6 +88,8 @@ const ALLOW_ORDER: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH
  * them. Call before any route is added: a path served under other methods than the one asked is
  * answered 405 with `Allow` (as HTTP says, and as the Go service's router did), not 404, so a
  * client that sent POST where PUT was meant is told so; the routes are recorded as they are added.
+ * A path whose route serves the method asked but found nothing there (a wildcard static route) is
+ * a 404.
  */
 export function installErrorHandlers(app: FastifyInstance, routerOptions: { ignoreTrailingSlash?: boolean } = {}): void {
   const known = FindMyWay({ ignoreTrailingSlash: routerOptions.ignoreTrailingSlash ?? false });
@@ -124,12 +126,16 @@ export function installErrorHandlers(app: FastifyInstance, routerOptions: { igno
   app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) => {
     const url = request.url.length > 200 ? `${request.url.slice(0, 200)}...` : request.url;
     const allowed = allowedMethods(request.url);
-    if (allowed.length > 0) {
+    // 405 only when the method is not among those the path is served under. A route that serves
+    // this method and still found nothing (the docs' `/docs/static/*` for a file that is not there,
+    // which calls the not-found handler) is a 404: a 405 saying "GET is not allowed; allowed: GET,
+    // HEAD" contradicted itself (probe O2).
+    if (allowed.length > 0 && !allowed.includes(request.method as HTTPMethod)) {
       const body: ErrorBodyT = { reason: `${request.method} is not allowed on ${url}; allowed: ${allowed.join(', ')}`, code: 'METHOD_NOT_ALLOWED' };
       void reply.header(REQUEST_ID_HEADER, request.id).header('allow', allowed.join(', ')).code(405).send(body);
       return;
     }
-    const body: ErrorBodyT = { reason: `no route ${request.method} ${url}`, code: 'NOT_FOUND' };
+    const body: ErrorBodyT = { reason: allowed.length > 0 ? `nothing found at ${url}` : `no route ${request.method} ${url}`, code: 'NOT_FOUND' };
     void reply.header(REQUEST_ID_HEADER, request.id).code(404).send(body);
   });
 }

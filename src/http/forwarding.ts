@@ -38,6 +38,18 @@ export const DRAINING_HOME_HEADER = 'x-engine-home-draining';
  */
 export const CLIENT_HEADER = 'x-engine-client';
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * True when another instance forwarded this request here (its signed `x-engine-forwarded` mark
+     * checked, taken once); false for a client's request, also one carrying a forged mark. The
+     * request metrics skip such a request: the instance the client talked to records it already,
+     * and dashboards sum over instances (src/http/request-metrics.ts).
+     */
+    arrivedByForward: boolean;
+  }
+}
+
 export interface ForwardingOptions {
   cluster: ClusterMembership;
   /** How long a forward keeps retrying while the owner cannot be reached or changes (ms). */
@@ -157,7 +169,11 @@ type Served = 'here' | 'relayed';
  */
 export const FORWARD_IDLE_MS = 2_000;
 
-/** Returns the preValidation hook that forwards writes this instance does not own. */
+/**
+ * Returns the preValidation hook that forwards writes this instance does not own, with
+ * `recognizeForwarded`, the onRequest hook that marks a request another instance forwarded here
+ * (`request.arrivedByForward`), so that one client request is counted once across instances.
+ */
 export function createForwarder(opts: ForwardingOptions) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256, timeout: FORWARD_IDLE_MS });
   const syncTimeoutMs = opts.syncTimeoutMs ?? 2000;
@@ -217,6 +233,20 @@ export function createForwarder(opts: ForwardingOptions) {
     const encoded = stamp.slice(stamp.lastIndexOf('.') + 1);
     const address = Buffer.from(encoded, 'base64url').toString('utf8');
     return address === '' ? null : address;
+  }
+
+  /** Requests whose forwarded mark was checked, with the outcome: a mark is taken once, and both hooks ask. */
+  const forwardedChecked = new WeakMap<FastifyRequest, boolean>();
+
+  /** Whether another instance forwarded the request here (its signed mark holds); checked once per request. */
+  function forwardedHere(request: FastifyRequest): boolean {
+    if (request.headers[FORWARDED_HEADER] === undefined) return false;
+    let v = forwardedChecked.get(request);
+    if (v === undefined) {
+      v = marked(request, FORWARDED_HEADER);
+      forwardedChecked.set(request, v);
+    }
+    return v;
   }
 
   /** Students whose home is here: the tail of each one's chain of writes (they run one at a time). */
@@ -327,7 +357,7 @@ export function createForwarder(opts: ForwardingOptions) {
   async function forward(request: FastifyRequest, reply: FastifyReply, shard: number, home = false, homeShard: number | null = null): Promise<Served> {
     let route = cluster.routeWrite(shard);
     if (route.self && admit(reply, shard)) return 'here';
-    if (!home && request.headers[FORWARDED_HEADER] !== undefined && marked(request, FORWARDED_HEADER)) {
+    if (!home && forwardedHere(request)) {
       // Sent here by an instance whose view of the leases is older: it retries with a fresh one.
       // (Signed: a client's own header is ignored, its write forwarded like any other, not refused.)
       throw new EngineError('NOT_OWNER', 'this instance does not own the shard of this request; nothing was changed');
@@ -516,9 +546,19 @@ export function createForwarder(opts: ForwardingOptions) {
     return atHome(request, reply, student, sectionShard, homeShard);
   }
 
+  /**
+   * The onRequest hook that recognises a request forwarded by another instance before anything
+   * else can answer it (a token check, a 404), so that whatever this instance answers, the request
+   * is not counted again here: the instance the client talked to counts it.
+   */
+  function recognizeForwarded(request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    if (request.headers[FORWARDED_HEADER] !== undefined && forwardedHere(request)) request.arrivedByForward = true;
+    done();
+  }
+
   // A callback hook: a request this instance serves itself (every request with one instance)
   // costs a lookup, not a promise.
-  return function forwardHook(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+  function forwardHook(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     if (!WRITE_METHODS.has(request.method)) {
       const key = behind.size === 0 ? null : principalKey(request);
       if (key === null || !behind.has(key)) return done();
@@ -541,5 +581,7 @@ export function createForwarder(opts: ForwardingOptions) {
       },
       (err: unknown) => done(err as Error),
     );
-  };
+  }
+
+  return Object.assign(forwardHook, { recognizeForwarded });
 }

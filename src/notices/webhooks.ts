@@ -4,6 +4,7 @@ import https from 'node:https';
 import { isIP, type LookupFunction, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
+import { createRepeatedFailureLog, type RepeatedFailureLog } from '../repeated-failure.js';
 import type { DeliveryJob, DeliveryQueue, DeliveryStatus, NoticeStore, WebhookRow } from '../persistence/notice-types.js';
 import {
   checkWebhookTarget,
@@ -94,6 +95,11 @@ export interface WebhookServiceOptions {
    */
   maxActive?: number;
   now?: () => number;
+  /**
+   * While the feed or the sweep keeps failing (the database away), how often at most it is logged
+   * again (ms; default REPEATED_FAILURE_LOG_MS, 15 s): the feed retries every `feedMs`.
+   */
+  repeatedFailureLogMs?: number;
 }
 
 /** A webhook as the API shows it: never its secret. */
@@ -116,6 +122,9 @@ export class WebhookService {
   private feedTimer: NodeJS.Timeout | null = null;
   private feeding: Promise<void> | null = null;
   private feedAgain = false;
+  /** The feed's and the sweep's failures, logged once per run of them and then at most every 15 s. */
+  private readonly feedFailures: RepeatedFailureLog;
+  private readonly sweepFailures: RepeatedFailureLog;
   private readonly onWebhooksChanged: () => void;
   private readonly allowPrivateTargets: boolean;
   private readonly resolveHost: ResolveHost;
@@ -131,6 +140,18 @@ export class WebhookService {
     this.store = opts.store;
     this.queue = opts.queue;
     this.log = opts.logger.child({ module: 'webhooks' });
+    // The feed runs every 250 ms (and on every wake): with the database away, a warning per run
+    // flooded the log (probe O2: 91 lines in 22 s with no webhook configured).
+    this.feedFailures = createRepeatedFailureLog(this.log, {
+      message: 'queueing new webhook deliveries failed; the sweep queues them later',
+      recovered: 'queueing new webhook deliveries works again',
+      everyMs: opts.repeatedFailureLogMs,
+    });
+    this.sweepFailures = createRepeatedFailureLog(this.log, {
+      message: 'sweeping overdue webhook deliveries failed',
+      recovered: 'sweeping overdue webhook deliveries works again',
+      everyMs: opts.repeatedFailureLogMs,
+    });
     this.maxAttempts = opts.maxAttempts ?? 8;
     this.baseDelayMs = opts.baseDelayMs ?? 2000;
     this.maxDelayMs = opts.maxDelayMs ?? 600_000;
@@ -192,13 +213,15 @@ export class WebhookService {
     try {
       for (;;) {
         const ids = await this.store.claimNewDeliveries(500);
-        if (ids.length === 0) return;
-        // A job lost here (broker away, crash) stays a claimed pending row: the sweep queues it again.
-        await Promise.all(ids.map((deliveryId) => this.queue.schedule({ deliveryId, attempt: 1 }, 0)));
-        if (ids.length < 500 || this.closed) return;
+        if (ids.length > 0) {
+          // A job lost here (broker away, crash) stays a claimed pending row: the sweep queues it again.
+          await Promise.all(ids.map((deliveryId) => this.queue.schedule({ deliveryId, attempt: 1 }, 0)));
+        }
+        if (ids.length < 500 || this.closed) break;
       }
+      this.feedFailures.succeeded();
     } catch (err) {
-      this.log.warn({ err }, 'queueing new webhook deliveries failed; the sweep queues them later');
+      this.feedFailures.failed(err);
     }
   }
 
@@ -208,9 +231,10 @@ export class WebhookService {
       const ids = await this.store.dueDeliveries(this.now() - this.sweepGraceMs, 500);
       for (const deliveryId of ids) await this.queue.schedule({ deliveryId, attempt: 0 }, 0);
       if (ids.length > 0) this.log.warn({ deliveries: ids.length }, 'overdue webhook deliveries queued again');
+      this.sweepFailures.succeeded();
       return ids.length;
     } catch (err) {
-      this.log.warn({ err }, 'sweeping overdue webhook deliveries failed');
+      this.sweepFailures.failed(err);
       return 0;
     }
   }

@@ -145,6 +145,9 @@ export function createBatcherThread(opts: BatcherThreadOptions): Batcher {
     },
   };
   const unwatch = watchBatcher(lag);
+  // This thread's registry is the one scraped: a 0 series from the start, so a healthy batcher
+  // reads 0 rather than "No data" (the worker's own setLogStall goes to the worker's registry).
+  setLogStall(opts.data.stream, 'batcher', null);
 
   return {
     start() {

@@ -572,6 +572,9 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     },
   };
   const unwatch = watchBatcher(lag);
+  // A 0 series from the start (not only after a first stall), so `max(enrollment_log_stalled)`
+  // reads 0 while healthy instead of "No data", which looks like a broken scrape.
+  setLogStall(opts.stream, 'batcher', null);
 
   return {
     start() {

@@ -1,6 +1,7 @@
 import amqp, { type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
+import { createRepeatedFailureLog } from '../repeated-failure.js';
 import { withHeartbeat } from './amqp-log.js';
 import type { DeliveryJob, DeliveryQueue, NoticeStore } from './notice-types.js';
 
@@ -190,6 +191,9 @@ export function createDatabaseDeliveryQueue(opts: { store: NoticeStore; logger: 
   let timer: NodeJS.Timeout | null = null;
   let polling = false;
   let closed = false;
+  // Polled every 500 ms: while the database is away, logged when it starts, every 15 s while it
+  // lasts and once when it is back, not on every poll.
+  const pollFailures = createRepeatedFailureLog(log, { message: 'reading due webhook deliveries failed', recovered: 'reading due webhook deliveries works again' });
 
   const poll = async (): Promise<void> => {
     if (polling || closed || handler === null) return;
@@ -204,8 +208,9 @@ export function createDatabaseDeliveryQueue(opts: { store: NoticeStore; logger: 
           .catch((err: unknown) => log.warn({ err, deliveryId: id }, 'webhook job failed; it stays due'))
           .finally(() => inflight.delete(id));
       }
+      pollFailures.succeeded();
     } catch (err) {
-      log.warn({ err }, 'reading due webhook deliveries failed');
+      pollFailures.failed(err);
     } finally {
       polling = false;
     }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { createGroupCommitter } from './group-commit.js';
+import { setLogStall, watchBatcher } from './metrics.js';
 import { migrate } from './migrations.js';
 import { createSqlNoticeStore } from './notice-store.js';
 import { createPgliteClient, type PgliteOptions } from './pglite-client.js';
@@ -8,6 +9,9 @@ import type { SqlClient } from './sql-client.js';
 import { loadState, readFillHistory, readRequirements, readStudentTransitions, readTransitions } from './state-store.js';
 import type { LoadedState, Persistence, ReadinessReport } from './types.js';
 import { applyEventsWithOutbox, type StagedOutbox, type WebhookOutbox } from './webhook-outbox.js';
+
+/** The `stream` label of the embedded log in `enrollment_log_stalled` (it has no broker stream name). */
+export const EMBEDDED_LOG_STREAM = 'embedded';
 
 /**
  * Embedded mode: PGlite files under the data directory, and the ordered log is in process. Each
@@ -70,6 +74,22 @@ export async function createEmbeddedStore(opts: {
     maxQueuedEvents: opts.maxQueuedEvents,
   });
 
+  // Embedded mode is its own batcher: each group commit applies its events to the tables in the
+  // transaction that makes them durable. So it counts as the one batcher that writes the tables
+  // (`enrollment_batcher_leader` 1; docs/operations.md), 0 once a write failed and until the next
+  // reload, or once closed; and its log, which never stops at a message (a change that cannot be
+  // applied is refused, not acknowledged), has a 0 stall series (`stream="embedded"`).
+  let closed = false;
+  const unwatch = watchBatcher({
+    lagMessages: 0,
+    lagEvents: 0,
+    lagSeconds: 0,
+    get leader() {
+      return !closed && !committer.failed;
+    },
+  });
+  setLogStall(EMBEDDED_LOG_STREAM, 'batcher', null);
+
   return {
     mode: 'embedded',
     notices: createSqlNoticeStore(db),
@@ -99,6 +119,8 @@ export async function createEmbeddedStore(opts: {
     },
     async close() {
       await committer.drain();
+      closed = true;
+      unwatch();
       await db.close();
     },
   };

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { boundedStep } from '../bounded-step.js';
 import { EngineError, outcomeUnknown } from '../errors.js';
+import { createRepeatedFailureLog } from '../repeated-failure.js';
 import { sharedBoundedCheck } from './bounded-check.js';
 import { AmqpLog, createFenceFilter, notOwner, UnreadableMessageError, type FenceFilter, type LogMessage } from './amqp-log.js';
 import { createBatcher, type Batcher, type BatcherOptions } from './batcher.js';
@@ -115,6 +116,9 @@ function unreachable(err: unknown): never {
 export async function createFullStore(opts: FullStoreOptions): Promise<FullStore> {
   const log = opts.logger.child({ module: 'full-store' });
   const names = streamNames(opts.prefix);
+  // Every full store reads the log at load (the replay): its stall gauge has a 0 series from the
+  // start, so a healthy instance reads 0 rather than "No data" on the dashboard and in alerts.
+  setLogStall(names.stream, 'replay', null);
   const db = createPgClient(opts.databaseUrl, opts.databaseQueryTimeoutMs !== undefined ? { queryTimeoutMillis: opts.databaseQueryTimeoutMs } : {});
   const amqpLog = new AmqpLog({ url: opts.rabbitmqUrl, stream: names.stream, logger: opts.logger, confirmTimeoutMs: opts.brokerConfirmTimeoutMs });
   const batcher = opts.runBatcher
@@ -150,14 +154,18 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
   // about two seconds (a caller is answered at the check bound long before).
   const readinessDb = createPgClient(opts.databaseUrl, { max: 1, connectionTimeoutMillis: 2000, queryTimeoutMillis: 2000 });
   const readinessCheckMs = opts.readinessCheckMs ?? READINESS_CHECK_MS;
+  // Probes check every few seconds for as long as an outage lasts: logged when the checks start
+  // failing, every 15 s while they do, and once when one passes again.
+  const readinessFailures = createRepeatedFailureLog(log, { message: 'readiness: the database check failed', recovered: 'readiness: the database check passes again' });
   const databaseCheck = sharedBoundedCheck(async () => {
     try {
       const r = await readinessDb.query<{ stream_offset: number; reason: string }>('SELECT stream_offset, reason FROM log_stalls WHERE log_name = $1', [names.stream]);
+      readinessFailures.succeeded();
       return r.rows[0] ?? null;
     } catch (err) {
       // Logged once per check, however many probes waited on it. /ready is public: a short reason
       // there, the driver's message (hosts, users) in the log.
-      log.warn({ err }, 'readiness: the database check failed');
+      readinessFailures.failed(err);
       throw err;
     }
   }, readinessCheckMs);
