@@ -37,7 +37,12 @@ import {
  * durable state and the id of the latest transition that moved them. The first moves of a quiet
  * section go out at once; later ones wait for the end of the section's window. Notices are built
  * only for students with an open stream: webhooks get theirs from the log (the outbox, see
- * persistence/webhook-outbox.ts), except `seatAvailable`, which only this hub knows.
+ * persistence/webhook-outbox.ts), except `seatAvailable`, which this hub records with the fired watches.
+ *
+ * Seat watches are rows of `seat_watches`, read from the database whenever they are needed (no
+ * instance holds them in memory): every instance evaluates every opening and the store announces
+ * each (section, seq) once cluster-wide, so the watches survive a change of owner and every
+ * instance lists them and tells its own streams alike.
  */
 
 /** One open event stream of a student. `write` returns false once the client is gone or too slow. */
@@ -426,6 +431,8 @@ export class NoticeHub {
       return { end, fire: fire.map((w) => w.id), notices };
     };
     const run = async (): Promise<void> => {
+      // Stopped meanwhile: the store may be closing; the next start announces what is left.
+      if (this.unsubscribe === null) return;
       const res = await store.fireWatches(courseId, groupId, seq, at, choose);
       if (res.told.length === 0) return;
       const notices = seatAvailableNotices(ctx, seq, at, res.told);
