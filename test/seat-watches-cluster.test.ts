@@ -89,4 +89,38 @@ describe('seat watches with two instances (PostgreSQL, RabbitMQ, real processes)
       assert.equal(w2Stream.notices().filter((n) => n.kind === 'seatAvailable').length, 1, 'told once');
     }),
   );
+  test('after kill -9 of the owner, the survivor announces the next opening to a watch the dead owner took', { skip }, (t) =>
+    withFaultEnv(t, { students: 10 }, async (env) => {
+      env.startBatcher();
+      const a = await startNode(env, 'engine-a', {}, env.api.port);
+      const b = await startNode(env, 'engine-b');
+      t.after(() => [a, b].forEach((n) => n.api.close()));
+      assert.ok((await ownerAddress(env))?.endsWith(`:${a.api.port}`), 'engine-a owns the sections');
+      const section = { course_id: 904, group_id: 1 };
+      const created = await a.api.request('POST', '/sections', env.staffToken, { ...section, name: 'Watched', units: 1, capacity: 1, reserve_capacity: 0 });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const [r, w1, w2] = [0, 1, 2].map((i) => FIRST_STUDENT + i) as [number, number, number];
+      const tok = (s: number) => env.studentToken(s);
+      assert.equal((await a.api.request('PUT', '/student/course', tok(r), section)).status, 204);
+      for (const s of [w1, w2]) assert.equal((await a.api.request('POST', '/me/watches', tok(s), section)).status, 201);
+      const w1Stream = await openSse(`${b.api.base}/me/events`, { authorization: `Bearer ${tok(w1)}` });
+      t.after(() => w1Stream.close());
+      await w1Stream.waitFor((e) => e.some((x) => x.event === 'ready'));
+
+      await a.child.kill9();
+      await waitFor(async () => (await ownerAddress(env))?.endsWith(`:${b.api.port}`) ?? false, 30_000, 'engine-b to own the shard');
+      const dropped = await b.api.request('DELETE', `/student/course?course_id=${section.course_id}`, tok(r), undefined, 30_000);
+      assert.equal(dropped.status, 204, JSON.stringify(dropped.body));
+      await w1Stream.waitFor((e) => e.some((x) => x.data?.kind === 'seatAvailable'), 30_000, 'seatAvailable for w1 on engine-b');
+      const rows = await env.db.query<{ student_id: string; fired_seq: string | null }>('SELECT student_id, fired_seq FROM seat_watches ORDER BY id');
+      assert.deepEqual(
+        rows.rows.map((x) => [Number(x.student_id), x.fired_seq !== null]),
+        [
+          [w1, true],
+          [w2, false],
+        ],
+        "w1's watch fired, w2 keeps watching",
+      );
+    }),
+  );
 });
