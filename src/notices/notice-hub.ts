@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
 import { evolveSection, sectionKey } from '../actors/section-logic.js';
-import type { SectionContext, SectionEvent } from '../actors/types.js';
+import type { SectionContext, SectionEvent, Sex } from '../actors/types.js';
 import type { Engine } from '../engine/engine.js';
 import { EngineError } from '../errors.js';
 import type { DomainEvent } from '../persistence/types.js';
-import type { NoticeStore, WatchRow } from '../persistence/notice-types.js';
+import type { NoticeStore, WatchChoice, WatchRow } from '../persistence/notice-types.js';
 import {
   freePlaces,
   hasRoom,
@@ -37,7 +37,12 @@ import {
  * durable state and the id of the latest transition that moved them. The first moves of a quiet
  * section go out at once; later ones wait for the end of the section's window. Notices are built
  * only for students with an open stream: webhooks get theirs from the log (the outbox, see
- * persistence/webhook-outbox.ts), except `seatAvailable`, which only this hub knows.
+ * persistence/webhook-outbox.ts), except `seatAvailable`, which this hub records with the fired watches.
+ *
+ * Seat watches are rows of `seat_watches`, read from the database whenever they are needed (no
+ * instance holds them in memory): every instance evaluates every opening and the store announces
+ * each (section, seq) once cluster-wide, so the watches survive a change of owner and every
+ * instance lists them and tells its own streams alike.
  */
 
 /** One open event stream of a student. `write` returns false once the client is gone or too slow. */
@@ -91,10 +96,8 @@ export class NoticeHub {
   private readonly streams = new Map<number, Set<NoticeSink>>();
   private streamCount = 0;
   private readonly listeners = new Set<NoticeListener>();
-  /** Active watches per section key, in watch order. */
-  private readonly watches = new Map<string, WatchRow[]>();
-  private readonly watchesByStudent = new Map<number, number>();
-  private watchChain: Promise<unknown> = Promise.resolve();
+  /** Openings being announced, one at a time and in log order (see fireWatches). */
+  private fireChain: Promise<void> = Promise.resolve();
   private unsubscribe: (() => void) | null = null;
   /** Durable batches not yet turned into notices, oldest first (see onDurable), and reloads' states (see resync). */
   private backlog: (DomainEvent[] | { reloaded: readonly SectionContext[] })[] = [];
@@ -142,9 +145,10 @@ export class NoticeHub {
   }
 
   /**
-   * Takes the engine's state (all durable right after its start) and the active watches, then
-   * listens. Watches whose section has room already (an opening announced just before a crash,
-   * before the watch was marked) are told now.
+   * Takes the engine's state (all durable right after its start), then listens. A watched section
+   * that has room now and changed since its watches were last fired (an opening made durable just
+   * before a crash, whose watches were never marked) is announced now; one whose latest state was
+   * announced already is not (its watchers would be told again at every restart).
    */
   async start(): Promise<void> {
     for (const ctx of this.engine.dumpState().sections) this.sections.set(sectionKey(ctx.info.courseId, ctx.info.groupId), ctx);
@@ -153,13 +157,13 @@ export class NoticeHub {
     if (this.store) {
       const heads = await this.store.sectionHeads();
       for (const [key, ctx] of this.sections) if (ctx.seq > (heads.get(key) ?? 0)) this.lagging.set(key, ctx.seq);
-      for (const w of await this.store.activeWatches()) this.addWatchRow(w);
-      const notices: Notice[] = [];
-      for (const key of [...this.watches.keys()]) {
+      const fired = await this.store.watchedSectionHeads();
+      const now = Date.now();
+      for (const [key, firedSeq] of fired) {
         const ctx = this.sections.get(key);
-        if (ctx && hasRoom(ctx)) notices.push(...this.fireWatches(key, ctx, ctx.seq, Date.now()));
+        if (ctx && hasRoom(ctx) && ctx.seq > firedSeq) this.fireWatches(ctx, freePlaces(ctx), now);
       }
-      if (notices.length > 0) this.dispatch(notices);
+      await this.fireChain;
     }
   }
 
@@ -275,70 +279,123 @@ export class NoticeHub {
   // -------------------------------------------------------------------------------------------
   // Seat watches
 
-  /** The student's active watches, with their place among the section's watchers. */
-  listWatches(studentId: number): { watch: WatchRow; position: number }[] {
-    const out: { watch: WatchRow; position: number }[] = [];
-    for (const list of this.watches.values()) {
-      const i = list.findIndex((w) => w.studentId === studentId);
-      if (i >= 0) out.push({ watch: list[i] as WatchRow, position: i + 1 });
+  /**
+   * Where a watcher stands in a section: holding a place in it (the watch has no use any more and
+   * ends), excluded by its sex lock (kept, but passed over while the lock excludes them), or able
+   * to take a place.
+   */
+  private standing(section: { registered: readonly number[]; queue: readonly number[]; sexLock: Sex | null }, studentId: number): 'holds' | 'excluded' | 'eligible' {
+    if (section.registered.includes(studentId) || section.queue.includes(studentId)) return 'holds';
+    if (section.sexLock !== null) {
+      const sex = this.engine.getStudent(studentId)?.gender;
+      if (sex !== undefined && sex !== section.sexLock) return 'excluded';
     }
-    return out.sort((a, b) => a.watch.id - b.watch.id);
+    return 'eligible';
   }
 
-  /** Starts a watch on a full section; durable when it resolves. */
-  addWatch(studentId: number, courseId: number, groupId: number): Promise<{ watch: WatchRow; position: number }> {
-    const run = async () => {
-      const store = this.requireStore();
-      const view = this.engine.getSection(courseId, groupId);
-      if (view.closed) throw new EngineError('SECTION_CLOSED', 'the section is closed; a watch is for a section that is full');
-      if (this.engine.studentSections(studentId).some((h) => h.section.info.courseId === courseId && h.section.info.groupId === groupId)) {
-        throw new EngineError('ALREADY_IN_SECTION', 'you already hold a place in this section');
+  /** A section's members and lock as this instance's engine holds them now (null: unknown section). */
+  private liveSection(courseId: number, groupId: number): { registered: number[]; queue: number[]; sexLock: Sex | null } | null {
+    try {
+      const m = this.engine.sectionMembers(courseId, groupId);
+      return { ...m, sexLock: this.engine.getSection(courseId, groupId).sexLock };
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * The student's active watches, with their place among the section's watchers who could take a
+   * place (watch order), read from the database: every instance answers the same, whichever took
+   * the watch. A watch of a section the student holds a place in now ends here (it is not listed).
+   */
+  async listWatches(studentId: number): Promise<{ watch: WatchRow; position: number }[]> {
+    const store = this.store;
+    if (!store) return [];
+    const rows = await store.watchersOfStudentSections(studentId);
+    const bySection = new Map<string, WatchRow[]>();
+    for (const w of rows) {
+      const key = sectionKey(w.courseId, w.groupId);
+      const list = bySection.get(key) ?? [];
+      list.push(w);
+      bySection.set(key, list);
+    }
+    const out: { watch: WatchRow; position: number }[] = [];
+    const ended: number[] = [];
+    for (const list of bySection.values()) {
+      const first = list[0] as WatchRow;
+      const live = this.liveSection(first.courseId, first.groupId);
+      let ahead = 0;
+      for (const w of list) {
+        const standing = live ? this.standing(live, w.studentId) : 'eligible';
+        if (w.studentId === studentId) {
+          if (standing === 'holds') ended.push(w.id);
+          else out.push({ watch: w, position: ahead + 1 });
+          break;
+        }
+        if (standing === 'eligible') ahead++;
       }
-      const key = sectionKey(courseId, groupId);
-      const list = this.watches.get(key) ?? [];
-      if (list.some((w) => w.studentId === studentId)) throw new EngineError('ALREADY_WATCHING', 'you are already watching this section');
-      if (view.registeredCount < view.capacity || view.queueLength < view.reserveCapacity) {
-        throw new EngineError(
-          'WATCH_NOT_NEEDED',
-          view.registeredCount < view.capacity ? 'the section has a free seat: enroll instead' : 'the section has a free reserve-queue place: enroll instead',
-        );
+    }
+    if (ended.length > 0) await store.endWatches(ended);
+    return out.sort((x, y) => x.watch.id - y.watch.id);
+  }
+
+  /**
+   * Starts a watch on a full section; durable when it resolves. The bounds are counted in the
+   * database under the section's and the student's locks, so they hold across instances.
+   */
+  async addWatch(studentId: number, courseId: number, groupId: number): Promise<{ watch: WatchRow; position: number }> {
+    const store = this.requireStore();
+    const view = this.engine.getSection(courseId, groupId);
+    if (view.closed) throw new EngineError('SECTION_CLOSED', 'the section is closed; a watch is for a section that is full');
+    const sex = this.engine.getStudent(studentId)?.gender;
+    // The same refusal as the enroll's (SPEC section 4, rule 3): a place there could never be theirs.
+    if (view.sexLock !== null && sex !== undefined && sex !== view.sexLock) {
+      throw new EngineError('SEX_LOCK', `the section is only open to ${view.sexLock} students`);
+    }
+    if (this.engine.studentSections(studentId).some((h) => h.section.info.courseId === courseId && h.section.info.groupId === groupId)) {
+      throw new EngineError('ALREADY_IN_SECTION', 'you already hold a place in this section');
+    }
+    if (view.registeredCount < view.capacity || view.queueLength < view.reserveCapacity) {
+      throw new EngineError(
+        'WATCH_NOT_NEEDED',
+        view.registeredCount < view.capacity ? 'the section has a free seat: enroll instead' : 'the section has a free reserve-queue place: enroll instead',
+      );
+    }
+    let ahead = 0;
+    const row = await store.addWatch(studentId, courseId, groupId, (mine, section) => {
+      const end: number[] = [];
+      let active = 0;
+      for (const w of mine) {
+        const live = this.liveSection(w.courseId, w.groupId);
+        if (live && this.standing(live, studentId) === 'holds') end.push(w.id);
+        else if (w.courseId === courseId && w.groupId === groupId) throw new EngineError('ALREADY_WATCHING', 'you are already watching this section');
+        else active++;
       }
-      if ((this.watchesByStudent.get(studentId) ?? 0) >= this.maxWatchesPerStudent) {
+      if (active >= this.maxWatchesPerStudent) {
         throw new EngineError('TOO_MANY_WATCHES', `you may watch at most ${this.maxWatchesPerStudent} sections at once; stop one first`);
       }
-      if (list.length >= this.maxWatchersPerSection) {
+      const live = this.liveSection(courseId, groupId);
+      let watchers = 0;
+      ahead = 0;
+      for (const w of section) {
+        const standing = live ? this.standing(live, w.studentId) : 'eligible';
+        if (standing === 'holds') end.push(w.id);
+        else {
+          watchers++;
+          if (standing === 'eligible') ahead++;
+        }
+      }
+      if (watchers >= this.maxWatchersPerSection) {
         throw new EngineError('TOO_MANY_WATCHES', `this section already has ${this.maxWatchersPerSection} watchers, the most it takes`);
       }
-      const row = await store.addWatch(studentId, courseId, groupId);
-      this.addWatchRow(row);
-      const now = this.watches.get(key) ?? [];
-      return { watch: row, position: now.findIndex((w) => w.id === row.id) + 1 };
-    };
-    // One watch change at a time, so the bounds hold under concurrent requests.
-    const p = this.watchChain.then(run, run);
-    this.watchChain = p.catch(() => undefined);
-    return p;
+      return { end };
+    });
+    return { watch: row, position: ahead + 1 };
   }
 
-  removeWatch(studentId: number, courseId: number, groupId: number): Promise<void> {
-    const run = async () => {
-      const store = this.requireStore();
-      const key = sectionKey(courseId, groupId);
-      const list = this.watches.get(key) ?? [];
-      const i = list.findIndex((w) => w.studentId === studentId);
-      if (i < 0) throw new EngineError('NOT_WATCHING', 'you are not watching this section');
-      await store.removeWatch(studentId, courseId, groupId);
-      const now = this.watches.get(key) ?? [];
-      const j = now.findIndex((w) => w.studentId === studentId);
-      if (j >= 0) {
-        now.splice(j, 1);
-        if (now.length === 0) this.watches.delete(key);
-        this.countWatch(studentId, -1);
-      }
-    };
-    const p = this.watchChain.then(run, run);
-    this.watchChain = p.catch(() => undefined);
-    return p;
+  async removeWatch(studentId: number, courseId: number, groupId: number): Promise<void> {
+    const store = this.requireStore();
+    if (!(await store.removeWatch(studentId, courseId, groupId))) throw new EngineError('NOT_WATCHING', 'you are not watching this section');
   }
 
   private requireStore(): NoticeStore {
@@ -346,38 +403,45 @@ export class NoticeHub {
     return this.store;
   }
 
-  private addWatchRow(w: WatchRow): void {
-    const key = sectionKey(w.courseId, w.groupId);
-    const list = this.watches.get(key) ?? [];
-    list.push(w);
-    list.sort((a, b) => a.id - b.id);
-    this.watches.set(key, list);
-    this.countWatch(w.studentId, 1);
-  }
-
-  private countWatch(studentId: number, d: number): void {
-    const n = (this.watchesByStudent.get(studentId) ?? 0) + d;
-    if (n <= 0) this.watchesByStudent.delete(studentId);
-    else this.watchesByStudent.set(studentId, n);
-  }
-
-  /** Tells as many watchers as there are free places, in watch order; their watches end. */
-  private fireWatches(key: string, ctx: SectionContext, seq: number, at: number): Notice[] {
-    const list = this.watches.get(key);
-    if (!list || list.length === 0) return [];
-    const n = Math.min(list.length, freePlaces(ctx));
-    if (n === 0) return [];
-    const told = list.splice(0, n);
-    if (list.length === 0) this.watches.delete(key);
-    for (const w of told) this.countWatch(w.studentId, -1);
-    const notices = seatAvailableNotices(ctx, seq, at, told.map((w) => w.studentId));
-    // The watches are marked fired with their notices' webhook deliveries, in one transaction: a
-    // crash before it leaves them unmarked, and they are told again at start (see start()).
-    this.store
-      ?.markWatchesFired(told.map((w) => w.id), seq, at, notices.map(outboxNotice))
-      .then(() => this.tellWatchListeners(notices))
-      .catch((err: unknown) => this.log.error({ err, key }, 'recording fired seat watches failed'));
-    return notices;
+  /**
+   * Announces an opening of `n` places in the section, as of its durable state `ctx`: the oldest
+   * `n` watchers able to take a place are told, and their watches end; watchers holding a place in
+   * the section now are ended without a notice; those the sex lock excludes keep their place.
+   *
+   * Every instance evaluates every opening (each follows the log); the store decides once per
+   * (section, seq) for the whole cluster, and answers every instance with the students told, so
+   * each pushes the notices to its own streams, and only the one that recorded them wakes the
+   * webhooks (their deliveries were recorded in the same transaction). Openings are announced one
+   * at a time, in the order they became durable, off the engine's path.
+   */
+  private fireWatches(ctx: SectionContext, n: number, at: number): void {
+    const store = this.store;
+    if (!store || n <= 0) return;
+    const { courseId, groupId } = ctx.info;
+    const seq = ctx.seq;
+    const choose = (active: WatchRow[]): WatchChoice => {
+      const end: number[] = [];
+      const fire: WatchRow[] = [];
+      for (const w of active) {
+        const standing = this.standing(ctx, w.studentId);
+        if (standing === 'holds') end.push(w.id);
+        else if (standing === 'eligible' && fire.length < n) fire.push(w);
+      }
+      const notices = seatAvailableNotices(ctx, seq, at, fire.map((w) => w.studentId)).map(outboxNotice);
+      return { end, fire: fire.map((w) => w.id), notices };
+    };
+    const run = async (): Promise<void> => {
+      // Stopped meanwhile: the store may be closing; the next start announces what is left.
+      if (this.unsubscribe === null) return;
+      const res = await store.fireWatches(courseId, groupId, seq, at, choose);
+      if (res.told.length === 0) return;
+      const notices = seatAvailableNotices(ctx, seq, at, res.told);
+      this.dispatch(notices);
+      if (res.recorded) this.tellWatchListeners(notices);
+    };
+    this.fireChain = this.fireChain.then(run).catch((err: unknown) => {
+      this.log.error({ err, key: sectionKey(courseId, groupId), seq }, 'announcing a seat-watch opening failed');
+    });
   }
 
   private tellWatchListeners(notices: Notice[]): void {
@@ -420,14 +484,12 @@ export class NoticeHub {
   }
 
   private onDurable(events: DomainEvent[], out: Notice[]): void {
-    /** Sections whose room may have opened in this batch: key -> had room before the batch. */
-    let touched: Map<string, boolean> | null = null;
-    let last: SectionEvent | null = null;
+    /** Sections changed in this batch: key -> free places before the batch, and when its last event was decided. */
+    let touched: Map<string, { free: number; at: number }> | null = null;
     const interested = this.streamCount > 0;
     for (const ev of events) {
       if (!('courseId' in ev)) continue;
       const e = ev;
-      last = e;
       this.lastDurable = { courseId: e.courseId, groupId: e.groupId, seq: e.seq };
       const key = sectionKey(e.courseId, e.groupId);
       const before = this.sections.get(key);
@@ -465,15 +527,20 @@ export class NoticeHub {
         const from = queueMovedFrom(before, e, after);
         if (from >= 0) this.recordMoves(key, after, from, e);
       }
-      if (this.watches.has(key)) {
+      if (this.store) {
         touched ??= new Map();
-        if (!touched.has(key)) touched.set(key, hasRoom(before));
+        const t = touched.get(key);
+        if (t) t.at = e.cause.at;
+        else touched.set(key, { free: freePlaces(before), at: e.cause.at });
       }
     }
-    if (touched && last) {
-      for (const [key, hadRoom] of touched) {
+    // Each place the batch added is announced to one watcher (a second seat freed while the first
+    // is still free is a second opening), whether or not the section had room before.
+    if (touched) {
+      for (const [key, t] of touched) {
         const ctx = this.sections.get(key) as SectionContext;
-        if (!hadRoom && hasRoom(ctx)) for (const n of this.fireWatches(key, ctx, ctx.seq, last.cause.at)) out.push(n);
+        const added = freePlaces(ctx) - t.free;
+        if (added > 0) this.fireWatches(ctx, added, t.at);
       }
     }
   }

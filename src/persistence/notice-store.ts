@@ -103,19 +103,55 @@ function guarded<T extends object>(impl: T): T {
   return out as T;
 }
 
+/** First key of the seat watches' advisory locks (transaction-scoped; the second is a hash of the section or student). */
+const WATCH_LOCK = 727275;
+
+/**
+ * Serialises, cluster-wide, the watch changes of one section: the firing of an opening (so two
+ * instances evaluating the same opening mark it once) and the bounds check of a new watch.
+ */
+async function lockSection(tx: SqlExecutor, courseId: number, groupId: number): Promise<void> {
+  await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [WATCH_LOCK, `section:${courseId}:${groupId}`]);
+}
+
 export function createSqlNoticeStore(db: SqlClient): NoticeStore {
   const store: NoticeStore = {
     async activeWatches() {
       const r = await db.query<Row>('SELECT * FROM seat_watches WHERE fired_seq IS NULL ORDER BY id');
       return r.rows.map(watch);
     },
-    async addWatch(studentId, courseId, groupId) {
+    async watchersOfStudentSections(studentId) {
+      const r = await db.query<Row>(
+        `SELECT w.* FROM seat_watches w
+         WHERE w.fired_seq IS NULL AND (w.course_id, w.group_id) IN
+           (SELECT m.course_id, m.group_id FROM seat_watches m WHERE m.student_id = $1 AND m.fired_seq IS NULL)
+         ORDER BY w.id`,
+        [studentId],
+      );
+      return r.rows.map(watch);
+    },
+    async addWatch(studentId, courseId, groupId, check) {
       try {
-        const r = await db.query<Row>(
-          'INSERT INTO seat_watches (student_id, course_id, group_id) VALUES ($1, $2, $3) RETURNING *',
-          [studentId, courseId, groupId],
-        );
-        return watch(r.rows[0] as Row);
+        return await db.transaction(async (tx) => {
+          // Section first, then student, in every transaction that takes both: no lock cycle.
+          await lockSection(tx, courseId, groupId);
+          await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [WATCH_LOCK, `student:${studentId}`]);
+          if (check) {
+            const mine = await tx.query<Row>('SELECT * FROM seat_watches WHERE student_id = $1 AND fired_seq IS NULL ORDER BY id', [studentId]);
+            const section = await tx.query<Row>('SELECT * FROM seat_watches WHERE course_id = $1 AND group_id = $2 AND fired_seq IS NULL ORDER BY id', [
+              courseId,
+              groupId,
+            ]);
+            const { end } = check(mine.rows.map(watch), section.rows.map(watch));
+            if (end.length > 0) await tx.query('DELETE FROM seat_watches WHERE id = ANY($1::bigint[]) AND fired_seq IS NULL', [end]);
+          }
+          const r = await tx.query<Row>('INSERT INTO seat_watches (student_id, course_id, group_id) VALUES ($1, $2, $3) RETURNING *', [
+            studentId,
+            courseId,
+            groupId,
+          ]);
+          return watch(r.rows[0] as Row);
+        });
       } catch (err) {
         const code = (err as { code?: string }).code;
         if (code === '23505') throw new EngineError('ALREADY_WATCHING', 'you are already watching this section');
@@ -129,12 +165,48 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
       );
       return r.rowCount > 0;
     },
-    async markWatchesFired(ids, seq, at, notices = []) {
-      if (ids.length === 0) return 0;
+    async endWatches(ids) {
+      if (ids.length === 0) return;
+      await db.query('DELETE FROM seat_watches WHERE id = ANY($1::bigint[]) AND fired_seq IS NULL', [ids]);
+    },
+    async fireWatches(courseId, groupId, seq, at, choose) {
+      // Most openings are of sections nobody watches: one read, no transaction, for those.
+      const any = await db.query('SELECT 1 FROM seat_watches WHERE course_id = $1 AND group_id = $2 AND (fired_seq IS NULL OR fired_seq = $3) LIMIT 1', [
+        courseId,
+        groupId,
+        seq,
+      ]);
+      if (any.rows.length === 0) return { told: [], recorded: false };
       return db.transaction(async (tx) => {
-        await tx.query('UPDATE seat_watches SET fired_seq = $2, fired_at = $3 WHERE id = ANY($1::bigint[]) AND fired_seq IS NULL', [ids, seq, new Date(at)]);
-        return insertOutboxDeliveries(tx, notices);
+        await lockSection(tx, courseId, groupId);
+        const done = await tx.query<Row>('SELECT student_id FROM seat_watches WHERE course_id = $1 AND group_id = $2 AND fired_seq = $3 ORDER BY id', [
+          courseId,
+          groupId,
+          seq,
+        ]);
+        if (done.rows.length > 0) return { told: done.rows.map((x) => Number(x.student_id)), recorded: false };
+        const active = await tx.query<Row>('SELECT * FROM seat_watches WHERE course_id = $1 AND group_id = $2 AND fired_seq IS NULL ORDER BY id', [
+          courseId,
+          groupId,
+        ]);
+        const rows = active.rows.map(watch);
+        if (rows.length === 0) return { told: [], recorded: false };
+        const c = choose(rows);
+        if (c.end.length > 0) await tx.query('DELETE FROM seat_watches WHERE id = ANY($1::bigint[]) AND fired_seq IS NULL', [c.end]);
+        if (c.fire.length === 0) return { told: [], recorded: c.end.length > 0 };
+        await tx.query('UPDATE seat_watches SET fired_seq = $2, fired_at = $3 WHERE id = ANY($1::bigint[]) AND fired_seq IS NULL', [c.fire, seq, new Date(at)]);
+        await insertOutboxDeliveries(tx, c.notices);
+        const byId = new Map(rows.map((w) => [w.id, w.studentId]));
+        return { told: c.fire.map((id) => byId.get(id) as number), recorded: true };
       });
+    },
+    async watchedSectionHeads() {
+      const r = await db.query<Row>(
+        `SELECT course_id, group_id, COALESCE(max(fired_seq), 0) AS seq FROM seat_watches
+         WHERE (course_id, group_id) IN (SELECT course_id, group_id FROM seat_watches WHERE fired_seq IS NULL)
+         GROUP BY course_id, group_id`,
+      );
+      return new Map(r.rows.map((x) => [`${Number(x.course_id)}:${Number(x.group_id)}`, Number(x.seq)]));
     },
     async transitionId(courseId, groupId, seq) {
       const r = await db.query<Row>('SELECT id FROM transitions WHERE stream = $1 AND seq = $2', [`section:${courseId}:${groupId}`, seq]);

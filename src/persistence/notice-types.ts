@@ -85,18 +85,58 @@ export interface AttemptResult {
   nextAttemptAt: number | null;
 }
 
+/**
+ * What the notice hub decides about a section's active watches, in watch order, inside the store's
+ * transaction (the rules stay in src/notices): watches to end (their student holds a place in the
+ * section now), watches told about the opening, and the webhook notices of those told.
+ */
+export interface WatchChoice {
+  end: number[];
+  fire: number[];
+  notices: OutboxNotice[];
+}
+
+/** The outcome of {@link NoticeStore.fireWatches}: who was told about the opening, and whether this call recorded it. */
+export interface FiredWatches {
+  /** Students told about this opening (section, seq), in watch order, by this call or an earlier one (another instance's). */
+  told: number[];
+  /** True when this call marked the watches (and recorded their deliveries); false when it had been done already. */
+  recorded: boolean;
+}
+
 export interface NoticeStore {
   /** Every active watch, oldest first (watch order). */
   activeWatches(): Promise<WatchRow[]>;
-  /** Records a watch; resolves once durable. Rejects with ALREADY_WATCHING if one is active. */
-  addWatch(studentId: number, courseId: number, groupId: number): Promise<WatchRow>;
+  /**
+   * The active watches of every section the student watches (theirs and the other watchers'), in
+   * watch order: what the hub needs for the student's places among each section's watchers.
+   */
+  watchersOfStudentSections(studentId: number): Promise<WatchRow[]>;
+  /**
+   * Records a watch; resolves once durable. Serialised with every other watch change of the
+   * section and of the student (cluster-wide), `check` sees the student's active watches and the
+   * section's (watch order) and throws to refuse, or returns watches to end first (stale ones).
+   * Rejects with ALREADY_WATCHING if one is active.
+   */
+  addWatch(
+    studentId: number,
+    courseId: number,
+    groupId: number,
+    check?: (mine: WatchRow[], section: WatchRow[]) => { end: number[] },
+  ): Promise<WatchRow>;
   /** Ends an active watch; false if there was none. */
   removeWatch(studentId: number, courseId: number, groupId: number): Promise<boolean>;
+  /** Ends active watches by id (their student holds a place in the section now). */
+  endWatches(ids: number[]): Promise<void>;
   /**
-   * Marks watches as told about the opening at section sequence `seq`, and records the webhook
-   * deliveries of their notices in the same transaction; resolves with the deliveries recorded.
+   * Announces an opening of a section, once cluster-wide: under a per-section lock, if a watch of
+   * the section was already marked with `seq` (another instance announced this opening), returns
+   * those students; else `choose` picks among the active watches (watch order), and the chosen are
+   * marked fired at `seq`, the ended deleted and the deliveries recorded, in one transaction.
    */
-  markWatchesFired(ids: number[], seq: number, at: number, notices?: OutboxNotice[]): Promise<number>;
+  fireWatches(courseId: number, groupId: number, seq: number, at: number, choose: (active: WatchRow[]) => WatchChoice): Promise<FiredWatches>;
+  /** Per section with active watches (`<course>:<group>` keys): the highest sequence number a watch of it was fired at (0: none). */
+  watchedSectionHeads(): Promise<Map<string, number>>;
 
   /** The log position of a section transition, or null if the database does not hold it (yet). */
   transitionId(courseId: number, groupId: number, seq: number): Promise<number | null>;

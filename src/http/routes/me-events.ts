@@ -319,11 +319,13 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
       schema: {
         tags: ['notices'],
         summary: "The student's active seat watches",
+        description:
+          "Read from the database, so every instance answers the same. `position` counts the older watchers who could take a place (not those holding one in the section or excluded by its sex lock). A watch of a section the student holds a place in has ended and is not listed.",
         security: bearer,
         response: { 200: Type.Object({ watches: Type.Array(WatchSchema), max: Type.Integer() }), ...errorResponses },
       },
     },
-    async (request) => ({ watches: hub.listWatches(principalOf(request).id).map(toWatch), max: hub.maxWatchesPerStudent }),
+    async (request) => ({ watches: (await hub.listWatches(principalOf(request).id)).map(toWatch), max: hub.maxWatchesPerStudent }),
   );
 
   app.post(
@@ -334,9 +336,12 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
         tags: ['notices'],
         summary: 'Watch a full section: be told (in watch order) when a seat or reserve place opens',
         description:
-          'Only for a section that is open, full and whose reserve queue is full, and that the student does not hold. ' +
-          'When places open, as many watchers as there are free places are told, oldest watch first, with a ' +
-          '`seatAvailable` notice; their watches end. The notice holds nothing: the place goes to whoever enrolls first. ' +
+          'Only for a section that is open, full and whose reserve queue is full, that the student does not hold and whose ' +
+          'sex lock does not exclude them (403 SEX_LOCK, as for the enroll). Each place that opens is told to one watcher, ' +
+          'oldest watch first, with a `seatAvailable` notice, and their watch ends; a watcher who holds a place in the ' +
+          'section by then is skipped and their watch ends, one the sex lock excludes is skipped and keeps watching. ' +
+          'Watches are kept in the database: every instance lists and announces them alike. ' +
+          'The notice holds nothing: the place goes to whoever enrolls first. ' +
           `At most ${hub.maxWatchesPerStudent} watches per student and ${hub.maxWatchersPerSection} per section (429 TOO_MANY_WATCHES).`,
         security: bearer,
         body: Type.Object({ course_id: Id(), group_id: Id() }, { additionalProperties: false }),
