@@ -131,3 +131,50 @@ describe('seat watches: who is told', { timeout: 120_000 }, () => {
     await store.close();
   });
 });
+
+describe('seat watches: what an opening costs', { timeout: 60_000 }, () => {
+  test('an opening of a section nobody watches reads nothing from the database; a watch another instance took is picked up by the refresh', async () => {
+    const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1 });
+    await store.migrate();
+    const inner = store.notices as NonNullable<Persistence['notices']>;
+    let reads = 0;
+    // The project's own NoticeStore interface, counting the opening's reads.
+    const notices = new Proxy(inner, {
+      get(t, p) {
+        const v = Reflect.get(t, p) as unknown;
+        if (p === 'fireWatches') return (...a: unknown[]) => ((reads += 1), (v as (...x: unknown[]) => unknown).apply(t, a));
+        return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
+      },
+    });
+    const persistence = new Proxy(store, {
+      get(t, p) {
+        if (p === 'notices') return notices;
+        const v = Reflect.get(t, p) as unknown;
+        return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
+      },
+    });
+    const w = await startNoticesWorld({ persistence, seed: true, hub: { watchedRefreshMs: 100 } });
+    const told: Notice[] = [];
+    w.hub.onWatchNotices((ns) => told.push(...ns.filter((n) => n.kind === 'seatAvailable')));
+    try {
+      // Every drop frees a place: openings of a section nobody watches.
+      for (const s of [S.f1, S.f2, S.f3, S.f4]) {
+        await ok(w, 'PUT', '/student/course', s, tiny);
+        await ok(w, 'DELETE', '/student/course?course_id=106', s);
+      }
+      await settle();
+      assert.equal(reads, 0, 'no database read for openings of an unwatched section');
+      // The section fills; a watch is taken through another instance (straight into the shared store).
+      await ok(w, 'PUT', '/student/course', S.bea, tiny);
+      await inner.addWatch(S.alice, tiny.course_id, tiny.group_id, () => ({ end: [] }));
+      await new Promise((r) => setTimeout(r, 400)); // a few refreshes
+      await ok(w, 'DELETE', '/student/course?course_id=106', S.bea);
+      await waitUntil(() => told.length >= 1, 'the opening told to the watch another instance took');
+      assert.deepEqual(told.map((n) => n.studentId), [S.alice]);
+      assert.ok(reads >= 1);
+    } finally {
+      await w.stop();
+      await store.close();
+    }
+  });
+});

@@ -4,6 +4,7 @@ import type { SectionContext, SectionEvent, Sex } from '../actors/types.js';
 import type { Engine } from '../engine/engine.js';
 import { EngineError } from '../errors.js';
 import type { DomainEvent } from '../persistence/types.js';
+import { createRepeatedFailureLog, type RepeatedFailureLog } from '../repeated-failure.js';
 import type { NoticeStore, WatchChoice, WatchRow } from '../persistence/notice-types.js';
 import {
   freePlaces,
@@ -72,6 +73,11 @@ export interface NoticeHubOptions {
    * (default {@link QUEUE_MOVE_WINDOW_MS}; 0: coalesced within one event-loop turn only).
    */
   queueMoveWindowMs?: number;
+  /**
+   * How often the set of watched sections is read again from the database (ms; default 1000):
+   * watches another instance took reach this instance's filter within it (see `watched`).
+   */
+  watchedRefreshMs?: number;
 }
 
 /** Students who moved in one section's reserve queue since its last `queueMoved`s went out. */
@@ -98,6 +104,20 @@ export class NoticeHub {
   private readonly listeners = new Set<NoticeListener>();
   /** Openings being announced, one at a time and in log order (see fireWatches). */
   private fireChain: Promise<void> = Promise.resolve();
+  /**
+   * Sections with active watches, as this instance knows them: read from the database at start
+   * and every `watchedRefreshMs`, and at once for a watch taken here. An opening of any other
+   * section (nearly every drop of a rush) costs no database read. The instance that took a watch
+   * knows its section at once, and every instance evaluates every opening, so none is missed;
+   * the others learn of it within a refresh (until then their own streams get its notice on a
+   * resume, not live).
+   */
+  private watched = new Set<string>();
+  /** Sections watched here while a refresh was reading (kept in the set it brings back). */
+  private watchedDuringRefresh: Set<string> | null = null;
+  private watchedTimer: NodeJS.Timeout | null = null;
+  private readonly watchedRefreshMs: number;
+  private readonly watchedRefreshFailures: RepeatedFailureLog;
   private unsubscribe: (() => void) | null = null;
   /** Durable batches not yet turned into notices, oldest first (see onDurable), and reloads' states (see resync). */
   private backlog: (DomainEvent[] | { reloaded: readonly SectionContext[] })[] = [];
@@ -133,6 +153,11 @@ export class NoticeHub {
     this.maxStreams = opts.maxStreams ?? 20_000;
     this.resumeWaitMs = opts.resumeWaitMs ?? 5000;
     this.queueMoveWindowMs = Math.max(0, opts.queueMoveWindowMs ?? QUEUE_MOVE_WINDOW_MS);
+    this.watchedRefreshMs = Math.max(50, opts.watchedRefreshMs ?? 1000);
+    this.watchedRefreshFailures = createRepeatedFailureLog(this.log, {
+      message: 'reading the watched sections failed; openings of sections watched through other instances are announced by those',
+      recovered: 'reading the watched sections works again',
+    });
   }
 
   get hasStore(): boolean {
@@ -158,6 +183,9 @@ export class NoticeHub {
       const heads = await this.store.sectionHeads();
       for (const [key, ctx] of this.sections) if (ctx.seq > (heads.get(key) ?? 0)) this.lagging.set(key, ctx.seq);
       const fired = await this.store.watchedSectionHeads();
+      this.watched = new Set(fired.keys());
+      this.watchedTimer = setInterval(() => void this.refreshWatched(), this.watchedRefreshMs);
+      this.watchedTimer.unref();
       const now = Date.now();
       for (const [key, firedSeq] of fired) {
         const ctx = this.sections.get(key);
@@ -168,6 +196,8 @@ export class NoticeHub {
   }
 
   stop(): void {
+    if (this.watchedTimer) clearInterval(this.watchedTimer);
+    this.watchedTimer = null;
     this.unsubscribe?.();
     this.unsubscribe = null;
     this.unsubscribeReload?.();
@@ -390,7 +420,31 @@ export class NoticeHub {
       }
       return { end };
     });
+    this.noteWatched(sectionKey(courseId, groupId));
     return { watch: row, position: ahead + 1 };
+  }
+
+  private noteWatched(key: string): void {
+    this.watched.add(key);
+    this.watchedDuringRefresh?.add(key);
+  }
+
+  /** Reads the watched sections again (one refresh at a time; a failure keeps the set it had). */
+  private async refreshWatched(): Promise<void> {
+    if (!this.store || this.watchedDuringRefresh !== null) return;
+    const during = new Set<string>();
+    this.watchedDuringRefresh = during;
+    try {
+      const heads = await this.store.watchedSectionHeads();
+      const next = new Set(heads.keys());
+      for (const k of during) next.add(k);
+      this.watched = next;
+      this.watchedRefreshFailures.succeeded();
+    } catch (err) {
+      this.watchedRefreshFailures.failed(err);
+    } finally {
+      this.watchedDuringRefresh = null;
+    }
   }
 
   async removeWatch(studentId: number, courseId: number, groupId: number): Promise<void> {
@@ -418,6 +472,7 @@ export class NoticeHub {
     const store = this.store;
     if (!store || n <= 0) return;
     const { courseId, groupId } = ctx.info;
+    if (!this.watched.has(sectionKey(courseId, groupId))) return;
     const seq = ctx.seq;
     const choose = (active: WatchRow[]): WatchChoice => {
       const end: number[] = [];
