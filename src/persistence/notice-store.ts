@@ -277,6 +277,9 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
       );
       return r.rows.map((x) => Number(x.id));
     },
+    async deferDelivery(id, at) {
+      await db.query(`UPDATE webhook_deliveries SET next_attempt_at = $2 WHERE id = $1 AND status IN ('pending', 'retrying')`, [id, new Date(at)]);
+    },
     async listDeliveries(webhookId, limit) {
       const ds = (await db.query<Row>('SELECT * FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2', [webhookId, limit])).rows.map(
         delivery,
