@@ -118,7 +118,7 @@ export interface WebhookServiceOptions {
 /** Default bound on one webhook's attempts in flight on one instance. */
 export const PER_WEBHOOK_IN_FLIGHT = 4;
 /** Default bound on one webhook's jobs waiting in memory for a slot on one instance. */
-export const PER_WEBHOOK_WAITING = 28;
+export const PER_WEBHOOK_WAITING = 60;
 /** Longest pause of a job set aside because its webhook is busy. */
 export const MAX_DEFER_MS = 30_000;
 /** Deliveries whose count of set-asides is remembered in memory (embedded mode); the oldest is forgotten past it. */
@@ -172,6 +172,8 @@ export class WebhookService {
   private readonly deferMs: number;
   /** Per webhook id, while it has attempts in flight or waiting here. */
   private readonly lanes = new Map<number, Lane>();
+  /** Deliveries whose job this instance holds (attempt in flight or waiting for a slot): the sweep leaves them. */
+  private readonly held = new Set<number>();
   /**
    * How often each delivery was set aside, for queues whose jobs carry no count (embedded mode's
    * poller hands bare ids): without it a hanging receiver's backlog was set aside every `deferMs`,
@@ -265,7 +267,8 @@ export class WebhookService {
   /** Queues again deliveries whose attempt is long overdue (their job never reached the broker). */
   async sweep(): Promise<number> {
     try {
-      const ids = await this.store.dueDeliveries(this.now() - this.sweepGraceMs, 500);
+      // A job waiting here for its webhook's slot is late, not lost: queueing it again would only add an attempt.
+      const ids = (await this.store.dueDeliveries(this.now() - this.sweepGraceMs, 500)).filter((id) => !this.held.has(id));
       for (const deliveryId of ids) await this.queue.schedule({ deliveryId, attempt: 0 }, 0);
       if (ids.length > 0) this.log.warn({ deliveries: ids.length }, 'overdue webhook deliveries queued again');
       return ids.length;
@@ -347,6 +350,15 @@ export class WebhookService {
    * (the queue acknowledges the job only then).
    */
   private async attempt(job: DeliveryJob): Promise<void> {
+    this.held.add(job.deliveryId);
+    try {
+      await this.attemptInLane(job);
+    } finally {
+      this.held.delete(job.deliveryId);
+    }
+  }
+
+  private async attemptInLane(job: DeliveryJob): Promise<void> {
     let d = await this.store.getDelivery(job.deliveryId);
     if (!d || d.status === 'delivered' || d.status === 'dead' || d.status === 'cancelled') return;
     const webhookId = d.webhookId;

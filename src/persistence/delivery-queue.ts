@@ -28,7 +28,7 @@ export async function createAmqpDeliveryQueue(opts: {
   prefix: string;
   logger: Logger;
   /**
-   * Jobs handed to the worker at once (unacknowledged; default 640). The worker bounds each
+   * Jobs handed to the worker at once (unacknowledged; default 1280, 20 webhooks' shares). The worker bounds each
    * webhook's share of them (src/notices/webhooks.ts, `deliveryPrefetch`), so this must leave room
    * for every active webhook's share: with 16, one receiver that never answered held all of them.
    */
@@ -60,7 +60,7 @@ export async function createAmqpDeliveryQueue(opts: {
 
   const consume = async (c: ChannelModel, handle: (job: DeliveryJob) => Promise<void>): Promise<void> => {
     const ch = await c.createConfirmChannel();
-    await ch.prefetch(opts.prefetch ?? 640);
+    await ch.prefetch(opts.prefetch ?? 1280);
     consumer = ch;
     const r = await ch.consume(names.work, (msg: ConsumeMessage | null) => {
       if (msg === null) return;
