@@ -19,7 +19,7 @@ import { createArrivalGauge, type ArrivalGauge } from './http/arrivals.js';
 import { listenOptions, listenRefusal, portRefusal } from './http/server-options.js';
 import { createNoticeHub } from './notices/notice-hub.js';
 import { deriveWebhookNotices, eventMayNotify } from './notices/notices.js';
-import { createWebhookService, type WebhookService } from './notices/webhooks.js';
+import { createWebhookService, deliveryPrefetch, type WebhookService } from './notices/webhooks.js';
 import { createWebhookOutbox, type WebhookOutbox } from './persistence/webhook-outbox.js';
 import { createLogger, type Logger } from './logger.js';
 import { watchEngine } from './metrics/engine-metrics.js';
@@ -401,6 +401,8 @@ async function main(): Promise<void> {
             url: config.rabbitmqUrl as string,
             prefix: config.amqpPrefix,
             logger,
+            // Room for every active webhook's share of the worker: a hanging receiver holds only its own.
+            prefetch: deliveryPrefetch(config.webhookMaxActive),
           })
         : (await import('./persistence/delivery-queue.js')).createDatabaseDeliveryQueue({ store, logger });
     webhooks = createWebhookService({

@@ -34,7 +34,9 @@ export interface Drain {
   /**
    * Runs `fn` when the drain begins (at once if it has). Event streams end there: they never end by
    * themselves, so waiting for them would only hold the shutdown until the drain deadline; their
-   * clients reconnect (EventSource does so by itself) and resume where they were.
+   * clients reconnect (a header-authenticated client by itself; a browser page that opened the
+   * stream with a one-use ticket with a new ticket and `last_event_id`, docs/notices.md) and resume
+   * where they were.
    */
   onBegin(fn: () => void): void;
   /** Closes the app's server as above; resolves once Fastify's close has (every connection ended). */

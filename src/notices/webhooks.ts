@@ -30,6 +30,9 @@ import {
  * The worker POSTs, signs (docs/webhooks.md), records every attempt, and on failure queues the next one after an exponential backoff, until `maxAttempts`, after which
  * the delivery is dead-lettered. A job leaves the queue only after its outcome is recorded, so a
  * crash repeats an attempt instead of losing it (at least once; receivers dedupe on the delivery id).
+ * Each webhook gets a bounded share of the worker (attempts in flight, jobs waiting; past it a job
+ * is set aside for a growing pause without counting an attempt), so a receiver that hangs delays
+ * only its own deliveries, not every webhook's behind it.
  *
  * Targets that are not globally reachable (loopback, private, link-local, documentation, ...) or
  * are an address of this machine are refused at registration and again at every delivery, against
@@ -94,12 +97,55 @@ export interface WebhookServiceOptions {
    * refused with 429 TOO_MANY_WEBHOOKS and stores nothing. Deleted (inactive) ones do not count.
    */
   maxActive?: number;
+  /**
+   * Attempts of one webhook POSTing at once on this instance (default {@link PER_WEBHOOK_IN_FLIGHT}).
+   * A receiver that never answers holds its attempts for `timeoutMs` each; without a bound per
+   * webhook its jobs took every slot of the shared worker and every other webhook waited behind
+   * them (probe: a healthy receiver's deliveries 5-10 s late behind one that never answered).
+   */
+  perWebhookInFlight?: number;
+  /**
+   * Jobs of one webhook held in memory waiting for one of its slots, in arrival order (default
+   * {@link PER_WEBHOOK_WAITING}). A job past it is set aside: its row's next attempt is moved
+   * `deferMs` on (doubling each time the same job is set aside, at most {@link MAX_DEFER_MS}) and
+   * it is queued again after that pause, without counting an attempt.
+   */
+  perWebhookWaiting?: number;
+  /** First pause of a job set aside (default 1 s). */
+  deferMs?: number;
   now?: () => number;
   /**
    * While the feed or the sweep keeps failing (the database away), how often at most it is logged
    * again (ms; default REPEATED_FAILURE_LOG_MS, 15 s): the feed retries every `feedMs`.
    */
   repeatedFailureLogMs?: number;
+}
+
+/** Default bound on one webhook's attempts in flight on one instance. */
+export const PER_WEBHOOK_IN_FLIGHT = 4;
+/** Default bound on one webhook's jobs waiting in memory for a slot on one instance. */
+export const PER_WEBHOOK_WAITING = 60;
+/** Longest pause of a job set aside because its webhook is busy. */
+export const MAX_DEFER_MS = 30_000;
+/** Deliveries whose count of set-asides is remembered in memory (embedded mode); the oldest is forgotten past it. */
+const MAX_DEFERRALS_KEPT = 100_000;
+
+/**
+ * How many delivery jobs the queue should hand the worker at once (RabbitMQ prefetch): room for
+ * every active webhook's share (in flight plus waiting), so webhooks whose receivers hang can take
+ * only their own shares and a healthy webhook's jobs always find room.
+ */
+export function deliveryPrefetch(maxActive: number, perWebhookInFlight = PER_WEBHOOK_IN_FLIGHT, perWebhookWaiting = PER_WEBHOOK_WAITING): number {
+  return Math.max(16, maxActive * (perWebhookInFlight + perWebhookWaiting));
+}
+
+/** Raised to a job that waited for its webhook's slot when the worker closes: it is not acknowledged, so the queue keeps it. */
+class WorkerClosing extends Error {}
+
+/** One webhook's attempts in flight on this instance and the jobs waiting for a slot. */
+interface Lane {
+  running: number;
+  waiting: { go: () => void; stop: (err: Error) => void }[];
 }
 
 /** A webhook as the API shows it: never its secret. */
@@ -130,6 +176,19 @@ export class WebhookService {
   private readonly resolveHost: ResolveHost;
   private readonly ownAddresses: OwnAddresses;
   readonly maxActive: number;
+  private readonly perWebhookInFlight: number;
+  private readonly perWebhookWaiting: number;
+  private readonly deferMs: number;
+  /** Per webhook id, while it has attempts in flight or waiting here. */
+  private readonly lanes = new Map<number, Lane>();
+  /** Deliveries whose job this instance holds (attempt in flight or waiting for a slot): the sweep leaves them. */
+  private readonly held = new Set<number>();
+  /**
+   * How often each delivery was set aside, for queues whose jobs carry no count (embedded mode's
+   * poller hands bare ids): without it a hanging receiver's backlog was set aside every `deferMs`,
+   * and those writes crowded the embedded database. Bounded; forgotten when the attempt starts.
+   */
+  private readonly deferrals = new Map<number, number>();
   /** Null when every target is allowed: the sockets then resolve names as usual. */
   private readonly lookup: LookupFunction | null;
   /** Kept-alive connections to the endpoints; a socket is checked once, when it connects. */
@@ -165,6 +224,9 @@ export class WebhookService {
     this.resolveHost = opts.resolveHost ?? systemResolveHost;
     this.ownAddresses = opts.ownAddresses ?? systemOwnAddresses;
     this.maxActive = opts.maxActive ?? 20;
+    this.perWebhookInFlight = Math.max(1, opts.perWebhookInFlight ?? PER_WEBHOOK_IN_FLIGHT);
+    this.perWebhookWaiting = Math.max(0, opts.perWebhookWaiting ?? PER_WEBHOOK_WAITING);
+    this.deferMs = opts.deferMs ?? 1000;
     this.lookup = this.allowPrivateTargets ? null : guardedLookup(this.resolveHost, this.ownAddresses);
   }
 
@@ -228,7 +290,8 @@ export class WebhookService {
   /** Queues again deliveries whose attempt is long overdue (their job never reached the broker). */
   async sweep(): Promise<number> {
     try {
-      const ids = await this.store.dueDeliveries(this.now() - this.sweepGraceMs, 500);
+      // A job waiting here for its webhook's slot is late, not lost: queueing it again would only add an attempt.
+      const ids = (await this.store.dueDeliveries(this.now() - this.sweepGraceMs, 500)).filter((id) => !this.held.has(id));
       for (const deliveryId of ids) await this.queue.schedule({ deliveryId, attempt: 0 }, 0);
       if (ids.length > 0) this.log.warn({ deliveries: ids.length }, 'overdue webhook deliveries queued again');
       this.sweepFailures.succeeded();
@@ -244,6 +307,9 @@ export class WebhookService {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.feedTimer) clearInterval(this.feedTimer);
     while (this.feeding) await this.feeding;
+    // Jobs waiting for a busy webhook's slot are not attempted now (that could take timeoutMs per
+    // round): they fail unacknowledged, so the queue hands them out again after the restart.
+    for (const lane of this.lanes.values()) for (const w of lane.waiting.splice(0)) w.stop(new WorkerClosing('the webhook worker is closing; the job stays queued'));
     await this.queue.close();
     this.httpAgent.destroy();
     this.httpsAgent.destroy();
@@ -300,10 +366,85 @@ export class WebhookService {
     return this.store.listDeliveries(id, limit, filter);
   }
 
-  /** One attempt of a delivery: POST, record, then retry, dead-letter or done. */
+  /**
+   * A job from the queue: waits for a slot of its webhook (at most `perWebhookInFlight` attempts
+   * of one webhook at once here), or is set aside when `perWebhookWaiting` jobs of that webhook
+   * wait already, so a receiver that hangs holds only its own share of the worker and never delays
+   * the other webhooks' deliveries. Resolves once the outcome is recorded and the next step queued
+   * (the queue acknowledges the job only then).
+   */
   private async attempt(job: DeliveryJob): Promise<void> {
-    const d = await this.store.getDelivery(job.deliveryId);
+    this.held.add(job.deliveryId);
+    try {
+      await this.attemptInLane(job);
+    } finally {
+      this.held.delete(job.deliveryId);
+    }
+  }
+
+  private async attemptInLane(job: DeliveryJob): Promise<void> {
+    let d = await this.store.getDelivery(job.deliveryId);
     if (!d || d.status === 'delivered' || d.status === 'dead' || d.status === 'cancelled') return;
+    const webhookId = d.webhookId;
+    let lane = this.lanes.get(webhookId);
+    if (lane === undefined) this.lanes.set(webhookId, (lane = { running: 0, waiting: [] }));
+    if (lane.running >= this.perWebhookInFlight) {
+      if (this.closed) throw new WorkerClosing('the webhook worker is closing; the job stays queued');
+      if (lane.waiting.length >= this.perWebhookWaiting) {
+        await this.defer(job);
+        return;
+      }
+      const l = lane;
+      // The finishing attempt hands its slot over (running stays counted).
+      await new Promise<void>((go, stop) => l.waiting.push({ go, stop }));
+      // Waited: the row may have moved on meanwhile (a duplicate job delivered it, its webhook deleted).
+      d = await this.store.getDelivery(job.deliveryId).catch((err: unknown) => {
+        this.release(webhookId);
+        throw err;
+      });
+      if (!d || d.status === 'delivered' || d.status === 'dead' || d.status === 'cancelled') {
+        this.release(webhookId);
+        return;
+      }
+    } else lane.running++;
+    this.deferrals.delete(job.deliveryId);
+    try {
+      await this.attemptNow(d);
+    } finally {
+      this.release(webhookId);
+    }
+  }
+
+  /** A slot of this webhook is free: the oldest waiting job takes it, else the count drops. */
+  private release(webhookId: number): void {
+    const lane = this.lanes.get(webhookId);
+    if (lane === undefined) return;
+    const next = lane.waiting.shift();
+    if (next !== undefined) {
+      next.go();
+      return;
+    }
+    lane.running--;
+    if (lane.running <= 0) this.lanes.delete(webhookId);
+  }
+
+  /**
+   * Sets a job aside for a pause: its row's next attempt moves on (so the sweep, or embedded mode's
+   * poller, does not take it as overdue), then the job is queued again after the pause, with a
+   * confirm in RabbitMQ mode, before this resolves and the queue acknowledges it. No attempt counts.
+   */
+  private async defer(job: DeliveryJob): Promise<void> {
+    const n = Math.max(job.deferred ?? 0, this.deferrals.get(job.deliveryId) ?? 0);
+    this.deferrals.delete(job.deliveryId);
+    if (this.deferrals.size >= MAX_DEFERRALS_KEPT) this.deferrals.delete(this.deferrals.keys().next().value as number);
+    this.deferrals.set(job.deliveryId, n + 1);
+    const delay = Math.min(MAX_DEFER_MS, this.deferMs * 2 ** Math.min(n, 16));
+    await this.store.deferDelivery(job.deliveryId, this.now() + delay);
+    await this.queue.schedule({ deliveryId: job.deliveryId, attempt: job.attempt, deferred: n + 1 }, delay);
+  }
+
+  /** One attempt of a delivery: POST, record, then retry, dead-letter or done. */
+  private async attemptNow(d: NonNullable<Awaited<ReturnType<NoticeStore['getDelivery']>>>): Promise<void> {
     // Its webhook was deleted after this attempt was scheduled (DELETE stops deliveries).
     if (!d.webhookActive) {
       await this.store.cancelDelivery(d.id);

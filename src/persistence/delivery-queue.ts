@@ -28,6 +28,11 @@ export async function createAmqpDeliveryQueue(opts: {
   url: string;
   prefix: string;
   logger: Logger;
+  /**
+   * Jobs handed to the worker at once (unacknowledged; default 1280, 20 webhooks' shares). The worker bounds each
+   * webhook's share of them (src/notices/webhooks.ts, `deliveryPrefetch`), so this must leave room
+   * for every active webhook's share: with 16, one receiver that never answered held all of them.
+   */
   prefetch?: number;
   /** First pause before reconnecting after the broker was lost (doubles up to 10 s; default 500 ms). */
   reconnectMs?: number;
@@ -56,7 +61,7 @@ export async function createAmqpDeliveryQueue(opts: {
 
   const consume = async (c: ChannelModel, handle: (job: DeliveryJob) => Promise<void>): Promise<void> => {
     const ch = await c.createConfirmChannel();
-    await ch.prefetch(opts.prefetch ?? 16);
+    await ch.prefetch(opts.prefetch ?? 1280);
     consumer = ch;
     const r = await ch.consume(names.work, (msg: ConsumeMessage | null) => {
       if (msg === null) return;
@@ -199,7 +204,9 @@ export function createDatabaseDeliveryQueue(opts: { store: NoticeStore; logger: 
     if (polling || closed || handler === null) return;
     polling = true;
     try {
-      const due = await opts.store.dueDeliveries(now(), 64);
+      // Rows already handed over (attempts in flight, jobs waiting for their webhook's slot) are due
+      // too: read past them, or a webhook whose receiver hangs would hide every other's rows.
+      const due = await opts.store.dueDeliveries(now(), 64 + inflight.size);
       for (const id of due) {
         if (inflight.has(id)) continue;
         inflight.add(id);

@@ -349,6 +349,9 @@ export function createSqlNoticeStore(db: SqlClient): NoticeStore {
       );
       return r.rows.map((x) => Number(x.id));
     },
+    async deferDelivery(id, at) {
+      await db.query(`UPDATE webhook_deliveries SET next_attempt_at = $2 WHERE id = $1 AND status IN ('pending', 'retrying')`, [id, new Date(at)]);
+    },
     async listDeliveries(webhookId, limit, filter = {}) {
       const ds = (
         await db.query<Row>(

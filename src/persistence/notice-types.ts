@@ -180,6 +180,13 @@ export interface NoticeStore {
   claimNewDeliveries(limit: number): Promise<number[]>;
   /** Deliveries waiting whose next attempt is due at `now` (unix ms), oldest first. */
   dueDeliveries(now: number, limit: number): Promise<number[]>;
+  /**
+   * Moves a waiting delivery's next attempt to `at` (unix ms) without counting an attempt: its
+   * webhook has as many attempts in flight and waiting as it may (the worker's per-webhook bound),
+   * so the job waits outside the worker. Keeps the sweep (and embedded mode's poller) from taking
+   * it as overdue meanwhile. A finished or cancelled delivery is left as it is.
+   */
+  deferDelivery(id: number, at: number): Promise<void>;
   /** A webhook's latest deliveries, newest first, each with its attempts. */
   /**
    * A webhook's deliveries, newest first: `before` (a delivery id, exclusive) pages back through
@@ -211,6 +218,12 @@ export interface DeliveryJob {
   deliveryId: number;
   /** 1 for the first attempt. */
   attempt: number;
+  /**
+   * How often this job was set aside because its webhook was at its bound of attempts in flight
+   * and waiting (absent: never); the next pause grows with it, so a dead receiver's backlog cycles
+   * through the delay queues ever more slowly instead of spinning.
+   */
+  deferred?: number;
 }
 
 /** One section event with the section's context before and after it, as the outbox folds them. */

@@ -18,9 +18,11 @@ import { bearer, errorResponses, Id, NoContent, SectionParams } from '../schemas
  * The stream is authenticated like the admin feed: the Authorization header, or (for EventSource,
  * which cannot send headers) a one-use ticket from `POST /me/events-ticket`; a token in the URL is
  * refused. Every notice carries `id: <course>-<group>-<seq>`, the durable id of the transition it
- * comes from, so a client that reconnects with `Last-Event-ID` (EventSource does so by itself) is
- * sent what it missed, read back from the database, before the live notices; this works across
- * restarts. When the missed notices cannot be listed, it gets one `reset` event instead and should
+ * comes from, so a client that reconnects with `Last-Event-ID` (a client that authenticates with the header,
+ * such as an EventSource polyfill or a server-side client, does so by itself) is sent what it missed, read back from the database,
+ * before the live notices; this works across restarts. A ticket stays one-use (it sits in a URL,
+ * so in history and logs: a ticket that reopened streams would be a replayable credential), so a
+ * page using tickets resumes with a new ticket and `?last_event_id=`, which counts as the header. When the missed notices cannot be listed, it gets one `reset` event instead and should
  * reload its sections.
  */
 
@@ -34,6 +36,12 @@ export interface MeEventsOptions extends RouteContext {
 
 const KEEP_ALIVE_MS = 15_000;
 const TICKET_TTL_MS = 30_000;
+/**
+ * Unused tickets one student may hold; a new one past it replaces that student's oldest. Enough
+ * for a page per stream allowed (4) reconnecting; with no bound one student asking in a loop
+ * evicted every other student's unused tickets from the shared store of 50,000 (probe).
+ */
+export const TICKETS_PER_STUDENT = 4;
 /** A stream this far behind (bytes queued on its socket) is dropped; the client resumes with Last-Event-ID. */
 const MAX_BACKLOG = 1024 * 1024;
 /**
@@ -85,7 +93,7 @@ const frameOf = (n: Notice): string => {
 
 export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async (app, { hub, tokens, drain, keepAliveMs = KEEP_ALIVE_MS, backlogBudgetBytes: backlogBudget = BACKLOG_BUDGET }) => {
   const studentOnly = tokens.requireRole('student');
-  const tickets = createFeedTickets({ ttlMs: TICKET_TTL_MS, max: 50_000, now: tokens.now });
+  const tickets = createFeedTickets({ ttlMs: TICKET_TTL_MS, max: 50_000, maxPerPrincipal: TICKETS_PER_STUDENT, now: tokens.now });
   /** Open streams, each with its session (checked for revocation at every keep-alive). */
   const open = new Map<ServerResponse, { session: NonNullable<FastifyRequest['tokenSession']>; close: () => void }>();
   let keepAlive: NodeJS.Timeout | null = null;
@@ -108,6 +116,10 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
       schema: {
         tags: ['notices'],
         summary: 'A one-use ticket that opens GET /me/events (EventSource cannot send the token in a header)',
+        description:
+          `The ticket opens one stream, once, within ${TICKET_TTL_MS / 1000} s. A student holds at most ${TICKETS_PER_STUDENT} unused ` +
+          "tickets: a new one past that replaces the student's oldest unused one (which then gets 401). To resume after a " +
+          'drop, a page asks for a new ticket and opens `/me/events?ticket=<new>&last_event_id=<the last id it received>`.',
         security: bearer,
         response: { 200: Type.Object({ ticket: Type.String(), expires_in: Type.Integer() }), ...errorResponses },
       },
@@ -164,9 +176,17 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
           '`seatAvailable` for a seat watch (a notice, not a seat). Each has `id: <course>-<group>-<seq>`; reconnect with ' +
           '`Last-Event-ID` to be sent what was missed first (or one `reset` event when that cannot be listed). `expired` ' +
           'comes just before the stream closes at the token\'s expiry. Authenticate with the header, or `?ticket=` from ' +
-          `POST /me/events-ticket; \`?token=\` is refused. At most ${hub.maxStreamsPerStudent} streams per student (429).`,
+          `POST /me/events-ticket; \`?token=\` is refused. At most ${hub.maxStreamsPerStudent} streams per student (429). ` +
+          'A ticket is one-use: the automatic reconnect of an EventSource opened with one (same URL) gets 401 and the ' +
+          'EventSource closes. A page resumes by closing it, asking for a new ticket and opening ' +
+          '`/me/events?ticket=<new>&last_event_id=<last id received>` (`lastEventId` is read too); the `Last-Event-ID` ' +
+          'header, when sent, wins over the query parameter.',
         security: bearer,
-        querystring: Type.Object({ ticket: Type.Optional(Type.String({ maxLength: 200 })) }),
+        querystring: Type.Object({
+          ticket: Type.Optional(Type.String({ maxLength: 200 })),
+          last_event_id: Type.Optional(Type.String({ maxLength: 64, description: 'Resume after this notice id, as the Last-Event-ID header does (for a page that reconnects with a new ticket)' })),
+          lastEventId: Type.Optional(Type.String({ maxLength: 64, description: 'The same as last_event_id' })),
+        }),
         headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 64 })) }),
         response: { 200: textResponse('text/event-stream', 'Event stream of Notice objects'), ...errorResponses },
       },
@@ -174,9 +194,14 @@ export const meEventsRoutes: FastifyPluginAsyncTypebox<MeEventsOptions> = async 
     async (request, reply) => {
       const p = principalOf(request);
       const session = request.tokenSession as TokenSession;
-      const lastId = request.headers['last-event-id'];
+      // The header (EventSource's own reconnect) wins; a page that reconnects with a new ticket
+      // passes the last id it saw in the query instead, since it cannot set the header.
+      const header = request.headers['last-event-id'];
+      const query = request.query as { last_event_id?: string; lastEventId?: string };
+      const fromQuery = query.last_event_id ?? query.lastEventId;
+      const lastId = typeof header === 'string' && header !== '' ? header : fromQuery;
       if (typeof lastId === 'string' && lastId !== '' && parseNoticeId(lastId) === null) {
-        throw new EngineError('BAD_REQUEST', 'Last-Event-ID is not a notice id (expected <course>-<group>-<seq>)');
+        throw new EngineError('BAD_REQUEST', `${lastId === header ? 'Last-Event-ID' : 'last_event_id'} is not a notice id (expected <course>-<group>-<seq>)`);
       }
       if (request.method === 'HEAD') {
         // The GET's head at once, no body, no stream slot taken (event-stream.ts); over the caps
