@@ -390,7 +390,8 @@ async function main(): Promise<void> {
 
   // Student notices and webhooks (issue 16): after the demo load, so its batches are not announced.
   // Full mode's batcher writes transitions after they are durable: a resume may wait for it; embedded mode's are written first.
-  const hub = createNoticeHub({ engine, store: persistence.notices ?? null, logger, resumeWaitMs: config.mode === 'full' ? 5000 : 0 });
+  // Embedded mode: one process on its store, so openings of unwatched sections need no database read.
+  const hub = createNoticeHub({ engine, store: persistence.notices ?? null, logger, resumeWaitMs: config.mode === 'full' ? 5000 : 0, singleInstance: config.mode === 'embedded' });
   await hub.start();
   let webhooks: WebhookService | null = null;
   if (persistence.notices) {

@@ -133,7 +133,7 @@ describe('seat watches: who is told', { timeout: 120_000 }, () => {
 });
 
 describe('seat watches: what an opening costs', { timeout: 60_000 }, () => {
-  test('an opening of a section nobody watches reads nothing from the database; a watch another instance took is picked up by the refresh', async () => {
+  test('embedded mode (one process): an opening of a section nobody watches reads nothing from the database; a watch put into the store by other means is picked up by the refresh', async () => {
     const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1 });
     await store.migrate();
     const inner = store.notices as NonNullable<Persistence['notices']>;
@@ -153,7 +153,7 @@ describe('seat watches: what an opening costs', { timeout: 60_000 }, () => {
         return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
       },
     });
-    const w = await startNoticesWorld({ persistence, seed: true, hub: { watchedRefreshMs: 100 } });
+    const w = await startNoticesWorld({ persistence, seed: true, hub: { watchedRefreshMs: 100, singleInstance: true } });
     const told: Notice[] = [];
     w.hub.onWatchNotices((ns) => told.push(...ns.filter((n) => n.kind === 'seatAvailable')));
     try {
@@ -164,12 +164,12 @@ describe('seat watches: what an opening costs', { timeout: 60_000 }, () => {
       }
       await settle();
       assert.equal(reads, 0, 'no database read for openings of an unwatched section');
-      // The section fills; a watch is taken through another instance (straight into the shared store).
+      // The section fills; a watch appears in the store without this hub (a restore, an operator).
       await ok(w, 'PUT', '/student/course', S.bea, tiny);
       await inner.addWatch(S.alice, tiny.course_id, tiny.group_id, () => ({ end: [] }));
       await new Promise((r) => setTimeout(r, 400)); // a few refreshes
       await ok(w, 'DELETE', '/student/course?course_id=106', S.bea);
-      await waitUntil(() => told.length >= 1, 'the opening told to the watch another instance took');
+      await waitUntil(() => told.length >= 1, 'the opening told to the watch the refresh found');
       assert.deepEqual(told.map((n) => n.studentId), [S.alice]);
       assert.ok(reads >= 1);
     } finally {

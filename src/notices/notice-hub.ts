@@ -78,6 +78,13 @@ export interface NoticeHubOptions {
    * watches another instance took reach this instance's filter within it (see `watched`).
    */
   watchedRefreshMs?: number;
+  /**
+   * This process is the only one that takes watches on its store (embedded mode: the data
+   * directory is locked to one process). Then an opening of a section no watch of its own names
+   * needs no database read. Several instances (full mode) read at every opening instead: a watch
+   * taken through another instance a moment before must still be told live on this one's streams.
+   */
+  singleInstance?: boolean;
 }
 
 /** Students who moved in one section's reserve queue since its last `queueMoved`s went out. */
@@ -106,17 +113,15 @@ export class NoticeHub {
   private fireChain: Promise<void> = Promise.resolve();
   /**
    * Sections with active watches, as this instance knows them: read from the database at start
-   * and every `watchedRefreshMs`, and at once for a watch taken here. An opening of any other
-   * section (nearly every drop of a rush) costs no database read. The instance that took a watch
-   * knows its section at once, and every instance evaluates every opening, so none is missed;
-   * the others learn of it within a refresh (until then their own streams get its notice on a
-   * resume, not live).
+   * and every `watchedRefreshMs`, and at once for a watch taken here. With `singleInstance`, an
+   * opening of any other section (nearly every drop of a rush) costs no database read.
    */
   private watched = new Set<string>();
   /** Sections watched here while a refresh was reading (kept in the set it brings back). */
   private watchedDuringRefresh: Set<string> | null = null;
   private watchedTimer: NodeJS.Timeout | null = null;
   private readonly watchedRefreshMs: number;
+  private readonly singleInstance: boolean;
   private readonly watchedRefreshFailures: RepeatedFailureLog;
   private unsubscribe: (() => void) | null = null;
   /** Durable batches not yet turned into notices, oldest first (see onDurable), and reloads' states (see resync). */
@@ -154,6 +159,7 @@ export class NoticeHub {
     this.resumeWaitMs = opts.resumeWaitMs ?? 5000;
     this.queueMoveWindowMs = Math.max(0, opts.queueMoveWindowMs ?? QUEUE_MOVE_WINDOW_MS);
     this.watchedRefreshMs = Math.max(50, opts.watchedRefreshMs ?? 1000);
+    this.singleInstance = opts.singleInstance ?? false;
     this.watchedRefreshFailures = createRepeatedFailureLog(this.log, {
       message: 'reading the watched sections failed; openings of sections watched through other instances are announced by those',
       recovered: 'reading the watched sections works again',
@@ -472,7 +478,7 @@ export class NoticeHub {
     const store = this.store;
     if (!store || n <= 0) return;
     const { courseId, groupId } = ctx.info;
-    if (!this.watched.has(sectionKey(courseId, groupId))) return;
+    if (this.singleInstance && !this.watched.has(sectionKey(courseId, groupId))) return;
     const seq = ctx.seq;
     const choose = (active: WatchRow[]): WatchChoice => {
       const end: number[] = [];
