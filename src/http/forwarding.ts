@@ -552,7 +552,7 @@ export function createForwarder(opts: ForwardingOptions) {
    * is not counted again here: the instance the client talked to counts it.
    */
   function recognizeForwarded(request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
-    if (request.headers[FORWARDED_HEADER] !== undefined && forwardedHere(request)) request.arrivedByForward = true;
+    if (forwardedHere(request)) request.arrivedByForward = true;
     done();
   }
 

@@ -190,8 +190,11 @@ export class NoticeHub {
       for (const [key, ctx] of this.sections) if (ctx.seq > (heads.get(key) ?? 0)) this.lagging.set(key, ctx.seq);
       const fired = await this.store.watchedSectionHeads();
       this.watched = new Set(fired.keys());
-      this.watchedTimer = setInterval(() => void this.refreshWatched(), this.watchedRefreshMs);
-      this.watchedTimer.unref();
+      // Only the single-instance filter reads the set: with several instances it is not kept up.
+      if (this.singleInstance) {
+        this.watchedTimer = setInterval(() => void this.refreshWatched(), this.watchedRefreshMs);
+        this.watchedTimer.unref();
+      }
       const now = Date.now();
       for (const [key, firedSeq] of fired) {
         const ctx = this.sections.get(key);
@@ -431,6 +434,7 @@ export class NoticeHub {
   }
 
   private noteWatched(key: string): void {
+    if (!this.singleInstance) return;
     this.watched.add(key);
     this.watchedDuringRefresh?.add(key);
   }
