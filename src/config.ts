@@ -157,6 +157,13 @@ export interface Config {
    * TOO_MANY_WEBHOOKS; deleted webhooks do not count.
    */
   webhookMaxActive: number;
+  /**
+   * Attempts of one webhook on the wire at once on this instance: a receiver that hangs holds only
+   * these (each for the 5 s attempt timeout), never the other webhooks' deliveries.
+   */
+  webhookInFlightPerWebhook: number;
+  /** Jobs of one webhook waiting in memory for one of its attempts; past it a job is set aside (1 s, doubling to 30 s). */
+  webhookWaitingPerWebhook: number;
   /** 'embedded' when no DATABASE_URL / RABBITMQ_URL are configured. */
   mode: 'embedded' | 'full';
 }
@@ -423,6 +430,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     webhookAllowPrivateTargets: bool('WEBHOOK_ALLOW_PRIVATE_TARGETS', false),
     webhookMaxActive: int('WEBHOOK_MAX_ACTIVE', 20, 1, 10_000),
+    webhookInFlightPerWebhook: int('WEBHOOK_IN_FLIGHT_PER_WEBHOOK', 4, 1, 64),
+    webhookWaitingPerWebhook: int('WEBHOOK_WAITING_PER_WEBHOOK', 60, 0, 10_000),
     mode,
   };
   if (config.mode === 'full' && config.port === 0 && config.cluster.advertiseUrl === '') {

@@ -403,7 +403,7 @@ async function main(): Promise<void> {
             prefix: config.amqpPrefix,
             logger,
             // Room for every active webhook's share of the worker: a hanging receiver holds only its own.
-            prefetch: deliveryPrefetch(config.webhookMaxActive),
+            prefetch: deliveryPrefetch(config.webhookMaxActive, config.webhookInFlightPerWebhook, config.webhookWaitingPerWebhook),
           })
         : (await import('./persistence/delivery-queue.js')).createDatabaseDeliveryQueue({ store, logger });
     webhooks = createWebhookService({
@@ -415,6 +415,9 @@ async function main(): Promise<void> {
       allowPrivateTargets: config.webhookAllowPrivateTargets,
       // Each notice is POSTed to every active webhook: bounded (429 TOO_MANY_WEBHOOKS past it).
       maxActive: config.webhookMaxActive,
+      // A hanging receiver holds only its own share (docs/notices.md).
+      perWebhookInFlight: config.webhookInFlightPerWebhook,
+      perWebhookWaiting: config.webhookWaitingPerWebhook,
     });
     await webhooks.start();
     const w = webhooks;

@@ -65,6 +65,22 @@ test('WEBHOOK_MAX_ACTIVE: 20 by default, a whole number from 1, anything else a 
   }
 });
 
+test('WEBHOOK_IN_FLIGHT_PER_WEBHOOK (1-64, default 4) and WEBHOOK_WAITING_PER_WEBHOOK (0-10000, default 60)', () => {
+  const d = loadConfig({});
+  assert.equal(d.webhookInFlightPerWebhook, 4);
+  assert.equal(d.webhookWaitingPerWebhook, 60);
+  const c = loadConfig({ WEBHOOK_IN_FLIGHT_PER_WEBHOOK: '8', WEBHOOK_WAITING_PER_WEBHOOK: '0' });
+  assert.equal(c.webhookInFlightPerWebhook, 8);
+  assert.equal(c.webhookWaitingPerWebhook, 0);
+  for (const [name, bad] of [['WEBHOOK_IN_FLIGHT_PER_WEBHOOK', '0'], ['WEBHOOK_IN_FLIGHT_PER_WEBHOOK', '65'], ['WEBHOOK_WAITING_PER_WEBHOOK', '-1'], ['WEBHOOK_WAITING_PER_WEBHOOK', 'lots']] as const) {
+    assert.throws(
+      () => loadConfig({ [name]: bad }),
+      (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.includes(name)),
+      `${name}=${bad}`,
+    );
+  }
+});
+
 const SECRET_A = 'flaky-endpoint-secret-0123456789';
 const SECRET_B = 'down-endpoint-secret-0123456789';
 

@@ -61,7 +61,8 @@ export async function createAmqpDeliveryQueue(opts: {
 
   const consume = async (c: ChannelModel, handle: (job: DeliveryJob) => Promise<void>): Promise<void> => {
     const ch = await c.createConfirmChannel();
-    await ch.prefetch(opts.prefetch ?? 1280);
+    // AMQP's prefetch count is 16 bits: amqplib throws past 65,535 (deliveryPrefetch caps it too).
+    await ch.prefetch(Math.min(65_535, opts.prefetch ?? 1280));
     consumer = ch;
     const r = await ch.consume(names.work, (msg: ConsumeMessage | null) => {
       if (msg === null) return;
