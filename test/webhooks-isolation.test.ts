@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { createAmqpDeliveryQueue, createDatabaseDeliveryQueue, deliveryQueueNames } from '../src/persistence/delivery-queue.js';
 import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
 import { createFullStore, streamNames } from '../src/persistence/full-store.js';
-import type { DeliveryQueue, NoticeStore } from '../src/persistence/notice-types.js';
+import type { DeliveryJob, DeliveryQueue, NoticeStore } from '../src/persistence/notice-types.js';
 import { createWebhookService, deliveryPrefetch, MAX_PREFETCH, PER_WEBHOOK_IN_FLIGHT, PER_WEBHOOK_WAITING, type WebhookService } from '../src/notices/webhooks.js';
 import { deleteQueues } from './support/amqp.js';
 import { quietLogger } from './support/notices-world.js';
@@ -221,6 +221,68 @@ describe('a webhook whose receiver never answers, embedded mode (deliveries queu
         stuckFirst: true,
       });
     } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('a job set aside again and again (embedded store, a queue that records what it is given)', { timeout: 120_000 }, () => {
+  test('its pause doubles from the first (1 s) to at most 30 s, its row\'s next attempt moves with it, and no attempt is counted', async () => {
+    const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500 });
+    const stuck = await startStuckReceiver();
+    const scheduled: { job: DeliveryJob; delayMs: number }[] = [];
+    let handle: ((job: DeliveryJob) => Promise<void>) | null = null;
+    // The project's own queue interface, recording: nothing is run again by itself, the test hands the jobs over.
+    const queue: DeliveryQueue = {
+      kind: 'database',
+      schedule: async (job, delayMs) => void scheduled.push({ job, delayMs }),
+      deadLetter: async () => undefined,
+      start: async (h) => void (handle = h),
+      close: async () => undefined,
+    };
+    let now = Date.parse('2026-12-05T12:00:00Z');
+    let svc: WebhookService | null = null;
+    try {
+      await store.migrate();
+      svc = createWebhookService({
+        store: store.notices!,
+        queue,
+        logger: quietLogger,
+        timeoutMs: 60_000,
+        perWebhookInFlight: 1,
+        perWebhookWaiting: 0,
+        deferMs: 1000,
+        feedMs: 3_600_000,
+        sweepMs: 3_600_000,
+        allowPrivateTargets: true,
+        now: () => now,
+      });
+      await svc.start();
+      const h = await svc.create({ url: `${stuck.url}/hang`, secret: SECRET, kinds: null, createdBy: 1 });
+      await store.notices!.insertDeliveries(rows(h.id, 2, 'd'));
+      const [first, second] = (await store.notices!.listDeliveries(h.id, 10)).sort((a, b) => a.id - b.id);
+      assert.ok(handle !== null && first && second);
+      const run = handle as (job: DeliveryJob) => Promise<void>;
+      // The first job takes the webhook's only slot and hangs on the receiver.
+      const hanging = run({ deliveryId: first.id, attempt: 1 });
+      await until(() => stuck.arrivals.length === 1, 'the first attempt on the wire');
+      const expected = [1000, 2000, 4000, 8000, 16_000, 30_000, 30_000];
+      for (let k = 0; k < expected.length; k++) {
+        scheduled.length = 0;
+        now += 1000;
+        await run({ deliveryId: second.id, attempt: 1, deferred: k });
+        assert.deepEqual(scheduled, [{ job: { deliveryId: second.id, attempt: 1, deferred: k + 1 }, delayMs: expected[k] }], `set aside for the ${k + 1}. time`);
+        const row = await store.notices!.getDelivery(second.id);
+        assert.equal(Date.parse(row!.nextAttemptAt), now + expected[k]!, 'the row\'s next attempt is the end of the pause (the sweep leaves it until then)');
+        assert.equal(row!.attempts, 0, 'setting a job aside counts no attempt');
+      }
+      assert.equal(stuck.arrivals.length, 1, 'the job set aside was never sent');
+      stuck.answer();
+      await stuck.close();
+      await hanging.catch(() => undefined);
+    } finally {
+      await svc?.close();
+      await stuck.close();
       await store.close();
     }
   });
