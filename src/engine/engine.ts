@@ -3,7 +3,7 @@ import { isUndecodableClassTime } from '../actors/class-time.js';
 import { evolveSection, initialSectionContext, membershipOf, sectionKey } from '../actors/section-logic.js';
 import type { Department, StaffChanges, StaffRecord, StudentChanges, StudentRecord } from '../actors/student-rules.js';
 import type { Membership, SectionContext } from '../actors/types.js';
-import { isKnownEvent, shardOfCourse, type ClusterMembership, type DomainEvent, type FillPoint, type LoadedState, type Persistence, type StudentTransitionRecord, type TransitionRecord } from '../persistence/types.js';
+import { isKnownEvent, shardOfCourse, type ClusterMembership, type DomainEvent, type FillPoint, type LoadedState, type Persistence, type StoredInfinity, type StudentTransitionRecord, type TransitionRecord } from '../persistence/types.js';
 import { DurabilityTracker } from './durability-tracker.js';
 import { EnrollmentUseCases } from './enrollment.js';
 import { SectionHost } from './section-host.js';
@@ -107,7 +107,8 @@ export class Engine {
   /** Loads the acknowledged state; call once before serving. */
   async start(): Promise<void> {
     const t0 = performance.now();
-    this.rebuild(await this.persistence.load());
+    const loaded = await this.persistence.load();
+    this.rebuild(loaded);
     this.tracker.reset();
     this.started = true;
     this.passivationTimer = setInterval(() => this.passivateIdle(), Math.max(1000, this.passivateAfterMs / 2));
@@ -123,6 +124,22 @@ export class Engine {
     );
     this.warnOverfull();
     this.warnUndecodableClassTimes();
+    this.warnStoredInfinities(loaded.infinities ?? []);
+  }
+
+  /**
+   * `infinity` / `-infinity` timestamps come only from rows written straight into the database (no
+   * API takes them). They are read as instants the rules can use (an enrollment start of infinity
+   * as 9999-12-31, whose window never opens; -infinity as 0001-01-01, whose window closed; an exam
+   * time of either as none); the stored value is kept until the row is next written, so the
+   * registrar is told, once, at start, which rows these are.
+   */
+  private warnStoredInfinities(infinities: readonly StoredInfinity[]): void {
+    if (infinities.length === 0) return;
+    this.log.warn(
+      { storedInfinities: infinities.length, rows: infinities.slice(0, 20) },
+      'rows loaded with an infinity or -infinity timestamp: an enrollment_start_time of infinity is read as 9999-12-31T23:59:59Z (the window never opens), -infinity as 0001-01-01T00:00:00Z (the window closed), an exam_time of either as no exam time (no clash); a change to the row through the API writes the value read; set the real value (PATCH /students/{id} or /sections/{course}/{group}) to settle them',
+    );
   }
 
   /**

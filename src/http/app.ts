@@ -224,6 +224,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   arrivals?.watch(app.server);
   app.addHook('onRequest', (request, reply, done) => {
     arrivals?.request(request.raw, reply.raw);
+    // An empty Content-Type (Go's http.Post(url, "", body) sends one) is no content type: read as
+    // JSON as a missing one is (installJsonParsing); Fastify answered it 415 before any parser ran.
+    const type = request.headers['content-type'];
+    if (type !== undefined && type.trim() === '') delete request.headers['content-type'];
     admitPipelined(
       request.raw,
       reply.raw,

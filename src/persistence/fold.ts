@@ -65,6 +65,8 @@ export function createStateFolder(base: LoadedState): StateFolder {
         staff: [...staff.values()],
         students: [...students.values()],
         sections: [...sections.values()],
+        // What the load read differently from the rows (told at start) goes along.
+        ...(base.infinities ? { infinities: base.infinities } : {}),
       };
     },
   };

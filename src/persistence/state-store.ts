@@ -9,6 +9,7 @@ import {
   type LoadedState,
   type LoadedStudent,
   type StorageRequirements,
+  type StoredInfinity,
   type StudentTransitionRecord,
   type TransitionRecord,
 } from './types.js';
@@ -385,6 +386,32 @@ function ms(v: unknown): number | null {
   return v instanceof Date ? v.getTime() : new Date(v as string).getTime();
 }
 
+/**
+ * The latest and earliest instants a stored `infinity` / `-infinity` enrollment start is read as:
+ * the window of a student starting at 9999-12-31 never opens, one starting at 0001-01-01 closed
+ * long ago, as the rule `start <= now < start + window` says of the infinities themselves. Both are
+ * within PostgreSQL's and JavaScript's ranges and print with four-digit years. (pg and PGlite give
+ * the infinities as the numbers Infinity and -Infinity; `new Date(Infinity)` is an invalid date,
+ * NaN, which passed every comparison of the window rule and broke every answer showing it.)
+ */
+export const LATEST_START = Date.parse('9999-12-31T23:59:59.000Z');
+export const EARLIEST_START = Date.parse('0001-01-01T00:00:00.000Z');
+
+function infinityOf(v: unknown): 'infinity' | '-infinity' | null {
+  if (v === Infinity || v === 'infinity') return 'infinity';
+  if (v === -Infinity || v === '-infinity') return '-infinity';
+  return null;
+}
+
+/**
+ * An exam time as the API shows and compares it: whole seconds (the Go service's unix seconds);
+ * a stored `.5 s` and `.7 s` are the same exam time to a client, so they clash here too.
+ */
+function examSeconds(v: unknown): number | null {
+  const t = ms(v);
+  return t === null || !Number.isFinite(t) ? null : Math.floor(t / 1000) * 1000;
+}
+
 function num(v: unknown): number | null {
   return v === null || v === undefined ? null : Number(v);
 }
@@ -417,31 +444,37 @@ export async function loadState(db: SqlExecutor): Promise<LoadedState> {
   const staff = (
     await db.query<{ id: number; password: string; department_id: number | null }>('SELECT id, password, department_id FROM staff ORDER BY id')
   ).rows.map((r) => ({ id: Number(r.id), passwordHash: r.password, departmentId: num(r.department_id), seq: heads.get(`staff:${Number(r.id)}`) ?? 1 }));
+  const infinities: StoredInfinity[] = [];
   const students: LoadedStudent[] = (
     await db.query<Record<string, unknown>>(
       `SELECT id, password, enrollment_start_time, max_units, remaining_actions, department_id, entry_year, gender::text AS gender
        FROM students ORDER BY id`,
     )
-  ).rows.map((r) => ({
+  ).rows.map((r) => {
+    const stored = infinityOf(r.enrollment_start_time);
+    const start = stored === 'infinity' ? LATEST_START : stored === '-infinity' ? EARLIEST_START : (ms(r.enrollment_start_time) as number);
+    if (stored !== null) infinities.push({ column: 'students.enrollment_start_time', studentId: Number(r.id), stored, readAs: new Date(start).toISOString() });
+    return {
     id: Number(r.id),
     passwordHash: r.password as string,
-    enrollmentStart: ms(r.enrollment_start_time) as number,
+    enrollmentStart: start,
     maxUnits: Number(r.max_units),
     remainingActions: Number(r.remaining_actions),
     departmentId: num(r.department_id),
     entryYear: num(r.entry_year),
     gender: r.gender as Sex,
     seq: heads.get(`student:${Number(r.id)}`) ?? 0,
-  }));
-  const sections = await loadSections(db, heads);
-  return { departments, staff, students, sections };
+    };
+  });
+  const sections = await loadSections(db, heads, infinities);
+  return infinities.length > 0 ? { departments, staff, students, sections, infinities } : { departments, staff, students, sections };
 }
 
 /**
  * Every section's context as the tables hold it (seats and reserve queue in placement order);
  * `heads` are the streams' last sequence numbers (read when not given).
  */
-export async function loadSections(db: SqlExecutor, heads?: Map<string, number>): Promise<SectionContext[]> {
+export async function loadSections(db: SqlExecutor, heads?: Map<string, number>, infinities?: StoredInfinity[]): Promise<SectionContext[]> {
   if (!heads) {
     heads = new Map();
     for (const r of (await db.query<{ stream: string; seq: number }>("SELECT stream, seq FROM stream_heads WHERE stream LIKE 'section:%'")).rows) {
@@ -462,11 +495,14 @@ export async function loadSections(db: SqlExecutor, heads?: Map<string, number>)
       name: r.name as string,
       lecturer: (r.lecturer as string) ?? '',
       units: Number(r.units),
-      examTime: ms(r.exam_time),
+      // A stored infinity is no instant: read as no exam time (no clash), and told at start.
+      examTime: examSeconds(r.exam_time),
       // 0 is no valid slot (no weekday): the Go schema's "no class time".
       classTime: r.class_time === null || Number(r.class_time) === 0 ? null : num(r.class_time),
       notes: (r.notes as string) ?? '',
     };
+    const stored = infinityOf(r.exam_time);
+    if (stored !== null) infinities?.push({ column: 'courses.exam_time', courseId: info.courseId, groupId: info.groupId, stored, readAs: null });
     const key = sectionKey(info.courseId, info.groupId);
     sections.set(key, {
       info,

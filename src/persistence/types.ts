@@ -88,7 +88,18 @@ export interface LoadedState {
   staff: LoadedStaff[];
   students: LoadedStudent[];
   sections: SectionContext[];
+  /**
+   * Stored values the engine could only read as something else: PostgreSQL's `infinity` and
+   * `-infinity` timestamps, which rows written straight into the database (the Go service's data,
+   * an operator) may hold and no API accepts. The engine tells the registrar at start.
+   */
+  infinities?: StoredInfinity[];
 }
+
+/** One `infinity` / `-infinity` timestamp in a row, and how the engine reads it. */
+export type StoredInfinity =
+  | { column: 'students.enrollment_start_time'; studentId: number; stored: 'infinity' | '-infinity'; readAs: string }
+  | { column: 'courses.exam_time'; courseId: number; groupId: number; stored: 'infinity' | '-infinity'; readAs: null };
 
 /**
  * A reload of a running engine (several instances): which of the events the load folds in from
