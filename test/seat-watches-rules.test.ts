@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { pino } from 'pino';
 import type { Notice } from '../src/notices/notices.js';
 import { createEmbeddedStore } from '../src/persistence/embedded-store.js';
 import type { Persistence } from '../src/persistence/types.js';
@@ -172,6 +173,59 @@ describe('seat watches: what an opening costs', { timeout: 60_000 }, () => {
       await waitUntil(() => told.length >= 1, 'the opening told to the watch the refresh found');
       assert.deepEqual(told.map((n) => n.studentId), [S.alice]);
       assert.ok(reads >= 1);
+    } finally {
+      await w.stop();
+      await store.close();
+    }
+  });
+});
+
+describe('seat watches: openings while the database fails', { timeout: 60_000 }, () => {
+  test('each opening that cannot be evaluated is not an error line of its own: one warning, then one line when it works again', async () => {
+    const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1 });
+    await store.migrate();
+    const inner = store.notices as NonNullable<Persistence['notices']>;
+    let failing = true;
+    let attempts = 0;
+    // The project's own NoticeStore interface, failing the opening's evaluation as a database that is away does.
+    const notices = new Proxy(inner, {
+      get(t, p) {
+        const v = Reflect.get(t, p) as unknown;
+        if (p === 'fireWatches')
+          return (...a: unknown[]) => {
+            attempts += 1;
+            return failing ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432')) : (v as (...x: unknown[]) => unknown).apply(t, a);
+          };
+        return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
+      },
+    });
+    const persistence = new Proxy(store, {
+      get(t, p) {
+        if (p === 'notices') return notices;
+        const v = Reflect.get(t, p) as unknown;
+        return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
+      },
+    });
+    const lines: { level: number; msg: string }[] = [];
+    const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as { level: number; msg: string }) });
+    // Not single-instance (full mode's rule): every opening is evaluated against the store.
+    const w = await startNoticesWorld({ persistence, seed: true, hub: { logger } });
+    try {
+      for (const s of [S.f1, S.f2, S.f3, S.f4, S.f1, S.f2]) {
+        await ok(w, 'PUT', '/student/course', s, tiny);
+        await ok(w, 'DELETE', '/student/course?course_id=106', s);
+      }
+      await settle();
+      assert.ok(attempts >= 6, `every opening was tried (${attempts})`);
+      const about = lines.filter((l) => /seat-watch opening/.test(l.msg));
+      assert.equal(about.length, 1, `one line for ${attempts} failures: ${JSON.stringify(about)}`);
+      assert.equal(about[0]!.level, 40, 'a warning, not an error per opening');
+      failing = false;
+      await ok(w, 'PUT', '/student/course', S.f3, tiny);
+      await ok(w, 'DELETE', '/student/course?course_id=106', S.f3);
+      await settle();
+      assert.ok(lines.some((l) => l.level === 30 && l.msg === 'seat-watch openings are announced again'), 'the recovery is told once');
+      assert.ok(!lines.some((l) => l.level >= 50), 'no error lines');
     } finally {
       await w.stop();
       await store.close();
