@@ -255,8 +255,14 @@ const PLACEHOLDER_SECRETS: ReadonlySet<string> = new Set(['change-me-to-at-least
 /** A random 32-character hex secret has about 14 different characters; fewer than this is not random. */
 const MIN_SECRET_DISTINCT_CHARS = 10;
 
-/** Documented in README.md and .env.example; keep the three in step. */
-export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+/**
+ * Documented in README.md and .env.example; keep the three in step. `role: 'batcher'` is the
+ * standalone batcher (src/cli/batcher.ts), which signs no token and creates no staff: the settings
+ * only the server reads (JWT_SECRET, BOOTSTRAP_STAFF_*) are not required or checked for it, so a
+ * batcher run by hand with only the service URLs starts (probe Q: it refused without JWT_SECRET).
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env, opts: { role?: 'server' | 'batcher' } = {}): Config {
+  const server = (opts.role ?? 'server') === 'server';
   const problems: string[] = [];
   const str = (name: string): string | null => {
     const v = env[name];
@@ -306,7 +312,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('full mode needs both DATABASE_URL and RABBITMQ_URL; set both, or neither for embedded mode');
   }
   const mode = databaseUrl !== null && rabbitmqUrl !== null ? 'full' : 'embedded';
-  const jwtSecret = str('JWT_SECRET');
+  const jwtSecret = server ? str('JWT_SECRET') : null;
   if (jwtSecret !== null && jwtSecret.length < 32) problems.push('JWT_SECRET must be at least 32 characters');
   else if (jwtSecret !== null) {
     // Whoever knows the secret can sign a staff token: the placeholder of .env.example is public, and
@@ -318,7 +324,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       problems.push(`JWT_SECRET has only ${distinct} different characters: set a random value (e.g. \`openssl rand -base64 48\`)`);
     }
   }
-  if (jwtSecret === null && mode === 'full') {
+  if (jwtSecret === null && mode === 'full' && server) {
     problems.push('JWT_SECRET is required in full mode (every instance must share it)');
   }
   const logLevel = (str('LOG_LEVEL') ?? 'info').toLowerCase();
@@ -338,8 +344,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     else problems.push(`ADMIN_STAFF_IDS must be a comma-separated list of staff ids (got "${part}")`);
   }
 
-  const bootstrapId = str('BOOTSTRAP_STAFF_ID');
-  const bootstrapPassword = env['BOOTSTRAP_STAFF_PASSWORD'] ?? '';
+  const bootstrapId = server ? str('BOOTSTRAP_STAFF_ID') : null;
+  const bootstrapPassword = server ? (env['BOOTSTRAP_STAFF_PASSWORD'] ?? '') : '';
   let bootstrapStaff: Config['bootstrapStaff'] = null;
   if (bootstrapId !== null || bootstrapPassword !== '') {
     if (bootstrapId === null || !/^\d{1,10}$/.test(bootstrapId) || Number(bootstrapId) < 1 || Number(bootstrapId) > 2_147_483_647) {

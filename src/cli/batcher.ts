@@ -8,7 +8,7 @@
  */
 import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../config.js';
+import { ConfigError, loadConfig, type Config } from '../config.js';
 import { metricsAddressRefusal, metricsListenRefusal, startMetricsServer } from '../metrics/server.js';
 import { createLogger } from '../logger.js';
 import { deriveWebhookNotices, eventMayNotify } from '../notices/notices.js';
@@ -25,7 +25,17 @@ const { values: args } = parseArgs({
   options: { skip: { type: 'string' }, by: { type: 'string' }, reason: { type: 'string' } },
   strict: true,
 });
-const config = loadConfig();
+// The batcher's own settings only: it signs no token (JWT_SECRET is the server's). A setting that
+// is wrong is said as the server says it (the problems, exit 2), not as a stack trace.
+const config = ((): Config => {
+  try {
+    return loadConfig(undefined, { role: 'batcher' });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${err.message}\n`);
+    process.exit(2);
+  }
+})();
 const logger = createLogger(config.logLevel);
 if (!config.databaseUrl || !config.rabbitmqUrl) {
   logger.fatal('the batcher needs DATABASE_URL and RABBITMQ_URL');
