@@ -48,7 +48,7 @@ const databaseUrl = config.databaseUrl;
 const migrateOnce = async () => {
   const unbounded = createPgClient(databaseUrl, { max: 1 });
   try {
-    await migrate(unbounded);
+    await migrate(unbounded, { log: logger.child({ module: 'migrate' }) });
   } finally {
     await unbounded.close();
   }

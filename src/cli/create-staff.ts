@@ -99,7 +99,7 @@ const dataDirLock = await lockEmbeddedStore(config.databaseUrl, config.dataDir, 
 const db = config.databaseUrl ? createPgClient(config.databaseUrl) : await createPgliteClient(join(config.dataDir, 'pglite'));
 let created = false;
 try {
-  await migrate(db);
+  await migrate(db, { log: logger });
   const passwordHash = await hashPassword(password, 10);
   const r = await db.query<{ id: string }>(
     'INSERT INTO staff (id, password, department_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING RETURNING id',

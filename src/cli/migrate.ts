@@ -23,7 +23,7 @@ const logger = createLogger(config.logLevel).child({ module: 'migrate' });
 const dataDirLock = await lockEmbeddedStore(config.databaseUrl, config.dataDir, 'npm run migrate');
 const db = config.databaseUrl ? createPgClient(config.databaseUrl) : await createPgliteClient(join(config.dataDir, 'pglite'));
 try {
-  const applied = await migrate(db);
+  const applied = await migrate(db, { log: logger });
   logger.info({ applied, target: config.databaseUrl ? 'postgres' : 'embedded' }, applied.length ? 'migrations applied' : 'schema up to date');
 } catch (err) {
   // An operator's command: one line saying why (a refused user, a missing database, a host that is

@@ -94,7 +94,7 @@ export async function createEmbeddedStore(opts: {
     mode: 'embedded',
     notices: createSqlNoticeStore(db),
     async migrate() {
-      const applied = await migrate(db);
+      const applied = await migrate(db, { log });
       if (applied.length > 0) log.info({ applied }, 'migrations applied');
     },
     requirements: () => readRequirements(db),

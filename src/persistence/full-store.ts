@@ -313,7 +313,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       // On a connection of its own, without the statement bound: a migration may take long.
       const unbounded = createPgClient(opts.databaseUrl, { max: 1 });
       try {
-        const applied = await migrate(unbounded);
+        const applied = await migrate(unbounded, { log });
         if (applied.length > 0) log.info({ applied }, 'migrations applied');
       } finally {
         await unbounded.close();
