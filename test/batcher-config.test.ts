@@ -3,6 +3,12 @@ import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { test } from 'node:test';
 import { ConfigError, loadConfig } from '../src/config.js';
+import { createFullStore, streamNames } from '../src/persistence/full-store.js';
+import { createPgClient } from '../src/persistence/pg-client.js';
+import { deleteQueues } from './support/amqp.js';
+import { quietLogger, startNoticesWorld, type NoticesWorld } from './support/notices-world.js';
+import { createTestDatabase } from './support/pg.js';
+import { AMQP_URL, PG_ADMIN_URL, requireService, uniqueName } from './support/services.js';
 
 /**
  * Probe Q, finding 7: the standalone batcher refused to start without JWT_SECRET ("JWT_SECRET is
@@ -73,4 +79,34 @@ test('a wrong setting: the problems in lines, exit 2, no stack trace', { timeout
   assert.equal(r.code, 2, r.out);
   assert.match(r.out, /^invalid configuration:\n {2}- LOG_LEVEL must be one of/m, r.out);
   assert.doesNotMatch(r.out, /at .*config\.ts|ConfigError/, r.out);
+});
+
+test('BATCH_MAX_EVENTS at its top (100,000): the batcher still writes the stream into PostgreSQL (AMQP prefetch is 16 bits)', { timeout: 120_000 }, async (t) => {
+  if ((await requireService('PostgreSQL', PG_ADMIN_URL)) || (await requireService('RabbitMQ', AMQP_URL))) return t.skip('services');
+  const tdb = await createTestDatabase();
+  const prefix = uniqueName('batch-max');
+  const store = await createFullStore({ databaseUrl: tdb.url, rabbitmqUrl: AMQP_URL, prefix, logger: quietLogger, batchMaxEvents: 100_000, runBatcher: true });
+  let w: NoticesWorld | null = null;
+  try {
+    await store.migrate();
+    w = await startNoticesWorld({ persistence: store, seed: true });
+    const db = createPgClient(tdb.url);
+    try {
+      const end = Date.now() + 30_000;
+      let sections = 0;
+      while (Date.now() < end) {
+        sections = Number((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM courses')).rows[0]?.n ?? 0);
+        if (sections > 0) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(sections > 0, 'the seeded sections reached the database (before: the batcher failed at basic.qos with 200,000 and wrote nothing)');
+    } finally {
+      await db.close();
+    }
+  } finally {
+    await w?.stop();
+    await store.close();
+    await deleteQueues(Object.values(streamNames(prefix))).catch(() => undefined);
+    await tdb.drop();
+  }
 });

@@ -129,6 +129,37 @@ describe('leases and fences (real PostgreSQL and RabbitMQ)', async () => {
     await c.stop();
   });
 
+  test('renewed(): a deadline passed only because this process was busy is renewed under the same epoch (a late confirm may be acknowledged); a lease another took is not', { skip, timeout: 60_000 }, async () => {
+    const logName = `${stream}.renewed-test`;
+    const make = (name: string) =>
+      createLeaseManager({ db, logName, shards: 1, instanceId: name, address: `http://${name}`, ttlMs: 1000, logger, publishFence: async () => undefined, onChange: () => undefined });
+    const a = make('a');
+    const b = make('b');
+    try {
+      await a.start();
+      const epoch = a.epochOf(0) as number;
+      assert.ok(a.canWrite(0));
+      // Busy (a long synchronous stretch, a loaded machine): no round runs, the own deadline passes.
+      const busyUntil = performance.now() + 1100;
+      while (performance.now() < busyUntil) {
+        /* the event loop is held */
+      }
+      assert.equal(a.canWrite(0), false, 'past its own deadline');
+      assert.equal(await a.renewed({ 0: epoch }, 1000), true, 'renewed under the same epoch: nobody took it');
+      assert.ok(a.canWrite(0) && a.epochOf(0) === epoch);
+      // Another instance takes it while this one is stopped (cut off): renewed() says so, at once or after its wait.
+      await a.stop();
+      await b.start();
+      while (!b.canWrite(0)) await sleep(20);
+      assert.equal(await a.renewed({ 0: epoch }, 500), false, 'a lease another instance took is not renewed');
+      assert.equal(await b.renewed({ 0: epoch }, 100), false, 'nor is an epoch that is not the holder\'s');
+      assert.equal(await b.renewed({ 0: b.epochOf(0) as number }, 100), true);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+
   test('a deferred start with a live peer takes no lease and writes no heartbeat until join(); alone, it takes its leases at once', { skip, timeout: 60_000 }, async () => {
     const logName = `${stream}.join-test`;
     const make = (name: string) =>

@@ -8,7 +8,7 @@ import Fastify from 'fastify';
 import pino from 'pino';
 import { EngineError } from '../src/errors.js';
 import { clientAddress } from '../src/http/auth.js';
-import { CLIENT_HEADER, createForwarder, HOME_HEADER, MARK_MAX_AGE_MS } from '../src/http/forwarding.js';
+import { CLIENT_HEADER, createForwarder, HOME_HEADER, MARK_MAX_AGE_MS, MIN_FORWARD_ANSWER_MS } from '../src/http/forwarding.js';
 import { REQUEST_ID_HEADER } from '../src/http/request-id.js';
 import type { ClusterMembership, WriteRoute } from '../src/persistence/types.js';
 import { homeShardOf, shardOfCourse } from '../src/persistence/types.js';
@@ -88,8 +88,11 @@ async function createInstance(
   onMarked: (headers: Marked) => boolean = () => false,
   /** Runs just before the forwarder sees each request. */
   beforeForward: () => void = () => undefined,
-  /** `syncOk: false`: this instance's read copy cannot catch up (syncReads answers false); `logs` receives the log lines. */
-  extra: { syncOk?: boolean; logs?: Record<string, unknown>[] } = {},
+  /**
+   * `syncOk: false`: this instance's read copy cannot catch up (syncReads answers false); `logs` receives the log lines;
+   * `minAnswerMs`: the owner's shortest answer window (default here: `retryMs`, so a silent owner is given up quickly).
+   */
+  extra: { syncOk?: boolean; logs?: Record<string, unknown>[]; minAnswerMs?: number } = {},
 ) {
   const m = createMembership(new Set(own), peer);
   if (extra.syncOk === false) m.membership.syncReads = () => Promise.resolve(false);
@@ -125,7 +128,7 @@ async function createInstance(
     beforeForward();
     done();
   });
-  app.addHook('preValidation', createForwarder({ cluster: m.membership, retryMs, secret: SECRET }));
+  app.addHook('preValidation', createForwarder({ cluster: m.membership, retryMs, secret: SECRET, minAnswerMs: extra.minAnswerMs ?? retryMs }));
   /** Requests the handler holds until `open()`. */
   let gate!: () => void;
   let gated = new Promise<void>((r) => (gate = r));
@@ -555,6 +558,21 @@ describe("every forwarded write settles, and one stuck write never blocks the st
     assert.equal(body.code, 'UNAVAILABLE');
     assert.match(body.reason, /its outcome is unknown, check before retrying/);
     assert.ok(performance.now() - t0 < 2000, `answered after ${Math.round(performance.now() - t0)} ms`);
+  });
+
+  test('FORWARD_RETRY_MS=0 retries nothing but still waits for the owner\'s answer (probe R: every forward was 503 at once)', async (t) => {
+    const owner = await createInstance(t, [0, 1]);
+    const a = await createInstance(t, [], () => owner.address, 0, undefined, undefined, { minAnswerMs: MIN_FORWARD_ANSWER_MS });
+    a.open();
+    const s = pick(0, 1);
+    const answered = a.put(s.student, s.course, 7);
+    // The owner takes 300 ms to decide (as a broker confirm may): the forward must wait for it.
+    await new Promise((r) => setTimeout(r, 300));
+    owner.open();
+    const r = await answered;
+    assert.equal(r.statusCode, 200, r.body);
+    assert.deepEqual(r.json(), { ok: 7 });
+    assert.deepEqual(owner.decided, [7]);
   });
 
   test("a write whose client left while it waited behind the student's previous one gives its turn up: the student's next write is answered", async (t) => {

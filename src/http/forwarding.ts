@@ -50,10 +50,19 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * The shortest time an owner is given to answer a forwarded write, past the retry window: its
+ * decision may wait for a broker confirm (BROKER_CONFIRM_TIMEOUT_MS, 5 s by default) or a late lease
+ * renewal, so a short or zero FORWARD_RETRY_MS must not cut the answer off.
+ */
+export const MIN_FORWARD_ANSWER_MS = 10_000;
+
 export interface ForwardingOptions {
   cluster: ClusterMembership;
   /** How long a forward keeps retrying while the owner cannot be reached or changes (ms). */
   retryMs: number;
+  /** Shortest answer window past the retry window (ms; default {@link MIN_FORWARD_ANSWER_MS}). */
+  minAnswerMs?: number;
   /** Longest wait for the read copy after a forwarded write (ms). */
   syncTimeoutMs?: number;
   /**
@@ -303,7 +312,10 @@ export function createForwarder(opts: ForwardingOptions) {
           if (!res.complete) reject(new Error('the answer of the owner was cut off'));
         });
       });
-      const timer = setTimeout(() => req.destroy(new SendTimedOut('the owner did not answer within the forward time (twice FORWARD_RETRY_MS)')), Math.max(1, deadline - performance.now()));
+      const timer = setTimeout(
+        () => req.destroy(new SendTimedOut('the owner did not answer within the forward time (FORWARD_RETRY_MS plus the larger of FORWARD_RETRY_MS and 10 s)')),
+        Math.max(1, deadline - performance.now()),
+      );
       timer.unref();
       req.once('close', () => clearTimeout(timer));
       req.on('error', (err: NodeJS.ErrnoException) => {
@@ -375,7 +387,9 @@ export function createForwarder(opts: ForwardingOptions) {
           // window still gets its owner's full time (which may itself forward, e.g. a home to a
           // section's owner, with a window of its own). So a forward settles within twice
           // FORWARD_RETRY_MS at most, answered 503 in doubt when its owner stayed silent.
-          const r = await send(route.address, request, payload, home, homeShard !== null && homeDrains(homeShard), until + opts.retryMs);
+          // The answer window is never under MIN_FORWARD_ANSWER_MS: FORWARD_RETRY_MS=0 means "do not
+          // retry", not "do not wait for the owner's answer" (probe R: every forward was 503 with 0).
+          const r = await send(route.address, request, payload, home, homeShard !== null && homeDrains(homeShard), until + Math.max(opts.retryMs, opts.minAnswerMs ?? MIN_FORWARD_ANSWER_MS));
           if (!notOwnerReply(r) || performance.now() >= until) {
             const syncFrom = performance.now();
             if (r.status >= 200 && r.status < 300 && !(await cluster.syncReads(syncTimeoutMs))) {

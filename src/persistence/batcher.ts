@@ -460,7 +460,9 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     ch = c;
     await c.assertQueue(opts.stream, { durable: true, arguments: streamArguments(20e9) });
     await c.assertQueue(opts.deadLetterQueue, { durable: true });
-    await c.prefetch(Math.max(opts.maxEvents * 2, 1000));
+    // Two batches' worth in flight, within AMQP's 16-bit prefetch count: past 65,535 (BATCH_MAX_EVENTS
+    // of 32,768 or more) amqplib threw at every attempt and the batcher never wrote a row (probe R).
+    await c.prefetch(Math.min(65_535, Math.max(opts.maxEvents * 2, 1000)));
     const start = await readOffset();
     const fences = await readFences();
     appliedOffset = start;

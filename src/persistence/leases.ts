@@ -102,6 +102,16 @@ export interface LeaseManager {
    * lease another instance took meanwhile stays lost.
    */
   catchUp(): Promise<void>;
+  /**
+   * Resolves true once every shard of `epochs` is held under its epoch within its own deadline,
+   * false as soon as one is lost or its epoch changed, while the rounds fail (the database is away),
+   * or after `waitMs`. An overdue round is run at once ({@link catchUp}); otherwise the running or
+   * next round is waited for. Why a late confirm may then be acknowledged: a renewal that succeeds
+   * (owner and epoch unchanged) proves no instance took the shard before it, and the deadline it sets
+   * is still ahead, so a message confirmed before now was confirmed while the lease was this
+   * instance's, with no newer fence before it in the log (a busy process is not a lost lease).
+   */
+  renewed(epochs: Readonly<Record<string, number>>, waitMs: number): Promise<boolean>;
   /** The last lease round failed (the database could not be reached): no lease can change hands now. */
   readonly roundFailing: boolean;
   readonly renewEveryMs: number;
@@ -346,7 +356,24 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     return !stopped && joined && !roundFailing && ticking === null && timer !== null && performance.now() >= dueAt;
   }
 
-  return {
+  async function renewed(epochs: Readonly<Record<string, number>>, waitMs: number): Promise<boolean> {
+    const until = performance.now() + waitMs;
+    for (;;) {
+      let within = true;
+      for (const k in epochs) {
+        const o = held.get(Number(k));
+        if (o === undefined || o.epoch !== epochs[k]) return false;
+        if (performance.now() >= o.deadline) within = false;
+      }
+      if (within) return true;
+      if (stopped || roundFailing || performance.now() >= until) return false;
+      if (overdue() || (ticking !== null && lateRound)) await manager.catchUp();
+      else await new Promise((r) => setTimeout(r, Math.max(1, Math.min(10, until - performance.now()))));
+    }
+  }
+
+  const manager: LeaseManager = {
+    renewed,
     get roundFailing() {
       return roundFailing;
     },
@@ -450,4 +477,5 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
       await releasingDone;
     },
   };
+  return manager;
 }
