@@ -401,7 +401,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel,
     logRequests: bool('LOG_REQUESTS', false),
     dataDir: str('DATA_DIR') ?? './data',
-    pgliteSharedBuffersMb: int('PGLITE_SHARED_BUFFERS_MB', 16, 1, 4096),
+    // PGlite is 32-bit WebAssembly (4 GB of memory in all): 2,048 MB of buffers failed at start with
+    // 'PGlite failed to initialize properly' (probe R); 1,024 leaves the rest room.
+    pgliteSharedBuffersMb: int('PGLITE_SHARED_BUFFERS_MB', 16, 1, 1024),
     pgliteThread: oneOf('PGLITE_THREAD', ['main', 'worker'] as const, 'main'),
     demoData,
     demoDataExplicit,

@@ -201,3 +201,11 @@ test('PORT=0 is refused in full mode without ADVERTISE_URL (peers forward to the
   assert.equal(loadConfig({ ...full, ADVERTISE_URL: 'http://10.0.0.7:8080' }).cluster.advertiseUrl, 'http://10.0.0.7:8080');
   assert.equal(loadConfig({ PORT: '0' }).port, 0);
 });
+
+test('PGLITE_SHARED_BUFFERS_MB: 1 to 1024 (PGlite is 32-bit WebAssembly: 2048 failed to start)', () => {
+  assert.equal(loadConfig({}).pgliteSharedBuffersMb, 16);
+  assert.equal(loadConfig({ PGLITE_SHARED_BUFFERS_MB: '1024' }).pgliteSharedBuffersMb, 1024);
+  for (const bad of ['2048', '4096', '0']) {
+    assert.throws(() => loadConfig({ PGLITE_SHARED_BUFFERS_MB: bad }), (e: unknown) => e instanceof ConfigError && /PGLITE_SHARED_BUFFERS_MB/.test(e.problems.join('\n')), bad);
+  }
+});
