@@ -420,7 +420,9 @@ export function createForwarder(opts: ForwardingOptions) {
         // takeover would only hold the client for the whole retry time (8 s) to say the same.
         // Also when the routes still name an owner that refuses (its lease lapsed with the database
         // away; these routes cannot be read again): a probe saw every forwarded write held 8 s then.
-        throw new EngineError('UNAVAILABLE', 'the database is unreachable, so no instance can take writes for this section now; nothing was changed, try again', undefined, {
+        // Unreachable from this instance, which is all it knows: another instance may still reach it
+        // and take the shard over (probe Q: 379 such answers while only this instance's link stalled).
+        throw new EngineError('UNAVAILABLE', 'the database is unreachable from this instance, so it cannot tell which instance takes writes for this section now; nothing was changed, try again (another instance may answer)', undefined, {
           retryAfterSeconds: 2,
         });
       }
