@@ -156,4 +156,28 @@ describe('writes while the broker hangs fail fast (full mode, real PostgreSQL an
   test('stalled broker: the same', { skip, timeout: 90_000 }, async () => {
     await hungBroker(() => proxy.stall());
   });
+
+  test('stalled broker: /ready says so while a write still waits for its confirm, before the confirm timeout gives the connection up', { skip, timeout: 90_000 }, async () => {
+    // Probe Q, finding 4: /ready answered 200 for the whole confirm timeout (5 s) while every write hung.
+    const warm = await enroll(S.f4, C.algo2);
+    assert.ok(is2xx(warm), `a write before the stall is acknowledged: ${warm.status} ${warm.raw}`);
+    proxy.stall();
+    let settled = false;
+    const waiting = enroll(S.f2, C.algo2).finally(() => (settled = true));
+    // The confirm timeout here is 1000 ms: past half of it, /ready says the broker does not confirm.
+    await waitUntil(
+      async () => {
+        const r = await ready();
+        return r.status === 503 && /^connected, but no confirm for \d+ ms/.test(String(r.body?.checks?.broker?.detail ?? ''));
+      },
+      5_000,
+      '/ready to report the broker not confirming',
+    );
+    assert.equal(settled, false, 'said while the write was still waiting (not only after the timeout gave the connection up)');
+    const r = await waiting;
+    assert.equal(r.status, 503, r.raw);
+    proxy.flow();
+    await waitUntil(async () => (await ready()).status === 200, 30_000, '/ready once the broker answers again');
+    for (const s of [S.f2, S.f4]) await drop(s, C.algo2);
+  });
 });

@@ -171,6 +171,8 @@ export class AmqpLog {
   failedSince: number | null = null;
   /** Publishes awaiting their confirm, per connection (an entry is removed at zero). */
   private readonly unconfirmed = new Map<ChannelModel, number>();
+  /** performance.now() at which each publish awaiting its confirm went out (for readiness). */
+  private readonly pendingSince = new Set<{ t0: number }>();
   /** Bumped on every new connection, so a load can tell it stayed on one. */
   connectionEpoch = 0;
   private readonly log: Logger;
@@ -181,6 +183,17 @@ export class AmqpLog {
 
   get connected(): boolean {
     return this.ch !== null;
+  }
+
+  /**
+   * How long the oldest publish still awaiting its confirm has waited (ms; 0 when none). A broker
+   * that stopped answering without closing the connection shows here long before the confirm
+   * timeout gives the connection up (probe Q: /ready said 200 for 5 s while every write hung).
+   */
+  get oldestUnconfirmedMs(): number {
+    let oldest = Infinity;
+    for (const p of this.pendingSince) if (p.t0 < oldest) oldest = p.t0;
+    return oldest === Infinity ? 0 : performance.now() - oldest;
   }
 
   /**
@@ -292,9 +305,12 @@ export class AmqpLog {
     return new Promise<void>((resolve, reject) => {
       let settled = false;
       if (conn !== null) this.unconfirmed.set(conn, (this.unconfirmed.get(conn) ?? 0) + 1);
+      const pending = { t0 };
+      this.pendingSince.add(pending);
       /** Marks this publish answered (once); it no longer counts as unconfirmed on its connection. */
       const settle = () => {
         settled = true;
+        this.pendingSince.delete(pending);
         if (conn === null) return;
         const n = (this.unconfirmed.get(conn) ?? 1) - 1;
         if (n <= 0) this.unconfirmed.delete(conn);

@@ -573,7 +573,15 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         const silentMs = database.kind === 'late' ? database.ms : database.err instanceof DatabaseTimeoutError ? database.err.timeoutMs : null;
         checks.database = { ok: false, detail: silentMs !== null ? `no answer within ${silentMs} ms` : 'unreachable' };
       }
-      checks.broker = amqpLog.connected ? { ok: true } : { ok: false, detail: 'not connected' };
+      // Connected is not enough: a broker that stopped answering without closing the connection
+      // holds every write until the confirm timeout gives it up; past half of it, say so.
+      const waiting = amqpLog.oldestUnconfirmedMs;
+      const confirmWaitLimit = (opts.brokerConfirmTimeoutMs ?? 5000) / 2;
+      checks.broker = !amqpLog.connected
+        ? { ok: false, detail: 'not connected' }
+        : waiting > confirmWaitLimit
+          ? { ok: false, detail: `connected, but no confirm for ${Math.round(waiting)} ms (writes wait for it)` }
+          : { ok: true };
       const ownsAll = loadedEpochs.size === shards && [...loadedEpochs.keys()].every((k) => leases.canWrite(k));
       // Each shard is served here (lease current, state loaded under it) or held by another
       // instance. The lease table naming this instance is not enough: with its lease run out (the
@@ -607,7 +615,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       }
       // Writes need the broker; the database may lag (the broker holds the events meanwhile), but
       // not stop: a log reader stopped at a message needs an operator.
-      return { ready: amqpLog.connected && owner && !stalled && replayStall === null, checks };
+      return { ready: checks.broker.ok && owner && !stalled && replayStall === null, checks };
     },
     async close() {
       // Everything acknowledged is in the stream already: a database or broker that stopped
