@@ -312,3 +312,25 @@ describe('HTTP connection limits: a real listening server', () => {
     assert.equal(r.status, 200);
   });
 });
+
+describe('HTTP_MAX_REQUESTS_PER_SOCKET: the last request a connection may carry', () => {
+  const limits: HttpLimits = { headersTimeoutMs: 800, requestTimeoutMs: 1500, keepAliveTimeoutMs: 5000, idleTimeoutMs: 60_000, maxRequestsPerSocket: 1, maxPipelinedRequests: 8 };
+  let fx: HttpFixture;
+  let port: number;
+
+  before(async () => {
+    fx = await createHttpFixture({ limits, logLevel: 'warn' });
+    await fx.app.listen({ host: '127.0.0.1', port: 0 });
+    port = (fx.app.server.address() as net.AddressInfo).port;
+  });
+  after(async () => fx.close());
+
+  it('is answered with Connection: close and the connection is closed then, not left open for the keep-alive timeout (no bare 503 after it)', async () => {
+    // The client keeps its end open for 3 s (below the 5 s keep-alive timeout).
+    const out = await trickle(port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n', '', 3_000, 4_000);
+    assert.match(out.received, /^HTTP\/1\.1 200 /);
+    assert.match(out.received, /connection: close/i);
+    assert.ok(out.closedByServer, 'the server left the connection open after the last answer it allows');
+    assert.equal(statusLines(out.received).length, 1, `one answer only: ${out.received.slice(0, 300)}`);
+  });
+});

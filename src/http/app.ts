@@ -222,6 +222,18 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const drain = deps.drain;
   const arrivals = deps.arrivals;
   arrivals?.watch(app.server);
+  if ((deps.limits ?? DEFAULT_HTTP_LIMITS).maxRequestsPerSocket > 0) {
+    // Node answers the last request a socket may carry with `Connection: close` but leaves the
+    // socket open until the keep-alive timeout, and answers anything more sent on it with a bare
+    // 503 (no body, no code; probe R). The connection is closed once that last answer has gone out.
+    app.server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+      if ((res as ServerResponse & { maxRequestsOnConnectionReached?: boolean }).maxRequestsOnConnectionReached === true) {
+        // Taken now: Node detaches the socket from the response as it finishes.
+        const socket = res.socket;
+        res.once('finish', () => socket?.end());
+      }
+    });
+  }
   app.addHook('onRequest', (request, reply, done) => {
     arrivals?.request(request.raw, reply.raw);
     // An empty Content-Type (Go's http.Post(url, "", body) sends one) is no content type: read as
