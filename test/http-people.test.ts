@@ -441,6 +441,17 @@ describe('POST /me/password and PATCH /staff/{id}: changing a password', () => {
     expectStatus(await login(STAFF, 'pw', true), 200); // the admin's own password is untouched
   });
 
+  it("an admin's own password is not reset here (a stolen admin token must not take the account over): 400, nothing changed, the session goes on", async () => {
+    const admin = fx.staffToken();
+    const r = await fx.request('PATCH', `/staff/${STAFF}`, { token: admin, body: { password: 'taken over by a thief' } });
+    expectError(r, 400, 'BAD_REQUEST');
+    assert.match(String((r.body as { reason: string }).reason), /POST \/me\/password/);
+    fx.clock.now += 5;
+    expectError(await login(STAFF, 'taken over by a thief', true), 401, 'BAD_CREDENTIALS');
+    expectStatus(await login(STAFF, 'pw', true), 200);
+    expectStatus(await fx.request('GET', '/staff/student-courses?std_id=1', { token: admin }), 200);
+  });
+
   it("a registrar's reset always holds over the student's own change at the same moment; concurrent own changes: one wins, the others are refused", async () => {
     const outcomes: string[] = [];
     for (const [i, delay] of [0, 2, 5, 10, 20, 40].entries()) {

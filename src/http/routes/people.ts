@@ -276,7 +276,8 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
         description:
           'For a forgotten or leaked staff password: the new password holds once the reply is sent, on every instance, and every ' +
           'token of that staff member issued before it is refused 401 TOKEN_REVOKED (as `POST /staff/{id}/revoke-tokens` does). ' +
-          'Staff change their own password with `POST /me/password`.',
+          'Staff change their own password with `POST /me/password` (it asks for the current one): an admin\'s own id here is ' +
+          '400 BAD_REQUEST, so a stolen admin token cannot take the account over without knowing its password.',
         security: bearer,
         params: Type.Object({ id: Id('Staff id') }),
         body: Type.Object({ password: Password }, { additionalProperties: false }),
@@ -286,6 +287,11 @@ export const peopleRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app,
     async (request, reply) => {
       const id = request.params.id;
       if (!engine.getStaff(id)) throw new EngineError('STAFF_NOT_FOUND', `staff ${id} does not exist`);
+      // Probe S: without this an admin token alone (a stolen one) reset its own account's password,
+      // skipping the current-password check of /me/password and locking the owner out.
+      if (id === principalOf(request).id) {
+        throw new EngineError('BAD_REQUEST', 'change your own password with POST /me/password, which asks for the current one; nothing was changed');
+      }
       checkNewPassword(request.body.password, accounts);
       const passwordHash = await hashPassword(request.body.password, BCRYPT_COST);
       await engine.updateStaff(id, { passwordHash }, requestMeta(request));
