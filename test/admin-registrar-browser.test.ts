@@ -38,7 +38,10 @@ const localTime = (iso: string): string =>
   });
 
 /** RFC 4180 parser (quoted fields, doubled quotes, CRLF). */
-function parseCsv(text: string): string[][] {
+function parseCsv(document: string): string[][] {
+  // The download keeps the UTF-8 byte-order mark the server sends (Excel then reads UTF-8).
+  assert.ok(document.startsWith('\uFEFF'), 'the saved file starts with the UTF-8 byte-order mark');
+  const text = document.slice(1);
   const rows: string[][] = [];
   let row: string[] = [];
   let field = '';

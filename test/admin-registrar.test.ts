@@ -17,7 +17,9 @@ import { embeddedMode, fullMode, seededStore, type ModeFactory } from './support
 type Sec = readonly [number, number];
 
 /** RFC 4180 parser for the tests (quoted fields, doubled quotes, CRLF). */
-function parseCsv(text: string): string[][] {
+function parseCsv(document: string): string[][] {
+  assert.ok(document.startsWith('\uFEFF'), 'the UTF-8 byte-order mark first (Excel then reads UTF-8)');
+  const text = document.slice(1);
   const rows: string[][] = [];
   let row: string[] = [];
   let field = '';

@@ -16,9 +16,16 @@ export function csvField(v: CsvCell): string {
   return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
-/** A header row and data rows as one CSV document (with a final CRLF). */
+/**
+ * Excel reads a CSV file without a byte-order mark in the machine's ANSI code page, so a
+ * lecturer named `Ünïcødé` or `名前` came out garbled when a registrar double-clicked the download
+ * (probe S); with the UTF-8 mark it reads UTF-8. RFC 4180 readers and LibreOffice skip it.
+ */
+export const UTF8_BOM = '\uFEFF';
+
+/** A header row and data rows as one CSV document (UTF-8 byte-order mark first, a final CRLF). */
 export function toCsv(header: string[], rows: CsvCell[][]): string {
   const lines = [header.map(csvField).join(',')];
   for (const r of rows) lines.push(r.map(csvField).join(','));
-  return `${lines.join('\r\n')}\r\n`;
+  return `${UTF8_BOM}${lines.join('\r\n')}\r\n`;
 }
