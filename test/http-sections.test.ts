@@ -301,6 +301,12 @@ describe('GET /sections/:courseId/:groupId/transitions', () => {
     assert.equal(typeof closed.at, 'string');
     const limited = await get('/sections/108/1/transitions?limit=1');
     assert.deepEqual(limited.body.transitions.map((t: { type: string }) => t.type), ['sectionClosed']);
+    // The next page back (probe S: past the newest 500 nothing could be reached).
+    const back = await get(`/sections/108/1/transitions?limit=1&before_seq=${closed.seq}`);
+    assert.deepEqual(back.body.transitions.map((t: { seq: number }) => t.seq), [enrolled.seq]);
+    const rest = await get(`/sections/108/1/transitions?before_seq=${enrolled.seq}`);
+    assert.deepEqual(rest.body.transitions.map((t: { type: string }) => t.type), ['sectionCreated']);
+    expectError(await get('/sections/108/1/transitions?before_seq=0'), 400, 'BAD_REQUEST');
   });
 
   it('answers 503, not 500, when the history cannot be read', async () => {

@@ -34,6 +34,18 @@ describe(`embedded store (PGlite, PGLITE_THREAD=${thread})`, () => {
     const transitions = await store.recentTransitions(10, 1, 5);
     assert.equal(transitions.length, 5);
     assert.ok(transitions[0]!.seq > transitions[1]!.seq, 'newest first');
+    // Paging back with beforeSeq reaches the whole history, each transition once, in order.
+    const all = await store.recentTransitions(10, 1, 10_000);
+    const paged: number[] = [];
+    let before: number | undefined;
+    for (;;) {
+      const page = await store.recentTransitions(10, 1, 3, before);
+      if (page.length === 0) break;
+      paged.push(...page.map((t) => t.seq));
+      before = page.at(-1)!.seq;
+    }
+    assert.ok(all.length > 5);
+    assert.deepEqual(paged, all.map((t) => t.seq));
   });
 
   test('migrations are idempotent', async () => {

@@ -377,9 +377,9 @@ export class Engine {
     return { registered: [...ctx.registered], queue: [...ctx.queue] };
   }
 
-  recentTransitions(courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]> {
+  recentTransitions(courseId: number, groupId: number, limit: number, beforeSeq?: number): Promise<TransitionRecord[]> {
     this.host.require(courseId, groupId);
-    return this.persistence.recentTransitions(courseId, groupId, limit);
+    return this.persistence.recentTransitions(courseId, groupId, limit, beforeSeq);
   }
 
   /** A student's transitions across sections, newest first (404 for an unknown student). */

@@ -105,7 +105,7 @@ export async function createEmbeddedStore(opts: {
       return state;
     },
     append: (events) => committer.append(events),
-    recentTransitions: (c, g, limit) => readTransitions(db, c, g, limit),
+    recentTransitions: (c, g, limit, beforeSeq) => readTransitions(db, c, g, limit, beforeSeq),
     studentTransitions: (id, limit) => readStudentTransitions(db, id, limit),
     fillHistory: (opts) => readFillHistory(db, opts),
     async readiness(): Promise<ReadinessReport> {

@@ -558,7 +558,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       await leases.stop();
       await leases.release().catch((err: unknown) => log.warn({ err }, 'could not release the leases; they expire by themselves'));
     },
-    recentTransitions: (c, g, limit) => readTransitions(db, c, g, limit).catch(unreachable),
+    recentTransitions: (c, g, limit, beforeSeq) => readTransitions(db, c, g, limit, beforeSeq).catch(unreachable),
     studentTransitions: (id, limit) => readStudentTransitions(db, id, limit).catch(unreachable),
     fillHistory: (opts) => readFillHistory(db, opts).catch(unreachable),
     async readiness(): Promise<ReadinessReport> {

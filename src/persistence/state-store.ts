@@ -528,11 +528,11 @@ export async function loadSections(db: SqlExecutor, heads?: Map<string, number>,
   return [...sections.values()];
 }
 
-export async function readTransitions(db: SqlExecutor, courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]> {
+export async function readTransitions(db: SqlExecutor, courseId: number, groupId: number, limit: number, beforeSeq?: number): Promise<TransitionRecord[]> {
   const r = await db.query<Record<string, unknown>>(
     `SELECT seq, type, student_id, request_id, actor, at, payload FROM transitions
-     WHERE course_id = $1 AND group_id = $2 ORDER BY seq DESC LIMIT $3`,
-    [courseId, groupId, limit],
+     WHERE course_id = $1 AND group_id = $2 AND ($4::bigint IS NULL OR seq < $4) ORDER BY seq DESC LIMIT $3`,
+    [courseId, groupId, limit, beforeSeq ?? null],
   );
   return r.rows.map((x) => ({
     seq: Number(x.seq),

@@ -185,8 +185,11 @@ export interface Persistence {
    * other's round trips.
    */
   append(events: DomainEvent[]): Promise<void>;
-  /** Most recent transitions of one section, newest first. */
-  recentTransitions(courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]>;
+  /**
+   * Most recent transitions of one section, newest first; with `beforeSeq`, those before that
+   * sequence number (the next page back: a busy section has far more than one page holds).
+   */
+  recentTransitions(courseId: number, groupId: number, limit: number, beforeSeq?: number): Promise<TransitionRecord[]>;
   /** Most recent transitions about one student, across sections, newest first (the admin's history). */
   studentTransitions(studentId: number, limit: number): Promise<StudentTransitionRecord[]>;
   /**

@@ -41,9 +41,9 @@ export class MemoryPersistence implements Persistence {
     this.appendCount += 1;
   }
 
-  async recentTransitions(courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]> {
+  async recentTransitions(courseId: number, groupId: number, limit: number, beforeSeq?: number): Promise<TransitionRecord[]> {
     return this.log
-      .filter((e) => 'courseId' in e && e.courseId === courseId && e.groupId === groupId)
+      .filter((e) => 'courseId' in e && e.courseId === courseId && e.groupId === groupId && (beforeSeq === undefined || e.seq < beforeSeq))
       .reverse()
       .slice(0, limit)
       .map((e) => ({

@@ -68,8 +68,8 @@ export class RecordingPersistence implements Persistence {
     return this.inner.append(events);
   }
 
-  recentTransitions(courseId: number, groupId: number, limit: number): Promise<TransitionRecord[]> {
-    return this.inner.recentTransitions(courseId, groupId, limit);
+  recentTransitions(courseId: number, groupId: number, limit: number, beforeSeq?: number): Promise<TransitionRecord[]> {
+    return this.inner.recentTransitions(courseId, groupId, limit, beforeSeq);
   }
 
   studentTransitions(studentId: number, limit: number): Promise<StudentTransitionRecord[]> {

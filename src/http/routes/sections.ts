@@ -308,15 +308,21 @@ export const sectionRoutes: FastifyPluginAsyncTypebox<RouteContext> = async (app
       schema: {
         tags: ['sections'],
         summary: "The section's most recent transitions, newest first",
+        description:
+          'At most `limit` (500) per page; the next page back is `before_seq=<the last seq of this page>`, so the whole history ' +
+          'of a busy section can be read.',
         security: bearer,
         params: SectionParams,
-        querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 50 })) }),
+        querystring: Type.Object({
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 50 })),
+          before_seq: Type.Optional(Type.Integer({ minimum: 1, maximum: 9_007_199_254_740_991, description: 'Only transitions before this sequence number (paging back)' })),
+        }),
         response: { 200: Type.Object({ transitions: Type.Array(Transition) }), ...errorResponses },
       },
     },
     async (request) => {
       const { courseId, groupId } = request.params;
-      const records = await engine.recentTransitions(courseId, groupId, request.query.limit ?? 50).catch((err: unknown) => {
+      const records = await engine.recentTransitions(courseId, groupId, request.query.limit ?? 50, request.query.before_seq).catch((err: unknown) => {
         if (isEngineError(err)) throw err;
         // A storage read failing is an outage (503), not a bug in this route (500).
         request.log.warn({ err }, 'reading transitions failed');
