@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 import { isLoopbackHostHeader } from '../src/http/host-guard.js';
 import { createHttpFixture, expectError, expectStatus, PASSWORD, STAFF, type HttpFixture } from './support/http-fixture.js';
@@ -61,6 +62,26 @@ describe('the Host header while the demo accounts are live', () => {
     }
     expectStatus(await fx.request('HEAD', '/health', { headers: { host: 'attacker.example' } }), 200);
     expectError(await fx.request('GET', '/', { headers: { host: '10.1.2.3:8080' } }), 421, 'DEMO_HOST_REFUSED');
+  });
+
+  it('two Host headers, or an absolute-form target naming another host, are refused too (RFC 9112: the target\'s authority wins)', async () => {
+    fx = await createHttpFixture({ app: { loopbackHostsOnly: true } });
+    await fx.app.listen({ host: '127.0.0.1', port: 0 });
+    const port = (fx.app.server.address() as net.AddressInfo).port;
+    const token = fx.staffToken();
+    const send = (head: string) =>
+      new Promise<string>((resolve, reject) => {
+        const s = net.connect({ host: '127.0.0.1', port }, () => s.write(`${head}Authorization: Bearer ${token}\r\nConnection: close\r\n\r\n`));
+        let got = '';
+        s.on('data', (d) => (got += d.toString('latin1')));
+        s.on('end', () => resolve(got));
+        s.on('error', reject);
+      });
+    const status = (reply: string) => reply.split('\r\n', 1)[0];
+    assert.match(status(await send('GET /sections HTTP/1.1\r\nHost: localhost\r\nHost: attacker.example\r\n')) ?? '', / 421 /);
+    assert.match(status(await send('GET http://attacker.example/sections HTTP/1.1\r\nHost: localhost\r\n')) ?? '', / 421 /);
+    assert.match(status(await send('GET http://localhost:8080/sections HTTP/1.1\r\nHost: localhost\r\n')) ?? '', / 200 /);
+    assert.match(status(await send('GET /sections HTTP/1.1\r\nHost: localhost\r\n')) ?? '', / 200 /);
   });
 
   it('outside demo mode any Host is served as before', async () => {

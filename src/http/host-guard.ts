@@ -17,6 +17,11 @@ import { EngineError } from '../errors.js';
  *
  * A request without a `Host` header (HTTP/1.0) comes from no browser and is served: rebinding
  * needs a browser, and such a client reaches the loopback port directly anyway.
+ *
+ * The name checked is the one the request is addressed to as RFC 9112 (section 3.2) reads it: the
+ * authority of an absolute-form target (`GET http://name/path`) wins over `Host`, and a request with
+ * more than one `Host` header is refused (probe S: `Host: localhost` then `Host: evil.example` was
+ * served, Node keeps the first; a proxy in front that keeps the other would have forwarded it).
  */
 
 /** Paths answered whatever the Host (see above). */
@@ -43,6 +48,15 @@ function hostOfHeader(value: string): string | null {
   return host.endsWith('.') ? host.slice(0, -1) : host;
 }
 
+/** The authority (`name:port`) of an absolute-form request target; '' when it does not parse. */
+function authorityOf(target: string): string {
+  try {
+    return new URL(target).host;
+  } catch {
+    return '';
+  }
+}
+
 /** Whether a `Host` header names this machine by a loopback name or address. */
 export function isLoopbackHostHeader(value: string): boolean {
   const host = hostOfHeader(value.trim());
@@ -60,8 +74,13 @@ export function isLoopbackHostHeader(value: string): boolean {
 /** The onRequest hook that refuses requests not addressed to a loopback name (see above). */
 export function createLoopbackHostGuard(): (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void {
   return (request, _reply, done) => {
-    const value = request.headers.host;
-    if (value === undefined || isLoopbackHostHeader(value)) {
+    const raw = request.raw;
+    let hosts = 0;
+    for (let i = 0; i < raw.rawHeaders.length; i += 2) if (raw.rawHeaders[i]!.toLowerCase() === 'host') hosts += 1;
+    const target = raw.url ?? '';
+    const absolute = /^https?:\/\//i.test(target) ? authorityOf(target) : null;
+    const value = hosts > 1 ? `${hosts} Host headers` : (absolute ?? request.headers.host);
+    if (value === undefined || (hosts <= 1 && isLoopbackHostHeader(value))) {
       done();
       return;
     }
