@@ -160,6 +160,39 @@ describe('leases and fences (real PostgreSQL and RabbitMQ)', async () => {
     }
   });
 
+  test('SHARDS=1024 on one instance with a 500 ms lease: it owns every shard and keeps them, round after round (one statement per round, not one per shard)', { skip, timeout: 60_000 }, async () => {
+    // The full store's own lease pool: two connections, a connection wait of half the lease.
+    const TTL = 500;
+    const leaseDb = createPgClient(tdb.url, { max: 2, connectionTimeoutMillis: TTL / 2, queryTimeoutMillis: TTL * 0.8 });
+    let fences = 0;
+    const m = createLeaseManager({
+      db: leaseDb,
+      logName: `${stream}.many-shards`,
+      shards: 1024,
+      instanceId: 'solo',
+      address: 'http://solo',
+      ttlMs: TTL,
+      logger,
+      publishFence: async () => void (fences += 1),
+      onChange: () => undefined,
+    });
+    try {
+      await m.start();
+      assert.ok(m.ownsAll(), `owns every shard after its first round (holds ${m.owned().size})`);
+      assert.equal(fences, 1024, 'one fence per shard won');
+      // Many rounds (every 100 ms): none fails, and every shard stays writable.
+      for (let i = 0; i < 20; i++) {
+        await sleep(100);
+        assert.equal(m.roundFailing, false, `round ${i} failed`);
+        const lapsed = [...Array(1024).keys()].filter((k) => !m.canWrite(k));
+        assert.deepEqual(lapsed.slice(0, 5), [], `${lapsed.length} shards past their deadline after ${(i + 1) * 100} ms`);
+      }
+    } finally {
+      await m.stop();
+      await leaseDb.close();
+    }
+  });
+
   test('a deferred start with a live peer takes no lease and writes no heartbeat until join(); alone, it takes its leases at once', { skip, timeout: 60_000 }, async () => {
     const logName = `${stream}.join-test`;
     const make = (name: string) =>

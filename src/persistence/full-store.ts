@@ -258,11 +258,12 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
    * A shard held under its loaded epoch whose own deadline passed only because its renewal is late
    * (this process too busy to run the lease round on time: a long synchronous stretch such as the
    * demo data built at a first start, probe K finding 2; a machine so loaded that the round's
-   * queries wait, probe Q finding 1) is not a lost lease: the write waits for the renewal (at most a
-   * lease's length), and one renewed under the same epoch goes on. A lease another instance took
-   * stays lost, and while the rounds fail (the database away) nothing waits.
+   * queries wait, probe Q finding 1) is not a lost lease: the write waits for the renewal (an overdue
+   * round is run at once; a running one is waited for, at most a fifth of the lease), and one renewed
+   * under the same epoch goes on. A lease another instance took stays lost, and while the rounds fail
+   * (the database away) nothing waits.
    */
-  const renewalWaitMs = opts.leaseTtlMs ?? 2500;
+  const renewalWaitMs = Math.max(250, Math.round((opts.leaseTtlMs ?? 2500) / 5));
   // Group commit on the broker too: the appends of one tick (and those that arrive while a
   // confirm is awaited) travel as one message, so a rush costs the broker a few large writes per
   // millisecond instead of one per request. The message names the lease epochs it is published

@@ -105,8 +105,8 @@ export interface LeaseManager {
   /**
    * Resolves true once every shard of `epochs` is held under its epoch within its own deadline,
    * false as soon as one is lost or its epoch changed, while the rounds fail (the database is away),
-   * or after `waitMs`. An overdue round is run at once ({@link catchUp}); otherwise the running or
-   * next round is waited for. Why a late confirm may then be acknowledged: a renewal that succeeds
+   * when no round is running or due, or after `waitMs`. An overdue round is run at once
+   * ({@link catchUp}); a running one is waited for (within `waitMs`). Why a late confirm may then be acknowledged: a renewal that succeeds
    * (owner and epoch unchanged) proves no instance took the shard before it, and the deadline it sets
    * is still ahead, so a message confirmed before now was confirmed while the lease was this
    * instance's, with no newer fence before it in the log (a busy process is not a lost lease).
@@ -182,56 +182,76 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     return live;
   }
 
-  async function renew(shard: number, o: Owned): Promise<void> {
+  /**
+   * Every held lease renewed in one statement: one round trip however many shards. With a query
+   * per shard, SHARDS=1024 queued 1,024 renewals on the lease pool's two connections, the round
+   * failed (connection wait timed out) and a lone instance refused most writes NOT_OWNER (probe R).
+   */
+  async function renewAll(): Promise<void> {
+    const owned = [...held];
+    if (owned.length === 0) return;
     const t0 = performance.now();
-    const r = await opts.db.query(
-      `UPDATE shard_leases SET expires_at = now() + $5::interval, address = $4
-        WHERE log_name = $1 AND shard = $2 AND owner = $3 AND epoch = $6`,
-      [opts.logName, shard, opts.instanceId, opts.address, interval, o.epoch],
+    const r = await opts.db.query<{ shard: number }>(
+      `UPDATE shard_leases l SET expires_at = now() + $4::interval, address = $3
+         FROM unnest($5::int[], $6::bigint[]) AS h(shard, epoch)
+        WHERE l.log_name = $1 AND l.owner = $2 AND l.shard = h.shard AND l.epoch = h.epoch
+        RETURNING l.shard`,
+      [opts.logName, opts.instanceId, opts.address, interval, owned.map(([shard]) => shard), owned.map(([, o]) => o.epoch)],
     );
-    if (r.rowCount === 1) {
-      if (held.get(shard) === o) o.deadline = t0 + ttl - margin;
-      return;
-    }
-    if (held.get(shard) === o) {
+    const renewed = new Set(r.rows.map((x) => Number(x.shard)));
+    for (const [shard, o] of owned) {
+      if (held.get(shard) !== o) continue; // released or lost meanwhile
+      if (renewed.has(shard)) {
+        o.deadline = t0 + ttl - margin;
+        continue;
+      }
       held.delete(shard);
       log.error({ shard, epoch: o.epoch }, 'lost the lease of a shard to another instance; its writes are refused here from now on');
       opts.onChange();
     }
   }
 
-  async function acquire(shard: number): Promise<void> {
+  /**
+   * Takes the expired ones of `shards` in one statement, then publishes their fences (together:
+   * one confirm round trip, not one per shard; a first start of SHARDS=1024 took 8-23 s with one
+   * statement and one confirm after another, and with LEASE_TTL_MS=500 never became ready).
+   */
+  async function acquireAll(shards: number[]): Promise<void> {
+    if (shards.length === 0) return;
     const t0 = performance.now();
-    const r = await opts.db.query<{ epoch: number }>(
+    const r = await opts.db.query<{ shard: number; epoch: number }>(
       `UPDATE shard_leases SET owner = $3, address = $4, epoch = epoch + 1, expires_at = now() + $5::interval
-        WHERE log_name = $1 AND shard = $2 AND (owner IS NULL OR expires_at < now())
-        RETURNING epoch`,
-      [opts.logName, shard, opts.instanceId, opts.address, interval],
+        WHERE log_name = $1 AND shard = ANY($2::int[]) AND (owner IS NULL OR expires_at < now())
+        RETURNING shard, epoch`,
+      [opts.logName, shards, opts.instanceId, opts.address, interval],
     );
-    const row = r.rows[0];
-    if (!row) return;
-    const o: Owned = { epoch: Number(row.epoch), deadline: t0 + ttl - margin };
-    held.set(shard, o);
-    try {
-      // The fence goes into the log before anything this owner publishes for the shard; the reload
-      // that follows replays up to after it, so it holds everything the previous owner published.
-      await opts.publishFence({ shard, epoch: o.epoch, owner: opts.instanceId });
-    } catch (err) {
-      // Without its fence the shard cannot be served: give it back at once.
-      held.delete(shard);
-      await opts.db
-        .query(`UPDATE shard_leases SET owner = NULL, expires_at = now() WHERE log_name = $1 AND shard = $2 AND owner = $3 AND epoch = $4`, [
-          opts.logName,
-          shard,
-          opts.instanceId,
-          o.epoch,
-        ])
-        .catch(() => undefined);
-      log.warn({ err, shard }, 'won a shard but could not publish its fence; released it');
-      return;
-    }
-    log.info({ shard, epoch: o.epoch }, 'this instance owns the shard now (fence published)');
-    opts.onChange();
+    await Promise.all(
+      r.rows.map(async (row) => {
+        const shard = Number(row.shard);
+        const o: Owned = { epoch: Number(row.epoch), deadline: t0 + ttl - margin };
+        held.set(shard, o);
+        try {
+          // The fence goes into the log before anything this owner publishes for the shard; the reload
+          // that follows replays up to after it, so it holds everything the previous owner published.
+          await opts.publishFence({ shard, epoch: o.epoch, owner: opts.instanceId });
+        } catch (err) {
+          // Without its fence the shard cannot be served: give it back at once.
+          if (held.get(shard) === o) held.delete(shard);
+          await opts.db
+            .query(`UPDATE shard_leases SET owner = NULL, expires_at = now() WHERE log_name = $1 AND shard = $2 AND owner = $3 AND epoch = $4`, [
+              opts.logName,
+              shard,
+              opts.instanceId,
+              o.epoch,
+            ])
+            .catch(() => undefined);
+          log.warn({ err, shard }, 'won a shard but could not publish its fence; released it');
+          return;
+        }
+        log.info({ shard, epoch: o.epoch }, 'this instance owns the shard now (fence published)');
+        opts.onChange();
+      }),
+    );
   }
 
   async function releaseOne(shard: number, o: Owned): Promise<void> {
@@ -273,14 +293,14 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
         [opts.logName, opts.instanceId, opts.address, interval],
       );
     }
-    await Promise.all([...held].map(([shard, o]) => renew(shard, o)));
+    await renewAll();
     const live = await readRoutes();
     if (!acquiring) return;
     const fair = Math.ceil(opts.shards / live);
-    for (const [shard, row] of routes) {
-      if (held.size >= fair) break;
-      if (row.expired && !held.has(shard)) await acquire(shard);
-    }
+    // Up to the fair share, in shard order; a shard another instance took meanwhile is passed over
+    // and the next batch tries the following ones.
+    const free = [...routes].filter(([shard, row]) => row.expired && !held.has(shard)).map(([shard]) => shard);
+    while (held.size < fair && free.length > 0) await acquireAll(free.splice(0, fair - held.size));
     // Cooperative rebalancing: one surplus shard at a time, only while another instance has room.
     // It stops taking new writes at once (forwarders wait for its next owner), the writes already
     // admitted finish and are answered, then the lease is released; the renewals go on meanwhile.
@@ -366,9 +386,18 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
         if (performance.now() >= o.deadline) within = false;
       }
       if (within) return true;
-      if (stopped || roundFailing || performance.now() >= until) return false;
+      const left = until - performance.now();
+      if (stopped || roundFailing || left <= 0) return false;
       if (overdue() || (ticking !== null && lateRound)) await manager.catchUp();
-      else await new Promise((r) => setTimeout(r, Math.max(1, Math.min(10, until - performance.now()))));
+      else if (ticking !== null) {
+        // A round is running (slowed by a loaded database): its renewal decides, within the wait.
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([ticking, new Promise((r) => (timer = setTimeout(r, left)))]);
+        clearTimeout(timer);
+      }
+      // No round running or due, yet the deadline passed (the last renewal answered too late, or
+      // failed): nothing to wait for; the write is refused as before.
+      else return false;
     }
   }
 
