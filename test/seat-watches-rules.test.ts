@@ -48,6 +48,31 @@ async function waitUntil(pred: () => boolean, what: string, timeoutMs = 15_000):
 /** Lets the hub run what the last batches queued (notices are derived after the reply). */
 const settle = () => new Promise((r) => setTimeout(r, 500));
 
+type FireWatches = NonNullable<Persistence['notices']>['fireWatches'];
+
+/**
+ * The store with its notice store's `fireWatches` replaced by `wrap(original)` (the project's own
+ * NoticeStore interface; everything else passes through).
+ */
+function withFireWatches(store: Persistence, wrap: (original: FireWatches) => FireWatches): Persistence {
+  const inner = store.notices as NonNullable<Persistence['notices']>;
+  const fire = wrap(inner.fireWatches.bind(inner));
+  const notices = new Proxy(inner, {
+    get(t, p) {
+      if (p === 'fireWatches') return fire;
+      const v = Reflect.get(t, p) as unknown;
+      return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
+    },
+  });
+  return new Proxy(store, {
+    get(t, p) {
+      if (p === 'notices') return notices;
+      const v = Reflect.get(t, p) as unknown;
+      return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
+    },
+  });
+}
+
 describe('seat watches: who is told', { timeout: 120_000 }, () => {
   test('a second seat freed while the first is still free is announced to the next watcher', async () => {
     const { store, w, told } = await world();
@@ -139,21 +164,8 @@ describe('seat watches: what an opening costs', { timeout: 60_000 }, () => {
     await store.migrate();
     const inner = store.notices as NonNullable<Persistence['notices']>;
     let reads = 0;
-    // The project's own NoticeStore interface, counting the opening's reads.
-    const notices = new Proxy(inner, {
-      get(t, p) {
-        const v = Reflect.get(t, p) as unknown;
-        if (p === 'fireWatches') return (...a: unknown[]) => ((reads += 1), (v as (...x: unknown[]) => unknown).apply(t, a));
-        return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
-      },
-    });
-    const persistence = new Proxy(store, {
-      get(t, p) {
-        if (p === 'notices') return notices;
-        const v = Reflect.get(t, p) as unknown;
-        return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
-      },
-    });
+    // Counting the opening's reads.
+    const persistence = withFireWatches(store, (fire) => (...a) => ((reads += 1), fire(...a)));
     const w = await startNoticesWorld({ persistence, seed: true, hub: { watchedRefreshMs: 100, singleInstance: true } });
     const told: Notice[] = [];
     w.hub.onWatchNotices((ns) => told.push(...ns.filter((n) => n.kind === 'seatAvailable')));
@@ -184,27 +196,12 @@ describe('seat watches: openings while the database fails', { timeout: 60_000 },
   test('each opening that cannot be evaluated is not an error line of its own: one warning, then one line when it works again', async () => {
     const store = await createEmbeddedStore({ dataDir: null, logger: quietLogger, batchMaxEvents: 500, groupCommitLingerMs: 1 });
     await store.migrate();
-    const inner = store.notices as NonNullable<Persistence['notices']>;
     let failing = true;
     let attempts = 0;
-    // The project's own NoticeStore interface, failing the opening's evaluation as a database that is away does.
-    const notices = new Proxy(inner, {
-      get(t, p) {
-        const v = Reflect.get(t, p) as unknown;
-        if (p === 'fireWatches')
-          return (...a: unknown[]) => {
-            attempts += 1;
-            return failing ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432')) : (v as (...x: unknown[]) => unknown).apply(t, a);
-          };
-        return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
-      },
-    });
-    const persistence = new Proxy(store, {
-      get(t, p) {
-        if (p === 'notices') return notices;
-        const v = Reflect.get(t, p) as unknown;
-        return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(t) : v;
-      },
+    // Failing the opening's evaluation as a database that is away does.
+    const persistence = withFireWatches(store, (fire) => (...a) => {
+      attempts += 1;
+      return failing ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432')) : fire(...a);
     });
     const lines: { level: number; msg: string }[] = [];
     const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as { level: number; msg: string }) });
