@@ -242,6 +242,17 @@ describe('HTTP connection limits: a real listening server', () => {
     assert.match(out.received, /keep-alive: timeout=1\b/i);
   });
 
+  it('an HTTP/1.1 request without Host is a 400 in the one error shape (Node answered a bare 400); HTTP/1.0 may go without', async () => {
+    const out = await trickle(port, 'GET /health HTTP/1.1\r\nConnection: close\r\n\r\n', '', 1_000, 3_000);
+    assert.match(out.received, /^HTTP\/1\.1 400 /);
+    assert.match(out.received, /x-content-type-options: nosniff/i, 'with the security headers');
+    const body = out.received.slice(out.received.indexOf('\r\n\r\n') + 4);
+    assert.match(body, /"code":"BAD_REQUEST"/);
+    assert.match(body, /needs a Host header/);
+    const old = await trickle(port, 'GET /health HTTP/1.0\r\n\r\n', '', 1_000, 3_000);
+    assert.match(old.received, /^HTTP\/1\.1 200 /);
+  });
+
   it('answers a few pipelined requests in order, as before', async () => {
     const out = await pipeline(port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n', limits.maxPipelinedRequests);
     assert.equal(statusLines(out.received).length, limits.maxPipelinedRequests, out.received.slice(0, 300));

@@ -16,6 +16,7 @@ import { createMemoryCoordination } from '../coordination/memory.js';
 import type { Coordination } from '../coordination/types.js';
 import { createThrottle, DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from './throttle.js';
 import { createClientErrorHandler, createFrameworkErrorHandler, installErrorHandlers } from './error-handler.js';
+import { EngineError } from '../errors.js';
 import type { Drain } from './drain.js';
 import { createForwarder } from './forwarding.js';
 import { createLoopbackHostGuard } from './host-guard.js';
@@ -240,6 +241,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     // JSON as a missing one is (installJsonParsing); Fastify answered it 415 before any parser ran.
     const type = request.headers['content-type'];
     if (type !== undefined && type.trim() === '') delete request.headers['content-type'];
+
     admitPipelined(
       request.raw,
       reply.raw,
@@ -248,6 +250,12 @@ export async function buildApp(deps: AppDeps): Promise<App> {
         void reply.headers(headers);
         void reply.header(REQUEST_ID_HEADER, request.id);
         if (drain?.active) void reply.header('connection', 'close');
+        // RFC 9112 3.2: an HTTP/1.1 request must name its host. Node's own check is off (it answered
+        // a bare 400: no reason, no code, no security headers; probe S); HTTP/1.0 may go without.
+        if (request.headers.host === undefined && request.raw.httpVersionMajor === 1 && request.raw.httpVersionMinor === 1) {
+          done(new EngineError('BAD_REQUEST', 'an HTTP/1.1 request needs a Host header; nothing was done'));
+          return;
+        }
         done();
       },
       () => void reply.hijack(),

@@ -121,6 +121,9 @@ export function fastifyServerOptions(limits: HttpLimits): {
       keepAliveTimeout: limits.keepAliveTimeoutMs,
       connectionsCheckingInterval: checkIntervalMs(limits),
       noDelay: true,
+      // Node answers an HTTP/1.1 request without Host with a bare 400 (no reason, no code, no
+      // security headers); the app refuses it itself, in the one error shape (app.ts).
+      requireHostHeader: false,
     },
   };
 }
