@@ -328,9 +328,14 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     const first = stall?.offset !== next.offset;
     stall = next;
     setLogStall(opts.stream, 'batcher', next.offset);
+    // An event of a type this version does not know is an acknowledged change from a newer engine:
+    // an upgrade applies it, a skip would lose it (probe T: the line suggested --skip for it too).
+    const newer = next.reason.includes('UNKNOWN_EVENT_TYPE');
     log.error(
       { stream: opts.stream, offset: next.offset, reason: next.reason, retries: stallRetries },
-      `batcher stopped at ${opts.stream} offset ${next.offset}; retrying. To move past it: npm run batcher -- --skip ${next.offset}`,
+      newer
+        ? `batcher stopped at ${opts.stream} offset ${next.offset}: an event type this version does not know (written by a newer engine); retrying. Upgrade this batcher to the servers' version: it then applies the change. Do not skip it: it was acknowledged to a client`
+        : `batcher stopped at ${opts.stream} offset ${next.offset}; retrying. To move past it (its change is lost; docs/operations.md): npm run batcher -- --skip ${next.offset}`,
     );
     if (!first) return;
     await opts.db

@@ -1,14 +1,18 @@
 import amqp from 'amqplib';
 import type { Logger } from 'pino';
-import { offsetOf, streamArguments } from './amqp-log.js';
+import { decodeMessage, offsetOf, streamArguments } from './amqp-log.js';
 import type { SqlClient } from './sql-client.js';
+import { isKnownEvent } from './types.js';
 
 /**
  * The operator's way past a message the batcher stopped at (`npm run batcher -- --skip <offset>`).
  * The batcher never skips by itself, because every message was acknowledged to a client; moving
  * past one loses that change, so it is a decision a person makes and the project records:
  *
- * 1. only the message at the database's next offset (where the batcher stopped) can be skipped;
+ * 1. only the message at the database's next offset (where the batcher stopped) can be skipped, and
+ *    only if a batcher recorded a stall there or the message cannot be read at all (what stops an
+ *    engine's replay when no batcher runs): a readable message at the next offset is merely not
+ *    applied yet (no batcher running), and skipping it lost an acknowledged change (probe T);
  * 2. it is copied, broker-confirmed, to the dead-letter queue with who/why headers;
  * 3. one transaction moves the offset past it (only if still there), records the skip in
  *    `log_skips` (who, why, when, the message) and clears the stall.
@@ -63,6 +67,16 @@ async function readOne(amqpUrl: string, stream: string, offset: number, timeoutM
   }
 }
 
+/** Whether a batcher (and an engine's replay) can read the message: it decodes, and every event's type is known here. */
+function readable(content: Buffer): boolean {
+  try {
+    const m = decodeMessage(content);
+    return !('events' in m) || m.events.every((e) => isKnownEvent(e));
+  } catch {
+    return false;
+  }
+}
+
 /** Skips the message the batcher is stopped at; throws SkipRefusedError when that is not `offset`. */
 export async function skipLogMessage(opts: SkipOptions): Promise<void> {
   const log = opts.logger.child({ module: 'log-skip' });
@@ -72,6 +86,14 @@ export async function skipLogMessage(opts: SkipOptions): Promise<void> {
     throw new SkipRefusedError(`the batcher of ${opts.stream} is at offset ${next}, not ${opts.offset}: only the message it is stopped at can be skipped`);
   }
   const content = await readOne(opts.amqpUrl, opts.stream, opts.offset, opts.readTimeoutMs ?? 10_000);
+  const stall = await opts.db.query<{ stream_offset: number }>('SELECT stream_offset FROM log_stalls WHERE log_name = $1', [opts.stream]);
+  const stalledHere = stall.rows[0] !== undefined && Number(stall.rows[0].stream_offset) === opts.offset;
+  if (!stalledHere && readable(content)) {
+    throw new SkipRefusedError(
+      `no batcher is stopped at ${opts.stream} offset ${opts.offset} and the message there is readable: it is only not applied yet ` +
+        `(start the batcher and it applies it). Skipping it would lose a change acknowledged to a client; nothing was skipped`,
+    );
+  }
 
   const conn = await amqp.connect(opts.amqpUrl, { timeout: 3000 });
   try {
