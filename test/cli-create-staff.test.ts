@@ -39,6 +39,18 @@ describe('npm run create-staff', () => {
   it('creates a staff member in PostgreSQL with only DATABASE_URL, hashed and never shown; refuses an existing id and weak passwords', { skip, timeout: 240_000 }, async () => {
     const db = await createTestDatabase();
     try {
+      // A department nobody added is refused, as POST /staff refuses it (probe T); then department 3 is added.
+      const unknown = run(['--id', '77', '--department', '3'], { DATABASE_URL: db.url, STAFF_PASSWORD: PASSWORD });
+      assert.equal(unknown.status, 1, `${unknown.stdout}\n${unknown.stderr}`);
+      assert.match(unknown.stderr, /department 3 does not exist/);
+      const setup = new pg.Client({ connectionString: db.url });
+      await setup.connect();
+      try {
+        assert.equal((await setup.query('SELECT 1 FROM staff WHERE id = 77')).rows.length, 0, 'nothing was created');
+        await setup.query(`INSERT INTO departments (id, name) VALUES (3, 'Three')`);
+      } finally {
+        await setup.end();
+      }
       const ok = run(['--id', '77', '--department', '3'], { DATABASE_URL: db.url, STAFF_PASSWORD: PASSWORD });
       assert.equal(ok.status, 0, `${ok.stdout}\n${ok.stderr}`);
       assert.match(ok.stdout, /Staff member 77 created/);

@@ -98,18 +98,24 @@ const logger = createLogger(config.logLevel).child({ module: 'create-staff' });
 const dataDirLock = await lockEmbeddedStore(config.databaseUrl, config.dataDir, 'npm run create-staff');
 const db = config.databaseUrl ? createPgClient(config.databaseUrl) : await createPgliteClient(join(config.dataDir, 'pglite'));
 let created = false;
+let unknownDepartment = false;
 try {
   await migrate(db, { log: logger });
-  const passwordHash = await hashPassword(password, 10);
-  const r = await db.query<{ id: string }>(
-    'INSERT INTO staff (id, password, department_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING RETURNING id',
-    [id, passwordHash, departmentId],
-  );
-  created = r.rows.length === 1;
+  // As POST /staff refuses it (400): a department nobody added (probe T: it was stored, and shown by /me).
+  unknownDepartment = departmentId !== null && (await db.query('SELECT 1 FROM departments WHERE id = $1', [departmentId])).rows.length === 0;
+  if (!unknownDepartment) {
+    const passwordHash = await hashPassword(password, 10);
+    const r = await db.query<{ id: string }>(
+      'INSERT INTO staff (id, password, department_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING RETURNING id',
+      [id, passwordHash, departmentId],
+    );
+    created = r.rows.length === 1;
+  }
 } finally {
   await db.close();
   await dataDirLock?.release();
 }
+if (unknownDepartment) fail(`department ${String(departmentId)} does not exist: add it first (POST /departments, or a row in the departments table), or leave --department out; nothing changed`, 1);
 if (!created) fail(`staff ${id} exists already; nothing changed`, 1);
 logger.info({ staff: id, target: config.databaseUrl ? 'postgres' : 'embedded' }, 'staff member created');
 process.stdout.write(
