@@ -220,11 +220,46 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
   /** Shard -> lease epoch under which the state was last loaded; appends need the same epoch. */
   let loadedEpochs = new Map<number, number>();
   let refusalLogged = false;
+  /**
+   * Offset of an unreadable message this instance's read copy stopped at (null: following). Until an
+   * operator skips it, everything after it is missing here: this instance is not ready (its reads
+   * would be stale), the gauge says where, and once the database's offset has moved past it (the
+   * skip) the state is reloaded, which goes on past it (probe T: the copy stayed stopped after the
+   * skip, /ready said 200 and reads were stale until a restart).
+   */
+  let readCopyStall: number | null = null;
+  let skipWatch: NodeJS.Timeout | null = null;
+  const watchForSkip = (at: number): void => {
+    if (skipWatch !== null) return;
+    skipWatch = setInterval(() => {
+      void db
+        .query<{ next_offset: number }>('SELECT next_offset FROM log_offsets WHERE log_name = $1', [names.stream])
+        .then((r) => {
+          if (readCopyStall !== at || Number(r.rows[0]?.next_offset ?? 0) <= at) return;
+          log.warn({ stream: names.stream, offset: at }, 'the message the read copy stopped at was skipped by an operator: reloading past it');
+          for (const l of changeListeners) l();
+        })
+        .catch(() => undefined);
+    }, 1000);
+    skipWatch.unref();
+  };
+  const clearReadCopyStall = (): void => {
+    if (skipWatch !== null) clearInterval(skipWatch);
+    skipWatch = null;
+    if (readCopyStall === null) return;
+    readCopyStall = null;
+    setLogStall(names.stream, 'read-copy', null);
+  };
   const readCopy = createReadCopy({
     amqpLog,
     logger: opts.logger,
     deliver: (events) => {
       for (const l of followers) l(events);
+    },
+    onStall: (at) => {
+      readCopyStall = at;
+      setLogStall(names.stream, 'read-copy', at);
+      watchForSkip(at);
     },
   });
   /** Shards of a set of events, with the epoch this instance holds each under (null: not owned). */
@@ -427,6 +462,8 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         replayStall = null;
         setLogStall(names.stream, 'replay', null);
       }
+      // A load replays past (or stops at) whatever the read copy stopped at, and starts it again.
+      clearReadCopyStall();
       amqpLog.failedSince = null;
       committer.reset();
       for (const [shard, epoch] of holding) {
@@ -616,9 +653,16 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       }
       // Writes need the broker; the database may lag (the broker holds the events meanwhile), but
       // not stop: a log reader stopped at a message needs an operator.
-      return { ready: checks.broker.ok && owner && !stalled && replayStall === null, checks };
+      if (readCopyStall !== null) {
+        checks.readCopy = {
+          ok: false,
+          detail: `the read copy stopped at ${names.stream} offset ${readCopyStall}: unreadable message; reads here miss every change after it until it is skipped (npm run batcher -- --skip ${readCopyStall}; this instance then reloads past it)`,
+        };
+      }
+      return { ready: checks.broker.ok && owner && !stalled && replayStall === null && readCopyStall === null, checks };
     },
     async close() {
+      if (skipWatch !== null) clearInterval(skipWatch);
       // Everything acknowledged is in the stream already: a database or broker that stopped
       // answering must not hold the exit (an orchestrator kills the process at its own deadline,
       // and until then this instance neither serves nor hands over). Each step is bounded; what

@@ -125,7 +125,7 @@ export const logStalledOffset = new Gauge({
 });
 
 /** Records (offset) or clears (null) a stall in both gauges. */
-export function setLogStall(stream: string, reader: 'batcher' | 'replay', offset: number | null): void {
+export function setLogStall(stream: string, reader: 'batcher' | 'replay' | 'read-copy', offset: number | null): void {
   logStalled.set({ stream, reader }, offset === null ? 0 : 1);
   logStalledOffset.set({ stream, reader }, offset ?? -1);
 }

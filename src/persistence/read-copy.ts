@@ -34,6 +34,8 @@ export function createReadCopy(opts: {
   amqpLog: AmqpLog;
   logger: Logger;
   deliver: (events: DomainEvent[]) => void;
+  /** The copy stopped at an unreadable message at `offset` (it delivers nothing past it until started again). */
+  onStall?: (offset: number) => void;
 }): ReadCopy {
   const log = opts.logger.child({ module: 'read-copy' });
   let generation = 0;
@@ -57,6 +59,7 @@ export function createReadCopy(opts: {
           if (gen !== generation) return;
           if (m instanceof UnreadableMessageError) {
             log.error({ offset: at }, 'the read copy stopped at an unreadable message (the batcher reports it too)');
+            opts.onStall?.(at);
             return;
           }
           next = at + 1;
