@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import amqp from 'amqplib';
 import { pino } from 'pino';
-import { encodeMessage, streamArguments } from '../src/persistence/amqp-log.js';
+import { encodeMessage, streamArguments, UnreadableMessageError } from '../src/persistence/amqp-log.js';
+import { retryStorageAtStart } from '../src/persistence/start-retry.js';
 import { SkipRefusedError, skipLogMessage } from '../src/persistence/log-skip.js';
 import { migrate } from '../src/persistence/migrations.js';
 import { createPgClient } from '../src/persistence/pg-client.js';
@@ -58,4 +59,20 @@ test('a readable message nobody is stopped at is not skipped; an unreadable one,
     await db.close();
     await tdb.drop();
   }
+});
+
+test('a start that cannot load past an unreadable message says which and how to move on, not "storage unavailable"', async () => {
+  const lines: { level: number; msg: string; offset?: number }[] = [];
+  const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as { level: number; msg: string; offset?: number }) });
+  let tries = 0;
+  await retryStorageAtStart(log, async () => {
+    tries += 1;
+    if (tries === 1) throw new UnreadableMessageError('x.events', 41);
+  });
+  assert.equal(tries, 2, 'it keeps trying (the skip lets it go on by itself)');
+  assert.equal(lines.length, 1);
+  assert.equal(lines[0]!.level, 50);
+  assert.equal(lines[0]!.offset, 41);
+  assert.match(lines[0]!.msg, /^cannot load: unreadable message at x\.events offset 41; .*npm run batcher -- --skip 41/);
+  assert.doesNotMatch(lines[0]!.msg, /storage unavailable/);
 });

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { UnreadableMessageError } from './amqp-log.js';
 import { storageSettingHint } from './setting-hints.js';
 
 /** Pause before start attempt `attempt + 1` (ms): 0.5 s, 1 s, 2 s, 4 s, then every 5 s. */
@@ -23,6 +24,16 @@ export async function retryStorageAtStart(log: Logger, step: () => Promise<void>
       return;
     } catch (err) {
       const waitMs = startRetryDelayMs(attempt);
+      // Not an outage: the log holds a message no reader can apply, and waiting will not heal it
+      // (probe T: the start said "storage unavailable" and never named the message or the way on).
+      if (err instanceof UnreadableMessageError) {
+        log.error(
+          { err, attempt, waitMs, stream: err.stream, offset: err.offset },
+          `cannot load: unreadable message at ${err.stream} offset ${err.offset}; an operator moves past it with npm run batcher -- --skip ${err.offset} (its change is lost; docs/operations.md), and this start then goes on by itself (retrying)`,
+        );
+        await new Promise((r) => setTimeout(r, waitMs));
+        continue;
+      }
       const hint = storageSettingHint(err);
       log.warn({ err, attempt, waitMs, ...(hint ? { hint } : {}) }, hint ? `storage refused at start: ${hint}; check the setting (retrying)` : 'storage unavailable at start; retrying');
       await new Promise((r) => setTimeout(r, waitMs));
