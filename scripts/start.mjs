@@ -97,9 +97,26 @@ engine.once('error', (err) => {
   process.exit(1);
 });
 engine.once('exit', exitLikeEngine);
+/** The live engine another `npm start` recorded (its pid), or null: a dead one's record is stale. */
+const otherRecorded = () => {
+  try {
+    const pid = Number(readFileSync(PID_FILE, 'utf8').trim());
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === engine.pid) return null;
+    process.kill(pid, 0);
+    return pid;
+  } catch (err) {
+    // EPERM: alive, someone else's; anything else (ESRCH, no file): nothing live is recorded.
+    return err?.code === 'EPERM' ? Number(readFileSync(PID_FILE, 'utf8').trim()) : null;
+  }
+};
+
 engine.on('message', (msg) => {
   if (typeof msg !== 'object' || msg === null || msg.type !== 'engine-ready') return;
-  writeFileSync(PID_FILE, `${engine.pid}\n`);
+  // Another engine of this checkout (another DATA_DIR and PORT) keeps its record: overwriting it,
+  // then removing this one's at exit, left that engine out of reach of `npm stop` (probe T).
+  const other = otherRecorded();
+  if (other === null) writeFileSync(PID_FILE, `${engine.pid}\n`);
+  else say(`another engine started by npm start is recorded (pid ${other}, stopped by \`npm stop\`); this one is not: stop it with Ctrl-C or kill ${engine.pid}`);
   if (foreground) return;
   // Leave: the engine keeps running alone (its stdout and stderr are still this terminal's).
   engine.removeListener('exit', exitLikeEngine);

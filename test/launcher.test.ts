@@ -171,6 +171,25 @@ describe('npm start / npm stop', () => {
     assert.equal(existsSync(pidFile), false);
   });
 
+  it('a foreground engine started beside a recorded one (another DATA_DIR and PORT) leaves that record alone: npm stop still stops the first', { timeout: 600_000 }, async () => {
+    const env = { DATA_DIR: join(work, 'data-rec'), PORT: String(await freePort()), DEMO_DATA: 'false' };
+    const first = run('npm', ['start'], env);
+    assert.equal(await first.exited, 0, `npm start failed:\n${first.output()}`);
+    const pid = Number(readFileSync(pidFile, 'utf8').trim());
+    started.push(pid);
+    const port2 = await freePort();
+    const fg = run(process.execPath, ['scripts/start.mjs', '--foreground'], { DATA_DIR: join(work, 'data-rec-2'), PORT: String(port2), DEMO_DATA: 'false' });
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${port2}/health`).catch(() => null))?.status === 200, 'the second engine to answer');
+    await waitFor(() => /another engine started by npm start is recorded/.test(fg.output()), 'the launcher to say the first stays recorded');
+    assert.equal(readFileSync(pidFile, 'utf8').trim(), String(pid), 'the record still names the first engine');
+    fg.child.kill('SIGINT');
+    assert.equal(await fg.exited, 0, fg.output());
+    assert.equal(readFileSync(pidFile, 'utf8').trim(), String(pid), 'and still does after the second one stopped (probe T: it was removed)');
+    const stop = run('npm', ['stop'], env);
+    assert.equal(await stop.exited, 0, stop.output());
+    assert.equal(alive(pid), false, 'npm stop stopped the first engine');
+  });
+
   it('--foreground passes SIGINT on to the engine once and exits with its status', { timeout: 300_000 }, async () => {
     const port = await freePort();
     const env = { DATA_DIR: join(work, 'data-fg'), PORT: String(port), DEMO_DATA: 'false' };
