@@ -179,6 +179,8 @@ describe('npm start / npm stop', () => {
     started.push(pid);
     const port2 = await freePort();
     const fg = run(process.execPath, ['scripts/start.mjs', '--foreground'], { DATA_DIR: join(work, 'data-rec-2'), PORT: String(port2), DEMO_DATA: 'false' });
+    // Whatever happens below, the foreground launcher passes a Ctrl-C on to its engine at the end.
+    after(() => void (fg.child.exitCode === null && fg.child.signalCode === null && fg.child.kill('SIGINT')));
     await waitFor(async () => (await fetch(`http://127.0.0.1:${port2}/health`).catch(() => null))?.status === 200, 'the second engine to answer');
     await waitFor(() => /another engine started by npm start is recorded/.test(fg.output()), 'the launcher to say the first stays recorded');
     assert.equal(readFileSync(pidFile, 'utf8').trim(), String(pid), 'the record still names the first engine');
