@@ -99,14 +99,19 @@ engine.once('error', (err) => {
 engine.once('exit', exitLikeEngine);
 /** The live engine another `npm start` recorded (its pid), or null: a dead one's record is stale. */
 const otherRecorded = () => {
+  let pid;
   try {
-    const pid = Number(readFileSync(PID_FILE, 'utf8').trim());
-    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === engine.pid) return null;
+    pid = Number(readFileSync(PID_FILE, 'utf8').trim());
+  } catch {
+    return null; // no record
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0 || pid === engine.pid) return null;
+  try {
     process.kill(pid, 0);
     return pid;
   } catch (err) {
-    // EPERM: alive, someone else's; anything else (ESRCH, no file): nothing live is recorded.
-    return err?.code === 'EPERM' ? Number(readFileSync(PID_FILE, 'utf8').trim()) : null;
+    // EPERM: alive, someone else's; ESRCH: gone, the record is stale.
+    return err?.code === 'EPERM' ? pid : null;
   }
 };
 

@@ -160,6 +160,35 @@ describe('leases and fences (real PostgreSQL and RabbitMQ)', async () => {
     }
   });
 
+  test('renewed(): a deadline passed while a round is still running (its heartbeat slowed by the database) is renewed by that round', { skip, timeout: 60_000 }, async () => {
+    let slow = false;
+    // The project's own SqlClient interface: the heartbeat write waits 900 ms while `slow`, the renewal does not.
+    const slowDb: SqlClient = {
+      ...db,
+      query: (async (text: string, params?: unknown[]) => {
+        if (slow && text.includes('INSERT INTO engine_instances')) await sleep(900);
+        return db.query(text, params);
+      }) as SqlClient['query'],
+    };
+    const m = createLeaseManager({ db: slowDb, logName: `${stream}.running-round`, shards: 1, instanceId: 'a', address: 'http://a', ttlMs: 1000, logger, publishFence: async () => undefined, onChange: () => undefined });
+    try {
+      await m.start();
+      const epoch = m.epochOf(0) as number;
+      slow = true;
+      const since = performance.now();
+      while (m.canWrite(0)) {
+        assert.ok(performance.now() - since < 5000, 'the deadline passed');
+        await sleep(10);
+      }
+      assert.equal(m.behind, false, 'the round is running on time, not overdue');
+      slow = false;
+      assert.equal(await m.renewed({ 0: epoch }, 2000), true, 'the running round renewed it under the same epoch');
+      assert.ok(m.canWrite(0));
+    } finally {
+      await m.stop();
+    }
+  });
+
   test('SHARDS=1024 on one instance with a 500 ms lease: it owns every shard and keeps them, round after round (one statement per round, not one per shard)', { skip, timeout: 60_000 }, async () => {
     // The full store's own lease pool: two connections, a connection wait of half the lease.
     const TTL = 500;

@@ -102,3 +102,23 @@ describe('the METRICS_PORT listener: the API connection limits and security head
     }
   });
 });
+
+describe('the METRICS_PORT listener with HTTP_MAX_REQUESTS_PER_SOCKET', () => {
+  it('closes the connection after the last answer it may carry (Node left it open to the keep-alive timeout)', async () => {
+    const server = await startMetricsServer({
+      host: '127.0.0.1',
+      port: 0,
+      logger: createLogger('silent'),
+      limits: { ...LIMITS, keepAliveTimeoutMs: 5000, maxRequestsPerSocket: 1 },
+    });
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const out = await hold(port, 'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n', [], 1000, 3000);
+      assert.match(out.received, /^HTTP\/1\.1 200 /);
+      assert.ok(out.closedByServer, 'left open after the last answer it allows');
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});

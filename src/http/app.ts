@@ -35,7 +35,7 @@ import { staffRoutes } from './routes/staff.js';
 import { studentRoutes } from './routes/student.js';
 import { swapRoutes } from './routes/swap.js';
 import { webhookRoutes } from './routes/webhooks.js';
-import { admitPipelined, DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
+import { admitPipelined, closeAfterLastRequest, DEFAULT_HTTP_LIMITS, fastifyServerOptions, type HttpLimits } from './server-options.js';
 import { MAX_BODY_DEPTH, nestedTooDeep, schemaErrorFormatter, validatorCompiler } from './validation.js';
 import { DEFAULT_MIN_PASSWORD_LENGTH } from '../password-rules.js';
 
@@ -223,18 +223,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const drain = deps.drain;
   const arrivals = deps.arrivals;
   arrivals?.watch(app.server);
-  if ((deps.limits ?? DEFAULT_HTTP_LIMITS).maxRequestsPerSocket > 0) {
-    // Node answers the last request a socket may carry with `Connection: close` but leaves the
-    // socket open until the keep-alive timeout, and answers anything more sent on it with a bare
-    // 503 (no body, no code; probe R). The connection is closed once that last answer has gone out.
-    app.server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
-      if ((res as ServerResponse & { maxRequestsOnConnectionReached?: boolean }).maxRequestsOnConnectionReached === true) {
-        // Taken now: Node detaches the socket from the response as it finishes.
-        const socket = res.socket;
-        res.once('finish', () => socket?.end());
-      }
-    });
-  }
+  closeAfterLastRequest(app.server, (deps.limits ?? DEFAULT_HTTP_LIMITS).maxRequestsPerSocket);
   app.addHook('onRequest', (request, reply, done) => {
     arrivals?.request(request.raw, reply.raw);
     // An empty Content-Type (Go's http.Post(url, "", body) sends one) is no content type: read as

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerOptions, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerOptions, ServerResponse } from 'node:http';
 import { createServer, isIP, type Socket } from 'node:net';
 
 /**
@@ -100,6 +100,22 @@ export function admitPipelined(req: IncomingMessage, res: ServerResponse, max: n
   });
   if (st.waiting === 1) run();
   else (st.queue ??= []).push(() => (st.refused || socket.destroyed ? refuse() : run()));
+}
+
+/**
+ * With `maxRequestsPerSocket`, Node answers the last request a socket may carry with
+ * `Connection: close` but leaves the socket open until the keep-alive timeout, and answers anything
+ * more sent on it with a bare 503 (no body, no code; probe R). This closes the connection once that
+ * last answer has gone out. For every server that takes {@link HttpLimits} (the API, the metrics listener).
+ */
+export function closeAfterLastRequest(server: Server, maxRequestsPerSocket: number): void {
+  if (maxRequestsPerSocket <= 0) return;
+  server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+    if ((res as ServerResponse & { maxRequestsOnConnectionReached?: boolean }).maxRequestsOnConnectionReached !== true) return;
+    // Taken now: Node detaches the socket from the response as it finishes.
+    const socket = res.socket;
+    res.once('finish', () => socket?.end());
+  });
 }
 
 /** The Fastify (and through `http`, Node `http.Server`) options that carry {@link HttpLimits}. */

@@ -2,7 +2,7 @@ import { createServer, STATUS_CODES, type Server, type ServerResponse } from 'no
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../logger.js';
 import { securityHeaders } from '../http/security-headers.js';
-import { admitPipelined, DEFAULT_HTTP_LIMITS, fastifyServerOptions, listenRefusal, METRICS_LISTEN_SETTINGS, portRefusal, type HttpLimits } from '../http/server-options.js';
+import { admitPipelined, closeAfterLastRequest, DEFAULT_HTTP_LIMITS, fastifyServerOptions, listenRefusal, METRICS_LISTEN_SETTINGS, portRefusal, type HttpLimits } from '../http/server-options.js';
 import { renderMetrics } from './registry.js';
 
 /**
@@ -48,6 +48,7 @@ export async function startMetricsServer(opts: { host: string; port: number; log
   server.requestTimeout = limits.requestTimeoutMs;
   server.keepAliveTimeout = node.keepAliveTimeout;
   server.maxRequestsPerSocket = node.maxRequestsPerSocket;
+  closeAfterLastRequest(server, node.maxRequestsPerSocket);
   // A socket with no traffic either way for this long is destroyed (Fastify's connectionTimeout).
   server.setTimeout(node.connectionTimeout);
   server.on('clientError', clientErrorAnswer(headers));

@@ -130,18 +130,15 @@ export const MAX_DEFER_MS = 30_000;
 /** Deliveries whose count of set-asides is remembered in memory (embedded mode); the oldest is forgotten past it. */
 const MAX_DEFERRALS_KEPT = 100_000;
 
-/** AMQP's `basic.qos` prefetch count is a 16-bit field: amqplib throws past it, and full mode failed to start. */
-export const MAX_PREFETCH = 65_535;
-
 /**
  * How many delivery jobs the queue should hand the worker at once (RabbitMQ prefetch): room for
  * every active webhook's share (in flight plus waiting), so webhooks whose receivers hang can take
- * only their own shares and a healthy webhook's jobs always find room. Capped at
- * {@link MAX_PREFETCH}: with `WEBHOOK_MAX_ACTIVE` 2,000 at the default shares (64 each) the product
- * was 128,000 and the consumer could not start; past the cap, hanging receivers can fill it.
+ * only their own shares and a healthy webhook's jobs always find room. The queue caps it at what AMQP
+ * carries (65,535, amqpPrefetch): past about 1,000 active webhooks at the default shares, hanging
+ * receivers can fill it.
  */
 export function deliveryPrefetch(maxActive: number, perWebhookInFlight = PER_WEBHOOK_IN_FLIGHT, perWebhookWaiting = PER_WEBHOOK_WAITING): number {
-  return Math.min(MAX_PREFETCH, Math.max(16, maxActive * (perWebhookInFlight + perWebhookWaiting)));
+  return Math.max(16, maxActive * (perWebhookInFlight + perWebhookWaiting));
 }
 
 /** Raised to a job that waited for its webhook's slot when the worker closes: it is not acknowledged, so the queue keeps it. */

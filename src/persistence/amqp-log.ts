@@ -100,6 +100,15 @@ export function withHeartbeat(url: string, seconds = DEFAULT_HEARTBEAT_S): strin
   return u.toString();
 }
 
+/**
+ * A prefetch count AMQP can carry: `basic.qos` holds it in 16 bits, and amqplib throws past 65,535
+ * (probe R: BATCH_MAX_EVENTS of 32,768 or more left the batcher failing at every attempt, and
+ * WEBHOOK_MAX_ACTIVE above 1,023 stopped full mode at start). Every consumer sets its prefetch through it.
+ */
+export function amqpPrefetch(wanted: number): number {
+  return Math.min(65_535, wanted);
+}
+
 export function streamArguments(maxLengthBytes: number): Record<string, unknown> {
   return { 'x-queue-type': 'stream', 'x-max-length-bytes': maxLengthBytes, 'x-stream-max-segment-size-bytes': 100_000_000 };
 }

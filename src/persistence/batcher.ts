@@ -1,7 +1,7 @@
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { createFenceFilter, decodeMessage, offsetOf, streamArguments, withHeartbeat, type Fence, type FenceFilter } from './amqp-log.js';
+import { amqpPrefetch, createFenceFilter, decodeMessage, offsetOf, streamArguments, withHeartbeat, type Fence, type FenceFilter } from './amqp-log.js';
 import { setLogStall, watchBatcher, type BatcherLagSource } from './metrics.js';
 import { PG_KEEPALIVE_IDLE_MS } from './pg-client.js';
 import type { SqlClient } from './sql-client.js';
@@ -465,9 +465,8 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     ch = c;
     await c.assertQueue(opts.stream, { durable: true, arguments: streamArguments(20e9) });
     await c.assertQueue(opts.deadLetterQueue, { durable: true });
-    // Two batches' worth in flight, within AMQP's 16-bit prefetch count: past 65,535 (BATCH_MAX_EVENTS
-    // of 32,768 or more) amqplib threw at every attempt and the batcher never wrote a row (probe R).
-    await c.prefetch(Math.min(65_535, Math.max(opts.maxEvents * 2, 1000)));
+    // Two batches' worth in flight.
+    await c.prefetch(amqpPrefetch(Math.max(opts.maxEvents * 2, 1000)));
     const start = await readOffset();
     const fences = await readFences();
     appliedOffset = start;

@@ -2,7 +2,7 @@ import amqp, { type ChannelModel, type ConfirmChannel, type ConsumeMessage } fro
 import type { Logger } from 'pino';
 import { EngineError } from '../errors.js';
 import { createRepeatedFailureLog } from '../repeated-failure.js';
-import { withHeartbeat } from './amqp-log.js';
+import { amqpPrefetch, withHeartbeat } from './amqp-log.js';
 import type { DeliveryJob, DeliveryQueue, NoticeStore } from './notice-types.js';
 
 /**
@@ -61,8 +61,7 @@ export async function createAmqpDeliveryQueue(opts: {
 
   const consume = async (c: ChannelModel, handle: (job: DeliveryJob) => Promise<void>): Promise<void> => {
     const ch = await c.createConfirmChannel();
-    // AMQP's prefetch count is 16 bits: amqplib throws past 65,535 (deliveryPrefetch caps it too).
-    await ch.prefetch(Math.min(65_535, opts.prefetch ?? 1280));
+    await ch.prefetch(amqpPrefetch(opts.prefetch ?? 1280));
     consumer = ch;
     const r = await ch.consume(names.work, (msg: ConsumeMessage | null) => {
       if (msg === null) return;

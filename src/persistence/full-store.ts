@@ -262,32 +262,27 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       watchForSkip(at);
     },
   });
-  /** Shards of a set of events, with the epoch this instance holds each under (null: not owned). */
-  function leaseCheck(events: DomainEvent[]): Record<string, number> | null {
+  /**
+   * Shards of a set of events, with the epoch this instance holds each under and loaded its state
+   * with; null when one is not. `withinDeadline` (every append, every batch): also null when a
+   * shard's own lease deadline has passed; without it, a lease whose renewal is late still counts.
+   */
+  function heldEpochs(events: DomainEvent[], withinDeadline: boolean): Record<string, number> | null {
     const epochs: Record<string, number> = {};
     for (const e of events) {
       const shard = shardOfEvent(e, shards);
       if (epochs[shard] !== undefined) continue;
       const epoch = leases.epochOf(shard);
-      if (epoch === null || loadedEpochs.get(shard) !== epoch || !leases.canWrite(shard)) return null;
+      if (epoch === null || loadedEpochs.get(shard) !== epoch || (withinDeadline && !leases.canWrite(shard))) return null;
       epochs[shard] = epoch;
     }
     return epochs;
   }
-  /**
-   * The epochs of the events' shards when each is held with the state loaded under its epoch,
-   * whether or not its own deadline has passed; null when one is not (a write for it is refused).
-   */
-  function heldAsLoaded(events: DomainEvent[]): Record<string, number> | null {
-    const epochs: Record<string, number> = {};
-    for (const e of events) {
-      const shard = shardOfEvent(e, shards);
-      if (epochs[shard] !== undefined) continue;
-      const epoch = leases.epochOf(shard);
-      if (epoch === null || loadedEpochs.get(shard) !== epoch) return null;
-      epochs[shard] = epoch;
-    }
-    return epochs;
+  const leaseCheck = (events: DomainEvent[]) => heldEpochs(events, true);
+  /** Every shard of `epochs` still held under that epoch, within its own deadline. */
+  function stillWithin(epochs: Record<string, number>): boolean {
+    for (const k in epochs) if (!leases.canWrite(Number(k)) || leases.epochOf(Number(k)) !== epochs[k]) return false;
+    return true;
   }
   /**
    * A shard held under its loaded epoch whose own deadline passed only because its renewal is late
@@ -310,7 +305,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       // Batches go out one after another in call order, so waiting here for a late renewal keeps
       // every later append behind this one.
       if (epochs === null) {
-        const held = heldAsLoaded(events);
+        const held = heldEpochs(events, false);
         if (held !== null && (await leases.renewed(held, renewalWaitMs))) epochs = leaseCheck(events);
       }
       if (epochs === null) throw notOwner();
@@ -318,7 +313,8 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
       // A confirm that came after this instance's own deadline is acknowledged only once a renewal
       // under the same epochs proves no other instance took a shard meanwhile (leases.renewed); before
       // (probe Q, finding 1: 75 such writes answered "outcome unknown" on a loaded machine, all applied).
-      if (!(await leases.renewed(epochs, renewalWaitMs))) {
+      // The usual case, the same epochs still within the deadline, is checked without a promise.
+      if (!stillWithin(epochs) && !(await leases.renewed(epochs, renewalWaitMs))) {
         throw outcomeUnknown('the lease of this instance ran out before the broker confirmed the change');
       }
     },
@@ -522,7 +518,7 @@ export async function createFullStore(opts: FullStoreOptions): Promise<FullStore
         return Promise.reject(new EngineError('UNAVAILABLE', 'the message broker was lost; the engine is recovering'));
       }
       // Not held (or not loaded under its epoch): refused now. Held with its renewal late: the committer waits for it.
-      if (leaseCheck(events) === null && (heldAsLoaded(events) === null || leases.roundFailing)) return Promise.reject(notOwner());
+      if (leaseCheck(events) === null && (heldEpochs(events, false) === null || leases.roundFailing)) return Promise.reject(notOwner());
       return committer.append(events);
     },
     shards,

@@ -93,20 +93,13 @@ export interface LeaseManager {
    * The lease round is overdue: its timer should have fired by now, but this process was too busy
    * to run it (a long synchronous stretch, e.g. the demo data being built at a first start), and no
    * round is running or known to fail. A lease whose own deadline passed meanwhile was not lost: it
-   * was not renewed. True also while the round started by {@link catchUp} runs.
+   * was not renewed. True also while the round {@link renewed} started for it runs.
    */
   readonly behind: boolean;
   /**
-   * Runs the overdue round now (see {@link behind}) and resolves once it has finished; a no-op
-   * otherwise. The renewal inside it is the ordinary one (owner and epoch must still match), so a
-   * lease another instance took meanwhile stays lost.
-   */
-  catchUp(): Promise<void>;
-  /**
    * Resolves true once every shard of `epochs` is held under its epoch within its own deadline,
    * false as soon as one is lost or its epoch changed, while the rounds fail (the database is away),
-   * when no round is running or due, or after `waitMs`. An overdue round is run at once
-   * ({@link catchUp}); a running one is waited for (within `waitMs`). Why a late confirm may then be acknowledged: a renewal that succeeds
+   * when no round is running or due, or after `waitMs`. An overdue round is run at once; a running one is waited for (within `waitMs`). Why a late confirm may then be acknowledged: a renewal that succeeds
    * (owner and epoch unchanged) proves no instance took the shard before it, and the deadline it sets
    * is still ahead, so a message confirmed before now was confirmed while the lease was this
    * instance's, with no newer fence before it in the log (a busy process is not a lost lease).
@@ -376,6 +369,23 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     return !stopped && joined && !roundFailing && ticking === null && timer !== null && performance.now() >= dueAt;
   }
 
+  /**
+   * Runs the overdue round now (see `behind`) and resolves once it has finished; a no-op otherwise.
+   * The renewal inside it is the ordinary one (owner and epoch must still match), so a lease another
+   * instance took meanwhile stays lost.
+   */
+  async function catchUp(): Promise<void> {
+    if (ticking !== null) {
+      if (lateRound) await ticking;
+      return;
+    }
+    if (!overdue()) return;
+    if (timer !== null) clearTimeout(timer);
+    log.info({ overdueMs: Math.round(performance.now() - dueAt) }, 'lease round overdue (this process was busy): running it now');
+    runRound(true);
+    await ticking;
+  }
+
   async function renewed(epochs: Readonly<Record<string, number>>, waitMs: number): Promise<boolean> {
     const until = performance.now() + waitMs;
     for (;;) {
@@ -388,7 +398,7 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
       if (within) return true;
       const left = until - performance.now();
       if (stopped || roundFailing || left <= 0) return false;
-      if (overdue() || (ticking !== null && lateRound)) await manager.catchUp();
+      if (overdue() || (ticking !== null && lateRound)) await catchUp();
       else if (ticking !== null) {
         // A round is running (slowed by a loaded database): its renewal decides, within the wait.
         let timer: NodeJS.Timeout | undefined;
@@ -401,7 +411,7 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     }
   }
 
-  const manager: LeaseManager = {
+  return {
     renewed,
     get roundFailing() {
       return roundFailing;
@@ -428,17 +438,6 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
     },
     get behind() {
       return overdue() || (ticking !== null && lateRound);
-    },
-    async catchUp() {
-      if (ticking !== null) {
-        if (lateRound) await ticking;
-        return;
-      }
-      if (!overdue()) return;
-      if (timer !== null) clearTimeout(timer);
-      log.info({ overdueMs: Math.round(performance.now() - dueAt) }, 'lease round overdue (this process was busy): running it now');
-      runRound(true);
-      await ticking;
     },
     join() {
       if (joined) return;
@@ -506,5 +505,4 @@ export function createLeaseManager(opts: LeaseManagerOptions): LeaseManager {
       await releasingDone;
     },
   };
-  return manager;
 }
